@@ -1,0 +1,147 @@
+"""Numerics and argument checks shared by every jaxopt_adv transform.
+
+Each helper exists once here and is imported, never re-typed: hyperparameter
+validation (only for concrete Python numbers, so traced values coming through
+``optax.inject_hyperparams`` pass untouched), the static "is this option off?"
+test used to leave optional blocks out of a chain, and the scalar/dtype rules
+used by the update functions.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "check",
+    "check_learning_rate",
+    "decay_power",
+    "is_concrete_number",
+    "is_static_zero",
+    "scalar_dtype",
+    "tree_map_multi",
+]
+
+
+def is_concrete_number(value: Any) -> bool:
+    """True for Python / NumPy real numbers (not bools, arrays, tracers or schedules)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_static_zero(value: Any) -> bool:
+    """True when ``value`` is the Python number 0, so an optional block can be left out.
+
+    Arrays (e.g. hyperparameters injected by ``optax.inject_hyperparams``) are never
+    static zeros: the block stays in, which keeps ``init`` and ``update`` consistent.
+    """
+    return is_concrete_number(value) and value == 0
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` when a concrete hyperparameter is out of range."""
+    if not condition:
+        raise ValueError(message)
+
+
+def _in_range(value: Any, low: float, high: float, low_open: bool, high_open: bool) -> bool:
+    if not is_concrete_number(value):
+        return True  # traced or array values are the caller's responsibility
+    value = float(value)
+    if math.isnan(value):
+        return False
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    return above and below
+
+
+def check_learning_rate(learning_rate: Any) -> None:
+    """torch's rule: a concrete learning rate must be ``>= 0`` (schedules are not checked)."""
+    check(
+        _in_range(learning_rate, 0.0, math.inf, False, False),
+        f"Invalid learning rate: {learning_rate} (learning_rate must be >= 0)",
+    )
+
+
+def check_nonnegative(value: Any, name: str, torch_name: str | None = None) -> None:
+    """``value >= 0`` with torch's wording ``Invalid <name> value: <value>``."""
+    check(
+        _in_range(value, 0.0, math.inf, False, False),
+        f"Invalid {torch_name or name} value: {value} ({name} must be >= 0)",
+    )
+
+
+def check_beta(value: Any, index: int, name: str) -> None:
+    """``0 <= beta < 1`` with torch's wording ``Invalid beta parameter at index i``."""
+    check(
+        _in_range(value, 0.0, 1.0, False, True),
+        f"Invalid beta parameter at index {index}: {value} ({name} must be in [0, 1))",
+    )
+
+
+def check_interval(
+    value: Any,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    torch_name: str | None = None,
+) -> None:
+    """``value`` in the interval with torch's wording ``Invalid <name> value: <value>``."""
+    left = "(" if low_open else "["
+    right = ")" if high_open else "]"
+    check(
+        _in_range(value, low, high, low_open, high_open),
+        f"Invalid {torch_name or name} value: {value} "
+        f"({name} must be in {left}{low}, {high}{right})",
+    )
+
+
+def scalar_dtype(leaf_dtype: Any = None) -> jnp.dtype:
+    """dtype for step-dependent scalars (bias corrections, decay powers).
+
+    At least float32, float64 for float64 leaves (or when x64 is on and no leaf dtype is
+    given): torch computes these in Python doubles, so float64 runs must too.
+    """
+    if leaf_dtype is None:
+        return jnp.result_type(float)
+    return jnp.promote_types(jnp.float32, leaf_dtype)
+
+
+def log_of(beta: Any) -> Any:
+    """``log(beta)``: in Python double for a concrete number (``-inf`` for 0), else traced."""
+    if is_concrete_number(beta):
+        return math.log(beta) if beta > 0 else -math.inf
+    return jnp.log(beta)
+
+
+def decay_power(beta: Any, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(beta**t, 1 - beta**t)`` for a float step ``t``, accurate to float rounding.
+
+    torch evaluates bias corrections in Python doubles. In float32, ``1 - beta**t`` loses
+    digits for small ``t`` (0.999 is not a float32 number, and the subtraction cancels:
+    2.5e-5 relative error at t=6); ``exp(t log beta)`` and ``-expm1(t log beta)`` with the
+    logarithm taken in double keep both at float32 precision.
+    """
+    x = t * log_of(beta)
+    return jnp.exp(x), -jnp.expm1(x)
+
+
+def tree_map_multi(fn: Callable[..., tuple], n_out: int, tree: Any, *rest: Any) -> tuple:
+    """Map ``fn`` (returning an ``n_out``-tuple) over leaves; return one tree per output.
+
+    The per-leaf functions of the optimizers compute the update and every new moment
+    together; this splits the results back into trees shaped like ``tree``.
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    others = [treedef.flatten_up_to(r) for r in rest]
+    if not leaves:
+        return tuple(treedef.unflatten([]) for _ in range(n_out))
+    outputs = [fn(*args) for args in zip(leaves, *others, strict=True)]
+    return tuple(treedef.unflatten(list(col)) for col in zip(*outputs, strict=True))

@@ -1,0 +1,50 @@
+"""The wrapper every torch-exact optimizer shares: torch's order of operations.
+
+torch.optim applies, in this order: negate the gradient (``maximize``), add coupled L2
+weight decay ``wd * param``, run the algorithm, then step with ``-lr`` -- where decoupled
+weight decay ``param * (1 - lr * wd)`` is the same as adding ``wd * param`` after the
+algorithm and before the learning rate.  :func:`torch_chain` builds exactly that
+``optax.chain``, leaving out the blocks a static option turns off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optax
+
+from jaxopt_adv._common import check_learning_rate, check_nonnegative, is_static_zero
+
+
+def torch_chain(
+    *core: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule | None,
+    weight_decay: Any = 0.0,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    """``chain([scale(-1)], [coupled wd], *core, [decoupled wd], [scale_by_learning_rate])``.
+
+    Args:
+      *core: the algorithm's blocks (they return an ascent direction).
+      learning_rate: scalar or schedule; ``None`` when ``core`` already returns the final
+        (descent) update, as Rprop and ASGD do.
+      weight_decay: L2 coefficient; a Python ``0`` leaves the block out (so ``params`` are
+        not needed), anything else (including traced values) keeps it.
+      decoupled_weight_decay: apply ``wd * param`` after the algorithm (AdamW style).
+      maximize: ascend instead of descend (torch negates the gradient first).
+
+    Returns:
+      The chained transform.
+    """
+    if learning_rate is not None:
+        check_learning_rate(learning_rate)
+    check_nonnegative(weight_decay, "weight_decay")
+    decay = [] if is_static_zero(weight_decay) else [optax.add_decayed_weights(weight_decay)]
+    blocks = [optax.scale(-1.0)] if maximize else []
+    blocks += [] if decoupled_weight_decay else decay
+    blocks += list(core)
+    blocks += decay if decoupled_weight_decay else []
+    if learning_rate is not None:
+        blocks.append(optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(*blocks)

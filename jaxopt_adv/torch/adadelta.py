@@ -1,0 +1,66 @@
+"""Adadelta as ``torch.optim.Adadelta`` computes it, composed from optax blocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optax
+
+from jaxopt_adv._common import check_interval, check_nonnegative
+from jaxopt_adv.torch._chain import torch_chain
+
+
+def adadelta(
+    learning_rate: optax.ScalarOrSchedule = 1.0,
+    rho: Any = 0.9,
+    eps: Any = 1e-6,
+    weight_decay: Any = 0.0,
+    *,
+    maximize: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adadelta that reproduces ``torch.optim.Adadelta`` step for step.
+
+    .. math::
+      v_t = \rho v_{t-1} + (1-\rho) g_t^2, \quad
+      \Delta_t = \frac{\sqrt{u_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}} g_t, \quad
+      u_t = \rho u_{t-1} + (1-\rho)\Delta_t^2, \quad
+      \theta_t = \theta_{t-1} - \eta_t \Delta_t
+
+    (eps inside both roots; :math:`u` accumulates :math:`\Delta` before the learning rate).
+
+    Args:
+      learning_rate: scalar or schedule (torch ``lr``), default ``1.0``.
+      rho: decay of both running averages, in ``[0, 1]``.
+      eps: added inside the roots, ``>= 0``.
+      weight_decay: coupled L2 coefficient, ``>= 0``.
+      maximize: static; maximise instead of minimise.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxopt_adv
+      >>> opt = jaxopt_adv.torch.adadelta(rho=0.0, eps=1.0)
+      >>> params = jnp.zeros(1)
+      >>> state = opt.init(params)
+      >>> updates, state = opt.update(jnp.array([3.0]), state, params)
+      >>> updates.round(4)
+      Array([-0.9487], dtype=float32)
+
+    References:
+      Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012; mirrors
+      ``torch.optim.Adadelta`` (torch 2.13).
+
+    Warning:
+      ``optax.adadelta()`` defaults to ``learning_rate=None``, which skips the sign flip
+      and *ascends*; this one defaults to torch's ``1.0``.
+    """
+    check_interval(rho, "rho", 0.0, 1.0)
+    check_nonnegative(eps, "eps", "epsilon")
+    return torch_chain(
+        optax.scale_by_adadelta(rho=rho, eps=eps),
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        maximize=maximize,
+    )

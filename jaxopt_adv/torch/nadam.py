@@ -1,0 +1,165 @@
+"""NAdam with torch's momentum-decay schedule (``torch.optim.NAdam``)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import jax.numpy as jnp
+import optax
+
+from jaxopt_adv._common import check_nonnegative, decay_power, scalar_dtype, tree_map_multi
+from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch.adam import check_adam_args
+
+
+class ScaleByNadamState(NamedTuple):
+    """State of :func:`scale_by_nadam`."""
+
+    count: chex.Array  # int32 scalar
+    mu_product: chex.Array  # scalar: prod_{i<=t} mu_i (torch ``mu_product``)
+    mu: optax.Updates  # torch ``exp_avg``
+    nu: optax.Updates  # torch ``exp_avg_sq``
+
+
+def scale_by_nadam(
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    momentum_decay: Any = 4e-3,
+    *,
+    mu_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""NAdam's scaling with Dozat's momentum schedule, as torch computes it.
+
+    .. math::
+      \mu_t = \beta_1\left(1 - \tfrac12\, 0.96^{t\psi}\right), \quad
+      \Pi_t = \Pi_{t-1}\mu_t, \quad
+      d_t = \sqrt{v_t / (1-\beta_2^t)} + \epsilon
+
+      \text{out}_t = \frac{1-\mu_t}{1-\Pi_t}\frac{g_t}{d_t}
+        + \frac{\mu_{t+1}}{1-\Pi_t\mu_{t+1}}\frac{m_t}{d_t}
+
+    with :math:`m_t, v_t` Adam's moments (``m`` decays with :math:`\beta_1`, not
+    :math:`\mu_t`).
+
+    Args:
+      b1: first-moment decay, in ``[0, 1)``.
+      b2: second-moment decay, in ``[0, 1)``.
+      eps: added outside the square root, ``>= 0``.
+      momentum_decay: :math:`\psi`, ``>= 0`` (torch default ``4e-3``).
+      mu_dtype: optional dtype of the first moment.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_adv.torch import scale_by_nadam
+      >>> tx = scale_by_nadam()
+      >>> state = tx.init(jnp.zeros(2))
+      >>> u, state = tx.update(jnp.ones(2), state)
+      >>> state.mu_product
+      Array(0.45007, dtype=float32)
+
+    References:
+      Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop;
+      mirrors ``torch.optim.NAdam`` (torch 2.13).
+
+    Warning:
+      ``optax.nadam`` uses :math:`\mu_t \equiv \beta_1` (the limit
+      :math:`\psi \to \infty`); with torch's default :math:`\psi = 0.004` the momentum is
+      about 0.45 early in training, so ``optax.nadam`` is a different optimizer.
+    """
+    check_adam_args(b1, b2, eps)
+    check_nonnegative(momentum_decay, "momentum_decay")
+    mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+
+    def init_fn(params: optax.Params) -> ScaleByNadamState:
+        return ScaleByNadamState(
+            count=jnp.zeros([], jnp.int32),
+            mu_product=jnp.ones([], scalar_dtype()),
+            mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+            nu=optax.tree.zeros_like(params),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        count = optax.safe_increment(state.count)
+        t = count.astype(state.mu_product.dtype)
+        mu_t = b1 * (1 - 0.5 * decay_power(0.96, t * momentum_decay)[0])
+        mu_next = b1 * (1 - 0.5 * decay_power(0.96, (t + 1) * momentum_decay)[0])
+        mu_product = state.mu_product * mu_t
+        grad_coef = (1 - mu_t) / (1 - mu_product)
+        mom_coef = mu_next / (1 - mu_product * mu_next)
+        _, bc2 = decay_power(b2, t)
+
+        def leaf(g, m, v):
+            m = (b1 * m + (1 - b1) * g).astype(m.dtype)
+            v = (b2 * v + (1 - b2) * g * g).astype(v.dtype)
+            denom = jnp.sqrt(v / bc2.astype(v.dtype)) + eps
+            out = (grad_coef.astype(g.dtype) * g + mom_coef.astype(m.dtype) * m) / denom
+            return out.astype(g.dtype), m, v
+
+        out, mu, nu = tree_map_multi(leaf, 3, updates, state.mu, state.nu)
+        return out, ScaleByNadamState(count, mu_product.astype(state.mu_product.dtype), mu, nu)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def nadam(
+    learning_rate: optax.ScalarOrSchedule = 2e-3,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    momentum_decay: Any = 4e-3,
+    *,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+    mu_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""NAdam that reproduces ``torch.optim.NAdam`` step for step.
+
+    :math:`\theta_t = \theta_{t-1} - \eta_t\,\text{out}_t` with ``out`` from
+    :func:`scale_by_nadam`; weight decay is coupled L2, or decoupled
+    (:math:`\theta(1-\eta_t\lambda)`, "NAdamW") with ``decoupled_weight_decay=True``.
+
+    Args:
+      learning_rate: scalar or schedule (torch ``lr``), default ``2e-3``.
+      b1: torch ``betas[0]``, in ``[0, 1)``.
+      b2: torch ``betas[1]``, in ``[0, 1)``.
+      eps: added outside the square root, ``>= 0``.
+      weight_decay: L2 coefficient, ``>= 0``.
+      momentum_decay: :math:`\psi`, ``>= 0``.
+      decoupled_weight_decay: static; AdamW-style decay.
+      maximize: static; maximise instead of minimise.
+      mu_dtype: optional dtype of the first moment.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxopt_adv
+      >>> opt = jaxopt_adv.torch.nadam(0.1)
+      >>> params = jnp.zeros(2)
+      >>> state = opt.init(params)
+      >>> updates, state = opt.update(jnp.ones(2), state, params)
+      >>> updates.round(4)
+      Array([-0.1056, -0.1056], dtype=float32)
+
+    References:
+      Dozat, ICLR 2016 workshop; mirrors ``torch.optim.NAdam`` (torch 2.13).
+
+    Warning:
+      ``optax.nadam`` / ``optax.nadamw`` lack the momentum-decay schedule (see
+      :func:`scale_by_nadam`).
+    """
+    return torch_chain(
+        scale_by_nadam(b1, b2, eps, momentum_decay, mu_dtype=mu_dtype),
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+        maximize=maximize,
+    )

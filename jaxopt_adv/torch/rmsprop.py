@@ -1,0 +1,80 @@
+"""RMSprop as ``torch.optim.RMSprop`` computes it, composed from optax blocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optax
+
+from jaxopt_adv._common import check_interval, check_nonnegative, is_static_zero
+from jaxopt_adv.torch._chain import torch_chain
+
+
+def rmsprop(
+    learning_rate: optax.ScalarOrSchedule = 1e-2,
+    alpha: Any = 0.99,
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    momentum: Any = 0.0,
+    *,
+    centered: bool = False,
+    maximize: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""RMSprop that reproduces ``torch.optim.RMSprop`` step for step.
+
+    .. math::
+      v_t = \alpha v_{t-1} + (1-\alpha) g_t^2, \quad
+      d_t = \sqrt{v_t - \bar g_t^2} + \epsilon\ \text{(centered)}\ \text{else}\
+      \sqrt{v_t} + \epsilon
+
+      b_t = \mu b_{t-1} + g_t / d_t, \qquad \theta_t = \theta_{t-1} - \eta_t b_t
+
+    with :math:`\bar g_t` the running mean of gradients (``centered=True``) and coupled
+    L2 ``weight_decay`` added to the gradient first.
+
+    It is ``chain(scale_by_rms | scale_by_stddev (eps outside the root), trace(momentum),
+    scale_by_learning_rate)``: the momentum buffer holds un-scaled steps and the learning
+    rate multiplies the whole buffer, as in torch.
+
+    Args:
+      learning_rate: scalar or schedule (torch ``lr``), default ``1e-2``.
+      alpha: smoothing constant, in ``[0, 1]``.
+      eps: added outside the square root, ``>= 0``.
+      weight_decay: coupled L2 coefficient, ``>= 0``.
+      momentum: momentum factor, ``>= 0`` (a Python 0 keeps no buffer).
+      centered: static; normalise by the estimated variance of the gradient.
+      maximize: static; maximise instead of minimise.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxopt_adv
+      >>> opt = jaxopt_adv.torch.rmsprop(0.01, alpha=0.75, eps=0.0)
+      >>> params = jnp.zeros(2)
+      >>> state = opt.init(params)
+      >>> updates, state = opt.update(jnp.array([1.0, -1.0]), state, params)
+      >>> updates
+      Array([-0.02,  0.02], dtype=float32)
+
+    References:
+      Tieleman, Hinton, "Lecture 6.5 - RMSProp", COURSERA: Neural Networks for Machine
+      Learning, 2012; Graves, "Generating Sequences With Recurrent Neural Networks", 2013
+      (centered); mirrors ``torch.optim.RMSprop`` (torch 2.13).
+
+    Warning:
+      ``optax.rmsprop`` defaults differ (``decay=0.9``, eps *inside* the root) and it
+      applies momentum *after* the learning rate, which differs from torch under a
+      learning-rate schedule.
+    """
+    check_interval(alpha, "alpha", 0.0, 1.0)
+    check_nonnegative(eps, "eps", "epsilon")
+    check_nonnegative(momentum, "momentum")
+    scale = optax.scale_by_stddev if centered else optax.scale_by_rms
+    core = [scale(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False)]
+    if not is_static_zero(momentum):
+        core.append(optax.trace(decay=momentum))
+    return torch_chain(
+        *core, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
+    )

@@ -1,0 +1,155 @@
+"""SGD with torch's momentum, dampening and Nesterov rules (``torch.optim.SGD``)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxopt_adv._common import check, check_nonnegative, is_concrete_number, is_static_zero
+from jaxopt_adv.torch._chain import torch_chain
+
+
+class SgdMomentumState(NamedTuple):
+    """State of :func:`scale_by_sgd_momentum`."""
+
+    count: chex.Array  # int32 scalar: number of updates taken
+    trace: optax.Updates  # torch's ``momentum_buffer``
+
+
+def scale_by_sgd_momentum(
+    momentum: Any = 0.9,
+    dampening: Any = 0.0,
+    *,
+    nesterov: bool = False,
+    accumulator_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Heavy-ball / Nesterov momentum exactly as ``torch.optim.SGD`` computes it.
+
+    .. math::
+      b_1 = g_1, \qquad b_t = \mu b_{t-1} + (1 - \tau) g_t, \qquad
+      u_t = g_t + \mu b_t \ \text{(nesterov)} \ \text{else}\ b_t
+
+    The first step copies the gradient into the buffer *without* dampening. A momentum
+    of exactly 0 (also when injected as an array) returns ``g`` unchanged, as torch does.
+
+    Args:
+      momentum: momentum factor :math:`\mu`, ``>= 0``.
+      dampening: dampening :math:`\tau` applied from the second step on.
+      nesterov: static; use the Nesterov form (torch requires ``dampening == 0``).
+      accumulator_dtype: optional dtype of the buffer (default: the params' dtype).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_adv.torch import scale_by_sgd_momentum
+      >>> tx = scale_by_sgd_momentum(0.9, dampening=0.5)
+      >>> state = tx.init(jnp.zeros(2))
+      >>> u, state = tx.update(jnp.ones(2), state)
+      >>> u, state = tx.update(jnp.ones(2), state)
+      >>> u
+      Array([1.4, 1.4], dtype=float32)
+
+    References:
+      Sutskever et al., "On the importance of initialization and momentum in deep
+      learning", ICML 2013; mirrors ``torch.optim.SGD`` (torch 2.13).
+
+    Warning:
+      ``optax.trace`` has no dampening and starts from a zero buffer, so with
+      ``dampening != 0`` it differs from torch from the second step on.
+    """
+    accumulator_dtype = None if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
+
+    def init_fn(params: optax.Params) -> SgdMomentumState:
+        return SgdMomentumState(
+            count=jnp.zeros([], jnp.int32),
+            trace=optax.tree.zeros_like(params, dtype=accumulator_dtype),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        first = state.count == 0
+
+        def buffer(g, b):
+            return jnp.where(first, g, momentum * b + (1 - dampening) * g).astype(b.dtype)
+
+        trace = jax.tree.map(buffer, updates, state.trace)
+
+        def direction(g, b):
+            out = g + momentum * b if nesterov else b
+            return jnp.where(momentum == 0, g, out).astype(g.dtype)
+
+        updates = jax.tree.map(direction, updates, trace)
+        return updates, SgdMomentumState(optax.safe_increment(state.count), trace)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def sgd(
+    learning_rate: optax.ScalarOrSchedule = 1e-3,
+    momentum: Any = 0.0,
+    dampening: Any = 0.0,
+    weight_decay: Any = 0.0,
+    *,
+    nesterov: bool = False,
+    maximize: bool = False,
+    accumulator_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Stochastic gradient descent that reproduces ``torch.optim.SGD`` step for step.
+
+    .. math::
+      g_t \leftarrow \pm g_t + \lambda \theta_{t-1}, \quad
+      b_t = \text{torch momentum}(g_t), \quad \theta_t = \theta_{t-1} - \eta_t b_t
+
+    Args:
+      learning_rate: scalar or schedule :math:`\eta` (torch ``lr``), default ``1e-3``.
+      momentum: momentum factor, ``>= 0`` (0 keeps no buffer).
+      dampening: dampening for momentum (ignored while momentum is 0, as in torch).
+      weight_decay: coupled L2 coefficient :math:`\lambda`, ``>= 0``.
+      nesterov: static; Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+      maximize: static; maximise the objective instead of minimising it.
+      accumulator_dtype: optional dtype of the momentum buffer.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; it needs ``params`` when
+      ``weight_decay`` is not a Python 0.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxopt_adv
+      >>> opt = jaxopt_adv.torch.sgd(0.1, momentum=0.9, nesterov=True)
+      >>> params = jnp.ones(3)
+      >>> state = opt.init(params)
+      >>> updates, state = opt.update(jnp.ones(3), state, params)
+      >>> updates
+      Array([-0.19, -0.19, -0.19], dtype=float32)
+
+    References:
+      ``torch.optim.SGD`` (torch 2.13), whose Nesterov form follows Sutskever et al.,
+      ICML 2013.
+
+    Warning:
+      ``optax.sgd`` has no dampening, no weight decay and no ``maximize``; it matches
+      torch only for ``dampening == 0`` (see ``scale_by_sgd_momentum``).
+    """
+    check_nonnegative(momentum, "momentum")
+    if nesterov and is_concrete_number(momentum) and is_concrete_number(dampening):
+        check(
+            momentum > 0 and dampening == 0,
+            "Nesterov momentum requires a momentum and zero dampening",
+        )
+    core = []
+    if not is_static_zero(momentum):
+        core.append(
+            scale_by_sgd_momentum(
+                momentum, dampening, nesterov=nesterov, accumulator_dtype=accumulator_dtype
+            )
+        )
+    return torch_chain(
+        *core, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
+    )

@@ -1,0 +1,203 @@
+"""The torch parity harness every algorithm family reuses.
+
+``run_parity`` starts a jaxopt_adv transform and a torch optimizer from identical
+parameters (a matrix, a vector, a 4-D conv-shaped tensor and a scalar), replays one
+recorded gradient stream through both, and after *every* step compares the parameters
+and, through a field map (``{"mu": "exp_avg", ...}``), the optimizer state. In float64
+(jax x64 + ``torch.float64``) the max relative error must be <= 1e-10; in float32,
+<= 1e-5. The relative error of a quantity at step t is ``max|ours_t - torch_t|`` over
+its elements divided by the largest magnitude the torch quantity has had up to step t
+(its starting value included): a max-norm relative error that stays meaningful for
+parameters and buffers that cross zero.
+
+A learning-rate schedule can be applied on both sides: ours receives it as an optax
+schedule, torch gets ``param_groups[i]['lr'] = schedule(t)`` before step ``t``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+
+TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
+PARAM_SHAPES = {"matrix": (5, 4), "vector": (7,), "conv": (3, 2, 3, 3), "scalar": ()}
+# Step-varying gradient scale: second-moment maxima move up and down (exercises AMSGrad).
+GRADIENT_SCALES = (5.0, 1.0, 0.5, 2.0, 0.1, 3.0, 0.2, 1.5, 0.05, 4.0)
+
+torch.set_num_threads(1)
+
+
+def make_params(seed: int = 0) -> dict[str, np.ndarray]:
+    """Identical float64 starting parameters for both frameworks."""
+    rng = np.random.default_rng(seed)
+    return {k: rng.normal(size=s) for k, s in PARAM_SHAPES.items()}
+
+
+def gradient_stream(num_steps: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    """A recorded float64 gradient stream: a persistent direction plus noise, scaled per step.
+
+    Every fourth step the first row of the matrix is exactly zero, which exercises the
+    ``sign == 0`` / empty-accumulator branches (Rprop, Adagrad).
+    """
+    rng = np.random.default_rng(seed)
+    drift = {k: rng.normal(size=s) for k, s in PARAM_SHAPES.items()}
+    stream = []
+    for t in range(num_steps):
+        scale = GRADIENT_SCALES[t % len(GRADIENT_SCALES)]
+        g = {k: scale * (0.5 * drift[k] + rng.normal(size=s)) for k, s in PARAM_SHAPES.items()}
+        if t % 4 == 3:
+            g["matrix"][0] = 0.0
+        stream.append(g)
+    return stream
+
+
+@contextlib.contextmanager
+def precision(dtype: str) -> Iterator[None]:
+    """float64: jax x64 and torch's default dtype float64 (torch keeps step scalars in it)."""
+    previous_x64 = jax.config.jax_enable_x64
+    previous_torch = torch.get_default_dtype()
+    jax.config.update("jax_enable_x64", dtype == "float64")
+    torch.set_default_dtype(torch.float64 if dtype == "float64" else torch.float32)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous_x64)
+        torch.set_default_dtype(previous_torch)
+
+
+def find_state_field(state: Any, name: str) -> Any:
+    """The value of the unique NamedTuple field ``name`` anywhere in an optax state."""
+    found = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, tuple) and hasattr(node, "_fields"):
+            if name in node._fields:
+                found.append(getattr(node, name))
+            for child in node:
+                visit(child)
+        elif isinstance(node, (tuple, list)):
+            for child in node:
+                visit(child)
+        elif isinstance(node, dict):
+            for child in node.values():
+                visit(child)
+
+    visit(state)
+    if len(found) != 1:
+        raise KeyError(f"state field {name!r} found {len(found)} times in {type(state)}")
+    return found[0]
+
+
+def max_abs(x: Any) -> float:
+    return float(np.max(np.abs(np.asarray(x, dtype=np.float64)), initial=0.0))
+
+
+def absolute_error(ours: Any, reference: Any) -> float:
+    ours = np.asarray(ours, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    assert ours.shape == reference.shape, (ours.shape, reference.shape)
+    return max_abs(ours - reference)
+
+
+@dataclasses.dataclass
+class ParityReport:
+    """Max relative errors over all steps: per compared quantity, and overall."""
+
+    errors: dict[str, float]
+    num_steps: int
+
+    @property
+    def max_error(self) -> float:
+        return max(self.errors.values())
+
+
+TorchFactory = Callable[[Sequence[torch.Tensor]], torch.optim.Optimizer]
+
+
+def run_parity(
+    ours: optax.GradientTransformation,
+    torch_factory: TorchFactory,
+    *,
+    dtype: str = "float64",
+    num_steps: int = 20,
+    state_map: dict[str, str] | None = None,
+    schedule: Callable[[Any], Any] | None = None,
+    tolerance: float | None = None,
+    check: bool = True,
+) -> ParityReport:
+    """Replay the gradient stream through both optimizers and compare after every step.
+
+    Args:
+      ours: the jaxopt_adv transform (built with ``schedule`` as its learning rate when
+        one is given).
+      torch_factory: ``params -> torch.optim.Optimizer``.
+      dtype: ``"float64"`` or ``"float32"``.
+      num_steps: number of steps (>= 20 for a parity claim).
+      state_map: our state field name -> torch state key.
+      schedule: learning rate as a function of the 0-based step, applied to torch through
+        ``param_groups``; it must accept a Python int and a jax int32 scalar.
+      tolerance: override of the max relative error allowed.
+      check: assert the tolerance (``False`` only to measure a known mismatch).
+
+    Returns:
+      The report of max relative errors.
+    """
+    state_map = state_map or {}
+    tolerance = TOLERANCE[dtype] if tolerance is None else tolerance
+    names = list(PARAM_SHAPES)
+    start = make_params()
+    stream = gradient_stream(num_steps)
+    errors: dict[str, float] = {}
+    scales = {f"param:{k}": max_abs(v) for k, v in start.items()}
+
+    def record(key: str, ours_value: Any, reference: Any) -> None:
+        scales[key] = max(scales.get(key, 0.0), max_abs(reference))
+        error = absolute_error(ours_value, reference) / max(scales[key], 1e-30)
+        errors[key] = max(errors.get(key, 0.0), error)
+
+    with precision(dtype):
+        np_dtype = np.dtype(dtype)
+        params = {k: jnp.asarray(v, np_dtype) for k, v in start.items()}
+        state = ours.init(params)
+
+        @jax.jit
+        def step(grads, state, params):
+            updates, state = ours.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        torch_dtype = getattr(torch, dtype)
+        t_params = [torch.tensor(start[k], dtype=torch_dtype, requires_grad=True) for k in names]
+        optimizer = torch_factory(t_params)
+
+        for t, g in enumerate(stream):
+            grads = {k: jnp.asarray(v, np_dtype) for k, v in g.items()}
+            params, state = step(grads, state, params)
+            for p, k in zip(t_params, names, strict=True):
+                p.grad = torch.tensor(g[k], dtype=torch_dtype)
+            if schedule is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = float(schedule(t))
+            optimizer.step()
+
+            for p, k in zip(t_params, names, strict=True):
+                record(f"param:{k}", params[k], p.detach().numpy())
+            for field, torch_key in state_map.items():
+                value = find_state_field(state, field)
+                for p, k in zip(t_params, names, strict=True):
+                    ours_value = value[k] if isinstance(value, dict) else value
+                    reference = optimizer.state[p][torch_key]
+                    record(f"state:{field}:{k}", ours_value, reference.numpy())
+            if check:
+                worst = max(errors, key=errors.get)
+                assert errors[worst] <= tolerance, (
+                    f"step {t + 1}: {worst} relative error {errors[worst]:.3e} > {tolerance:.0e}"
+                )
+    return ParityReport(errors, num_steps)

@@ -1,0 +1,352 @@
+"""The optax contract, checked for every registered optimizer (driven by tests/cases.py)."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxopt_adv import get_optimizer
+from tests.cases import CASES
+from tests.harness import precision
+
+SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": ()}
+
+
+def build(case, **overrides) -> optax.GradientTransformation:
+    return get_optimizer(case.name)(**{**case.kwargs, **overrides})
+
+
+def make_params(dtype=jnp.float32) -> dict[str, jax.Array]:
+    keys = jax.random.split(jax.random.key(0), len(SHAPES))
+    return {
+        k: jax.random.normal(key, s, dtype)
+        for key, (k, s) in zip(keys, SHAPES.items(), strict=True)
+    }
+
+
+def make_grads(params, step: int) -> dict[str, jax.Array]:
+    keys = jax.random.split(jax.random.key(100 + step), len(params))
+    scale = (3.0, 0.5, 1.0, 0.1)[step % 4]
+    return {
+        k: scale * jax.random.normal(key, p.shape, p.dtype)
+        for key, (k, p) in zip(keys, params.items(), strict=True)
+    }
+
+
+def make_step(tx, extra_args):
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params, **extra_args)
+        return optax.apply_updates(params, updates), state
+
+    return step
+
+
+def run(tx, case, num_steps=4, params=None, jit=True):
+    params = make_params() if params is None else params
+    state = tx.init(params)
+    step = make_step(tx, case.extra_args)
+    step = jax.jit(step) if jit else step
+    for t in range(num_steps):
+        params, state = step(params, state, make_grads(params, t))
+    return params, state
+
+
+def assert_trees_close(a, b, rtol=0.0, atol=0.0):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
+
+
+def avals(tree):
+    """(shape, dtype, weak_type) of every leaf of a tree of ShapeDtypeStructs."""
+    return jax.tree.map(lambda x: (x.shape, x.dtype, x.weak_type), tree)
+
+
+ids = [case.name for case in CASES]
+cases = pytest.mark.parametrize("case", CASES, ids=ids)
+
+
+@cases
+def test_jit_no_recompile(case):
+    tx = build(case)
+    traces = []
+
+    @jax.jit
+    def step(params, state, grads):
+        traces.append(None)
+        return make_step(tx, case.extra_args)(params, state, grads)
+
+    params = make_params()
+    state = tx.init(params)
+    for t in range(3):
+        params, state = step(params, state, make_grads(params, t))
+    assert len(traces) == 1
+
+
+@cases
+def test_state_avals_stable(case):
+    """update returns a state with the init state's shapes, dtypes and weak types."""
+    tx = build(case)
+    params = make_params()
+    state = jax.eval_shape(tx.init, params)
+    _, new_state = jax.eval_shape(
+        lambda s: tx.update(make_grads(params, 0), s, params, **case.extra_args),
+        tx.init(params),
+    )
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    assert avals(new_state) == avals(state)
+
+
+@cases
+def test_state_stable_through_cond(case):
+    tx = build(case)
+    params = make_params()
+    state = tx.init(params)
+    grads = make_grads(params, 0)
+
+    @jax.jit
+    def maybe_step(pred, state):
+        def skip():
+            return jax.tree.map(jnp.zeros_like, grads), state
+
+        return jax.lax.cond(pred, lambda: tx.update(grads, state, params, **case.extra_args), skip)
+
+    skipped_updates, skipped = maybe_step(False, state)
+    assert_trees_close(skipped, state)
+    updates, stepped = maybe_step(True, state)
+    expected_updates, expected = tx.update(grads, state, params, **case.extra_args)
+    # jit may fuse differently from eager: a float32 ulp of the values (~0.3) is allowed
+    assert_trees_close(updates, expected_updates, rtol=1e-6, atol=1e-6)
+    assert_trees_close(stepped, expected, rtol=1e-6, atol=1e-6)
+
+
+@cases
+def test_unknown_extra_args_ignored(case):
+    tx = build(case)
+    params = make_params()
+    state = tx.init(params)
+    grads = make_grads(params, 0)
+    plain = tx.update(grads, state, params, **case.extra_args)
+    extra = tx.update(grads, state, params, not_an_argument=jnp.ones(3), **case.extra_args)
+    assert_trees_close(plain, extra)
+
+
+@cases
+def test_inject_hyperparams_equivalent(case):
+    """Injected hyperparameters give the same numbers (float64, where a hyperparameter
+    held as an array is not rounded to float32 the way a Python float is not)."""
+    factory = get_optimizer(case.name)
+    with precision("float64"):
+        params = make_params(jnp.float64)
+        injected = optax.inject_hyperparams(factory)(**case.kwargs)
+        expected, _ = run(factory(**case.kwargs), case, params=params)
+        got, state = run(injected, case, params=params)
+        assert_trees_close(got, expected, rtol=1e-12)
+        assert float(state.hyperparams["learning_rate"]) == case.kwargs["learning_rate"]
+
+
+@cases
+def test_injected_learning_rate_is_live(case):
+    """Changing the injected learning rate in the state changes the next update."""
+    injected = optax.inject_hyperparams(get_optimizer(case.name))(**case.kwargs)
+    params = make_params()
+    state = injected.init(params)
+    grads = make_grads(params, 0)
+    u1, _ = injected.update(grads, state, params, **case.extra_args)
+    state.hyperparams["learning_rate"] = jnp.asarray(0.0)
+    u0, _ = injected.update(grads, state, params, **case.extra_args)
+    assert any(float(jnp.max(jnp.abs(x))) > 0 for x in jax.tree.leaves(u1))
+    if case.name != "torch.rprop":  # Rprop reads the learning rate only in init
+        assert all(float(jnp.max(jnp.abs(x))) == 0 for x in jax.tree.leaves(u0))
+
+
+@cases
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
+def test_update_dtype_follows_gradient(case, dtype):
+    tx = build(case)
+    params = make_params(dtype)
+    state = tx.init(params)
+    init_dtypes = jax.tree.map(jnp.result_type, state)
+    for t in range(2):
+        grads = make_grads(params, t)
+        updates, state = tx.update(grads, state, params, **case.extra_args)
+        jax.tree.map(lambda u, g: _assert_dtype(u, g.dtype), updates, grads)
+        params = optax.apply_updates(params, updates)
+        jax.tree.map(lambda x: _assert_dtype(x, dtype), params)
+        assert jax.tree.map(jnp.result_type, state) == init_dtypes
+        assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+
+
+def _assert_dtype(x, dtype):
+    assert jnp.result_type(x) == dtype, (jnp.result_type(x), dtype)
+
+
+@cases
+def test_multisteps_accumulates(case):
+    k = 3
+    tx = optax.MultiSteps(build(case), every_k_schedule=k)
+    params = make_params()
+    state = tx.init(params)
+    for t in range(k):
+        updates, state = tx.update(make_grads(params, t), state, params, **case.extra_args)
+        norms = [float(jnp.max(jnp.abs(u))) for u in jax.tree.leaves(updates)]
+        if t < k - 1:
+            assert max(norms) == 0.0
+        else:
+            assert max(norms) > 0.0
+
+
+@cases
+def test_abstract_init(case):
+    tx = build(case)
+    params = make_params()
+    abstract = jax.eval_shape(
+        tx.init, jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
+    )
+    concrete = tx.init(params)
+    assert jax.tree.structure(abstract) == jax.tree.structure(concrete)
+    shapes = jax.tree.map(lambda x: (x.shape, x.dtype), abstract)
+    assert shapes == jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), concrete)
+
+
+@cases
+def test_donation(case):
+    tx = build(case)
+    step = jax.jit(make_step(tx, case.extra_args), donate_argnums=(0, 1))
+    params = make_params()
+    state = tx.init(params)
+    expected, _ = run(tx, case, num_steps=1)
+    grads = make_grads(params, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Some donated buffers were not usable" fails
+        new_params, _ = step(params, state, grads)
+    assert all(p.is_deleted() for p in jax.tree.leaves(params))
+    assert_trees_close(new_params, expected)
+
+
+@cases
+def test_schedule_equals_constant(case):
+    lr = case.kwargs["learning_rate"]
+    constant, _ = run(build(case), case)
+    scheduled, _ = run(build(case, learning_rate=optax.constant_schedule(lr)), case)
+    assert_trees_close(scheduled, constant, rtol=1e-7)
+
+
+def _minimise(tx, loss, x0, steps, extra_args):
+    def body(carry, _):
+        x, state = carry
+        updates, state = tx.update(jax.grad(loss)(x), state, x, **extra_args)
+        return (optax.apply_updates(x, updates), state), None
+
+    (x, _), _ = jax.jit(lambda x: jax.lax.scan(body, (x, tx.init(x)), None, steps))(x0)
+    return float(loss(x) / loss(x0))
+
+
+@cases
+def test_converges_on_quadratic(case):
+    conv = case.quadratic
+    x0 = jnp.linspace(-2.0, 3.0, 6)
+    curvature = jnp.linspace(1.0, 10.0, 6)
+    ratio = _minimise(
+        build(case, **conv.kwargs) if conv.kwargs else build(case),
+        lambda x: 0.5 * jnp.sum(curvature * x**2),
+        x0,
+        conv.steps,
+        case.extra_args,
+    )
+    assert ratio < conv.ratio
+
+
+@cases
+def test_converges_on_rosenbrock(case):
+    conv = case.rosenbrock
+    factory = get_optimizer(case.name)
+    ratio = _minimise(
+        factory(**conv.kwargs),
+        lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2,
+        jnp.array([-1.2, 1.0]),
+        conv.steps,
+        case.extra_args,
+    )
+    assert ratio < conv.ratio
+
+
+@cases
+def test_nonfinite_gradient(case):
+    """A NaN gradient gives NaN updates (as in torch); apply_if_finite skips the step
+    and leaves the optimizer state untouched, and training then goes on."""
+    tx = build(case)
+    params = make_params()
+    nan_grads = jax.tree.map(lambda g: g.at[...].set(jnp.nan), make_grads(params, 0))
+    updates, _ = tx.update(nan_grads, tx.init(params), params, **case.extra_args)
+    assert all(bool(jnp.all(jnp.isnan(u))) for u in jax.tree.leaves(updates))
+
+    guarded = optax.apply_if_finite(tx, max_consecutive_errors=3)
+    state = guarded.init(params)
+    params, state = jax.jit(make_step(guarded, case.extra_args))(
+        params, state, make_grads(params, 0)
+    )
+    before = state
+    updates, state = guarded.update(nan_grads, state, params, **case.extra_args)
+    assert all(float(jnp.max(jnp.abs(u))) == 0 for u in jax.tree.leaves(updates))
+    assert_trees_close(state.inner_state, before.inner_state)
+    updates, state = guarded.update(make_grads(params, 1), state, params, **case.extra_args)
+    assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+    assert int(state.notfinite_count) == 0
+
+
+class _Model(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(3, 4, rngs=rngs)
+        self.out = nnx.Linear(4, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(jnp.tanh(self.hidden(x)))
+
+
+def _require_extra(name):
+    """A pass-through block that fails unless the extra arg ``name`` reaches it."""
+
+    def update(updates, state, params=None, **extra_args):
+        assert name in extra_args, f"extra arg {name!r} was not forwarded"
+        return updates, state
+
+    return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
+
+
+@cases
+def test_flax_nnx_optimizer(case):
+    x = jnp.linspace(-1.0, 1.0, 15).reshape(5, 3)
+    y = jnp.ones((5, 2))
+
+    def loss_fn(model):
+        return jnp.mean((model(x) - y) ** 2)
+
+    tx = optax.chain(build(case), _require_extra("value"))
+    model = _Model(nnx.Rngs(0))
+    initial = nnx.as_pure(nnx.state(model, nnx.Param))
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    reference = _Model(nnx.Rngs(0))
+    graphdef, ref_params = nnx.split(reference, nnx.Param)
+    ref_params = nnx.as_pure(ref_params)
+    ref_state = tx.init(ref_params)
+    for _ in range(3):
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads, value=loss, **case.extra_args)
+
+        def pure_loss(p):
+            return loss_fn(nnx.merge(graphdef, p))
+
+        ref_loss, ref_grads = jax.value_and_grad(pure_loss)(ref_params)
+        updates, ref_state = tx.update(
+            ref_grads, ref_state, ref_params, value=ref_loss, **case.extra_args
+        )
+        ref_params = optax.apply_updates(ref_params, updates)
+    got = nnx.as_pure(nnx.state(model, nnx.Param))
+    assert_trees_close(got, ref_params, rtol=1e-6, atol=1e-7)
+    assert not jax.tree.all(jax.tree.map(jnp.array_equal, got, initial))

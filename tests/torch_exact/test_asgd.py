@@ -1,0 +1,49 @@
+"""torch.optim.ASGD parity for jaxopt_adv.torch.asgd."""
+
+import pytest
+import torch
+
+from jaxopt_adv.torch import asgd
+from tests.harness import run_parity
+
+CASES = {
+    "defaults": {},
+    # lambd large enough that eta decays visibly; t0 small so averaging starts mid-run
+    "averaging": {"lambd": 0.5, "alpha": 0.6, "t0": 5.0},
+    "l2_maximize": {"weight_decay": 0.1, "maximize": True, "t0": 0.0},
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", CASES)
+def test_parity(case, dtype):
+    kwargs = CASES[case]
+    run_parity(
+        asgd(0.05, **kwargs),
+        lambda p: torch.optim.ASGD(p, lr=0.05, **kwargs),
+        dtype=dtype,
+        state_map={"ax": "ax"},
+    )
+
+
+def test_parity_with_schedule():
+    schedule = lambda t: 0.05 * 0.9**t  # noqa: E731
+    kwargs = {"lambd": 0.5, "t0": 3.0}
+    run_parity(
+        asgd(schedule, **kwargs),
+        lambda p: torch.optim.ASGD(p, lr=0.05, **kwargs),
+        schedule=schedule,
+        state_map={"ax": "ax"},
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"learning_rate": -1.0}, "Invalid learning rate"),
+        ({"weight_decay": -1.0}, "Invalid weight_decay value"),
+    ],
+)
+def test_bad_hyperparameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        asgd(**kwargs)

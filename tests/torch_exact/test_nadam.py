@@ -1,0 +1,69 @@
+"""torch.optim.NAdam parity for jaxopt_adv.torch.nadam."""
+
+import optax
+import pytest
+import torch
+
+from jaxopt_adv.torch import nadam
+from tests.harness import run_parity
+
+STATE = {"mu": "exp_avg", "nu": "exp_avg_sq", "mu_product": "mu_product"}
+CASES = {
+    "plain": {},
+    "momentum_decay": {"momentum_decay": 0.05, "b1": 0.8, "eps": 1e-3},
+    "l2": {"weight_decay": 0.1},
+    "decoupled": {"weight_decay": 0.1, "decoupled_weight_decay": True},
+    "maximize": {"maximize": True},
+}
+
+
+def _torch_kwargs(kwargs):
+    kwargs = dict(kwargs)
+    return {"betas": (kwargs.pop("b1", 0.9), kwargs.pop("b2", 0.999)), **kwargs}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", CASES)
+def test_parity(case, dtype):
+    kwargs = CASES[case]
+    run_parity(
+        nadam(0.05, **kwargs),
+        lambda p: torch.optim.NAdam(p, lr=0.05, **_torch_kwargs(kwargs)),
+        dtype=dtype,
+        state_map=STATE,
+    )
+
+
+def test_parity_with_schedule():
+    schedule = lambda t: 0.05 * (1 + t) ** -0.5  # noqa: E731
+    kwargs = {"weight_decay": 0.1, "decoupled_weight_decay": True}
+    run_parity(
+        nadam(schedule, **kwargs),
+        lambda p: torch.optim.NAdam(p, lr=0.05, **kwargs),
+        schedule=schedule,
+    )
+
+
+def test_long_run_momentum_schedule():
+    """300 steps: the momentum-decay schedule has moved well away from its start."""
+    run_parity(nadam(1e-3), lambda p: torch.optim.NAdam(p, lr=1e-3), num_steps=300)
+
+
+def test_optax_nadam_differs():
+    report = run_parity(optax.nadam(0.05), lambda p: torch.optim.NAdam(p, lr=0.05), check=False)
+    assert report.max_error > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"learning_rate": -1.0}, "Invalid learning rate"),
+        ({"b2": 1.0}, "Invalid beta parameter at index 1"),
+        ({"eps": -1.0}, "Invalid epsilon value"),
+        ({"weight_decay": -1.0}, "Invalid weight_decay value"),
+        ({"momentum_decay": -1.0}, "Invalid momentum_decay value"),
+    ],
+)
+def test_bad_hyperparameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        nadam(**kwargs)

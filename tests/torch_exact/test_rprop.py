@@ -1,0 +1,52 @@
+"""torch.optim.Rprop parity for jaxopt_adv.torch.rprop."""
+
+import optax
+import pytest
+import torch
+
+from jaxopt_adv.torch import rprop
+from tests.harness import run_parity
+
+STATE = {"prev": "prev", "step_size": "step_size"}
+CASES = {
+    "defaults": {},
+    "etas_clamped": {"etas": (0.3, 1.5), "step_sizes": (1e-3, 0.2)},
+    "maximize": {"maximize": True},
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", CASES)
+def test_parity(case, dtype):
+    kwargs = CASES[case]
+    run_parity(
+        rprop(0.05, **kwargs),
+        lambda p: torch.optim.Rprop(p, lr=0.05, **kwargs),
+        dtype=dtype,
+        state_map=STATE,
+    )
+
+
+def test_schedule_read_once():
+    """torch reads lr only when it creates the state: a schedule is read at step 0."""
+    schedule = lambda t: 0.05 * 0.5**t  # noqa: E731
+    run_parity(rprop(schedule), lambda p: torch.optim.Rprop(p, lr=0.05), schedule=schedule)
+
+
+def test_optax_rprop_differs():
+    report = run_parity(optax.rprop(0.05), lambda p: torch.optim.Rprop(p, lr=0.05), check=False)
+    assert report.max_error > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"learning_rate": -1.0}, "Invalid learning rate"),
+        ({"etas": (1.2, 0.5)}, "Invalid eta values"),
+        ({"etas": (0.0, 1.2)}, "Invalid eta values"),
+        ({"step_sizes": (1.0, 0.1)}, "Invalid step_sizes values"),
+    ],
+)
+def test_bad_hyperparameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        rprop(**kwargs)

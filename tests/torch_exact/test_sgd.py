@@ -1,0 +1,62 @@
+"""torch.optim.SGD parity for jaxopt_adv.torch.sgd."""
+
+import optax
+import pytest
+import torch
+
+from jaxopt_adv.torch import sgd
+from tests.harness import run_parity
+
+CASES = {
+    "plain": {},
+    "momentum": {"momentum": 0.9},
+    "dampening": {"momentum": 0.9, "dampening": 0.3},
+    "nesterov": {"momentum": 0.8, "nesterov": True},
+    "weight_decay": {"momentum": 0.9, "weight_decay": 1e-2},
+    "maximize": {"momentum": 0.5, "dampening": 0.1, "weight_decay": 0.1, "maximize": True},
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", CASES)
+def test_parity(case, dtype):
+    kwargs = CASES[case]
+    run_parity(
+        sgd(0.05, **kwargs),
+        lambda p: torch.optim.SGD(p, lr=0.05, **kwargs),
+        dtype=dtype,
+        state_map={"trace": "momentum_buffer"} if "momentum" in kwargs else {},
+    )
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"momentum": 0.9, "dampening": 0.2, "nesterov": False}])
+def test_parity_with_schedule(kwargs):
+    schedule = lambda t: 0.1 * 0.8**t  # noqa: E731
+    run_parity(
+        sgd(schedule, **kwargs), lambda p: torch.optim.SGD(p, lr=0.1, **kwargs), schedule=schedule
+    )
+
+
+def test_optax_sgd_differs_with_dampening():
+    report = run_parity(
+        optax.sgd(0.05, momentum=0.9),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, dampening=0.3),
+        check=False,
+    )
+    assert report.max_error > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"learning_rate": -1.0}, "Invalid learning rate"),
+        ({"momentum": -0.1}, "Invalid momentum value"),
+        ({"weight_decay": -1e-3}, "Invalid weight_decay value"),
+        ({"momentum": 0.9, "dampening": 0.1, "nesterov": True}, "Nesterov momentum requires"),
+        ({"nesterov": True}, "Nesterov momentum requires"),
+        ({"learning_rate": float("nan")}, "Invalid learning rate"),
+    ],
+)
+def test_bad_hyperparameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sgd(**kwargs)
