@@ -19,10 +19,14 @@ import jax.numpy as jnp
 
 __all__ = [
     "check",
+    "check_beta",
+    "check_interval",
     "check_learning_rate",
+    "check_nonnegative",
     "decay_power",
     "is_concrete_number",
     "is_static_zero",
+    "log_of",
     "scalar_dtype",
     "tree_map_multi",
 ]

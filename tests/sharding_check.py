@@ -1,0 +1,142 @@
+"""Run in a subprocess with 8 host CPU devices: every registered optimizer on sharded params.
+
+For each case and each layout (rows, columns, both mesh axes), the sharded run must give
+the single-device numbers (float32, <= 1e-6 relative), and every param-shaped state leaf
+must carry its param's sharding, after eager init and after jitted steps. Prints one JSON
+line per failure and exits non-zero if there is any.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+from jaxopt_adv import get_optimizer  # noqa: E402
+from tests.cases import CASES  # noqa: E402
+
+SHAPES = {"matrix": (16, 8), "conv": (8, 8, 3, 3), "vector": (16,), "scalar": ()}
+NUM_STEPS = 3
+
+
+def layouts():
+    mesh_1d = jax.make_mesh((8,), ("x",))
+    mesh_2d = jax.make_mesh((4, 2), ("a", "b"))
+    return {
+        "rows": (mesh_1d, P("x", None), P("x")),
+        "cols": (mesh_1d, P(None, "x"), P("x")),
+        "both": (mesh_2d, P("a", "b"), P(("a", "b"))),
+    }
+
+
+def make_tree(seed: int):
+    keys = jax.random.split(jax.random.key(seed), len(SHAPES))
+    return {
+        k: jax.random.normal(key, s, jnp.float32)
+        for key, (k, s) in zip(keys, SHAPES.items(), strict=True)
+    }
+
+
+def shardings(mesh, matrix_spec, vector_spec):
+    return {
+        "matrix": NamedSharding(mesh, matrix_spec),
+        "conv": NamedSharding(mesh, matrix_spec),
+        "vector": NamedSharding(mesh, vector_spec),
+        "scalar": NamedSharding(mesh, P()),
+    }
+
+
+def run(tx, params, extra_args, place):
+    params = place(params)
+    state = tx.init(params)
+    init_state = state
+
+    @jax.jit
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params, **extra_args)
+        return optax.apply_updates(params, updates), state
+
+    for t in range(NUM_STEPS):
+        params, state = step(params, state, place(make_tree(100 + t)))
+    return params, init_state, state
+
+
+def param_shaped_leaves(state):
+    """(param name, leaf) for every state leaf stored under a params key with its shape."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        key = path[-1]
+        name = getattr(key, "key", None)
+        if name in SHAPES and jnp.shape(leaf) == SHAPES[name]:
+            yield name, leaf
+
+
+def check_case(case, failures) -> int:
+    """Check one optimizer; return how many param-shaped state leaves were compared."""
+    tx = get_optimizer(case.name)(**case.kwargs)
+    reference, _, _ = run(tx, make_tree(0), case.extra_args, lambda tree: tree)
+    compared = 0
+    for layout, (mesh, matrix_spec, vector_spec) in layouts().items():
+        target = shardings(mesh, matrix_spec, vector_spec)
+
+        def place(tree, target=target):
+            return jax.tree.map(jax.device_put, tree, target)
+
+        params, init_state, state = run(tx, make_tree(0), case.extra_args, place)
+        for k in SHAPES:
+            ref = np.asarray(reference[k], np.float64)
+            err = np.max(np.abs(np.asarray(params[k], np.float64) - ref), initial=0.0)
+            rel = err / max(np.max(np.abs(ref), initial=0.0), 1e-30)
+            if not rel <= 1e-6:
+                failures.append({"case": case.name, "layout": layout, "param": k, "rel": rel})
+            if not params[k].sharding.is_equivalent_to(target[k], params[k].ndim):
+                failures.append(
+                    {
+                        "case": case.name,
+                        "layout": layout,
+                        "param": k,
+                        "problem": "param lost its sharding",
+                    }
+                )
+        for when, tree in (("init", init_state), ("after steps", state)):
+            for name, leaf in param_shaped_leaves(tree):
+                compared += 1
+                if not leaf.sharding.is_equivalent_to(target[name], leaf.ndim):
+                    failures.append(
+                        {
+                            "case": case.name,
+                            "layout": layout,
+                            "leaf": name,
+                            "when": when,
+                            "sharding": str(leaf.sharding),
+                        }
+                    )
+    return compared
+
+
+def main(names: list[str]) -> int:
+    assert jax.device_count() == 8, jax.devices()
+    failures: list[dict] = []
+    checked = 0
+    for case in CASES:
+        if names and case.name not in names:
+            continue
+        if check_case(case, failures) == 0:
+            failures.append({"case": case.name, "problem": "no param-shaped state leaf"})
+        checked += 1
+    for failure in failures:
+        print(json.dumps(failure, default=str))
+    print(f"checked {checked} optimizers x {len(layouts())} layouts, {len(failures)} failures")
+    return 1 if failures or not checked else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,46 @@
+"""The registry: one explicit dict, names resolvable, every entry covered and documented."""
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+import jaxopt_adv
+from jaxopt_adv import REGISTRY, get_optimizer, list_optimizers
+from tests.cases import CASES_BY_NAME
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def test_every_registered_optimizer_has_a_contract_case():
+    assert sorted(CASES_BY_NAME) == list_optimizers()
+
+
+@pytest.mark.parametrize("name", list_optimizers())
+def test_factory_shape_and_docs(name):
+    factory = get_optimizer(name)
+    first = next(iter(inspect.signature(factory).parameters))
+    assert first == "learning_rate"
+    doc = inspect.getdoc(factory)
+    for section in ("Args:", "Returns:", "Example:", "References:"):
+        assert section in doc, f"{name}: docstring lacks {section}"
+    assert f"`{name}`" in README, f"{name} missing from README's table of algorithms"
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(KeyError, match="torch.adamw"):
+        get_optimizer("torch.adamww")
+    with pytest.raises(KeyError, match="list_optimizers"):
+        get_optimizer("no-such-thing")
+
+
+def test_list_optimizers_pattern():
+    assert list_optimizers("torch.rms*") == ["torch.rmsprop"]
+    assert list_optimizers("nothing*") == []
+    assert set(list_optimizers()) == set(REGISTRY)
+
+
+def test_torch_factories_are_exported():
+    for name in list_optimizers("torch.*"):
+        short = name.split(".", 1)[1]
+        assert getattr(jaxopt_adv.torch, short) is get_optimizer(name)
