@@ -57,7 +57,10 @@ def jax_worker(total: int, leaves: int, steps: int) -> dict:
 
     pairs = {
         "adam": (jaxopt_adv.torch.adam(LR), optax.adam(LR)),
-        "adamw": (jaxopt_adv.torch.adamw(LR, weight_decay=1e-2), optax.adamw(LR, weight_decay=1e-2)),
+        "adamw": (
+            jaxopt_adv.torch.adamw(LR, weight_decay=1e-2),
+            optax.adamw(LR, weight_decay=1e-2),
+        ),
         "sgd": (jaxopt_adv.torch.sgd(LR, momentum=0.9), optax.sgd(LR, momentum=0.9)),
     }
     sizes = leaf_sizes(total, leaves)
