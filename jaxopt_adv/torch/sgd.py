@@ -73,16 +73,20 @@ def scale_by_sgd_momentum(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        first = state.count == 0
+        # The buffer starts at zero, so torch's undamped first step b_1 = g is
+        # mu * 0 + 1 * g: a scalar gradient coefficient, no per-element select.
+        grad_coef = jnp.where(state.count == 0, 1, 1 - dampening)
 
         def buffer(g, b):
-            return jnp.where(first, g, momentum * b + (1 - dampening) * g).astype(b.dtype)
+            return (momentum * b + grad_coef.astype(g.dtype) * g).astype(b.dtype)
 
         trace = jax.tree.map(buffer, updates, state.trace)
 
         def direction(g, b):
             out = g + momentum * b if nesterov else b
-            return jnp.where(momentum == 0, g, out).astype(g.dtype)
+            if not is_concrete_number(momentum):  # injected: torch keeps no buffer at 0
+                out = jnp.where(momentum == 0, g, out)
+            return out.astype(g.dtype)
 
         updates = jax.tree.map(direction, updates, trace)
         return updates, SgdMomentumState(optax.safe_increment(state.count), trace)
