@@ -12,7 +12,9 @@ steps of ``--rounds`` worker runs.
 
 The floor is the time to move the bytes an optimizer must move (Adam/AdamW: read p, g,
 m, v and write p, m, v = 7 x 4 B per element; SGD with momentum: 5 x 4 B) at the best
-copy bandwidth measured on this machine (numpy ``copyto`` or a jitted XLA copy).
+in-place read+write bandwidth measured in the same run (a donated XLA kernel, or numpy
+with ``out=`` on one thread or on one thread per core; in place, like the donated
+optimizer steps, so no page faults).
 
 Usage:
   python benchmarks/step_time.py                      # the full table (a few minutes)
@@ -28,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 OPTIMIZERS = {
@@ -98,22 +101,33 @@ def jax_worker(total: int, leaves: int, steps: int) -> dict:
                 results.setdefault(f"{impl}.{name}", []).append(time.perf_counter() - start)
         del runners
 
-    # copy floor: the faster of a jitted XLA copy and numpy copyto (read n + write n)
+    # copy floor: read n + write n in place (no allocation, as the donated optimizer
+    # steps do), the faster of a donated XLA kernel and numpy with ``out=``
     n = total
     x = jax.random.normal(key, (n,), jnp.float32)
-    copy = jax.jit(lambda v: v * 1.5)
-    jax.block_until_ready(copy(x))
-    xla_times, np_times = [], []
-    src, dst = np.asarray(x).copy(), np.empty(n, np.float32)
+    scale = jax.jit(lambda v: v * 1.0000001, donate_argnums=0)
+    x = jax.block_until_ready(scale(x))
+    host = np.asarray(x).copy()
+    workers = os.cpu_count() or 1
+    chunks = np.array_split(host, workers)
+    pool = ThreadPoolExecutor(workers)  # numpy releases the GIL: one chunk per core
+
+    def threaded():
+        list(pool.map(lambda c: np.multiply(c, 1.0000001, out=c), chunks))
+
+    def timed(fn):
+        start = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - start
+
+    timings = {"copy.xla": [], "copy.numpy": [], "copy.numpy_threads": []}
     for _ in range(steps):
-        start = time.perf_counter()
-        jax.block_until_ready(copy(x))
-        xla_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        np.copyto(dst, src)
-        np_times.append(time.perf_counter() - start)
-    results["copy.xla"] = xla_times
-    results["copy.numpy"] = np_times
+        x, seconds = timed(lambda x=x: jax.block_until_ready(scale(x)))
+        timings["copy.xla"].append(seconds)
+        timings["copy.numpy"].append(timed(lambda: np.multiply(host, 1.0000001, out=host))[1])
+        timings["copy.numpy_threads"].append(timed(threaded)[1])
+    pool.shutdown()
+    results.update(timings)
     return results
 
 
@@ -171,7 +185,7 @@ def spawn(framework: str, total: int, leaves: int, steps: int) -> dict:
 
 def summarise(samples: dict, total: int) -> dict:
     med = {k: statistics.median(v) for k, v in samples.items() if isinstance(v, list)}
-    copy_bw = max(2 * 4 * total / med["copy.xla"], 2 * 4 * total / med["copy.numpy"])
+    copy_bw = max(2 * 4 * total / med[k] for k in med if k.startswith("copy."))
     rows = {}
     for name, bytes_per_element in OPTIMIZERS.items():
         floor = bytes_per_element * total / copy_bw

@@ -10,6 +10,9 @@ its elements divided by the largest magnitude the torch quantity has had up to s
 (its starting value included): a max-norm relative error that stays meaningful for
 parameters and buffers that cross zero.
 
+Set ``JAXOPT_ADV_PARITY_LOG=file.jsonl`` to record every run's max error (the figures in
+``benchmarks/RESULTS.md`` come from it).
+
 A learning-rate schedule can be applied on both sides: ours receives it as an optax
 schedule, torch gets ``param_groups[i]['lr'] = schedule(t)`` before step ``t``.
 """
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -132,6 +137,8 @@ def run_parity(
     schedule: Callable[[Any], Any] | None = None,
     tolerance: float | None = None,
     check: bool = True,
+    params: dict[str, np.ndarray] | None = None,
+    stream: Sequence[dict[str, np.ndarray]] | None = None,
 ) -> ParityReport:
     """Replay the gradient stream through both optimizers and compare after every step.
 
@@ -146,15 +153,18 @@ def run_parity(
         ``param_groups``; it must accept a Python int and a jax int32 scalar.
       tolerance: override of the max relative error allowed.
       check: assert the tolerance (``False`` only to measure a known mismatch).
+      params: float64 starting parameters by name (default: :func:`make_params`).
+      stream: float64 gradients by name, one dict per step (default:
+        :func:`gradient_stream`; ``num_steps`` is then ignored).
 
     Returns:
       The report of max relative errors.
     """
     state_map = state_map or {}
     tolerance = TOLERANCE[dtype] if tolerance is None else tolerance
-    names = list(PARAM_SHAPES)
-    start = make_params()
-    stream = gradient_stream(num_steps)
+    start = make_params() if params is None else params
+    names = list(start)
+    stream = gradient_stream(num_steps) if stream is None else stream
     errors: dict[str, float] = {}
     scales = {f"param:{k}": max_abs(v) for k, v in start.items()}
 
@@ -200,4 +210,20 @@ def run_parity(
                 assert errors[worst] <= tolerance, (
                     f"step {t + 1}: {worst} relative error {errors[worst]:.3e} > {tolerance:.0e}"
                 )
-    return ParityReport(errors, num_steps)
+    report = ParityReport(errors, len(stream))
+    _log(report, dtype)
+    return report
+
+
+def _log(report: ParityReport, dtype: str) -> None:
+    """Append the report to ``$JAXOPT_ADV_PARITY_LOG`` (JSON lines) when it is set."""
+    path = os.environ.get("JAXOPT_ADV_PARITY_LOG")
+    if path:
+        record = {
+            "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+            "dtype": dtype,
+            "steps": report.num_steps,
+            "max_error": report.max_error,
+        }
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")

@@ -32,7 +32,8 @@ def _rho(b2: Any, t: chex.Array) -> chex.Array:
     Near the rectification threshold rho_t ~ 5 is the difference of two numbers ~2/(1-b2)
     (2000 for b2=0.999), which float32 cannot resolve to 1e-5. With ``h = -log b2`` and
     ``z = t h`` the exact series ``rho_t = t + 2 sum_n B_2n (h^2n - z^2n) / (h (2n)!)``
-    (convergent for ``z < 2 pi``) has no cancellation; it is used for ``z < 1``.
+    (convergent for ``z < 2 pi``; six terms are exact to rounding for ``z < 0.5``, where
+    it is used) has no cancellation.
     """
     h = -log_of(b2)
     z = t * h
@@ -43,7 +44,7 @@ def _rho(b2: Any, t: chex.Array) -> chex.Array:
         )
     power, complement = decay_power(b2, t)
     direct = 2 / (1 - b2) - 1 - 2 * t * power / complement
-    return jnp.where(z < 1, series, direct)
+    return jnp.where(z < 0.5, series, direct)
 
 
 def _rectification(b2: Any, t: chex.Array) -> tuple[chex.Array, chex.Array]:

@@ -63,7 +63,11 @@ def scale_by_sgd_momentum(
       ``optax.trace`` has no dampening and starts from a zero buffer, so with
       ``dampening != 0`` it differs from torch from the second step on.
     """
+    check_nonnegative(momentum, "momentum")
     accumulator_dtype = None if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
+    # torch keeps no buffer at momentum 0 and ignores dampening: unless momentum is known
+    # to be non-zero (a concrete number), select g where it is 0.
+    may_be_zero = not (is_concrete_number(momentum) and momentum != 0)
 
     def init_fn(params: optax.Params) -> SgdMomentumState:
         return SgdMomentumState(
@@ -84,7 +88,7 @@ def scale_by_sgd_momentum(
 
         def direction(g, b):
             out = g + momentum * b if nesterov else b
-            if not is_concrete_number(momentum):  # injected: torch keeps no buffer at 0
+            if may_be_zero:
                 out = jnp.where(momentum == 0, g, out)
             return out.astype(g.dtype)
 
@@ -141,7 +145,6 @@ def sgd(
       ``optax.sgd`` has no dampening, no weight decay and no ``maximize``; it matches
       torch only for ``dampening == 0`` (see ``scale_by_sgd_momentum``).
     """
-    check_nonnegative(momentum, "momentum")
     if nesterov and is_concrete_number(momentum) and is_concrete_number(dampening):
         check(
             momentum > 0 and dampening == 0,

@@ -1,10 +1,12 @@
 """torch.optim.SGD parity for jaxopt_adv.torch.sgd."""
 
+import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 import torch
 
-from jaxopt_adv.torch import sgd
+from jaxopt_adv.torch import scale_by_sgd_momentum, sgd
 from tests.harness import run_parity
 
 CASES = {
@@ -60,3 +62,13 @@ def test_optax_sgd_differs_with_dampening():
 def test_bad_hyperparameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sgd(**kwargs)
+
+
+@pytest.mark.parametrize("momentum", [0.0, jnp.asarray(0.0)], ids=["python", "array"])
+def test_block_with_zero_momentum_passes_the_gradient(momentum):
+    """torch keeps no buffer at momentum 0 (dampening is then ignored)."""
+    tx = scale_by_sgd_momentum(momentum, dampening=0.5)
+    state = tx.init(jnp.zeros(3))
+    for g in (jnp.ones(3), jnp.arange(3.0)):
+        updates, state = tx.update(g, state)
+        np.testing.assert_array_equal(updates, g)
