@@ -124,6 +124,12 @@ class ParityReport:
         return max(self.errors.values())
 
 
+def torch_betas(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Our ``b1, b2`` keyword arguments as torch's ``betas`` tuple (defaults 0.9, 0.999)."""
+    kwargs = dict(kwargs)
+    return {"betas": (kwargs.pop("b1", 0.9), kwargs.pop("b2", 0.999)), **kwargs}
+
+
 TorchFactory = Callable[[Sequence[torch.Tensor]], torch.optim.Optimizer]
 
 

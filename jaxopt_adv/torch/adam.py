@@ -34,6 +34,13 @@ def check_adam_args(b1: Any, b2: Any, eps: Any) -> None:
     check_nonnegative(eps, "eps", "epsilon")
 
 
+def update_moments(g, m, v, b1, b2):
+    """Adam's moment updates for one leaf, each kept in its own dtype."""
+    m = (b1 * m + (1 - b1) * g).astype(m.dtype)
+    v = (b2 * v + (1 - b2) * g * g).astype(v.dtype)
+    return m, v
+
+
 def scale_by_adam(
     b1: Any = 0.9,
     b2: Any = 0.999,
@@ -105,8 +112,7 @@ def scale_by_adam(
         sqrt_bc2 = jnp.sqrt(decay_power(b2, t)[1])
 
         def leaf(g, m, v, v_max):
-            m = (b1 * m + (1 - b1) * g).astype(m.dtype)
-            v = (b2 * v + (1 - b2) * g * g).astype(v.dtype)
+            m, v = update_moments(g, m, v, b1, b2)
             v_max = jnp.maximum(v_max, v) if amsgrad else v
             denom = jnp.sqrt(v_max) / sqrt_bc2.astype(v.dtype) + eps
             out = (m / bc1.astype(m.dtype)) / denom

@@ -10,7 +10,7 @@ import optax
 
 from jaxopt_adv._common import check_nonnegative, decay_power, scalar_dtype, tree_map_multi
 from jaxopt_adv.torch._chain import torch_chain
-from jaxopt_adv.torch.adam import check_adam_args
+from jaxopt_adv.torch.adam import check_adam_args, update_moments
 
 
 class ScaleByNadamState(NamedTuple):
@@ -95,8 +95,7 @@ def scale_by_nadam(
         _, bc2 = decay_power(b2, t)
 
         def leaf(g, m, v):
-            m = (b1 * m + (1 - b1) * g).astype(m.dtype)
-            v = (b2 * v + (1 - b2) * g * g).astype(v.dtype)
+            m, v = update_moments(g, m, v, b1, b2)
             denom = jnp.sqrt(v / bc2.astype(v.dtype)) + eps
             out = (grad_coef.astype(g.dtype) * g + mom_coef.astype(m.dtype) * m) / denom
             return out.astype(g.dtype), m, v

@@ -11,7 +11,7 @@ import optax
 
 from jaxopt_adv._common import decay_power, log_of, scalar_dtype, tree_map_multi
 from jaxopt_adv.torch._chain import torch_chain
-from jaxopt_adv.torch.adam import check_adam_args
+from jaxopt_adv.torch.adam import check_adam_args, update_moments
 
 
 class ScaleByRadamState(NamedTuple):
@@ -121,8 +121,7 @@ def scale_by_radam(
         rect_scale = rect * jnp.sqrt(decay_power(b2, t)[1])
 
         def leaf(g, m, v):
-            m = (b1 * m + (1 - b1) * g).astype(m.dtype)
-            v = (b2 * v + (1 - b2) * g * g).astype(v.dtype)
+            m, v = update_moments(g, m, v, b1, b2)
             m_hat = m / bc1.astype(m.dtype)
             adaptive = rect_scale.astype(v.dtype) / (jnp.sqrt(v) + eps)
             out = jnp.where(tractable, m_hat * adaptive, m_hat)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from jaxopt_adv.torch import adam, adamw
-from tests.harness import run_parity
+from tests.harness import run_parity, torch_betas
 
 ADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq"}
 AMSGRAD_STATE = {**ADAM_STATE, "nu_max": "max_exp_avg_sq"}
@@ -21,19 +21,13 @@ CASES = {
 }
 
 
-def _torch_kwargs(kwargs):
-    kwargs = dict(kwargs)
-    b1, b2 = kwargs.pop("b1", 0.9), kwargs.pop("b2", 0.999)
-    return {"betas": (b1, b2), **kwargs}
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", CASES)
 def test_adam_parity(case, dtype):
     kwargs = CASES[case]
     run_parity(
         adam(0.05, **kwargs),
-        lambda p: torch.optim.Adam(p, lr=0.05, **_torch_kwargs(kwargs)),
+        lambda p: torch.optim.Adam(p, lr=0.05, **torch_betas(kwargs)),
         dtype=dtype,
         state_map=AMSGRAD_STATE if kwargs.get("amsgrad") else ADAM_STATE,
     )

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from jaxopt_adv.torch import adamax
-from tests.harness import run_parity
+from tests.harness import run_parity, torch_betas
 
 CASES = {
     "plain": {},
@@ -13,18 +13,13 @@ CASES = {
 }
 
 
-def _torch_kwargs(kwargs):
-    kwargs = dict(kwargs)
-    return {"betas": (kwargs.pop("b1", 0.9), kwargs.pop("b2", 0.999)), **kwargs}
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", CASES)
 def test_parity(case, dtype):
     kwargs = CASES[case]
     run_parity(
         adamax(0.05, **kwargs),
-        lambda p: torch.optim.Adamax(p, lr=0.05, **_torch_kwargs(kwargs)),
+        lambda p: torch.optim.Adamax(p, lr=0.05, **torch_betas(kwargs)),
         dtype=dtype,
         state_map={"mu": "exp_avg", "nu": "exp_inf"},
     )

@@ -8,7 +8,7 @@ import torch
 
 from jaxopt_adv.torch import radam
 from jaxopt_adv.torch.radam import _rho
-from tests.harness import precision, run_parity
+from tests.harness import precision, run_parity, torch_betas
 
 STATE = {"mu": "exp_avg", "nu": "exp_avg_sq"}
 CASES = {
@@ -20,18 +20,13 @@ CASES = {
 }
 
 
-def _torch_kwargs(kwargs):
-    kwargs = dict(kwargs)
-    return {"betas": (kwargs.pop("b1", 0.9), kwargs.pop("b2", 0.999)), **kwargs}
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", CASES)
 def test_parity(case, dtype):
     kwargs = CASES[case]
     run_parity(
         radam(0.05, **kwargs),
-        lambda p: torch.optim.RAdam(p, lr=0.05, **_torch_kwargs(kwargs)),
+        lambda p: torch.optim.RAdam(p, lr=0.05, **torch_betas(kwargs)),
         dtype=dtype,
         state_map=STATE,
     )
