@@ -1,0 +1,132 @@
+"""Checkpoints with orbax: any array tree (a ``TrainState``), atomically, verified on load.
+
+A checkpoint is one orbax directory holding the arrays and a small JSON record of the
+tree's structure, shapes and dtypes. ``restore_checkpoint`` compares that record with
+the target before reading any array, reads everything into fresh arrays, and only then
+returns: a checkpoint that is missing, truncated, corrupt or saved for a different
+model/optimizer raises :class:`CheckpointError` and nothing is half-loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+FORMAT = "jaxopt_adv.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be restored into the requested target."""
+
+
+def _describe(tree: Any) -> dict[str, Any]:
+    """Structure, shapes and dtypes of an array tree, as JSON-able data."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return {
+        "format": FORMAT,
+        "treedef": str(treedef),
+        "leaves": [[list(x.shape), str(x.dtype)] for x in map(_as_array_like, leaves)],
+    }
+
+
+def _as_array_like(x: Any) -> Any:
+    return x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
+
+
+def _checkpointer() -> ocp.Checkpointer:
+    return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+
+
+def save_checkpoint(path: str | os.PathLike, tree: Any) -> Path:
+    """Save an array tree to the directory ``path`` (which must not exist yet).
+
+    orbax writes to a temporary directory and renames it when complete, so an
+    interrupted save leaves no checkpoint behind rather than a partial one.
+
+    Args:
+      path: target directory, e.g. ``run/checkpoints/step_000100``.
+      tree: any pytree of arrays (params, optimizer state, step, RNG keys, ...).
+
+    Returns:
+      The checkpoint's path.
+    """
+    path = Path(path).absolute()
+    if path.exists():
+        raise CheckpointError(f"checkpoint {path} already exists; refusing to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _checkpointer() as checkpointer:
+        checkpointer.save(
+            path,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(tree), layout=ocp.args.JsonSave(_describe(tree))
+            ),
+        )
+    return path
+
+
+def restore_checkpoint(path: str | os.PathLike, target: Any) -> Any:
+    """Restore the tree saved at ``path``; ``target`` gives its structure, shapes and dtypes.
+
+    Args:
+      path: a directory written by :func:`save_checkpoint`.
+      target: a tree like the saved one: concrete arrays or ``jax.ShapeDtypeStruct``
+        (e.g. from ``jax.eval_shape``); its shardings are used for the restored arrays.
+
+    Returns:
+      A new tree with the saved values.
+
+    Raises:
+      CheckpointError: the checkpoint is missing, incomplete or unreadable, or it was
+        saved for a tree of another structure, shape or dtype (e.g. another optimizer).
+    """
+    path = Path(path).absolute()
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint at {path}")
+    with _checkpointer() as checkpointer:
+        try:
+            saved = checkpointer.restore(
+                path, args=ocp.args.Composite(layout=ocp.args.JsonRestore())
+            )["layout"]
+        except Exception as error:  # orbax raises many types for damaged directories
+            raise CheckpointError(f"checkpoint {path} is incomplete or corrupt: {error}") from error
+        expected = _describe(target)
+        if saved.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
+        if saved["treedef"] != expected["treedef"]:
+            raise CheckpointError(
+                f"checkpoint {path} holds a different tree (another model or optimizer "
+                f"configuration?):\n  saved:    {saved['treedef']}\n  expected: {expected['treedef']}"
+            )
+        for i, (got, want) in enumerate(zip(saved["leaves"], expected["leaves"], strict=True)):
+            if got != want:
+                raise CheckpointError(
+                    f"checkpoint {path}: leaf {i} is {got[1]}{tuple(got[0])}, "
+                    f"the target expects {want[1]}{tuple(want[0])}"
+                )
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        try:
+            restored = checkpointer.restore(
+                path, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+            )["state"]
+            restored = jax.block_until_ready(restored)
+        except Exception as error:
+            raise CheckpointError(f"checkpoint {path} is incomplete or corrupt: {error}") from error
+    return restored
+
+
+def latest_checkpoint(directory: str | os.PathLike, prefix: str = "step_") -> Path | None:
+    """The complete checkpoint ``<directory>/<prefix><step>`` with the highest step, if any."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    steps = []
+    for child in directory.iterdir():
+        suffix = child.name[len(prefix) :]
+        if child.is_dir() and child.name.startswith(prefix) and suffix.isdigit():
+            steps.append((int(suffix), child))
+    return max(steps)[1] if steps else None

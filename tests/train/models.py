@@ -1,0 +1,37 @@
+"""Small NNX models and data for the training-utility tests."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+
+class TinyNet(nnx.Module):
+    """Linear -> BatchNorm -> ReLU -> Dropout -> Linear: params, batch stats and RNG state."""
+
+    def __init__(self, rngs: nnx.Rngs, features: int = 6, hidden: int = 16, classes: int = 3):
+        self.hidden = nnx.Linear(features, hidden, rngs=rngs)
+        self.norm = nnx.BatchNorm(hidden, rngs=rngs)
+        self.drop = nnx.Dropout(0.25, rngs=rngs)
+        self.out = nnx.Linear(hidden, classes, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(self.drop(nnx.relu(self.norm(self.hidden(x)))))
+
+
+def make_model(seed: int = 0) -> TinyNet:
+    return TinyNet(nnx.Rngs(params=seed, dropout=seed + 1))
+
+
+def make_data(n: int = 64, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 1).astype(np.int32)
+    return x, y
+
+
+def loss_fn(model, batch):
+    x, y = batch
+    logits = model(x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
