@@ -5,8 +5,12 @@ defaults except ``lr`` -> ``learning_rate`` (first; a scalar or an optax schedul
 ``betas`` -> ``b1, b2``. Each is parity-tested against ``torch.optim`` in float64 and
 float32. Where optax already computes torch's rule the factory composes optax blocks;
 where it does not, the missing block lives here (``scale_by_*``).
+
+:mod:`jaxopt_adv.torch.functional` holds the losses of ``torch.nn.functional`` with
+torch's reductions and gradients.
 """
 
+from jaxopt_adv.torch import functional
 from jaxopt_adv.torch.adadelta import adadelta
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw, scale_by_adam
@@ -33,6 +37,7 @@ __all__ = [
     "adamw",
     "asgd",
     "asgd_update",
+    "functional",
     "nadam",
     "radam",
     "rmsprop",
