@@ -7,15 +7,28 @@ float32. Where optax already computes torch's rule the factory composes optax bl
 where it does not, the missing block lives here (``scale_by_*``).
 
 :mod:`jaxopt_adv.torch.functional` holds the losses of ``torch.nn.functional`` with
-torch's reductions and gradients.
+torch's reductions and gradients; :mod:`jaxopt_adv.torch.clip` gradient clipping and
+:mod:`jaxopt_adv.torch.lr_scheduler` the ``torch.optim.lr_scheduler`` schedules.
 """
 
-from jaxopt_adv.torch import functional
+from jaxopt_adv.torch import clip, functional, lr_scheduler
 from jaxopt_adv.torch.adadelta import adadelta
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from jaxopt_adv.torch.adamax import adamax
 from jaxopt_adv.torch.asgd import AsgdState, asgd, asgd_update
+from jaxopt_adv.torch.clip import ClipGradNormState, clip_grad_norm, clip_grad_value
+from jaxopt_adv.torch.lr_scheduler import (
+    ReduceLROnPlateauState,
+    cosine_annealing_lr,
+    exponential_lr,
+    linear_lr,
+    multistep_lr,
+    one_cycle_lr,
+    one_cycle_momentum,
+    reduce_lr_on_plateau,
+    step_lr,
+)
 from jaxopt_adv.torch.nadam import ScaleByNadamState, nadam, scale_by_nadam
 from jaxopt_adv.torch.radam import ScaleByRadamState, radam, scale_by_radam
 from jaxopt_adv.torch.rmsprop import rmsprop
@@ -24,6 +37,8 @@ from jaxopt_adv.torch.sgd import SgdMomentumState, scale_by_sgd_momentum, sgd
 
 __all__ = [
     "AsgdState",
+    "ClipGradNormState",
+    "ReduceLROnPlateauState",
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByNadamState",
@@ -37,9 +52,20 @@ __all__ = [
     "adamw",
     "asgd",
     "asgd_update",
+    "clip",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "cosine_annealing_lr",
+    "exponential_lr",
     "functional",
+    "linear_lr",
+    "lr_scheduler",
+    "multistep_lr",
     "nadam",
+    "one_cycle_lr",
+    "one_cycle_momentum",
     "radam",
+    "reduce_lr_on_plateau",
     "rmsprop",
     "rprop",
     "scale_by_adagrad",
@@ -49,4 +75,5 @@ __all__ = [
     "scale_by_rprop",
     "scale_by_sgd_momentum",
     "sgd",
+    "step_lr",
 ]
