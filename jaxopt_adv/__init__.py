@@ -2,6 +2,7 @@
 
 Families:
   * :mod:`jaxopt_adv.torch` -- optimizers that reproduce ``torch.optim`` step for step.
+  * :mod:`jaxopt_adv.came` -- CAME and the Automagic-CameAMP optimizer as optax blocks.
 
 Utilities:
   * :mod:`jaxopt_adv.models` -- the seed-003 layers and models (MLP, SmallCNN) in Flax NNX
@@ -16,9 +17,17 @@ Every user-facing factory is registered by name: :func:`get_optimizer`,
 :func:`list_optimizers`.
 """
 
-from jaxopt_adv import interop, models, torch
+from jaxopt_adv import came, interop, models, torch
 from jaxopt_adv.registry import REGISTRY, get_optimizer, list_optimizers
 
 __version__ = "0.1.0"
 
-__all__ = ["REGISTRY", "get_optimizer", "interop", "list_optimizers", "models", "torch"]
+__all__ = [
+    "REGISTRY",
+    "came",
+    "get_optimizer",
+    "interop",
+    "list_optimizers",
+    "models",
+    "torch",
+]

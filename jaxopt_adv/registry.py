@@ -13,10 +13,12 @@ from collections.abc import Callable
 import optax
 
 from jaxopt_adv import torch as torch_exact
+from jaxopt_adv.came import came
 
 OptimizerFactory = Callable[..., optax.GradientTransformation]
 
 REGISTRY: dict[str, OptimizerFactory] = {
+    "came": came,
     "torch.adadelta": torch_exact.adadelta,
     "torch.adagrad": torch_exact.adagrad,
     "torch.adam": torch_exact.adam,

@@ -35,6 +35,12 @@ class Case:
 
 CASES = [
     Case(
+        "came",
+        {"learning_rate": 0.05, "weight_decay": 1e-2},
+        Convergence({"learning_rate": 0.05}, 500, 1e-6),
+        Convergence({"learning_rate": 0.02}, 3000, 1e-5),
+    ),
+    Case(
         "torch.sgd",
         {"learning_rate": 0.05, "momentum": 0.9, "dampening": 0.1, "weight_decay": 1e-3},
         Convergence({"learning_rate": 0.05, "momentum": 0.9}, 500, 1e-6),

@@ -1,0 +1,336 @@
+"""CAME: parity with came_pytorch.CAME and pytorch_optimizer.CAME, the spec's first-step
+values, O(rows + cols) state, argument checks and the non-finite-gradient behaviour."""
+
+from __future__ import annotations
+
+import came_pytorch
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import pytorch_optimizer
+
+from jaxopt_adv.came.came import ScaleByCameState, came, scale_by_came
+from tests.harness import GRADIENT_SCALES, precision, run_parity
+
+LR = 0.05
+# leaves CAME factors (over the last two axes) and leaves it keeps elementwise; the
+# references store different state keys for the two, so each layout is its own run
+LAYOUTS = {
+    "factored": {"matrix": (5, 4), "conv": (3, 2, 3, 3)},
+    "unfactored": {"vector": (7,), "scalar": ()},
+}
+STATE_MAPS = {
+    "factored": {
+        "mu": "exp_avg",
+        "v_row": "exp_avg_sq_row",
+        "v_col": "exp_avg_sq_col",
+        "r_row": "exp_avg_res_row",
+        "r_col": "exp_avg_res_col",
+    },
+    "unfactored": {"mu": "exp_avg", "v": "exp_avg_sq"},
+}
+CONFIGS = {
+    "defaults": {},  # no weight decay, clip_threshold 1
+    "clip_0.1_decay_betas": {
+        "clip_threshold": 0.1,
+        "weight_decay": 0.05,
+        "b1": 0.8,
+        "b2": 0.99,
+        "b3": 0.999,
+        "eps2": 1e-10,
+    },
+}
+
+
+def params_and_stream(layout: str, num_steps: int = 20, seed: int = 0):
+    """Starting params and a gradient stream (persistent drift + noise, per-step scale;
+    every fourth step an all-zero first row, so a factored row statistic only decays)."""
+    shapes = LAYOUTS[layout]
+    rng = np.random.default_rng(seed)
+    params = {k: rng.normal(size=s) for k, s in shapes.items()}
+    drift = {k: rng.normal(size=s) for k, s in shapes.items()}
+    stream = []
+    for t in range(num_steps):
+        scale = GRADIENT_SCALES[t % len(GRADIENT_SCALES)]
+        g = {k: scale * (0.5 * drift[k] + rng.normal(size=s)) for k, s in shapes.items()}
+        if t % 4 == 3:
+            g["matrix" if "matrix" in g else "vector"][0] = 0.0
+        stream.append(g)
+    return params, stream
+
+
+def official(kwargs, lr=LR):
+    """``came_pytorch.CAME`` with our keyword arguments."""
+    return lambda p: came_pytorch.CAME(
+        p,
+        lr=lr,
+        betas=(kwargs.get("b1", 0.9), kwargs.get("b2", 0.999), kwargs.get("b3", 0.9999)),
+        eps=(kwargs.get("eps1", 1e-30), kwargs.get("eps2", 1e-16)),
+        clip_threshold=kwargs.get("clip_threshold", 1.0),
+        weight_decay=kwargs.get("weight_decay", 0.0),
+    )
+
+
+def library(kwargs, lr=LR, **options):
+    """``pytorch_optimizer.CAME`` (its settings equal to official CAME unless overridden)."""
+    return lambda p: pytorch_optimizer.CAME(
+        p,
+        lr=lr,
+        betas=(kwargs.get("b1", 0.9), kwargs.get("b2", 0.999), kwargs.get("b3", 0.9999)),
+        eps1=kwargs.get("eps1", 1e-30),
+        eps2=kwargs.get("eps2", 1e-16),
+        clip_threshold=kwargs.get("clip_threshold", 1.0),
+        weight_decay=kwargs.get("weight_decay", 0.0),
+        **{"weight_decouple": True, "fixed_decay": False, "ams_bound": False, **options},
+    )
+
+
+def parity(ours, reference, layout, dtype="float64", **kwargs):
+    params, stream = params_and_stream(layout)
+    return run_parity(
+        ours,
+        reference,
+        dtype=dtype,
+        state_map=STATE_MAPS[layout],
+        params=params,
+        stream=stream,
+        **kwargs,
+    )
+
+
+# ------------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("reference", ["came_pytorch", "pytorch_optimizer"])
+def test_parity(reference, config, layout, dtype):
+    kwargs = CONFIGS[config]
+    factory = official if reference == "came_pytorch" else library
+    parity(came(LR, **kwargs), factory(kwargs), layout, dtype)
+
+
+def test_parity_pytorch_optimizer_single_tensor_path():
+    """pytorch_optimizer runs its foreach path on CPU by default; its per-tensor loop
+    (``foreach=False``, lerp for the momentum) gives the same numbers."""
+    kwargs = CONFIGS["clip_0.1_decay_betas"]
+    parity(came(LR, **kwargs), library(kwargs, foreach=False), "factored")
+
+
+def test_parity_with_schedule():
+    """The decay is scaled by the scheduled lr; torch gets ``param_groups[0]['lr']``."""
+    schedule = lambda t: 0.1 / (1 + t)  # noqa: E731
+    kwargs = {"weight_decay": 0.1}
+    parity(came(schedule, **kwargs), official(kwargs, lr=0.1), "factored", schedule=schedule)
+
+
+def test_weight_decay_mask():
+    """Only the leaves the mask selects are decayed."""
+    params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+    grads = {"w": jnp.full((3, 2), 0.5), "b": jnp.full(2, -0.5)}
+    masked = came(LR, weight_decay=0.1, weight_decay_mask={"w": True, "b": False})
+
+    def first_update(tx):
+        return jax.jit(tx.update)(grads, tx.init(params), params)[0]
+
+    got = first_update(masked)
+    decayed = first_update(came(LR, weight_decay=0.1))
+    plain = first_update(came(LR))
+    np.testing.assert_array_equal(got["w"], decayed["w"])
+    np.testing.assert_array_equal(got["b"], plain["b"])
+    assert not np.allclose(decayed["w"], plain["w"])
+
+
+def test_mu_dtype():
+    params = {"w": jnp.ones((4, 3), jnp.float32), "b": jnp.ones(3, jnp.bfloat16)}
+    tx = came(LR, mu_dtype=jnp.bfloat16)
+    state = tx.init(params)
+    grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.3, p.dtype), params)
+    updates, state = jax.jit(tx.update)(grads, state, params)
+    came_state = state[0]
+    assert {x.dtype for x in jax.tree.leaves(came_state.mu)} == {jnp.dtype(jnp.bfloat16)}
+    # the statistics stay float32 (a bf16 EMA with 1 - b2 = 1e-3 would stall)
+    for field in ("v_row", "v_col", "v", "r_row", "r_col"):
+        assert {x.dtype for x in jax.tree.leaves(getattr(came_state, field))} == {
+            jnp.dtype(jnp.float32)
+        }
+    assert updates["w"].dtype == jnp.float32 and updates["b"].dtype == jnp.bfloat16
+
+
+# -------------------------- pytorch_optimizer.CAME options that official CAME does not have
+
+
+def test_pytorch_optimizer_coupled_decay_differs():
+    """``weight_decouple=False`` adds wd * p to the gradient before CAME: not official
+    CAME, but the chain ``add_decayed_weights -> scale_by_came -> lr`` reproduces it."""
+    kwargs = {"weight_decay": 0.1}
+    reference = library(kwargs, weight_decouple=False)
+    report = parity(came(LR, **kwargs), reference, "factored", check=False)
+    assert report.max_error > 1e-3
+    coupled = optax.chain(
+        optax.add_decayed_weights(0.1), scale_by_came(), optax.scale_by_learning_rate(LR)
+    )
+    parity(coupled, reference, "factored")
+
+
+def test_pytorch_optimizer_fixed_decay_differs():
+    """``fixed_decay=True`` decays by ``p * (1 - wd)``, without the learning rate."""
+    kwargs = {"weight_decay": 0.1}
+    reference = library(kwargs, fixed_decay=True)
+    report = parity(came(LR, **kwargs), reference, "factored", check=False)
+    assert report.max_error > 1e-3
+    fixed = optax.chain(
+        scale_by_came(), optax.scale_by_learning_rate(LR), optax.add_decayed_weights(-0.1)
+    )
+    parity(fixed, reference, "factored")
+
+
+def test_pytorch_optimizer_ams_bound_differs():
+    """``ams_bound=True`` (a running max of the second moment) is not official CAME."""
+    report = parity(came(LR), library({}, ams_bound=True), "factored", check=False)
+    assert report.max_error > 1e-3
+
+
+# --------------------------------------------------------------- spec 9.1 first-step values
+
+
+def test_first_step_values():
+    with precision("float64"):
+        w = jnp.array([[0.5, -0.2, 0.1], [0.3, 0.4, -0.6]])
+        g = jnp.array([[0.10, -0.20, 0.05], [-0.30, 0.02, 0.40]])
+        b = jnp.array([0.1, -0.2, 0.3])
+        g_b = jnp.array([0.01, 0.5, -2.0])
+        lr = 1e-3
+        tx = came(lr)
+        update = jax.jit(tx.update)
+        params = {"w": w, "b": b}
+        grads = {"w": g, "b": g_b}
+        state = tx.init(params)
+        updates, state = update(grads, state, params)
+        s = state[0]
+        np.testing.assert_allclose(s.v_row["w"], [1.75e-05, 8.346667e-05], rtol=1e-6)
+        np.testing.assert_allclose(s.v_col["w"], [5.0e-05, 2.02e-05, 8.125e-05], rtol=1e-6)
+        u = s.mu["w"] / 0.1  # m = (1 - b1) u at step 1
+        expected_u = [[0.631888, -1.988288, 0.247847], [-0.868008, 0.091042, 0.907895]]
+        np.testing.assert_allclose(u, expected_u, atol=1e-6)
+        np.testing.assert_allclose(jnp.sqrt(jnp.mean(u * u)), 1.0, atol=1e-12)  # clipped
+        expected = [[7.624213, -12.940831, 3.411587], [-17.472025, 0.988528, 20.848434]]
+        np.testing.assert_allclose(-updates["w"] / lr, expected, atol=1e-6)
+        params = optax.apply_updates(params, updates)
+        np.testing.assert_allclose(
+            params["w"],
+            [[0.492376, -0.187059, 0.096588], [0.317472, 0.399011, -0.620848]],
+            atol=1e-6,
+        )
+        # 1-D: no factoring, no confidence; u = +-31.62 is clipped to +-1, update = m
+        np.testing.assert_allclose(-updates["b"] / lr, [0.1, 0.1, -0.1], atol=1e-12)
+        np.testing.assert_allclose(params["b"], [0.0999, -0.2001, 0.3001], atol=1e-12)
+        updates, state = update(grads, state, params)
+        step2 = [[10.768, -18.276, 4.818], [-24.676, 1.396, 29.444]]  # given to 3 decimals
+        np.testing.assert_allclose(-updates["w"] / lr, step2, atol=5e-4)
+
+
+# ------------------------------------------------------------------------------- memory
+
+
+def state_bytes(tree) -> int:
+    return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def test_state_is_linear_in_rows_plus_cols():
+    """mu (4 B per float32 element) plus four row/column vectors: O(rows + cols)."""
+    rows, cols, n = 4096, 1024, 1000
+    params = {
+        "w": jax.ShapeDtypeStruct((rows, cols), jnp.float32),
+        "conv": jax.ShapeDtypeStruct((8, 64, 3, 5), jnp.float32),
+        "b": jax.ShapeDtypeStruct((n,), jnp.float32),
+    }
+    state = jax.eval_shape(came(1e-3).init, params)[0]
+    assert isinstance(state, ScaleByCameState)
+    assert state_bytes(state.mu) == 4 * (rows * cols + 8 * 64 * 3 * 5 + n)
+    factored_stats = 2 * 4 * (rows + cols) + 2 * 4 * (8 * 64 * 3 + 8 * 64 * 5)
+    assert state_bytes((state.v_row, state.v_col, state.r_row, state.r_col)) == factored_stats
+    assert state_bytes(state.v) == 4 * n  # only the 1-D leaf keeps an elementwise moment
+    for field in ("v_row", "v_col", "r_row", "r_col"):
+        assert getattr(state, field)["b"].shape == (0,)  # zero-size placeholders
+    assert state.v["w"].shape == state.v["conv"].shape == (0,)
+    total = state_bytes(state)
+    adam = state_bytes(jax.eval_shape(optax.adam(1e-3).init, params))
+    assert total == 4 + 4 * (rows * cols + 8 * 64 * 15 + n) + factored_stats + 4 * n
+    # the matrix: 4 B per element plus 8 B per row and per column, half of Adam's 8
+    matrix = state_bytes([getattr(state, f)["w"] for f in ScaleByCameState._fields[1:]])
+    assert matrix / (rows * cols) == 4 + 8 * (rows + cols) / (rows * cols) < 4.01
+    assert total < 0.51 * adam
+
+
+# ------------------------------------------------------------------ arguments, jit, NaNs
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"learning_rate": -1e-3}, "Invalid learning rate"),
+        ({"b1": 1.0}, "Invalid beta parameter at index 0"),
+        ({"b2": -0.1}, "Invalid beta parameter at index 1"),
+        ({"b3": 1.0}, "Invalid beta parameter at index 2"),
+        ({"eps1": -1e-30}, "Invalid eps1 value"),
+        ({"eps2": float("nan")}, "Invalid eps2 value"),
+        ({"clip_threshold": 0.0}, "Invalid clip_threshold value"),
+        ({"clip_threshold": -1.0}, "clip_threshold must be in"),
+        ({"weight_decay": -0.1}, "Invalid weight_decay value"),
+    ],
+)
+def test_bad_hyperparameters(kwargs, message):
+    kwargs = {"learning_rate": 1e-3, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        came(**kwargs)
+    kwargs.pop("learning_rate"), kwargs.pop("weight_decay", None)
+    if kwargs:
+        with pytest.raises(ValueError, match=message):
+            scale_by_came(**kwargs)
+
+
+def test_jit_compiles_once():
+    tx = came(optax.linear_schedule(1e-2, 1e-3, 10), weight_decay=1e-2)
+    params = {"w": jnp.ones((6, 5)), "b": jnp.ones(5), "s": jnp.ones(())}
+    traces = []
+
+    @jax.jit
+    def step(params, state, grads):
+        traces.append(None)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    state = tx.init(params)
+    for t in range(4):
+        grads = jax.tree.map(lambda p, t=t: jnp.sin(p + t), params)
+        params, state = step(params, state, grads)
+    assert len(traces) == 1
+    assert int(state[0].count) == 4
+
+
+def test_nonfinite_gradient_poisons_the_leaf_unless_skipped():
+    """One NaN element makes the whole factored leaf's update NaN (the mean of the row
+    statistic feeds every element) and stays in its statistics, so later finite steps are
+    NaN too; other leaves are unaffected. apply_if_finite skips the step instead."""
+    params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
+    grads = {"w": jnp.full((4, 3), 0.5).at[1, 2].set(jnp.nan), "b": jnp.full(3, 0.5)}
+    tx = came(1e-2)
+    update = jax.jit(tx.update)
+    updates, state = update(grads, tx.init(params), params)
+    assert bool(jnp.all(jnp.isnan(updates["w"])))
+    assert bool(jnp.isnan(state[0].v_row["w"][1])) and bool(jnp.isnan(state[0].v_col["w"][2]))
+    assert bool(jnp.all(jnp.isfinite(updates["b"])))
+    finite = jax.tree.map(jnp.ones_like, grads)
+    updates, _ = update(finite, state, params)
+    assert bool(jnp.all(jnp.isnan(updates["w"]))) and bool(jnp.all(jnp.isfinite(updates["b"])))
+
+    guarded = optax.apply_if_finite(tx, max_consecutive_errors=2)
+    state = guarded.init(params)
+    before = state.inner_state
+    updates, state = jax.jit(guarded.update)(grads, state, params)
+    assert all(float(jnp.max(jnp.abs(u))) == 0 for u in jax.tree.leaves(updates))
+    jax.tree.map(np.testing.assert_array_equal, state.inner_state, before)
