@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "NO_PARAMS_MSG",
     "check",
     "check_beta",
     "check_interval",
@@ -30,6 +31,14 @@ __all__ = [
     "scalar_dtype",
     "tree_map_multi",
 ]
+
+
+# optax's wording; optax keeps its own constant private (``optax.NO_PARAMS_MSG`` does not
+# exist in optax 0.2.8).
+NO_PARAMS_MSG = (
+    "You are using a transformation that requires the current value of "
+    "parameters, but you are not passing `params` when calling `update`."
+)
 
 
 def is_concrete_number(value: Any) -> bool:

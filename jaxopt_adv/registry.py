@@ -13,12 +13,14 @@ from collections.abc import Callable
 import optax
 
 from jaxopt_adv import torch as torch_exact
-from jaxopt_adv.came import came
+from jaxopt_adv.came import adatam, came, tam
 
 OptimizerFactory = Callable[..., optax.GradientTransformation]
 
 REGISTRY: dict[str, OptimizerFactory] = {
+    "adatam": adatam,
     "came": came,
+    "tam": tam,
     "torch.adadelta": torch_exact.adadelta,
     "torch.adagrad": torch_exact.adagrad,
     "torch.adam": torch_exact.adam,

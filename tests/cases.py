@@ -35,6 +35,18 @@ class Case:
 
 CASES = [
     Case(
+        "tam",
+        {"learning_rate": 0.01, "weight_decay": 1e-3, "correlation": "auto", "auto_threshold": 12},
+        Convergence({"learning_rate": 0.01}, 500, 1e-6),
+        Convergence({"learning_rate": 1e-3}, 3000, 1e-4),
+    ),
+    Case(
+        "adatam",
+        {"learning_rate": 0.01, "weight_decay": 1e-3, "weight_decouple": False},
+        Convergence({"learning_rate": 0.01}, 500, 1e-6),
+        Convergence({"learning_rate": 0.01}, 3000, 1e-4),
+    ),
+    Case(
         "came",
         {"learning_rate": 0.05, "weight_decay": 1e-2},
         Convergence({"learning_rate": 0.05}, 500, 1e-6),

@@ -1,9 +1,62 @@
 """CAME and the Automagic-CameAMP optimizer, as composable optax blocks.
 
-* :func:`came` / :func:`scale_by_came` -- official CAME (factored second moment and
-  confidence over the last two axes, RMS clipping, decoupled weight decay).
+Optimizers: :func:`came` (official CAME), :func:`tam` / :func:`adatam` (torque-aware
+momentum). Blocks of the Automagic-CameAMP composite, each usable on its own in an
+``optax.chain``: :func:`agr` (adaptive gradient regularisation), :func:`frequency_penalty`,
+:func:`low_rank_penalty`, :func:`grams`, :func:`cautious`, :func:`edge_damping`,
+:func:`orthogonalize_update`, :func:`automagic_lr_mask`, :func:`selective_projection_decay`;
+:func:`~jaxopt_adv.came.composition.with_reference_grads` hands the processed and the
+raw gradient to the blocks that need them.
 """
 
+from jaxopt_adv.came.agr import agr, edge_strength, laplacian
 from jaxopt_adv.came.came import ScaleByCameState, came, scale_by_came
+from jaxopt_adv.came.composition import phase_of, with_reference_grads
+from jaxopt_adv.came.direction import (
+    EdgeDampingState,
+    cautious,
+    edge_damping,
+    grams,
+    orthogonalize_update,
+)
+from jaxopt_adv.came.lr_mask import AutomagicLrMaskState, automagic_lr_mask
+from jaxopt_adv.came.penalties import frequency_penalty, low_rank_penalty
+from jaxopt_adv.came.spd import SelectiveProjectionDecayState, selective_projection_decay
+from jaxopt_adv.came.tam import (
+    ScaleByAdaTamState,
+    ScaleByTamState,
+    adatam,
+    scale_by_adatam,
+    scale_by_tam,
+    tam,
+    torque_aware_momentum_update,
+)
 
-__all__ = ["ScaleByCameState", "came", "scale_by_came"]
+__all__ = [
+    "AutomagicLrMaskState",
+    "EdgeDampingState",
+    "ScaleByAdaTamState",
+    "ScaleByCameState",
+    "ScaleByTamState",
+    "SelectiveProjectionDecayState",
+    "adatam",
+    "agr",
+    "automagic_lr_mask",
+    "came",
+    "cautious",
+    "edge_damping",
+    "edge_strength",
+    "frequency_penalty",
+    "grams",
+    "laplacian",
+    "low_rank_penalty",
+    "orthogonalize_update",
+    "phase_of",
+    "scale_by_adatam",
+    "scale_by_came",
+    "scale_by_tam",
+    "selective_projection_decay",
+    "tam",
+    "torque_aware_momentum_update",
+    "with_reference_grads",
+]

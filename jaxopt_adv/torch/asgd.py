@@ -8,7 +8,7 @@ import chex
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check_learning_rate, scalar_dtype, tree_map_multi
+from jaxopt_adv._common import NO_PARAMS_MSG, check_learning_rate, scalar_dtype, tree_map_multi
 from jaxopt_adv.torch._chain import torch_chain
 
 
@@ -74,7 +74,7 @@ def asgd_update(
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         if params is None:
-            raise ValueError(optax.NO_PARAMS_MSG)
+            raise ValueError(NO_PARAMS_MSG)
         c = state.count
         lr = jnp.asarray(_learning_rate_at(learning_rate, jnp.maximum(c - 1, 0)))
         c = c.astype(scalar_dtype(lr.dtype))

@@ -1,5 +1,6 @@
 """torch.optim.ASGD parity for jaxopt_adv.torch.asgd."""
 
+import jax.numpy as jnp
 import pytest
 import torch
 
@@ -47,3 +48,10 @@ def test_parity_with_schedule():
 def test_bad_hyperparameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         asgd(**kwargs)
+
+
+def test_needs_params():
+    tx = asgd(0.1)
+    state = tx.init(jnp.zeros(2))
+    with pytest.raises(ValueError, match="requires the current value of parameters"):
+        tx.update(jnp.ones(2), state)

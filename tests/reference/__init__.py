@@ -1,0 +1,1 @@
+"""Minimal torch re-implementations written from the specs, for parity tests only."""
