@@ -1,11 +1,17 @@
-"""CAME step time against optax.adafactor and optax.adam (JAX only, one process).
+"""CAME and Automagic-CameAMP step times against optax.adafactor and optax.adam (JAX only).
 
 Times one jitted ``update + apply_updates`` step (params and state donated, gradients
-reused) of ``jaxopt_adv.came.came.came`` against ``optax.adafactor`` (factored second
-moment, no momentum) and ``optax.adam`` on float32 2-D leaves: one square-ish leaf or 200
-smaller ones holding 10M / 50M elements in all. The three implementations alternate step
-by step so all see the same machine state; the reported time is the median over the
-timed steps. Target: came <= 1.3x adafactor.
+reused) of ``jaxopt_adv.came.came`` and of the composite
+``jaxopt_adv.came.automagic_came_amp`` against ``optax.adafactor`` (factored second moment,
+no momentum) and ``optax.adam`` on float32 2-D leaves holding 10M / 50M elements in all:
+one square-ish leaf or 200 smaller ones (the composite in its full fine-tune preset), or
+LoRA adapters, pairs of 4096x16 and 16x4096 leaves (the composite in its LoRA preset,
+whose rank penalty takes an SVD of every 2-D leaf wider than rank 10 each step: meant for
+adapters, not for large square weights).
+The implementations alternate step by step so all see the same machine state; the
+reported time is the median over the timed steps. The composite is timed in its early
+phase (TAM, Grams, edge damping, OrthoGrad, lr-mask warm-up: its most expensive steps).
+Targets: came <= 1.3x adafactor; the composite <= 3x adam.
 
 Usage:
   python benchmarks/came_step_time.py                       # 10M and 50M, 1 and 200 leaves
@@ -25,22 +31,31 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv.came.came import came
+from jaxopt_adv.came import automagic_came_amp, came, full_finetune_config, lora_config
 
 LR = 1e-3
 
 
-def leaf_shapes(total: int, leaves: int) -> list[tuple[int, int]]:
-    """``leaves`` square-ish 2-D shapes with about ``total`` elements in all."""
+LORA_SHAPES = ((4096, 16), (16, 4096))
+
+
+def leaf_shapes(total: int, layout: str) -> list[tuple[int, int]]:
+    """2-D shapes with about ``total`` elements in all: ``layout`` square-ish leaves, or
+    ``"lora"`` adapter pairs."""
+    if layout == "lora":
+        return list(LORA_SHAPES) * max(1, round(total / (2 * math.prod(LORA_SHAPES[0]))))
+    leaves = int(layout)
     side = round(math.sqrt(total / leaves))
     return [(side, side)] * leaves
 
 
-def optimizers() -> dict[str, optax.GradientTransformation]:
+def optimizers(layout: str) -> dict[str, optax.GradientTransformation]:
+    preset = lora_config() if layout == "lora" else full_finetune_config()
     return {
         "came": came(LR),
         "adafactor": optax.adafactor(LR),
         "adam": optax.adam(LR),
+        "automagic": automagic_came_amp(LR, preset),
     }
 
 
@@ -57,11 +72,11 @@ def tree(shapes, seed: int) -> list[jax.Array]:
     return [jax.random.normal(k, s, jnp.float32) for k, s in zip(keys, shapes, strict=True)]
 
 
-def time_layout(shapes, steps: int, warmup: int = 3) -> dict[str, float]:
+def time_layout(shapes, layout: str, steps: int, warmup: int = 3) -> dict[str, float]:
     """Median seconds per step for every optimizer, alternating step by step."""
     grads = tree(shapes, 1)
     runners = {}
-    for name, tx in optimizers().items():
+    for name, tx in optimizers(layout).items():
         params = tree(shapes, 2)
         runners[name] = [jax.jit(make_step(tx), donate_argnums=(0, 1)), params, tx.init(params)]
     samples: dict[str, list[float]] = {name: [] for name in runners}
@@ -75,11 +90,11 @@ def time_layout(shapes, steps: int, warmup: int = 3) -> dict[str, float]:
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
-def fusions(shapes) -> dict[str, list[str]]:
+def fusions(shapes, layout: str) -> dict[str, list[str]]:
     """The fusions of each optimizer's optimized HLO that write a full-size array."""
     full = "f32[" + ",".join(map(str, shapes[0])) + "]"
     out = {}
-    for name, tx in optimizers().items():
+    for name, tx in optimizers(layout).items():
         params = tree(shapes, 2)
         text = (
             jax.jit(make_step(tx), donate_argnums=(0, 1))
@@ -99,7 +114,7 @@ def fusions(shapes) -> dict[str, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1e7,5e7")
-    parser.add_argument("--layouts", default="1,200", help="leaf counts")
+    parser.add_argument("--layouts", default="1,200,lora", help="leaf counts, or lora")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--hlo", action="store_true", help="print the full-size fusions")
     args = parser.parse_args()
@@ -109,24 +124,27 @@ def main() -> None:
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
     )
     lines = [
-        "| elements | leaves | leaf shape | came ms | adafactor ms | adam ms "
-        "| came/adafactor | came/adam |",
-        "|---|---|---|---|---|---|---|---|",
+        "| elements | leaves | leaf shape | came ms | adafactor ms | adam ms | preset "
+        "| automagic ms | came/adafactor | came/adam | automagic/came | automagic/adam |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for total in (int(float(s)) for s in args.sizes.split(",")):
-        for leaves in (int(n) for n in args.layouts.split(",")):
-            shapes = leaf_shapes(total, leaves)
+        for layout in args.layouts.split(","):
+            shapes = leaf_shapes(total, layout)
             if args.hlo:
-                for name, ops in fusions(shapes).items():
+                for name, ops in fusions(shapes, layout).items():
                     print(f"{name}: {len(ops)} full-size outputs", *ops, sep="\n  ")
-            ms = {k: 1e3 * v for k, v in time_layout(shapes, args.steps).items()}
+            ms = {k: 1e3 * v for k, v in time_layout(shapes, layout, args.steps).items()}
             elements = sum(math.prod(s) for s in shapes)
+            preset = "lora" if layout == "lora" else "full"
             lines.append(
-                f"| {elements:,} | {leaves} | {shapes[0][0]}x{shapes[0][1]} "
-                f"| {ms['came']:.2f} | {ms['adafactor']:.2f} | {ms['adam']:.2f} "
-                f"| {ms['came'] / ms['adafactor']:.3f} | {ms['came'] / ms['adam']:.3f} |"
+                f"| {elements:,} | {len(shapes)} | {shapes[0][0]}x{shapes[0][1]} "
+                f"| {ms['came']:.2f} | {ms['adafactor']:.2f} | {ms['adam']:.2f} | {preset} "
+                f"| {ms['automagic']:.2f} | {ms['came'] / ms['adafactor']:.3f} "
+                f"| {ms['came'] / ms['adam']:.3f} | {ms['automagic'] / ms['came']:.3f} "
+                f"| {ms['automagic'] / ms['adam']:.3f} |"
             )
-            print(f"done {elements:,} elements x {leaves} leaves", file=sys.stderr)
+            print(f"done {elements:,} elements x {len(shapes)} leaves", file=sys.stderr)
     print("\n".join(lines))
 
 

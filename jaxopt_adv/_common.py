@@ -25,11 +25,13 @@ __all__ = [
     "check_learning_rate",
     "check_nonnegative",
     "decay_power",
+    "filled_like",
     "is_concrete_number",
     "is_static_zero",
     "log_of",
     "scalar_dtype",
     "tree_map_multi",
+    "unshard_trailing_axes",
 ]
 
 
@@ -158,3 +160,31 @@ def tree_map_multi(fn: Callable[..., tuple], n_out: int, tree: Any, *rest: Any) 
         return tuple(treedef.unflatten([]) for _ in range(n_out))
     outputs = [fn(*args) for args in zip(leaves, *others, strict=True)]
     return tuple(treedef.unflatten(list(col)) for col in zip(*outputs, strict=True))
+
+
+def unshard_trailing_axes(x: jax.Array, count: int) -> jax.Array:
+    """``x`` with its last ``count`` axes gathered if they are explicitly sharded.
+
+    Stencils (shifted slices) over an axis need its neighbours; under explicit sharding
+    (``jax.sharding.AxisType.Explicit``) JAX refuses such slices, so the axes are gathered
+    first. Auto-sharded and unsharded arrays come back untouched (XLA adds any halo
+    exchange itself there).
+    """
+    sharding = jax.typeof(x).sharding
+    spec = tuple(sharding.spec) + (None,) * (x.ndim - len(sharding.spec))
+    if x.ndim < count or all(axis is None for axis in spec[x.ndim - count :]):
+        return x
+    target = jax.sharding.PartitionSpec(*spec[: x.ndim - count], *(None,) * count)
+    return jax.sharding.reshard(x, jax.sharding.NamedSharding(sharding.mesh, target))
+
+
+def filled_like(param: Any, value: Any, dtype: Any, shape: tuple[int, ...] | None = None) -> Any:
+    """A state array of ``shape`` (default: the param's) filled with ``value``.
+
+    When the shapes agree it is built with ``jnp.full_like``, so it carries the param's
+    sharding (state follows the params on a mesh); otherwise it is a plain ``jnp.full``.
+    """
+    shape = tuple(jnp.shape(param)) if shape is None else tuple(shape)
+    if shape == tuple(jnp.shape(param)):
+        return jnp.full_like(param, value, dtype=dtype)
+    return jnp.full(shape, value, dtype)

@@ -13,12 +13,13 @@ from collections.abc import Callable
 import optax
 
 from jaxopt_adv import torch as torch_exact
-from jaxopt_adv.came import adatam, came, tam
+from jaxopt_adv.came import adatam, automagic_came_amp, came, tam
 
 OptimizerFactory = Callable[..., optax.GradientTransformation]
 
 REGISTRY: dict[str, OptimizerFactory] = {
     "adatam": adatam,
+    "automagic_came_amp": automagic_came_amp,
     "came": came,
     "tam": tam,
     "torch.adadelta": torch_exact.adadelta,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jaxopt_adv.came import AutomagicConfig
+
 
 @dataclasses.dataclass(frozen=True)
 class Convergence:
@@ -28,12 +30,24 @@ class Case:
     quadratic: Convergence
     rosenbrock: Convergence
     extra_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # False where the learning rate is not a plain factor on the update (Rprop reads it
+    # once, at init; Automagic's per-element rates start at it and then adapt)
+    learning_rate_scales_updates: bool = True
 
     def __str__(self) -> str:
         return self.name
 
 
+_AUTOMAGIC = AutomagicConfig(min_lr=1e-5, max_lr=0.5, lr_bump=1e-2, warmup_steps=50)
+
 CASES = [
+    Case(
+        "automagic_came_amp",
+        {"learning_rate": 0.05, "config": AutomagicConfig(min_lr=1e-4, max_lr=0.5, warmup_steps=4)},
+        Convergence({"learning_rate": 0.05, "config": _AUTOMAGIC}, 500, 1e-2),
+        Convergence({"learning_rate": 0.05, "config": _AUTOMAGIC}, 3000, 5e-2),
+        learning_rate_scales_updates=False,
+    ),
     Case(
         "tam",
         {"learning_rate": 0.01, "weight_decay": 1e-3, "correlation": "auto", "auto_threshold": 12},
@@ -111,6 +125,7 @@ CASES = [
         {"learning_rate": 0.01, "etas": (0.4, 1.3), "step_sizes": (1e-5, 1.0)},
         Convergence({"learning_rate": 0.01}, 500, 1e-6),
         Convergence({"learning_rate": 0.01}, 3000, 1e-4),
+        learning_rate_scales_updates=False,
     ),
     Case(
         "torch.asgd",

@@ -1,7 +1,8 @@
 """CAME and the Automagic-CameAMP optimizer, as composable optax blocks.
 
 Optimizers: :func:`came` (official CAME), :func:`tam` / :func:`adatam` (torque-aware
-momentum). Blocks of the Automagic-CameAMP composite, each usable on its own in an
+momentum), :func:`automagic_came_amp` (with :func:`create_lora_optimizer` and
+:func:`create_full_finetune_optimizer`). Blocks of the Automagic-CameAMP composite, each usable on its own in an
 ``optax.chain``: :func:`agr` (adaptive gradient regularisation), :func:`frequency_penalty`,
 :func:`low_rank_penalty`, :func:`grams`, :func:`cautious`, :func:`edge_damping`,
 :func:`orthogonalize_update`, :func:`automagic_lr_mask`, :func:`selective_projection_decay`;
@@ -10,6 +11,16 @@ raw gradient to the blocks that need them.
 """
 
 from jaxopt_adv.came.agr import agr, edge_strength, laplacian
+from jaxopt_adv.came.automagic import (
+    AutomagicConfig,
+    automagic_came_amp,
+    automagic_stats,
+    create_full_finetune_optimizer,
+    create_lora_optimizer,
+    full_finetune_config,
+    lora_config,
+    with_torch_layout,
+)
 from jaxopt_adv.came.came import ScaleByCameState, came, scale_by_came
 from jaxopt_adv.came.composition import phase_of, with_reference_grads
 from jaxopt_adv.came.direction import (
@@ -33,6 +44,14 @@ from jaxopt_adv.came.tam import (
 )
 
 __all__ = [
+    "AutomagicConfig",
+    "automagic_came_amp",
+    "automagic_stats",
+    "create_full_finetune_optimizer",
+    "create_lora_optimizer",
+    "full_finetune_config",
+    "lora_config",
+    "with_torch_layout",
     "AutomagicLrMaskState",
     "EdgeDampingState",
     "ScaleByAdaTamState",

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check, check_interval, check_nonnegative
+from jaxopt_adv._common import check, check_interval, check_nonnegative, unshard_trailing_axes
 
 __all__ = ["agr", "agr_leaf", "edge_strength", "laplacian"]
 
@@ -44,15 +44,17 @@ def laplacian(x: jax.Array) -> jax.Array:
              [ 0., -4.,  1.,  0.],
              [ 0.,  0.,  0.,  0.]], dtype=float32)
     """
-    out = jnp.zeros_like(x)
     if x.ndim < 2:
-        return out
-    h, w = x.shape[-2:]
+        return jnp.zeros_like(x)
+    # Shifted slices need neighbours: gather explicitly sharded axes, then shard back.
+    y = unshard_trailing_axes(x, 2)
+    out = jnp.zeros_like(y)
+    h, w = y.shape[-2:]
     if h > 2:
-        out = out.at[..., 1:-1, :].add(x[..., 2:, :] - 2 * x[..., 1:-1, :] + x[..., :-2, :])
+        out = out.at[..., 1:-1, :].add(y[..., 2:, :] - 2 * y[..., 1:-1, :] + y[..., :-2, :])
     if w > 2:
-        out = out.at[..., 1:-1].add(x[..., 2:] - 2 * x[..., 1:-1] + x[..., :-2])
-    return out
+        out = out.at[..., 1:-1].add(y[..., 2:] - 2 * y[..., 1:-1] + y[..., :-2])
+    return out if y is x else jax.sharding.reshard(out, jax.typeof(x).sharding)
 
 
 def edge_strength(x: jax.Array, threshold: Any = 0.6, scale: Any = 0.1) -> jax.Array:

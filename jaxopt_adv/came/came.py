@@ -36,6 +36,7 @@ __all__ = [
     "came_confidence",
     "came_precondition",
     "factored_rsqrt",
+    "init_second_moments",
     "is_factored",
     "rms",
     "rms_clip",
@@ -158,6 +159,31 @@ def _zeros_without_axis(param: chex.Array, axis: int, dtype: Any) -> chex.Array:
     return jnp.zeros(shape, dtype)
 
 
+def init_second_moments(params: optax.Params) -> tuple[Any, Any, Any, Any, Any]:
+    """Zero ``(v_row, v_col, v, r_row, r_col)`` trees for CAME's statistics.
+
+    Factored leaves (``ndim >= 2``) get row/column vectors (sharded like the param's
+    remaining axes) and a ``(0,)`` placeholder for ``v``; the others an elementwise ``v``
+    and placeholders for the factors. Every slot is a fresh buffer: shared buffers cannot
+    be donated.
+    """
+
+    def leaf(p):
+        stat = _stat_dtype(p.dtype)
+        if is_factored(p.shape):
+            return (
+                _zeros_without_axis(p, -1, stat),
+                _zeros_without_axis(p, -2, stat),
+                jnp.zeros((0,), stat),
+                _zeros_without_axis(p, -1, stat),
+                _zeros_without_axis(p, -2, stat),
+            )
+        v = jnp.zeros_like(p, dtype=stat)
+        return tuple(v if i == 2 else jnp.zeros((0,), stat) for i in range(5))
+
+    return tree_map_multi(leaf, 5, params)
+
+
 def scale_by_came(
     b1: Any = 0.9,
     b2: Any = 0.999,
@@ -236,21 +262,7 @@ def scale_by_came(
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByCameState:
-        def leaf(p):
-            # a fresh buffer for every slot: shared buffers cannot be donated
-            stat = _stat_dtype(p.dtype)
-            if is_factored(p.shape):
-                return (
-                    _zeros_without_axis(p, -1, stat),
-                    _zeros_without_axis(p, -2, stat),
-                    jnp.zeros((0,), stat),
-                    _zeros_without_axis(p, -1, stat),
-                    _zeros_without_axis(p, -2, stat),
-                )
-            v = jnp.zeros_like(p, dtype=stat)
-            return tuple(v if i == 2 else jnp.zeros((0,), stat) for i in range(5))
-
-        v_row, v_col, v, r_row, r_col = tree_map_multi(leaf, 5, params)
+        v_row, v_col, v, r_row, r_col = init_second_moments(params)
         return ScaleByCameState(
             count=jnp.zeros([], jnp.int32),
             mu=optax.tree.zeros_like(params, dtype=mu_dtype),

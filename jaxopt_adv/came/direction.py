@@ -326,19 +326,21 @@ def orthogonalize(
     if rule not in ORTHOGONALIZE_RULES:
         raise ValueError(f"Invalid rule: {rule!r} (must be one of {ORTHOGONALIZE_RULES})")
     dtype = _compute_dtype(u, w)
-    c, v = u.reshape(-1).astype(dtype), w.reshape(-1).astype(dtype)
-    projection = jnp.dot(v, c) / (jnp.dot(v, v) + eps)
+    # Sums of products rather than jnp.dot over flattened leaves: the same numbers, and
+    # valid for explicitly sharded leaves (a dot over a sharded axis needs out_sharding).
+    c, v = u.astype(dtype), w.astype(dtype)
+    projection = jnp.sum(v * c) / (jnp.sum(v * v) + eps)
     c_orth = c - v * projection
-    c_norm = jnp.linalg.norm(c)
-    orth_norm = jnp.linalg.norm(c_orth)
+    c_norm = jnp.sqrt(jnp.sum(c * c))
+    orth_norm = jnp.sqrt(jnp.sum(c_orth * c_orth))
     if rule == "pytorch_optimizer":
         parallel = orth_norm <= 4.0 * jnp.finfo(dtype).eps * c_norm
         out = jnp.where(parallel, 0.0, c_orth) * (c_norm / (orth_norm + eps))
     else:
         rescaled = c_orth * (c_norm / (orth_norm + eps))
-        keep = (jnp.linalg.norm(v) <= eps) | (orth_norm <= eps)
+        keep = (jnp.sqrt(jnp.sum(v * v)) <= eps) | (orth_norm <= eps)
         out = jnp.where(keep, c, rescaled)
-    return out.reshape(u.shape).astype(u.dtype)
+    return out.astype(u.dtype)
 
 
 def orthogonalize_update(

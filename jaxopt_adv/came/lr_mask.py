@@ -20,6 +20,7 @@ from jaxopt_adv._common import (
     check,
     check_interval,
     check_nonnegative,
+    filled_like,
     is_concrete_number,
     scalar_dtype,
     tree_map_multi,
@@ -224,15 +225,15 @@ def automagic_lr_mask(
 
         def sv_init(p):
             shape = p.shape[:-1] + (1,) if p.ndim >= 2 else ()
-            return jnp.ones(shape, jnp.promote_types(jnp.float32, p.dtype))
+            return filled_like(p, 1.0, jnp.promote_types(jnp.float32, p.dtype), shape)
 
         return AutomagicLrMaskState(
             count=jnp.zeros([], jnp.int32),
-            lr_mask=jax.tree.map(lambda p: jnp.full(p.shape, lr, mask_dtype), params),
-            last_polarity=jax.tree.map(lambda p: jnp.zeros(p.shape, bool), params),
+            lr_mask=jax.tree.map(lambda p: filled_like(p, lr, mask_dtype), params),
+            last_polarity=jax.tree.map(lambda p: filled_like(p, False, bool), params),
             spatial_variance=jax.tree.map(sv_init, params) if spatial else None,
             lr_max=jnp.asarray(lr, sdt),
-            avg_lr=jax.tree.map(lambda _: jnp.asarray(lr, sdt), params),
+            avg_lr=jax.tree.map(lambda p: filled_like(p, lr, sdt, ()), params),
         )
 
     def extra(extra_args, name):

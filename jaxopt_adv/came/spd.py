@@ -98,8 +98,8 @@ def spd_leaf(
     a = jnp.zeros_like(p) if anchor is None else anchor.astype(compute)
     candidate = p + step
     condition = -jnp.sum(g * (p - a))
-    new_norm = jnp.linalg.norm((candidate - a).ravel())
-    old_norm = jnp.linalg.norm((p - a).ravel())
+    new_norm = jnp.sqrt(jnp.sum(jnp.square(candidate - a)))
+    old_norm = jnp.sqrt(jnp.sum(jnp.square(p - a)))
     denom = new_norm + eps
     safe = denom > 0  # candidate == anchor with eps = 0: the step moves toward it, ratio 0
     ratio = jnp.where(safe, (new_norm - old_norm) / jnp.where(safe, denom, 1.0), 0.0)

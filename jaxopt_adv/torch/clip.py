@@ -25,7 +25,7 @@ class ClipGradNormState(NamedTuple):
 
 def _leaf_norm(x: jax.Array, norm_type: Any) -> jax.Array:
     """torch's ``linalg.vector_norm(x, norm_type)`` of one array, flattened."""
-    x = jnp.abs(x.reshape(-1))
+    x = jnp.abs(x)
     if is_concrete_number(norm_type):
         if math.isinf(norm_type):
             return jnp.max(x, initial=0.0)

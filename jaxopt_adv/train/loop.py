@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import optax
 from flax import nnx
+from flax.nnx.filterlib import Filter
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jaxopt_adv.train.checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
@@ -82,6 +83,7 @@ def fit(
     resume: bool = False,
     max_steps: int | None = None,
     progress: bool = True,
+    wrt: Filter = nnx.Param,
 ) -> tuple[TrainState, History]:
     """Train ``model`` in place on ``train_data`` for ``epochs`` epochs.
 
@@ -106,6 +108,8 @@ def fit(
       resume: continue from the latest checkpoint in ``checkpoint_dir`` if there is one.
       max_steps: stop after this many steps in total (counting resumed ones).
       progress: show a progress bar (rich) on the terminal.
+      wrt: which variables to train (default every ``nnx.Param``; ``nnx.LoRAParam`` for
+        LoRA adapters only, the rest stays frozen).
 
     Returns:
       ``(state, history)``: the final ``TrainState`` (also written back into ``model``)
@@ -127,13 +131,13 @@ def fit(
         tx = optax.chain(clip, tx)
     if accumulate_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accumulate_steps)
-    graphdef = split_model(model)[0]
-    state = init_train_state(model, tx)
+    graphdef = split_model(model, wrt)[0]
+    state = init_train_state(model, tx, wrt)
     if resume and checkpoint_dir is not None:
         latest = latest_checkpoint(checkpoint_dir)
         if latest is not None:
             state = restore_checkpoint(latest, state)
-    train_step = make_train_step(graphdef, loss_fn, tx, learning_rate=learning_rate)
+    train_step = make_train_step(graphdef, loss_fn, tx, learning_rate=learning_rate, wrt=wrt)
     eval_step = make_eval_step(graphdef, loss_fn) if eval_data is not None else None
 
     total = (

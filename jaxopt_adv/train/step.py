@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from flax.nnx.filterlib import Filter
 
 LossFn = Callable[[nnx.Module, Any], tuple[jax.Array, dict[str, jax.Array]]]
 
@@ -31,19 +32,25 @@ class TrainState(NamedTuple):
     opt_state: optax.OptState
 
 
-def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, Any, Any]:
-    """``(graphdef, params, rest)`` with params and rest as pure array trees."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+def split_model(model: nnx.Module, wrt: Filter = nnx.Param) -> tuple[nnx.GraphDef, Any, Any]:
+    """``(graphdef, params, rest)`` with params and rest as pure array trees.
+
+    ``wrt`` selects the trained variables (default every ``nnx.Param``; ``nnx.LoRAParam``
+    trains only LoRA adapters and leaves the base weights in ``rest``, frozen).
+    """
+    graphdef, params, rest = nnx.split(model, wrt, ...)
     return graphdef, nnx.as_pure(params), nnx.as_pure(rest)
 
 
-def init_train_state(model: nnx.Module, tx: optax.GradientTransformation) -> TrainState:
-    """The initial ``TrainState`` of ``model`` under optimizer ``tx``.
+def init_train_state(
+    model: nnx.Module, tx: optax.GradientTransformation, wrt: Filter = nnx.Param
+) -> TrainState:
+    """The initial ``TrainState`` of ``model`` under optimizer ``tx``, training ``wrt``.
 
     The state holds copies of the model's arrays: the train step donates (deletes) its
     input state, and the model must stay usable until :func:`merge_into` writes back.
     """
-    _, params, rest = jax.tree.map(jnp.copy, split_model(model))
+    _, params, rest = jax.tree.map(jnp.copy, split_model(model, wrt))
     return TrainState(jnp.zeros([], jnp.int32), params, rest, tx.init(params))
 
 
@@ -70,6 +77,7 @@ def make_train_step(
     tx: optax.GradientTransformation,
     *,
     learning_rate: optax.ScalarOrSchedule | None = None,
+    wrt: Filter = nnx.Param,
 ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
     """Build ``step(state, batch) -> (state, metrics)``, jitted with the state donated.
 
@@ -83,6 +91,7 @@ def make_train_step(
         ``optax.chain`` to clip.
       learning_rate: optional scalar or schedule, only to report ``lr`` in the metrics
         (otherwise it is read from an ``optax.inject_hyperparams`` state when present).
+      wrt: the filter the state was split with (see :func:`split_model`).
 
     Returns:
       The jitted step. ``metrics`` holds ``loss``, ``grad_norm`` (global L2 norm of the
@@ -107,7 +116,7 @@ def make_train_step(
         def compute_loss(params):
             model = nnx.merge(graphdef, params, state.rest)
             loss, aux = loss_fn(model, batch)
-            _, _, rest = split_model(model)
+            _, _, rest = split_model(model, wrt)
             return loss, (aux, rest)
 
         (loss, (aux, rest)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)

@@ -36,7 +36,10 @@ def _equal(a, b):
     )
 
 
-@pytest.mark.parametrize("optimizer", ["torch.adam", "torch.nadam", "torch.rprop", "torch.asgd"])
+@pytest.mark.parametrize(
+    "optimizer",
+    ["torch.adam", "torch.nadam", "torch.rprop", "torch.asgd", "came", "automagic_came_amp"],
+)
 def test_round_trip_is_bit_exact(tmp_path, optimizer):
     state = _state(optimizer)
     save_checkpoint(tmp_path / "step_00000005", state)

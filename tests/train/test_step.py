@@ -107,3 +107,26 @@ def test_eval_step_uses_eval_mode():
     model.eval()
     np.testing.assert_allclose(first["loss"], loss_fn(model, batch)[0], rtol=1e-6)
     assert jnp.isfinite(first["accuracy"])
+
+
+def test_wrt_trains_only_the_selected_variables():
+    """``wrt=nnx.LoRAParam``: adapters move, the frozen base rides along in ``rest``."""
+    model = nnx.LoRALinear(3, 2, lora_rank=1, rngs=nnx.Rngs(0))
+    base_kernel = np.asarray(model.kernel[...]).copy()
+    tx = optax.sgd(0.05)
+    graphdef, params, rest = split_model(model, nnx.LoRAParam)
+    assert {k for k in params} == {"lora"}
+    assert "kernel" in rest and "bias" in rest
+    step = make_train_step(graphdef, _lora_loss, tx, wrt=nnx.LoRAParam)
+    state = init_train_state(model, tx, nnx.LoRAParam)
+    batch = (jnp.ones((4, 3)), jnp.ones((4, 2)))
+    for _ in range(3):
+        state, metrics = step(state, batch)
+    np.testing.assert_array_equal(state.rest["kernel"], base_kernel)
+    assert np.any(np.asarray(state.params["lora"]["lora_b"]) != 0.0)
+    assert metrics["loss"] < _lora_loss(model, batch)[0]  # the model still holds step 0
+
+
+def _lora_loss(model, batch):
+    x, y = batch
+    return jnp.mean((model(x) - y) ** 2), {}

@@ -1,0 +1,234 @@
+"""Automagic-CameAMP: parity with a torch version written from the spec, phases, presets,
+memory, layout and diagnostics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+from jaxopt_adv.came import (
+    AutomagicConfig,
+    automagic_came_amp,
+    automagic_stats,
+    create_full_finetune_optimizer,
+    create_lora_optimizer,
+    lora_config,
+)
+from tests.harness import run_parity
+from tests.reference.torch_automagic import AutomagicCameAMP
+
+SHAPES = {"matrix": (16, 12), "wide": (6, 1500 // 6), "vector": (7,), "conv": (3, 2, 3, 3)}
+STATE = {"mu": "m", "lr_mask": "mask"}
+# learning rates large enough for the parameters to move visibly in 20 steps
+FAST = {"min_lr": 1e-4, "max_lr": 0.1, "lr_bump": 1e-3, "warmup_steps": 6}
+
+
+def _params(seed=0):
+    rng = np.random.default_rng(seed)
+    params = {k: 0.5 * rng.normal(size=s) for k, s in SHAPES.items()}
+    # The rank penalty projects out the top-10 singular subspace, which a float32 SVD
+    # resolves only to eps * |p| / (s_10 - s_11): give the matrix well-separated
+    # singular values so float32 parity measures the optimizer, not that conditioning.
+    u, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    v, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    params["matrix"] = u[:, :12] @ np.diag(np.linspace(3.0, 0.25, 12)) @ v.T
+    return params
+
+
+def _stream(num_steps=20, seed=1):
+    rng = np.random.default_rng(seed)
+    drift = {k: rng.normal(size=s) for k, s in SHAPES.items()}
+    scales = (1.0, 0.3, 2.0, 0.05, 1.5)
+    return [
+        {k: scales[t % 5] * 1e-2 * (drift[k] + rng.normal(size=s)) for k, s in SHAPES.items()}
+        for t in range(num_steps)
+    ]
+
+
+def _torch_options(config: AutomagicConfig, dtype: str):
+    return {
+        "min_lr": config.min_lr,
+        "max_lr": config.max_lr,
+        "lr_bump": config.lr_bump,
+        "warmup_steps": config.warmup_steps,
+        "weight_decay": config.weight_decay,
+        "anchor": config.anchor,
+        "lora_rank_penalty": config.lora_rank_penalty,
+        "edge_suppression": config.edge_suppression,
+        "spatial_awareness": config.spatial_awareness,
+        "background_regularization": config.background_regularization,
+        "mask_dtype": getattr(torch, dtype),
+    }
+
+
+CONFIGS = {
+    "lora": lambda dtype: lora_config(**FAST, mask_dtype=dtype),
+    "full_finetune": lambda dtype: AutomagicConfig(
+        **FAST, full_finetune=True, lora_rank_penalty=False, mask_dtype=dtype
+    ),
+    "plain": lambda dtype: AutomagicConfig(
+        **FAST,
+        edge_suppression=False,
+        spatial_awareness=False,
+        background_regularization=False,
+        lora_rank_penalty=False,
+        mask_dtype=dtype,
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", CONFIGS)
+def test_parity_with_torch_reference(name, dtype):
+    """20 steps with warm-up 6 cross all four phases (EARLY t<3, LATE, STABLE, MATURE)."""
+    config = CONFIGS[name](dtype)
+    run_parity(
+        automagic_came_amp(1e-2, config),
+        lambda p: AutomagicCameAMP(p, 1e-2, **_torch_options(config, dtype)),
+        dtype=dtype,
+        params=_params(),
+        stream=_stream(),
+        state_map=STATE,
+    )
+
+
+def test_parity_with_a_schedule():
+    """A group-lr schedule: increases honoured in warm-up, a persistent ratio after."""
+    config = lora_config(**FAST, mask_dtype="float64")
+    schedule = lambda t: 1e-2 * (1 + 0.2 * t) if t < 8 else 1e-2 * 0.5  # noqa: E731
+    jax_schedule = lambda t: jnp.where(t < 8, 1e-2 * (1 + 0.2 * t), 5e-3)  # noqa: E731
+    run_parity(
+        automagic_came_amp(jax_schedule, config),
+        lambda p: AutomagicCameAMP(p, 1e-2, **_torch_options(config, "float64")),
+        params=_params(),
+        stream=_stream(),
+        schedule=schedule,
+        state_map=STATE,
+    )
+
+
+def test_one_compilation_across_phases():
+    config = lora_config(**FAST)
+    opt = automagic_came_amp(1e-2, config)
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), _params())
+    traces = []
+
+    @jax.jit
+    def step(params, state, grads):
+        traces.append(None)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    state = opt.init(params)
+    phases = set()
+    for g in _stream(2 * config.warmup_steps + 2):
+        params, state = step(params, state, jax.tree.map(jnp.asarray, g))
+        phases.add(int(automagic_stats(state, config)["phase"]))
+        assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(params))
+    assert len(traces) == 1
+    assert phases == {0, 1, 2, 3}
+
+
+def _state_bytes(state) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+
+
+def test_lora_preset_memory():
+    """<= 17 bytes of state per element on a 1024 x 1024 leaf (factored CAME)."""
+    params = {"w": jnp.zeros((1024, 1024), jnp.float32)}
+    state = jax.eval_shape(create_lora_optimizer(1e-4).init, params)
+    per_element = _state_bytes(state) / params["w"].size
+    assert per_element <= 17.0, per_element
+    adamw = _state_bytes(jax.eval_shape(optax.adamw(1e-3).init, params)) / params["w"].size
+    assert adamw == pytest.approx(8.0, abs=1e-3) and per_element < 2.2 * adamw
+
+
+def test_full_finetune_keeps_the_initial_weights_as_anchor():
+    params = {"w": jnp.ones((12, 11))}
+    state = create_full_finetune_optimizer(1e-4).init(params)
+    anchors = [x for x in jax.tree.leaves(state) if x.shape == (12, 11) and bool(jnp.all(x == 1))]
+    assert anchors, "the SPD anchor (initial weights) is not in the state"
+
+
+def test_presets_merge_overrides():
+    config = lora_config(edge_suppression=False, spatial_awareness=False, warmup_steps=10)
+    assert not config.edge_suppression and not config.spatial_awareness
+    assert config.lora_rank_penalty and config.anchor == "zeros"
+    create_lora_optimizer(1e-4, edge_suppression=True, spatial_awareness=True)  # the seed raised
+    create_full_finetune_optimizer(1e-4, edge_suppression=False)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"min_lr": 1e-2, "max_lr": 1e-3}, "min_lr"),
+        ({"warmup_steps": 0}, "warmup_steps"),
+        ({"edge_threshold": 1.5}, "edge_threshold"),
+        ({"betas": (0.8, 1.0, 0.9999)}, "beta parameter at index 1"),
+        ({"tam_correlation": "nope"}, "tam_correlation"),
+        ({"layout": "jax"}, "layout"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+    ],
+)
+def test_bad_configuration(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        AutomagicConfig(**overrides)
+
+
+def test_bad_learning_rate():
+    with pytest.raises(ValueError, match="learning rate"):
+        automagic_came_amp(-1.0)
+
+
+def test_flax_layout_equals_torch_layout():
+    """layout="flax" on (in, out) / HWIO params == the native run on torch-layout params."""
+    config = lora_config(**FAST)
+    torch_params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), _params())
+    to_flax = {
+        "matrix": lambda x: x.T,
+        "wide": lambda x: x.T,
+        "vector": lambda x: x,
+        "conv": lambda x: x.transpose(2, 3, 1, 0),
+    }
+    flax_params = {k: to_flax[k](v) for k, v in torch_params.items()}
+    native = automagic_came_amp(1e-2, config)
+    flax = automagic_came_amp(1e-2, lora_config(**FAST, layout="flax"))
+    s_native, s_flax = native.init(torch_params), flax.init(flax_params)
+    for g in _stream(8):
+        g = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), g)
+        u_native, s_native = native.update(g, s_native, torch_params)
+        g_flax = {k: to_flax[k](v) for k, v in g.items()}
+        u_flax, s_flax = flax.update(g_flax, s_flax, flax_params)
+        for k in SHAPES:
+            np.testing.assert_allclose(u_flax[k], to_flax[k](u_native[k]), rtol=1e-5, atol=1e-9)
+        torch_params = optax.apply_updates(torch_params, u_native)
+        flax_params = optax.apply_updates(flax_params, u_flax)
+
+
+def test_weight_decay_mask_exempts_leaves():
+    config = AutomagicConfig(**FAST, weight_decay=0.5)
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), _params())
+    mask = {"matrix": False, "wide": True, "vector": True, "conv": True}
+    masked = automagic_came_amp(1e-2, config, weight_decay_mask=mask)
+    no_decay = automagic_came_amp(1e-2, AutomagicConfig(**FAST, weight_decay=0.0))
+    decayed = automagic_came_amp(1e-2, config)
+    g = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), _stream(1)[0])
+    u_masked, _ = masked.update(g, masked.init(params), params)
+    u_free, _ = no_decay.update(g, no_decay.init(params), params)
+    u_decayed, _ = decayed.update(g, decayed.init(params), params)
+    np.testing.assert_allclose(u_masked["matrix"], u_free["matrix"], rtol=1e-6)
+    np.testing.assert_allclose(u_masked["conv"], u_decayed["conv"], rtol=1e-6)
+
+
+def test_stats():
+    config = lora_config(**FAST)
+    opt = automagic_came_amp(1e-2, config)
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), _params())
+    state = opt.init(params)
+    stats = automagic_stats(state, config)
+    assert int(stats["step"]) == 0 and int(stats["phase"]) == 0
+    np.testing.assert_allclose(stats["mean_lr"], 1e-2, rtol=1e-6)
+    wrapped = optax.inject_hyperparams(automagic_came_amp)(learning_rate=1e-2, config=config)
+    assert int(automagic_stats(wrapped.init(params), config)["step"]) == 0
