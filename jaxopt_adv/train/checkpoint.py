@@ -1,7 +1,8 @@
 """Checkpoints with orbax: any array tree (a ``TrainState``), atomically, verified on load.
 
-A checkpoint is one orbax directory holding the arrays and a small JSON record of the
-tree's structure, shapes and dtypes. ``restore_checkpoint`` compares that record with
+A checkpoint is one orbax directory holding the arrays (by leaf index; orbax cannot store
+zero-size arrays, which optimizers use as placeholders, so those are rebuilt from the
+record) and a small JSON record of the tree's structure, shapes and dtypes. ``restore_checkpoint`` compares that record with
 the target before reading any array, reads everything into fresh arrays, and only then
 returns: a checkpoint that is missing, truncated, corrupt or saved for a different
 model/optimizer raises :class:`CheckpointError` and nothing is half-loaded.
@@ -14,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-FORMAT = "jaxopt_adv.checkpoint/1"
+FORMAT = "jaxopt_adv.checkpoint/2"
 
 
 class CheckpointError(ValueError):
@@ -36,6 +38,21 @@ def _describe(tree: Any) -> dict[str, Any]:
 
 def _as_array_like(x: Any) -> Any:
     return x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
+
+
+def _stored_leaves(tree: Any) -> dict[str, Any]:
+    """The leaves orbax stores: every non-empty one, keyed by its index in the tree."""
+    return {
+        f"leaf_{i:05d}": x
+        for i, x in enumerate(jax.tree.leaves(tree))
+        if np.prod(_as_array_like(x).shape) != 0
+    }
+
+
+def _empty_like(x: Any) -> jax.Array:
+    """A zero-size array with the shape, dtype and (when known) sharding of ``x``."""
+    sharding = getattr(x, "sharding", None)
+    return jnp.zeros(x.shape, x.dtype, device=sharding)
 
 
 def _checkpointer() -> ocp.Checkpointer:
@@ -63,7 +80,8 @@ def save_checkpoint(path: str | os.PathLike, tree: Any) -> Path:
         checkpointer.save(
             path,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(tree), layout=ocp.args.JsonSave(_describe(tree))
+                state=ocp.args.StandardSave(_stored_leaves(tree)),
+                layout=ocp.args.JsonSave(_describe(tree)),
             ),
         )
     return path
@@ -108,15 +126,21 @@ def restore_checkpoint(path: str | os.PathLike, target: Any) -> Any:
                     f"checkpoint {path}: leaf {i} is {got[1]}{tuple(got[0])}, "
                     f"the target expects {want[1]}{tuple(want[0])}"
                 )
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        abstract = _stored_leaves(jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
         try:
-            restored = checkpointer.restore(
+            stored = checkpointer.restore(
                 path, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
             )["state"]
-            restored = jax.block_until_ready(restored)
+            stored = jax.block_until_ready(stored)
         except Exception as error:
             raise CheckpointError(f"checkpoint {path} is incomplete or corrupt: {error}") from error
-    return restored
+    leaves, treedef = jax.tree.flatten(target)
+    return treedef.unflatten(
+        [
+            stored[key] if (key := f"leaf_{i:05d}") in stored else _empty_like(x)
+            for i, x in enumerate(leaves)
+        ]
+    )
 
 
 def latest_checkpoint(directory: str | os.PathLike, prefix: str = "step_") -> Path | None:
