@@ -91,7 +91,7 @@ def low_rank_penalty_leaf(
 ) -> jax.Array:
     """``g + strength * T`` for a 2-D ``p`` with ``min(p.shape) > rank``; else ``g``.
 
-    ``"tail"``: ``T = p - P_rank(p)`` (zero when the SVD is not finite). ``"faithful"``:
+    ``"tail"``: ``T = p - P_rank(p)`` (zero when it is not finite). ``"faithful"``:
     ``T = p`` when ``sum(s[rank:]) > 0`` for the singular values ``s`` of ``p``, else 0.
     The SVD runs under ``lax.cond`` only when ``strength != 0``.
     """
@@ -103,8 +103,16 @@ def low_rank_penalty_leaf(
     if mode == "tail":
 
         def tail(x):
-            u, s, vh = jnp.linalg.svd(x, full_matrices=False)
-            t = (u[:, rank:] * s[rank:]) @ vh[rank:]
+            # x V_t V_t^T with V_t the right singular vectors beyond the top ``rank``, taken
+            # from the eigenvectors of the k x k Gram matrix of the thin side (k = min(m, n)):
+            # the same subspace as an SVD's, and hundreds of times faster than XLA:CPU's
+            # SVD or QR for adapter-shaped (tall, thin) leaves.
+            wide = x.shape[0] < x.shape[1]
+            a = x.T if wide else x
+            _, vectors = jnp.linalg.eigh(a.T @ a)  # ascending eigenvalues
+            rest = vectors[:, : a.shape[1] - rank]
+            t = (a @ rest) @ rest.T
+            t = t.T if wide else t
             return jnp.where(jnp.all(jnp.isfinite(t)), t, jnp.zeros_like(t))
 
         term = lax.cond(strength != 0, tail, jnp.zeros_like, x)
