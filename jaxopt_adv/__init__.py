@@ -3,6 +3,12 @@
 Families:
   * :mod:`jaxopt_adv.torch` -- optimizers that reproduce ``torch.optim`` step for step.
   * :mod:`jaxopt_adv.came` -- CAME and the Automagic-CameAMP optimizer as optax blocks.
+  * :mod:`jaxopt_adv.mup` -- muP width transfer: torch-exact ``mu_adam`` / ``mu_adamw`` /
+    ``mu_sgd`` (PyPI ``mup`` rules), shape inference, ``MuReadout`` and the init rescale,
+    the coordinate check.
+  * :mod:`jaxopt_adv.correction` -- FER (:func:`fer`, :func:`create_fer_optimizer`) and
+    gradient correction (:func:`gradient_correction`,
+    :func:`create_gradient_correction_optimizer`).
 
 Utilities:
   * :mod:`jaxopt_adv.models` -- the seed-003 layers and models (MLP, SmallCNN) in Flax NNX
@@ -17,17 +23,30 @@ Every user-facing factory is registered by name: :func:`get_optimizer`,
 :func:`list_optimizers`.
 """
 
-from jaxopt_adv import came, interop, models, torch
-from jaxopt_adv.registry import REGISTRY, get_optimizer, list_optimizers
+from jaxopt_adv import came, correction, interop, models, mup, torch
+from jaxopt_adv.correction import (
+    create_fer_optimizer,
+    create_gradient_correction_optimizer,
+    fer,
+    gradient_correction,
+)
+from jaxopt_adv.registry import REGISTRY, describe, get_optimizer, list_optimizers
 
 __version__ = "0.1.0"
 
 __all__ = [
     "REGISTRY",
     "came",
+    "describe",
+    "correction",
+    "create_fer_optimizer",
+    "create_gradient_correction_optimizer",
+    "fer",
     "get_optimizer",
+    "gradient_correction",
     "interop",
     "list_optimizers",
     "models",
+    "mup",
     "torch",
 ]

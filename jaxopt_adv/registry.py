@@ -9,11 +9,14 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable
+from typing import NamedTuple
 
 import optax
 
 from jaxopt_adv import torch as torch_exact
 from jaxopt_adv.came import adatam, automagic_came_amp, came, tam
+from jaxopt_adv.correction import create_fer_optimizer, create_gradient_correction_optimizer
+from jaxopt_adv.mup import mu_adam, mu_adamw, mu_sgd
 
 OptimizerFactory = Callable[..., optax.GradientTransformation]
 
@@ -21,6 +24,11 @@ REGISTRY: dict[str, OptimizerFactory] = {
     "adatam": adatam,
     "automagic_came_amp": automagic_came_amp,
     "came": came,
+    "fer": create_fer_optimizer,
+    "gradient_correction": create_gradient_correction_optimizer,
+    "mu_adam": mu_adam,
+    "mu_adamw": mu_adamw,
+    "mu_sgd": mu_sgd,
     "tam": tam,
     "torch.adadelta": torch_exact.adadelta,
     "torch.adagrad": torch_exact.adagrad,
@@ -34,6 +42,66 @@ REGISTRY: dict[str, OptimizerFactory] = {
     "torch.rprop": torch_exact.rprop,
     "torch.sgd": torch_exact.sgd,
 }
+
+
+class OptimizerInfo(NamedTuple):
+    """What ``jaxopt-adv list`` shows for a registered optimizer."""
+
+    family: str
+    paper: str
+    torch_reference: str  # the independent torch implementation its parity is tested against
+
+
+_TORCH = "torch-exact"
+INFO: dict[str, OptimizerInfo] = {
+    "adatam": OptimizerInfo("came", "Malviya et al. 2024 (AdaTAM)", "pytorch_optimizer.AdaTAM"),
+    "automagic_came_amp": OptimizerInfo(
+        "came", "Automagic-CameAMP (seed 002, corrected)", "tests/reference/torch_automagic.py"
+    ),
+    "came": OptimizerInfo(
+        "came", "Luo et al., ACL 2023 (CAME)", "came_pytorch.CAME, pytorch_optimizer.CAME"
+    ),
+    "fer": OptimizerInfo(
+        "correction", "Deng et al., AAAI 2022 (FER)", "tests/reference/torch_fer.py"
+    ),
+    "gradient_correction": OptimizerInfo(
+        "correction",
+        "GC-W + GC-ODE (arXiv 2203.08345, withdrawn; jaxopt_adv's definition)",
+        "tests/reference/torch_gradient_correction.py",
+    ),
+    "mu_adam": OptimizerInfo("mup", "Yang et al., Tensor Programs V, 2021", "mup.MuAdam 1.0.0"),
+    "mu_adamw": OptimizerInfo("mup", "Yang et al., Tensor Programs V, 2021", "mup.MuAdamW 1.0.0"),
+    "mu_sgd": OptimizerInfo("mup", "Yang et al., Tensor Programs V, 2021", "mup.MuSGD 1.0.0"),
+    "tam": OptimizerInfo("came", "Malviya et al. 2024 (TAM)", "pytorch_optimizer.TAM"),
+    "torch.adadelta": OptimizerInfo(_TORCH, "Zeiler 2012", "torch.optim.Adadelta"),
+    "torch.adagrad": OptimizerInfo(_TORCH, "Duchi et al. 2011", "torch.optim.Adagrad"),
+    "torch.adam": OptimizerInfo(_TORCH, "Kingma & Ba 2015", "torch.optim.Adam"),
+    "torch.adamax": OptimizerInfo(_TORCH, "Kingma & Ba 2015, sec. 7.1", "torch.optim.Adamax"),
+    "torch.adamw": OptimizerInfo(_TORCH, "Loshchilov & Hutter 2019", "torch.optim.AdamW"),
+    "torch.asgd": OptimizerInfo(_TORCH, "Polyak & Juditsky 1992", "torch.optim.ASGD"),
+    "torch.nadam": OptimizerInfo(_TORCH, "Dozat 2016", "torch.optim.NAdam"),
+    "torch.radam": OptimizerInfo(_TORCH, "Liu et al. 2020", "torch.optim.RAdam"),
+    "torch.rmsprop": OptimizerInfo(_TORCH, "Tieleman & Hinton 2012", "torch.optim.RMSprop"),
+    "torch.rprop": OptimizerInfo(_TORCH, "Riedmiller & Braun 1993", "torch.optim.Rprop"),
+    "torch.sgd": OptimizerInfo(_TORCH, "Sutskever et al. 2013 (momentum)", "torch.optim.SGD"),
+}
+
+
+def describe(name: str) -> OptimizerInfo:
+    """Family, paper and torch reference of a registered optimizer.
+
+    Example:
+      >>> import jaxopt_adv
+      >>> jaxopt_adv.describe("torch.adamw").torch_reference
+      'torch.optim.AdamW'
+    """
+    get_optimizer(name)  # the same error, with close matches, for unknown names
+    return INFO[name]
+
+
+def close_matches(name: str) -> list[str]:
+    """Up to three registered names close to ``name``."""
+    return difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.5)
 
 
 def get_optimizer(name: str) -> OptimizerFactory:
@@ -59,7 +127,7 @@ def get_optimizer(name: str) -> OptimizerFactory:
     try:
         return REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.5)
+        close = close_matches(name)
         hint = f"did you mean: {', '.join(close)}?" if close else "see list_optimizers()"
         raise KeyError(f"unknown optimizer {name!r}; {hint}") from None
 

@@ -26,8 +26,8 @@ from sklearn.datasets import load_digits
 import jaxopt_adv
 from jaxopt_adv.interop import load_torch_state_dict
 from jaxopt_adv.models import MLP, SmallCNN
+from jaxopt_adv.models.torch_twins import TorchMLP, TorchSmallCNN
 from tests.harness import precision, torch_betas
-from tests.models.torch_models import TorchMLP, TorchSmallCNN
 
 torch.set_num_threads(1)
 

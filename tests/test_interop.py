@@ -17,8 +17,8 @@ from jaxopt_adv.interop import (
     to_numpy,
 )
 from jaxopt_adv.models import MLP, BatchNorm, ChannelwiseScaling, Conv2d, Linear, SmallCNN
+from jaxopt_adv.models.torch_twins import TorchMLP, TorchSmallCNN
 from tests.harness import precision
-from tests.models.torch_models import TorchMLP, TorchSmallCNN
 
 torch.set_num_threads(1)
 

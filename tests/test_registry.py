@@ -44,3 +44,12 @@ def test_torch_factories_are_exported():
     for name in list_optimizers("torch.*"):
         short = name.split(".", 1)[1]
         assert getattr(jaxopt_adv.torch, short) is get_optimizer(name)
+
+
+def test_every_registered_optimizer_is_described():
+    assert sorted(jaxopt_adv.registry.INFO) == list_optimizers()
+    for name in list_optimizers():
+        info = jaxopt_adv.describe(name)
+        assert info.family and info.paper and info.torch_reference
+    with pytest.raises(KeyError, match="torch.adamw"):
+        jaxopt_adv.describe("torch.adamww")

@@ -32,7 +32,7 @@ class SmallCNN(nnx.Module):
     The blocks live in ``self.features`` (an ``nnx.List``), then ``self.flatten`` and
     ``self.classifier``, mirroring the torch model with ``features = Sequential(...)``,
     ``flatten = Flatten()``, ``classifier = Linear(...)``
-    (``tests/models/torch_models.py::TorchSmallCNN``).
+    (:class:`jaxopt_adv.models.torch_twins.TorchSmallCNN`).
 
     Args:
       in_channels: input channels (1 for grey images).

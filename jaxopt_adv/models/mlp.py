@@ -49,7 +49,7 @@ class MLP(nnx.Module):
       (2, 10)
 
     References:
-      the seed-003 network; the torch twin is ``tests/models/torch_models.py::TorchMLP``.
+      the seed-003 network; the torch twin is :class:`jaxopt_adv.models.torch_twins.TorchMLP`.
     """
 
     def __init__(

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from flax import nnx
 
 from jaxopt_adv.models import MLP, LogSoftmax, SmallCNN, class_nll_loss, mse_loss
+from jaxopt_adv.models.torch_twins import TorchMLP, TorchSmallCNN
 from tests.harness import precision
-from tests.models.torch_models import TorchMLP, TorchSmallCNN
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""torch twins of ``jaxopt_adv.models.MLP`` and ``SmallCNN`` (test references only).
+"""torch twins of ``jaxopt_adv.models.MLP`` and ``SmallCNN`` (imports torch: load on demand).
 
 Same module names and order as the NNX models, so ``jaxopt_adv.interop`` pairs them by
 default and the exported keys are these models' ``state_dict`` keys. Inputs are torch's
