@@ -9,6 +9,10 @@ Families:
   * :mod:`jaxopt_adv.correction` -- FER (:func:`fer`, :func:`create_fer_optimizer`) and
     gradient correction (:func:`gradient_correction`,
     :func:`create_gradient_correction_optimizer`).
+  * :mod:`jaxopt_adv.local` -- local learning rules: SigProp (:mod:`jaxopt_adv.sigprop`:
+    :class:`SigPropNet`, :func:`sigprop_optimizer`, :func:`create_sigprop_optimizer`) and
+    Hebbian localized learning (:mod:`jaxopt_adv.localized`: :func:`localized_learning`,
+    :func:`create_localized_optimizer`).
 
 Utilities:
   * :mod:`jaxopt_adv.models` -- the seed-003 layers and models (MLP, SmallCNN) in Flax NNX
@@ -23,12 +27,18 @@ Every user-facing factory is registered by name: :func:`get_optimizer`,
 :func:`list_optimizers`.
 """
 
-from jaxopt_adv import came, correction, interop, models, mup, torch
+from jaxopt_adv import came, correction, interop, local, localized, models, mup, sigprop, torch
 from jaxopt_adv.correction import (
     create_fer_optimizer,
     create_gradient_correction_optimizer,
     fer,
     gradient_correction,
+)
+from jaxopt_adv.local import (
+    create_localized_optimizer,
+    create_sigprop_optimizer,
+    localized_learning,
+    sigprop_optimizer,
 )
 from jaxopt_adv.registry import REGISTRY, describe, get_optimizer, list_optimizers
 
@@ -41,12 +51,19 @@ __all__ = [
     "correction",
     "create_fer_optimizer",
     "create_gradient_correction_optimizer",
+    "create_localized_optimizer",
+    "create_sigprop_optimizer",
     "fer",
     "get_optimizer",
     "gradient_correction",
     "interop",
     "list_optimizers",
+    "local",
+    "localized",
+    "localized_learning",
     "models",
     "mup",
+    "sigprop",
+    "sigprop_optimizer",
     "torch",
 ]

@@ -16,6 +16,7 @@ import optax
 from jaxopt_adv import torch as torch_exact
 from jaxopt_adv.came import adatam, automagic_came_amp, came, tam
 from jaxopt_adv.correction import create_fer_optimizer, create_gradient_correction_optimizer
+from jaxopt_adv.local import sigprop_optimizer
 from jaxopt_adv.mup import mu_adam, mu_adamw, mu_sgd
 
 OptimizerFactory = Callable[..., optax.GradientTransformation]
@@ -29,6 +30,7 @@ REGISTRY: dict[str, OptimizerFactory] = {
     "mu_adam": mu_adam,
     "mu_adamw": mu_adamw,
     "mu_sgd": mu_sgd,
+    "sigprop": sigprop_optimizer,
     "tam": tam,
     "torch.adadelta": torch_exact.adadelta,
     "torch.adagrad": torch_exact.adagrad,
@@ -72,6 +74,11 @@ INFO: dict[str, OptimizerInfo] = {
     "mu_adam": OptimizerInfo("mup", "Yang et al., Tensor Programs V, 2021", "mup.MuAdam 1.0.0"),
     "mu_adamw": OptimizerInfo("mup", "Yang et al., Tensor Programs V, 2021", "mup.MuAdamW 1.0.0"),
     "mu_sgd": OptimizerInfo("mup", "Yang et al., Tensor Programs V, 2021", "mup.MuSGD 1.0.0"),
+    "sigprop": OptimizerInfo(
+        "local",
+        "Kohan, Rietman, Siegelmann, IEEE TNNLS 2023 (SigProp)",
+        "tests/reference/torch_sigprop.py",
+    ),
     "tam": OptimizerInfo("came", "Malviya et al. 2024 (TAM)", "pytorch_optimizer.TAM"),
     "torch.adadelta": OptimizerInfo(_TORCH, "Zeiler 2012", "torch.optim.Adadelta"),
     "torch.adagrad": OptimizerInfo(_TORCH, "Duchi et al. 2011", "torch.optim.Adagrad"),

@@ -126,6 +126,12 @@ CASES = [
         },
     ),
     Case(
+        "sigprop",
+        {"learning_rate": 0.05, "signal_lr": 0.05, "signal_momentum": 0.9},
+        Convergence({"learning_rate": 0.05, "signal_lr": 0.05, "signal_momentum": 0.9}, 500, 1e-6),
+        Convergence({"learning_rate": 0.02, "signal_lr": 0.02, "signal_momentum": 0.9}, 3000, 1e-4),
+    ),
+    Case(
         "gradient_correction",
         {"learning_rate": 0.05, "gcw_lr": 0.05, "gcode_alpha": 0.3},
         Convergence({"learning_rate": 0.05}, 500, 1e-6),

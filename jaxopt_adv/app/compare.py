@@ -47,6 +47,7 @@ NEEDS_MORE = {
     "mu_adam": "needs a muP model and its infshapes: see examples/mup_transfer.py",
     "mu_adamw": "needs a muP model and its infshapes: see examples/mup_transfer.py",
     "mu_sgd": "needs a muP model and its infshapes: see examples/mup_transfer.py",
+    "sigprop": "trains a SigPropNet on its local losses: see examples/local_rules.py",
 }
 
 # Hyperparameters for training the seed models from scratch; anything not listed gets
@@ -146,13 +147,15 @@ def state_bytes_per_param(opt_state: Any, params: Any) -> float:
     return state / sum(math.prod(np.shape(x)) for x in jax.tree.leaves(params))
 
 
-def train_one(config: CompareConfig, data: Dataset, name: str, seed: int) -> dict[str, Any]:
-    """One training run: per-epoch curves, test accuracy, epoch time, state size."""
-    model = make_model(config, data, seed)
+def _fit(
+    config: CompareConfig, data: Dataset, name: str, seed: int, *, dropout: float, evaluate: bool
+):
+    """Train the configured model with optimizer ``name``; ``(state, history)``."""
+    model = make_model(config, data, seed, dropout=dropout)
     tx = get_optimizer(name)(**hyperparameters(name))
     train = (model_inputs(config, data, data.x_train), data.y_train)
-    test = (model_inputs(config, data, data.x_test), data.y_test)
-    state, history = fit(
+    test = (model_inputs(config, data, data.x_test), data.y_test) if evaluate else None
+    return fit(
         model,
         tx,
         loss_fn,
@@ -161,8 +164,13 @@ def train_one(config: CompareConfig, data: Dataset, name: str, seed: int) -> dic
         batch_size=config.batch_size,
         seed=seed,
         eval_data=test,
-        progress=config.progress,
+        progress=config.progress and evaluate,
     )
+
+
+def train_one(config: CompareConfig, data: Dataset, name: str, seed: int) -> dict[str, Any]:
+    """One training run: per-epoch curves, test accuracy, epoch time, state size."""
+    state, history = _fit(config, data, name, seed, dropout=0.2, evaluate=True)
     times = history.epochs["epoch_time"]
     return {
         "train_loss": history.epochs["train_loss"],
@@ -175,19 +183,7 @@ def train_one(config: CompareConfig, data: Dataset, name: str, seed: int) -> dic
 
 def step_losses_jax(config: CompareConfig, data: Dataset, name: str, seed: int) -> np.ndarray:
     """Per-step training losses of the deterministic (dropout off) JAX run."""
-    model = make_model(config, data, seed, dropout=0.0)
-    tx = get_optimizer(name)(**hyperparameters(name))
-    train = (model_inputs(config, data, data.x_train), data.y_train)
-    _, history = fit(
-        model,
-        tx,
-        loss_fn,
-        train,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        seed=seed,
-        progress=False,
-    )
+    _, history = _fit(config, data, name, seed, dropout=0.0, evaluate=False)
     return np.asarray(history.steps["loss"])
 
 
