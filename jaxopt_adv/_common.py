@@ -21,6 +21,7 @@ __all__ = [
     "NO_PARAMS_MSG",
     "check",
     "check_beta",
+    "check_count",
     "check_interval",
     "check_learning_rate",
     "check_nonnegative",
@@ -72,6 +73,17 @@ def _in_range(value: Any, low: float, high: float, low_open: bool, high_open: bo
     above = value > low if low_open else value >= low
     below = value < high if high_open else value <= high
     return above and below
+
+
+def check_count(value: Any, name: str, minimum: int = 1) -> None:
+    """A count (steps, classes, epochs) must be a Python int ``>= minimum``; arrays (e.g.
+    injected through ``optax.inject_hyperparams``) pass unchecked."""
+    if isinstance(value, jax.Array):
+        return
+    check(
+        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum,
+        f"Invalid {name} value: {value} ({name} must be an int >= {minimum})",
+    )
 
 
 def check_learning_rate(learning_rate: Any) -> None:

@@ -18,6 +18,7 @@ import optax
 
 from jaxopt_adv._common import (
     check,
+    check_count,
     check_interval,
     check_nonnegative,
     filled_like,
@@ -25,7 +26,6 @@ from jaxopt_adv._common import (
     scalar_dtype,
     tree_map_multi,
 )
-from jaxopt_adv.came.spd import check_steps
 
 __all__ = [
     "AutomagicLrMaskState",
@@ -215,7 +215,7 @@ def automagic_lr_mask(
         check(min_lr < max_lr, f"Invalid min_lr/max_lr: {min_lr}, {max_lr} (need min_lr < max_lr)")
     check_nonnegative(lr_bump, "lr_bump")
     check_nonnegative(detail_preservation, "detail_preservation")
-    check_steps(warmup_steps, "warmup_steps")
+    check_count(warmup_steps, "warmup_steps")
     if group_lr is not None and not callable(group_lr):
         check_interval(group_lr, "group_lr", 0.0, float("inf"), low_open=True)
     mask_dtype = jnp.dtype(mask_dtype)

@@ -17,7 +17,6 @@ refactored Automagic file only, the previous iterate. :func:`spd_leaf` and
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -26,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check, check_nonnegative, tree_map_multi
+from jaxopt_adv._common import check, check_count, check_nonnegative, tree_map_multi
 
 __all__ = [
     "SelectiveProjectionDecayState",
@@ -43,16 +42,6 @@ class SelectiveProjectionDecayState(NamedTuple):
 
     count: chex.Array  # int32 scalar: number of updates taken
     anchor: optax.Params | None  # "init": initial params; "current": last iterate; None for "zeros"
-
-
-def check_steps(value: Any, name: str) -> None:
-    """A step count must be a Python int ``>= 1`` (arrays, e.g. injected ones, pass)."""
-    if isinstance(value, jax.Array):
-        return
-    check(
-        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1,
-        f"Invalid {name} value: {value} ({name} must be an int >= 1)",
-    )
 
 
 def rank_aware_factor(shape: Sequence[int]) -> float:
@@ -180,7 +169,7 @@ def selective_projection_decay(
     check_nonnegative(weight_decay, "weight_decay")
     check_nonnegative(eps, "eps")
     if active_steps is not None:
-        check_steps(active_steps, "active_steps")
+        check_count(active_steps, "active_steps")
 
     def init_fn(params: optax.Params) -> SelectiveProjectionDecayState:
         if anchor == "zeros":

@@ -36,7 +36,6 @@ permutation sampler), with a fixed batch size.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -47,12 +46,12 @@ import optax
 
 from jaxopt_adv._common import (
     check,
+    check_count,
     check_interval,
     check_nonnegative,
     is_concrete_number,
     scalar_dtype,
 )
-from jaxopt_adv.came.spd import check_steps
 from jaxopt_adv.torch.adam import adam
 
 __all__ = [
@@ -260,21 +259,15 @@ def _check_fer_args(
     temperature: Any,
     warmup_epochs: Any,
 ) -> None:
-    check_steps(num_classes, "num_classes")
-    check_steps(memory_size, "memory_size")
-    check_steps(num_epochs, "num_epochs")
+    check_count(num_classes, "num_classes")
+    check_count(memory_size, "memory_size")
+    check_count(num_epochs, "num_epochs")
     check_interval(fer_weight, "fer_weight", 0.0, 1.0)
     check_nonnegative(consistency_threshold, "consistency_threshold")
     check_interval(temperature, "temperature", 0.0, math.inf, low_open=True)
-    if not isinstance(warmup_epochs, jax.Array):
-        check(
-            isinstance(warmup_epochs, numbers.Integral)
-            and not isinstance(warmup_epochs, bool)
-            and warmup_epochs >= 0,
-            f"Invalid warmup_epochs value: {warmup_epochs} (warmup_epochs must be an int >= 0)",
-        )
+    check_count(warmup_epochs, "warmup_epochs", minimum=0)
     if num_samples is not None:
-        check_steps(num_samples, "num_samples")
+        check_count(num_samples, "num_samples")
         if is_concrete_number(num_samples) and is_concrete_number(memory_size):
             check(
                 memory_size >= num_samples,

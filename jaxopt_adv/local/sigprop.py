@@ -36,8 +36,13 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxopt_adv._common import check, check_beta, check_learning_rate, check_nonnegative
-from jaxopt_adv.came.spd import check_steps
+from jaxopt_adv._common import (
+    check,
+    check_beta,
+    check_count,
+    check_learning_rate,
+    check_nonnegative,
+)
 from jaxopt_adv.models.layers import Linear
 from jaxopt_adv.torch.adam import adam
 from jaxopt_adv.torch.sgd import sgd
@@ -58,7 +63,7 @@ BASES = ("adam", "sgd")
 def _check_loss_kind(kind: str, k: Any) -> None:
     check(kind in LOSS_KINDS, f"Invalid kind: {kind!r} (choose from {', '.join(LOSS_KINDS)})")
     if kind == "topk":
-        check_steps(k, "k")
+        check_count(k, "k")
 
 
 def _as_matrix(features: jax.Array) -> jax.Array:
