@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 __all__ = [
     "NO_PARAMS_MSG",
@@ -25,6 +26,7 @@ __all__ = [
     "check_interval",
     "check_learning_rate",
     "check_nonnegative",
+    "check_tuple",
     "decay_power",
     "filled_like",
     "is_concrete_number",
@@ -33,6 +35,7 @@ __all__ = [
     "scalar_dtype",
     "tree_map_multi",
     "unshard_trailing_axes",
+    "with_gradient_dtype",
 ]
 
 
@@ -75,6 +78,11 @@ def _in_range(value: Any, low: float, high: float, low_open: bool, high_open: bo
     return above and below
 
 
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    """``[0, 1)``-style text of an interval."""
+    return f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
 def check_count(value: Any, name: str, minimum: int = 1) -> None:
     """A count (steps, classes, epochs) must be a Python int ``>= minimum``; arrays (e.g.
     injected through ``optax.inject_hyperparams``) pass unchecked."""
@@ -86,19 +94,24 @@ def check_count(value: Any, name: str, minimum: int = 1) -> None:
     )
 
 
-def check_learning_rate(learning_rate: Any) -> None:
-    """torch's rule: a concrete learning rate must be ``>= 0`` (schedules are not checked)."""
+def check_learning_rate(learning_rate: Any, name: str = "learning_rate") -> None:
+    """torch's rule, made finite: a concrete learning rate must be in ``[0, inf)``
+    (schedules are not checked)."""
     check(
-        _in_range(learning_rate, 0.0, math.inf, False, False),
-        f"Invalid learning rate: {learning_rate} (learning_rate must be >= 0)",
+        _in_range(learning_rate, 0.0, math.inf, False, True),
+        f"Invalid learning rate: {learning_rate} ({name} must be in [0, inf))",
     )
 
 
-def check_nonnegative(value: Any, name: str, torch_name: str | None = None) -> None:
-    """``value >= 0`` with torch's wording ``Invalid <name> value: <value>``."""
+def check_nonnegative(
+    value: Any, name: str, torch_name: str | None = None, *, allow_inf: bool = False
+) -> None:
+    """``value`` in ``[0, inf)`` (``[0, inf]`` with ``allow_inf``, for thresholds where
+    ``inf`` means "off") with torch's wording ``Invalid <name> value: <value>``."""
     check(
-        _in_range(value, 0.0, math.inf, False, False),
-        f"Invalid {torch_name or name} value: {value} ({name} must be >= 0)",
+        _in_range(value, 0.0, math.inf, False, not allow_inf),
+        f"Invalid {torch_name or name} value: {value} "
+        f"({name} must be in {_interval(0.0, math.inf, False, not allow_inf)})",
     )
 
 
@@ -120,13 +133,23 @@ def check_interval(
     high_open: bool = False,
     torch_name: str | None = None,
 ) -> None:
-    """``value`` in the interval with torch's wording ``Invalid <name> value: <value>``."""
-    left = "(" if low_open else "["
-    right = ")" if high_open else "]"
+    """``value`` in the interval with torch's wording ``Invalid <name> value: <value>``.
+
+    An infinite bound is a value like any other: pass ``high=math.inf, high_open=True``
+    for "any finite number above ``low``".
+    """
     check(
         _in_range(value, low, high, low_open, high_open),
         f"Invalid {torch_name or name} value: {value} "
-        f"({name} must be in {left}{low}, {high}{right})",
+        f"({name} must be in {_interval(low, high, low_open, high_open)})",
+    )
+
+
+def check_tuple(value: Any, name: str, length: int) -> None:
+    """``value`` must be a tuple or list of ``length`` entries (e.g. ``etas``, ``betas``)."""
+    check(
+        isinstance(value, (tuple, list)) and len(value) == length,
+        f"Invalid {name} value: {value!r} ({name} must be a tuple of {length} numbers)",
     )
 
 
@@ -200,3 +223,23 @@ def filled_like(param: Any, value: Any, dtype: Any, shape: tuple[int, ...] | Non
     if shape == tuple(jnp.shape(param)):
         return jnp.full_like(param, value, dtype=dtype)
     return jnp.full(shape, value, dtype)
+
+
+def with_gradient_dtype(
+    inner: optax.GradientTransformation,
+) -> optax.GradientTransformationExtraArgs:
+    """``inner`` with every update cast back to its incoming gradient's dtype.
+
+    optax's blocks (``add_decayed_weights``, ``scale_by_adamax``, ...) promote: a
+    bfloat16 gradient meets float32 params or float32 state and comes out float32. The
+    rule of this library is that updates have the gradient's dtype; the math inside
+    ``inner`` still runs in the promoted dtype. A no-op when nothing was promoted.
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        new_updates, state = inner.update(updates, state, params, **extra_args)
+        cast = jax.tree.map(lambda u, g: u.astype(jnp.result_type(g)), new_updates, updates)
+        return cast, state
+
+    return optax.GradientTransformationExtraArgs(inner.init, update_fn)

@@ -2,13 +2,16 @@
 
 Each ``Case`` gives example hyperparameters that switch on the optimizer's optional
 blocks (so the contract covers them), plus settings under which it must converge on a
-quadratic and on Rosenbrock. A new family adds its rows here; ``test_registry`` fails
-when a registered name has no case.
+quadratic and on Rosenbrock. ``INVALID`` lists, per optimizer, hyperparameter values its
+factory must reject at construction. A new family adds its rows to both; ``test_registry``
+fails when a registered name has no case or no invalid values.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from typing import Any
 
 import jax
@@ -232,3 +235,289 @@ CASES = [
 ]
 
 CASES_BY_NAME = {case.name: case for case in CASES}
+
+
+# ------------------------------------------------------------------ invalid hyperparameters
+
+
+@dataclasses.dataclass(frozen=True)
+class Invalid:
+    """``argument=value`` (on top of the case's kwargs and ``also``) must raise a
+    ``ValueError`` whose message matches ``match`` when the optimizer is built.
+
+    ``argument`` is a factory keyword, or ``"config.<field>"`` for a field of the
+    factory's ``config`` dataclass (validated when the config is built).
+    """
+
+    argument: str
+    value: Any
+    match: str  # a regex naming the argument and its allowed range
+    also: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __str__(self) -> str:
+        extra = "".join(f",{k}={v!r}" for k, v in self.also.items())
+        return f"{self.argument}={self.value!r}{extra}"
+
+
+_NAN, _INF = math.nan, math.inf
+
+
+def _rejects(argument: str, values: tuple, match: str, **also: Any) -> list[Invalid]:
+    return [Invalid(argument, value, match, also) for value in values]
+
+
+def _learning_rate(name: str = "learning_rate") -> list[Invalid]:
+    """torch's ``lr >= 0``, made finite."""
+    match = rf"Invalid learning rate: .* \({name} must be in \[0, inf\)\)"
+    return _rejects(name, (-1e-3, _NAN, _INF), match)
+
+
+def _nonnegative(name: str, torch_name: str | None = None) -> list[Invalid]:
+    prefix = re.escape(torch_name or name)
+    match = rf"Invalid {prefix} value: .* \({re.escape(name)} must be in \[0, inf\)\)"
+    return _rejects(name, (-1.0, _NAN, _INF), match)
+
+
+def _beta(name: str, index: int) -> list[Invalid]:
+    """torch's ``betas[index]`` in ``[0, 1)``, with torch's wording."""
+    match = (
+        rf"Invalid beta parameter at index {index}: .* \({re.escape(name)} must be in \[0, 1\)\)"
+    )
+    return _rejects(name, (-0.1, 1.0, 1.5, _NAN), match)
+
+
+def _interval(name: str, interval: str, values: tuple, torch_name: str | None = None):
+    prefix = re.escape(torch_name or name)
+    match = rf"Invalid {prefix} value: .* \({re.escape(name)} must be in {re.escape(interval)}\)"
+    return _rejects(name, values, match)
+
+
+def _unit_open(name: str, torch_name: str | None = None) -> list[Invalid]:
+    """A decay in ``[0, 1)``."""
+    return _interval(name, "[0, 1)", (-0.1, 1.0, 1.5, _NAN), torch_name)
+
+
+def _positive(name: str, torch_name: str | None = None) -> list[Invalid]:
+    """A finite number ``> 0``."""
+    return _interval(name, "(0, inf)", (0.0, -1.0, _NAN, _INF), torch_name)
+
+
+def _count(name: str, minimum: int = 1) -> list[Invalid]:
+    match = rf"Invalid {name} value: .* \({name} must be an int >= {minimum}\)"
+    return _rejects(name, (minimum - 1, -5, 2.5, _NAN), match)
+
+
+def _one_of(name: str, value: str) -> list[Invalid]:
+    return [Invalid(name, value, rf"Invalid {name}.*{re.escape(repr(value))}.*(one of|choose)")]
+
+
+_ADAM = [
+    *_learning_rate(),
+    *_beta("b1", 0),
+    *_beta("b2", 1),
+    *_nonnegative("eps", "epsilon"),
+    *_nonnegative("weight_decay"),
+]
+
+_SGD = [
+    *_learning_rate(),
+    *_nonnegative("momentum"),
+    *_interval("dampening", "[0, 1]", (-0.1, 1.5, _NAN)),
+    *_nonnegative("weight_decay"),
+    # torch: Nesterov needs a momentum and zero dampening
+    Invalid(
+        "nesterov",
+        True,
+        r"Nesterov momentum requires momentum > 0 \(nesterov=True, momentum=0.0\)",
+        {"momentum": 0.0, "dampening": 0.0},
+    ),
+    Invalid(
+        "nesterov",
+        True,
+        r"Nesterov momentum requires dampening == 0 \(nesterov=True, dampening=0.1\)",
+        {"dampening": 0.1},
+    ),
+]
+
+_TAM = [
+    *_learning_rate(),
+    *_unit_open("decay_rate"),
+    *_nonnegative("eps"),
+    *_nonnegative("weight_decay"),
+    *_nonnegative("auto_threshold"),
+    *_one_of("correlation", "pearson"),
+]
+
+_AUTOMAGIC_INVALID = [
+    *_positive("learning_rate", "learning rate"),
+    *[
+        Invalid(f"config.{entry.argument}", entry.value, entry.match)
+        for entry in [
+            *_rejects("betas", ((0.8, 0.999),), r"Invalid betas value: .*must be a tuple of 3"),
+            *_rejects(
+                "betas",
+                ((0.8, 1.0, 0.9999), (0.8, 0.999, _NAN)),
+                r"Invalid beta parameter at index [12]: .* \(betas\[[12]\] must be in \[0, 1\)\)",
+            ),
+            *_rejects("eps", ((1e-30,),), r"Invalid eps value: .*must be a tuple of 2"),
+            *_rejects(
+                "eps",
+                ((-1e-30, 1e-16), (1e-30, _INF)),
+                r"Invalid eps\[[01]\] value: .* \(eps\[[01]\] must be in \[0, inf\)\)",
+            ),
+            *_positive("min_lr"),
+            *_rejects(  # the case's min_lr is 1e-4
+                "max_lr", (1e-4, 1e-7), r"Invalid max_lr value: .* \(max_lr must be > min_lr = "
+            ),
+            *_nonnegative("max_lr"),
+            *_nonnegative("lr_bump"),
+            *_positive("clip_threshold"),
+            *_interval("beta1_decay", "(0, 1]", (0.0, 1.5, _NAN)),
+            *_unit_open("beta1_floor"),
+            *_unit_open("tam_momentum"),
+            *_unit_open("tam_decay"),
+            *_count("tam_large_tensor_threshold", minimum=0),
+            *_positive("low_rank_emphasis"),
+            *_count("warmup_steps"),
+            *_nonnegative("weight_decay"),
+            *_interval("edge_threshold", "(0, 1)", (0.0, 1.0, _NAN)),
+            *_nonnegative("edge_penalty"),
+            *_nonnegative("frequency_penalty"),
+            *_nonnegative("detail_preservation"),
+            *_nonnegative("rank_penalty_strength"),
+            *_one_of("tam_correlation", "pearson"),
+            *_one_of("spd_anchor", "previous"),
+            *_one_of("layout", "torch"),
+            *_one_of("mask_dtype", "float16"),
+        ]
+    ],
+]
+
+INVALID: dict[str, list[Invalid]] = {
+    "adatam": [
+        *_TAM,
+        *_unit_open("b1", "beta1"),
+        *_unit_open("b2", "beta2"),
+        Invalid(
+            "fixed_decay",
+            True,
+            r"fixed_decay=True needs weight_decouple=True",
+            {"weight_decouple": False},
+        ),
+    ],
+    "automagic_came_amp": _AUTOMAGIC_INVALID,
+    "came": [
+        *_learning_rate(),
+        *_beta("b1", 0),
+        *_beta("b2", 1),
+        *_beta("b3", 2),
+        *_nonnegative("eps1"),
+        *_nonnegative("eps2"),
+        *_positive("clip_threshold"),
+        *_nonnegative("weight_decay"),
+    ],
+    "fer": [
+        *_learning_rate(),
+        *_interval("fer_weight", "[0, 1]", (-0.1, 1.5, _NAN, _INF)),
+        *_count("num_classes"),
+        *_count("num_samples"),
+        *_count("num_epochs"),
+        *_count("memory_size"),
+        Invalid(
+            "memory_size",
+            3,
+            r"memory_size=3 is smaller than the dataset \(4 samples\).*"
+            r"memory_size must be >= num_samples",
+        ),
+        *_nonnegative("consistency_threshold"),
+        *_positive("temperature"),
+        *_count("warmup_epochs", minimum=0),
+        *_interval("warmup_epochs", "[0, 3)", (3, 4)),  # num_epochs=3: FER would never start
+    ],
+    "gradient_correction": [
+        *_learning_rate(),
+        *_nonnegative("gcw_lr"),
+        *_nonnegative("gcode_alpha"),
+        *_nonnegative("eps"),
+        *_rejects("gcw_bounds", ((0.5,), 0.5), r"Invalid gcw_bounds value: .*must be a tuple of 2"),
+        *_rejects(
+            "gcw_bounds",
+            ((0.1, 0.5), (-1.0, 0.5), (_NAN, 0.5)),
+            r"Invalid gcw_bounds\[0\] value: .* \(gcw_bounds\[0\] must be in \(-1, 0\]\)",
+        ),
+        *_rejects(
+            "gcw_bounds",
+            ((-0.5, -0.1), (-0.5, _INF), (-0.5, _NAN)),
+            r"Invalid gcw_bounds\[1\] value: .* \(gcw_bounds\[1\] must be in \[0, inf\)\)",
+        ),
+    ],
+    "mu_adam": _ADAM,
+    "mu_adamw": _ADAM,
+    "mu_sgd": _SGD,
+    "sigprop": [
+        *_learning_rate(),
+        *_learning_rate("signal_lr"),
+        *_unit_open("signal_momentum"),
+        *_one_of("base", "rmsprop"),
+    ],
+    "tam": [*_TAM, *_unit_open("b1", "momentum")],
+    "torch.adadelta": [
+        *_learning_rate(),
+        *_interval("rho", "[0, 1]", (-0.1, 1.5, _NAN)),
+        *_nonnegative("eps", "epsilon"),
+        *_nonnegative("weight_decay"),
+    ],
+    "torch.adagrad": [
+        *_learning_rate(),
+        *_nonnegative("lr_decay"),
+        *_nonnegative("weight_decay"),
+        *_nonnegative("initial_accumulator_value"),
+        *_nonnegative("eps", "epsilon"),
+    ],
+    "torch.adam": _ADAM,
+    "torch.adamax": _ADAM,
+    "torch.adamw": _ADAM,
+    "torch.asgd": [
+        *_learning_rate(),
+        *_nonnegative("lambd"),
+        *_nonnegative("alpha"),
+        # inf is allowed (no averaging, as in torch)
+        *_interval("t0", "[0, inf]", (-1.0, _NAN)),
+        *_nonnegative("weight_decay"),
+    ],
+    "torch.nadam": [*_ADAM, *_nonnegative("momentum_decay")],
+    "torch.radam": _ADAM,
+    "torch.rmsprop": [
+        *_learning_rate(),
+        *_interval("alpha", "[0, 1]", (-0.1, 1.5, _NAN)),
+        *_nonnegative("eps", "epsilon"),
+        *_nonnegative("weight_decay"),
+        *_nonnegative("momentum"),
+    ],
+    "torch.rprop": [
+        *_learning_rate(),
+        *_rejects("etas", ((0.5,), (0.5, 1.2, 2.0)), r"Invalid etas value: .*must be a tuple of 2"),
+        *_rejects(
+            "etas",
+            ((1.2, 0.5), (0.0, 1.2), (1.0, 1.2), (_NAN, 1.2)),
+            r"Invalid etas\[0\] value: .* \(etas\[0\] must be in \(0, 1\)\)",
+        ),
+        *_rejects(
+            "etas",
+            ((0.5, 1.0), (0.5, _INF), (0.5, _NAN)),
+            r"Invalid etas\[1\] value: .* \(etas\[1\] must be in \(1, inf\)\)",
+        ),
+        *_rejects("step_sizes", (1e-6,), r"Invalid step_sizes value: .*must be a tuple of 2"),
+        *_rejects(
+            "step_sizes",
+            ((-1e-6, 1.0), (_NAN, 1.0), (_INF, _INF)),
+            r"Invalid step_sizes\[0\] value: .* \(step_sizes\[0\] must be in \[0, inf\)\)",
+        ),
+        *_rejects(
+            "step_sizes",
+            ((1.0, 0.1), (1e-6, _NAN)),
+            r"Invalid step_sizes\[1\] value: .* \(step_sizes\[1\] must be in \[(1|1e-06), inf\]\)",
+        ),
+    ],
+    "torch.sgd": _SGD,
+}

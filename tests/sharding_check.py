@@ -2,8 +2,12 @@
 
 For each case and each layout (rows, columns, both mesh axes), the sharded run must give
 the single-device numbers (float32, <= 1e-6 relative), and every param-shaped state leaf
-must carry its param's sharding, after eager init and after jitted steps. Prints one JSON
-line per failure and exits non-zero if there is any.
+must carry its param's sharding, after eager init, after jitted steps, after init under a
+plain ``jax.jit`` (no ``out_shardings``; inside ``jax.set_mesh``, which jax 0.10 requires
+for a jitted function whose outputs do not depend on its inputs' values), and in the
+abstract state of ``jax.eval_shape(tx.init, <sharded ShapeDtypeStructs>)`` (whose leaves
+carry shardings on the mesh's ``AbstractMesh``; ``jax.make_mesh`` makes Explicit axes).
+Prints one JSON line per failure and exits non-zero if there is any.
 """
 
 from __future__ import annotations
@@ -79,6 +83,70 @@ def param_shaped_leaves(state):
             yield name, leaf
 
 
+def padded_spec(sharding, ndim: int) -> tuple:
+    spec = tuple(sharding.spec)
+    return spec + (None,) * (ndim - len(spec))
+
+
+def same_abstract_sharding(sharding, target, ndim: int) -> bool:
+    """Whether an abstract value's sharding places it like the concrete ``target``."""
+    return (
+        isinstance(sharding, NamedSharding)
+        and sharding.mesh == target.mesh.abstract_mesh
+        and padded_spec(sharding, ndim) == padded_spec(target, ndim)
+    )
+
+
+def check_init_placements(tx, case, layout, mesh, target, init_state, failures) -> int:
+    """Abstract init (eval_shape) and init under a plain jit place state like params;
+    return how many param-shaped leaves were compared."""
+    compared = 0
+    abstract_params = {
+        k: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=target[k])
+        for k, shape in SHAPES.items()
+    }
+    try:
+        abstract = jax.eval_shape(tx.init, abstract_params)
+    except Exception as error:  # report it like any other failure, then go on
+        failures.append({"case": case.name, "layout": layout, "problem": f"eval_shape: {error!r}"})
+        return compared
+    concrete_avals = [(x.shape, x.dtype) for x in jax.tree.leaves(init_state)]
+    if (
+        jax.tree.structure(abstract) != jax.tree.structure(init_state)
+        or [(x.shape, x.dtype) for x in jax.tree.leaves(abstract)] != concrete_avals
+    ):
+        failures.append(
+            {"case": case.name, "layout": layout, "problem": "eval_shape state != eager init"}
+        )
+    for name, leaf in param_shaped_leaves(abstract):
+        compared += 1
+        if not same_abstract_sharding(leaf.sharding, target[name], len(leaf.shape)):
+            failures.append(
+                {
+                    "case": case.name,
+                    "layout": layout,
+                    "leaf": name,
+                    "when": "eval_shape init",
+                    "sharding": str(leaf.sharding),
+                }
+            )
+    with jax.set_mesh(mesh):
+        jitted = jax.jit(tx.init)(jax.tree.map(jax.device_put, make_tree(0), target))
+    for name, leaf in param_shaped_leaves(jitted):
+        compared += 1
+        if not leaf.sharding.is_equivalent_to(target[name], leaf.ndim):
+            failures.append(
+                {
+                    "case": case.name,
+                    "layout": layout,
+                    "leaf": name,
+                    "when": "jit init",
+                    "sharding": str(leaf.sharding),
+                }
+            )
+    return compared
+
+
 def check_case(case, failures) -> int:
     """Check one optimizer; return how many param-shaped state leaves were compared."""
     tx = get_optimizer(case.name)(**case.kwargs)
@@ -106,6 +174,7 @@ def check_case(case, failures) -> int:
                         "problem": "param lost its sharding",
                     }
                 )
+        compared += check_init_placements(tx, case, layout, mesh, target, init_state, failures)
         for when, tree in (("init", init_state), ("after steps", state)):
             for name, leaf in param_shaped_leaves(tree):
                 compared += 1

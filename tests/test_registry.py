@@ -7,13 +7,19 @@ import pytest
 
 import jaxopt_adv
 from jaxopt_adv import REGISTRY, get_optimizer, list_optimizers
-from tests.cases import CASES_BY_NAME
+from tests.cases import CASES_BY_NAME, INVALID
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 def test_every_registered_optimizer_has_a_contract_case():
     assert sorted(CASES_BY_NAME) == list_optimizers()
+
+
+def test_every_registered_optimizer_has_invalid_hyperparameters():
+    """tests/test_hyperparameters.py checks these are rejected at construction."""
+    assert sorted(INVALID) == list_optimizers()
+    assert all(INVALID[name] for name in INVALID)
 
 
 @pytest.mark.parametrize("name", list_optimizers())

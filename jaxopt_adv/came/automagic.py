@@ -46,9 +46,14 @@ import optax
 
 from jaxopt_adv._common import (
     check,
-    check_learning_rate,
+    check_beta,
+    check_count,
+    check_interval,
+    check_nonnegative,
+    check_tuple,
     decay_power,
     filled_like,
+    is_concrete_number,
     scalar_dtype,
     tree_map_multi,
 )
@@ -89,6 +94,7 @@ __all__ = [
 _RANK = 10  # the seed's rank threshold: singular values beyond the 10th are penalised
 _ANCHORS = (None, "zeros", "init")
 _LAYOUTS = ("native", "flax")
+_MASK_DTYPES = ("float32", "float64", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,49 +147,59 @@ class AutomagicConfig:
     layout: str = "native"
 
     def __post_init__(self) -> None:
-        b1, b2, b3 = self.betas
+        check_tuple(self.betas, "betas", 3)
         for i, beta in enumerate(self.betas):
-            check(0 <= beta < 1, f"Invalid beta parameter at index {i}: {beta} (must be in [0, 1))")
-        del b1, b2, b3
-        check(all(e >= 0 for e in self.eps), f"Invalid epsilon values: {self.eps} (must be >= 0)")
-        check(
-            0 < self.min_lr < self.max_lr,
-            f"Invalid min_lr / max_lr: {self.min_lr}, {self.max_lr} (need 0 < min_lr < max_lr)",
+            check_beta(beta, i, f"betas[{i}]")
+        check_tuple(self.eps, "eps", 2)
+        for i, eps in enumerate(self.eps):
+            check_nonnegative(eps, f"eps[{i}]")
+        check_interval(self.min_lr, "min_lr", 0.0, math.inf, low_open=True, high_open=True)
+        check_nonnegative(self.max_lr, "max_lr")
+        if is_concrete_number(self.min_lr) and is_concrete_number(self.max_lr):
+            check(
+                self.max_lr > self.min_lr,
+                f"Invalid max_lr value: {self.max_lr} (max_lr must be > min_lr = {self.min_lr})",
+            )
+        check_nonnegative(self.lr_bump, "lr_bump")
+        check_count(self.warmup_steps, "warmup_steps")
+        check_interval(
+            self.edge_threshold, "edge_threshold", 0.0, 1.0, low_open=True, high_open=True
         )
-        check(self.lr_bump >= 0, f"Invalid lr_bump value: {self.lr_bump} (must be >= 0)")
-        check(
-            isinstance(self.warmup_steps, int) and self.warmup_steps > 0,
-            f"Invalid warmup_steps value: {self.warmup_steps} (must be an int > 0)",
+        check_interval(
+            self.clip_threshold, "clip_threshold", 0.0, math.inf, low_open=True, high_open=True
         )
-        check(
-            0 < self.edge_threshold < 1,
-            f"Invalid edge_threshold value: {self.edge_threshold} (must be in (0, 1))",
+        check_interval(self.beta1_decay, "beta1_decay", 0.0, 1.0, low_open=True)
+        check_interval(self.beta1_floor, "beta1_floor", 0.0, 1.0, high_open=True)
+        check_interval(self.tam_momentum, "tam_momentum", 0.0, 1.0, high_open=True)
+        check_interval(self.tam_decay, "tam_decay", 0.0, 1.0, high_open=True)
+        check_count(self.tam_large_tensor_threshold, "tam_large_tensor_threshold", minimum=0)
+        check_interval(
+            self.low_rank_emphasis,
+            "low_rank_emphasis",
+            0.0,
+            math.inf,
+            low_open=True,
+            high_open=True,
         )
-        check(self.clip_threshold > 0, f"Invalid clip_threshold: {self.clip_threshold} (> 0)")
-        check(0 < self.beta1_decay <= 1, f"Invalid beta1_decay: {self.beta1_decay} (in (0, 1])")
-        check(0 <= self.beta1_floor < 1, f"Invalid beta1_floor: {self.beta1_floor} (in [0, 1))")
         for name in (
             "weight_decay",
             "edge_penalty",
             "frequency_penalty",
             "detail_preservation",
             "rank_penalty_strength",
-            "tam_momentum",
-            "tam_decay",
+        ):
+            check_nonnegative(getattr(self, name), name)
+        for name, allowed in (
+            ("tam_correlation", CORRELATIONS),
+            ("spd_anchor", _ANCHORS),
+            ("layout", _LAYOUTS),
+            ("mask_dtype", _MASK_DTYPES),
         ):
             value = getattr(self, name)
-            check(value >= 0, f"Invalid {name} value: {value} (must be >= 0)")
-        check(self.low_rank_emphasis > 0, f"Invalid low_rank_emphasis: {self.low_rank_emphasis}")
-        check(
-            self.tam_correlation in CORRELATIONS,
-            f"Invalid tam_correlation: {self.tam_correlation!r} (one of {CORRELATIONS})",
-        )
-        check(self.spd_anchor in _ANCHORS, f"Invalid spd_anchor: {self.spd_anchor!r}")
-        check(self.layout in _LAYOUTS, f"Invalid layout: {self.layout!r} (one of {_LAYOUTS})")
-        check(
-            self.mask_dtype in ("float32", "float64", "bfloat16"),
-            f"Invalid mask_dtype: {self.mask_dtype!r}",
-        )
+            check(
+                value in allowed,
+                f"Invalid {name} value: {value!r} ({name} must be one of {allowed})",
+            )
 
     @property
     def anchor(self) -> str:
@@ -525,7 +541,16 @@ def automagic_came_amp(
       docstring); each block's faithful mode is available on its own.
     """
     config = AutomagicConfig() if config is None else config
-    check_learning_rate(learning_rate)
+    # > 0: the initial per-element rate (automagic_lr_mask's lr), named as the user passed it
+    check_interval(
+        learning_rate,
+        "learning_rate",
+        0.0,
+        math.inf,
+        low_open=True,
+        high_open=True,
+        torch_name="learning rate",
+    )
     initial = learning_rate(0) if callable(learning_rate) else learning_rate
     pre = [
         agr(

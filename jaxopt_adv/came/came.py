@@ -28,6 +28,7 @@ from jaxopt_adv._common import (
     check_nonnegative,
     is_static_zero,
     tree_map_multi,
+    with_gradient_dtype,
 )
 
 __all__ = [
@@ -364,4 +365,4 @@ def came(
     if not is_static_zero(weight_decay):
         blocks.append(optax.add_decayed_weights(weight_decay, weight_decay_mask))
     blocks.append(optax.scale_by_learning_rate(learning_rate))
-    return optax.chain(*blocks)
+    return with_gradient_dtype(optax.chain(*blocks))  # the decay promotes to the params' dtype

@@ -66,11 +66,24 @@ def radius_mask(h: int, w: int, radius_ratio: Any = 0.3) -> jax.Array:
     return distance > radius_ratio * min(h, w)
 
 
+def _whole_last_axis(x: jax.Array) -> jax.Array:
+    """``x`` with its last axis unsharded, where an explicit sharding splits it.
+
+    jax keeps the input's sharding on rfft2's half-length output (``n // 2 + 1``), which
+    the mesh axis need not divide; the transform needs the whole axis anyway.
+    """
+    sharding = jax.typeof(x).sharding
+    if not sharding.spec or sharding.spec[-1] is None:
+        return x
+    spec = jax.sharding.PartitionSpec(*sharding.spec[:-1], None)
+    return jax.sharding.reshard(x, jax.sharding.NamedSharding(sharding.mesh, spec))
+
+
 def frequency_penalty_leaf(
     g: jax.Array, strength: Any = 0.05, radius_ratio: Any = 0.3, mode: str = "highpass"
 ) -> jax.Array:
     """``g - strength * P`` for a 2-D ``g`` (other shapes pass through); see the module."""
-    if g.ndim != 2:
+    if g.ndim != 2 or g.size == 0:  # jnp.fft refuses an empty axis
         return g
     mask = radius_mask(*g.shape, radius_ratio)
     if mode == "highpass":
@@ -79,7 +92,7 @@ def frequency_penalty_leaf(
         # does about half the work of fft2 + real part).
         half = jnp.fft.ifftshift(mask)[:, : g.shape[1] // 2 + 1]
         real = g.astype(jnp.promote_types(g.dtype, jnp.float32))  # rfft2 takes f32/f64
-        penalty = jnp.fft.irfft2(jnp.fft.rfft2(real) * half, s=g.shape)
+        penalty = jnp.fft.irfft2(jnp.fft.rfft2(_whole_last_axis(real)) * half, s=g.shape)
     else:
         penalty = jnp.real(jnp.fft.ifft2(jnp.abs(jnp.fft.fft2(g)) * mask))
     return (g - strength * penalty).astype(g.dtype)

@@ -31,6 +31,7 @@ from jaxopt_adv._common import (
     is_concrete_number,
     is_static_zero,
     tree_map_multi,
+    with_gradient_dtype,
 )
 from jaxopt_adv.torch._chain import torch_chain
 
@@ -470,7 +471,8 @@ def _weight_decay_chain(
     chain = torch_chain(core, learning_rate=learning_rate, maximize=maximize)
     if is_static_zero(weight_decay):
         return chain
-    return optax.chain(chain, optax.add_decayed_weights(-weight_decay))
+    # the decay promotes to the params' dtype
+    return with_gradient_dtype(optax.chain(chain, optax.add_decayed_weights(-weight_decay)))
 
 
 def tam(

@@ -260,20 +260,23 @@ def _check_fer_args(
     warmup_epochs: Any,
 ) -> None:
     check_count(num_classes, "num_classes")
+    if num_samples is not None:  # first: memory_size defaults to it
+        check_count(num_samples, "num_samples")
     check_count(memory_size, "memory_size")
     check_count(num_epochs, "num_epochs")
     check_interval(fer_weight, "fer_weight", 0.0, 1.0)
     check_nonnegative(consistency_threshold, "consistency_threshold")
-    check_interval(temperature, "temperature", 0.0, math.inf, low_open=True)
+    check_interval(temperature, "temperature", 0.0, math.inf, low_open=True, high_open=True)
     check_count(warmup_epochs, "warmup_epochs", minimum=0)
-    if num_samples is not None:
-        check_count(num_samples, "num_samples")
-        if is_concrete_number(num_samples) and is_concrete_number(memory_size):
-            check(
-                memory_size >= num_samples,
-                f"memory_size={memory_size} is smaller than the dataset ({num_samples} "
-                "samples): FER keeps one memory slot per training sample",
-            )
+    if is_concrete_number(num_epochs):  # a warm-up of every epoch would leave FER off
+        check_interval(warmup_epochs, "warmup_epochs", 0, num_epochs, high_open=True)
+    if is_concrete_number(num_samples) and is_concrete_number(memory_size):
+        check(
+            memory_size >= num_samples,
+            f"memory_size={memory_size} is smaller than the dataset ({num_samples} "
+            "samples): FER keeps one memory slot per training sample (memory_size must be "
+            ">= num_samples)",
+        )
 
 
 def fer_memory(
@@ -396,7 +399,8 @@ def fer(
       consistency_threshold: memory write strength ``mu >= 0``:
         ``w = 1 - exp(-mu p_y)`` (the paper's ``mu``, default 0.9).
       temperature: softening temperature ``T > 0`` (the paper's ``kd_T``, 5).
-      warmup_epochs: epochs of plain cross-entropy first (the paper's ``init``, 1).
+      warmup_epochs: epochs of plain cross-entropy first (the paper's ``init``, 1), in
+        ``[0, num_epochs)``.
       num_samples: static, optional; the training set's size, to check ``memory_size``.
       memory_dtype: dtype of the memory (default float32, float64 for float64 params).
 

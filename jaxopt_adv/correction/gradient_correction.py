@@ -35,10 +35,10 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_adv._common import (
-    check,
+    check_interval,
     check_nonnegative,
+    check_tuple,
     filled_like,
-    is_concrete_number,
     scalar_dtype,
     tree_map_multi,
 )
@@ -116,17 +116,10 @@ def correction_weight_step(
 
 
 def _check_gcw_bounds(gcw_bounds: Any) -> None:
-    check(
-        isinstance(gcw_bounds, (tuple, list)) and len(gcw_bounds) == 2,
-        f"Invalid gcw_bounds value: {gcw_bounds!r} (gcw_bounds must be a pair (low, high))",
-    )
-    low, high = gcw_bounds
-    if is_concrete_number(low) and is_concrete_number(high):
-        check(
-            -1 < low <= 0 <= high,
-            f"Invalid gcw_bounds value: {gcw_bounds!r} (need -1 < low <= 0 <= high: the "
-            "weight starts at 0, and 1 + a must stay positive)",
-        )
+    # the weight starts at 0, and 1 + a must stay positive
+    check_tuple(gcw_bounds, "gcw_bounds", 2)
+    check_interval(gcw_bounds[0], "gcw_bounds[0]", -1.0, 0.0, low_open=True)
+    check_nonnegative(gcw_bounds[1], "gcw_bounds[1]")
 
 
 def gradient_correction(
@@ -162,7 +155,7 @@ def gradient_correction(
       use_gcode: static; extrapolate the gradient before ``base``.
       gcw_lr: :math:`\beta`, the step of ``a``, ``>= 0``.
       gcode_alpha: :math:`\alpha`, ``>= 0`` (1/2: Adams-Bashforth 2).
-      gcw_bounds: static pair ``(low, high)`` with ``-1 < low <= 0 <= high``.
+      gcw_bounds: static pair ``(low, high)`` with ``-1 < low <= 0 <= high < inf``.
       eps: floor of ``||x|| ||y||`` in the cosine, ``>= 0``.
 
     Returns:

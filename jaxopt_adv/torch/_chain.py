@@ -13,7 +13,12 @@ from typing import Any
 
 import optax
 
-from jaxopt_adv._common import check_learning_rate, check_nonnegative, is_static_zero
+from jaxopt_adv._common import (
+    check_learning_rate,
+    check_nonnegative,
+    is_static_zero,
+    with_gradient_dtype,
+)
 
 
 def torch_chain(
@@ -35,7 +40,7 @@ def torch_chain(
       maximize: ascend instead of descend (torch negates the gradient first).
 
     Returns:
-      The chained transform.
+      The chained transform; its updates have the gradients' dtypes.
     """
     if learning_rate is not None:
         check_learning_rate(learning_rate)
@@ -47,4 +52,5 @@ def torch_chain(
     blocks += decay if decoupled_weight_decay else []
     if learning_rate is not None:
         blocks.append(optax.scale_by_learning_rate(learning_rate))
-    return optax.chain(*blocks)
+    # the decay and optax's blocks promote a bfloat16 gradient to the params' / state's dtype
+    return with_gradient_dtype(optax.chain(*blocks))

@@ -8,7 +8,13 @@ import chex
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import NO_PARAMS_MSG, check_learning_rate, scalar_dtype, tree_map_multi
+from jaxopt_adv._common import (
+    NO_PARAMS_MSG,
+    check_learning_rate,
+    check_nonnegative,
+    scalar_dtype,
+    tree_map_multi,
+)
 from jaxopt_adv.torch._chain import torch_chain
 
 
@@ -45,9 +51,9 @@ def asgd_update(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``).
-      lambd: decay term :math:`\lambda`.
-      alpha: power for the eta update.
-      t0: step at which averaging starts.
+      lambd: decay term :math:`\lambda`, ``>= 0``.
+      alpha: power for the eta update, ``>= 0``.
+      t0: step at which averaging starts, ``>= 0`` (``inf``: never).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -67,6 +73,9 @@ def asgd_update(
       Control Optim. 1992; mirrors ``torch.optim.ASGD`` (torch 2.13).
     """
     check_learning_rate(learning_rate)
+    check_nonnegative(lambd, "lambd")
+    check_nonnegative(alpha, "alpha")
+    check_nonnegative(t0, "t0", allow_inf=True)  # inf: never average
 
     def init_fn(params: optax.Params) -> AsgdState:
         return AsgdState(count=jnp.zeros([], jnp.int32), ax=optax.tree.zeros_like(params))
@@ -84,8 +93,8 @@ def asgd_update(
         def leaf(g, p, ax):
             e = eta.astype(p.dtype)
             new_p = p * (1 - lambd * e) - e * g
-            ax = jnp.where(mu == 1, new_p, ax + (new_p - ax) * mu.astype(p.dtype))
-            return (new_p - p).astype(g.dtype), ax.astype(p.dtype)
+            new_ax = jnp.where(mu == 1, new_p, ax + (new_p - ax) * mu.astype(p.dtype))
+            return (new_p - p).astype(g.dtype), new_ax.astype(ax.dtype)
 
         out, ax = tree_map_multi(leaf, 2, updates, params, state.ax)
         return out, AsgdState(optax.safe_increment(state.count), ax)
@@ -108,9 +117,9 @@ def asgd(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``1e-2``.
-      lambd: decay term, default ``1e-4``.
-      alpha: power for the eta update, default ``0.75``.
-      t0: point at which averaging starts, default ``1e6``.
+      lambd: decay term, ``>= 0``, default ``1e-4``.
+      alpha: power for the eta update, ``>= 0``, default ``0.75``.
+      t0: point at which averaging starts, ``>= 0``, default ``1e6``.
       weight_decay: coupled L2 coefficient, ``>= 0``.
       maximize: static; maximise instead of minimise.
 

@@ -145,7 +145,7 @@ def clip_grad_norm(
       Clip *before* the optimizer (``optax.chain(clip_grad_norm(...), optimizer)``):
       torch clips ``.grad`` before ``optimizer.step()`` adds weight decay.
     """
-    check_nonnegative(max_norm, "max_norm")
+    check_nonnegative(max_norm, "max_norm", allow_inf=True)  # inf: report the norm only
     if is_concrete_number(norm_type):
         check(
             not math.isnan(norm_type) and norm_type > 0,
@@ -199,7 +199,7 @@ def clip_grad_value(clip_value: Any) -> optax.GradientTransformationExtraArgs:
       mirrors ``torch.nn.utils.clip_grad_value_`` (torch 2.13); ``optax.clip`` computes
       the same values.
     """
-    check_nonnegative(clip_value, "clip_value")
+    check_nonnegative(clip_value, "clip_value", allow_inf=True)
 
     def init_fn(params: optax.Params) -> optax.EmptyState:
         del params

@@ -230,7 +230,7 @@ def smooth_l1_loss(
       ``beta = 0`` once divided by ``beta``.
     """
     _check_reduction(reduction)
-    check_nonnegative(beta, "beta")
+    check_nonnegative(beta, "beta", allow_inf=True)  # torch accepts inf
     input, target = _float_pair(input, target)
     d = input - target
     abs_d = _abs_with_zero_slope(d)

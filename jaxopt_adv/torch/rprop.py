@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check, check_learning_rate, is_concrete_number, tree_map_multi
+from jaxopt_adv._common import (
+    check_interval,
+    check_learning_rate,
+    check_nonnegative,
+    check_tuple,
+    is_concrete_number,
+    tree_map_multi,
+)
 from jaxopt_adv.torch._chain import torch_chain
 
 
@@ -20,18 +28,14 @@ class ScaleByRpropState(NamedTuple):
 
 
 def _check_rprop_args(etas: tuple[Any, Any], step_sizes: tuple[Any, Any]) -> None:
-    eta_minus, eta_plus = etas
-    if is_concrete_number(eta_minus) and is_concrete_number(eta_plus):
-        check(
-            0.0 < eta_minus < 1.0 < eta_plus,
-            f"Invalid eta values: {eta_minus}, {eta_plus} (need 0 < etas[0] < 1 < etas[1])",
-        )
+    check_tuple(etas, "etas", 2)
+    check_interval(etas[0], "etas[0]", 0.0, 1.0, low_open=True, high_open=True)
+    check_interval(etas[1], "etas[1]", 1.0, math.inf, low_open=True, high_open=True)
+    check_tuple(step_sizes, "step_sizes", 2)
     low, high = step_sizes
-    if is_concrete_number(low) and is_concrete_number(high):
-        check(
-            0.0 <= low <= high,
-            f"Invalid step_sizes values: {low}, {high} (need 0 <= step_sizes[0] <= step_sizes[1])",
-        )
+    check_nonnegative(low, "step_sizes[0]")
+    # the maximum may be inf (no upper clamp) but not below the minimum
+    check_interval(high, "step_sizes[1]", low if is_concrete_number(low) else 0.0, math.inf)
 
 
 def scale_by_rprop(
@@ -96,7 +100,7 @@ def scale_by_rprop(
             factor = jnp.where(s > 0, eta_plus, jnp.where(s < 0, eta_minus, 1))
             step = jnp.clip(step * factor, step_min, step_max).astype(step.dtype)
             g = jnp.where(s < 0, 0, g).astype(g.dtype)
-            return (jnp.sign(g) * step).astype(g.dtype), g, step
+            return (jnp.sign(g) * step).astype(g.dtype), g.astype(prev.dtype), step
 
         out, prev, step = tree_map_multi(leaf, 3, updates, state.prev, state.step_size)
         return out, ScaleByRpropState(prev, step)

@@ -9,7 +9,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check, check_nonnegative, is_concrete_number, is_static_zero
+from jaxopt_adv._common import (
+    check,
+    check_interval,
+    check_nonnegative,
+    is_concrete_number,
+    is_static_zero,
+)
 from jaxopt_adv.torch._chain import torch_chain
 
 
@@ -38,7 +44,7 @@ def scale_by_sgd_momentum(
 
     Args:
       momentum: momentum factor :math:`\mu`, ``>= 0``.
-      dampening: dampening :math:`\tau` applied from the second step on.
+      dampening: dampening :math:`\tau` applied from the second step on, in ``[0, 1]``.
       nesterov: static; use the Nesterov form (torch requires ``dampening == 0``).
       accumulator_dtype: optional dtype of the buffer (default: the params' dtype).
 
@@ -64,6 +70,7 @@ def scale_by_sgd_momentum(
       ``dampening != 0`` it differs from torch from the second step on.
     """
     check_nonnegative(momentum, "momentum")
+    check_interval(dampening, "dampening", 0.0, 1.0)
     accumulator_dtype = None if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
     # torch keeps no buffer at momentum 0 and ignores dampening: unless momentum is known
     # to be non-zero (a concrete number), select g where it is 0.
@@ -117,7 +124,8 @@ def sgd(
     Args:
       learning_rate: scalar or schedule :math:`\eta` (torch ``lr``), default ``1e-3``.
       momentum: momentum factor, ``>= 0`` (0 keeps no buffer).
-      dampening: dampening for momentum (ignored while momentum is 0, as in torch).
+      dampening: dampening for momentum, in ``[0, 1]`` (ignored while momentum is 0, as
+        in torch).
       weight_decay: coupled L2 coefficient :math:`\lambda`, ``>= 0``.
       nesterov: static; Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
       maximize: static; maximise the objective instead of minimising it.
@@ -145,10 +153,15 @@ def sgd(
       ``optax.sgd`` has no dampening, no weight decay and no ``maximize``; it matches
       torch only for ``dampening == 0`` (see ``scale_by_sgd_momentum``).
     """
-    if nesterov and is_concrete_number(momentum) and is_concrete_number(dampening):
+    check_interval(dampening, "dampening", 0.0, 1.0)
+    if nesterov:  # torch's rule, checked on whichever of the two is concrete
         check(
-            momentum > 0 and dampening == 0,
-            "Nesterov momentum requires a momentum and zero dampening",
+            not is_concrete_number(momentum) or momentum > 0,
+            f"Nesterov momentum requires momentum > 0 (nesterov=True, momentum={momentum})",
+        )
+        check(
+            not is_concrete_number(dampening) or dampening == 0,
+            f"Nesterov momentum requires dampening == 0 (nesterov=True, dampening={dampening})",
         )
     core = []
     if not is_static_zero(momentum):

@@ -2,10 +2,11 @@
 
 A checkpoint is one orbax directory holding the arrays (by leaf index; orbax cannot store
 zero-size arrays, which optimizers use as placeholders, so those are rebuilt from the
-record) and a small JSON record of the tree's structure, shapes and dtypes. ``restore_checkpoint`` compares that record with
-the target before reading any array, reads everything into fresh arrays, and only then
-returns: a checkpoint that is missing, truncated, corrupt or saved for a different
-model/optimizer raises :class:`CheckpointError` and nothing is half-loaded.
+record) and a small JSON record of the tree's structure, leaf paths, shapes and dtypes.
+``restore_checkpoint`` compares that record with the target before reading any array,
+reads everything into fresh arrays, and only then returns: a checkpoint that is missing,
+truncated, corrupt or saved for a different model/optimizer raises :class:`CheckpointError`
+(naming the leaves that differ) and nothing is half-loaded.
 """
 
 from __future__ import annotations
@@ -27,13 +28,72 @@ class CheckpointError(ValueError):
 
 
 def _describe(tree: Any) -> dict[str, Any]:
-    """Structure, shapes and dtypes of an array tree, as JSON-able data."""
+    """Structure, leaf paths, shapes and dtypes of an array tree, as JSON-able data."""
     leaves, treedef = jax.tree.flatten(tree)
     return {
         "format": FORMAT,
         "treedef": str(treedef),
+        "paths": _leaf_paths(tree),
         "leaves": [[list(x.shape), str(x.dtype)] for x in map(_as_array_like, leaves)],
     }
+
+
+def _leaf_paths(tree: Any) -> list[str]:
+    """Each leaf's path, naming the class of every NamedTuple or dataclass on the way
+    (``[0] ScaleByAdamState.mu ['w']``): two optimizers' states often share field names."""
+    keyed, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    paths = []
+    for (keys, _), owners in zip(keyed, _ancestor_types(treedef), strict=True):
+        if len(keys) != len(owners):  # a custom node without one key per child
+            paths.append(jax.tree_util.keystr(keys))
+            continue
+        steps = [
+            f"{owner.__name__}.{key.name}"
+            if isinstance(key, jax.tree_util.GetAttrKey)
+            else jax.tree_util.keystr((key,))
+            for key, owner in zip(keys, owners, strict=True)
+        ]
+        paths.append(" ".join(steps))
+    return paths
+
+
+def _ancestor_types(treedef: Any) -> list[list[type]]:
+    """For each leaf of ``treedef``, the types of the nodes above it, outermost first."""
+    if treedef.node_data() is None:  # a leaf
+        return [[]]
+    node_type = treedef.node_data()[0]
+    return [[node_type, *above] for child in treedef.children() for above in _ancestor_types(child)]
+
+
+def _tree_difference(saved: list[str], expected: list[str]) -> str:
+    """The leaves only one of two trees has, a few of each, one line per side."""
+    lines = []
+    for side, paths, other in (
+        ("only in the checkpoint", saved, set(expected)),
+        ("only in the target", expected, set(saved)),
+    ):
+        missing = [p for p in paths if p not in other]
+        if missing:
+            more = f", ... ({len(missing)} leaves)" if len(missing) > 3 else ""
+            lines.append(f"  {side}: {', '.join(missing[:3])}{more}")
+    return "\n".join(lines)
+
+
+def _first_divergence(saved: str, expected: str, context: int = 80) -> str:
+    """Both tree descriptions around the first character where they differ (the trees
+    have the same leaves; a leafless node such as a stateless block's ``EmptyState``
+    differs)."""
+    at = next(
+        (i for i, (a, b) in enumerate(zip(saved, expected, strict=False)) if a != b),
+        min(len(saved), len(expected)),
+    )
+    start = max(at - context, 0)
+
+    def excerpt(text: str) -> str:
+        end = at + context
+        return ("..." if start else "") + text[start:end] + ("..." if end < len(text) else "")
+
+    return f"  saved:    {excerpt(saved)}\n  expected: {excerpt(expected)}"
 
 
 def _as_array_like(x: Any) -> Any:
@@ -116,15 +176,18 @@ def restore_checkpoint(path: str | os.PathLike, target: Any) -> Any:
         if saved.get("format") != FORMAT:
             raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
         if saved["treedef"] != expected["treedef"]:
+            # "paths" is absent in checkpoints written before it was recorded
+            difference = "paths" in saved and _tree_difference(saved["paths"], expected["paths"])
             raise CheckpointError(
                 f"checkpoint {path} holds a different tree (another model or optimizer "
-                f"configuration?):\n  saved:    {saved['treedef']}\n  expected: {expected['treedef']}"
+                "configuration?):\n"
+                + (difference or _first_divergence(saved["treedef"], expected["treedef"]))
             )
         for i, (got, want) in enumerate(zip(saved["leaves"], expected["leaves"], strict=True)):
             if got != want:
                 raise CheckpointError(
-                    f"checkpoint {path}: leaf {i} is {got[1]}{tuple(got[0])}, "
-                    f"the target expects {want[1]}{tuple(want[0])}"
+                    f"checkpoint {path}: leaf {i} ({expected['paths'][i]}) is "
+                    f"{got[1]}{tuple(got[0])}, the target expects {want[1]}{tuple(want[0])}"
                 )
         abstract = _stored_leaves(jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
         try:

@@ -42,9 +42,9 @@ def test_optax_rprop_differs():
     "kwargs, message",
     [
         ({"learning_rate": -1.0}, "Invalid learning rate"),
-        ({"etas": (1.2, 0.5)}, "Invalid eta values"),
-        ({"etas": (0.0, 1.2)}, "Invalid eta values"),
-        ({"step_sizes": (1.0, 0.1)}, "Invalid step_sizes values"),
+        ({"etas": (1.2, 0.5)}, r"Invalid etas\[0\] value"),
+        ({"etas": (0.0, 1.2)}, r"Invalid etas\[0\] value"),
+        ({"step_sizes": (1.0, 0.1)}, r"Invalid step_sizes\[1\] value"),
     ],
 )
 def test_bad_hyperparameters(kwargs, message):
