@@ -3,6 +3,7 @@ r"""Localized learning with Hebbian rules (LoCal+SGD, Krithivasan et al., 2022).
 The first ``T`` of an ordered list of candidate Dense layers learn with a local Hebbian
 rule; the transition layer ``T`` and every later layer learn with a base optimizer from
 the gradient. For a localized layer with input ``x`` ``[B, in]``, output ``y`` ``[B, out]``
+(the post-activation output by default, ``post="pre"``: the pre-activation ``x K + b``)
 and Flax kernel ``K`` ``[in, out]``::
 
   rule="hebb":  dK = x^T y / B                        db = mean_b y
@@ -11,9 +12,12 @@ and Flax kernel ``K`` ``[in, out]``::
   eta_t = hebbian_lr * (1 + supervision_strength * tanh(L_t))        (weak supervision)
   update = +eta_t dK                                   (optax adds updates)
 
-The model sows ``(x, y)`` of every candidate layer and puts ``jax.lax.stop_gradient`` on
-the output of the last localized layer, so XLA drops the backward pass through the
-localized prefix (:class:`LocalizedMLP`). A step::
+``legacy=True`` is the seed's formulas (spec §4.2): pre-activation ``y``, plain Hebb,
+"layer" normalisation and the bias rule ``db = mean_b y``.
+
+The model sows ``(x, pre, post)`` of every candidate layer and puts
+``jax.lax.stop_gradient`` on the output of the last localized layer, so XLA drops the
+backward pass through the localized prefix (:class:`LocalizedMLP`). A step::
 
   def loss_fn(model):
       logits, activations = model(x, num_localized=T)
@@ -59,6 +63,7 @@ __all__ = [
 
 RULES = ("oja", "hebb")
 NORMALIZE = (None, "layer")
+POSTS = ("activation", "pre")
 
 
 class LocalizedState(NamedTuple):
@@ -217,6 +222,8 @@ def _check_localized_args(
     supervision_strength: Any,
     rule: str,
     normalize: Any,
+    post: str,
+    legacy: Any,
     num_localized: Any,
 ) -> None:
     check_nonnegative(hebbian_lr, "hebbian_lr")
@@ -227,8 +234,29 @@ def _check_localized_args(
     )
     check(rule in RULES, f"Invalid rule: {rule!r} (choose from {', '.join(RULES)})")
     check(normalize in NORMALIZE, f"Invalid normalize: {normalize!r} (None or 'layer')")
+    check(post in POSTS, f"Invalid post: {post!r} (choose from {', '.join(POSTS)})")
+    check(isinstance(legacy, bool), f"Invalid legacy: {legacy!r} (True or False)")
     if num_localized is not None:
         check_interval(num_localized, "num_localized", 0, len(localized_layers))
+
+
+def _pre_and_post(name: str, recorded: Sequence[chex.Array], post: str) -> tuple[Any, Any]:
+    """``(x, y)`` of a layer from its sowed ``(x, pre, post)`` (or ``(x, post)``).
+
+    Raises:
+      ValueError: for ``post="pre"`` without the pre-activation output.
+    """
+    check(
+        len(recorded) in (2, 3),
+        f"activations[{name!r}] must be (x, pre, post) or (x, post), got {len(recorded)} arrays",
+    )
+    if post == "pre":
+        check(
+            len(recorded) == 3,
+            f"post='pre' needs activations[{name!r}] = (x, pre, post), got an (x, y) pair",
+        )
+        return recorded[0], recorded[1]
+    return recorded[0], recorded[-1]
 
 
 def localized_learning(
@@ -239,17 +267,20 @@ def localized_learning(
     supervision_strength: Any = 0.1,
     rule: Literal["oja", "hebb"] = "oja",
     normalize: Literal["layer"] | None = None,
+    post: Literal["activation", "pre"] = "activation",
+    legacy: bool = False,
     num_localized: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Hebbian updates for the first ``T`` candidate layers, ``base`` for all others.
 
     ``update(grads, state, params, *, activations, value)``: ``activations`` maps every
-    candidate layer path to the ``(x, y)`` it sowed (input, output; ``[B, in]``,
-    ``[B, out]``), ``value`` is the batch loss (the weak supervision). The kernels and
-    biases of candidates ``l < T`` get ``+eta_t dK`` (:func:`hebbian_delta`); every
-    other leaf gets ``base``'s update. ``base`` runs on the whole tree (its updates of
-    the localized leaves are discarded), so a layer that becomes localized keeps a
-    consistent state.
+    candidate layer path to the ``(x, pre, post)`` it sowed (input ``[B, in]``,
+    pre-activation and post-activation outputs ``[B, out]``; a pair ``(x, y)`` is read
+    as ``(x, post)``), ``value`` is the batch loss (the weak supervision). With ``y`` the
+    output that ``post`` names, the kernels and biases of candidates ``l < T`` get
+    ``+eta_t dK`` (:func:`hebbian_delta`); every other leaf gets ``base``'s update.
+    ``base`` runs on the whole tree (its updates of the localized leaves are discarded),
+    so a layer that becomes localized keeps a consistent state.
 
     Args:
       base: the optimizer of the non-localized layers (the paper: SGD with momentum).
@@ -259,6 +290,13 @@ def localized_learning(
       supervision_strength: ``lambda >= 0`` of ``1 + lambda tanh(L)``.
       rule: static; ``"oja"`` (bounded weights) or ``"hebb"``.
       normalize: static; ``None`` or ``"layer"`` (divide ``dK`` by its max magnitude).
+      post: static; which output is the Hebbian ``y``: ``"activation"`` (after the
+        non-linearity) or ``"pre"`` (``x K + b``, the seed's choice; needs
+        ``(x, pre, post)`` triples).
+      legacy: static; the seed's formulas (spec §4.2): ``rule="hebb"``,
+        ``normalize="layer"``, ``post="pre"``, which replace those three arguments:
+        ``dW = eta (Y^T X / B) / max|Y^T X / B| (1 + lambda tanh L)`` and
+        ``db = eta mean_b(Y) (1 + lambda tanh L)`` with ``Y`` the pre-activation.
       num_localized: initial ``T`` in ``[0, len(localized_layers)]`` (default: all).
 
     Returns:
@@ -266,7 +304,7 @@ def localized_learning(
 
     Raises:
       ValueError: for an argument out of range; at ``update``, without ``params``,
-        ``activations`` or ``value``.
+        ``activations`` or ``value``, or with pairs for ``post="pre"``.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -278,6 +316,13 @@ def localized_learning(
       ...                            params, activations={"l0": (x, y)}, value=0.0)
       >>> updates["l0"]["kernel"][0], updates["l1"]["kernel"][0]
       (Array([0.01, 0.01], dtype=float32), Array([-0.1], dtype=float32))
+      >>> seed = localized_learning(optax.sgd(0.1), hebbian_lr=0.01, localized_layers=["l0"],
+      ...                           supervision_strength=0.0, legacy=True)
+      >>> pre = jnp.full((4, 2), -0.5)  # post = relu(pre) = 0; the seed's rule reads pre
+      >>> updates, _ = seed.update(params, seed.init(params), params,
+      ...                          activations={"l0": (x, pre, jax.nn.relu(pre))}, value=0.0)
+      >>> updates["l0"]["kernel"][0]  # normalised to max |dK| = 1
+      Array([-0.01, -0.01], dtype=float32)
 
     References:
       Krithivasan, Sen, Venkataramani, Raghunathan, "Accelerating DNN Training Through
@@ -293,8 +338,17 @@ def localized_learning(
         ``optax.apply_if_finite`` to skip such steps (it checks the gradients only).
     """
     _check_localized_args(
-        hebbian_lr, localized_layers, supervision_strength, rule, normalize, num_localized
+        hebbian_lr,
+        localized_layers,
+        supervision_strength,
+        rule,
+        normalize,
+        post,
+        legacy,
+        num_localized,
     )
+    if legacy:
+        rule, normalize, post = "hebb", "layer", "pre"
     layers = [tuple(p.split("/")) for p in localized_layers]
     size = len(layers)
     start = size if num_localized is None else num_localized
@@ -322,11 +376,10 @@ def localized_learning(
 
         def layer_update(index: int, name: str) -> dict[str, chex.Array]:
             base_leaf = base_leaves[index]
+            x, y = _pre_and_post(name, activations[name], post)
 
             def hebbian() -> dict[str, chex.Array]:
-                delta = hebbian_delta(
-                    *activations[name], kernels[index], rule=rule, normalize=normalize
-                )
+                delta = hebbian_delta(x, y, kernels[index], rule=rule, normalize=normalize)
                 hebb = dict(zip(("kernel", "bias"), delta, strict=True))
                 return {k: (eta * hebb[k]).astype(v.dtype) for k, v in base_leaf.items()}
 
@@ -359,9 +412,10 @@ class LocalizedMLP(nnx.Module):
     """An MLP (Linear + ReLU hidden layers, Linear head) for localized learning.
 
     ``model(x, num_localized=T)`` returns ``(logits, activations)`` with
-    ``activations["layers/i"] = (x_i, relu(x_i K_i + b_i))`` for every hidden layer
-    (the candidates, :attr:`candidates`), and ``jax.lax.stop_gradient`` on the output of
-    hidden layer ``T - 1``: the backward pass stops there. ``num_localized`` is static.
+    ``activations["layers/i"] = (x_i, z_i, relu(z_i))``, ``z_i = x_i K_i + b_i``, for
+    every hidden layer (the candidates, :attr:`candidates`; all three stop-gradiented),
+    and ``jax.lax.stop_gradient`` on the output of hidden layer ``T - 1``: the backward
+    pass stops there. ``num_localized`` is static.
 
     Example:
       >>> import jax.numpy as jnp
@@ -394,11 +448,12 @@ class LocalizedMLP(nnx.Module):
 
     def __call__(
         self, x: jax.Array, *, num_localized: int = 0
-    ) -> tuple[jax.Array, dict[str, tuple[jax.Array, jax.Array]]]:
+    ) -> tuple[jax.Array, dict[str, tuple[jax.Array, jax.Array, jax.Array]]]:
         activations = {}
         for i, layer in enumerate(self.layers):
-            y = jax.nn.relu(layer(x))
-            activations[f"layers/{i}"] = (jax.lax.stop_gradient(x), jax.lax.stop_gradient(y))
+            pre = layer(x)
+            y = jax.nn.relu(pre)
+            activations[f"layers/{i}"] = jax.lax.stop_gradient((x, pre, y))
             x = jax.lax.stop_gradient(y) if i + 1 == num_localized else y
         return self.head(x), activations
 
@@ -413,6 +468,8 @@ def create_localized_optimizer(
     momentum: Any = 0.9,
     rule: Literal["oja", "hebb"] = "oja",
     normalize: Literal["layer"] | None = None,
+    post: Literal["activation", "pre"] = "activation",
+    legacy: bool = False,
     num_localized: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """The seed's ``create_localized_optimizer(model, lr, hebbian_lr, ...)``.
@@ -447,5 +504,7 @@ def create_localized_optimizer(
         supervision_strength=supervision_strength,
         rule=rule,
         normalize=normalize,
+        post=post,
+        legacy=legacy,
         num_localized=num_localized,
     )

@@ -1,6 +1,12 @@
-"""Localized learning: spec 4.6 case, Oja's bounded norms, parity with a torch LoCal+SGD."""
+"""Localized learning: spec 4.6 case, Oja's bounded norms, parity with a torch LoCal+SGD.
+
+Model-level steps are jitted, one compilation per configuration (``conftest.py``: with XLA's
+optimisations mostly off).
+"""
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -39,40 +45,69 @@ def value(v):
     return np.asarray(v[...] if isinstance(v, nnx.Variable) else v)
 
 
-def spec_update(rule, normalize):
-    x, kernel = jnp.array(X), jnp.array(W).T
-    y = x @ kernel  # the spec's Y = X W^T, pre-activation
+def spec_update(activations, **kwargs):
+    """The update of the spec 4.6 layer (``W``, zero bias) from ``activations["dense"]``."""
+    kernel = jnp.array(W).T
     tx = localized_learning(
         optax.sgd(1.0),
         hebbian_lr=ETA,
         localized_layers=["dense"],
         supervision_strength=LAM,
-        rule=rule,
-        normalize=normalize,
+        **kwargs,
     )
     params = {"dense": {"kernel": kernel, "bias": jnp.zeros(2)}}
     updates, _ = tx.update(
         jax.tree.map(jnp.ones_like, params),
         tx.init(params),
         params,
-        activations={"dense": (x, y)},
+        activations={"dense": activations},
         value=jnp.array(LOSS),
     )
     return updates["dense"]
 
 
+def spec_activations():
+    """``(x, pre, post)``: the spec's ``Y = X W^T`` is the pre-activation; ReLU zeroes two
+    of its entries, so reading the wrong one changes the update."""
+    x = jnp.array(X)
+    pre = x @ jnp.array(W).T
+    return x, pre, jax.nn.relu(pre)
+
+
 @pytest.mark.parametrize(
-    ("rule", "normalize", "expected", "bias"),
-    [("hebb", None, HEBB, BIAS), ("hebb", "layer", LAYER, BIAS), ("oja", None, OJA, [0, 0])],
+    ("kwargs", "expected", "bias"),
+    [
+        ({"rule": "hebb", "post": "pre"}, HEBB, BIAS),
+        ({"rule": "hebb", "normalize": "layer", "post": "pre"}, LAYER, BIAS),
+        ({"legacy": True}, LAYER, BIAS),  # the seed: layer-normalised Hebb, its bias rule
+        ({"legacy": True, "rule": "oja", "post": "activation"}, LAYER, BIAS),  # overridden
+        ({"rule": "oja", "post": "pre"}, OJA, [0, 0]),
+    ],
 )
-def test_spec_sanity_case(rule, normalize, expected, bias):
+def test_spec_sanity_case(kwargs, expected, bias):
     with precision("float64"):
         x, k = jnp.array(X), jnp.array(W).T
         delta, _ = hebbian_delta(x, x @ k, k, rule="hebb")
         np.testing.assert_allclose(delta.T, [[0.35, -0.05, 0.75], [-0.1, 0.05, -0.25]], atol=1e-12)
-        update = spec_update(rule, normalize)
+        update = spec_update(spec_activations(), **kwargs)
         np.testing.assert_allclose(update["kernel"].T, expected, rtol=0, atol=1e-8)
         np.testing.assert_allclose(update["bias"], bias, rtol=0, atol=1e-8)
+
+
+def test_post_activation_reads_the_last_output_and_pairs_are_x_post():
+    """Default ``post="activation"``: ``y = relu(Y)``, from the triple's last entry or from
+    an ``(x, y)`` pair; the spec's numbers hold for the pair ``(X, Y)``."""
+    with precision("float64"):
+        x, pre, post = spec_activations()
+        by_hand = ETA * (1 + LAM * np.tanh(LOSS)) * np.asarray(post).T @ np.asarray(x) / 2
+        update = spec_update((x, pre, post), rule="hebb")
+        np.testing.assert_allclose(update["kernel"].T, by_hand, rtol=1e-12)
+        np.testing.assert_allclose(spec_update((x, post), rule="hebb")["kernel"].T, by_hand)
+        np.testing.assert_allclose(spec_update((x, pre), rule="hebb")["kernel"].T, HEBB, atol=1e-8)
+        with pytest.raises(ValueError, match="post='pre' needs"):
+            spec_update((x, pre), post="pre")
+        with pytest.raises(ValueError, match="must be"):
+            spec_update((x,), rule="hebb")
 
 
 def run_hebbian(rule, steps=1000):
@@ -109,78 +144,98 @@ def numpy_copy(tensor):
     return tensor.detach().numpy().copy()
 
 
+def layer_pairs(model, net):
+    return [*zip(model.layers, net.layers, strict=True), (model.head, net.head)]
+
+
 def make_pair(seed=0):
+    """A torch MLP and ours with its weights (built abstractly, then filled: drawing
+    initial weights would compile ``jax.random.uniform`` once per shape)."""
     torch.manual_seed(seed)
     net = TorchLocalMLP(IN, HIDDEN, CLASSES).double()
-    model = LocalizedMLP(IN, HIDDEN, CLASSES, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
-    for ours, theirs in [*zip(model.layers, net.layers, strict=True), (model.head, net.head)]:
-        ours.kernel[...] = jnp.asarray(numpy_copy(theirs.weight).T)
-        ours.bias[...] = jnp.asarray(numpy_copy(theirs.bias))
+    model = nnx.eval_shape(
+        lambda: LocalizedMLP(IN, HIDDEN, CLASSES, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    )
+    for ours, theirs in layer_pairs(model, net):
+        ours.kernel.set_value(jnp.asarray(numpy_copy(theirs.weight).T))
+        ours.bias.set_value(jnp.asarray(numpy_copy(theirs.bias)))
     return model, net
 
 
 def max_rel_error(model, net):
     errors = []
-    for ours, theirs in [*zip(model.layers, net.layers, strict=True), (model.head, net.head)]:
+    for ours, theirs in layer_pairs(model, net):
         for a, b in [(ours.kernel, theirs.weight.detach().numpy().T), (ours.bias, theirs.bias)]:
             b = np.asarray(b.detach().numpy() if isinstance(b, torch.Tensor) else b)
             errors.append(np.max(np.abs(value(a) - b)) / np.max(np.abs(b)))
     return max(errors)
 
 
-@pytest.mark.parametrize(
-    ("rule", "normalize", "num_localized"),
-    [("oja", None, 1), ("oja", None, 2), ("hebb", "layer", 2), ("hebb", None, 1)],
-)
-def test_ten_steps_match_torch_float64(rule, normalize, num_localized):
+PARITY = {
+    "oja-T1": ({"rule": "oja"}, 1),
+    "oja-pre-T2": ({"rule": "oja", "post": "pre"}, 2),
+    "hebb-layer-T2": ({"rule": "hebb", "normalize": "layer"}, 2),
+    "legacy-T2": ({"legacy": True}, 2),
+}
+
+
+@pytest.mark.parametrize("name", list(PARITY))
+def test_ten_steps_match_torch_float64(name):
     with precision("float64"):
-        error = train_both(rule, normalize, num_localized)
+        kwargs, num_localized = PARITY[name]
+        error = train_both(kwargs, num_localized)
         assert error < 1e-8, error
 
 
-def train_both(rule, normalize, num_localized):
+def _step(model, optimizer, x, y, num_localized):
+    def loss_fn(model):
+        logits, activations = model(x, num_localized=num_localized)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, activations
+
+    (loss, activations), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads, activations=activations, value=loss)
+    return loss
+
+
+STEPS = {t: nnx.jit(functools.partial(_step, num_localized=t)) for t in (1, 2)}
+
+
+def train_both(kwargs, num_localized):
     """Max relative parameter error after 10 steps against the torch reference."""
     model, net = make_pair()
     lr, momentum, hebbian_lr, lam = 0.1, 0.9, 0.05, 0.1
-    ref = TorchLocalized(net, lr, momentum, hebbian_lr, lam, rule=rule, normalize=normalize)
+    ref = TorchLocalized(net, lr, momentum, hebbian_lr, lam, **kwargs)
     tx = create_localized_optimizer(
         model,
         lr,
         hebbian_lr,
         supervision_strength=lam,
         momentum=momentum,
-        rule=rule,
-        normalize=normalize,
         num_localized=num_localized,
+        **kwargs,
     )
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model, optimizer, x, y):
-        def loss_fn(model):
-            logits, activations = model(x, num_localized=num_localized)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-            return loss, activations
-
-        (loss, activations), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-        optimizer.update(model, grads, activations=activations, value=loss)
-        return loss
-
     rng = np.random.default_rng(0)
     before = value(model.layers[0].kernel).copy()
     for _ in range(10):
         x, y = rng.normal(size=(BATCH, IN)), rng.integers(0, CLASSES, size=BATCH)
         theirs = ref.step(torch.tensor(x), torch.tensor(y), num_localized)
-        ours = step(model, optimizer, jnp.asarray(x), jnp.asarray(y))
+        ours = STEPS[num_localized](model, optimizer, jnp.asarray(x), jnp.asarray(y))
         np.testing.assert_allclose(ours, theirs, rtol=1e-10)
     assert np.max(np.abs(value(model.layers[0].kernel) - before)) > 1e-3  # Hebbian moved it
     return max_rel_error(model, net)
 
 
+def _kernel_grads(model, x):
+    return nnx.grad(lambda m: jnp.sum(m(x, num_localized=2)[0]))(model)
+
+
 def test_stop_gradient_removes_the_localized_prefix_from_backward():
-    model = LocalizedMLP(IN, HIDDEN, CLASSES, rngs=nnx.Rngs(0))
-    x = jnp.ones((BATCH, IN))
-    grads = nnx.grad(lambda m: jnp.sum(m(x, num_localized=2)[0]))(model)
+    with precision("float64"):
+        model, _ = make_pair()
+        x = jnp.asarray(np.random.default_rng(0).normal(size=(BATCH, IN)))
+        grads = nnx.jit(_kernel_grads)(model, x)
     assert np.all(value(grads["layers"][0]["kernel"]) == 0)
     assert np.all(value(grads["layers"][1]["kernel"]) == 0)
     assert np.any(value(grads["layers"][2]["kernel"]) != 0)
@@ -255,6 +310,8 @@ def test_non_finite_gradient_reaches_only_base_layers():
         ({"localized_layers": []}, "localized_layers"),
         ({"localized_layers": "a"}, "localized_layers"),
         ({"num_localized": 3}, "num_localized"),
+        ({"post": "output"}, "post"),
+        ({"legacy": "yes"}, "legacy"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):
@@ -275,8 +332,9 @@ def test_update_errors():
     with pytest.raises(ValueError, match="no 'kernel'"):
         wrong.update(params, wrong.init(params), params, activations=activations, value=0.0)
     with pytest.raises(ValueError, match="LocalizedMLP"):
-        create_localized_optimizer(MLP(4, (3,), 2, rngs=nnx.Rngs(0)))
+        create_localized_optimizer(nnx.eval_shape(lambda: MLP(4, (3,), 2, rngs=nnx.Rngs(0))))
     with pytest.raises(ValueError, match="hidden layers"):
         create_localized_optimizer(
-            LocalizedMLP(4, [3], 2, rngs=nnx.Rngs(0)), localized_layers=["head"]
+            nnx.eval_shape(lambda: LocalizedMLP(4, [3], 2, rngs=nnx.Rngs(0))),
+            localized_layers=["head"],
         )
