@@ -1,0 +1,383 @@
+"""The fused CPU step (``jaxopt_adv.fast``) against the XLA path, optax and torch fused.
+
+For each size (elements, float32) and layout (one leaf, or split over many), one donated
+jitted step of Adam, AdamW, SGD-momentum and RMSprop, four ways:
+
+- ``fused``: ``jaxopt_adv.fast.fused(...)`` through ``fast.jit_step`` (one C++ pass);
+- ``xla``: the same optimizer on the pure-JAX path (``kernel=False``: ``tx.update`` +
+  ``optax.apply_updates``, what ``jaxopt_adv.torch.*`` compiles to);
+- ``optax``: optax's counterpart (``optax.adam``, ``optax.adamw(weight_decay=1e-2)``,
+  ``optax.sgd(momentum=0.9)``, ``optax.rmsprop(decay=0.99, eps=1e-8)``);
+- ``torch fused``: ``torch.optim.*(fused=True)`` (torch 2.13 has no fused RMSprop).
+
+Each framework runs in its own worker process (their thread pools slow each other
+down); inside the JAX worker the three JAX variants alternate step by step. The copy
+floor is measured in the same JAX worker: the best in-place read+write bandwidth of a
+donated XLA kernel and of numpy (one thread, and one thread per core); an optimizer's
+floor is the bytes it must move (Adam/AdamW: read p, g, m, v and write p, m, v = 28 B per
+float32 element; SGD-momentum and RMSprop: 20 B) at that bandwidth.
+
+Also printed: the loop fusions and custom calls per leaf in the optimized HLO of each
+path, and the time to trace and compile a step over a tree of many leaves.
+
+  python benchmarks/fused_step.py                       # 1e7,5e7 x 1,200 leaves
+  python benchmarks/fused_step.py --sizes 1e6 --leaves 1 --steps 5 --rounds 1   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+LR = 1e-3
+# name: (bytes per float32 element, our factory name and kwargs, optax name and kwargs,
+#        torch class and kwargs)
+OPTIMIZERS = {
+    "adam": (28, ("torch.adam", {}), ("adam", {}), ("Adam", {})),
+    "adamw": (
+        28,
+        ("torch.adamw", {"weight_decay": 1e-2}),
+        ("adamw", {"weight_decay": 1e-2}),
+        ("AdamW", {"weight_decay": 1e-2}),
+    ),
+    "sgd": (
+        20,
+        ("torch.sgd", {"momentum": 0.9}),
+        ("sgd", {"momentum": 0.9}),
+        ("SGD", {"momentum": 0.9}),
+    ),
+    "rmsprop": (
+        20,
+        ("torch.rmsprop", {}),
+        ("rmsprop", {"decay": 0.99, "eps": 1e-8, "eps_in_sqrt": False}),
+        ("RMSprop", {}),
+    ),
+}
+JAX_IMPLS = ("fused", "xla", "optax")
+
+
+def leaf_sizes(total: int, leaves: int) -> list[int]:
+    base = total // leaves
+    return [base + (1 if i < total - base * leaves else 0) for i in range(leaves)]
+
+
+# ------------------------------------------------------------------------------ workers
+
+
+def jax_worker(total: int, leaves: int, steps: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxopt_adv import fast
+
+    sizes = leaf_sizes(total, leaves)
+    key = jax.random.key(0)
+
+    def tree(seed):
+        keys = jax.random.split(jax.random.fold_in(key, seed), len(sizes))
+        return [jax.random.normal(k, (n,), jnp.float32) for k, n in zip(keys, sizes, strict=True)]
+
+    grads = tree(1)
+    results: dict = {"kernels": fast.unavailable_reason() or "used"}
+    for name, (_, (ours, kwargs), (twin, twin_kwargs), _) in OPTIMIZERS.items():
+        runners = {}
+        for impl in JAX_IMPLS:
+            if impl == "optax":
+                tx = getattr(optax, twin)(LR, **twin_kwargs)
+
+                def step(params, grads, state, tx=tx):
+                    updates, state = tx.update(grads, state, params)
+                    return optax.apply_updates(params, updates), state
+
+                init, jitted = tx.init, jax.jit(step, donate_argnums=(0, 2), keep_unused=True)
+            else:
+                opt = fast.fused(ours, kernel=impl == "fused", learning_rate=LR, **kwargs)
+                init, jitted = opt.init, fast.jit_step(opt)
+            params = tree(2)
+            runners[impl] = [jitted, params, init(params)]
+        for _ in range(3):  # compile and warm up
+            for r in runners.values():
+                r[1], r[2] = r[0](r[1], grads, r[2])
+                jax.block_until_ready(r[1])
+        for _ in range(steps):
+            for impl, r in runners.items():
+                start = time.perf_counter()
+                r[1], r[2] = r[0](r[1], grads, r[2])
+                jax.block_until_ready(r[1])
+                results.setdefault(f"{impl}.{name}", []).append(time.perf_counter() - start)
+        del runners
+    results.update(copy_floor(total, steps))
+    return results
+
+
+def copy_floor(total: int, steps: int) -> dict:
+    """Seconds to read and write ``total`` float32 elements in place, three ways."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    x = jax.random.normal(jax.random.key(0), (total,), jnp.float32)
+    scale = jax.jit(lambda v: v * 1.0000001, donate_argnums=0)
+    x = jax.block_until_ready(scale(x))
+    host = np.asarray(x).copy()
+    workers = os.cpu_count() or 1
+    chunks = np.array_split(host, workers)
+    pool = ThreadPoolExecutor(workers)
+
+    def timed(fn):
+        start = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - start
+
+    out = {"copy.xla": [], "copy.numpy": [], "copy.numpy_threads": []}
+    for _ in range(steps):
+        x, seconds = timed(lambda x=x: jax.block_until_ready(scale(x)))
+        out["copy.xla"].append(seconds)
+        out["copy.numpy"].append(timed(lambda: np.multiply(host, 1.0000001, out=host))[1])
+        threaded = lambda: list(pool.map(lambda c: np.multiply(c, 1.0000001, out=c), chunks))  # noqa: E731
+        out["copy.numpy_threads"].append(timed(threaded)[1])
+    pool.shutdown()
+    return out
+
+
+def torch_worker(total: int, leaves: int, steps: int) -> dict:
+    import torch
+
+    sizes = leaf_sizes(total, leaves)
+    gen = torch.Generator().manual_seed(0)
+    results: dict = {}
+    for name, (*_, (cls, kwargs)) in OPTIMIZERS.items():
+        params = [torch.randn(n, generator=gen, requires_grad=True) for n in sizes]
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        try:
+            opt = getattr(torch.optim, cls)(params, lr=LR, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError) as error:
+            results[f"torch_fused.{name}"] = {"error": str(error).splitlines()[0]}
+            continue
+        with torch.no_grad():
+            for _ in range(3):
+                opt.step()
+            times = []
+            for _ in range(steps):
+                start = time.perf_counter()
+                opt.step()
+                times.append(time.perf_counter() - start)
+        results[f"torch_fused.{name}"] = times
+        del opt, params
+    return results
+
+
+def hlo_worker(leaves: int) -> dict:
+    """Loop fusions and custom calls per leaf in each path's optimized HLO."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxopt_adv import fast
+
+    params = [jnp.zeros((100_000 + i,), jnp.float32) for i in range(leaves)]
+    out = {}
+    for name, (_, (ours, kwargs), (twin, twin_kwargs), _) in OPTIMIZERS.items():
+        for impl in JAX_IMPLS:
+            if impl == "optax":
+                tx = getattr(optax, twin)(LR, **twin_kwargs)
+
+                def step(p, g, s, tx=tx):
+                    u, s = tx.update(g, s, p)
+                    return optax.apply_updates(p, u), s
+
+                init = tx.init
+            else:
+                opt = fast.fused(ours, kernel=impl == "fused", learning_rate=LR, **kwargs)
+                step, init = opt.step, opt.init
+            text = jax.jit(step).lower(params, params, init(params)).compile().as_text()
+            entry = text[text.index("ENTRY") :]
+            shape = r"f32\[1\d{5}\]"  # the leaves' shapes, not scalars
+            fusions = len(re.findall(rf"= {shape}\S* fusion\(", entry))
+            fusions += len(re.findall(r"= \([^)]*f32\[1\d{5}\][^)]*\) fusion\(", entry))
+            calls = len(re.findall(r"custom_call_target=\"jaxopt_adv_", entry))
+            out[f"{impl}.{name}"] = {
+                "leaves": leaves,
+                "loop_fusions_per_leaf": fusions / leaves,
+                "custom_calls": calls,
+            }
+    return out
+
+
+def compile_worker(leaves: int) -> dict:
+    """Seconds to trace + lower and to compile one step over ``leaves`` leaves."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxopt_adv import fast
+
+    fast.available()  # build / load the kernels outside the timing
+    params = [jnp.zeros((50_000,), jnp.float32) for _ in range(leaves)]
+    out = {}
+    # twice: the first pass also pays JAX's and XLA's one-time start-up costs
+    for name, (_, (ours, kwargs), (twin, twin_kwargs), _) in [*OPTIMIZERS.items()] * 2:
+        for impl in JAX_IMPLS:
+            if impl == "optax":
+                tx = getattr(optax, twin)(LR, **twin_kwargs)
+
+                def step(p, g, s, tx=tx):
+                    u, s = tx.update(g, s, p)
+                    return optax.apply_updates(p, u), s
+
+                init = tx.init
+            else:
+                opt = fast.fused(ours, kernel=impl == "fused", learning_rate=LR, **kwargs)
+                step, init = opt.step, opt.init
+            jitted = jax.jit(step, donate_argnums=(0, 2), keep_unused=True)
+            start = time.perf_counter()
+            lowered = jitted.lower(params, params, init(params))
+            traced = time.perf_counter()
+            lowered.compile()
+            done = time.perf_counter()
+            out[f"{impl}.{name}"] = {"trace_s": traced - start, "compile_s": done - traced}
+    return out
+
+
+WORKERS = {"jax": jax_worker, "torch": torch_worker}
+
+
+# ------------------------------------------------------------------------------- driver
+
+
+def spawn(*args: str) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def summarise(samples: dict, total: int) -> dict:
+    med = {k: statistics.median(v) for k, v in samples.items() if isinstance(v, list) and v}
+    bandwidth = max(2 * 4 * total / med[k] for k in med if k.startswith("copy."))
+    rows = {"copy_GBps": bandwidth / 1e9}
+    for name, (bytes_per_element, *_) in OPTIMIZERS.items():
+        floor = bytes_per_element * total / bandwidth
+        row = {"floor_ms": 1e3 * floor}
+        for impl in (*JAX_IMPLS, "torch_fused"):
+            if f"{impl}.{name}" in med:
+                row[f"{impl}_ms"] = 1e3 * med[f"{impl}.{name}"]
+        row["floor_fraction"] = floor * 1e3 / row["fused_ms"]
+        if "torch_fused_ms" in row:
+            row["fused_vs_torch"] = row["fused_ms"] / row["torch_fused_ms"]
+        row["fused_vs_torch_adam"] = row["fused_ms"] / (1e3 * med["torch_fused.adam"])
+        rows[name] = row
+    return rows
+
+
+def markdown(table: dict, hlo: dict | None, compile_times: dict | None) -> str:
+    def fmt(x, spec=".2f"):
+        return "n/a" if x is None else format(x, spec)
+
+    lines = [
+        "| elements | leaves | optimizer | fused ms | xla ms | optax ms | torch fused ms "
+        "| floor ms | floor/fused | fused/torch fused | fused/torch fused Adam | xla/fused |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, rows in table.items():
+        total, leaves = key.split("x")
+        for name in OPTIMIZERS:
+            r = rows[name]
+            lines.append(
+                f"| {int(total):,} | {leaves} | {name} | {fmt(r['fused_ms'])} | "
+                f"{fmt(r.get('xla_ms'))} | {fmt(r.get('optax_ms'))} | "
+                f"{fmt(r.get('torch_fused_ms'))} | {fmt(r['floor_ms'])} | "
+                f"{fmt(r['floor_fraction'])} | {fmt(r.get('fused_vs_torch'))} | "
+                f"{fmt(r['fused_vs_torch_adam'])} | {fmt(r['xla_ms'] / r['fused_ms'])} |"
+            )
+    bandwidths = {k: round(v["copy_GBps"], 1) for k, v in table.items()}
+    lines.append(f"\ncopy bandwidth (GB/s, read+write) by run: {bandwidths}")
+    if hlo:
+        lines += [
+            "",
+            "| optimizer | path | loop fusions per leaf | custom calls (for all leaves) |",
+            "|---|---|---|---|",
+        ]
+        for key, row in hlo.items():
+            impl, name = key.split(".")
+            lines.append(
+                f"| {name} | {impl} | {row['loop_fusions_per_leaf']:.2f} | "
+                f"{row['custom_calls']} ({row['leaves']} leaves) |"
+            )
+    if compile_times:
+        lines += ["", "| optimizer | path | trace + lower s | compile s |", "|---|---|---|---|"]
+        for key, row in compile_times.items():
+            impl, name = key.split(".")
+            lines.append(f"| {name} | {impl} | {row['trace_s']:.2f} | {row['compile_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1e7,5e7", help="elements per tree (float32)")
+    parser.add_argument("--leaves", default="1,200", help="leaf counts to split them over")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per worker run")
+    parser.add_argument("--rounds", type=int, default=2, help="worker runs per framework")
+    parser.add_argument("--no-torch", action="store_true", help="skip the torch worker")
+    parser.add_argument("--hlo-leaves", type=int, default=4, help="leaves for the HLO count")
+    parser.add_argument("--compile-leaves", type=int, default=200, help="0 skips the timing")
+    parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--total", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker in WORKERS:
+        print(json.dumps(WORKERS[args.worker](args.total, int(args.leaves), args.steps)))
+        return
+    if args.worker == "hlo":
+        print(json.dumps(hlo_worker(int(args.leaves))))
+        return
+    if args.worker == "compile":
+        print(json.dumps(compile_worker(int(args.leaves))))
+        return
+
+    table = {}
+    for total in [int(float(s)) for s in args.sizes.split(",")]:
+        for leaves in [int(n) for n in args.leaves.split(",")]:
+            samples: dict = {}
+            for _ in range(args.rounds):
+                frameworks = ["jax"] if args.no_torch else ["jax", "torch"]
+                for framework in frameworks:
+                    run = spawn(
+                        framework,
+                        "--total",
+                        str(total),
+                        "--leaves",
+                        str(leaves),
+                        "--steps",
+                        str(args.steps),
+                    )
+                    for k, v in run.items():
+                        if isinstance(v, list):
+                            samples.setdefault(k, []).extend(v)
+                        elif k == "kernels" and v != "used":
+                            print(f"warning: kernels not used: {v}", file=sys.stderr)
+            if "torch_fused.adam" not in samples:
+                samples["torch_fused.adam"] = [float("nan")]
+            table[f"{total}x{leaves}"] = summarise(samples, total)
+            print(f"done {total:,} elements x {leaves} leaves", file=sys.stderr)
+    hlo = spawn("hlo", "--leaves", str(args.hlo_leaves)) if args.hlo_leaves else None
+    compile_times = (
+        spawn("compile", "--leaves", str(args.compile_leaves)) if args.compile_leaves else None
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"table": table, "hlo": hlo, "compile": compile_times}, f, indent=2)
+    print(markdown(table, hlo, compile_times))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Build, cache and register the one-pass CPU kernels (``kernels.cc``) with XLA.
+
+The kernels are compiled on first use with the system C++ compiler into a cache
+directory, keyed by a hash of the source, the jaxlib version, the compiler flags, the
+host CPU and whether XLA contracts multiply-adds into FMAs on it; the shared
+library is written under a temporary name and renamed into place (atomic, so parallel
+test workers never load a half-written file), loaded with ``ctypes`` and registered
+with ``jax.ffi.register_ffi_target(..., platform="cpu")``.
+
+Environment variables:
+
+- ``JAXOPT_ADV_FAST_CACHE``: cache directory (default ``$XDG_CACHE_HOME/jaxopt_adv/fast``,
+  else ``~/.cache/jaxopt_adv/fast``).
+- ``JAXOPT_ADV_FAST_DISABLE=1``: never build or use the kernels (every step takes the
+  pure-JAX path).
+- ``CXX``: the compiler (default ``g++``, else ``c++``, else ``clang++``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+
+__all__ = [
+    "TARGETS",
+    "Library",
+    "cache_dir",
+    "failure",
+    "library_path",
+    "load",
+    "reset",
+    "source_path",
+    "xla_contracts_fma",
+]
+
+# FFI target name -> exported handler symbol in kernels.cc.
+TARGETS = {
+    "jaxopt_adv_adam": "JaxoptAdvAdam",
+    "jaxopt_adv_sgd": "JaxoptAdvSgd",
+    "jaxopt_adv_rmsprop": "JaxoptAdvRmsprop",
+}
+# -ffp-contract=off: no multiply-add contraction beyond the explicit std::fma calls that
+# mirror XLA's; -fno-math-errno lets sqrt vectorize (it only skips setting errno).
+CXXFLAGS = (
+    "-O3",
+    "-std=c++17",
+    "-shared",
+    "-fPIC",
+    "-march=native",
+    "-ffp-contract=off",
+    "-fno-math-errno",
+    "-w",
+)
+
+
+def source_path() -> Path:
+    """The kernels' C++ source, shipped next to this module."""
+    return Path(__file__).with_name("kernels.cc")
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept (see the module docstring)."""
+    override = os.environ.get("JAXOPT_ADV_FAST_CACHE")
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "jaxopt_adv" / "fast"
+
+
+def _compiler() -> str | None:
+    configured = os.environ.get("CXX")
+    if configured:
+        return shutil.which(shlex.split(configured)[0]) and configured
+    for name in ("g++", "c++", "clang++"):
+        if shutil.which(name):
+            return name
+    return None
+
+
+def xla_contracts_fma() -> bool:
+    """Whether XLA:CPU fuses ``a * b + c`` into one FMA on this host.
+
+    ``(1 + 2^-23)(1 - 2^-23) - 1`` is ``-2^-46`` with one rounding and ``0`` with two.
+    """
+    a = np.float32(1 + 2.0**-23)
+    b = np.float32(1 - 2.0**-23)
+    cpu = jax.devices("cpu")[0]
+    args = [jax.device_put(jnp.full((8,), x, jnp.float32), cpu) for x in (a, b, -1.0)]
+    out = jax.jit(lambda x, y, z: x * y + z)(*args)
+    return bool(np.asarray(out)[0] != 0)
+
+
+def _cpu_fingerprint() -> str:
+    """The host CPU's model and feature flags (``-march=native`` depends on them)."""
+    text = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "model name", "Features", "CPU part")):
+                    text += line
+                if line.strip() == "":
+                    break  # the first processor is enough
+    except OSError:
+        pass
+    return text
+
+
+@dataclass(frozen=True)
+class Library:
+    """A compiled and registered kernel library."""
+
+    path: Path
+    fma: bool
+    handle: ctypes.CDLL
+
+
+_LOCK = threading.Lock()
+_STATE: dict[str, object] = {}
+_REGISTERED: set[str] = set()  # XLA keeps a registration for the whole process
+_HANDLES: list[ctypes.CDLL] = []
+
+
+def _command(compiler: str, fma: bool, source: Path, output: Path) -> list[str]:
+    return [
+        *shlex.split(compiler),
+        *CXXFLAGS,
+        f"-DJAXOPT_ADV_FMA={int(fma)}",
+        "-I",
+        jax.ffi.include_dir(),
+        str(source),
+        "-o",
+        str(output),
+    ]
+
+
+def library_path(fma: bool) -> Path:
+    """Where the library for this source, jaxlib, host CPU and FMA mode is cached.
+
+    The compiler is not part of the key: any compiler honouring the flags produces the
+    same arithmetic, and a cached library needs none.
+    """
+    source = source_path()
+    if not source.is_file():
+        raise RuntimeError(f"kernel source missing: {source}")
+    key = hashlib.sha256()
+    for part in (
+        source.read_bytes(),
+        jaxlib.__version__.encode(),
+        " ".join((*CXXFLAGS, f"-DJAXOPT_ADV_FMA={int(fma)}")).encode(),
+        platform.machine().encode(),
+        _cpu_fingerprint().encode(),
+    ):
+        key.update(part)
+        key.update(b"\0")
+    return cache_dir() / f"kernels-{key.hexdigest()[:24]}.so"
+
+
+def _build() -> Library:
+    """Find in the cache (or compile), load and register the kernels; raise on failure."""
+    fma = xla_contracts_fma()
+    path = library_path(fma)
+    source = source_path()
+    if not path.is_file():
+        compiler = _compiler()
+        if compiler is None:
+            raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
+        directory = path.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".kernels-", suffix=".so.tmp", dir=directory)
+        os.close(fd)
+        try:
+            result = subprocess.run(
+                _command(compiler, fma, source, Path(tmp)),
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"compiling {source.name} failed ({compiler}):\n{result.stderr[-2000:]}"
+                )
+            os.replace(tmp, path)  # atomic: a concurrent build writes identical bytes
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    handle = ctypes.CDLL(str(path))
+    _HANDLES.append(handle)  # XLA keeps the handlers' addresses: never unload
+    for target, symbol in TARGETS.items():
+        if target not in _REGISTERED:
+            capsule = jax.ffi.pycapsule(getattr(handle, symbol))
+            jax.ffi.register_ffi_target(target, capsule, platform="cpu")
+            _REGISTERED.add(target)
+    return Library(path, fma, handle)
+
+
+def _build_outside_traces() -> Library:
+    """:func:`_build` on a fresh thread: JAX's trace state is per thread, so the FMA
+    probe runs eagerly even when the first use is inside ``jax.jit`` tracing."""
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["library"] = _build()
+        except BaseException as error:  # noqa: BLE001 - re-raised on the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name="jaxopt_adv-fast-build")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["library"]  # type: ignore[return-value]
+
+
+def load() -> Library | None:
+    """The registered kernel library, building it on the first call; ``None`` if it
+    cannot be had (the reason is then given by :func:`failure`)."""
+    with _LOCK:
+        if "library" in _STATE or "error" in _STATE:
+            return _STATE.get("library")  # type: ignore[return-value]
+        if os.environ.get("JAXOPT_ADV_FAST_DISABLE", "") not in ("", "0"):
+            _STATE["error"] = "disabled by JAXOPT_ADV_FAST_DISABLE"
+            return None
+        try:
+            _STATE["library"] = _build_outside_traces()
+        except Exception as error:  # noqa: BLE001 - any failure means "use the fallback"
+            _STATE["error"] = f"{type(error).__name__}: {error}"
+            return None
+        return _STATE["library"]  # type: ignore[return-value]
+
+
+def failure() -> str | None:
+    """Why :func:`load` returned ``None`` (``None`` before the first call or on success)."""
+    return _STATE.get("error")  # type: ignore[return-value]
+
+
+def reset() -> None:
+    """Forget the outcome of :func:`load` (tests; a loaded library stays registered)."""
+    with _LOCK:
+        _STATE.clear()

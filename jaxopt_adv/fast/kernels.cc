@@ -1,0 +1,645 @@
+// One-pass torch-exact optimizer steps for XLA:CPU, called through the XLA FFI.
+//
+// Each call updates the leaves passed to it (float32 or float64, one dtype per call) in
+// a single pass: it reads the parameter, the gradient and the state arrays once and
+// writes the parameter and the state once (the outputs alias the inputs, so donated
+// buffers are updated in place), split into chunks over XLA's CPU thread pool.
+//
+// The arithmetic is the arithmetic of XLA's *optimized* code for the same step
+// (jaxopt_adv.torch.{adam,sgd,rmsprop} + optax.apply_updates under jax.jit), operation
+// for operation, so results are bit-identical:
+//   * XLA rewrites a division by a broadcast scalar into a multiplication by its
+//     reciprocal (m / bc1 -> m * (1 / bc1), sqrt(v) / sqrt(bc2) -> sqrt(v) * rsqrt(bc2))
+//     only while the scalar has one use; otherwise (m / bc1) / d becomes m / (bc1 * d).
+//     The Python side picks the form per leaf and computes the scalars with the same
+//     XLA ops.
+//   * XLA:CPU lets LLVM contract a multiply feeding an add into a fused multiply-add.
+//     Mad() is that contraction, placed where XLA's machine code has it (of
+//     `a * b + c * d` LLVM fuses one product, which one follows the operand order of
+//     XLA's emitted add: fixed per site, read from the generated code, except where
+//     noted); everything is compiled with -ffp-contract=off so that the compiler adds
+//     no other. JAXOPT_ADV_FMA=0 builds the uncontracted variant for hosts where XLA
+//     does not contract.
+//   * XLA factors `A * C + B * C` into `(A + B) * C` when C is a constant power of two
+//     (the "factored" flags, e.g. Adam's b1 = 0.5, RMSprop's alpha = 0.5).
+//   * maximum() propagates NaN and orders -0 below +0, as XLA's does.
+//
+// Scalars that may be traced (learning rate, betas, eps, weight decay, bias corrections)
+// are 0-d buffers; the options that change the code are bits of the `flags` attribute.
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+#ifndef JAXOPT_ADV_FMA
+#define JAXOPT_ADV_FMA 1
+#endif
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// Leaves are cut into chunks of this many elements, the thread pool's unit of work.
+constexpr int64_t kChunk = int64_t{1} << 15;
+// Below this many elements in a call the whole call runs on the calling thread.
+constexpr int64_t kParallelThreshold = int64_t{1} << 16;
+// At most this many arrays per leaf (Adam with AMSGrad: p, g, mu, nu, nu_max).
+constexpr int kMaxArrays = 5;
+
+template <typename T>
+inline T Mad(T a, T b, T c) {
+#if JAXOPT_ADV_FMA
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// x with its sign bit XORed with `mask`: -x for maximize (mask = the sign bit), bit for
+// bit like XLA's negate, and branch-free so that the loop vectorizes.
+inline float FlipSign(float x, uint32_t mask) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  bits ^= mask;
+  std::memcpy(&x, &bits, sizeof bits);
+  return x;
+}
+inline double FlipSign(double x, uint64_t mask) {
+  uint64_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  bits ^= mask;
+  std::memcpy(&x, &bits, sizeof bits);
+  return x;
+}
+
+template <typename T>
+struct SignMask;
+template <>
+struct SignMask<float> {
+  using Type = uint32_t;
+  static constexpr Type kValue = uint32_t{1} << 31;
+};
+template <>
+struct SignMask<double> {
+  using Type = uint64_t;
+  static constexpr Type kValue = uint64_t{1} << 63;
+};
+
+// XLA's maximum: NaN if either operand is NaN, and max(-0, +0) = +0 (for equal operands
+// the AND of their bits). Written as selects so that the loop vectorizes.
+template <typename T>
+inline T XlaMax(T a, T b) {
+  using Bits = typename SignMask<T>::Type;
+  Bits a_bits, b_bits;
+  std::memcpy(&a_bits, &a, sizeof a);
+  std::memcpy(&b_bits, &b, sizeof b);
+  const Bits and_bits = a_bits & b_bits;
+  T both;
+  std::memcpy(&both, &and_bits, sizeof both);
+  T r = a > b ? a : b;
+  r = a == b ? both : r;
+  r = b != b ? b : r;
+  return a != a ? a : r;
+}
+
+// One leaf: `in` holds p, g and the state arrays; `out` holds p and the state arrays.
+template <typename T>
+struct Leaf {
+  const T* in[kMaxArrays];
+  T* out[kMaxArrays];
+  int64_t size;
+};
+
+struct Chunk {
+  int64_t leaf;
+  int64_t lo;
+  int64_t hi;
+};
+
+// Runs fn(chunk) over every chunk, on the calling thread and num_threads - 1 helpers.
+// The caller works too and waits only for chunks a helper has already claimed, so it
+// cannot deadlock when it is itself a thread of the pool; a helper that starts after
+// the last chunk was claimed returns at once without touching the buffers.
+template <typename Fn>
+void RunChunks(ffi::ThreadPool& pool, std::vector<Chunk> chunks, int64_t total, Fn fn) {
+  const int64_t n = static_cast<int64_t>(chunks.size());
+  const int64_t threads = pool.num_threads();
+  if (n <= 1 || total < kParallelThreshold || threads <= 1) {
+    for (const Chunk& c : chunks) fn(c);
+    return;
+  }
+  struct Shared {
+    std::vector<Chunk> chunks;
+    Fn fn;
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    std::mutex mu;
+    std::condition_variable cv;
+    Shared(std::vector<Chunk> c, Fn f) : chunks(std::move(c)), fn(std::move(f)) {}
+  };
+  auto shared = std::make_shared<Shared>(std::move(chunks), std::move(fn));
+  auto work = [n](Shared& s) {
+    for (;;) {
+      const int64_t k = s.next.fetch_add(1);
+      if (k >= n) return;
+      s.fn(s.chunks[k]);
+      if (s.done.fetch_add(1) + 1 == n) {
+        std::lock_guard<std::mutex> lock(s.mu);
+        s.cv.notify_all();
+      }
+    }
+  };
+  const int64_t helpers = std::min(threads, n) - 1;
+  for (int64_t h = 0; h < helpers; ++h) {
+    pool.Schedule([shared, work] { work(*shared); });
+  }
+  work(*shared);
+  std::unique_lock<std::mutex> lock(shared->mu);
+  shared->cv.wait(lock, [&] { return shared->done.load() == n; });
+}
+
+template <typename T>
+std::vector<Chunk> MakeChunks(const std::vector<Leaf<T>>& leaves, int64_t* total) {
+  std::vector<Chunk> chunks;
+  *total = 0;
+  for (int64_t l = 0; l < static_cast<int64_t>(leaves.size()); ++l) {
+    const int64_t size = leaves[l].size;
+    *total += size;
+    for (int64_t lo = 0; lo < size; lo += kChunk) {
+      chunks.push_back({l, lo, std::min(size, lo + kChunk)});
+    }
+  }
+  return chunks;
+}
+
+// ----------------------------------------------------------------------------- Adam
+
+// Bit 0 of every kernel's `flags` is maximize (a runtime sign flip); the other bits,
+// shifted down by one, select the compiled variant.
+constexpr int64_t kMaximize = 1;
+
+enum AdamFlags : unsigned {
+  kAdamCoupledDecay = 1,
+  kAdamDecoupledDecay = 2,
+  kAdamAmsgrad = 4,
+  kAdamFactoredMu = 8,
+  // XLA rewrites `x / broadcast(s)` into `x * broadcast(1 / s)` only while the scalar s
+  // has one use (one leaf of the tree uses it, or it was converted for this leaf's
+  // dtype); otherwise `(m / bc1) / denom` becomes `m / (bc1 * denom)` and
+  // `sqrt(v) / sqrt(bc2)` stays a division. The Python side picks the form per leaf:
+  //   kAdamReciprocalBc1: m * s1 / denom    (s1 = 1 / bc1), else m / (s1 * denom) (s1 = bc1)
+  //   kAdamReciprocalBc2: sqrt(v) * s2 + eps (s2 = 1 / sqrt(bc2)), else sqrt(v) / s2 + eps
+  kAdamReciprocalBc1 = 16,
+  kAdamReciprocalBc2 = 32,
+  // 0-d and 1-element leaves under maximize: XLA folds the two negations of
+  // `(1 - b2) * (-g) * (-g)` into `(g * g) * (1 - b2)`.
+  kAdamSquareFirst = 64,
+  kAdamVariants = 128,
+};
+
+template <typename T>
+struct AdamScalars {
+  T step, wd, b1, c1, b2, c2, eps, s1, s2;
+  typename SignMask<T>::Type flip;
+};
+
+// in: p, g, mu, nu[, nu_max]; out: p, mu, nu[, nu_max].
+template <typename T, unsigned F>
+void AdamRange(const AdamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+  const T* p_in = leaf.in[0];
+  const T* g_in = leaf.in[1];
+  const T* mu_in = leaf.in[2];
+  const T* nu_in = leaf.in[3];
+  const T* vmax_in = leaf.in[4];
+  T* p_out = leaf.out[0];
+  T* mu_out = leaf.out[1];
+  T* nu_out = leaf.out[2];
+  T* vmax_out = leaf.out[3];
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    const T p = p_in[i];
+    T g = g_in[i];
+    g = FlipSign(g, s.flip);
+    if constexpr ((F & kAdamCoupledDecay) != 0) g = Mad(s.wd, p, g);
+    T m;
+    if constexpr ((F & kAdamFactoredMu) != 0) {
+      m = (mu_in[i] + g) * s.b1;
+    } else {
+      m = Mad(s.b1, mu_in[i], s.c1 * g);
+    }
+    T g2;
+    if constexpr ((F & kAdamSquareFirst) != 0) {
+      g2 = (g * g) * s.c2;
+    } else {
+      g2 = (s.c2 * g) * g;
+    }
+    const T v = Mad(s.b2, nu_in[i], g2);
+    T v_hat = v;
+    if constexpr ((F & kAdamAmsgrad) != 0) {
+      v_hat = XlaMax(vmax_in[i], v);
+      vmax_out[i] = v_hat;
+    }
+    T denom;
+    if constexpr ((F & kAdamReciprocalBc2) != 0) {
+      denom = Mad(std::sqrt(v_hat), s.s2, s.eps);
+    } else {
+      denom = std::sqrt(v_hat) / s.s2 + s.eps;
+    }
+    T u;
+    if constexpr ((F & kAdamReciprocalBc1) != 0) {
+      u = (m * s.s1) / denom;
+    } else {
+      u = m / (s.s1 * denom);
+    }
+    if constexpr ((F & kAdamDecoupledDecay) != 0) u = Mad(s.wd, p, u);
+    p_out[i] = Mad(s.step, u, p);
+    mu_out[i] = m;
+    nu_out[i] = v;
+  }
+}
+
+// ------------------------------------------------------------------------------ SGD
+
+enum SgdFlags : unsigned {
+  kSgdDecay = 1,
+  kSgdMomentum = 2,
+  kSgdNesterov = 4,
+  // From Python: the momentum may be 0 at run time (it is traced); the variant below is
+  // picked when it is.
+  kSgdMaybeZeroMomentum = 8,
+  // Compiled variant: momentum 0, so the direction is the gradient (torch keeps no
+  // buffer then; optax's select keeps the buffer's update).
+  kSgdGradientDirection = 8,
+  kSgdVariants = 16,
+};
+
+template <typename T>
+struct SgdScalars {
+  T step, wd, momentum, coef;
+  typename SignMask<T>::Type flip;
+};
+
+// in: p, g[, buf]; out: p[, buf].
+template <typename T, unsigned F>
+void SgdRange(const SgdScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+  const T* p_in = leaf.in[0];
+  const T* g_in = leaf.in[1];
+  const T* b_in = leaf.in[2];
+  T* p_out = leaf.out[0];
+  T* b_out = leaf.out[1];
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    const T p = p_in[i];
+    T g = g_in[i];
+    g = FlipSign(g, s.flip);
+    if constexpr ((F & kSgdDecay) != 0) g = Mad(s.wd, p, g);
+    T d = g;
+    if constexpr ((F & kSgdMomentum) != 0) {
+      const T b = Mad(s.momentum, b_in[i], s.coef * g);
+      b_out[i] = b;
+      if constexpr ((F & kSgdGradientDirection) != 0) {
+        d = g;
+      } else if constexpr ((F & kSgdNesterov) != 0) {
+        d = Mad(s.momentum, b, g);
+      } else {
+        d = b;
+      }
+    }
+    p_out[i] = Mad(s.step, d, p);
+  }
+}
+
+// -------------------------------------------------------------------------- RMSprop
+
+enum RmspropFlags : unsigned {
+  kRmsDecay = 1,
+  kRmsCentered = 2,
+  kRmsMomentum = 4,
+  kRmsFactored = 8,
+  // Of `scale * g + momentum * buf`, LLVM fuses the momentum product -- unless the
+  // momentum is traced and XLA splits the leaf's one-dimensional loop into parallel
+  // tasks of unequal size, which emits the add's operands in the other order (the
+  // Python side models the split: _xla_loop_is_ragged in step.py).
+  kRmsFuseMomentumProduct = 16,
+  kRmsVariants = 32,
+};
+
+template <typename T>
+struct RmspropScalars {
+  T step, wd, alpha, c, eps, momentum;
+  typename SignMask<T>::Type flip;
+};
+
+// in: p, g, nu[, mu][, trace]; out: p, nu[, mu][, trace].
+template <typename T, unsigned F>
+void RmspropRange(const RmspropScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+  constexpr bool kCentered = (F & kRmsCentered) != 0;
+  constexpr int kTrace = kCentered ? 4 : 3;
+  const T* p_in = leaf.in[0];
+  const T* g_in = leaf.in[1];
+  const T* nu_in = leaf.in[2];
+  const T* mu_in = leaf.in[3];
+  const T* t_in = leaf.in[kTrace];
+  T* p_out = leaf.out[0];
+  T* nu_out = leaf.out[1];
+  T* mu_out = leaf.out[2];
+  T* t_out = leaf.out[kTrace - 1];
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    const T p = p_in[i];
+    T g = g_in[i];
+    g = FlipSign(g, s.flip);
+    if constexpr ((F & kRmsDecay) != 0) g = Mad(s.wd, p, g);
+    T v, v_sum;
+    if constexpr ((F & kRmsFactored) != 0) {
+      v_sum = Mad(g, g, nu_in[i]);  // (g^2 + nu) * alpha, XLA's factored form
+      v = v_sum * s.alpha;
+    } else {
+      v = Mad(g * g, s.c, nu_in[i] * s.alpha);
+    }
+    nu_out[i] = v;
+    T root;
+    if constexpr (kCentered) {
+      T m;
+      if constexpr ((F & kRmsFactored) != 0) {
+        m = (g + mu_in[i]) * s.alpha;
+        // XLA recomputes v here and fuses its multiplication with the subtraction
+        root = std::sqrt(Mad(v_sum, s.alpha, -(m * m)));
+      } else {
+        m = Mad(g, s.c, mu_in[i] * s.alpha);
+        root = std::sqrt(Mad(-m, m, v));
+      }
+      mu_out[i] = m;
+    } else {
+      root = std::sqrt(v);
+    }
+    const T scale = T(1) / (root + s.eps);
+    T d;
+    if constexpr ((F & kRmsMomentum) != 0) {
+      if constexpr ((F & kRmsFuseMomentumProduct) != 0) {
+        d = Mad(s.momentum, t_in[i], scale * g);
+      } else {
+        d = Mad(scale, g, t_in[i] * s.momentum);
+      }
+      t_out[i] = d;
+    } else {
+      d = scale * g;
+    }
+    p_out[i] = Mad(s.step, d, p);
+  }
+}
+
+// ----------------------------------------------------------------- FFI plumbing
+
+template <typename T>
+constexpr ffi::DataType kDataType = ffi::DataType::F32;
+template <>
+constexpr ffi::DataType kDataType<double> = ffi::DataType::F64;
+
+ffi::Error InvalidArgument(const std::string& message) {
+  return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxopt_adv.fast: " + message);
+}
+
+template <typename T>
+ffi::Error ReadScalar(const ffi::AnyBuffer& buffer, T* value) {
+  if (buffer.element_type() != kDataType<T> || buffer.element_count() != 1) {
+    return InvalidArgument("scalar operands must be 0-d arrays of the leaves' dtype");
+  }
+  *value = *static_cast<const T*>(buffer.untyped_data());
+  return ffi::Error::Success();
+}
+
+// Decodes the leaves: `in_arity` operands and `in_arity - 1` results per leaf.
+template <typename T>
+ffi::Error ReadLeaves(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
+                      int in_arity, std::vector<Leaf<T>>* leaves) {
+  const int out_arity = in_arity - 1;
+  if (args.size() % in_arity != 0 || rets.size() * in_arity != args.size() * out_arity) {
+    return InvalidArgument("operand and result counts do not match the optimizer's state");
+  }
+  const size_t count = args.size() / in_arity;
+  leaves->resize(count);
+  for (size_t l = 0; l < count; ++l) {
+    Leaf<T>& leaf = (*leaves)[l];
+    for (int a = 0; a < in_arity; ++a) {
+      auto buffer = args.get<ffi::AnyBuffer>(l * in_arity + a);
+      if (buffer.has_error()) return buffer.error();
+      if (buffer->element_type() != kDataType<T>) {
+        return InvalidArgument("every leaf and state array must have the scalars' dtype");
+      }
+      if (a == 0) {
+        leaf.size = static_cast<int64_t>(buffer->element_count());
+      } else if (static_cast<int64_t>(buffer->element_count()) != leaf.size) {
+        return InvalidArgument("a gradient or state array differs in size from its leaf");
+      }
+      leaf.in[a] = static_cast<const T*>(buffer->untyped_data());
+    }
+    for (int r = 0; r < out_arity; ++r) {
+      auto result = rets.get<ffi::AnyBuffer>(l * out_arity + r);
+      if (result.has_error()) return result.error();
+      if ((*result)->element_type() != kDataType<T> ||
+          static_cast<int64_t>((*result)->element_count()) != leaf.size) {
+        return InvalidArgument("a result differs in dtype or size from its leaf");
+      }
+      leaf.out[r] = static_cast<T*>((*result)->untyped_data());
+    }
+    for (int a = in_arity; a < kMaxArrays; ++a) leaf.in[a] = nullptr;
+    for (int r = out_arity; r < kMaxArrays; ++r) leaf.out[r] = nullptr;
+  }
+  return ffi::Error::Success();
+}
+
+// A table of Range<T, F> for every flag combination F < N, indexed by the flags.
+template <typename T, typename S, template <typename, unsigned> class K, size_t... Fs>
+constexpr auto MakeTable(std::index_sequence<Fs...>) {
+  using Fn = void (*)(const S&, const Leaf<T>&, int64_t, int64_t);
+  return std::array<Fn, sizeof...(Fs)>{&K<T, static_cast<unsigned>(Fs)>::Run...};
+}
+
+// Combinations the Python side never asks for compile to an empty body.
+template <typename T, unsigned F>
+struct AdamKernel {
+  static void Run(const AdamScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+    constexpr unsigned kBothDecays = kAdamCoupledDecay | kAdamDecoupledDecay;
+    if constexpr ((F & kBothDecays) != kBothDecays) AdamRange<T, F>(s, l, lo, hi);
+  }
+};
+template <typename T, unsigned F>
+struct SgdKernel {
+  static void Run(const SgdScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+    constexpr bool kValid = (F & kSgdMomentum) != 0 || (F & ~kSgdDecay) == 0u;
+    if constexpr (kValid) SgdRange<T, F>(s, l, lo, hi);
+  }
+};
+template <typename T, unsigned F>
+struct RmspropKernel {
+  static void Run(const RmspropScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+    RmspropRange<T, F>(s, l, lo, hi);
+  }
+};
+
+// Decodes the leaves, picks the compiled variant for `flags` and runs it over all leaves.
+template <typename T, typename S, template <typename, unsigned> class K, unsigned N>
+ffi::Error RunKernel(ffi::ThreadPool& pool, S scalars, const ffi::RemainingArgs& args,
+                     const ffi::RemainingRets& rets, int in_arity, int64_t flags) {
+  const int64_t variant = flags >> 1;
+  if (flags < 0 || variant >= static_cast<int64_t>(N)) return InvalidArgument("bad flags");
+  scalars.flip = (flags & kMaximize) != 0 ? SignMask<T>::kValue : 0;
+  std::vector<Leaf<T>> leaves;
+  if (ffi::Error error = ReadLeaves<T>(args, rets, in_arity, &leaves); error.failure()) {
+    return error;
+  }
+  static constexpr auto kTable = MakeTable<T, S, K>(std::make_index_sequence<N>());
+  const auto kernel = kTable[static_cast<size_t>(variant)];
+  int64_t total = 0;
+  std::vector<Chunk> chunks = MakeChunks(leaves, &total);
+  RunChunks(pool, std::move(chunks), total,
+            [kernel, scalars, leaves = std::move(leaves)](const Chunk& c) {
+              kernel(scalars, leaves[c.leaf], c.lo, c.hi);
+            });
+  return ffi::Error::Success();
+}
+
+// Reads the 0-d scalar operands into `fields`, in order.
+template <typename T, size_t K>
+ffi::Error ReadScalars(const ffi::AnyBuffer* in, const std::array<T*, K>& fields) {
+  for (size_t k = 0; k < K; ++k) {
+    if (ffi::Error error = ReadScalar(in[k], fields[k]); error.failure()) return error;
+  }
+  return ffi::Error::Success();
+}
+
+template <typename T>
+ffi::Error AdamTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::RemainingArgs args,
+                     ffi::RemainingRets rets, int64_t flags) {
+  AdamScalars<T> s;
+  std::array<T*, 9> fields = {&s.step, &s.wd, &s.b1, &s.c1, &s.b2, &s.c2, &s.eps, &s.s1, &s.s2};
+  if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
+  const int in_arity = ((flags >> 1) & kAdamAmsgrad) != 0 ? 5 : 4;
+  return RunKernel<T, AdamScalars<T>, AdamKernel, kAdamVariants>(pool, s, args, rets, in_arity,
+                                                                 flags);
+}
+
+template <typename T>
+ffi::Error SgdTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::RemainingArgs args,
+                    ffi::RemainingRets rets, int64_t flags) {
+  SgdScalars<T> s;
+  std::array<T*, 4> fields = {&s.step, &s.wd, &s.momentum, &s.coef};
+  if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
+  const int in_arity = ((flags >> 1) & kSgdMomentum) != 0 ? 3 : 2;
+  if (((flags >> 1) & kSgdMaybeZeroMomentum) != 0 && s.momentum != T(0)) {
+    flags &= ~(int64_t{kSgdMaybeZeroMomentum} << 1);
+  }
+  return RunKernel<T, SgdScalars<T>, SgdKernel, kSgdVariants>(pool, s, args, rets, in_arity,
+                                                              flags);
+}
+
+template <typename T>
+ffi::Error RmspropTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::RemainingArgs args,
+                        ffi::RemainingRets rets, int64_t flags) {
+  RmspropScalars<T> s;
+  std::array<T*, 6> fields = {&s.step, &s.wd, &s.alpha, &s.c, &s.eps, &s.momentum};
+  if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
+  const int64_t variant = flags >> 1;
+  const int in_arity =
+      3 + ((variant & kRmsCentered) != 0 ? 1 : 0) + ((variant & kRmsMomentum) != 0 ? 1 : 0);
+  return RunKernel<T, RmspropScalars<T>, RmspropKernel, kRmsVariants>(pool, s, args, rets,
+                                                                      in_arity, flags);
+}
+
+ffi::Error AdamImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd, ffi::AnyBuffer b1,
+                    ffi::AnyBuffer c1, ffi::AnyBuffer b2, ffi::AnyBuffer c2, ffi::AnyBuffer eps,
+                    ffi::AnyBuffer s1, ffi::AnyBuffer s2, ffi::RemainingArgs args,
+                    ffi::RemainingRets rets, int64_t flags) {
+  const ffi::AnyBuffer in[] = {step, wd, b1, c1, b2, c2, eps, s1, s2};
+  switch (step.element_type()) {
+    case ffi::DataType::F32:
+      return AdamTyped<float>(pool, in, args, rets, flags);
+    case ffi::DataType::F64:
+      return AdamTyped<double>(pool, in, args, rets, flags);
+    default:
+      return InvalidArgument("only float32 and float64 are supported");
+  }
+}
+
+ffi::Error SgdImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd,
+                   ffi::AnyBuffer momentum, ffi::AnyBuffer coef, ffi::RemainingArgs args,
+                   ffi::RemainingRets rets, int64_t flags) {
+  const ffi::AnyBuffer in[] = {step, wd, momentum, coef};
+  switch (step.element_type()) {
+    case ffi::DataType::F32:
+      return SgdTyped<float>(pool, in, args, rets, flags);
+    case ffi::DataType::F64:
+      return SgdTyped<double>(pool, in, args, rets, flags);
+    default:
+      return InvalidArgument("only float32 and float64 are supported");
+  }
+}
+
+ffi::Error RmspropImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd,
+                       ffi::AnyBuffer alpha, ffi::AnyBuffer c, ffi::AnyBuffer eps,
+                       ffi::AnyBuffer momentum, ffi::RemainingArgs args, ffi::RemainingRets rets,
+                       int64_t flags) {
+  const ffi::AnyBuffer in[] = {step, wd, alpha, c, eps, momentum};
+  switch (step.element_type()) {
+    case ffi::DataType::F32:
+      return RmspropTyped<float>(pool, in, args, rets, flags);
+    case ffi::DataType::F64:
+      return RmspropTyped<double>(pool, in, args, rets, flags);
+    default:
+      return InvalidArgument("only float32 and float64 are supported");
+  }
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvAdam, AdamImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()  // step = -lr
+                                  .Arg<ffi::AnyBuffer>()  // weight decay
+                                  .Arg<ffi::AnyBuffer>()  // b1
+                                  .Arg<ffi::AnyBuffer>()  // 1 - b1
+                                  .Arg<ffi::AnyBuffer>()  // b2
+                                  .Arg<ffi::AnyBuffer>()  // 1 - b2
+                                  .Arg<ffi::AnyBuffer>()  // eps
+                                  .Arg<ffi::AnyBuffer>()  // 1 / (1 - b1^t)
+                                  .Arg<ffi::AnyBuffer>()  // 1 / sqrt(1 - b2^t)
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<int64_t>("flags"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvSgd, SgdImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()  // step = -lr
+                                  .Arg<ffi::AnyBuffer>()  // weight decay
+                                  .Arg<ffi::AnyBuffer>()  // momentum
+                                  .Arg<ffi::AnyBuffer>()  // gradient coefficient
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<int64_t>("flags"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvRmsprop, RmspropImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()  // step = -lr
+                                  .Arg<ffi::AnyBuffer>()  // weight decay
+                                  .Arg<ffi::AnyBuffer>()  // alpha
+                                  .Arg<ffi::AnyBuffer>()  // 1 - alpha
+                                  .Arg<ffi::AnyBuffer>()  // eps
+                                  .Arg<ffi::AnyBuffer>()  // momentum
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<int64_t>("flags"));

@@ -1,0 +1,101 @@
+"""Once per kernel library and host: do the kernels reproduce XLA here, bit for bit?
+
+The kernels mirror the arithmetic XLA:CPU generates for the same step on the hosts they
+were written against (which products LLVM fuses into FMAs, which divisions XLA turns
+into reciprocals, per tree and leaf size). :func:`outcome` runs a set of probe steps
+through both paths on this host (a few seconds, on a fresh thread so that it also works
+while a ``jax.jit`` is tracing) and remembers the result for the process and in a marker
+file next to the compiled library, keyed by the Python side's source, the number of
+CPUs the process may use and ``XLA_FLAGS`` too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from jaxopt_adv.fast import build
+
+__all__ = ["outcome", "reset"]
+
+# The probe families: KERNELS gates every kernel; a failed TRACED_MOMENTUM only sends
+# RMSprop with a traced momentum (inject_hyperparams) to the XLA path.
+KERNELS = "kernels"
+TRACED_MOMENTUM = "rmsprop_traced_momentum"
+
+_LOCK = threading.Lock()
+_RESULT: dict[str, str | None] = {}
+
+
+def _marker(library: build.Library) -> Path:
+    key = hashlib.sha256()
+    for name in ("step.py", "selfcheck.py"):
+        key.update(Path(__file__).with_name(name).read_bytes())
+    # XLA splits loops by the number of CPUs this process may use
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    key.update(str(cpus).encode())
+    # and XLA_FLAGS can change its fusion and code generation
+    key.update(os.environ.get("XLA_FLAGS", "").encode())
+    return library.path.with_suffix(f".check-{key.hexdigest()[:16]}.json")
+
+
+def _run(check: Callable[[], dict[str, str | None]]) -> dict[str, str | None]:
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["mismatches"] = check()
+        except Exception as error:  # noqa: BLE001 - a crashing check means "do not use"
+            outcome["error"] = f"the self-check failed: {type(error).__name__}: {error}"
+
+    thread = threading.Thread(target=target, name="jaxopt_adv-fast-selfcheck")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        return {KERNELS: outcome["error"], TRACED_MOMENTUM: outcome["error"]}  # type: ignore[dict-item]
+    return outcome["mismatches"]  # type: ignore[return-value]
+
+
+def outcome(check: Callable[[], dict[str, str | None]], family: str) -> str | None:
+    """``None`` when the kernels of ``family`` match XLA on this host, else why not.
+
+    ``check()`` returns, per family, ``None`` or a description of the first mismatch;
+    it runs once per process (and once per library and Python source, through the
+    marker file).
+    """
+    with _LOCK:
+        if not _RESULT:
+            library = build.load()
+            if library is None:
+                return build.failure()
+            marker = _marker(library)
+            try:
+                mismatches = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                mismatches = _run(check)
+                tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+                try:
+                    tmp.write_text(json.dumps(mismatches))
+                    os.replace(tmp, marker)
+                except OSError:
+                    pass  # a read-only cache: the check runs again in the next process
+            for name, mismatch in mismatches.items():
+                _RESULT[name] = (
+                    None
+                    if mismatch is None
+                    else f"the kernels differ from XLA on this host ({mismatch})"
+                )
+        return _RESULT.get(family)
+
+
+def reset() -> None:
+    """Forget this process's outcome (tests)."""
+    with _LOCK:
+        _RESULT.clear()

@@ -1,0 +1,194 @@
+"""The fused CPU step is bit-identical to ``tx.update`` + ``optax.apply_updates`` under jit.
+
+Every option combination of the four kernels runs 20 steps twice: on a float32 tree
+(x64 off) and, with ``jax_enable_x64``, on a tree of float64 and float32 leaves (the
+float32 bias corrections are then converted from float64). The trees hold leaves above
+the thread pool's chunk size (a 4-D one of even size, and one of odd size: XLA emits odd
+sizes above 2^15 differently), a 0-d leaf and a 1-element leaf (and, in the other trees,
+small odd sizes and zero-size leaves); the gradients contain
+zeros, negative zeros and subnormal numbers. Params and every state array are compared
+bit for bit (``-0.0 != 0.0`` here), and the kernels must have run for the whole tree.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxopt_adv import fast
+from tests.fast.common import assert_bit_identical, x64
+
+F32, F64 = jnp.float32, jnp.float64
+# name: (shape, dtype with x64); without x64 every leaf is float32
+TREE = {  # (the 0-d leaf only with x64, the 1-element one only without: compile time)
+    "big_4d": ((4, 5, 40, 50), F32),
+    "big_odd": ((40001,), F64),
+    "scalar": ((), F64),
+    "one": ((1, 1), None),
+}
+TINY = ("scalar", "one")
+SCALES = (5.0, 1.0, 0.5, 2.0, 0.1, 3.0, 0.2)
+
+CASES = {
+    "torch.adam": {
+        "plain": {},
+        "betas": {"b1": 0.5, "b2": 0.9, "eps": 1e-3},
+        "amsgrad_l2_maximize": {"amsgrad": True, "weight_decay": 0.05, "maximize": True},
+        "maximize_decoupled": {
+            "maximize": True,
+            "weight_decay": 0.1,
+            "decoupled_weight_decay": True,
+        },
+        "schedule_l2": {"learning_rate": lambda t: 0.1 / (1 + t), "weight_decay": 0.1},
+    },
+    "torch.adamw": {"amsgrad": {"amsgrad": True, "weight_decay": 0.3}},
+    "torch.sgd": {
+        "plain": {},
+        "weight_decay": {"weight_decay": 0.1},
+        "dampening": {"momentum": 0.9, "dampening": 0.3},
+        "nesterov_l2": {"momentum": 0.8, "nesterov": True, "weight_decay": 1e-2},
+        "maximize": {"momentum": 0.5, "dampening": 0.1, "weight_decay": 0.1, "maximize": True},
+        "schedule": {"learning_rate": lambda t: 0.1 * 0.8**t, "momentum": 0.9, "dampening": 0.2},
+    },
+    "torch.rmsprop": {
+        "alpha_eps": {"eps": 1e-2, "alpha": 0.9},
+        "centered": {"centered": True},
+        "centered_momentum_l2": {"centered": True, "momentum": 0.9, "weight_decay": 0.1},
+        "maximize": {"maximize": True, "momentum": 0.5},
+        "half_alpha_centered": {"alpha": 0.5, "centered": True},
+        "half_alpha_maximize_l2": {"alpha": 0.5, "maximize": True, "weight_decay": 0.1},
+    },
+}
+PARAMS = [(name, case) for name, cases in CASES.items() for case in cases]
+
+
+def layout(wide: bool, exclude: tuple[str, ...] = (), dtype=None) -> dict[str, tuple]:
+    """``{name: (shape, dtype)}`` of the test tree: float32 only unless ``wide`` (x64);
+    ``dtype`` overrides every leaf's."""
+    leaves = {k: (s, d if wide else F32) for k, (s, d) in TREE.items() if k not in exclude}
+    if not wide:
+        leaves.pop("scalar", None)
+    return {k: (s, dtype or d) for k, (s, d) in leaves.items() if dtype or d}
+
+
+def make_tree(rng: np.random.Generator, leaves: dict, scale: float = 1.0) -> dict:
+    return {k: jnp.asarray(scale * rng.standard_normal(s), d) for k, (s, d) in leaves.items()}
+
+
+def gradients(rng: np.random.Generator, leaves: dict, t: int) -> dict[str, jax.Array]:
+    out = {}
+    for k, (s, d) in leaves.items():
+        g = np.asarray(SCALES[t % len(SCALES)] * rng.standard_normal(s), d)
+        if g.size >= 4:
+            tiny = np.finfo(g.dtype).smallest_subnormal
+            g.reshape(-1)[:4] = [0.0, -0.0, 3 * tiny, -tiny]
+        out[k] = jnp.asarray(g)
+    return out
+
+
+def expected_reason(expected_when_available: str | None = None) -> str | None:
+    """What ``explain`` must say: the expected reason, or why the kernels are unavailable
+    on this host (then every step is the XLA path and still must match)."""
+    reason = fast.unavailable_reason()
+    return expected_when_available if reason is None else reason
+
+
+def run_both(name, kwargs, leaves, *, inject=False, steps=20, seed=0):
+    """20 steps of the kernel and of the XLA path from the same start; compare each."""
+    kwargs = {"learning_rate": 0.05, **kwargs}
+    ours = fast.fused(name, inject_hyperparams=inject, **kwargs)
+    theirs = fast.fused(name, inject_hyperparams=inject, kernel=False, **kwargs)
+    rng = np.random.default_rng(seed)
+    params = make_tree(rng, leaves)
+    state = ours.init(params)
+    lowered = jax.jit(ours.step).lower(params, params, state)
+    # the reason only when the program has no kernel call (saves a trace per test)
+    explained = None if "jaxopt_adv_" in lowered.as_text() else ours.explain(params, params, state)
+    step_ours, step_theirs = lowered.compile(), jax.jit(theirs.step)
+    a, b = (params, state), (params, state)
+    for t in range(steps):
+        grads = gradients(rng, leaves, t)
+        a = step_ours(a[0], grads, a[1])
+        b = step_theirs(b[0], grads, b[1])
+        assert_bit_identical(a, b, f"step {t + 1}")
+    return explained
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["float32", "float64+float32"])
+@pytest.mark.parametrize("name, case", PARAMS, ids=[f"{n}-{c}" for n, c in PARAMS])
+def test_bit_identical(name, case, wide):
+    with x64(wide):
+        explained = run_both(name, CASES[name][case], layout(wide))
+    assert explained == expected_reason()
+
+
+INJECTED = [
+    ("torch.adam", {"weight_decay": 0.1}, False),
+    ("torch.adamw", {"amsgrad": True}, True),
+    ("torch.sgd", {"momentum": 0.9, "dampening": 0.3}, False),
+    ("torch.sgd", {"momentum": 0.8, "nesterov": True, "weight_decay": 0.1}, True),
+    ("torch.rmsprop", {"momentum": 0.9}, False),
+    ("torch.rmsprop", {"centered": True, "momentum": 0.5, "maximize": True}, True),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, wide", INJECTED, ids=[n for n, *_ in INJECTED])
+def test_bit_identical_injected(name, kwargs, wide):
+    """optax.inject_hyperparams: every hyperparameter a traced scalar in the state (in
+    the params' widest dtype, so the x64 runs use float64 leaves only)."""
+    # XLA's code for 1-element leaves with traced RMSprop hyperparameters is not mirrored
+    exclude = TINY if name == "torch.rmsprop" else ()
+    leaves = layout(wide, exclude, F64 if wide else None)
+    with x64(wide):
+        explained = run_both(name, kwargs, leaves, inject=True)
+    assert explained == expected_reason()
+
+
+def test_injected_float64_hyperparameters_with_float32_leaves_take_the_xla_path():
+    """Injected hyperparameters are float64 in a mixed tree; float32 leaves would then be
+    updated in float64 arithmetic, which the kernels do not do."""
+    with x64(True):
+        explained = run_both("torch.adam", {}, layout(True), inject=True, steps=3)
+    assert explained == expected_reason("the learning rate would promote the float32 arithmetic")
+
+
+def test_rmsprop_injected_with_a_one_element_leaf_takes_the_xla_path():
+    """... so such a tree takes the XLA path (bit-identical by construction)."""
+    with x64(False):
+        explained = run_both("torch.rmsprop", {"momentum": 0.9}, layout(False), inject=True)
+    reason = "RMSprop with injected hyperparameters and a 1-element leaf"
+    assert explained == expected_reason(reason)
+
+
+RAGGED = [
+    ({"momentum": 0.9}, {"a": ((32769,), F32), "b": ((40001, 1), F32), "c": ((3, 12000), F32)}),
+    ({"momentum": 0.9, "centered": True}, {"a": ((26215,), F32), "b": ((30001,), F32)}),
+]
+
+
+@pytest.mark.parametrize("kwargs, leaves", RAGGED, ids=["plain", "centered"])
+def test_rmsprop_injected_momentum_follows_xlas_loop_split(kwargs, leaves):
+    """With a traced momentum the trace's arithmetic depends on whether XLA splits the
+    leaf's loop into unequal parallel tasks (one dimension, size vs. bytes per task)."""
+    with x64(False):
+        explained = run_both("torch.rmsprop", kwargs, leaves, inject=True)
+    assert explained == expected_reason()
+
+
+SHAPED = [
+    # one leaf: XLA multiplies by the reciprocal bias corrections
+    ("torch.adam", {}, {"w": ((40001,), F32)}, False),
+    ("torch.adam", {"amsgrad": True}, {"w": ((33, 65), F64)}, True),
+    ("torch.adamw", {}, {"w": ((5, 4), F32), "b": ((7,), F32), "e": ((0,), F32)}, False),
+    ("torch.rmsprop", {"momentum": 0.9}, {"w": ((65537,), F32)}, False),
+    ("torch.sgd", {"momentum": 0.9}, {"w": ((2, 3, 4, 5), F64), "e": ((0, 3), F64)}, True),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, leaves, wide", SHAPED, ids=[n for n, *_ in SHAPED])
+def test_bit_identical_other_trees(name, kwargs, leaves, wide):
+    with x64(wide):
+        explained = run_both(name, kwargs, leaves)
+    assert explained == expected_reason()

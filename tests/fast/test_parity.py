@@ -1,0 +1,101 @@
+"""torch parity of the fused step, through the shared harness (``tests/harness.py``).
+
+``run_parity`` drives an optax transform (``update`` then ``optax.apply_updates`` under
+jit); :func:`through_fused_step` wraps the fused step in that shape: its ``update`` runs
+the kernel and returns ``new_params - params``, which the harness adds back (exact up to
+one rounding of that sum). The state the harness compares with torch's is the kernel's.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+import pytest
+import torch
+
+from jaxopt_adv import fast
+from tests.harness import make_params, precision, run_parity, torch_betas
+
+ADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq"}
+SGD_STATE = {"trace": "momentum_buffer"}
+
+
+def through_fused_step(opt: fast.FusedOptimizer) -> optax.GradientTransformation:
+    def update(grads, state, params=None, **extra_args):
+        new_params, state = opt.step(params, grads, state)
+        return jax.tree.map(lambda new, old: new - old, new_params, params), state
+
+    return optax.GradientTransformation(opt.init, update)
+
+
+def check_kernel_used(opt: fast.FusedOptimizer, dtype: str) -> None:
+    with precision(dtype):
+        params = {k: jax.numpy.asarray(v, dtype) for k, v in make_params().items()}
+        assert opt.explain(params, params, opt.init(params)) == fast.unavailable_reason()
+
+
+CASES = [
+    ("torch.adam", torch.optim.Adam, {}, ADAM_STATE),
+    ("torch.adam", torch.optim.Adam, {"weight_decay": 0.1, "b1": 0.5}, ADAM_STATE),
+    (
+        "torch.adam",
+        torch.optim.Adam,
+        {"amsgrad": True, "weight_decay": 0.05, "maximize": True},
+        {**ADAM_STATE, "nu_max": "max_exp_avg_sq"},
+    ),
+    ("torch.adamw", torch.optim.AdamW, {"weight_decay": 0.3}, ADAM_STATE),
+    ("torch.sgd", torch.optim.SGD, {"momentum": 0.9, "dampening": 0.3}, SGD_STATE),
+    (
+        "torch.sgd",
+        torch.optim.SGD,
+        {"momentum": 0.8, "nesterov": True, "weight_decay": 0.1, "maximize": True},
+        SGD_STATE,
+    ),
+    (
+        "torch.rmsprop",
+        torch.optim.RMSprop,
+        {"centered": True, "momentum": 0.9, "weight_decay": 0.1},
+        {"nu": "square_avg", "mu": "grad_avg", "trace": "momentum_buffer"},
+    ),
+    ("torch.rmsprop", torch.optim.RMSprop, {"alpha": 0.5, "maximize": True}, {"nu": "square_avg"}),
+]
+
+
+# float64 for every case, float32 for one case of each kernel
+DTYPES = [("float64", case) for case in CASES] + [("float32", CASES[i]) for i in (0, 3, 4, 6)]
+
+
+@pytest.mark.parametrize(
+    "dtype, case", DTYPES, ids=[f"{case[0]}-{dtype}-{i}" for i, (dtype, case) in enumerate(DTYPES)]
+)
+def test_fused_step_parity(dtype, case):
+    name, torch_cls, kwargs, state_map = case
+    opt = fast.fused(name, learning_rate=0.05, **kwargs)
+    check_kernel_used(opt, dtype)
+    torch_kwargs = torch_betas(kwargs) if "adam" in name else kwargs
+    run_parity(
+        through_fused_step(opt),
+        lambda p: torch_cls(p, lr=0.05, **torch_kwargs),
+        dtype=dtype,
+        state_map=state_map,
+    )
+
+
+@pytest.mark.parametrize(
+    "name, torch_cls, kwargs",
+    [
+        ("torch.adam", torch.optim.Adam, {"weight_decay": 0.1}),
+        ("torch.sgd", torch.optim.SGD, {"momentum": 0.9, "dampening": 0.2}),
+        ("torch.rmsprop", torch.optim.RMSprop, {"momentum": 0.9, "centered": True}),
+    ],
+    ids=["adam", "sgd", "rmsprop"],
+)
+def test_fused_step_parity_with_schedule(name, torch_cls, kwargs):
+    schedule = lambda t: 0.1 / (1 + t)  # noqa: E731
+    opt = fast.fused(name, learning_rate=schedule, **kwargs)
+    check_kernel_used(opt, "float64")
+    run_parity(
+        through_fused_step(opt),
+        lambda p: torch_cls(p, lr=0.1, **kwargs),
+        schedule=schedule,
+    )
