@@ -22,6 +22,7 @@ from flax import nnx
 from flax.nnx.filterlib import Filter
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from jaxopt_adv.fast import FusedOptimizer
 from jaxopt_adv.train.checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
 from jaxopt_adv.train.step import (
     LossFn,
@@ -67,7 +68,7 @@ def _eval_batches(data: Sequence[np.ndarray], batch_size: int) -> Iterator[tuple
 
 def fit(
     model: nnx.Module,
-    tx: optax.GradientTransformation,
+    tx: optax.GradientTransformation | FusedOptimizer,
     loss_fn: LossFn,
     train_data: Sequence[np.ndarray],
     *,
@@ -89,7 +90,9 @@ def fit(
 
     Args:
       model: a Flax NNX model (put it in train mode; evaluation switches a copy to eval).
-      tx: the optimizer.
+      tx: the optimizer: an optax transform, or a
+        :class:`jaxopt_adv.fast.FusedOptimizer` (one fused pass per leaf on CPU; not
+        combinable with ``clip`` or ``accumulate_steps``).
       loss_fn: ``loss_fn(model, batch) -> (loss, aux)`` with ``batch`` a tuple of arrays
         sliced from ``train_data`` and ``aux`` a dict of scalar metrics.
       train_data: arrays with a common first (example) axis, e.g. ``(x, y)``.
@@ -127,6 +130,11 @@ def fit(
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {batch_size} is larger than the {n} training examples")
 
+    if isinstance(tx, FusedOptimizer) and (clip is not None or accumulate_steps > 1):
+        raise TypeError(
+            "a fused optimizer (jaxopt_adv.fast.fused) cannot be wrapped for clip= or "
+            "accumulate_steps=; pass its optax transform (.tx) instead"
+        )
     if clip is not None:
         tx = optax.chain(clip, tx)
     if accumulate_steps > 1:

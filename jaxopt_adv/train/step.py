@@ -20,6 +20,8 @@ import optax
 from flax import nnx
 from flax.nnx.filterlib import Filter
 
+from jaxopt_adv.fast import FusedOptimizer
+
 LossFn = Callable[[nnx.Module, Any], tuple[jax.Array, dict[str, jax.Array]]]
 
 
@@ -43,7 +45,7 @@ def split_model(model: nnx.Module, wrt: Filter = nnx.Param) -> tuple[nnx.GraphDe
 
 
 def init_train_state(
-    model: nnx.Module, tx: optax.GradientTransformation, wrt: Filter = nnx.Param
+    model: nnx.Module, tx: optax.GradientTransformation | FusedOptimizer, wrt: Filter = nnx.Param
 ) -> TrainState:
     """The initial ``TrainState`` of ``model`` under optimizer ``tx``, training ``wrt``.
 
@@ -74,7 +76,7 @@ def _find_learning_rate(opt_state: Any) -> jax.Array | None:
 def make_train_step(
     graphdef: nnx.GraphDef,
     loss_fn: LossFn,
-    tx: optax.GradientTransformation,
+    tx: optax.GradientTransformation | FusedOptimizer,
     *,
     learning_rate: optax.ScalarOrSchedule | None = None,
     wrt: Filter = nnx.Param,
@@ -88,7 +90,9 @@ def make_train_step(
         was split in.
       tx: the optimizer. It receives the loss as the extra argument ``value=`` (used by
         plateau schedulers, ignored by the others). Prepend a clipping transform with
-        ``optax.chain`` to clip.
+        ``optax.chain`` to clip. A :class:`jaxopt_adv.fast.FusedOptimizer` (from
+        ``jaxopt_adv.fast.fused``) applies its update in one fused pass per leaf,
+        bit-identical to its optax transform.
       learning_rate: optional scalar or schedule, only to report ``lr`` in the metrics
         (otherwise it is read from an ``optax.inject_hyperparams`` state when present).
       wrt: the filter the state was split with (see :func:`split_model`).
@@ -120,8 +124,11 @@ def make_train_step(
             return loss, (aux, rest)
 
         (loss, (aux, rest)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
-        params = optax.apply_updates(state.params, updates)
+        if isinstance(tx, FusedOptimizer):
+            params, opt_state = tx.step(state.params, grads, state.opt_state)
+        else:
+            updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+            params = optax.apply_updates(state.params, updates)
         if learning_rate is None:
             lr = _find_learning_rate(opt_state)  # holds the value this update used
         else:
