@@ -15,7 +15,10 @@ down); inside the JAX worker the three JAX variants alternate step by step. The 
 floor is measured in the same JAX worker: the best in-place read+write bandwidth of a
 donated XLA kernel and of numpy (one thread, and one thread per core); an optimizer's
 floor is the bytes it must move (Adam/AdamW: read p, g, m, v and write p, m, v = 28 B per
-float32 element; SGD-momentum and RMSprop: 20 B) at that bandwidth.
+float32 element; SGD-momentum and RMSprop: 20 B) at that bandwidth. For a tree of many
+leaves a second, "layout" floor is measured the same way on a tree of that shape: small
+separate buffers copy more slowly than one large array (4 KiB pages instead of huge
+pages, one stream per buffer), and no step over that tree can beat that copy.
 
 Also printed: the loop fusions and custom calls per leaf in the optimized HLO of each
 path, and the time to trace and compile a step over a tree of many leaves.
@@ -114,36 +117,59 @@ def jax_worker(total: int, leaves: int, steps: int) -> dict:
                 jax.block_until_ready(r[1])
                 results.setdefault(f"{impl}.{name}", []).append(time.perf_counter() - start)
         del runners
-    results.update(copy_floor(total, steps))
+    results.update(copy_floor(total, steps, sizes))
     return results
 
 
-def copy_floor(total: int, steps: int) -> dict:
-    """Seconds to read and write ``total`` float32 elements in place, three ways."""
+def copy_floor(total: int, steps: int, sizes: list[int] | None = None) -> dict:
+    """Seconds to read and write ``total`` float32 elements in place.
+
+    ``copy.*``: one array of ``total`` elements (a donated XLA kernel; numpy on one
+    thread and on one thread per core). ``layout.*``: the same bytes in the leaves of
+    ``sizes`` (a donated XLA kernel over the tree; numpy, the leaves split over one
+    thread per core), the floor of a step over that tree: separate buffers of a few
+    hundred KiB sit on 4 KiB pages (numpy and glibc ask for transparent huge pages only
+    for large allocations), and each is a new stream.
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    x = jax.random.normal(jax.random.key(0), (total,), jnp.float32)
-    scale = jax.jit(lambda v: v * 1.0000001, donate_argnums=0)
-    x = jax.block_until_ready(scale(x))
-    host = np.asarray(x).copy()
     workers = os.cpu_count() or 1
-    chunks = np.array_split(host, workers)
     pool = ThreadPoolExecutor(workers)
+    scale = jax.jit(lambda t: [v * 1.0000001 for v in t], donate_argnums=0)
 
     def timed(fn):
         start = time.perf_counter()
         out = fn()
         return out, time.perf_counter() - start
 
-    out = {"copy.xla": [], "copy.numpy": [], "copy.numpy_threads": []}
-    for _ in range(steps):
-        x, seconds = timed(lambda x=x: jax.block_until_ready(scale(x)))
-        out["copy.xla"].append(seconds)
-        out["copy.numpy"].append(timed(lambda: np.multiply(host, 1.0000001, out=host))[1])
-        threaded = lambda: list(pool.map(lambda c: np.multiply(c, 1.0000001, out=c), chunks))  # noqa: E731
-        out["copy.numpy_threads"].append(timed(threaded)[1])
+    def scale_in_place(arrays):
+        for a in arrays:
+            np.multiply(a, 1.0000001, out=a)
+
+    def measure(prefix: str, layout: list[int]) -> None:
+        keys = jax.random.split(jax.random.key(0), len(layout))
+        x = [jax.random.normal(k, (n,), jnp.float32) for k, n in zip(keys, layout, strict=True)]
+        x = jax.block_until_ready(scale(x))
+        host = [np.asarray(a).copy() for a in x]
+        if len(host) == 1:
+            groups = [[c] for c in np.array_split(host[0], workers)]
+        else:
+            groups = [host[i::workers] for i in range(workers)]
+        for kind in ("xla", "numpy", "numpy_threads"):
+            out[f"{prefix}.{kind}"] = []
+        for _ in range(steps):
+            x, seconds = timed(lambda x=x: jax.block_until_ready(scale(x)))
+            out[f"{prefix}.xla"].append(seconds)
+            out[f"{prefix}.numpy"].append(timed(lambda: scale_in_place(host))[1])
+            threaded = lambda: list(pool.map(scale_in_place, groups))  # noqa: E731
+            out[f"{prefix}.numpy_threads"].append(timed(threaded)[1])
+
+    out: dict = {}
+    measure("copy", [total])
+    if sizes is not None and len(sizes) > 1:
+        measure("layout", sizes)
     pool.shutdown()
     return out
 
@@ -263,14 +289,19 @@ def spawn(*args: str) -> dict:
 def summarise(samples: dict, total: int) -> dict:
     med = {k: statistics.median(v) for k, v in samples.items() if isinstance(v, list) and v}
     bandwidth = max(2 * 4 * total / med[k] for k in med if k.startswith("copy."))
-    rows = {"copy_GBps": bandwidth / 1e9}
+    # the same layout can only be slower to copy than one array; one leaf is one array
+    layout_keys = [k for k in med if k.startswith("layout.")] or [k for k in med if "copy." in k]
+    layout_bandwidth = min(bandwidth, max(2 * 4 * total / med[k] for k in layout_keys))
+    rows = {"copy_GBps": bandwidth / 1e9, "layout_GBps": layout_bandwidth / 1e9}
     for name, (bytes_per_element, *_) in OPTIMIZERS.items():
         floor = bytes_per_element * total / bandwidth
-        row = {"floor_ms": 1e3 * floor}
+        layout_floor = bytes_per_element * total / layout_bandwidth
+        row = {"floor_ms": 1e3 * floor, "layout_floor_ms": 1e3 * layout_floor}
         for impl in (*JAX_IMPLS, "torch_fused"):
             if f"{impl}.{name}" in med:
                 row[f"{impl}_ms"] = 1e3 * med[f"{impl}.{name}"]
         row["floor_fraction"] = floor * 1e3 / row["fused_ms"]
+        row["layout_floor_fraction"] = layout_floor * 1e3 / row["fused_ms"]
         if "torch_fused_ms" in row:
             row["fused_vs_torch"] = row["fused_ms"] / row["torch_fused_ms"]
         row["fused_vs_torch_adam"] = row["fused_ms"] / (1e3 * med["torch_fused.adam"])
@@ -284,8 +315,9 @@ def markdown(table: dict, hlo: dict | None, compile_times: dict | None) -> str:
 
     lines = [
         "| elements | leaves | optimizer | fused ms | xla ms | optax ms | torch fused ms "
-        "| floor ms | floor/fused | fused/torch fused | fused/torch fused Adam | xla/fused |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| floor ms | floor/fused | layout floor ms | layout floor/fused | fused/torch fused "
+        "| fused/torch fused Adam | xla/fused |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, rows in table.items():
         total, leaves = key.split("x")
@@ -295,11 +327,16 @@ def markdown(table: dict, hlo: dict | None, compile_times: dict | None) -> str:
                 f"| {int(total):,} | {leaves} | {name} | {fmt(r['fused_ms'])} | "
                 f"{fmt(r.get('xla_ms'))} | {fmt(r.get('optax_ms'))} | "
                 f"{fmt(r.get('torch_fused_ms'))} | {fmt(r['floor_ms'])} | "
-                f"{fmt(r['floor_fraction'])} | {fmt(r.get('fused_vs_torch'))} | "
+                f"{fmt(r['floor_fraction'])} | {fmt(r['layout_floor_ms'])} | "
+                f"{fmt(r['layout_floor_fraction'])} | {fmt(r.get('fused_vs_torch'))} | "
                 f"{fmt(r['fused_vs_torch_adam'])} | {fmt(r['xla_ms'] / r['fused_ms'])} |"
             )
-    bandwidths = {k: round(v["copy_GBps"], 1) for k, v in table.items()}
-    lines.append(f"\ncopy bandwidth (GB/s, read+write) by run: {bandwidths}")
+    bandwidths = {
+        k: (round(v["copy_GBps"], 1), round(v["layout_GBps"], 1)) for k, v in table.items()
+    }
+    lines.append(
+        f"\ncopy bandwidth (GB/s, read+write; one array, same layout) by run: {bandwidths}"
+    )
     if hlo:
         lines += [
             "",
