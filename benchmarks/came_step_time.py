@@ -11,11 +11,14 @@ adapters, not for large square weights).
 The implementations alternate step by step so all see the same machine state; the
 reported time is the median over the timed steps. The composite is timed in its early
 phase (TAM, Grams, edge damping, OrthoGrad, lr-mask warm-up: its most expensive steps).
-Targets: came <= 1.3x adafactor; the composite <= 3x adam.
+Targets: came <= 1.3x adafactor; the composite <= 3x adam. ``--tune-malloc`` first calls
+``jaxopt_adv.fast.tune_malloc()`` (large temporaries reused from the heap instead of
+fresh pages every step); run once with and once without to see its effect.
 
 Usage:
   python benchmarks/came_step_time.py                       # 10M and 50M, 1 and 200 leaves
   python benchmarks/came_step_time.py --sizes 1e6 --steps 20 --hlo
+  python benchmarks/came_step_time.py --tune-malloc
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_adv import fast
 from jaxopt_adv.came import automagic_came_amp, came, full_finetune_config, lora_config
 
 LR = 1e-3
@@ -117,11 +121,14 @@ def main() -> None:
     parser.add_argument("--layouts", default="1,200,lora", help="leaf counts, or lora")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--hlo", action="store_true", help="print the full-size fusions")
+    parser.add_argument("--tune-malloc", action="store_true", help="call fast.tune_malloc()")
     args = parser.parse_args()
+    tuned = args.tune_malloc and fast.tune_malloc()
 
     print(
         f"jax {jax.__version__}, optax {optax.__version__}, {jax.devices()[0].device_kind}, "
-        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, "
+        f"tune_malloc {'on' if tuned else 'off'}"
     )
     lines = [
         "| elements | leaves | leaf shape | came ms | adafactor ms | adam ms | preset "
