@@ -1,13 +1,17 @@
 """The CPU fast path: one fused pass per optimizer step (XLA FFI kernels in C++).
 
 :func:`fused` builds a torch-exact optimizer (``torch.adam``, ``torch.adamw``,
-``torch.sgd``, ``torch.rmsprop``) whose ``step(params, grads, state)`` runs one C++
-kernel that reads and writes every array once, bit-identical to the optax transform's
-``update`` + ``optax.apply_updates`` under ``jax.jit``; :func:`jit_step` jits it with
-params and state donated. The kernels are compiled on first use (:mod:`.build`); where
-they cannot be used the step takes the pure-JAX path (:func:`unavailable_reason`).
+``torch.sgd``, ``torch.rmsprop``, ``torch.adagrad``, ``torch.adamax``) whose
+``step(params, grads, state)`` runs one C++ kernel that reads and writes every array
+once, bit-identical to the optax transform's ``update`` + ``optax.apply_updates`` under
+``jax.jit``; :func:`jit_step` jits it with params and state donated. The kernels are
+compiled on first use (:mod:`.build`); where they cannot be used the step takes the
+pure-JAX path (:func:`unavailable_reason`).
+:func:`tune_malloc` keeps XLA:CPU's large step temporaries on the heap (glibc), which
+speeds up steps that materialise whole-leaf intermediates (CAME, Adafactor).
 """
 
+from jaxopt_adv.fast.malloc import tune_malloc
 from jaxopt_adv.fast.step import (
     SUPPORTED,
     FusedOptimizer,
@@ -17,4 +21,12 @@ from jaxopt_adv.fast.step import (
     unavailable_reason,
 )
 
-__all__ = ["SUPPORTED", "FusedOptimizer", "available", "fused", "jit_step", "unavailable_reason"]
+__all__ = [
+    "SUPPORTED",
+    "FusedOptimizer",
+    "available",
+    "fused",
+    "jit_step",
+    "tune_malloc",
+    "unavailable_reason",
+]

@@ -52,6 +52,8 @@ TARGETS = {
     "jaxopt_adv_adam": "JaxoptAdvAdam",
     "jaxopt_adv_sgd": "JaxoptAdvSgd",
     "jaxopt_adv_rmsprop": "JaxoptAdvRmsprop",
+    "jaxopt_adv_adagrad": "JaxoptAdvAdagrad",
+    "jaxopt_adv_adamax": "JaxoptAdvAdamax",
 }
 # -ffp-contract=off: no multiply-add contraction beyond the explicit std::fma calls that
 # mirror XLA's; -fno-math-errno lets sqrt vectorize (it only skips setting errno).

@@ -6,8 +6,8 @@
 // buffers are updated in place), split into chunks over XLA's CPU thread pool.
 //
 // The arithmetic is the arithmetic of XLA's *optimized* code for the same step
-// (jaxopt_adv.torch.{adam,sgd,rmsprop} + optax.apply_updates under jax.jit), operation
-// for operation, so results are bit-identical:
+// (jaxopt_adv.torch.{adam,sgd,rmsprop,adagrad,adamax} + optax.apply_updates under
+// jax.jit), operation for operation, so results are bit-identical:
 //   * XLA rewrites a division by a broadcast scalar into a multiplication by its
 //     reciprocal (m / bc1 -> m * (1 / bc1), sqrt(v) / sqrt(bc2) -> sqrt(v) * rsqrt(bc2))
 //     only while the scalar has one use; otherwise (m / bc1) / d becomes m / (bc1 * d).
@@ -400,6 +400,100 @@ void RmspropRange(const RmspropScalars<T>& s, const Leaf<T>& leaf, int64_t lo, i
   }
 }
 
+// -------------------------------------------------------------------------- Adagrad
+
+enum AdagradFlags : unsigned {
+  kAdagradDecay = 1,
+  kAdagradVariants = 2,
+};
+
+template <typename T>
+struct AdagradScalars {
+  T step, wd, eps, lr_scale;
+  typename SignMask<T>::Type flip;
+};
+
+// in: p, g, sum; out: p, sum.
+template <typename T, unsigned F>
+void AdagradRange(const AdagradScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+  const T* p_in = leaf.in[0];
+  const T* g_in = leaf.in[1];
+  const T* sum_in = leaf.in[2];
+  T* p_out = leaf.out[0];
+  T* sum_out = leaf.out[1];
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    const T p = p_in[i];
+    T g = g_in[i];
+    g = FlipSign(g, s.flip);
+    if constexpr ((F & kAdagradDecay) != 0) g = Mad(s.wd, p, g);
+    const T sum = Mad(g, g, sum_in[i]);
+    sum_out[i] = sum;
+    // torch's order: (decay * g) / (sqrt(sum) + eps), no reciprocal
+    const T u = (s.lr_scale * g) / (std::sqrt(sum) + s.eps);
+    p_out[i] = Mad(s.step, u, p);
+  }
+}
+
+// --------------------------------------------------------------------------- Adamax
+
+enum AdamaxFlags : unsigned {
+  kAdamaxDecay = 1,
+  kAdamaxFactoredMu = 2,
+  // As Adam's kAdamReciprocalBc1: m * s1 / u (s1 = 1 / bc1), else m / (s1 * u) (s1 = bc1).
+  kAdamaxReciprocalBc1 = 4,
+  // Of `(1 - b1) * g + b1 * mu` LLVM fuses the gradient's product, except under
+  // maximize, where it fuses the moment's -- unless the hyperparameters are traced
+  // and XLA splits the leaf's loop into unequal parallel tasks (the Python side
+  // models the split: _xla_loop_is_ragged in step.py); 1-element leaves differ too.
+  kAdamaxFuseGradProduct = 8,
+  kAdamaxVariants = 16,
+};
+
+template <typename T>
+struct AdamaxScalars {
+  T step, wd, b1, c1, b2, eps, s1;
+  typename SignMask<T>::Type flip;
+};
+
+// in: p, g, mu, nu; out: p, mu, nu.
+template <typename T, unsigned F>
+void AdamaxRange(const AdamaxScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+  const T* p_in = leaf.in[0];
+  const T* g_in = leaf.in[1];
+  const T* mu_in = leaf.in[2];
+  const T* nu_in = leaf.in[3];
+  T* p_out = leaf.out[0];
+  T* mu_out = leaf.out[1];
+  T* nu_out = leaf.out[2];
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    const T p = p_in[i];
+    T g = g_in[i];
+    g = FlipSign(g, s.flip);
+    if constexpr ((F & kAdamaxDecay) != 0) g = Mad(s.wd, p, g);
+    T m;
+    if constexpr ((F & kAdamaxFactoredMu) != 0) {
+      m = (mu_in[i] + g) * s.b1;
+    } else if constexpr ((F & kAdamaxFuseGradProduct) != 0) {
+      m = Mad(s.c1, g, s.b1 * mu_in[i]);
+    } else {
+      m = Mad(s.b1, mu_in[i], s.c1 * g);
+    }
+    // optax's infinity moment: max(|g| + eps, b2 * nu), XLA's maximum
+    const T u = XlaMax(std::fabs(g) + s.eps, s.b2 * nu_in[i]);
+    T d;
+    if constexpr ((F & kAdamaxReciprocalBc1) != 0) {
+      d = (m * s.s1) / u;
+    } else {
+      d = m / (s.s1 * u);
+    }
+    p_out[i] = Mad(s.step, d, p);
+    mu_out[i] = m;
+    nu_out[i] = u;
+  }
+}
+
 // ----------------------------------------------------------------- FFI plumbing
 
 template <typename T>
@@ -489,6 +583,20 @@ struct RmspropKernel {
   }
 };
 
+template <typename T, unsigned F>
+struct AdagradKernel {
+  static void Run(const AdagradScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+    AdagradRange<T, F>(s, l, lo, hi);
+  }
+};
+
+template <typename T, unsigned F>
+struct AdamaxKernel {
+  static void Run(const AdamaxScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+    AdamaxRange<T, F>(s, l, lo, hi);
+  }
+};
+
 // Decodes the leaves, picks the compiled variant for `flags` and runs it over all leaves.
 template <typename T, typename S, template <typename, unsigned> class K, unsigned N>
 ffi::Error RunKernel(ffi::ThreadPool& pool, S scalars, const ffi::RemainingArgs& args,
@@ -558,6 +666,26 @@ ffi::Error RmspropTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::Re
                                                                       in_arity, flags);
 }
 
+template <typename T>
+ffi::Error AdagradTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::RemainingArgs args,
+                        ffi::RemainingRets rets, int64_t flags) {
+  AdagradScalars<T> s;
+  std::array<T*, 4> fields = {&s.step, &s.wd, &s.eps, &s.lr_scale};
+  if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
+  return RunKernel<T, AdagradScalars<T>, AdagradKernel, kAdagradVariants>(pool, s, args, rets, 3,
+                                                                          flags);
+}
+
+template <typename T>
+ffi::Error AdamaxTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::RemainingArgs args,
+                       ffi::RemainingRets rets, int64_t flags) {
+  AdamaxScalars<T> s;
+  std::array<T*, 7> fields = {&s.step, &s.wd, &s.b1, &s.c1, &s.b2, &s.eps, &s.s1};
+  if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
+  return RunKernel<T, AdamaxScalars<T>, AdamaxKernel, kAdamaxVariants>(pool, s, args, rets, 4,
+                                                                       flags);
+}
+
 ffi::Error AdamImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd, ffi::AnyBuffer b1,
                     ffi::AnyBuffer c1, ffi::AnyBuffer b2, ffi::AnyBuffer c2, ffi::AnyBuffer eps,
                     ffi::AnyBuffer s1, ffi::AnyBuffer s2, ffi::RemainingArgs args,
@@ -602,6 +730,35 @@ ffi::Error RmspropImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer
   }
 }
 
+ffi::Error AdagradImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd,
+                       ffi::AnyBuffer eps, ffi::AnyBuffer lr_scale, ffi::RemainingArgs args,
+                       ffi::RemainingRets rets, int64_t flags) {
+  const ffi::AnyBuffer in[] = {step, wd, eps, lr_scale};
+  switch (step.element_type()) {
+    case ffi::DataType::F32:
+      return AdagradTyped<float>(pool, in, args, rets, flags);
+    case ffi::DataType::F64:
+      return AdagradTyped<double>(pool, in, args, rets, flags);
+    default:
+      return InvalidArgument("only float32 and float64 are supported");
+  }
+}
+
+ffi::Error AdamaxImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd,
+                      ffi::AnyBuffer b1, ffi::AnyBuffer c1, ffi::AnyBuffer b2, ffi::AnyBuffer eps,
+                      ffi::AnyBuffer s1, ffi::RemainingArgs args, ffi::RemainingRets rets,
+                      int64_t flags) {
+  const ffi::AnyBuffer in[] = {step, wd, b1, c1, b2, eps, s1};
+  switch (step.element_type()) {
+    case ffi::DataType::F32:
+      return AdamaxTyped<float>(pool, in, args, rets, flags);
+    case ffi::DataType::F64:
+      return AdamaxTyped<double>(pool, in, args, rets, flags);
+    default:
+      return InvalidArgument("only float32 and float64 are supported");
+  }
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvAdam, AdamImpl,
@@ -640,6 +797,31 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvRmsprop, RmspropImpl,
                                   .Arg<ffi::AnyBuffer>()  // 1 - alpha
                                   .Arg<ffi::AnyBuffer>()  // eps
                                   .Arg<ffi::AnyBuffer>()  // momentum
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<int64_t>("flags"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvAdagrad, AdagradImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()  // step = -lr
+                                  .Arg<ffi::AnyBuffer>()  // weight decay
+                                  .Arg<ffi::AnyBuffer>()  // eps
+                                  .Arg<ffi::AnyBuffer>()  // 1 / (1 + (t - 1) lr_decay)
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<int64_t>("flags"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvAdamax, AdamaxImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()  // step = -lr
+                                  .Arg<ffi::AnyBuffer>()  // weight decay
+                                  .Arg<ffi::AnyBuffer>()  // b1
+                                  .Arg<ffi::AnyBuffer>()  // 1 - b1
+                                  .Arg<ffi::AnyBuffer>()  // b2
+                                  .Arg<ffi::AnyBuffer>()  // eps
+                                  .Arg<ffi::AnyBuffer>()  // 1 / (1 - b1^t) or 1 - b1^t
                                   .RemainingArgs()
                                   .RemainingRets()
                                   .Attr<int64_t>("flags"));

@@ -23,9 +23,13 @@ from jaxopt_adv.fast import build
 __all__ = ["outcome", "reset"]
 
 # The probe families: KERNELS gates every kernel; a failed TRACED_MOMENTUM only sends
-# RMSprop with a traced momentum (inject_hyperparams) to the XLA path.
+# RMSprop with a traced momentum (inject_hyperparams) to the XLA path, a failed ADAGRAD
+# (ADAMAX) only Adagrad (Adamax).
 KERNELS = "kernels"
 TRACED_MOMENTUM = "rmsprop_traced_momentum"
+ADAGRAD = "adagrad"
+ADAMAX = "adamax"
+FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX)
 
 _LOCK = threading.Lock()
 _RESULT: dict[str, str | None] = {}
@@ -59,7 +63,7 @@ def _run(check: Callable[[], dict[str, str | None]]) -> dict[str, str | None]:
     thread.start()
     thread.join()
     if "error" in outcome:
-        return {KERNELS: outcome["error"], TRACED_MOMENTUM: outcome["error"]}  # type: ignore[dict-item]
+        return dict.fromkeys(FAMILIES, outcome["error"])  # type: ignore[arg-type]
     return outcome["mismatches"]  # type: ignore[return-value]
 
 

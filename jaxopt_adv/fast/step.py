@@ -1,4 +1,6 @@
-"""One fused pass per step: torch-exact Adam/AdamW, SGD and RMSprop as CPU kernels.
+"""One fused pass per step: torch-exact optimizers as CPU kernels.
+
+The kernels cover Adam/AdamW, SGD, RMSprop, Adagrad and Adamax.
 
 ``optax``'s contract returns *updates* that ``optax.apply_updates`` adds to the
 parameters; XLA:CPU compiles ``update + apply_updates`` of Adam into three loops per
@@ -43,7 +45,9 @@ import optax
 
 from jaxopt_adv._common import decay_power, is_concrete_number, is_static_zero, scalar_dtype
 from jaxopt_adv.fast import build, selfcheck
+from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw
+from jaxopt_adv.torch.adamax import adamax
 from jaxopt_adv.torch.rmsprop import rmsprop
 from jaxopt_adv.torch.sgd import SgdMomentumState, sgd
 
@@ -55,6 +59,8 @@ SUPPORTED: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] = 
     "torch.adamw": (adamw, "adam"),
     "torch.sgd": (sgd, "sgd"),
     "torch.rmsprop": (rmsprop, "rmsprop"),
+    "torch.adagrad": (adagrad, "adagrad"),
+    "torch.adamax": (adamax, "adamax"),
 }
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # XLA compiles one custom call with hundreds of aliased operands slowly (2 s for 200 Adam
@@ -362,7 +368,104 @@ def _rmsprop_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -
     return _Plan("jaxopt_adv_rmsprop", fields, scalars, flags, group=group)
 
 
-_PLANNERS = {"adam": _adam_plan, "sgd": _sgd_plan, "rmsprop": _rmsprop_plan}
+def _adagrad_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _Plan:
+    lr_decay, eps, wd = hp["lr_decay"], hp["eps"], hp["weight_decay"]
+    decay = not is_static_zero(wd)
+    # scale_by_adagrad's learning-rate decay, from the old count, as the transform has it
+    count = _find(old_inner, ScaleByAdagradState).count
+    lr_scale = 1 / (1 + count.astype(scalar_dtype()) * lr_decay)
+
+    def scalars(key):
+        (dtype,) = key
+        step = _learning_step(hp["learning_rate"], old_inner, dtype)
+        if step is None:
+            return f"the learning rate would promote the {dtype} arithmetic"
+        if is_static_zero(eps):
+            # g / (sqrt(S) + 0) -> g * rsqrt(S): XLA's approximate rsqrt, not mirrored here
+            return "eps 0 (XLA computes an approximate rsqrt)"
+        if (mismatch := checked(selfcheck.ADAGRAD)) is not None:
+            return mismatch
+        rest = _scalar_list([("weight_decay", wd if decay else 0.0), ("eps", eps)], dtype)
+        # scale_by_adagrad casts the decay to the gradient's dtype
+        return rest if isinstance(rest, str) else [step, *rest, lr_scale.astype(dtype)]
+
+    def flags(key):
+        return _bits(hp["maximize"], decay)
+
+    fields = [(ScaleByAdagradState, "sum_of_squares")]
+    return _Plan("jaxopt_adv_adagrad", fields, scalars, flags)
+
+
+def _adamax_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _Plan:
+    """``checked(family)``: why a self-check family failed on this host, or ``None``."""
+    b1, b2, eps, wd = hp["b1"], hp["b2"], hp["eps"], hp["weight_decay"]
+    decay = not is_static_zero(wd)
+    maximize = bool(hp["maximize"])
+    c1 = 1 - b1
+    traced = not all(is_concrete_number(v) for v in (b1, b2, eps, wd))
+    all_traced = not any(is_concrete_number(v) for v in (b1, b2, eps, wd))
+    # optax.scale_by_adamax's bias correction (optax.tree.bias_correction), from the new
+    # count, with the same ops
+    count = _find(new_inner, optax.ScaleByAdamState).count
+    bc1 = 1 - b1**count
+
+    def group(leaf, n_leaves):
+        dtype = np.dtype(leaf.dtype)
+        if traced and not all_traced:
+            return "Adamax with traced hyperparameters outside optax.inject_hyperparams"
+        # As Adam's mu: m / bc1.astype(dtype) becomes m * (1 / bc1) while the converted
+        # scalar has one use, else (m / bc1) / u becomes m / (bc1 * u); 1-element leaves
+        # (no broadcast) always take the second form.
+        # Of `(1 - b1) * g + b1 * mu` LLVM fuses the gradient's product into an FMA, and
+        # under maximize the moment's -- except, with traced hyperparameters, where XLA
+        # splits the leaf's one-dimensional loop into unequal parallel tasks
+        # (_xla_loop_is_ragged, as for RMSprop's trace). A 1-element leaf fuses the
+        # gradient's product only without maximize and without a weight-decay block
+        # (measured on this jaxlib; the ADAMAX self-check confirms it on each host).
+        if math.prod(jnp.shape(leaf)) == 1:
+            return dtype, False, not (maximize or decay)
+        reciprocal = dtype != bc1.dtype or n_leaves == 1
+        if not maximize:
+            return dtype, reciprocal, True
+        if not traced:
+            return dtype, reciprocal, False
+        if (mismatch := checked(selfcheck.ADAMAX)) is not None:
+            return mismatch
+        # the moment's loop reads mu, g and p (inject_hyperparams keeps a weight-decay
+        # block) and writes mu; its scalars are b1 and the weight decay
+        ragged = _xla_loop_is_ragged(jnp.shape(leaf), dtype, 4, 2)
+        return dtype, reciprocal, ragged
+
+    def scalars(key):
+        dtype, reciprocal, _ = key
+        step = _learning_step(hp["learning_rate"], old_inner, dtype)
+        if step is None:
+            return f"the learning rate would promote the {dtype} arithmetic"
+        if (mismatch := checked(selfcheck.ADAMAX)) is not None:
+            return mismatch
+        named = [("weight_decay", wd if decay else 0.0), ("b1", b1), ("1 - b1", c1)]
+        named += [("b2", b2), ("eps", eps)]
+        rest = _scalar_list(named, dtype)
+        if isinstance(rest, str):
+            return rest
+        s1 = 1 / bc1.astype(dtype) if reciprocal else bc1.astype(dtype)
+        return [step, *rest, s1]
+
+    def flags(key):
+        dtype, reciprocal, fuse_grad = key
+        return _bits(maximize, decay, _factored(b1, c1, dtype), reciprocal, fuse_grad)
+
+    fields = [(optax.ScaleByAdamState, "mu"), (optax.ScaleByAdamState, "nu")]
+    return _Plan("jaxopt_adv_adamax", fields, scalars, flags, group=group)
+
+
+_PLANNERS = {
+    "adam": _adam_plan,
+    "sgd": _sgd_plan,
+    "rmsprop": _rmsprop_plan,
+    "adagrad": _adagrad_plan,
+    "adamax": _adamax_plan,
+}
 
 
 def _xla_loop_is_ragged(shape: tuple, dtype: np.dtype, arrays: int, scalars: int) -> bool:
@@ -481,11 +584,13 @@ class FusedOptimizer:
         # All leaves or none: XLA's arithmetic for one leaf depends on the rest of the
         # program (how many leaves share a scalar), so a leaf left to XLA inside this
         # program would not reproduce the transform's own program bit for bit.
+        # XLA removes the computations of zero-size leaves: they use no shared scalar.
+        n_leaves = sum(math.prod(jnp.shape(p)) > 0 for p in p_leaves)
         groups: dict[tuple, list[int]] = {}
         for i, (p, g) in enumerate(zip(p_leaves, g_leaves, strict=True)):
             state_arrays = [leaves[i] for leaves in old_state_leaves]
             why = self._leaf_reason(p, g, state_arrays, plan)
-            key = plan.group(p, len(p_leaves)) if why is None else why
+            key = plan.group(p, n_leaves) if why is None else why
             if isinstance(key, str):
                 return reference(key)
             groups.setdefault(key, []).append(i)
@@ -610,6 +715,37 @@ _PROBES: dict[str, list[tuple[str, bool, dict[str, Any], dict[str, tuple[int, ..
             {"a": (26215,), "b": (100001,)},
         ),
     ],
+    selfcheck.ADAGRAD: [
+        (
+            "torch.adagrad",
+            False,
+            {"learning_rate": 0.05, "lr_decay": 0.1, "weight_decay": 0.1, "maximize": True},
+            {"a": (40001,), "c": (3, 5), "s": ()},
+        ),
+        (
+            "torch.adagrad",
+            True,
+            {"learning_rate": 0.05, "lr_decay": 0.1},
+            {"a": (33, 7), "o": (1,)},
+        ),
+    ],
+    # Adamax's first moment: which product LLVM fuses (maximize; traced hyperparameters
+    # on loops that XLA splits evenly and unevenly)
+    selfcheck.ADAMAX: [
+        (
+            "torch.adamax",
+            False,
+            {"learning_rate": 0.05, "weight_decay": 0.1, "maximize": True},
+            {"a": (40001,), "c": (3, 5), "s": ()},
+        ),
+        ("torch.adamax", False, {"learning_rate": 0.05}, {"a": (33, 7)}),
+        (
+            "torch.adamax",
+            True,
+            {"learning_rate": 0.05, "maximize": True},
+            {"a": (100001,), "b": (100002,), "c": (3, 40001), "o": (1,)},
+        ),
+    ],
 }
 
 
@@ -677,8 +813,9 @@ def fused(
 
     Args:
       optimizer: ``"torch.adam"``, ``"torch.adamw"``, ``"torch.sgd"``,
-        ``"torch.rmsprop"`` (the ``torch.`` prefix may be left out), or one of the
-        factories ``jaxopt_adv.torch.adam`` / ``adamw`` / ``sgd`` / ``rmsprop``.
+        ``"torch.rmsprop"``, ``"torch.adagrad"``, ``"torch.adamax"`` (the ``torch.``
+        prefix may be left out), or one of the factories ``jaxopt_adv.torch.adam`` /
+        ``adamw`` / ``sgd`` / ``rmsprop`` / ``adagrad`` / ``adamax``.
       inject_hyperparams: static; build the transform with
         ``optax.inject_hyperparams`` (hyperparameters live in the state and can be
         changed between steps without recompiling).
@@ -700,9 +837,9 @@ def fused(
       Array([0.9, 0.9, 0.9], dtype=float32)
 
     References:
-      ``torch.optim.Adam`` / ``AdamW`` / ``SGD`` / ``RMSprop`` with ``fused=True``
-      (torch 2.13) are the one-pass kernels this mirrors; the arithmetic is
-      ``jaxopt_adv.torch``'s.
+      ``torch.optim.Adam`` / ``AdamW`` / ``SGD`` / ``RMSprop`` / ``Adagrad`` /
+      ``Adamax`` (torch 2.13, with ``fused=True`` where torch has it) are the one-pass
+      kernels this mirrors; the arithmetic is ``jaxopt_adv.torch``'s.
 
     Warning:
       The kernels run on the CPU backend of a single-device process. Elsewhere (GPU,

@@ -1,6 +1,6 @@
 """The fused CPU step is bit-identical to ``tx.update`` + ``optax.apply_updates`` under jit.
 
-Every option combination of the four kernels runs 20 steps twice: on a float32 tree
+Every option combination of the six kernels runs 20 steps twice: on a float32 tree
 (x64 off) and, with ``jax_enable_x64``, on a tree of float64 and float32 leaves (the
 float32 bias corrections are then converted from float64). The trees hold leaves above
 the thread pool's chunk size (a 4-D one of even size, and one of odd size: XLA emits odd
@@ -59,6 +59,21 @@ CASES = {
         "maximize": {"maximize": True, "momentum": 0.5},
         "half_alpha_centered": {"alpha": 0.5, "centered": True},
         "half_alpha_maximize_l2": {"alpha": 0.5, "maximize": True, "weight_decay": 0.1},
+    },
+    "torch.adagrad": {
+        "plain": {},
+        "lr_decay_eps": {"lr_decay": 0.1, "eps": 1e-3},
+        "l2_initial": {"weight_decay": 0.1, "initial_accumulator_value": 0.5},
+        "maximize_l2": {"maximize": True, "weight_decay": 0.05, "lr_decay": 0.01},
+        "schedule": {"learning_rate": lambda t: 0.1 / (1 + t), "lr_decay": 0.05},
+    },
+    "torch.adamax": {
+        "plain": {},
+        "betas_eps": {"b1": 0.8, "b2": 0.5, "eps": 1e-3},
+        "half_b1_l2": {"b1": 0.5, "weight_decay": 0.1},
+        "maximize_l2": {"maximize": True, "weight_decay": 0.05},
+        "zero_eps_maximize": {"eps": 0.0, "maximize": True},
+        "schedule": {"learning_rate": lambda t: 0.1 / (1 + t), "b1": 0.7},
     },
 }
 PARAMS = [(name, case) for name, cases in CASES.items() for case in cases]
@@ -131,6 +146,10 @@ INJECTED = [
     ("torch.sgd", {"momentum": 0.8, "nesterov": True, "weight_decay": 0.1}, True),
     ("torch.rmsprop", {"momentum": 0.9}, False),
     ("torch.rmsprop", {"centered": True, "momentum": 0.5, "maximize": True}, True),
+    ("torch.adagrad", {"lr_decay": 0.1, "initial_accumulator_value": 0.1}, False),
+    ("torch.adagrad", {"weight_decay": 0.1, "lr_decay": 0.01, "maximize": True}, True),
+    ("torch.adamax", {"b1": 0.5, "eps": 1e-3}, False),
+    ("torch.adamax", {"weight_decay": 0.1, "maximize": True}, True),
 ]
 
 
@@ -177,6 +196,25 @@ def test_rmsprop_injected_momentum_follows_xlas_loop_split(kwargs, leaves):
     assert explained == expected_reason()
 
 
+ADAMAX_RAGGED = {
+    "a": ((32769,), F32),
+    "b": ((40001, 1), F32),
+    "c": ((3, 12000), F32),
+    "d": ((100002,), F32),
+    "e": ((1,), F32),
+}
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1], ids=["plain", "l2"])
+def test_adamax_injected_maximize_follows_xlas_loop_split(weight_decay):
+    """Under maximize with traced hyperparameters, which product of the first moment LLVM
+    fuses depends on whether XLA splits the leaf's loop into unequal parallel tasks."""
+    kwargs = {"maximize": True, "weight_decay": weight_decay}
+    with x64(False):
+        explained = run_both("torch.adamax", kwargs, ADAMAX_RAGGED, inject=True)
+    assert explained == expected_reason()
+
+
 SHAPED = [
     # one leaf: XLA multiplies by the reciprocal bias corrections
     ("torch.adam", {}, {"w": ((40001,), F32)}, False),
@@ -184,6 +222,14 @@ SHAPED = [
     ("torch.adamw", {}, {"w": ((5, 4), F32), "b": ((7,), F32), "e": ((0,), F32)}, False),
     ("torch.rmsprop", {"momentum": 0.9}, {"w": ((65537,), F32)}, False),
     ("torch.sgd", {"momentum": 0.9}, {"w": ((2, 3, 4, 5), F64), "e": ((0, 3), F64)}, True),
+    ("torch.adagrad", {"lr_decay": 0.1}, {"w": ((65537,), F32), "e": ((0,), F32)}, False),
+    ("torch.adagrad", {"weight_decay": 0.1}, {"w": ((33, 65), F64), "b": ((7,), F64)}, True),
+    # one leaf: XLA multiplies by the reciprocal bias correction, as for Adam
+    ("torch.adamax", {}, {"w": ((40001,), F32)}, False),
+    ("torch.adamax", {"weight_decay": 0.1}, {"w": ((33, 65), F64)}, True),
+    ("torch.adamax", {"maximize": True}, {"w": ((5, 4), F32), "e": ((0,), F32)}, False),
+    # XLA drops zero-size leaves: one leaf shares the bias correction here
+    ("torch.adam", {"weight_decay": 0.1}, {"w": ((5, 4), F32), "e": ((0,), F32)}, False),
 ]
 
 

@@ -18,6 +18,8 @@ from tests.harness import make_params, precision, run_parity, torch_betas
 
 ADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq"}
 SGD_STATE = {"trace": "momentum_buffer"}
+ADAGRAD_STATE = {"sum_of_squares": "sum"}
+ADAMAX_STATE = {"mu": "exp_avg", "nu": "exp_inf"}
 
 
 def through_fused_step(opt: fast.FusedOptimizer) -> optax.GradientTransformation:
@@ -58,11 +60,32 @@ CASES = [
         {"nu": "square_avg", "mu": "grad_avg", "trace": "momentum_buffer"},
     ),
     ("torch.rmsprop", torch.optim.RMSprop, {"alpha": 0.5, "maximize": True}, {"nu": "square_avg"}),
+    (
+        "torch.adagrad",
+        torch.optim.Adagrad,
+        {"lr_decay": 0.1, "initial_accumulator_value": 0.1, "eps": 1e-2},
+        ADAGRAD_STATE,
+    ),
+    (
+        "torch.adagrad",
+        torch.optim.Adagrad,
+        {"weight_decay": 0.1, "lr_decay": 0.01, "maximize": True},
+        ADAGRAD_STATE,
+    ),
+    ("torch.adamax", torch.optim.Adamax, {"b1": 0.8, "b2": 0.99, "eps": 1e-3}, ADAMAX_STATE),
+    (
+        "torch.adamax",
+        torch.optim.Adamax,
+        {"weight_decay": 0.1, "maximize": True},
+        ADAMAX_STATE,
+    ),
 ]
 
 
 # float64 for every case, float32 for one case of each kernel
-DTYPES = [("float64", case) for case in CASES] + [("float32", CASES[i]) for i in (0, 3, 4, 6)]
+DTYPES = [("float64", case) for case in CASES] + [
+    ("float32", CASES[i]) for i in (0, 3, 4, 6, 8, 11)
+]
 
 
 @pytest.mark.parametrize(
@@ -72,7 +95,7 @@ def test_fused_step_parity(dtype, case):
     name, torch_cls, kwargs, state_map = case
     opt = fast.fused(name, learning_rate=0.05, **kwargs)
     check_kernel_used(opt, dtype)
-    torch_kwargs = torch_betas(kwargs) if "adam" in name else kwargs
+    torch_kwargs = torch_betas(kwargs) if name.startswith("torch.adam") else kwargs
     run_parity(
         through_fused_step(opt),
         lambda p: torch_cls(p, lr=0.05, **torch_kwargs),
@@ -87,8 +110,10 @@ def test_fused_step_parity(dtype, case):
         ("torch.adam", torch.optim.Adam, {"weight_decay": 0.1}),
         ("torch.sgd", torch.optim.SGD, {"momentum": 0.9, "dampening": 0.2}),
         ("torch.rmsprop", torch.optim.RMSprop, {"momentum": 0.9, "centered": True}),
+        ("torch.adagrad", torch.optim.Adagrad, {"lr_decay": 0.05, "weight_decay": 0.1}),
+        ("torch.adamax", torch.optim.Adamax, {"weight_decay": 0.1}),
     ],
-    ids=["adam", "sgd", "rmsprop"],
+    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax"],
 )
 def test_fused_step_parity_with_schedule(name, torch_cls, kwargs):
     schedule = lambda t: 0.1 / (1 + t)  # noqa: E731

@@ -64,8 +64,9 @@ def test_kernel_false_takes_the_xla_path():
         ("torch.adam", {"mu_dtype": jnp.bfloat16}, jnp.float32, "state dtype bfloat16"),
         ("torch.sgd", {"momentum": 1.0}, jnp.float32, "momentum 1"),
         ("torch.rmsprop", {"eps": 0.0}, jnp.float32, "eps 0"),
+        ("torch.adagrad", {"eps": 0.0}, jnp.float32, "eps 0"),
     ],
-    ids=["bfloat16", "mu_dtype", "momentum_one", "eps_zero"],
+    ids=["bfloat16", "mu_dtype", "momentum_one", "eps_zero", "adagrad_eps_zero"],
 )
 def test_unsupported_cases_fall_back_bit_identically(name, kwargs, dtype, reason):
     ours = fast.fused(name, learning_rate=0.1, **kwargs)
@@ -256,8 +257,10 @@ def test_cache_key_changes_with_the_source(tmp_path, monkeypatch):
         ("torch.adam", {"amsgrad": True, "weight_decay": 0.1}),
         ("torch.sgd", {"momentum": 0.9, "nesterov": True}),
         ("torch.rmsprop", {"centered": True, "momentum": 0.9}),
+        ("torch.adagrad", {"lr_decay": 0.1, "weight_decay": 0.1}),
+        ("torch.adamax", {"weight_decay": 0.1, "maximize": True}),
     ],
-    ids=["adam", "sgd", "rmsprop"],
+    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax"],
 )
 def test_non_finite_gradients_give_the_same_values(name, kwargs):
     """inf and NaN gradients: the same values everywhere, NaNs in the same places (a
@@ -275,3 +278,23 @@ def test_non_finite_gradients_give_the_same_values(name, kwargs):
         b = jax.jit(theirs.step)(b[0], grads, b[1])
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize(
+    "name, family",
+    [("torch.adagrad", selfcheck.ADAGRAD), ("torch.adamax", selfcheck.ADAMAX)],
+    ids=["adagrad", "adamax"],
+)
+def test_a_failed_family_self_check_sends_only_that_family_to_the_xla_path(
+    monkeypatch, name, family
+):
+    """The Adagrad and Adamax probes are families of their own: a mismatch there leaves
+    the other kernels in use."""
+    if not fast.available():
+        pytest.skip(fast.unavailable_reason())
+    reason = "the kernels differ from XLA on this host (a probe)"
+    monkeypatch.setitem(selfcheck._RESULT, family, reason)
+    opt = fast.fused(name, learning_rate=0.1)
+    assert opt.explain(tree(0), tree(1), opt.init(tree(0))) == reason
+    assert not uses_kernel(opt)
+    assert uses_kernel(fast.fused("torch.adam"))

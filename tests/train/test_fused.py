@@ -36,6 +36,8 @@ class Net(nnx.Module):
         ("torch.adamw", {"learning_rate": 3e-2, "weight_decay": 0.1}),
         ("torch.sgd", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}),
         ("torch.rmsprop", {"learning_rate": 1e-2, "centered": True, "momentum": 0.5}),
+        ("torch.adagrad", {"learning_rate": 5e-2, "lr_decay": 0.01, "weight_decay": 1e-3}),
+        ("torch.adamax", {"learning_rate": 2e-2, "weight_decay": 1e-3}),
     ],
 )
 def test_fit_with_a_fused_optimizer_matches_its_transform(name, hyperparams):
