@@ -2,12 +2,12 @@
 
 XLA:CPU allocates the temporaries of a compiled step (a squared gradient, a clipped
 update, a residual: whole-leaf arrays that CAME, Adafactor and the Automagic-CameAMP
-blocks materialise between their reductions) and frees them when the step ends. glibc
-serves every allocation above its mmap threshold (at most 32 MiB by default) with fresh
-pages from the kernel and unmaps them on free, so each step faults in and zeroes those
-pages again, 4 KiB at a time: on the 2-core machines this project targets a 40 MB
-temporary costs about 20 ms that way against 2-3 ms to read it once. Raising the
-threshold lets freed blocks be reused from the heap instead.
+blocks materialise between their reductions) on every run and frees them when the step
+ends. glibc serves an allocation above its mmap threshold (128 KiB, adjusted up to at
+most 32 MiB by default) with fresh pages from the kernel and unmaps them on free, so
+each step faults in and zeroes those pages again, 4 KiB at a time: on the 2-core
+machines this project targets, a 40 MB temporary costs about 20 ms that way against 2-3
+ms to read it once. Raising the threshold lets freed blocks be reused from the heap.
 
 The setting is process-wide and opt-in: freed memory below the threshold stays in the
 process (its resident size does not shrink after a large array is freed).
