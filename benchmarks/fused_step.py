@@ -41,43 +41,35 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-LR = 1e-3
-# name: (bytes per float32 element, our factory name and kwargs, optax name and kwargs,
-#        torch class and kwargs)
-OPTIMIZERS = {
-    "adam": (28, ("torch.adam", {}), ("adam", {}), ("Adam", {})),
-    "adamw": (
-        28,
-        ("torch.adamw", {"weight_decay": 1e-2}),
-        ("adamw", {"weight_decay": 1e-2}),
-        ("AdamW", {"weight_decay": 1e-2}),
-    ),
-    "sgd": (
-        20,
-        ("torch.sgd", {"momentum": 0.9}),
-        ("sgd", {"momentum": 0.9}),
-        ("SGD", {"momentum": 0.9}),
-    ),
-    "rmsprop": (
-        20,
-        ("torch.rmsprop", {}),
-        ("rmsprop", {"decay": 0.99, "eps": 1e-8, "eps_in_sqrt": False}),
-        ("RMSprop", {}),
-    ),
-    "adagrad": (
-        20,
-        ("torch.adagrad", {}),
-        ("adagrad", {"initial_accumulator_value": 0.0, "eps": 1e-10}),
-        ("Adagrad", {}),
-    ),
-    "adamax": (28, ("torch.adamax", {}), ("adamax", {}), ("Adamax", {})),
-}
+from jaxopt_adv.app import bench
+from jaxopt_adv.app.bench import LR, leaf_sizes
+
+# the optimizers of `jaxopt-adv bench` that have a fused kernel, plus Adamax (torch has no
+# fused Adamax, so that command leaves it out): name -> (bytes per float32 element, our
+# factory name and kwargs, optax name and kwargs, torch class and kwargs)
+FUSED = ("torch.adam", "torch.adamw", "torch.sgd", "torch.rmsprop", "torch.adagrad")
+OPTIMIZERS = {k: v for k, v in bench.OPTIMIZERS.items() if v[1][0] in FUSED}
+OPTIMIZERS["adamax"] = (28, ("torch.adamax", {}), ("adamax", {}), ("Adamax", {}))
 JAX_IMPLS = ("fused", "xla", "optax")
 
 
-def leaf_sizes(total: int, leaves: int) -> list[int]:
-    base = total // leaves
-    return [base + (1 if i < total - base * leaves else 0) for i in range(leaves)]
+def step_and_init(name: str, impl: str):
+    """``(step(params, grads, state) -> (params, state), init)`` of one variant, unjitted."""
+    import optax
+
+    from jaxopt_adv import fast
+
+    _, (ours, kwargs), (twin, twin_kwargs), _ = OPTIMIZERS[name]
+    if impl == "optax":
+        tx = getattr(optax, twin)(LR, **twin_kwargs)
+
+        def step(params, grads, state):
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        return step, tx.init
+    opt = fast.fused(ours, kernel=impl == "fused", learning_rate=LR, **kwargs)
+    return opt.step, opt.init
 
 
 # ------------------------------------------------------------------------------ workers
@@ -86,7 +78,6 @@ def leaf_sizes(total: int, leaves: int) -> list[int]:
 def jax_worker(total: int, leaves: int, steps: int) -> dict:
     import jax
     import jax.numpy as jnp
-    import optax
 
     from jaxopt_adv import fast
 
@@ -99,20 +90,11 @@ def jax_worker(total: int, leaves: int, steps: int) -> dict:
 
     grads = tree(1)
     results: dict = {"kernels": fast.unavailable_reason() or "used"}
-    for name, (_, (ours, kwargs), (twin, twin_kwargs), _) in OPTIMIZERS.items():
+    for name in OPTIMIZERS:
         runners = {}
         for impl in JAX_IMPLS:
-            if impl == "optax":
-                tx = getattr(optax, twin)(LR, **twin_kwargs)
-
-                def step(params, grads, state, tx=tx):
-                    updates, state = tx.update(grads, state, params)
-                    return optax.apply_updates(params, updates), state
-
-                init, jitted = tx.init, jax.jit(step, donate_argnums=(0, 2), keep_unused=True)
-            else:
-                opt = fast.fused(ours, kernel=impl == "fused", learning_rate=LR, **kwargs)
-                init, jitted = opt.init, fast.jit_step(opt)
+            step, init = step_and_init(name, impl)
+            jitted = jax.jit(step, donate_argnums=(0, 2), keep_unused=True)
             params = tree(2)
             runners[impl] = [jitted, params, init(params)]
         for _ in range(3):  # compile and warm up
@@ -215,25 +197,12 @@ def hlo_worker(leaves: int) -> dict:
     """Loop fusions and custom calls per leaf in each path's optimized HLO."""
     import jax
     import jax.numpy as jnp
-    import optax
-
-    from jaxopt_adv import fast
 
     params = [jnp.zeros((100_000 + i,), jnp.float32) for i in range(leaves)]
     out = {}
-    for name, (_, (ours, kwargs), (twin, twin_kwargs), _) in OPTIMIZERS.items():
+    for name in OPTIMIZERS:
         for impl in JAX_IMPLS:
-            if impl == "optax":
-                tx = getattr(optax, twin)(LR, **twin_kwargs)
-
-                def step(p, g, s, tx=tx):
-                    u, s = tx.update(g, s, p)
-                    return optax.apply_updates(p, u), s
-
-                init = tx.init
-            else:
-                opt = fast.fused(ours, kernel=impl == "fused", learning_rate=LR, **kwargs)
-                step, init = opt.step, opt.init
+            step, init = step_and_init(name, impl)
             text = jax.jit(step).lower(params, params, init(params)).compile().as_text()
             entry = text[text.index("ENTRY") :]
             shape = r"f32\[1\d{5}\]"  # the leaves' shapes, not scalars
@@ -252,7 +221,6 @@ def compile_worker(leaves: int) -> dict:
     """Seconds to trace + lower and to compile one step over ``leaves`` leaves."""
     import jax
     import jax.numpy as jnp
-    import optax
 
     from jaxopt_adv import fast
 
@@ -260,19 +228,9 @@ def compile_worker(leaves: int) -> dict:
     params = [jnp.zeros((50_000,), jnp.float32) for _ in range(leaves)]
     out = {}
     # twice: the first pass also pays JAX's and XLA's one-time start-up costs
-    for name, (_, (ours, kwargs), (twin, twin_kwargs), _) in [*OPTIMIZERS.items()] * 2:
+    for name in [*OPTIMIZERS] * 2:
         for impl in JAX_IMPLS:
-            if impl == "optax":
-                tx = getattr(optax, twin)(LR, **twin_kwargs)
-
-                def step(p, g, s, tx=tx):
-                    u, s = tx.update(g, s, p)
-                    return optax.apply_updates(p, u), s
-
-                init = tx.init
-            else:
-                opt = fast.fused(ours, kernel=impl == "fused", learning_rate=LR, **kwargs)
-                step, init = opt.step, opt.init
+            step, init = step_and_init(name, impl)
             jitted = jax.jit(step, donate_argnums=(0, 2), keep_unused=True)
             start = time.perf_counter()
             lowered = jitted.lower(params, params, init(params))
