@@ -77,25 +77,18 @@ def step_and_init(name: str, impl: str):
 
 def jax_worker(total: int, leaves: int, steps: int) -> dict:
     import jax
-    import jax.numpy as jnp
 
     from jaxopt_adv import fast
 
     sizes = leaf_sizes(total, leaves)
-    key = jax.random.key(0)
-
-    def tree(seed):
-        keys = jax.random.split(jax.random.fold_in(key, seed), len(sizes))
-        return [jax.random.normal(k, (n,), jnp.float32) for k, n in zip(keys, sizes, strict=True)]
-
-    grads = tree(1)
+    grads = bench.random_leaves(sizes, 1)
     results: dict = {"kernels": fast.unavailable_reason() or "used"}
     for name in OPTIMIZERS:
         runners = {}
         for impl in JAX_IMPLS:
             step, init = step_and_init(name, impl)
             jitted = jax.jit(step, donate_argnums=(0, 2), keep_unused=True)
-            params = tree(2)
+            params = bench.random_leaves(sizes, 2)
             runners[impl] = [jitted, params, init(params)]
         for _ in range(3):  # compile and warm up
             for r in runners.values():
@@ -123,7 +116,6 @@ def copy_floor(total: int, steps: int, sizes: list[int] | None = None) -> dict:
     for large allocations), and each is a new stream.
     """
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     workers = os.cpu_count() or 1
@@ -140,8 +132,7 @@ def copy_floor(total: int, steps: int, sizes: list[int] | None = None) -> dict:
             np.multiply(a, 1.0000001, out=a)
 
     def measure(prefix: str, layout: list[int]) -> None:
-        keys = jax.random.split(jax.random.key(0), len(layout))
-        x = [jax.random.normal(k, (n,), jnp.float32) for k, n in zip(keys, layout, strict=True)]
+        x = bench.random_leaves(layout, 0)
         x = jax.block_until_ready(scale(x))
         host = [np.asarray(a).copy() for a in x]
         if len(host) == 1:

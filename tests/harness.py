@@ -78,24 +78,22 @@ def precision(dtype: str) -> Iterator[None]:
         torch.set_default_dtype(previous_torch)
 
 
+def named_tuples(tree: Any) -> Iterator[tuple]:
+    """Every NamedTuple node of a tree of tuples, lists and dicts (an optax state), outer
+    ones first."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        yield tree
+    if isinstance(tree, (tuple, list)):
+        for child in tree:
+            yield from named_tuples(child)
+    elif isinstance(tree, dict):
+        for child in tree.values():
+            yield from named_tuples(child)
+
+
 def find_state_field(state: Any, name: str) -> Any:
     """The value of the unique NamedTuple field ``name`` anywhere in an optax state."""
-    found = []
-
-    def visit(node: Any) -> None:
-        if isinstance(node, tuple) and hasattr(node, "_fields"):
-            if name in node._fields:
-                found.append(getattr(node, name))
-            for child in node:
-                visit(child)
-        elif isinstance(node, (tuple, list)):
-            for child in node:
-                visit(child)
-        elif isinstance(node, dict):
-            for child in node.values():
-                visit(child)
-
-    visit(state)
+    found = [getattr(node, name) for node in named_tuples(state) if name in node._fields]
     if len(found) != 1:
         raise KeyError(f"state field {name!r} found {len(found)} times in {type(state)}")
     return found[0]

@@ -97,6 +97,31 @@ def same_abstract_sharding(sharding, target, ndim: int) -> bool:
     )
 
 
+def same_sharding(sharding, target, ndim: int) -> bool:
+    return sharding.is_equivalent_to(target, ndim)
+
+
+def check_state_shardings(
+    state, target, when: str, case, layout, failures, same=same_sharding
+) -> int:
+    """Record every param-shaped leaf of ``state`` that ``same`` does not place like its
+    param; return how many were compared."""
+    compared = 0
+    for name, leaf in param_shaped_leaves(state):
+        compared += 1
+        if not same(leaf.sharding, target[name], len(leaf.shape)):
+            failures.append(
+                {
+                    "case": case.name,
+                    "layout": layout,
+                    "leaf": name,
+                    "when": when,
+                    "sharding": str(leaf.sharding),
+                }
+            )
+    return compared
+
+
 def check_init_placements(tx, case, layout, mesh, target, init_state, failures) -> int:
     """Abstract init (eval_shape) and init under a plain jit place state like params;
     return how many param-shaped leaves were compared."""
@@ -118,33 +143,12 @@ def check_init_placements(tx, case, layout, mesh, target, init_state, failures) 
         failures.append(
             {"case": case.name, "layout": layout, "problem": "eval_shape state != eager init"}
         )
-    for name, leaf in param_shaped_leaves(abstract):
-        compared += 1
-        if not same_abstract_sharding(leaf.sharding, target[name], len(leaf.shape)):
-            failures.append(
-                {
-                    "case": case.name,
-                    "layout": layout,
-                    "leaf": name,
-                    "when": "eval_shape init",
-                    "sharding": str(leaf.sharding),
-                }
-            )
+    compared += check_state_shardings(
+        abstract, target, "eval_shape init", case, layout, failures, same_abstract_sharding
+    )
     with jax.set_mesh(mesh):
         jitted = jax.jit(tx.init)(jax.tree.map(jax.device_put, make_tree(0), target))
-    for name, leaf in param_shaped_leaves(jitted):
-        compared += 1
-        if not leaf.sharding.is_equivalent_to(target[name], leaf.ndim):
-            failures.append(
-                {
-                    "case": case.name,
-                    "layout": layout,
-                    "leaf": name,
-                    "when": "jit init",
-                    "sharding": str(leaf.sharding),
-                }
-            )
-    return compared
+    return compared + check_state_shardings(jitted, target, "jit init", case, layout, failures)
 
 
 def check_case(case, failures) -> int:
@@ -176,18 +180,7 @@ def check_case(case, failures) -> int:
                 )
         compared += check_init_placements(tx, case, layout, mesh, target, init_state, failures)
         for when, tree in (("init", init_state), ("after steps", state)):
-            for name, leaf in param_shaped_leaves(tree):
-                compared += 1
-                if not leaf.sharding.is_equivalent_to(target[name], leaf.ndim):
-                    failures.append(
-                        {
-                            "case": case.name,
-                            "layout": layout,
-                            "leaf": name,
-                            "when": when,
-                            "sharding": str(leaf.sharding),
-                        }
-                    )
+            compared += check_state_shardings(tree, target, when, case, layout, failures)
     return compared
 
 

@@ -74,6 +74,15 @@ def leaf_sizes(total: int, leaves: int) -> list[int]:
 # --------------------------------------------------------------------------- JAX worker
 
 
+def random_leaves(sizes: list[int], seed: int) -> list:
+    """Standard-normal float32 vectors of the given sizes (imports JAX: workers only)."""
+    import jax
+    import jax.numpy as jnp
+
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(0), seed), len(sizes))
+    return [jax.random.normal(k, (n,), jnp.float32) for k, n in zip(keys, sizes, strict=True)]
+
+
 def jax_worker(total: int, leaves: int, steps: int) -> dict:
     import jax
     import jax.numpy as jnp
@@ -88,13 +97,7 @@ def jax_worker(total: int, leaves: int, steps: int) -> dict:
         if optax_twin is not None:
             pairs[name]["optax"] = getattr(optax, optax_twin[0])(LR, **optax_twin[1])
     sizes = leaf_sizes(total, leaves)
-    key = jax.random.key(0)
-
-    def tree(seed):
-        ks = jax.random.split(jax.random.fold_in(key, seed), len(sizes))
-        return [jax.random.normal(k, (n,), jnp.float32) for k, n in zip(ks, sizes, strict=True)]
-
-    grads = tree(1)
+    grads = random_leaves(sizes, 1)
     results: dict[str, list[float]] = {}
     for name, implementations in pairs.items():
         runners = {}
@@ -104,7 +107,7 @@ def jax_worker(total: int, leaves: int, steps: int) -> dict:
                 updates, state = tx.update(grads, state, params)
                 return optax.apply_updates(params, updates), state
 
-            params = tree(2)
+            params = random_leaves(sizes, 2)
             runners[impl] = [
                 jax.jit(step, donate_argnums=(0, 1)),
                 params,
@@ -125,7 +128,7 @@ def jax_worker(total: int, leaves: int, steps: int) -> dict:
     # copy floor: read n + write n in place (no allocation, as the donated optimizer
     # steps do), the faster of a donated XLA kernel and numpy with ``out=``
     n = total
-    x = jax.random.normal(key, (n,), jnp.float32)
+    x = jax.random.normal(jax.random.key(0), (n,), jnp.float32)
     scale = jax.jit(lambda v: v * 1.0000001, donate_argnums=0)
     x = jax.block_until_ready(scale(x))
     host = np.asarray(x).copy()

@@ -7,20 +7,31 @@ from flax import nnx
 
 
 class TinyNet(nnx.Module):
-    """Linear -> BatchNorm -> ReLU -> Dropout -> Linear: params, batch stats and RNG state."""
+    """Linear -> BatchNorm -> ReLU -> Dropout -> Linear: params, batch stats and RNG state
+    (``batch_norm=False``: without the BatchNorm)."""
 
-    def __init__(self, rngs: nnx.Rngs, features: int = 6, hidden: int = 16, classes: int = 3):
+    def __init__(
+        self,
+        rngs: nnx.Rngs,
+        features: int = 6,
+        hidden: int = 16,
+        classes: int = 3,
+        batch_norm: bool = True,
+    ):
         self.hidden = nnx.Linear(features, hidden, rngs=rngs)
-        self.norm = nnx.BatchNorm(hidden, rngs=rngs)
+        self.norm = nnx.BatchNorm(hidden, rngs=rngs) if batch_norm else None
         self.drop = nnx.Dropout(0.25, rngs=rngs)
         self.out = nnx.Linear(hidden, classes, rngs=rngs)
 
     def __call__(self, x):
-        return self.out(self.drop(nnx.relu(self.norm(self.hidden(x)))))
+        h = self.hidden(x)
+        if self.norm is not None:
+            h = self.norm(h)
+        return self.out(self.drop(nnx.relu(h)))
 
 
-def make_model(seed: int = 0) -> TinyNet:
-    return TinyNet(nnx.Rngs(params=seed, dropout=seed + 1))
+def make_model(seed: int = 0, batch_norm: bool = True) -> TinyNet:
+    return TinyNet(nnx.Rngs(params=seed, dropout=seed + 1), batch_norm=batch_norm)
 
 
 def make_data(n: int = 64, seed: int = 0):

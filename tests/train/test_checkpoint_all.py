@@ -22,6 +22,7 @@ from jaxopt_adv import get_optimizer
 from jaxopt_adv import torch as torch_exact
 from jaxopt_adv.train import CheckpointError, restore_checkpoint, save_checkpoint
 from tests.cases import CASES, CASES_BY_NAME
+from tests.harness import named_tuples
 
 # the keys tests/cases.py's muP infshapes cover
 SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": ()}
@@ -212,20 +213,7 @@ def test_other_configuration_is_refused_naming_the_difference(saved_states, case
 
 def state_classes(tree) -> set[str]:
     """Names of the NamedTuple classes in a state tree."""
-    found = set()
-
-    def visit(node):
-        if isinstance(node, tuple) and hasattr(node, "_fields"):
-            found.add(type(node).__name__)
-        if isinstance(node, (tuple, list)):
-            for child in node:
-                visit(child)
-        elif isinstance(node, dict):
-            for child in node.values():
-                visit(child)
-
-    visit(tree)
-    return found
+    return {type(node).__name__ for node in named_tuples(tree)}
 
 
 def avals(tree):

@@ -1,32 +1,22 @@
 """The train step and loop with a fused optimizer (``jaxopt_adv.fast``).
 
-The model has no BatchNorm: a bias in front of a BatchNorm has a gradient that is pure
-rounding noise, whose bits depend on how XLA fuses the backward pass with the rest of
-the step, and RMSprop/Adam scale that noise up to O(lr) updates. Given the same
-gradients the fused update is bit-identical (``tests/fast``); here the whole train step
-is, too.
+The model is the loop tests' ``TinyNet`` without its BatchNorm: a bias in front of a
+BatchNorm has a gradient that is pure rounding noise, whose bits depend on how XLA fuses
+the backward pass with the rest of the step, and RMSprop/Adam scale that noise up to
+O(lr) updates. Given the same gradients the fused update is bit-identical
+(``tests/fast``); here the whole train step, dropout included, is too.
 """
 
 import jax
 import numpy as np
 import optax
 import pytest
-from flax import nnx
 
 import jaxopt_adv
 from jaxopt_adv import fast
 from jaxopt_adv.train import fit
 from tests.fast.common import assert_bit_identical
-from tests.train.models import loss_fn, make_data
-
-
-class Net(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(6, 16, rngs=rngs)
-        self.out = nnx.Linear(16, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(nnx.relu(self.hidden(x)))
+from tests.train.models import loss_fn, make_data, make_model
 
 
 @pytest.mark.parametrize(
@@ -46,7 +36,7 @@ def test_fit_with_a_fused_optimizer_matches_its_transform(name, hyperparams):
     runs = []
     for tx in (opt, opt.tx):
         state, history = fit(
-            Net(nnx.Rngs(0)), tx, loss_fn, data, epochs=4, batch_size=16, progress=False
+            make_model(batch_norm=False), tx, loss_fn, data, epochs=4, batch_size=16, progress=False
         )
         runs.append((jax.device_get((state.params, state.opt_state)), history.steps["loss"]))
     (fused_state, fused_loss), (xla_state, xla_loss) = runs
@@ -60,6 +50,6 @@ def test_fused_optimizer_cannot_be_wrapped_by_fit():
     clip = jaxopt_adv.torch.clip_grad_norm(1.0)
     for extra in ({"clip": clip}, {"accumulate_steps": 2}):
         with pytest.raises(TypeError, match="clip= or accumulate_steps="):
-            fit(Net(nnx.Rngs(0)), opt, loss_fn, make_data(32), progress=False, **extra)
-    fit(Net(nnx.Rngs(0)), opt.tx, loss_fn, make_data(32), progress=False, clip=clip)
+            fit(make_model(batch_norm=False), opt, loss_fn, make_data(32), progress=False, **extra)
+    fit(make_model(batch_norm=False), opt.tx, loss_fn, make_data(32), progress=False, clip=clip)
     assert isinstance(opt.tx, optax.GradientTransformation)
