@@ -207,6 +207,21 @@ def test_schedule_and_factory_arguments():
         fast.fused("torch.nadam")
 
 
+@pytest.mark.parametrize("name", sorted(fast.SUPPORTED))
+@pytest.mark.parametrize(
+    ("hyperparams", "text"),
+    [
+        ({"learning_rate": -0.1}, "learning_rate must be in"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+    ],
+    ids=["negative_lr", "negative_wd"],
+)
+def test_bad_hyperparameters_raise_at_construction(name, hyperparams, text):
+    """``fused`` builds the transform at once, so the factory's checks apply."""
+    with pytest.raises(ValueError, match=text):
+        fast.fused(name, **hyperparams)
+
+
 def test_vmap_over_a_batch_of_optimizer_states():
     opt = fast.fused("torch.sgd", learning_rate=0.1, momentum=0.9)
     params = jnp.stack([jnp.arange(4.0), -jnp.arange(4.0)])
