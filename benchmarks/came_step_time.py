@@ -1,17 +1,19 @@
 """CAME and Automagic-CameAMP step times against optax.adafactor and optax.adam (JAX only).
 
 Times one jitted ``update + apply_updates`` step (params and state donated, gradients
-reused) of ``jaxopt_adv.came.came`` and of the composite
-``jaxopt_adv.came.automagic_came_amp`` against ``optax.adafactor`` (factored second moment,
-no momentum) and ``optax.adam`` on float32 2-D leaves holding 10M / 50M elements in all:
-one square-ish leaf or 200 smaller ones (the composite in its full fine-tune preset), or
-LoRA adapters, pairs of 4096x16 and 16x4096 leaves (the composite in its LoRA preset,
-whose rank penalty takes an SVD of every 2-D leaf wider than rank 10 each step: meant for
-adapters, not for large square weights).
+reused) of ``jaxopt_adv.came.came``, of ``jaxopt_adv.fast.came`` (the same CAME with each
+matrix scaled by one C++ kernel call: "came kernel") and of the composite
+``jaxopt_adv.came.automagic_came_amp`` against ``optax.adafactor`` (factored second
+moment, no momentum) and ``optax.adam`` on float32 2-D leaves holding 10M / 50M elements
+in all: one square-ish leaf or 200 smaller ones (the composite in its full fine-tune
+preset), or LoRA adapters, pairs of 4096x16 and 16x4096 leaves (the composite in its LoRA
+preset, whose rank penalty takes an SVD of every 2-D leaf wider than rank 10 each step:
+meant for adapters, not for large square weights).
 The implementations alternate step by step so all see the same machine state; the
 reported time is the median over the timed steps. The composite is timed in its early
 phase (TAM, Grams, edge damping, OrthoGrad, lr-mask warm-up: its most expensive steps).
-Targets: came <= 1.3x adafactor; the composite <= 3x adam. ``--tune-malloc`` first calls
+Targets: came <= 1.3x adafactor; the composite <= 3x adam. ``--no-composite`` leaves the
+composite out (it compiles for minutes on 200 leaves). ``--tune-malloc`` first calls
 ``jaxopt_adv.fast.tune_malloc()`` (large temporaries reused from the heap instead of
 fresh pages every step); run once with and once without to see its effect.
 
@@ -53,14 +55,17 @@ def leaf_shapes(total: int, layout: str) -> list[tuple[int, int]]:
     return [(side, side)] * leaves
 
 
-def optimizers(layout: str) -> dict[str, optax.GradientTransformation]:
+def optimizers(layout: str, composite: bool = True) -> dict[str, optax.GradientTransformation]:
     preset = lora_config() if layout == "lora" else full_finetune_config()
-    return {
+    txs = {
         "came": came(LR),
+        "came_kernel": fast.came(LR),
         "adafactor": optax.adafactor(LR),
         "adam": optax.adam(LR),
-        "automagic": automagic_came_amp(LR, preset),
     }
+    if composite:
+        txs["automagic"] = automagic_came_amp(LR, preset)
+    return txs
 
 
 def make_step(tx):
@@ -76,11 +81,13 @@ def tree(shapes, seed: int) -> list[jax.Array]:
     return [jax.random.normal(k, s, jnp.float32) for k, s in zip(keys, shapes, strict=True)]
 
 
-def time_layout(shapes, layout: str, steps: int, warmup: int = 3) -> dict[str, float]:
+def time_layout(
+    shapes, layout: str, steps: int, composite: bool, warmup: int = 3
+) -> dict[str, float]:
     """Median seconds per step for every optimizer, alternating step by step."""
     grads = tree(shapes, 1)
     runners = {}
-    for name, tx in optimizers(layout).items():
+    for name, tx in optimizers(layout, composite).items():
         params = tree(shapes, 2)
         runners[name] = [jax.jit(make_step(tx), donate_argnums=(0, 1)), params, tx.init(params)]
     samples: dict[str, list[float]] = {name: [] for name in runners}
@@ -94,11 +101,12 @@ def time_layout(shapes, layout: str, steps: int, warmup: int = 3) -> dict[str, f
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
-def fusions(shapes, layout: str) -> dict[str, list[str]]:
-    """The fusions of each optimizer's optimized HLO that write a full-size array."""
+def fusions(shapes, layout: str, composite: bool) -> dict[str, list[str]]:
+    """The fusions and custom calls of each optimizer's optimized HLO that write a
+    full-size array."""
     full = "f32[" + ",".join(map(str, shapes[0])) + "]"
     out = {}
-    for name, tx in optimizers(layout).items():
+    for name, tx in optimizers(layout, composite).items():
         params = tree(shapes, 2)
         text = (
             jax.jit(make_step(tx), donate_argnums=(0, 1))
@@ -108,9 +116,10 @@ def fusions(shapes, layout: str) -> dict[str, list[str]]:
         )
         entry = text[text.index("ENTRY") :]
         out[name] = [
-            line.strip().split(" = ")[0] + " <- " + line.split("fusion(")[1].split(")")[0]
+            line.strip().split(" = ")[0] + " <- " + line.split(op)[1].split(")")[0]
             for line in entry.splitlines()
-            if "fusion(" in line and full in line
+            for op in ("fusion(", "custom-call(")
+            if op in line and full in line.split(" = ")[1].split(op)[0]
         ]
     return out
 
@@ -122,7 +131,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--hlo", action="store_true", help="print the full-size fusions")
     parser.add_argument("--tune-malloc", action="store_true", help="call fast.tune_malloc()")
+    parser.add_argument("--no-composite", action="store_true", help="leave the composite out")
     args = parser.parse_args()
+    composite = not args.no_composite
     tuned = args.tune_malloc and fast.tune_malloc()
 
     print(
@@ -131,24 +142,29 @@ def main() -> None:
         f"tune_malloc {'on' if tuned else 'off'}"
     )
     lines = [
-        "| elements | leaves | leaf shape | came ms | adafactor ms | adam ms | preset "
-        "| automagic ms | came/adafactor | came/adam | automagic/came | automagic/adam |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| elements | leaves | leaf shape | came ms | came kernel ms | adafactor ms | adam ms "
+        "| preset | automagic ms | came/adafactor | came kernel/adafactor | came kernel/adam "
+        "| automagic/came | automagic/adam |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for total in (int(float(s)) for s in args.sizes.split(",")):
         for layout in args.layouts.split(","):
             shapes = leaf_shapes(total, layout)
             if args.hlo:
-                for name, ops in fusions(shapes, layout).items():
+                for name, ops in fusions(shapes, layout, composite).items():
                     print(f"{name}: {len(ops)} full-size outputs", *ops, sep="\n  ")
-            ms = {k: 1e3 * v for k, v in time_layout(shapes, layout, args.steps).items()}
+            timed = time_layout(shapes, layout, args.steps, composite)
+            ms = {k: 1e3 * v for k, v in timed.items()}
+            ms.setdefault("automagic", math.nan)
             elements = sum(math.prod(s) for s in shapes)
             preset = "lora" if layout == "lora" else "full"
             lines.append(
                 f"| {elements:,} | {len(shapes)} | {shapes[0][0]}x{shapes[0][1]} "
-                f"| {ms['came']:.2f} | {ms['adafactor']:.2f} | {ms['adam']:.2f} | {preset} "
-                f"| {ms['automagic']:.2f} | {ms['came'] / ms['adafactor']:.3f} "
-                f"| {ms['came'] / ms['adam']:.3f} | {ms['automagic'] / ms['came']:.3f} "
+                f"| {ms['came']:.2f} | {ms['came_kernel']:.2f} | {ms['adafactor']:.2f} "
+                f"| {ms['adam']:.2f} | {preset} | {ms['automagic']:.2f} "
+                f"| {ms['came'] / ms['adafactor']:.3f} "
+                f"| {ms['came_kernel'] / ms['adafactor']:.3f} "
+                f"| {ms['came_kernel'] / ms['adam']:.3f} | {ms['automagic'] / ms['came']:.3f} "
                 f"| {ms['automagic'] / ms['adam']:.3f} |"
             )
             print(f"done {elements:,} elements x {len(shapes)} leaves", file=sys.stderr)

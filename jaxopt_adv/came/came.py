@@ -34,6 +34,7 @@ from jaxopt_adv._common import (
 __all__ = [
     "ScaleByCameState",
     "came",
+    "came_chain",
     "came_confidence",
     "came_precondition",
     "factored_rsqrt",
@@ -357,11 +358,22 @@ def came(
       ``came_pytorch`` has none. Unlike ``came_pytorch`` (which asserts ``lr > 0`` and
       ``betas in [0, 1]``), ``learning_rate = 0`` is allowed and betas must be ``< 1``.
     """
+    scaling = scale_by_came(b1, b2, b3, eps1, eps2, clip_threshold, mu_dtype=mu_dtype)
+    return came_chain(scaling, learning_rate, weight_decay, weight_decay_mask)
+
+
+def came_chain(
+    scaling: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    weight_decay: Any,
+    weight_decay_mask: Any | Callable[[optax.Params], Any] | None,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`came` around a given CAME ``scaling`` (e.g. ``jaxopt_adv.fast``'s kernel):
+    ``scaling -> add_decayed_weights -> scale_by_learning_rate``, updates in the
+    gradients' dtype."""
     check_learning_rate(learning_rate)
     check_nonnegative(weight_decay, "weight_decay")
-    blocks = [
-        scale_by_came(b1, b2, b3, eps1, eps2, clip_threshold, mu_dtype=mu_dtype),
-    ]
+    blocks = [scaling]
     if not is_static_zero(weight_decay):
         blocks.append(optax.add_decayed_weights(weight_decay, weight_decay_mask))
     blocks.append(optax.scale_by_learning_rate(learning_rate))

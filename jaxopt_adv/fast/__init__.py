@@ -7,10 +7,13 @@ once, bit-identical to the optax transform's ``update`` + ``optax.apply_updates`
 ``jax.jit``; :func:`jit_step` jits it with params and state donated. The kernels are
 compiled on first use (:mod:`.build`); where they cannot be used the step takes the
 pure-JAX path (:func:`unavailable_reason`).
+:func:`came` and :func:`scale_by_came` are CAME with each matrix scaled by one kernel
+call in four passes (agreeing with :mod:`jaxopt_adv.came` to rounding).
 :func:`tune_malloc` keeps XLA:CPU's large step temporaries on the heap (glibc), which
 speeds up steps that materialise whole-leaf intermediates (CAME, Adafactor).
 """
 
+from jaxopt_adv.fast.came import came, scale_by_came
 from jaxopt_adv.fast.malloc import tune_malloc
 from jaxopt_adv.fast.step import (
     SUPPORTED,
@@ -25,8 +28,10 @@ __all__ = [
     "SUPPORTED",
     "FusedOptimizer",
     "available",
+    "came",
     "fused",
     "jit_step",
+    "scale_by_came",
     "tune_malloc",
     "unavailable_reason",
 ]

@@ -1,7 +1,7 @@
-"""Build, cache and register the one-pass CPU kernels (``kernels.cc``) with XLA.
+"""Build, cache and register the one-pass CPU kernels (``kernels.cc``, ``came.cc``) with XLA.
 
 The kernels are compiled on first use with the system C++ compiler into a cache
-directory, keyed by a hash of the source, the jaxlib version, the compiler flags, the
+directory, keyed by a hash of the sources, the jaxlib version, the compiler flags, the
 host CPU and whether XLA contracts multiply-adds into FMAs on it; the shared
 library is written under a temporary name and renamed into place (atomic, so parallel
 test workers never load a half-written file), loaded with ``ctypes`` and registered
@@ -40,6 +40,7 @@ __all__ = [
     "Library",
     "cache_dir",
     "failure",
+    "host_reason",
     "library_path",
     "load",
     "reset",
@@ -54,6 +55,7 @@ TARGETS = {
     "jaxopt_adv_rmsprop": "JaxoptAdvRmsprop",
     "jaxopt_adv_adagrad": "JaxoptAdvAdagrad",
     "jaxopt_adv_adamax": "JaxoptAdvAdamax",
+    "jaxopt_adv_came": "JaxoptAdvCame",
 }
 # -ffp-contract=off: no multiply-add contraction beyond the explicit std::fma calls that
 # mirror XLA's; -fno-math-errno lets sqrt vectorize (it only skips setting errno).
@@ -65,13 +67,20 @@ CXXFLAGS = (
     "-march=native",
     "-ffp-contract=off",
     "-fno-math-errno",
+    "-fopenmp-simd",
     "-w",
 )
 
 
 def source_path() -> Path:
-    """The kernels' C++ source, shipped next to this module."""
+    """The torch-exact kernels' C++ source, shipped next to this module."""
     return Path(__file__).with_name("kernels.cc")
+
+
+def source_paths() -> list[Path]:
+    """Every source of the library: the C++ files compiled into it and their header."""
+    here = Path(__file__).parent
+    return [source_path(), here / "came.cc", here / "common.h"]
 
 
 def cache_dir() -> Path:
@@ -136,14 +145,14 @@ _REGISTERED: set[str] = set()  # XLA keeps a registration for the whole process
 _HANDLES: list[ctypes.CDLL] = []
 
 
-def _command(compiler: str, fma: bool, source: Path, output: Path) -> list[str]:
+def _command(compiler: str, fma: bool, sources: list[Path], output: Path) -> list[str]:
     return [
         *shlex.split(compiler),
         *CXXFLAGS,
         f"-DJAXOPT_ADV_FMA={int(fma)}",
         "-I",
         jax.ffi.include_dir(),
-        str(source),
+        *(str(source) for source in sources if source.suffix == ".cc"),
         "-o",
         str(output),
     ]
@@ -155,12 +164,13 @@ def library_path(fma: bool) -> Path:
     The compiler is not part of the key: any compiler honouring the flags produces the
     same arithmetic, and a cached library needs none.
     """
-    source = source_path()
-    if not source.is_file():
-        raise RuntimeError(f"kernel source missing: {source}")
+    sources = source_paths()
+    for source in sources:
+        if not source.is_file():
+            raise RuntimeError(f"kernel source missing: {source}")
     key = hashlib.sha256()
     for part in (
-        source.read_bytes(),
+        *(source.read_bytes() for source in sources),
         jaxlib.__version__.encode(),
         " ".join((*CXXFLAGS, f"-DJAXOPT_ADV_FMA={int(fma)}")).encode(),
         platform.machine().encode(),
@@ -175,7 +185,6 @@ def _build() -> Library:
     """Find in the cache (or compile), load and register the kernels; raise on failure."""
     fma = xla_contracts_fma()
     path = library_path(fma)
-    source = source_path()
     if not path.is_file():
         compiler = _compiler()
         if compiler is None:
@@ -186,14 +195,14 @@ def _build() -> Library:
         os.close(fd)
         try:
             result = subprocess.run(
-                _command(compiler, fma, source, Path(tmp)),
+                _command(compiler, fma, source_paths(), Path(tmp)),
                 capture_output=True,
                 text=True,
                 timeout=600,
             )
             if result.returncode != 0:
                 raise RuntimeError(
-                    f"compiling {source.name} failed ({compiler}):\n{result.stderr[-2000:]}"
+                    f"compiling the kernels failed ({compiler}):\n{result.stderr[-2000:]}"
                 )
             os.replace(tmp, path)  # atomic: a concurrent build writes identical bytes
         finally:
@@ -243,6 +252,18 @@ def load() -> Library | None:
             _STATE["error"] = f"{type(error).__name__}: {error}"
             return None
         return _STATE["library"]  # type: ignore[return-value]
+
+
+def host_reason() -> str | None:
+    """Why the kernels cannot run in this process at all (backend, devices, build), or
+    ``None``; builds the library on the first call."""
+    if jax.default_backend() != "cpu":
+        return f"the default backend is {jax.default_backend()!r}, the kernels are CPU-only"
+    if jax.device_count() > 1:
+        return f"{jax.device_count()} devices: arrays may be sharded, the kernels are not"
+    if load() is None:
+        return failure()
+    return None
 
 
 def failure() -> str | None:

@@ -27,33 +27,24 @@
 // Scalars that may be traced (learning rate, betas, eps, weight decay, bias corrections)
 // are 0-d buffers; the options that change the code are bits of the `flags` attribute.
 
-#include <algorithm>
 #include <array>
-#include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "xla/ffi/api/ffi.h"
+#include "common.h"
 
 #ifndef JAXOPT_ADV_FMA
 #define JAXOPT_ADV_FMA 1
 #endif
 
-namespace ffi = xla::ffi;
-
 namespace {
 
 // Leaves are cut into chunks of this many elements, the thread pool's unit of work.
 constexpr int64_t kChunk = int64_t{1} << 15;
-// Below this many elements in a call the whole call runs on the calling thread.
-constexpr int64_t kParallelThreshold = int64_t{1} << 16;
 // At most this many arrays per leaf (Adam with AMSGrad: p, g, mu, nu, nu_max).
 constexpr int kMaxArrays = 5;
 
@@ -127,46 +118,12 @@ struct Chunk {
   int64_t hi;
 };
 
-// Runs fn(chunk) over every chunk, on the calling thread and num_threads - 1 helpers.
-// The caller works too and waits only for chunks a helper has already claimed, so it
-// cannot deadlock when it is itself a thread of the pool; a helper that starts after
-// the last chunk was claimed returns at once without touching the buffers.
+// Runs fn(chunk) over every chunk (see ParallelFor in common.h).
 template <typename Fn>
 void RunChunks(ffi::ThreadPool& pool, std::vector<Chunk> chunks, int64_t total, Fn fn) {
   const int64_t n = static_cast<int64_t>(chunks.size());
-  const int64_t threads = pool.num_threads();
-  if (n <= 1 || total < kParallelThreshold || threads <= 1) {
-    for (const Chunk& c : chunks) fn(c);
-    return;
-  }
-  struct Shared {
-    std::vector<Chunk> chunks;
-    Fn fn;
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> done{0};
-    std::mutex mu;
-    std::condition_variable cv;
-    Shared(std::vector<Chunk> c, Fn f) : chunks(std::move(c)), fn(std::move(f)) {}
-  };
-  auto shared = std::make_shared<Shared>(std::move(chunks), std::move(fn));
-  auto work = [n](Shared& s) {
-    for (;;) {
-      const int64_t k = s.next.fetch_add(1);
-      if (k >= n) return;
-      s.fn(s.chunks[k]);
-      if (s.done.fetch_add(1) + 1 == n) {
-        std::lock_guard<std::mutex> lock(s.mu);
-        s.cv.notify_all();
-      }
-    }
-  };
-  const int64_t helpers = std::min(threads, n) - 1;
-  for (int64_t h = 0; h < helpers; ++h) {
-    pool.Schedule([shared, work] { work(*shared); });
-  }
-  work(*shared);
-  std::unique_lock<std::mutex> lock(shared->mu);
-  shared->cv.wait(lock, [&] { return shared->done.load() == n; });
+  ParallelFor(pool, n, total,
+              [chunks = std::move(chunks), fn = std::move(fn)](int64_t k) { fn(chunks[k]); });
 }
 
 template <typename T>
@@ -495,24 +452,6 @@ void AdamaxRange(const AdamaxScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int
 }
 
 // ----------------------------------------------------------------- FFI plumbing
-
-template <typename T>
-constexpr ffi::DataType kDataType = ffi::DataType::F32;
-template <>
-constexpr ffi::DataType kDataType<double> = ffi::DataType::F64;
-
-ffi::Error InvalidArgument(const std::string& message) {
-  return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxopt_adv.fast: " + message);
-}
-
-template <typename T>
-ffi::Error ReadScalar(const ffi::AnyBuffer& buffer, T* value) {
-  if (buffer.element_type() != kDataType<T> || buffer.element_count() != 1) {
-    return InvalidArgument("scalar operands must be 0-d arrays of the leaves' dtype");
-  }
-  *value = *static_cast<const T*>(buffer.untyped_data());
-  return ffi::Error::Success();
-}
 
 // Decodes the leaves: `in_arity` operands and `in_arity - 1` results per leaf.
 template <typename T>

@@ -69,17 +69,6 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _LEAVES_PER_CALL = 16
 
 
-def _host_reason() -> str | None:
-    """Why the kernels cannot run here at all (backend, devices, build), or ``None``."""
-    if jax.default_backend() != "cpu":
-        return f"the default backend is {jax.default_backend()!r}, the kernels are CPU-only"
-    if jax.device_count() > 1:
-        return f"{jax.device_count()} devices: arrays may be sharded, the kernels are not"
-    if build.load() is None:
-        return build.failure()
-    return None
-
-
 def unavailable_reason() -> str | None:
     """Why the kernels cannot be used in this process, or ``None`` when they can.
 
@@ -89,7 +78,7 @@ def unavailable_reason() -> str | None:
     multiply-adds, which divisions become reciprocals) is mirrored from this jaxlib's
     XLA:CPU, and a host where it differs gets the pure-JAX path.
     """
-    reason = _host_reason()
+    reason = build.host_reason()
     if reason is None:
         reason = selfcheck.outcome(_probe_mismatches, selfcheck.KERNELS)
     return reason
@@ -561,7 +550,7 @@ class FusedOptimizer:
 
         if not self.kernel:
             return reference("kernel=False")
-        reason = _host_reason() if self._probe else unavailable_reason()
+        reason = build.host_reason() if self._probe else unavailable_reason()
         if reason is not None:
             return reference(reason)
 

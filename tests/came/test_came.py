@@ -11,6 +11,7 @@ import optax
 import pytest
 import pytorch_optimizer
 
+from jaxopt_adv import fast
 from jaxopt_adv.came.came import ScaleByCameState, came, scale_by_came
 from tests.harness import GRADIENT_SCALES, precision, run_parity
 
@@ -42,6 +43,10 @@ CONFIGS = {
         "eps2": 1e-10,
     },
 }
+
+
+# the JAX transform and the fast path's (its matrices scaled by the C++ kernel)
+IMPLEMENTATIONS = {"jax": came, "kernel": fast.came}
 
 
 def params_and_stream(layout: str, num_steps: int = 20, seed: int = 0):
@@ -107,10 +112,11 @@ def parity(ours, reference, layout, dtype="float64", **kwargs):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("reference", ["came_pytorch", "pytorch_optimizer"])
-def test_parity(reference, config, layout, dtype):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_parity(implementation, reference, config, layout, dtype):
     kwargs = CONFIGS[config]
     factory = official if reference == "came_pytorch" else library
-    parity(came(LR, **kwargs), factory(kwargs), layout, dtype)
+    parity(IMPLEMENTATIONS[implementation](LR, **kwargs), factory(kwargs), layout, dtype)
 
 
 def test_parity_pytorch_optimizer_single_tensor_path():
@@ -120,15 +126,19 @@ def test_parity_pytorch_optimizer_single_tensor_path():
     parity(came(LR, **kwargs), library(kwargs, foreach=False), "factored")
 
 
-def test_parity_with_schedule():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_parity_with_schedule(implementation):
     """The decay is scaled by the scheduled lr; torch gets ``param_groups[0]['lr']``."""
     schedule = lambda t: 0.1 / (1 + t)  # noqa: E731
     kwargs = {"weight_decay": 0.1}
-    parity(came(schedule, **kwargs), official(kwargs, lr=0.1), "factored", schedule=schedule)
+    ours = IMPLEMENTATIONS[implementation](schedule, **kwargs)
+    parity(ours, official(kwargs, lr=0.1), "factored", schedule=schedule)
 
 
-def test_weight_decay_mask():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_weight_decay_mask(implementation):
     """Only the leaves the mask selects are decayed."""
+    came = IMPLEMENTATIONS[implementation]
     params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
     grads = {"w": jnp.full((3, 2), 0.5), "b": jnp.full(2, -0.5)}
     masked = came(LR, weight_decay=0.1, weight_decay_mask={"w": True, "b": False})
@@ -293,8 +303,9 @@ def test_bad_hyperparameters(kwargs, message):
             scale_by_came(**kwargs)
 
 
-def test_jit_compiles_once():
-    tx = came(optax.linear_schedule(1e-2, 1e-3, 10), weight_decay=1e-2)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_jit_compiles_once(implementation):
+    tx = IMPLEMENTATIONS[implementation](optax.linear_schedule(1e-2, 1e-3, 10), weight_decay=1e-2)
     params = {"w": jnp.ones((6, 5)), "b": jnp.ones(5), "s": jnp.ones(())}
     traces = []
 
@@ -312,13 +323,14 @@ def test_jit_compiles_once():
     assert int(state[0].count) == 4
 
 
-def test_nonfinite_gradient_poisons_the_leaf_unless_skipped():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_nonfinite_gradient_poisons_the_leaf_unless_skipped(implementation):
     """One NaN element makes the whole factored leaf's update NaN (the mean of the row
     statistic feeds every element) and stays in its statistics, so later finite steps are
     NaN too; other leaves are unaffected. apply_if_finite skips the step instead."""
     params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
     grads = {"w": jnp.full((4, 3), 0.5).at[1, 2].set(jnp.nan), "b": jnp.full(3, 0.5)}
-    tx = came(1e-2)
+    tx = IMPLEMENTATIONS[implementation](1e-2)
     update = jax.jit(tx.update)
     updates, state = update(grads, tx.init(params), params)
     assert bool(jnp.all(jnp.isnan(updates["w"])))

@@ -1,0 +1,168 @@
+"""CAME with its scaling as one C++ kernel per step on CPU (``came.cc``).
+
+:func:`scale_by_came` and :func:`came` take the arguments of
+:func:`jaxopt_adv.came.scale_by_came` and :func:`jaxopt_adv.came.came` and keep their
+state, so checkpoints, ``optax.inject_hyperparams`` and composition work unchanged. On a
+single-device CPU process every float32/float64 leaf with ``ndim >= 2`` (and its
+statistics in the same dtype) is scaled by an XLA FFI call that takes four passes over
+the leaf (XLA compiles the transform into five whole-leaf loops with three
+intermediates materialised); the other leaves, and every leaf elsewhere, take the
+transform's own JAX code. Sums are accumulated in float64, so the results agree with the
+JAX path to rounding, not bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxopt_adv.came.came import came_chain
+from jaxopt_adv.came.came import scale_by_came as jax_scale_by_came
+from jaxopt_adv.fast import build
+
+__all__ = ["came", "scale_by_came"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# the state fields the kernel updates, in its operand order after the gradient
+_FIELDS = ("mu", "v_row", "v_col", "r_row", "r_col")
+# leaves per custom call (XLA compiles calls with many aliased operands slowly)
+_LEAVES_PER_CALL = 16
+
+
+def _kernel_leaf(g: Any, state_arrays: list[Any]) -> bool:
+    """Whether the kernel takes this leaf: float32/float64, ndim >= 2, not empty, and
+    the momentum and statistics in the leaf's dtype."""
+    dtype = np.dtype(g.dtype)
+    if dtype not in _FLOATS or jnp.ndim(g) < 2 or jnp.size(g) == 0:
+        return False
+    return all(np.dtype(a.dtype) == dtype for a in state_arrays)
+
+
+def _call(scalars: list[jax.Array], leaves: list[tuple]) -> list[tuple]:
+    """One custom call over ``leaves = [(g, mu, v_row, v_col, r_row, r_col), ...]``;
+    returns ``[(out, mu, v_row, v_col, r_row, r_col), ...]`` (the state results alias
+    their operands)."""
+    operands = list(scalars)
+    out_types, aliases = [], {}
+    for arrays in leaves:
+        for k, array in enumerate(arrays):
+            if k > 0:
+                aliases[len(operands)] = len(out_types)
+            operands.append(array)
+            out_types.append(jax.ShapeDtypeStruct(jnp.shape(array), array.dtype))
+    call = jax.ffi.ffi_call(
+        "jaxopt_adv_came", out_types, input_output_aliases=aliases, vmap_method="sequential"
+    )
+    outputs = call(*operands)
+    width = len(_FIELDS) + 1
+    return [tuple(outputs[i : i + width]) for i in range(0, len(outputs), width)]
+
+
+def scale_by_came(
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    b3: Any = 0.9999,
+    eps1: Any = 1e-30,
+    eps2: Any = 1e-16,
+    clip_threshold: Any = 1.0,
+    *,
+    mu_dtype: Any = None,
+    kernel: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`jaxopt_adv.came.scale_by_came` with the matrices scaled by the CPU kernel.
+
+    Same arguments, state and results (to rounding); ``kernel=False`` (static) always
+    takes the JAX path. Use it under ``jax.jit`` with the state donated, so that the
+    kernel updates the momentum and the statistics in place.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_adv import fast
+      >>> from jaxopt_adv.came import scale_by_came
+      >>> g = jnp.array([[1.0, -2.0], [3.0, 0.5]])
+      >>> tx, reference = fast.scale_by_came(), scale_by_came()
+      >>> u, state = tx.update(g, tx.init(g))
+      >>> bool(jnp.allclose(u, reference.update(g, reference.init(g))[0], rtol=1e-6))
+      True
+
+    References:
+      Luo et al., "CAME: Confidence-guided Adaptive Memory Efficient Optimization",
+      ACL 2023; parity-tested against ``came_pytorch.CAME`` 0.1.3 and
+      ``pytorch_optimizer.CAME`` as :func:`jaxopt_adv.came.scale_by_came` is.
+    """
+    inner = jax_scale_by_came(b1, b2, b3, eps1, eps2, clip_threshold, mu_dtype=mu_dtype)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        # The JAX path's results for every leaf; under jax.jit XLA removes the parts of
+        # the leaves the kernel replaces.
+        out, new_state = inner.update(updates, state, params, **extra_args)
+        if not kernel or build.host_reason() is not None:
+            return out, new_state
+        g_leaves, treedef = jax.tree.flatten(updates)
+        old = [treedef.flatten_up_to(getattr(state, name)) for name in _FIELDS]
+        out_leaves = treedef.flatten_up_to(out)
+        new = [treedef.flatten_up_to(getattr(new_state, name)) for name in _FIELDS]
+        groups: dict[np.dtype, list[int]] = {}
+        for i, g in enumerate(g_leaves):
+            if _kernel_leaf(g, [arrays[i] for arrays in old]):
+                groups.setdefault(np.dtype(g.dtype), []).append(i)
+        for dtype, indices in groups.items():
+            values = (b1, 1 - b1, b2, 1 - b2, b3, 1 - b3, eps1, eps2, clip_threshold)
+            scalars = [jnp.asarray(value).astype(dtype) for value in values]
+            for start in range(0, len(indices), _LEAVES_PER_CALL):
+                batch = indices[start : start + _LEAVES_PER_CALL]
+                operands = [(g_leaves[i], *(arrays[i] for arrays in old)) for i in batch]
+                for i, (o, *stats) in zip(batch, _call(scalars, operands), strict=True):
+                    out_leaves[i] = o
+                    for arrays, array in zip(new, stats, strict=True):
+                        arrays[i] = array
+        fields = {
+            name: treedef.unflatten(arrays) for name, arrays in zip(_FIELDS, new, strict=True)
+        }
+        return treedef.unflatten(out_leaves), new_state._replace(**fields)
+
+    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+
+
+def came(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    b3: Any = 0.9999,
+    eps1: Any = 1e-30,
+    eps2: Any = 1e-16,
+    clip_threshold: Any = 1.0,
+    weight_decay: Any = 0.0,
+    weight_decay_mask: Any | Callable[[optax.Params], Any] | None = None,
+    *,
+    mu_dtype: Any = None,
+    kernel: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`jaxopt_adv.came.came` with the matrices scaled by the CPU kernel.
+
+    Same arguments (plus ``kernel``, see :func:`scale_by_came`), state and steps (to
+    rounding).
+
+    Example:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import optax
+      >>> from jaxopt_adv import fast
+      >>> opt = fast.came(1e-3)
+      >>> params = {"w": jnp.ones((64, 32)), "b": jnp.zeros(32)}
+      >>> state = opt.init(params)
+      >>> grads = jax.tree.map(jnp.ones_like, params)
+      >>> step = jax.jit(lambda p, s, g: optax.apply_updates(p, opt.update(g, s, p)[0]))
+      >>> # a first step moves by lr (1 - b1) / ((1 - b1) sqrt(1 - b3)) = 1e-3 / 0.009
+      >>> round(float(step(params, state, grads)["w"][0, 0]), 5)
+      0.98889
+    """
+    scaling = scale_by_came(
+        b1, b2, b3, eps1, eps2, clip_threshold, mu_dtype=mu_dtype, kernel=kernel
+    )
+    return came_chain(scaling, learning_rate, weight_decay, weight_decay_mask)

@@ -1,0 +1,86 @@
+// What the one-pass kernels (kernels.cc, came.cc) share: the thread-pool loop and the
+// FFI operand checks. Everything is in an anonymous namespace: each source file gets its
+// own copy.
+#ifndef JAXOPT_ADV_FAST_COMMON_H_
+#define JAXOPT_ADV_FAST_COMMON_H_
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// Below this many elements in a call the whole call runs on the calling thread.
+constexpr int64_t kParallelThreshold = int64_t{1} << 16;
+
+// Runs fn(k) for k in [0, n), on the calling thread and num_threads - 1 helpers; `total`
+// is the number of elements the n tasks touch. The caller works too and waits only for
+// tasks a helper has already claimed, so it cannot deadlock when it is itself a thread of
+// the pool; a helper that starts after the last task was claimed returns at once without
+// calling fn.
+template <typename Fn>
+void ParallelFor(ffi::ThreadPool& pool, int64_t n, int64_t total, Fn fn) {
+  const int64_t threads = pool.num_threads();
+  if (n <= 1 || total < kParallelThreshold || threads <= 1) {
+    for (int64_t k = 0; k < n; ++k) fn(k);
+    return;
+  }
+  struct Shared {
+    Fn fn;
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    std::mutex mu;
+    std::condition_variable cv;
+    explicit Shared(Fn f) : fn(std::move(f)) {}
+  };
+  auto shared = std::make_shared<Shared>(std::move(fn));
+  auto work = [n](Shared& s) {
+    for (;;) {
+      const int64_t k = s.next.fetch_add(1);
+      if (k >= n) return;
+      s.fn(k);
+      if (s.done.fetch_add(1) + 1 == n) {
+        std::lock_guard<std::mutex> lock(s.mu);
+        s.cv.notify_all();
+      }
+    }
+  };
+  const int64_t helpers = std::min(threads, n) - 1;
+  for (int64_t h = 0; h < helpers; ++h) {
+    pool.Schedule([shared, work] { work(*shared); });
+  }
+  work(*shared);
+  std::unique_lock<std::mutex> lock(shared->mu);
+  shared->cv.wait(lock, [&] { return shared->done.load() == n; });
+}
+
+template <typename T>
+constexpr ffi::DataType kDataType = ffi::DataType::F32;
+template <>
+constexpr ffi::DataType kDataType<double> = ffi::DataType::F64;
+
+ffi::Error InvalidArgument(const std::string& message) {
+  return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxopt_adv.fast: " + message);
+}
+
+template <typename T>
+ffi::Error ReadScalar(const ffi::AnyBuffer& buffer, T* value) {
+  if (buffer.element_type() != kDataType<T> || buffer.element_count() != 1) {
+    return InvalidArgument("scalar operands must be 0-d arrays of the leaves' dtype");
+  }
+  *value = *static_cast<const T*>(buffer.untyped_data());
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+#endif  // JAXOPT_ADV_FAST_COMMON_H_
