@@ -9,6 +9,9 @@ each step faults in and zeroes those pages again, 4 KiB at a time: on the 2-core
 machines this project targets, a 40 MB temporary costs about 20 ms that way against 2-3
 ms to read it once. Raising the threshold lets freed blocks be reused from the heap.
 
+XLA runs a step on its worker threads, whose allocations glibc serves from secondary
+arenas made of heaps of at most 64 MiB: a larger block is mapped whatever the threshold,
+so the setting also keeps every thread on the main arena.
 The setting is process-wide and opt-in: freed memory below the threshold stays in the
 process (its resident size does not shrink after a large array is freed).
 """
@@ -23,16 +26,19 @@ __all__ = ["tune_malloc"]
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 
 def tune_malloc(mmap_threshold: int = 1 << 30) -> bool:
     """Serve allocations up to ``mmap_threshold`` bytes from the reusable heap (glibc).
 
-    Calls ``mallopt(M_MMAP_THRESHOLD, mmap_threshold)`` and raises ``M_TRIM_THRESHOLD``
-    to match, so that the large temporaries of a jitted step are reused from one step to
-    the next instead of being mapped, faulted in and unmapped each time. The same effect
-    is had without code by starting Python with
-    ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483647``.
+    Calls ``mallopt(M_MMAP_THRESHOLD, mmap_threshold)``, raises ``M_TRIM_THRESHOLD`` to
+    match and sets ``M_ARENA_MAX`` to 1 (threads' secondary arenas map every block above
+    64 MiB), so that the large temporaries of a jitted step are reused from one step to
+    the next instead of being mapped, faulted in and unmapped each time. Call it before
+    the first computation (threads keep the arena they started with). The same effect is
+    had without code by starting Python with ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=
+    1073741824:glibc.malloc.trim_threshold=2147483647:glibc.malloc.arena_max=1``.
 
     Args:
       mmap_threshold: allocations larger than this many bytes still get their own
@@ -69,4 +75,4 @@ def tune_malloc(mmap_threshold: int = 1 << 30) -> bool:
     mallopt.restype = ctypes.c_int
     if not mallopt(_M_MMAP_THRESHOLD, mmap_threshold):
         return False
-    return bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    return bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)) and bool(mallopt(_M_ARENA_MAX, 1))

@@ -9,11 +9,13 @@ import pytest
 from jaxopt_adv import fast
 
 # In a fresh process (the setting is process-wide): glibc's mallinfo2 counts mmap'd bytes
-# (hblkhd) separately from the heap (arena); a freed 64 MiB block served from the heap
-# is reused by the next allocation of that size instead of being mapped again.
+# (hblkhd) separately from the heaps (arena); a freed block served from a heap is reused
+# by the next allocation of that size instead of being mapped again. A 64 MiB block on
+# the main thread, and a 128 MiB one on another thread (whose secondary arena would map
+# anything above 64 MiB).
 PROBE = textwrap.dedent(
     """
-    import ctypes, sys
+    import ctypes, sys, threading
     import numpy as np
     from jaxopt_adv import fast
 
@@ -26,27 +28,39 @@ PROBE = textwrap.dedent(
     libc.mallinfo2.restype = MallInfo2
     if sys.argv[1] == "tuned":
         assert fast.tune_malloc() is True
-    size = 64 << 20
-    block = np.ones(size // 8)
-    mapped, heap = libc.mallinfo2().hblkhd, libc.mallinfo2().arena
-    del block
+    size = (64 if sys.argv[2] == "main" else 128) << 20
+    seen = []
+
+    def allocate():
+        block = np.ones(size // 8)
+        seen.append((libc.mallinfo2().hblkhd, libc.mallinfo2().arena))
+        del block
+
+    if sys.argv[2] == "main":
+        allocate()
+    else:
+        thread = threading.Thread(target=allocate)
+        thread.start()
+        thread.join()
+    mapped, heap = seen[0]
     print(int(mapped >= size), int(heap >= size))
     """
 )
 
 
-def probe(mode: str) -> str:
+def probe(mode: str, where: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", PROBE, mode, where], capture_output=True, text=True, check=True
     )
     return out.stdout.strip()
 
 
-def test_large_blocks_move_from_mmap_to_the_heap():
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_large_blocks_move_from_mmap_to_the_heap(where):
     if not sys.platform.startswith("linux"):
         pytest.fail("this check needs glibc (Linux)")
-    assert probe("default") == "1 0"  # glibc maps a 64 MiB block by default
-    assert probe("tuned") == "0 1"  # after tune_malloc it sits in the heap
+    assert probe("default", where) == "1 0"  # glibc maps the block by default
+    assert probe("tuned", where) == "0 1"  # after tune_malloc it sits in a heap
 
 
 @pytest.mark.parametrize("bad", [0, 1000, 2**31, -5])
