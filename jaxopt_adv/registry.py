@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import optax
 
+from jaxopt_adv import fast
 from jaxopt_adv import torch as torch_exact
 from jaxopt_adv.came import adatam, automagic_came_amp, came, tam
 from jaxopt_adv.correction import create_fer_optimizer, create_gradient_correction_optimizer
@@ -25,6 +26,7 @@ REGISTRY: dict[str, OptimizerFactory] = {
     "adatam": adatam,
     "automagic_came_amp": automagic_came_amp,
     "came": came,
+    "fast.came": fast.came,
     "fer": create_fer_optimizer,
     "gradient_correction": create_gradient_correction_optimizer,
     "mu_adam": mu_adam,
@@ -62,6 +64,11 @@ INFO: dict[str, OptimizerInfo] = {
     ),
     "came": OptimizerInfo(
         "came", "Luo et al., ACL 2023 (CAME)", "came_pytorch.CAME, pytorch_optimizer.CAME"
+    ),
+    "fast.came": OptimizerInfo(
+        "came",
+        "Luo et al., ACL 2023 (CAME; matrices scaled by a C++ kernel on CPU)",
+        "came_pytorch.CAME, pytorch_optimizer.CAME",
     ),
     "fer": OptimizerInfo(
         "correction", "Deng et al., AAAI 2022 (FER)", "tests/reference/torch_fer.py"

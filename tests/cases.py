@@ -166,6 +166,12 @@ CASES = [
         Convergence({"learning_rate": 0.02}, 3000, 1e-5),
     ),
     Case(
+        "fast.came",
+        {"learning_rate": 0.05, "weight_decay": 1e-2},
+        Convergence({"learning_rate": 0.05}, 500, 1e-6),
+        Convergence({"learning_rate": 0.02}, 3000, 1e-5),
+    ),
+    Case(
         "torch.sgd",
         {"learning_rate": 0.05, "momentum": 0.9, "dampening": 0.1, "weight_decay": 1e-3},
         Convergence({"learning_rate": 0.05, "momentum": 0.9}, 500, 1e-6),
@@ -348,6 +354,16 @@ _TAM = [
     *_one_of("correlation", "pearson"),
 ]
 
+_CAME = [
+    *_learning_rate(),
+    *_beta("b1", 0),
+    *_beta("b2", 1),
+    *_beta("b3", 2),
+    *_nonnegative("eps1"),
+    *_nonnegative("eps2"),
+    *_positive("clip_threshold"),
+    *_nonnegative("weight_decay"),
+]
 _AUTOMAGIC_INVALID = [
     *_positive("learning_rate", "learning rate"),
     *[
@@ -406,16 +422,8 @@ INVALID: dict[str, list[Invalid]] = {
         ),
     ],
     "automagic_came_amp": _AUTOMAGIC_INVALID,
-    "came": [
-        *_learning_rate(),
-        *_beta("b1", 0),
-        *_beta("b2", 1),
-        *_beta("b3", 2),
-        *_nonnegative("eps1"),
-        *_nonnegative("eps2"),
-        *_positive("clip_threshold"),
-        *_nonnegative("weight_decay"),
-    ],
+    "came": _CAME,
+    "fast.came": _CAME,
     "fer": [
         *_learning_rate(),
         *_interval("fer_weight", "[0, 1]", (-0.1, 1.5, _NAN, _INF)),

@@ -145,8 +145,25 @@ def came(
 ) -> optax.GradientTransformationExtraArgs:
     """:func:`jaxopt_adv.came.came` with the matrices scaled by the CPU kernel.
 
-    Same arguments (plus ``kernel``, see :func:`scale_by_came`), state and steps (to
-    rounding).
+    Same arguments, state and steps (to rounding), plus ``kernel``.
+
+    Args:
+      learning_rate: scalar or schedule (torch ``lr``), ``>= 0``.
+      b1: momentum decay, in ``[0, 1)``.
+      b2: second-moment decay, in ``[0, 1)``.
+      b3: instability decay, in ``[0, 1)``.
+      eps1: added to ``g^2``, ``>= 0``.
+      eps2: added to the instability, ``>= 0``.
+      clip_threshold: RMS threshold of the scaled update, ``> 0``.
+      weight_decay: decoupled decay, ``>= 0``; a Python ``0`` leaves the block out.
+      weight_decay_mask: optional mask (tree or callable) of the leaves to decay.
+      mu_dtype: static; optional dtype of the first moment (a leaf whose momentum is in
+        another dtype takes the JAX path).
+      kernel: static; ``False`` always takes the JAX path.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; it needs ``params`` when
+      ``weight_decay`` is not a Python 0.
 
     Example:
       >>> import jax
@@ -161,6 +178,11 @@ def came(
       >>> # a first step moves by lr (1 - b1) / ((1 - b1) sqrt(1 - b3)) = 1e-3 / 0.009
       >>> round(float(step(params, state, grads)["w"][0, 0]), 5)
       0.98889
+
+    References:
+      Luo et al., "CAME: Confidence-guided Adaptive Memory Efficient Optimization",
+      ACL 2023; parity-tested against ``came_pytorch.CAME`` 0.1.3 and
+      ``pytorch_optimizer.CAME``.
     """
     scaling = scale_by_came(
         b1, b2, b3, eps1, eps2, clip_threshold, mu_dtype=mu_dtype, kernel=kernel

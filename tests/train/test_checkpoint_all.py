@@ -85,6 +85,10 @@ STATE_CHANGING = {
         ({"mu_dtype": jnp.bfloat16}, "ScaleByCameState.mu ['conv']) is float32"),
         ({"weight_decay": 0.0}, "EmptyState"),
     ],
+    "fast.came": [
+        ({"mu_dtype": jnp.bfloat16}, "ScaleByCameState.mu ['conv']) is float32"),
+        ({"weight_decay": 0.0}, "EmptyState"),
+    ],
     "torch.sgd": [
         ({"momentum": 0.0}, "only in the checkpoint: [1] SgdMomentumState.count"),
         ({"accumulator_dtype": jnp.bfloat16}, "the target expects bfloat16"),
