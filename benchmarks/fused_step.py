@@ -1,22 +1,23 @@
 """The fused CPU step (``jaxopt_adv.fast``) against the XLA path, optax and torch fused.
 
 For each size (elements, float32) and layout (one leaf, or split over many), one donated
-jitted step of Adam, AdamW, SGD-momentum, RMSprop, Adagrad and Adamax, four ways:
+jitted step of Adam, AdamW, SGD-momentum, RMSprop, Adagrad, Adamax and NAdam, four ways:
 
 - ``fused``: ``jaxopt_adv.fast.fused(...)`` through ``fast.jit_step`` (one C++ pass);
 - ``xla``: the same optimizer on the pure-JAX path (``kernel=False``: ``tx.update`` +
   ``optax.apply_updates``, what ``jaxopt_adv.torch.*`` compiles to);
 - ``optax``: optax's counterpart (``optax.adam``, ``optax.adamw(weight_decay=1e-2)``,
   ``optax.sgd(momentum=0.9)``, ``optax.rmsprop(decay=0.99, eps=1e-8)``,
-  ``optax.adagrad(initial_accumulator_value=0, eps=1e-10)``, ``optax.adamax``);
-- ``torch fused``: ``torch.optim.*(fused=True)`` (torch 2.13 has no fused RMSprop or
-  Adamax).
+  ``optax.adagrad(initial_accumulator_value=0, eps=1e-10)``, ``optax.adamax``,
+  ``optax.nadam``: torch's NAdam without its momentum schedule, the same bytes);
+- ``torch fused``: ``torch.optim.*(fused=True)`` (torch 2.13 has no fused RMSprop,
+  Adamax or NAdam).
 
 Each framework runs in its own worker process (their thread pools slow each other
 down); inside the JAX worker the three JAX variants alternate step by step. The copy
 floor is measured in the same JAX worker: the best in-place read+write bandwidth of a
 donated XLA kernel and of numpy (one thread, and one thread per core); an optimizer's
-floor is the bytes it must move (Adam/AdamW/Adamax: read p, g, m, v and write p, m, v =
+floor is the bytes it must move (Adam/AdamW/Adamax/NAdam: read p, g, m, v and write p, m, v =
 28 B per float32 element; SGD-momentum, RMSprop and Adagrad: 20 B) at that bandwidth. For
 a tree of many leaves a second, "layout" floor is measured the same way on a tree of that
 shape: small separate buffers copy more slowly than one large array (4 KiB pages instead
@@ -47,7 +48,7 @@ from jaxopt_adv.app.bench import LR, leaf_sizes
 # the optimizers of `jaxopt-adv bench` that have a fused kernel, plus Adamax (torch has no
 # fused Adamax, so that command leaves it out): name -> (bytes per float32 element, our
 # factory name and kwargs, optax name and kwargs, torch class and kwargs)
-FUSED = ("torch.adam", "torch.adamw", "torch.sgd", "torch.rmsprop", "torch.adagrad")
+FUSED = ("torch.adam", "torch.adamw", "torch.sgd", "torch.rmsprop", "torch.adagrad", "torch.nadam")
 OPTIMIZERS = {k: v for k, v in bench.OPTIMIZERS.items() if v[1][0] in FUSED}
 OPTIMIZERS["adamax"] = (28, ("torch.adamax", {}), ("adamax", {}), ("Adamax", {}))
 JAX_IMPLS = ("fused", "xla", "optax")

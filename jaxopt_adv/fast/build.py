@@ -55,6 +55,7 @@ TARGETS = {
     "jaxopt_adv_rmsprop": "JaxoptAdvRmsprop",
     "jaxopt_adv_adagrad": "JaxoptAdvAdagrad",
     "jaxopt_adv_adamax": "JaxoptAdvAdamax",
+    "jaxopt_adv_nadam": "JaxoptAdvNadam",
     "jaxopt_adv_came": "JaxoptAdvCame",
 }
 # -ffp-contract=off: no multiply-add contraction beyond the explicit std::fma calls that

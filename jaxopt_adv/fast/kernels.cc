@@ -6,7 +6,7 @@
 // buffers are updated in place), split into chunks over XLA's CPU thread pool.
 //
 // The arithmetic is the arithmetic of XLA's *optimized* code for the same step
-// (jaxopt_adv.torch.{adam,sgd,rmsprop,adagrad,adamax} + optax.apply_updates under
+// (jaxopt_adv.torch.{adam,sgd,rmsprop,adagrad,adamax,nadam} + optax.apply_updates under
 // jax.jit), operation for operation, so results are bit-identical:
 //   * XLA rewrites a division by a broadcast scalar into a multiplication by its
 //     reciprocal (m / bc1 -> m * (1 / bc1), sqrt(v) / sqrt(bc2) -> sqrt(v) * rsqrt(bc2))
@@ -451,6 +451,78 @@ void AdamaxRange(const AdamaxScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int
   }
 }
 
+// ---------------------------------------------------------------------------- NAdam
+
+enum NadamFlags : unsigned {
+  kNadamCoupledDecay = 1,
+  kNadamDecoupledDecay = 2,
+  kNadamFactoredMu = 4,
+  // As Adam's reciprocal forms: sqrt(v * s2) (s2 = 1 / bc2) while XLA's scalar has one
+  // use, else sqrt(v / s2) (s2 = bc2).
+  kNadamReciprocalBc2 = 8,
+  // Of `grad_coef * g + mom_coef * m` LLVM fuses the gradient's product (else the
+  // moment's).
+  kNadamFuseGradProduct = 16,
+  // As Adam's kAdamSquareFirst: (g * g) * (1 - b2).
+  kNadamSquareFirst = 32,
+  kNadamVariants = 64,
+};
+
+template <typename T>
+struct NadamScalars {
+  T step, wd, b1, c1, b2, c2, eps, s2, gc, mc;
+  typename SignMask<T>::Type flip;
+};
+
+// in: p, g, mu, nu; out: p, mu, nu.
+template <typename T, unsigned F>
+void NadamRange(const NadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+  const T* p_in = leaf.in[0];
+  const T* g_in = leaf.in[1];
+  const T* mu_in = leaf.in[2];
+  const T* nu_in = leaf.in[3];
+  T* p_out = leaf.out[0];
+  T* mu_out = leaf.out[1];
+  T* nu_out = leaf.out[2];
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    const T p = p_in[i];
+    T g = g_in[i];
+    g = FlipSign(g, s.flip);
+    if constexpr ((F & kNadamCoupledDecay) != 0) g = Mad(s.wd, p, g);
+    T m;
+    if constexpr ((F & kNadamFactoredMu) != 0) {
+      m = (mu_in[i] + g) * s.b1;
+    } else {
+      m = Mad(s.b1, mu_in[i], s.c1 * g);
+    }
+    T g2;
+    if constexpr ((F & kNadamSquareFirst) != 0) {
+      g2 = (g * g) * s.c2;
+    } else {
+      g2 = (s.c2 * g) * g;
+    }
+    const T v = Mad(s.b2, nu_in[i], g2);
+    T denom;
+    if constexpr ((F & kNadamReciprocalBc2) != 0) {
+      denom = std::sqrt(v * s.s2) + s.eps;
+    } else {
+      denom = std::sqrt(v / s.s2) + s.eps;
+    }
+    T num;
+    if constexpr ((F & kNadamFuseGradProduct) != 0) {
+      num = Mad(s.gc, g, s.mc * m);
+    } else {
+      num = Mad(s.mc, m, s.gc * g);
+    }
+    T u = num / denom;
+    if constexpr ((F & kNadamDecoupledDecay) != 0) u = Mad(s.wd, p, u);
+    p_out[i] = Mad(s.step, u, p);
+    mu_out[i] = m;
+    nu_out[i] = v;
+  }
+}
+
 // ----------------------------------------------------------------- FFI plumbing
 
 // Decodes the leaves: `in_arity` operands and `in_arity - 1` results per leaf.
@@ -526,6 +598,14 @@ template <typename T, unsigned F>
 struct AdagradKernel {
   static void Run(const AdagradScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
     AdagradRange<T, F>(s, l, lo, hi);
+  }
+};
+
+template <typename T, unsigned F>
+struct NadamKernel {
+  static void Run(const NadamScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+    constexpr unsigned kBothDecays = kNadamCoupledDecay | kNadamDecoupledDecay;
+    if constexpr ((F & kBothDecays) != kBothDecays) NadamRange<T, F>(s, l, lo, hi);
   }
 };
 
@@ -623,6 +703,32 @@ ffi::Error AdamaxTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::Rem
   if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
   return RunKernel<T, AdamaxScalars<T>, AdamaxKernel, kAdamaxVariants>(pool, s, args, rets, 4,
                                                                        flags);
+}
+
+template <typename T>
+ffi::Error NadamTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::RemainingArgs args,
+                      ffi::RemainingRets rets, int64_t flags) {
+  NadamScalars<T> s;
+  std::array<T*, 10> fields = {&s.step, &s.wd, &s.b1, &s.c1, &s.b2,
+                               &s.c2,   &s.eps, &s.s2, &s.gc, &s.mc};
+  if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
+  return RunKernel<T, NadamScalars<T>, NadamKernel, kNadamVariants>(pool, s, args, rets, 4,
+                                                                    flags);
+}
+
+ffi::Error NadamImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd,
+                     ffi::AnyBuffer b1, ffi::AnyBuffer c1, ffi::AnyBuffer b2, ffi::AnyBuffer c2,
+                     ffi::AnyBuffer eps, ffi::AnyBuffer s2, ffi::AnyBuffer gc, ffi::AnyBuffer mc,
+                     ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t flags) {
+  const ffi::AnyBuffer in[] = {step, wd, b1, c1, b2, c2, eps, s2, gc, mc};
+  switch (step.element_type()) {
+    case ffi::DataType::F32:
+      return NadamTyped<float>(pool, in, args, rets, flags);
+    case ffi::DataType::F64:
+      return NadamTyped<double>(pool, in, args, rets, flags);
+    default:
+      return InvalidArgument("only float32 and float64 are supported");
+  }
 }
 
 ffi::Error AdamImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd, ffi::AnyBuffer b1,
@@ -761,6 +867,23 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvAdamax, AdamaxImpl,
                                   .Arg<ffi::AnyBuffer>()  // b2
                                   .Arg<ffi::AnyBuffer>()  // eps
                                   .Arg<ffi::AnyBuffer>()  // 1 / (1 - b1^t) or 1 - b1^t
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<int64_t>("flags"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvNadam, NadamImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()  // step = -lr
+                                  .Arg<ffi::AnyBuffer>()  // weight decay
+                                  .Arg<ffi::AnyBuffer>()  // b1
+                                  .Arg<ffi::AnyBuffer>()  // 1 - b1
+                                  .Arg<ffi::AnyBuffer>()  // b2
+                                  .Arg<ffi::AnyBuffer>()  // 1 - b2
+                                  .Arg<ffi::AnyBuffer>()  // eps
+                                  .Arg<ffi::AnyBuffer>()  // 1 / (1 - b2^t) or 1 - b2^t
+                                  .Arg<ffi::AnyBuffer>()  // gradient coefficient
+                                  .Arg<ffi::AnyBuffer>()  // momentum coefficient
                                   .RemainingArgs()
                                   .RemainingRets()
                                   .Attr<int64_t>("flags"));

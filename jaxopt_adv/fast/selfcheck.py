@@ -29,7 +29,8 @@ KERNELS = "kernels"
 TRACED_MOMENTUM = "rmsprop_traced_momentum"
 ADAGRAD = "adagrad"
 ADAMAX = "adamax"
-FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX)
+NADAM = "nadam"
+FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX, NADAM)
 
 _LOCK = threading.Lock()
 _RESULT: dict[str, str | None] = {}

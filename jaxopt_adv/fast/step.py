@@ -1,6 +1,6 @@
 """One fused pass per step: torch-exact optimizers as CPU kernels.
 
-The kernels cover Adam/AdamW, SGD, RMSprop, Adagrad and Adamax.
+The kernels cover Adam/AdamW, SGD, RMSprop, Adagrad, Adamax and NAdam/NAdamW.
 
 ``optax``'s contract returns *updates* that ``optax.apply_updates`` adds to the
 parameters; XLA:CPU compiles ``update + apply_updates`` of Adam into three loops per
@@ -48,6 +48,7 @@ from jaxopt_adv.fast import build, selfcheck
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw
 from jaxopt_adv.torch.adamax import adamax
+from jaxopt_adv.torch.nadam import ScaleByNadamState, nadam, nadam_coefficients
 from jaxopt_adv.torch.rmsprop import rmsprop
 from jaxopt_adv.torch.sgd import SgdMomentumState, sgd
 
@@ -61,6 +62,7 @@ SUPPORTED: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] = 
     "torch.rmsprop": (rmsprop, "rmsprop"),
     "torch.adagrad": (adagrad, "adagrad"),
     "torch.adamax": (adamax, "adamax"),
+    "torch.nadam": (nadam, "nadam"),
 }
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # XLA compiles one custom call with hundreds of aliased operands slowly (2 s for 200 Adam
@@ -448,12 +450,64 @@ def _adamax_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) ->
     return _Plan("jaxopt_adv_adamax", fields, scalars, flags, group=group)
 
 
+def _nadam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _Plan:
+    """``checked(family)``: why a self-check family failed on this host, or ``None``."""
+    b1, b2, eps, wd = hp["b1"], hp["b2"], hp["eps"], hp["weight_decay"]
+    decay = not is_static_zero(wd)
+    decoupled = decay and hp["decoupled_weight_decay"]
+    coupled = decay and not decoupled
+    c1, c2 = 1 - b1, 1 - b2
+    # the transform's scalars, from the old state, with the transform's own ops
+    old = _find(old_inner, ScaleByNadamState)
+    count = _find(new_inner, ScaleByNadamState).count
+    _, grad_coef, mom_coef, bc2 = nadam_coefficients(
+        b1, b2, hp["momentum_decay"], count, old.mu_product
+    )
+
+    def group(leaf, n_leaves):
+        dtype = np.dtype(leaf.dtype)
+        # v / bc2.astype(dtype) becomes v * (1 / bc2) while the scalar has one use
+        reciprocal = dtype != bc2.dtype or n_leaves == 1
+        # 1-element leaves under maximize: XLA folds the negations of (1 - b2) (-g) (-g)
+        # into (g g) (1 - b2), as for Adam
+        square_first = math.prod(jnp.shape(leaf)) == 1 and hp["maximize"] and not coupled
+        return dtype, reciprocal, square_first
+
+    def scalars(key):
+        dtype, reciprocal, _ = key
+        step = _learning_step(hp["learning_rate"], old_inner, dtype)
+        if step is None:
+            return f"the learning rate would promote the {dtype} arithmetic"
+        if (mismatch := checked(selfcheck.NADAM)) is not None:
+            return mismatch
+        named = [("weight_decay", wd if decay else 0.0), ("b1", b1), ("1 - b1", c1)]
+        named += [("b2", b2), ("1 - b2", c2), ("eps", eps)]
+        rest = _scalar_list(named, dtype)
+        if isinstance(rest, str):
+            return rest
+        s2 = 1 / bc2.astype(dtype) if reciprocal else bc2.astype(dtype)
+        return [step, *rest, s2, grad_coef.astype(dtype), mom_coef.astype(dtype)]
+
+    def flags(key):
+        dtype, reciprocal, square_first = key
+        # under maximize XLA folds the gradient's negation into its coefficient, and LLVM
+        # then fuses the moment's product (unless a weight-decay block comes first)
+        fuse_grad = not (hp["maximize"] and not coupled)
+        factored = _factored(b1, c1, dtype)
+        variant = (coupled, decoupled, factored, reciprocal, fuse_grad, square_first)
+        return _bits(hp["maximize"], *variant)
+
+    fields = [(ScaleByNadamState, "mu"), (ScaleByNadamState, "nu")]
+    return _Plan("jaxopt_adv_nadam", fields, scalars, flags, hp.get("mu_dtype"), group)
+
+
 _PLANNERS = {
     "adam": _adam_plan,
     "sgd": _sgd_plan,
     "rmsprop": _rmsprop_plan,
     "adagrad": _adagrad_plan,
     "adamax": _adamax_plan,
+    "nadam": _nadam_plan,
 }
 
 
@@ -735,6 +789,24 @@ _PROBES: dict[str, list[tuple[str, bool, dict[str, Any], dict[str, tuple[int, ..
             {"a": (100001,), "b": (100002,), "c": (3, 40001), "o": (1,)},
         ),
     ],
+    # NAdam: the reciprocal and division forms of 1 - b2^t, weight decays, maximize,
+    # injected hyperparameters
+    selfcheck.NADAM: [
+        (
+            "torch.nadam",
+            False,
+            {"learning_rate": 0.05, "weight_decay": 0.1, "maximize": True},
+            {"a": (40001,), "c": (3, 5)},
+        ),
+        ("torch.nadam", False, {"learning_rate": 0.05}, {"a": (40001,)}),
+        ("torch.nadam", False, {"learning_rate": 0.05, "maximize": True}, {"a": (7,), "s": ()}),
+        (
+            "torch.nadam",
+            True,
+            {"learning_rate": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True},
+            {"a": (33, 7)},
+        ),
+    ],
 }
 
 
@@ -802,9 +874,10 @@ def fused(
 
     Args:
       optimizer: ``"torch.adam"``, ``"torch.adamw"``, ``"torch.sgd"``,
-        ``"torch.rmsprop"``, ``"torch.adagrad"``, ``"torch.adamax"`` (the ``torch.``
-        prefix may be left out), or one of the factories ``jaxopt_adv.torch.adam`` /
-        ``adamw`` / ``sgd`` / ``rmsprop`` / ``adagrad`` / ``adamax``.
+        ``"torch.rmsprop"``, ``"torch.adagrad"``, ``"torch.adamax"``, ``"torch.nadam"``
+        (the ``torch.`` prefix may be left out), or one of the factories
+        ``jaxopt_adv.torch.adam`` / ``adamw`` / ``sgd`` / ``rmsprop`` / ``adagrad`` /
+        ``adamax`` / ``nadam``.
       inject_hyperparams: static; build the transform with
         ``optax.inject_hyperparams`` (hyperparameters live in the state and can be
         changed between steps without recompiling).
@@ -827,7 +900,7 @@ def fused(
 
     References:
       ``torch.optim.Adam`` / ``AdamW`` / ``SGD`` / ``RMSprop`` / ``Adagrad`` /
-      ``Adamax`` (torch 2.13, with ``fused=True`` where torch has it) are the one-pass
+      ``Adamax`` / ``NAdam`` (torch 2.13, with ``fused=True`` where torch has it) are the one-pass
       kernels this mirrors; the arithmetic is ``jaxopt_adv.torch``'s.
 
     Warning:

@@ -22,6 +22,22 @@ class ScaleByNadamState(NamedTuple):
     nu: optax.Updates  # torch ``exp_avg_sq``
 
 
+def nadam_coefficients(
+    b1: Any, b2: Any, momentum_decay: Any, count: chex.Array, mu_product: chex.Array
+) -> tuple[chex.Array, chex.Array, chex.Array, chex.Array]:
+    r"""Step ``count``'s scalars, in ``mu_product``'s dtype: the new momentum product
+    :math:`\Pi_t`, the gradient's and the moment's coefficients and :math:`1-\beta_2^t`
+    (shared with the fused CPU step, which must compute them with the same ops)."""
+    t = count.astype(mu_product.dtype)
+    mu_t = b1 * (1 - 0.5 * decay_power(0.96, t * momentum_decay)[0])
+    mu_next = b1 * (1 - 0.5 * decay_power(0.96, (t + 1) * momentum_decay)[0])
+    mu_product = mu_product * mu_t
+    grad_coef = (1 - mu_t) / (1 - mu_product)
+    mom_coef = mu_next / (1 - mu_product * mu_next)
+    _, bc2 = decay_power(b2, t)
+    return mu_product, grad_coef, mom_coef, bc2
+
+
 def scale_by_nadam(
     b1: Any = 0.9,
     b2: Any = 0.999,
@@ -86,13 +102,9 @@ def scale_by_nadam(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         count = optax.safe_increment(state.count)
-        t = count.astype(state.mu_product.dtype)
-        mu_t = b1 * (1 - 0.5 * decay_power(0.96, t * momentum_decay)[0])
-        mu_next = b1 * (1 - 0.5 * decay_power(0.96, (t + 1) * momentum_decay)[0])
-        mu_product = state.mu_product * mu_t
-        grad_coef = (1 - mu_t) / (1 - mu_product)
-        mom_coef = mu_next / (1 - mu_product * mu_next)
-        _, bc2 = decay_power(b2, t)
+        mu_product, grad_coef, mom_coef, bc2 = nadam_coefficients(
+            b1, b2, momentum_decay, count, state.mu_product
+        )
 
         def leaf(g, m, v):
             m, v = update_moments(g, m, v, b1, b2)

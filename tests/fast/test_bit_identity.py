@@ -1,6 +1,6 @@
 """The fused CPU step is bit-identical to ``tx.update`` + ``optax.apply_updates`` under jit.
 
-Every option combination of the six kernels runs 20 steps twice: on a float32 tree
+Every option combination of the seven kernels runs 20 steps twice: on a float32 tree
 (x64 off) and, with ``jax_enable_x64``, on a tree of float64 and float32 leaves (the
 float32 bias corrections are then converted from float64). The trees hold leaves above
 the thread pool's chunk size (a 4-D one of even size, and one of odd size: XLA emits odd
@@ -73,6 +73,19 @@ CASES = {
         "half_b1_l2": {"b1": 0.5, "weight_decay": 0.1},
         "maximize_l2": {"maximize": True, "weight_decay": 0.05},
         "zero_eps_maximize": {"eps": 0.0, "maximize": True},
+        "schedule": {"learning_rate": lambda t: 0.1 / (1 + t), "b1": 0.7},
+    },
+    "torch.nadam": {
+        "plain": {},
+        "betas_eps_decay": {"b1": 0.8, "b2": 0.5, "eps": 1e-3, "momentum_decay": 0.01},
+        "half_b1_l2": {"b1": 0.5, "weight_decay": 0.1},
+        "maximize": {"maximize": True},
+        "maximize_l2": {"maximize": True, "weight_decay": 0.05},
+        "nadamw_maximize": {
+            "weight_decay": 0.1,
+            "decoupled_weight_decay": True,
+            "maximize": True,
+        },
         "schedule": {"learning_rate": lambda t: 0.1 / (1 + t), "b1": 0.7},
     },
 }
@@ -150,6 +163,8 @@ INJECTED = [
     ("torch.adagrad", {"weight_decay": 0.1, "lr_decay": 0.01, "maximize": True}, True),
     ("torch.adamax", {"b1": 0.5, "eps": 1e-3}, False),
     ("torch.adamax", {"weight_decay": 0.1, "maximize": True}, True),
+    ("torch.nadam", {"maximize": True, "momentum_decay": 0.01}, False),
+    ("torch.nadam", {"weight_decay": 0.1, "decoupled_weight_decay": True}, True),
 ]
 
 
@@ -228,6 +243,10 @@ SHAPED = [
     ("torch.adamax", {}, {"w": ((40001,), F32)}, False),
     ("torch.adamax", {"weight_decay": 0.1}, {"w": ((33, 65), F64)}, True),
     ("torch.adamax", {"maximize": True}, {"w": ((5, 4), F32), "e": ((0,), F32)}, False),
+    # one leaf: XLA multiplies by the reciprocal bias correction, as for Adam
+    ("torch.nadam", {}, {"w": ((40001,), F32), "e": ((0,), F32)}, False),
+    ("torch.nadam", {"maximize": True}, {"w": ((33, 65), F64)}, True),
+    ("torch.nadam", {"maximize": True}, {"s": ((), F32)}, False),
     # XLA drops zero-size leaves: one leaf shares the bias correction here
     ("torch.adam", {"weight_decay": 0.1}, {"w": ((5, 4), F32), "e": ((0,), F32)}, False),
 ]

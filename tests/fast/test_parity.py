@@ -20,6 +20,7 @@ ADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq"}
 SGD_STATE = {"trace": "momentum_buffer"}
 ADAGRAD_STATE = {"sum_of_squares": "sum"}
 ADAMAX_STATE = {"mu": "exp_avg", "nu": "exp_inf"}
+NADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq", "mu_product": "mu_product"}
 
 
 def through_fused_step(opt: fast.FusedOptimizer) -> optax.GradientTransformation:
@@ -79,12 +80,19 @@ CASES = [
         {"weight_decay": 0.1, "maximize": True},
         ADAMAX_STATE,
     ),
+    ("torch.nadam", torch.optim.NAdam, {"b1": 0.8, "momentum_decay": 0.01}, NADAM_STATE),
+    (
+        "torch.nadam",
+        torch.optim.NAdam,
+        {"weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
+        NADAM_STATE,
+    ),
 ]
 
 
 # float64 for every case, float32 for one case of each kernel
 DTYPES = [("float64", case) for case in CASES] + [
-    ("float32", CASES[i]) for i in (0, 3, 4, 6, 8, 11)
+    ("float32", CASES[i]) for i in (0, 3, 4, 6, 8, 11, 13)
 ]
 
 
@@ -95,7 +103,7 @@ def test_fused_step_parity(dtype, case):
     name, torch_cls, kwargs, state_map = case
     opt = fast.fused(name, learning_rate=0.05, **kwargs)
     check_kernel_used(opt, dtype)
-    torch_kwargs = torch_betas(kwargs) if name.startswith("torch.adam") else kwargs
+    torch_kwargs = torch_betas(kwargs) if "adam" in name else kwargs
     run_parity(
         through_fused_step(opt),
         lambda p: torch_cls(p, lr=0.05, **torch_kwargs),
@@ -112,8 +120,9 @@ def test_fused_step_parity(dtype, case):
         ("torch.rmsprop", torch.optim.RMSprop, {"momentum": 0.9, "centered": True}),
         ("torch.adagrad", torch.optim.Adagrad, {"lr_decay": 0.05, "weight_decay": 0.1}),
         ("torch.adamax", torch.optim.Adamax, {"weight_decay": 0.1}),
+        ("torch.nadam", torch.optim.NAdam, {"weight_decay": 0.1}),
     ],
-    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax"],
+    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam"],
 )
 def test_fused_step_parity_with_schedule(name, torch_cls, kwargs):
     schedule = lambda t: 0.1 / (1 + t)  # noqa: E731

@@ -204,7 +204,7 @@ def test_schedule_and_factory_arguments():
     reference = fast.fused("torch.adam", learning_rate=schedule, weight_decay=0.1, kernel=False)
     assert_bit_identical(run(by_factory, 5), run(reference, 5))
     with pytest.raises(ValueError, match="fused\\(\\) supports"):
-        fast.fused("torch.nadam")
+        fast.fused("torch.radam")
 
 
 @pytest.mark.parametrize("name", sorted(fast.SUPPORTED))
@@ -274,8 +274,9 @@ def test_cache_key_changes_with_the_source(tmp_path, monkeypatch):
         ("torch.rmsprop", {"centered": True, "momentum": 0.9}),
         ("torch.adagrad", {"lr_decay": 0.1, "weight_decay": 0.1}),
         ("torch.adamax", {"weight_decay": 0.1, "maximize": True}),
+        ("torch.nadam", {"maximize": True}),
     ],
-    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax"],
+    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam"],
 )
 def test_non_finite_gradients_give_the_same_values(name, kwargs):
     """inf and NaN gradients: the same values everywhere, NaNs in the same places (a
@@ -297,13 +298,17 @@ def test_non_finite_gradients_give_the_same_values(name, kwargs):
 
 @pytest.mark.parametrize(
     "name, family",
-    [("torch.adagrad", selfcheck.ADAGRAD), ("torch.adamax", selfcheck.ADAMAX)],
-    ids=["adagrad", "adamax"],
+    [
+        ("torch.adagrad", selfcheck.ADAGRAD),
+        ("torch.adamax", selfcheck.ADAMAX),
+        ("torch.nadam", selfcheck.NADAM),
+    ],
+    ids=["adagrad", "adamax", "nadam"],
 )
 def test_a_failed_family_self_check_sends_only_that_family_to_the_xla_path(
     monkeypatch, name, family
 ):
-    """The Adagrad and Adamax probes are families of their own: a mismatch there leaves
+    """The Adagrad, Adamax and NAdam probes are families of their own: a mismatch there leaves
     the other kernels in use."""
     assert fast.available(), fast.unavailable_reason()  # as on this project's machines
     reason = "the kernels differ from XLA on this host (a probe)"
