@@ -165,6 +165,25 @@ enum AdamFlags : unsigned {
   kAdamVariants = 128,
 };
 
+// Adam's moments, shared by Adam and NAdam: m = b1 mu + (1 - b1) g, or (mu + g) b1 when
+// XLA factors a power-of-two b1 = 1 - b1; v = b2 nu + ((1 - b2) g) g, or b2 nu + (g g)
+// (1 - b2) where XLA folds maximize's negations (1-element leaves).
+template <bool kFactored, bool kSquareFirst, typename T>
+inline void AdamMoments(T b1, T c1, T b2, T c2, T mu, T nu, T g, T* m, T* v) {
+  if constexpr (kFactored) {
+    *m = (mu + g) * b1;
+  } else {
+    *m = Mad(b1, mu, c1 * g);
+  }
+  T g2;
+  if constexpr (kSquareFirst) {
+    g2 = (g * g) * c2;
+  } else {
+    g2 = (c2 * g) * g;
+  }
+  *v = Mad(b2, nu, g2);
+}
+
 template <typename T>
 struct AdamScalars {
   T step, wd, b1, c1, b2, c2, eps, s1, s2;
@@ -189,19 +208,9 @@ void AdamRange(const AdamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t
     T g = g_in[i];
     g = FlipSign(g, s.flip);
     if constexpr ((F & kAdamCoupledDecay) != 0) g = Mad(s.wd, p, g);
-    T m;
-    if constexpr ((F & kAdamFactoredMu) != 0) {
-      m = (mu_in[i] + g) * s.b1;
-    } else {
-      m = Mad(s.b1, mu_in[i], s.c1 * g);
-    }
-    T g2;
-    if constexpr ((F & kAdamSquareFirst) != 0) {
-      g2 = (g * g) * s.c2;
-    } else {
-      g2 = (s.c2 * g) * g;
-    }
-    const T v = Mad(s.b2, nu_in[i], g2);
+    T m, v;
+    AdamMoments<(F & kAdamFactoredMu) != 0, (F & kAdamSquareFirst) != 0>(
+        s.b1, s.c1, s.b2, s.c2, mu_in[i], nu_in[i], g, &m, &v);
     T v_hat = v;
     if constexpr ((F & kAdamAmsgrad) != 0) {
       v_hat = XlaMax(vmax_in[i], v);
@@ -490,19 +499,9 @@ void NadamRange(const NadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64
     T g = g_in[i];
     g = FlipSign(g, s.flip);
     if constexpr ((F & kNadamCoupledDecay) != 0) g = Mad(s.wd, p, g);
-    T m;
-    if constexpr ((F & kNadamFactoredMu) != 0) {
-      m = (mu_in[i] + g) * s.b1;
-    } else {
-      m = Mad(s.b1, mu_in[i], s.c1 * g);
-    }
-    T g2;
-    if constexpr ((F & kNadamSquareFirst) != 0) {
-      g2 = (g * g) * s.c2;
-    } else {
-      g2 = (s.c2 * g) * g;
-    }
-    const T v = Mad(s.b2, nu_in[i], g2);
+    T m, v;
+    AdamMoments<(F & kNadamFactoredMu) != 0, (F & kNadamSquareFirst) != 0>(
+        s.b1, s.c1, s.b2, s.c2, mu_in[i], nu_in[i], g, &m, &v);
     T denom;
     if constexpr ((F & kNadamReciprocalBc2) != 0) {
       denom = std::sqrt(v * s.s2) + s.eps;
