@@ -31,12 +31,22 @@ struct CameScalars {
   T b1, c1, b2, c2, b3, c3, eps1, eps2, clip;
 };
 
-// One leaf: operands g, m, v_row, v_col, r_row, r_col; results out, m, v_row, v_col,
-// r_row, r_col (m and the statistics alias their operands when donated).
+// A leaf's operands (g, m and the statistics) and results (out in the gradient's slot, m
+// and the statistics, which alias their operands when donated), by slot.
+enum CameSlot : int {
+  kGrad = 0,
+  kMomentum,
+  kRowMoment,
+  kColMoment,
+  kRowResidual,
+  kColResidual,
+  kSlots,
+};
+
 template <typename T>
 struct CameLeaf {
-  const T* in[6];
-  T* out[6];
+  const T* in[kSlots];
+  T* out[kSlots];
   int64_t batch = 0, rows = 0, cols = 0;
   std::vector<double> row_sum, col_sum;   // batch * rows, batch * cols
   std::vector<T> row_factor, col_factor;  // batch * rows, batch * cols
@@ -160,7 +170,7 @@ double SumOfSquares(const CameLeaf<T>& leaf, const CameTask& t) {
   for (int64_t row = t.lo; row < t.hi; ++row) {
     const T rf = leaf.row_factor[row];
     const T* cf = leaf.col_factor.data() + (row / leaf.rows) * leaf.cols;
-    const T* g = leaf.in[0] + row * leaf.cols;
+    const T* g = leaf.in[kGrad] + row * leaf.cols;
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < leaf.cols; ++j) {
       const double u = (rf * cf[j]) * g[j];
@@ -168,12 +178,6 @@ double SumOfSquares(const CameLeaf<T>& leaf, const CameTask& t) {
     }
   }
   return sum;
-}
-
-// XLA's maximum(1, x): NaN when x is NaN.
-template <typename T>
-T MaxWithOne(T x) {
-  return (x > T(1) || x != x) ? x : T(1);
 }
 
 template <typename T>
@@ -188,13 +192,13 @@ void Scale(ffi::ThreadPool& pool, const CameScalars<T>& s, std::vector<CameLeaf<
   ParallelFor(pool, n, total, [&](int64_t k) {
     CameLeaf<T>& leaf = leaves[tasks[k].leaf];
     SumRowsAndColumns(leaf, tasks[k], partial.data(), [&](int64_t row) {
-      const T* g = leaf.in[0] + row * leaf.cols;
+      const T* g = leaf.in[kGrad] + row * leaf.cols;
       const T eps1 = s.eps1;
       return [g, eps1](int64_t j) { return static_cast<double>(g[j] * g[j] + eps1); };
     });
   });
   AddColumns(leaves, tasks, partial);
-  for (CameLeaf<T>& leaf : leaves) UpdateFactors(leaf, 2, 3, s.b2, s.c2);
+  for (CameLeaf<T>& leaf : leaves) UpdateFactors(leaf, kRowMoment, kColMoment, s.b2, s.c2);
 
   // 2. rms of the scaled gradient
   std::vector<double> task_sum(n);
@@ -206,7 +210,7 @@ void Scale(ffi::ThreadPool& pool, const CameScalars<T>& s, std::vector<CameLeaf<
     CameLeaf<T>& leaf = leaves[l];
     const double size = static_cast<double>(leaf.batch * leaf.rows * leaf.cols);
     const T rms = std::sqrt(static_cast<T>(leaf_sum[l])) / static_cast<T>(std::sqrt(size));
-    leaf.denom = MaxWithOne(rms / s.clip);
+    leaf.denom = XlaMax(T(1), rms / s.clip);
   }
 
   // 3. momentum and instability
@@ -216,9 +220,9 @@ void Scale(ffi::ThreadPool& pool, const CameScalars<T>& s, std::vector<CameLeaf<
       const int64_t at = row * leaf.cols;
       const T rf = leaf.row_factor[row];
       const T* cf = leaf.col_factor.data() + (row / leaf.rows) * leaf.cols;
-      const T* g = leaf.in[0] + at;
-      const T* m_in = leaf.in[1] + at;
-      T* m_out = leaf.out[1] + at;
+      const T* g = leaf.in[kGrad] + at;
+      const T* m_in = leaf.in[kMomentum] + at;
+      T* m_out = leaf.out[kMomentum] + at;
       const T denom = leaf.denom;
       return [rf, cf, g, m_in, m_out, denom, &s](int64_t j) {
         const T u = ((rf * cf[j]) * g[j]) / denom;
@@ -230,7 +234,9 @@ void Scale(ffi::ThreadPool& pool, const CameScalars<T>& s, std::vector<CameLeaf<
     });
   });
   AddColumns(leaves, tasks, partial);
-  for (CameLeaf<T>& leaf : leaves) UpdateFactors(leaf, 4, 5, s.b3, s.c3);
+  for (CameLeaf<T>& leaf : leaves) {
+    UpdateFactors(leaf, kRowResidual, kColResidual, s.b3, s.c3);
+  }
 
   // 4. confidence-scaled momentum
   ParallelFor(pool, n, total, [&](int64_t k) {
@@ -240,8 +246,8 @@ void Scale(ffi::ThreadPool& pool, const CameScalars<T>& s, std::vector<CameLeaf<
       const int64_t at = row * leaf.cols;
       const T rf = leaf.row_factor[row];
       const T* cf = leaf.col_factor.data() + (row / leaf.rows) * leaf.cols;
-      const T* m = leaf.out[1] + at;
-      T* out = leaf.out[0] + at;
+      const T* m = leaf.out[kMomentum] + at;
+      T* out = leaf.out[kGrad] + at;
 #pragma omp simd
       for (int64_t j = 0; j < leaf.cols; ++j) out[j] = (rf * cf[j]) * m[j];
     }
@@ -257,13 +263,13 @@ bool Matches(ffi::DataType type, size_t count, int64_t expected) {
 template <typename T>
 ffi::Error ReadCameLeaves(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
                           std::vector<CameLeaf<T>>* leaves) {
-  if (args.size() % 6 != 0 || rets.size() != args.size()) {
+  if (args.size() % kSlots != 0 || rets.size() != args.size()) {
     return InvalidArgument("CAME takes g, m, v_row, v_col, r_row, r_col per leaf");
   }
-  leaves->resize(args.size() / 6);
+  leaves->resize(args.size() / kSlots);
   for (size_t l = 0; l < leaves->size(); ++l) {
     CameLeaf<T>& leaf = (*leaves)[l];
-    auto g = args.get<ffi::AnyBuffer>(l * 6);
+    auto g = args.get<ffi::AnyBuffer>(l * kSlots);
     if (g.has_error()) return g.error();
     const auto dims = g->dimensions();
     if (dims.size() < 2) return InvalidArgument("CAME's kernel takes leaves with ndim >= 2");
@@ -273,15 +279,15 @@ ffi::Error ReadCameLeaves(const ffi::RemainingArgs& args, const ffi::RemainingRe
     for (size_t d = 0; d + 2 < dims.size(); ++d) leaf.batch *= dims[d];
     if (leaf.batch * leaf.rows * leaf.cols == 0) return InvalidArgument("empty leaf");
     const int64_t size = leaf.batch * leaf.rows * leaf.cols;
-    const int64_t expected[6] = {size,
+    const int64_t expected[kSlots] = {size,
                                  size,
                                  leaf.batch * leaf.rows,
                                  leaf.batch * leaf.cols,
                                  leaf.batch * leaf.rows,
                                  leaf.batch * leaf.cols};
-    for (int a = 0; a < 6; ++a) {
-      auto in = args.get<ffi::AnyBuffer>(l * 6 + a);
-      auto out = rets.get<ffi::AnyBuffer>(l * 6 + a);
+    for (int a = 0; a < kSlots; ++a) {
+      auto in = args.get<ffi::AnyBuffer>(l * kSlots + a);
+      auto out = rets.get<ffi::AnyBuffer>(l * kSlots + a);
       if (in.has_error()) return in.error();
       if (out.has_error()) return out.error();
       if (!Matches<T>(in->element_type(), in->element_count(), expected[a]) ||

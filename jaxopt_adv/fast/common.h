@@ -1,5 +1,5 @@
-// What the one-pass kernels (kernels.cc, came.cc) share: the thread-pool loop and the
-// FFI operand checks. Everything is in an anonymous namespace: each source file gets its
+// What the one-pass kernels (kernels.cc, came.cc) share: the thread-pool loop, XLA's
+// maximum and the FFI operand checks. Everything is in an anonymous namespace: each source file gets its
 // own copy.
 #ifndef JAXOPT_ADV_FAST_COMMON_H_
 #define JAXOPT_ADV_FAST_COMMON_H_
@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -61,6 +62,36 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t n, int64_t total, Fn fn) {
   work(*shared);
   std::unique_lock<std::mutex> lock(shared->mu);
   shared->cv.wait(lock, [&] { return shared->done.load() == n; });
+}
+
+template <typename T>
+struct SignMask;
+template <>
+struct SignMask<float> {
+  using Type = uint32_t;
+  static constexpr Type kValue = uint32_t{1} << 31;
+};
+template <>
+struct SignMask<double> {
+  using Type = uint64_t;
+  static constexpr Type kValue = uint64_t{1} << 63;
+};
+
+// XLA's maximum: NaN if either operand is NaN, and max(-0, +0) = +0 (for equal operands
+// the AND of their bits). Written as selects so that the loop vectorizes.
+template <typename T>
+inline T XlaMax(T a, T b) {
+  using Bits = typename SignMask<T>::Type;
+  Bits a_bits, b_bits;
+  std::memcpy(&a_bits, &a, sizeof a);
+  std::memcpy(&b_bits, &b, sizeof b);
+  const Bits and_bits = a_bits & b_bits;
+  T both;
+  std::memcpy(&both, &and_bits, sizeof both);
+  T r = a > b ? a : b;
+  r = a == b ? both : r;
+  r = b != b ? b : r;
+  return a != a ? a : r;
 }
 
 template <typename T>

@@ -74,36 +74,6 @@ inline double FlipSign(double x, uint64_t mask) {
   return x;
 }
 
-template <typename T>
-struct SignMask;
-template <>
-struct SignMask<float> {
-  using Type = uint32_t;
-  static constexpr Type kValue = uint32_t{1} << 31;
-};
-template <>
-struct SignMask<double> {
-  using Type = uint64_t;
-  static constexpr Type kValue = uint64_t{1} << 63;
-};
-
-// XLA's maximum: NaN if either operand is NaN, and max(-0, +0) = +0 (for equal operands
-// the AND of their bits). Written as selects so that the loop vectorizes.
-template <typename T>
-inline T XlaMax(T a, T b) {
-  using Bits = typename SignMask<T>::Type;
-  Bits a_bits, b_bits;
-  std::memcpy(&a_bits, &a, sizeof a);
-  std::memcpy(&b_bits, &b, sizeof b);
-  const Bits and_bits = a_bits & b_bits;
-  T both;
-  std::memcpy(&both, &and_bits, sizeof both);
-  T r = a > b ? a : b;
-  r = a == b ? both : r;
-  r = b != b ? b : r;
-  return a != a ? a : r;
-}
-
 // One leaf: `in` holds p, g and the state arrays; `out` holds p and the state arrays.
 template <typename T>
 struct Leaf {

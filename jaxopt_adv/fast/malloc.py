@@ -47,7 +47,8 @@ def tune_malloc(mmap_threshold: int = 1 << 30) -> bool:
 
     Returns:
       ``True`` when glibc accepted the three settings; ``False`` where the C library is not
-      glibc (macOS, musl, Windows) or refused the value. Nothing is changed then.
+      glibc (macOS, musl, Windows; nothing is changed then) or refused a setting (the
+      ones before it stay).
 
     Example:
       >>> from jaxopt_adv import fast

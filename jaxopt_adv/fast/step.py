@@ -202,6 +202,14 @@ def _scalar_list(named: list[tuple[str, Any]], dtype: np.dtype) -> list[jax.Arra
     return out
 
 
+def _moment_scalars(wd: Any, b1: Any, b2: Any, eps: Any, dtype: np.dtype) -> list | str:
+    """Adam's and NAdam's operands after the step: weight decay, b1, 1 - b1, b2, 1 - b2
+    and eps (see :func:`_scalar_list`)."""
+    named = [("weight_decay", wd), ("b1", b1), ("1 - b1", 1 - b1)]
+    named += [("b2", b2), ("1 - b2", 1 - b2), ("eps", eps)]
+    return _scalar_list(named, dtype)
+
+
 def _bits(maximize: bool, *variant: bool) -> int:
     """The kernels' ``flags``: bit 0 maximize, then one bit per variant option."""
     flags = 1 if maximize else 0
@@ -215,7 +223,7 @@ def _adam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _
     decay = not is_static_zero(wd)
     decoupled = decay and hp.get("decoupled_weight_decay", False)
     amsgrad = bool(hp["amsgrad"])
-    c1, c2 = 1 - b1, 1 - b2
+    c1 = 1 - b1
     count = _find(new_inner, ScaleByAdamState).count
     t = count.astype(scalar_dtype())
     bc1 = decay_power(b1, t)[1]
@@ -247,9 +255,7 @@ def _adam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _
             s2 = 1 / sqrt_bc2.astype(dtype)
         else:  # XLA: x / sqrt(y) -> x * rsqrt(y) while the sqrt has one use
             s2 = jax.lax.rsqrt(bc2)
-        named = [("weight_decay", wd if decay else 0.0), ("b1", b1), ("1 - b1", c1)]
-        named += [("b2", b2), ("1 - b2", c2), ("eps", eps)]
-        rest = _scalar_list(named, dtype)
+        rest = _moment_scalars(wd if decay else 0.0, b1, b2, eps, dtype)
         return rest if isinstance(rest, str) else [step, *rest, s1, s2]
 
     def flags(key):
@@ -456,7 +462,7 @@ def _nadam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> 
     decay = not is_static_zero(wd)
     decoupled = decay and hp["decoupled_weight_decay"]
     coupled = decay and not decoupled
-    c1, c2 = 1 - b1, 1 - b2
+    c1 = 1 - b1
     # the transform's scalars, from the old state, with the transform's own ops
     old = _find(old_inner, ScaleByNadamState)
     count = _find(new_inner, ScaleByNadamState).count
@@ -480,9 +486,7 @@ def _nadam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> 
             return f"the learning rate would promote the {dtype} arithmetic"
         if (mismatch := checked(selfcheck.NADAM)) is not None:
             return mismatch
-        named = [("weight_decay", wd if decay else 0.0), ("b1", b1), ("1 - b1", c1)]
-        named += [("b2", b2), ("1 - b2", c2), ("eps", eps)]
-        rest = _scalar_list(named, dtype)
+        rest = _moment_scalars(wd if decay else 0.0, b1, b2, eps, dtype)
         if isinstance(rest, str):
             return rest
         s2 = 1 / bc2.astype(dtype) if reciprocal else bc2.astype(dtype)
@@ -900,8 +904,8 @@ def fused(
 
     References:
       ``torch.optim.Adam`` / ``AdamW`` / ``SGD`` / ``RMSprop`` / ``Adagrad`` /
-      ``Adamax`` / ``NAdam`` (torch 2.13, with ``fused=True`` where torch has it) are the one-pass
-      kernels this mirrors; the arithmetic is ``jaxopt_adv.torch``'s.
+      ``Adamax`` / ``NAdam`` (torch 2.13, with ``fused=True`` where torch has it) are the
+      one-pass kernels this mirrors; the arithmetic is ``jaxopt_adv.torch``'s.
 
     Warning:
       The kernels run on the CPU backend of a single-device process. Elsewhere (GPU,
