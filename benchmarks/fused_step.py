@@ -1,7 +1,8 @@
 """The fused CPU step (``jaxopt_adv.fast``) against the XLA path, optax and torch fused.
 
 For each size (elements, float32) and layout (one leaf, or split over many), one donated
-jitted step of Adam, AdamW, SGD-momentum, RMSprop, Adagrad, Adamax and NAdam, four ways:
+jitted step of Adam, AdamW, SGD-momentum, RMSprop, Adagrad, Adamax, NAdam and Rprop, four
+ways:
 
 - ``fused``: ``jaxopt_adv.fast.fused(...)`` through ``fast.jit_step`` (one C++ pass);
 - ``xla``: the same optimizer on the pure-JAX path (``kernel=False``: ``tx.update`` +
@@ -9,25 +10,28 @@ jitted step of Adam, AdamW, SGD-momentum, RMSprop, Adagrad, Adamax and NAdam, fo
 - ``optax``: optax's counterpart (``optax.adam``, ``optax.adamw(weight_decay=1e-2)``,
   ``optax.sgd(momentum=0.9)``, ``optax.rmsprop(decay=0.99, eps=1e-8)``,
   ``optax.adagrad(initial_accumulator_value=0, eps=1e-10)``, ``optax.adamax``,
-  ``optax.nadam``: torch's NAdam without its momentum schedule, the same bytes);
+  ``optax.nadam``: torch's NAdam without its momentum schedule, the same bytes;
+  ``optax.rprop``: another Rprop variant, the same bytes);
 - ``torch fused``: ``torch.optim.*(fused=True)`` (torch 2.13 has no fused RMSprop,
-  Adamax or NAdam).
+  Adamax, NAdam or Rprop).
 
 Each framework runs in its own worker process (their thread pools slow each other
 down); inside the JAX worker the three JAX variants alternate step by step. The copy
 floor is measured in the same JAX worker: the best in-place read+write bandwidth of a
 donated XLA kernel and of numpy (one thread, and one thread per core); an optimizer's
-floor is the bytes it must move (Adam/AdamW/Adamax/NAdam: read p, g, m, v and write p, m, v =
-28 B per float32 element; SGD-momentum, RMSprop and Adagrad: 20 B) at that bandwidth. For
-a tree of many leaves a second, "layout" floor is measured the same way on a tree of that
-shape: small separate buffers copy more slowly than one large array (4 KiB pages instead
-of huge pages, one stream per buffer), and no step over that tree can beat that copy.
+floor is the bytes it must move (Adam/AdamW/Adamax/NAdam/Rprop: read p, g and two state
+arrays, write p and the two = 28 B per float32 element; SGD-momentum, RMSprop and Adagrad:
+20 B) at that bandwidth. For a tree of many leaves a second, "layout" floor is measured
+the same way on a tree of that shape: small separate buffers copy more slowly than one
+large array (4 KiB pages instead of huge pages, one stream per buffer), and no step over
+that tree can beat that copy.
 
 Also printed: the loop fusions and custom calls per leaf in the optimized HLO of each
 path, and the time to trace and compile a step over a tree of many leaves.
 
   python benchmarks/fused_step.py                       # 1e7,5e7 x 1,200 leaves
   python benchmarks/fused_step.py --sizes 1e6 --leaves 1 --steps 5 --rounds 1   # smoke
+  python benchmarks/fused_step.py --only rprop,nadam      # these (and Adam) only
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ from jaxopt_adv.app.bench import LR, leaf_sizes
 FUSED = ("torch.adam", "torch.adamw", "torch.sgd", "torch.rmsprop", "torch.adagrad", "torch.nadam")
 OPTIMIZERS = {k: v for k, v in bench.OPTIMIZERS.items() if v[1][0] in FUSED}
 OPTIMIZERS["adamax"] = (28, ("torch.adamax", {}), ("adamax", {}), ("Adamax", {}))
+# Rprop reads p, g, prev, step_size and writes p, prev, step_size; optax.rprop is another
+# variant (see jaxopt_adv.torch.scale_by_rprop) that moves the same bytes
+OPTIMIZERS["rprop"] = (28, ("torch.rprop", {}), ("rprop", {}), ("Rprop", {}))
 JAX_IMPLS = ("fused", "xla", "optax")
 
 
@@ -239,8 +246,22 @@ WORKERS = {"jax": jax_worker, "torch": torch_worker}
 # ------------------------------------------------------------------------------- driver
 
 
+def select(only: str | None) -> None:
+    """Keep the optimizers named in ``only`` (comma-separated), and Adam: torch's fused
+    Adam is every row's reference."""
+    if only:
+        keep = {"adam", *only.split(",")}
+        unknown = keep - set(OPTIMIZERS)
+        if unknown:
+            raise SystemExit(f"unknown optimizers {sorted(unknown)}; known: {sorted(OPTIMIZERS)}")
+        for name in [*OPTIMIZERS]:
+            if name not in keep:
+                del OPTIMIZERS[name]
+
+
 def spawn(*args: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", *args]
+    cmd += ["--only", ",".join(OPTIMIZERS)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -325,10 +346,12 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip the torch worker")
     parser.add_argument("--hlo-leaves", type=int, default=4, help="leaves for the HLO count")
     parser.add_argument("--compile-leaves", type=int, default=200, help="0 skips the timing")
+    parser.add_argument("--only", help="comma-separated optimizers (Adam is always kept)")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--total", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    select(args.only)
 
     if args.worker in WORKERS:
         print(json.dumps(WORKERS[args.worker](args.total, int(args.leaves), args.steps)))

@@ -94,6 +94,23 @@ inline T XlaMax(T a, T b) {
   return a != a ? a : r;
 }
 
+// XLA's minimum: NaN if either operand is NaN, and min(-0, +0) = -0 (for equal operands
+// the OR of their bits).
+template <typename T>
+inline T XlaMin(T a, T b) {
+  using Bits = typename SignMask<T>::Type;
+  Bits a_bits, b_bits;
+  std::memcpy(&a_bits, &a, sizeof a);
+  std::memcpy(&b_bits, &b, sizeof b);
+  const Bits or_bits = a_bits | b_bits;
+  T either;
+  std::memcpy(&either, &or_bits, sizeof either);
+  T r = a < b ? a : b;
+  r = a == b ? either : r;
+  r = b != b ? b : r;
+  return a != a ? a : r;
+}
+
 template <typename T>
 constexpr ffi::DataType kDataType = ffi::DataType::F32;
 template <>

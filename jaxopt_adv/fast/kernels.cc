@@ -6,7 +6,7 @@
 // buffers are updated in place), split into chunks over XLA's CPU thread pool.
 //
 // The arithmetic is the arithmetic of XLA's *optimized* code for the same step
-// (jaxopt_adv.torch.{adam,sgd,rmsprop,adagrad,adamax,nadam} + optax.apply_updates under
+// (jaxopt_adv.torch.{adam,sgd,rmsprop,adagrad,adamax,nadam,rprop} + optax.apply_updates under
 // jax.jit), operation for operation, so results are bit-identical:
 //   * XLA rewrites a division by a broadcast scalar into a multiplication by its
 //     reciprocal (m / bc1 -> m * (1 / bc1), sqrt(v) / sqrt(bc2) -> sqrt(v) * rsqrt(bc2))
@@ -492,6 +492,53 @@ void NadamRange(const NadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64
   }
 }
 
+// ---------------------------------------------------------------------------- Rprop
+
+// Rprop has no variants: every product is either a single rounding (step * eta) or exact
+// (sign(g) * step, with sign(g) in {-1, -0, +0, 1}), so no FMA contraction can change it.
+constexpr unsigned kRpropVariants = 1;
+
+template <typename T>
+struct RpropScalars {
+  T eta_minus, eta_plus, step_min, step_max;
+  typename SignMask<T>::Type flip;
+};
+
+// in: p, g, prev, step_size; out: p, prev, step_size.
+template <typename T, unsigned F>
+void RpropRange(const RpropScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+  const T* p_in = leaf.in[0];
+  const T* g_in = leaf.in[1];
+  const T* prev_in = leaf.in[2];
+  const T* size_in = leaf.in[3];
+  T* p_out = leaf.out[0];
+  T* prev_out = leaf.out[1];
+  T* size_out = leaf.out[2];
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    // Every comparison is made unconditionally and each select has one condition: GCC
+    // does not if-convert (vectorize) a nested ternary, whose inner comparison may trap.
+    T g = FlipSign(g_in[i], s.flip);
+    // sign(g * prev) > 0 (< 0) exactly when the product is; NaN is neither
+    const T agree = g * prev_in[i];
+    const bool grew = agree > 0;
+    const bool flipped = agree < 0;
+    T factor = grew ? s.eta_plus : T(1);
+    factor = flipped ? s.eta_minus : factor;
+    // XLA's clamp(lo, x, hi) = min(max(lo, x), hi)
+    const T size = XlaMin(XlaMax(s.step_min, size_in[i] * factor), s.step_max);
+    g = flipped ? T(0) : g;
+    // XLA's sign: +-1, and the operand itself for +-0 and NaN
+    const bool positive = g > 0;
+    const bool negative = g < 0;
+    T sign = positive ? T(1) : g;
+    sign = negative ? T(-1) : sign;
+    p_out[i] = p_in[i] - sign * size;
+    prev_out[i] = g;
+    size_out[i] = size;
+  }
+}
+
 // ----------------------------------------------------------------- FFI plumbing
 
 // Decodes the leaves: `in_arity` operands and `in_arity - 1` results per leaf.
@@ -582,6 +629,13 @@ template <typename T, unsigned F>
 struct AdamaxKernel {
   static void Run(const AdamaxScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
     AdamaxRange<T, F>(s, l, lo, hi);
+  }
+};
+
+template <typename T, unsigned F>
+struct RpropKernel {
+  static void Run(const RpropScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+    RpropRange<T, F>(s, l, lo, hi);
   }
 };
 
@@ -683,6 +737,30 @@ ffi::Error NadamTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::Rema
   if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
   return RunKernel<T, NadamScalars<T>, NadamKernel, kNadamVariants>(pool, s, args, rets, 4,
                                                                     flags);
+}
+
+template <typename T>
+ffi::Error RpropTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::RemainingArgs args,
+                      ffi::RemainingRets rets, int64_t flags) {
+  RpropScalars<T> s;
+  std::array<T*, 4> fields = {&s.eta_minus, &s.eta_plus, &s.step_min, &s.step_max};
+  if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
+  return RunKernel<T, RpropScalars<T>, RpropKernel, kRpropVariants>(pool, s, args, rets, 4,
+                                                                    flags);
+}
+
+ffi::Error RpropImpl(ffi::ThreadPool pool, ffi::AnyBuffer eta_minus, ffi::AnyBuffer eta_plus,
+                     ffi::AnyBuffer step_min, ffi::AnyBuffer step_max, ffi::RemainingArgs args,
+                     ffi::RemainingRets rets, int64_t flags) {
+  const ffi::AnyBuffer in[] = {eta_minus, eta_plus, step_min, step_max};
+  switch (eta_minus.element_type()) {
+    case ffi::DataType::F32:
+      return RpropTyped<float>(pool, in, args, rets, flags);
+    case ffi::DataType::F64:
+      return RpropTyped<double>(pool, in, args, rets, flags);
+    default:
+      return InvalidArgument("only float32 and float64 are supported");
+  }
 }
 
 ffi::Error NadamImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd,
@@ -853,6 +931,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvNadam, NadamImpl,
                                   .Arg<ffi::AnyBuffer>()  // 1 / (1 - b2^t) or 1 - b2^t
                                   .Arg<ffi::AnyBuffer>()  // gradient coefficient
                                   .Arg<ffi::AnyBuffer>()  // momentum coefficient
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<int64_t>("flags"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvRprop, RpropImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()  // eta_minus
+                                  .Arg<ffi::AnyBuffer>()  // eta_plus
+                                  .Arg<ffi::AnyBuffer>()  // minimal step size
+                                  .Arg<ffi::AnyBuffer>()  // maximal step size
                                   .RemainingArgs()
                                   .RemainingRets()
                                   .Attr<int64_t>("flags"));

@@ -24,13 +24,14 @@ __all__ = ["outcome", "reset"]
 
 # The probe families: KERNELS gates every kernel; a failed TRACED_MOMENTUM only sends
 # RMSprop with a traced momentum (inject_hyperparams) to the XLA path, a failed ADAGRAD
-# (ADAMAX) only Adagrad (Adamax).
+# (ADAMAX, NADAM, RPROP) only Adagrad (Adamax, NAdam, Rprop).
 KERNELS = "kernels"
 TRACED_MOMENTUM = "rmsprop_traced_momentum"
 ADAGRAD = "adagrad"
 ADAMAX = "adamax"
 NADAM = "nadam"
-FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX, NADAM)
+RPROP = "rprop"
+FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX, NADAM, RPROP)
 
 _LOCK = threading.Lock()
 _RESULT: dict[str, str | None] = {}

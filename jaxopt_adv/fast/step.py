@@ -1,6 +1,6 @@
 """One fused pass per step: torch-exact optimizers as CPU kernels.
 
-The kernels cover Adam/AdamW, SGD, RMSprop, Adagrad, Adamax and NAdam/NAdamW.
+The kernels cover Adam/AdamW, SGD, RMSprop, Adagrad, Adamax, NAdam/NAdamW and Rprop.
 
 ``optax``'s contract returns *updates* that ``optax.apply_updates`` adds to the
 parameters; XLA:CPU compiles ``update + apply_updates`` of Adam into three loops per
@@ -50,6 +50,7 @@ from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw
 from jaxopt_adv.torch.adamax import adamax
 from jaxopt_adv.torch.nadam import ScaleByNadamState, nadam, nadam_coefficients
 from jaxopt_adv.torch.rmsprop import rmsprop
+from jaxopt_adv.torch.rprop import ScaleByRpropState, rprop
 from jaxopt_adv.torch.sgd import SgdMomentumState, sgd
 
 __all__ = ["SUPPORTED", "FusedOptimizer", "available", "fused", "jit_step", "unavailable_reason"]
@@ -63,6 +64,7 @@ SUPPORTED: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] = 
     "torch.adagrad": (adagrad, "adagrad"),
     "torch.adamax": (adamax, "adamax"),
     "torch.nadam": (nadam, "nadam"),
+    "torch.rprop": (rprop, "rprop"),
 }
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # XLA compiles one custom call with hundreds of aliased operands slowly (2 s for 200 Adam
@@ -505,6 +507,25 @@ def _nadam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> 
     return _Plan("jaxopt_adv_nadam", fields, scalars, flags, hp.get("mu_dtype"), group)
 
 
+def _rprop_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _Plan:
+    """``checked(family)``: why a self-check family failed on this host, or ``None``."""
+    (eta_minus, eta_plus), (step_min, step_max) = hp["etas"], hp["step_sizes"]
+
+    def scalars(key):
+        (dtype,) = key
+        if (mismatch := checked(selfcheck.RPROP)) is not None:
+            return mismatch
+        named = [("etas[0]", eta_minus), ("etas[1]", eta_plus)]
+        named += [("step_sizes[0]", step_min), ("step_sizes[1]", step_max)]
+        return _scalar_list(named, dtype)
+
+    def flags(key):
+        return _bits(hp["maximize"])
+
+    fields = [(ScaleByRpropState, "prev"), (ScaleByRpropState, "step_size")]
+    return _Plan("jaxopt_adv_rprop", fields, scalars, flags)
+
+
 _PLANNERS = {
     "adam": _adam_plan,
     "sgd": _sgd_plan,
@@ -512,6 +533,7 @@ _PLANNERS = {
     "adagrad": _adagrad_plan,
     "adamax": _adamax_plan,
     "nadam": _nadam_plan,
+    "rprop": _rprop_plan,
 }
 
 
@@ -811,6 +833,16 @@ _PROBES: dict[str, list[tuple[str, bool, dict[str, Any], dict[str, tuple[int, ..
             {"a": (33, 7)},
         ),
     ],
+    # Rprop: sign agreement, clamping, maximize, a 0-d leaf, injected hyperparameters
+    selfcheck.RPROP: [
+        (
+            "torch.rprop",
+            False,
+            {"learning_rate": 0.05, "maximize": True, "step_sizes": (0.01, 0.08)},
+            {"a": (40001,), "c": (3, 5), "s": ()},
+        ),
+        ("torch.rprop", True, {"learning_rate": 0.05, "etas": (0.25, 2.0)}, {"a": (33, 7)}),
+    ],
 }
 
 
@@ -878,10 +910,10 @@ def fused(
 
     Args:
       optimizer: ``"torch.adam"``, ``"torch.adamw"``, ``"torch.sgd"``,
-        ``"torch.rmsprop"``, ``"torch.adagrad"``, ``"torch.adamax"``, ``"torch.nadam"``
-        (the ``torch.`` prefix may be left out), or one of the factories
-        ``jaxopt_adv.torch.adam`` / ``adamw`` / ``sgd`` / ``rmsprop`` / ``adagrad`` /
-        ``adamax`` / ``nadam``.
+        ``"torch.rmsprop"``, ``"torch.adagrad"``, ``"torch.adamax"``, ``"torch.nadam"``,
+        ``"torch.rprop"`` (the ``torch.`` prefix may be left out), or one of the
+        factories ``jaxopt_adv.torch.adam`` / ``adamw`` / ``sgd`` / ``rmsprop`` /
+        ``adagrad`` / ``adamax`` / ``nadam`` / ``rprop``.
       inject_hyperparams: static; build the transform with
         ``optax.inject_hyperparams`` (hyperparameters live in the state and can be
         changed between steps without recompiling).
@@ -904,8 +936,8 @@ def fused(
 
     References:
       ``torch.optim.Adam`` / ``AdamW`` / ``SGD`` / ``RMSprop`` / ``Adagrad`` /
-      ``Adamax`` / ``NAdam`` (torch 2.13, with ``fused=True`` where torch has it) are the
-      one-pass kernels this mirrors; the arithmetic is ``jaxopt_adv.torch``'s.
+      ``Adamax`` / ``NAdam`` / ``Rprop`` (torch 2.13, with ``fused=True`` where torch has
+      it) are the one-pass kernels this mirrors; the arithmetic is ``jaxopt_adv.torch``'s.
 
     Warning:
       The kernels run on the CPU backend of a single-device process. Elsewhere (GPU,

@@ -21,6 +21,7 @@ SGD_STATE = {"trace": "momentum_buffer"}
 ADAGRAD_STATE = {"sum_of_squares": "sum"}
 ADAMAX_STATE = {"mu": "exp_avg", "nu": "exp_inf"}
 NADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq", "mu_product": "mu_product"}
+RPROP_STATE = {"prev": "prev", "step_size": "step_size"}
 
 
 def through_fused_step(opt: fast.FusedOptimizer) -> optax.GradientTransformation:
@@ -87,12 +88,19 @@ CASES = [
         {"weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
         NADAM_STATE,
     ),
+    (
+        "torch.rprop",
+        torch.optim.Rprop,
+        {"etas": (0.3, 1.5), "step_sizes": (1e-3, 0.2)},
+        RPROP_STATE,
+    ),
+    ("torch.rprop", torch.optim.Rprop, {"maximize": True}, RPROP_STATE),
 ]
 
 
 # float64 for every case, float32 for one case of each kernel
 DTYPES = [("float64", case) for case in CASES] + [
-    ("float32", CASES[i]) for i in (0, 3, 4, 6, 8, 11, 13)
+    ("float32", CASES[i]) for i in (0, 3, 4, 6, 8, 11, 13, 15)
 ]
 
 

@@ -207,14 +207,26 @@ def test_schedule_and_factory_arguments():
         fast.fused("torch.radam")
 
 
-@pytest.mark.parametrize("name", sorted(fast.SUPPORTED))
-@pytest.mark.parametrize(
-    ("hyperparams", "text"),
-    [
+# per optimizer: a negative learning rate, and a negative weight decay (Rprop has none:
+# inverted etas instead)
+BAD_HYPERPARAMETERS = [
+    (name, hyperparams, text)
+    for name in sorted(fast.SUPPORTED)
+    for hyperparams, text in [
         ({"learning_rate": -0.1}, "learning_rate must be in"),
-        ({"weight_decay": -1.0}, "weight_decay"),
-    ],
-    ids=["negative_lr", "negative_wd"],
+        (
+            ({"etas": (1.2, 0.5)}, "etas")
+            if name == "torch.rprop"
+            else ({"weight_decay": -1.0}, "weight_decay")
+        ),
+    ]
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "hyperparams", "text"),
+    BAD_HYPERPARAMETERS,
+    ids=[f"{name}-{next(iter(kw))}" for name, kw, _ in BAD_HYPERPARAMETERS],
 )
 def test_bad_hyperparameters_raise_at_construction(name, hyperparams, text):
     """``fused`` builds the transform at once, so the factory's checks apply."""
@@ -275,8 +287,9 @@ def test_cache_key_changes_with_the_source(tmp_path, monkeypatch):
         ("torch.adagrad", {"lr_decay": 0.1, "weight_decay": 0.1}),
         ("torch.adamax", {"weight_decay": 0.1, "maximize": True}),
         ("torch.nadam", {"maximize": True}),
+        ("torch.rprop", {"maximize": True}),
     ],
-    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam"],
+    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam", "rprop"],
 )
 def test_non_finite_gradients_give_the_same_values(name, kwargs):
     """inf and NaN gradients: the same values everywhere, NaNs in the same places (a
@@ -302,14 +315,15 @@ def test_non_finite_gradients_give_the_same_values(name, kwargs):
         ("torch.adagrad", selfcheck.ADAGRAD),
         ("torch.adamax", selfcheck.ADAMAX),
         ("torch.nadam", selfcheck.NADAM),
+        ("torch.rprop", selfcheck.RPROP),
     ],
-    ids=["adagrad", "adamax", "nadam"],
+    ids=["adagrad", "adamax", "nadam", "rprop"],
 )
 def test_a_failed_family_self_check_sends_only_that_family_to_the_xla_path(
     monkeypatch, name, family
 ):
-    """The Adagrad, Adamax and NAdam probes are families of their own: a mismatch there leaves
-    the other kernels in use."""
+    """The Adagrad, Adamax, NAdam and Rprop probes are families of their own: a mismatch
+    there leaves the other kernels in use."""
     assert fast.available(), fast.unavailable_reason()  # as on this project's machines
     reason = "the kernels differ from XLA on this host (a probe)"
     monkeypatch.setitem(selfcheck._RESULT, family, reason)
