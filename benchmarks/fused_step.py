@@ -1,8 +1,8 @@
 """The fused CPU step (``jaxopt_adv.fast``) against the XLA path, optax and torch fused.
 
 For each size (elements, float32) and layout (one leaf, or split over many), one donated
-jitted step of Adam, AdamW, SGD-momentum, RMSprop, Adagrad, Adamax, NAdam and Rprop, four
-ways:
+jitted step of Adam, AdamW, SGD-momentum, RMSprop, Adagrad, Adamax, NAdam, RAdam and Rprop,
+four ways:
 
 - ``fused``: ``jaxopt_adv.fast.fused(...)`` through ``fast.jit_step`` (one C++ pass);
 - ``xla``: the same optimizer on the pure-JAX path (``kernel=False``: ``tx.update`` +
@@ -11,15 +11,16 @@ ways:
   ``optax.sgd(momentum=0.9)``, ``optax.rmsprop(decay=0.99, eps=1e-8)``,
   ``optax.adagrad(initial_accumulator_value=0, eps=1e-10)``, ``optax.adamax``,
   ``optax.nadam``: torch's NAdam without its momentum schedule, the same bytes;
-  ``optax.rprop``: another Rprop variant, the same bytes);
+  ``optax.radam``: eps placed differently, the same bytes; ``optax.rprop``: another Rprop
+  variant, the same bytes);
 - ``torch fused``: ``torch.optim.*(fused=True)`` (torch 2.13 has no fused RMSprop,
-  Adamax, NAdam or Rprop).
+  Adamax, NAdam, RAdam or Rprop).
 
 Each framework runs in its own worker process (their thread pools slow each other
 down); inside the JAX worker the three JAX variants alternate step by step. The copy
 floor is measured in the same JAX worker: the best in-place read+write bandwidth of a
 donated XLA kernel and of numpy (one thread, and one thread per core); an optimizer's
-floor is the bytes it must move (Adam/AdamW/Adamax/NAdam/Rprop: read p, g and two state
+floor is the bytes it must move (Adam/AdamW/Adamax/NAdam/RAdam/Rprop: read p, g and two state
 arrays, write p and the two = 28 B per float32 element; SGD-momentum, RMSprop and Adagrad:
 20 B) at that bandwidth. For a tree of many leaves a second, "layout" floor is measured
 the same way on a tree of that shape: small separate buffers copy more slowly than one
@@ -52,7 +53,15 @@ from jaxopt_adv.app.bench import LR, leaf_sizes
 # the optimizers of `jaxopt-adv bench` that have a fused kernel, plus Adamax (torch has no
 # fused Adamax, so that command leaves it out): name -> (bytes per float32 element, our
 # factory name and kwargs, optax name and kwargs, torch class and kwargs)
-FUSED = ("torch.adam", "torch.adamw", "torch.sgd", "torch.rmsprop", "torch.adagrad", "torch.nadam")
+FUSED = (
+    "torch.adam",
+    "torch.adamw",
+    "torch.sgd",
+    "torch.rmsprop",
+    "torch.adagrad",
+    "torch.nadam",
+    "torch.radam",
+)
 OPTIMIZERS = {k: v for k, v in bench.OPTIMIZERS.items() if v[1][0] in FUSED}
 OPTIMIZERS["adamax"] = (28, ("torch.adamax", {}), ("adamax", {}), ("Adamax", {}))
 # Rprop reads p, g, prev, step_size and writes p, prev, step_size; optax.rprop is another

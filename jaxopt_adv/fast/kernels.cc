@@ -6,7 +6,7 @@
 // buffers are updated in place), split into chunks over XLA's CPU thread pool.
 //
 // The arithmetic is the arithmetic of XLA's *optimized* code for the same step
-// (jaxopt_adv.torch.{adam,sgd,rmsprop,adagrad,adamax,nadam,rprop} + optax.apply_updates under
+// (jaxopt_adv.torch.{adam,sgd,rmsprop,adagrad,adamax,nadam,radam,rprop} + apply_updates under
 // jax.jit), operation for operation, so results are bit-identical:
 //   * XLA rewrites a division by a broadcast scalar into a multiplication by its
 //     reciprocal (m / bc1 -> m * (1 / bc1), sqrt(v) / sqrt(bc2) -> sqrt(v) * rsqrt(bc2))
@@ -492,6 +492,63 @@ void NadamRange(const NadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64
   }
 }
 
+// ---------------------------------------------------------------------------- RAdam
+
+enum RadamFlags : unsigned {
+  kRadamCoupledDecay = 1,
+  kRadamDecoupledDecay = 2,
+  kRadamFactoredMu = 4,
+  // As Adam's kAdamReciprocalBc1: m * s1 (s1 = 1 / bc1), else m / s1 (s1 = bc1).
+  kRadamReciprocalBc1 = 8,
+  // As Adam's kAdamSquareFirst.
+  kRadamSquareFirst = 16,
+  kRadamVariants = 32,
+};
+
+template <typename T>
+struct RadamScalars {
+  // rect: the rectification factor, 0 where the variance is intractable (then the step
+  // is the bias-corrected momentum); scale = rect * sqrt(1 - b2^t)
+  T step, wd, b1, c1, b2, c2, eps, s1, rect, scale;
+  typename SignMask<T>::Type flip;
+};
+
+// in: p, g, mu, nu; out: p, mu, nu.
+template <typename T, unsigned F>
+void RadamRange(const RadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+  const T* p_in = leaf.in[0];
+  const T* g_in = leaf.in[1];
+  const T* mu_in = leaf.in[2];
+  const T* nu_in = leaf.in[3];
+  T* p_out = leaf.out[0];
+  T* mu_out = leaf.out[1];
+  T* nu_out = leaf.out[2];
+  const bool rectified = s.rect > 0;
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    const T p = p_in[i];
+    T g = g_in[i];
+    g = FlipSign(g, s.flip);
+    if constexpr ((F & kRadamCoupledDecay) != 0) g = Mad(s.wd, p, g);
+    T m, v;
+    AdamMoments<(F & kRadamFactoredMu) != 0, (F & kRadamSquareFirst) != 0>(
+        s.b1, s.c1, s.b2, s.c2, mu_in[i], nu_in[i], g, &m, &v);
+    T m_hat;
+    if constexpr ((F & kRadamReciprocalBc1) != 0) {
+      m_hat = m * s.s1;
+    } else {
+      m_hat = m / s.s1;
+    }
+    // both sides are computed and one is selected, as in XLA's loop
+    const T adapted = m_hat * (s.scale / (std::sqrt(v) + s.eps));
+    T u = rectified ? adapted : m_hat;
+    if constexpr ((F & kRadamDecoupledDecay) != 0) u = Mad(s.wd, p, u);
+    p_out[i] = Mad(s.step, u, p);
+    mu_out[i] = m;
+    nu_out[i] = v;
+  }
+}
+
 // ---------------------------------------------------------------------------- Rprop
 
 // Rprop has no variants: every product is either a single rounding (step * eta) or exact
@@ -633,6 +690,14 @@ struct AdamaxKernel {
 };
 
 template <typename T, unsigned F>
+struct RadamKernel {
+  static void Run(const RadamScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+    constexpr unsigned kBothDecays = kRadamCoupledDecay | kRadamDecoupledDecay;
+    if constexpr ((F & kBothDecays) != kBothDecays) RadamRange<T, F>(s, l, lo, hi);
+  }
+};
+
+template <typename T, unsigned F>
 struct RpropKernel {
   static void Run(const RpropScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
     RpropRange<T, F>(s, l, lo, hi);
@@ -737,6 +802,33 @@ ffi::Error NadamTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::Rema
   if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
   return RunKernel<T, NadamScalars<T>, NadamKernel, kNadamVariants>(pool, s, args, rets, 4,
                                                                     flags);
+}
+
+template <typename T>
+ffi::Error RadamTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::RemainingArgs args,
+                      ffi::RemainingRets rets, int64_t flags) {
+  RadamScalars<T> s;
+  std::array<T*, 10> fields = {&s.step, &s.wd,  &s.b1, &s.c1,   &s.b2,
+                               &s.c2,   &s.eps, &s.s1, &s.rect, &s.scale};
+  if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
+  return RunKernel<T, RadamScalars<T>, RadamKernel, kRadamVariants>(pool, s, args, rets, 4,
+                                                                    flags);
+}
+
+ffi::Error RadamImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd,
+                     ffi::AnyBuffer b1, ffi::AnyBuffer c1, ffi::AnyBuffer b2, ffi::AnyBuffer c2,
+                     ffi::AnyBuffer eps, ffi::AnyBuffer s1, ffi::AnyBuffer rect,
+                     ffi::AnyBuffer scale, ffi::RemainingArgs args, ffi::RemainingRets rets,
+                     int64_t flags) {
+  const ffi::AnyBuffer in[] = {step, wd, b1, c1, b2, c2, eps, s1, rect, scale};
+  switch (step.element_type()) {
+    case ffi::DataType::F32:
+      return RadamTyped<float>(pool, in, args, rets, flags);
+    case ffi::DataType::F64:
+      return RadamTyped<double>(pool, in, args, rets, flags);
+    default:
+      return InvalidArgument("only float32 and float64 are supported");
+  }
 }
 
 template <typename T>
@@ -942,6 +1034,23 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvRprop, RpropImpl,
                                   .Arg<ffi::AnyBuffer>()  // eta_plus
                                   .Arg<ffi::AnyBuffer>()  // minimal step size
                                   .Arg<ffi::AnyBuffer>()  // maximal step size
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<int64_t>("flags"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvRadam, RadamImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()  // step = -lr
+                                  .Arg<ffi::AnyBuffer>()  // weight decay
+                                  .Arg<ffi::AnyBuffer>()  // b1
+                                  .Arg<ffi::AnyBuffer>()  // 1 - b1
+                                  .Arg<ffi::AnyBuffer>()  // b2
+                                  .Arg<ffi::AnyBuffer>()  // 1 - b2
+                                  .Arg<ffi::AnyBuffer>()  // eps
+                                  .Arg<ffi::AnyBuffer>()  // 1 / (1 - b1^t) or 1 - b1^t
+                                  .Arg<ffi::AnyBuffer>()  // rectification factor (0: none)
+                                  .Arg<ffi::AnyBuffer>()  // rect * sqrt(1 - b2^t)
                                   .RemainingArgs()
                                   .RemainingRets()
                                   .Attr<int64_t>("flags"));

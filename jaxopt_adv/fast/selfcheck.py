@@ -24,14 +24,15 @@ __all__ = ["outcome", "reset"]
 
 # The probe families: KERNELS gates every kernel; a failed TRACED_MOMENTUM only sends
 # RMSprop with a traced momentum (inject_hyperparams) to the XLA path, a failed ADAGRAD
-# (ADAMAX, NADAM, RPROP) only Adagrad (Adamax, NAdam, Rprop).
+# (ADAMAX, NADAM, RADAM, RPROP) only Adagrad (Adamax, NAdam, RAdam, Rprop).
 KERNELS = "kernels"
 TRACED_MOMENTUM = "rmsprop_traced_momentum"
 ADAGRAD = "adagrad"
 ADAMAX = "adamax"
 NADAM = "nadam"
+RADAM = "radam"
 RPROP = "rprop"
-FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX, NADAM, RPROP)
+FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX, NADAM, RADAM, RPROP)
 
 _LOCK = threading.Lock()
 _RESULT: dict[str, str | None] = {}

@@ -1,6 +1,7 @@
 """One fused pass per step: torch-exact optimizers as CPU kernels.
 
-The kernels cover Adam/AdamW, SGD, RMSprop, Adagrad, Adamax, NAdam/NAdamW and Rprop.
+The kernels cover Adam/AdamW, SGD, RMSprop, Adagrad, Adamax, NAdam/NAdamW, RAdam/RAdamW
+and Rprop.
 
 ``optax``'s contract returns *updates* that ``optax.apply_updates`` adds to the
 parameters; XLA:CPU compiles ``update + apply_updates`` of Adam into three loops per
@@ -49,6 +50,7 @@ from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw
 from jaxopt_adv.torch.adamax import adamax
 from jaxopt_adv.torch.nadam import ScaleByNadamState, nadam, nadam_coefficients
+from jaxopt_adv.torch.radam import ScaleByRadamState, radam, rectification
 from jaxopt_adv.torch.rmsprop import rmsprop
 from jaxopt_adv.torch.rprop import ScaleByRpropState, rprop
 from jaxopt_adv.torch.sgd import SgdMomentumState, sgd
@@ -64,6 +66,7 @@ SUPPORTED: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] = 
     "torch.adagrad": (adagrad, "adagrad"),
     "torch.adamax": (adamax, "adamax"),
     "torch.nadam": (nadam, "nadam"),
+    "torch.radam": (radam, "radam"),
     "torch.rprop": (rprop, "rprop"),
 }
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -507,6 +510,54 @@ def _nadam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> 
     return _Plan("jaxopt_adv_nadam", fields, scalars, flags, hp.get("mu_dtype"), group)
 
 
+def _radam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _Plan:
+    """``checked(family)``: why a self-check family failed on this host, or ``None``."""
+    b1, b2, eps, wd = hp["b1"], hp["b2"], hp["eps"], hp["weight_decay"]
+    decay = not is_static_zero(wd)
+    decoupled = decay and hp["decoupled_weight_decay"]
+    coupled = decay and not decoupled
+    c1 = 1 - b1
+    # the transform's scalars, with its ops (XLA computes them outside the leaves' loops:
+    # see jaxopt_adv.torch.radam.rectification)
+    count = _find(new_inner, ScaleByRadamState).count
+    t = count.astype(scalar_dtype())
+    bc1 = decay_power(b1, t)[1]
+    rect = rectification(b2, t)
+    scale = rect * jnp.sqrt(decay_power(b2, t)[1])
+
+    def group(leaf, n_leaves):
+        # m / bc1.astype(dtype) as for Adam's first moment: a multiplication by the
+        # reciprocal while the scalar has one use (one leaf, or converted for this
+        # leaf's dtype), a division for 1-element leaves (no broadcast)
+        dtype = np.dtype(leaf.dtype)
+        if math.prod(jnp.shape(leaf)) == 1:
+            square_first = hp["maximize"] and not coupled and is_concrete_number(b2)
+            return dtype, False, square_first
+        return dtype, dtype != bc1.dtype or n_leaves == 1, False
+
+    def scalars(key):
+        dtype, reciprocal, _ = key
+        step = _learning_step(hp["learning_rate"], old_inner, dtype)
+        if step is None:
+            return f"the learning rate would promote the {dtype} arithmetic"
+        if (mismatch := checked(selfcheck.RADAM)) is not None:
+            return mismatch
+        rest = _moment_scalars(wd if decay else 0.0, b1, b2, eps, dtype)
+        if isinstance(rest, str):
+            return rest
+        s1 = 1 / bc1.astype(dtype) if reciprocal else bc1.astype(dtype)
+        return [step, *rest, s1, rect.astype(dtype), scale.astype(dtype)]
+
+    def flags(key):
+        dtype, reciprocal, square_first = key
+        factored = _factored(b1, c1, dtype)
+        variant = (coupled, decoupled, factored, reciprocal, square_first)
+        return _bits(hp["maximize"], *variant)
+
+    fields = [(ScaleByRadamState, "mu"), (ScaleByRadamState, "nu")]
+    return _Plan("jaxopt_adv_radam", fields, scalars, flags, hp.get("mu_dtype"), group)
+
+
 def _rprop_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _Plan:
     """``checked(family)``: why a self-check family failed on this host, or ``None``."""
     (eta_minus, eta_plus), (step_min, step_max) = hp["etas"], hp["step_sizes"]
@@ -533,6 +584,7 @@ _PLANNERS = {
     "adagrad": _adagrad_plan,
     "adamax": _adamax_plan,
     "nadam": _nadam_plan,
+    "radam": _radam_plan,
     "rprop": _rprop_plan,
 }
 
@@ -833,6 +885,24 @@ _PROBES: dict[str, list[tuple[str, bool, dict[str, Any], dict[str, tuple[int, ..
             {"a": (33, 7)},
         ),
     ],
+    # RAdam: before and after rectification, weight decays, maximize, 0-d and 1-element
+    # leaves, injected hyperparameters
+    selfcheck.RADAM: [
+        (
+            "torch.radam",
+            False,
+            {"learning_rate": 0.05, "weight_decay": 0.1, "maximize": True, "b2": 0.9},
+            {"a": (40001,), "c": (3, 5), "s": ()},
+        ),
+        ("torch.radam", False, {"learning_rate": 0.05, "b2": 0.9}, {"a": (40001,)}),
+        ("torch.radam", False, {"learning_rate": 0.05, "maximize": True}, {"o": (1,)}),
+        (
+            "torch.radam",
+            True,
+            {"learning_rate": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True},
+            {"a": (33, 7)},
+        ),
+    ],
     # Rprop: sign agreement, clamping, maximize, a 0-d leaf, injected hyperparameters
     selfcheck.RPROP: [
         (
@@ -844,6 +914,10 @@ _PROBES: dict[str, list[tuple[str, bool, dict[str, Any], dict[str, tuple[int, ..
         ("torch.rprop", True, {"learning_rate": 0.05, "etas": (0.25, 2.0)}, {"a": (33, 7)}),
     ],
 }
+
+
+# steps per probe: RAdam rectifies from step 6 on at the earliest (b2 = 0.9 there)
+_PROBE_STEPS = {"torch.radam": 8}
 
 
 def _probe_mismatches() -> dict[str, str | None]:
@@ -868,7 +942,7 @@ def _probe_differs(rng, name, inject, hyperparams, shapes) -> bool:
     state = reference.init(params)
     ours, theirs = (params, state), (params, state)
     step_ours, step_theirs = jax.jit(kernel.step), jax.jit(reference.step)
-    for _ in range(3):
+    for _ in range(_PROBE_STEPS.get(name, 3)):
         grads = {k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in shapes.items()}
         ours = step_ours(ours[0], grads, ours[1])
         theirs = step_theirs(theirs[0], grads, theirs[1])
@@ -911,9 +985,9 @@ def fused(
     Args:
       optimizer: ``"torch.adam"``, ``"torch.adamw"``, ``"torch.sgd"``,
         ``"torch.rmsprop"``, ``"torch.adagrad"``, ``"torch.adamax"``, ``"torch.nadam"``,
-        ``"torch.rprop"`` (the ``torch.`` prefix may be left out), or one of the
-        factories ``jaxopt_adv.torch.adam`` / ``adamw`` / ``sgd`` / ``rmsprop`` /
-        ``adagrad`` / ``adamax`` / ``nadam`` / ``rprop``.
+        ``"torch.radam"``, ``"torch.rprop"`` (the ``torch.`` prefix may be left out), or
+        one of the factories ``jaxopt_adv.torch.adam`` / ``adamw`` / ``sgd`` /
+        ``rmsprop`` / ``adagrad`` / ``adamax`` / ``nadam`` / ``radam`` / ``rprop``.
       inject_hyperparams: static; build the transform with
         ``optax.inject_hyperparams`` (hyperparameters live in the state and can be
         changed between steps without recompiling).
@@ -936,8 +1010,9 @@ def fused(
 
     References:
       ``torch.optim.Adam`` / ``AdamW`` / ``SGD`` / ``RMSprop`` / ``Adagrad`` /
-      ``Adamax`` / ``NAdam`` / ``Rprop`` (torch 2.13, with ``fused=True`` where torch has
-      it) are the one-pass kernels this mirrors; the arithmetic is ``jaxopt_adv.torch``'s.
+      ``Adamax`` / ``NAdam`` / ``RAdam`` / ``Rprop`` (torch 2.13, with ``fused=True``
+      where torch has it) are the one-pass kernels this mirrors; the arithmetic is
+      ``jaxopt_adv.torch``'s.
 
     Warning:
       The kernels run on the CPU backend of a single-device process. Elsewhere (GPU,

@@ -47,14 +47,21 @@ def _rho(b2: Any, t: chex.Array) -> chex.Array:
     return jnp.where(z < 0.5, series, direct)
 
 
-def _rectification(b2: Any, t: chex.Array) -> tuple[chex.Array, chex.Array]:
-    """(is the variance tractable, i.e. rho_t > 5; rectification factor r_t)."""
+def rectification(b2: Any, t: chex.Array) -> chex.Array:
+    """The rectification factor r_t where the variance is tractable (rho_t > 5), else 0.
+
+    Where rho_t > 5, r_t^2 > 3 / ((rho_inf - 4)(rho_inf - 2)) > 3 (1 - b2)^2 / 4, which
+    is far from underflowing for any b2 < 1 of the dtype, so ``r_t > 0`` is the
+    tractability test. Keeping that test inside the square root's operand lets XLA
+    compute rho_t once, in the scalar computation that ends in the (expensive) root:
+    a separate boolean would pull the cheap series of rho_t into every leaf's
+    elementwise loop. ``jaxopt_adv.fast``'s fused step relies on this.
+    """
     rho_inf = 2 / (1 - b2) - 1
     rho_t = _rho(b2, t)
     ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-    tractable = rho_t > 5
-    # Only read where tractable; the guard keeps the discarded branch finite.
-    return tractable, jnp.sqrt(jnp.where(tractable, ratio, 1))
+    # the discarded branch may be inf or NaN (rho_t near 0); 0 marks it
+    return jnp.sqrt(jnp.where(rho_t > 5, ratio, 0))
 
 
 def scale_by_radam(
@@ -117,14 +124,14 @@ def scale_by_radam(
         count = optax.safe_increment(state.count)
         t = count.astype(scalar_dtype())
         _, bc1 = decay_power(b1, t)
-        tractable, rect = _rectification(b2, t)
+        rect = rectification(b2, t)
         rect_scale = rect * jnp.sqrt(decay_power(b2, t)[1])
 
         def leaf(g, m, v):
             m, v = update_moments(g, m, v, b1, b2)
             m_hat = m / bc1.astype(m.dtype)
             adaptive = rect_scale.astype(v.dtype) / (jnp.sqrt(v) + eps)
-            out = jnp.where(tractable, m_hat * adaptive, m_hat)
+            out = jnp.where(rect > 0, m_hat * adaptive, m_hat)
             return out.astype(g.dtype), m, v
 
         out, mu, nu = tree_map_multi(leaf, 3, updates, state.mu, state.nu)

@@ -21,6 +21,7 @@ SGD_STATE = {"trace": "momentum_buffer"}
 ADAGRAD_STATE = {"sum_of_squares": "sum"}
 ADAMAX_STATE = {"mu": "exp_avg", "nu": "exp_inf"}
 NADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq", "mu_product": "mu_product"}
+RADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq"}
 RPROP_STATE = {"prev": "prev", "step_size": "step_size"}
 
 
@@ -88,6 +89,13 @@ CASES = [
         {"weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
         NADAM_STATE,
     ),
+    ("torch.radam", torch.optim.RAdam, {"b1": 0.5, "b2": 0.9, "eps": 1e-3}, RADAM_STATE),
+    (
+        "torch.radam",
+        torch.optim.RAdam,
+        {"weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
+        RADAM_STATE,
+    ),
     (
         "torch.rprop",
         torch.optim.Rprop,
@@ -100,7 +108,7 @@ CASES = [
 
 # float64 for every case, float32 for one case of each kernel
 DTYPES = [("float64", case) for case in CASES] + [
-    ("float32", CASES[i]) for i in (0, 3, 4, 6, 8, 11, 13, 15)
+    ("float32", CASES[i]) for i in (0, 3, 4, 6, 8, 11, 13, 15, 17)
 ]
 
 
@@ -129,8 +137,9 @@ def test_fused_step_parity(dtype, case):
         ("torch.adagrad", torch.optim.Adagrad, {"lr_decay": 0.05, "weight_decay": 0.1}),
         ("torch.adamax", torch.optim.Adamax, {"weight_decay": 0.1}),
         ("torch.nadam", torch.optim.NAdam, {"weight_decay": 0.1}),
+        ("torch.radam", torch.optim.RAdam, {"weight_decay": 0.1}),
     ],
-    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam"],
+    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam", "radam"],
 )
 def test_fused_step_parity_with_schedule(name, torch_cls, kwargs):
     schedule = lambda t: 0.1 / (1 + t)  # noqa: E731

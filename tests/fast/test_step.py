@@ -204,7 +204,7 @@ def test_schedule_and_factory_arguments():
     reference = fast.fused("torch.adam", learning_rate=schedule, weight_decay=0.1, kernel=False)
     assert_bit_identical(run(by_factory, 5), run(reference, 5))
     with pytest.raises(ValueError, match="fused\\(\\) supports"):
-        fast.fused("torch.radam")
+        fast.fused("torch.asgd")
 
 
 # per optimizer: a negative learning rate, and a negative weight decay (Rprop has none:
@@ -287,9 +287,10 @@ def test_cache_key_changes_with_the_source(tmp_path, monkeypatch):
         ("torch.adagrad", {"lr_decay": 0.1, "weight_decay": 0.1}),
         ("torch.adamax", {"weight_decay": 0.1, "maximize": True}),
         ("torch.nadam", {"maximize": True}),
+        ("torch.radam", {"maximize": True, "b2": 0.9}),
         ("torch.rprop", {"maximize": True}),
     ],
-    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam", "rprop"],
+    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam", "radam", "rprop"],
 )
 def test_non_finite_gradients_give_the_same_values(name, kwargs):
     """inf and NaN gradients: the same values everywhere, NaNs in the same places (a
@@ -315,15 +316,16 @@ def test_non_finite_gradients_give_the_same_values(name, kwargs):
         ("torch.adagrad", selfcheck.ADAGRAD),
         ("torch.adamax", selfcheck.ADAMAX),
         ("torch.nadam", selfcheck.NADAM),
+        ("torch.radam", selfcheck.RADAM),
         ("torch.rprop", selfcheck.RPROP),
     ],
-    ids=["adagrad", "adamax", "nadam", "rprop"],
+    ids=["adagrad", "adamax", "nadam", "radam", "rprop"],
 )
 def test_a_failed_family_self_check_sends_only_that_family_to_the_xla_path(
     monkeypatch, name, family
 ):
-    """The Adagrad, Adamax, NAdam and Rprop probes are families of their own: a mismatch
-    there leaves the other kernels in use."""
+    """The Adagrad, Adamax, NAdam, RAdam and Rprop probes are families of their own: a
+    mismatch there leaves the other kernels in use."""
     assert fast.available(), fast.unavailable_reason()  # as on this project's machines
     reason = "the kernels differ from XLA on this host (a probe)"
     monkeypatch.setitem(selfcheck._RESULT, family, reason)
