@@ -513,9 +513,11 @@ struct RadamScalars {
   typename SignMask<T>::Type flip;
 };
 
-// in: p, g, mu, nu; out: p, mu, nu.
-template <typename T, unsigned F>
-void RadamRange(const RadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+// in: p, g, mu, nu; out: p, mu, nu. kRectified: the step of rho_t > 5 (XLA computes
+// both sides of that select and keeps one; a loop per side gives the same values and
+// vectorizes, where GCC keeps a select whose one side divides as a branch).
+template <typename T, unsigned F, bool kRectified>
+void RadamLoop(const RadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
   const T* p_in = leaf.in[0];
   const T* g_in = leaf.in[1];
   const T* mu_in = leaf.in[2];
@@ -523,7 +525,6 @@ void RadamRange(const RadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64
   T* p_out = leaf.out[0];
   T* mu_out = leaf.out[1];
   T* nu_out = leaf.out[2];
-  const bool rectified = s.rect > 0;
 #pragma GCC ivdep
   for (int64_t i = lo; i < hi; ++i) {
     const T p = p_in[i];
@@ -533,19 +534,26 @@ void RadamRange(const RadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64
     T m, v;
     AdamMoments<(F & kRadamFactoredMu) != 0, (F & kRadamSquareFirst) != 0>(
         s.b1, s.c1, s.b2, s.c2, mu_in[i], nu_in[i], g, &m, &v);
-    T m_hat;
+    T u;
     if constexpr ((F & kRadamReciprocalBc1) != 0) {
-      m_hat = m * s.s1;
+      u = m * s.s1;
     } else {
-      m_hat = m / s.s1;
+      u = m / s.s1;
     }
-    // both sides are computed and one is selected, as in XLA's loop
-    const T adapted = m_hat * (s.scale / (std::sqrt(v) + s.eps));
-    T u = rectified ? adapted : m_hat;
+    if constexpr (kRectified) u = u * (s.scale / (std::sqrt(v) + s.eps));
     if constexpr ((F & kRadamDecoupledDecay) != 0) u = Mad(s.wd, p, u);
     p_out[i] = Mad(s.step, u, p);
     mu_out[i] = m;
     nu_out[i] = v;
+  }
+}
+
+template <typename T, unsigned F>
+void RadamRange(const RadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+  if (s.rect > 0) {
+    RadamLoop<T, F, true>(s, leaf, lo, hi);
+  } else {
+    RadamLoop<T, F, false>(s, leaf, lo, hi);
   }
 }
 
