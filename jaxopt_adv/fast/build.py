@@ -58,6 +58,7 @@ TARGETS = {
     "jaxopt_adv_nadam": "JaxoptAdvNadam",
     "jaxopt_adv_rprop": "JaxoptAdvRprop",
     "jaxopt_adv_radam": "JaxoptAdvRadam",
+    "jaxopt_adv_adadelta": "JaxoptAdvAdadelta",
     "jaxopt_adv_came": "JaxoptAdvCame",
 }
 # -ffp-contract=off: no multiply-add contraction beyond the explicit std::fma calls that

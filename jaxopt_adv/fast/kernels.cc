@@ -6,7 +6,8 @@
 // buffers are updated in place), split into chunks over XLA's CPU thread pool.
 //
 // The arithmetic is the arithmetic of XLA's *optimized* code for the same step
-// (jaxopt_adv.torch.{adam,sgd,rmsprop,adagrad,adamax,nadam,radam,rprop} + apply_updates under
+// (jaxopt_adv.torch.{adam,sgd,rmsprop,adagrad,adadelta,adamax,nadam,radam,rprop} +
+// optax.apply_updates under
 // jax.jit), operation for operation, so results are bit-identical:
 //   * XLA rewrites a division by a broadcast scalar into a multiplication by its
 //     reciprocal (m / bc1 -> m * (1 / bc1), sqrt(v) / sqrt(bc2) -> sqrt(v) * rsqrt(bc2))
@@ -371,6 +372,53 @@ void AdagradRange(const AdagradScalars<T>& s, const Leaf<T>& leaf, int64_t lo, i
   }
 }
 
+// ------------------------------------------------------------------------- Adadelta
+
+enum AdadeltaFlags : unsigned {
+  kAdadeltaDecay = 1,
+  // As Adam's kAdamSquareFirst: (g * g) * (1 - rho) (1-element leaves under maximize).
+  kAdadeltaSquareFirst = 2,
+  kAdadeltaVariants = 4,
+};
+
+template <typename T>
+struct AdadeltaScalars {
+  T step, wd, rho, c, eps;  // c = 1 - rho
+  typename SignMask<T>::Type flip;
+};
+
+// in: p, g, e_g, e_x; out: p, e_g, e_x. The root of the quotient, as
+// jaxopt_adv.torch.scale_by_adadelta takes it (no approximate rsqrt).
+template <typename T, unsigned F>
+void AdadeltaRange(const AdadeltaScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+  const T* p_in = leaf.in[0];
+  const T* g_in = leaf.in[1];
+  const T* eg_in = leaf.in[2];
+  const T* ex_in = leaf.in[3];
+  T* p_out = leaf.out[0];
+  T* eg_out = leaf.out[1];
+  T* ex_out = leaf.out[2];
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    const T p = p_in[i];
+    T g = g_in[i];
+    g = FlipSign(g, s.flip);
+    if constexpr ((F & kAdadeltaDecay) != 0) g = Mad(s.wd, p, g);
+    T g2;
+    if constexpr ((F & kAdadeltaSquareFirst) != 0) {
+      g2 = (g * g) * s.c;
+    } else {
+      g2 = (s.c * g) * g;
+    }
+    const T eg = Mad(s.rho, eg_in[i], g2);
+    const T ex_old = ex_in[i];
+    const T delta = std::sqrt((ex_old + s.eps) / (eg + s.eps)) * g;
+    eg_out[i] = eg;
+    ex_out[i] = Mad(s.rho, ex_old, (s.c * delta) * delta);
+    p_out[i] = Mad(s.step, delta, p);
+  }
+}
+
 // --------------------------------------------------------------------------- Adamax
 
 enum AdamaxFlags : unsigned {
@@ -691,6 +739,13 @@ struct NadamKernel {
 };
 
 template <typename T, unsigned F>
+struct AdadeltaKernel {
+  static void Run(const AdadeltaScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+    AdadeltaRange<T, F>(s, l, lo, hi);
+  }
+};
+
+template <typename T, unsigned F>
 struct AdamaxKernel {
   static void Run(const AdamaxScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
     AdamaxRange<T, F>(s, l, lo, hi);
@@ -789,6 +844,30 @@ ffi::Error AdagradTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::Re
   if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
   return RunKernel<T, AdagradScalars<T>, AdagradKernel, kAdagradVariants>(pool, s, args, rets, 3,
                                                                           flags);
+}
+
+template <typename T>
+ffi::Error AdadeltaTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in,
+                         ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t flags) {
+  AdadeltaScalars<T> s;
+  std::array<T*, 5> fields = {&s.step, &s.wd, &s.rho, &s.c, &s.eps};
+  if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
+  return RunKernel<T, AdadeltaScalars<T>, AdadeltaKernel, kAdadeltaVariants>(pool, s, args,
+                                                                             rets, 4, flags);
+}
+
+ffi::Error AdadeltaImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd,
+                        ffi::AnyBuffer rho, ffi::AnyBuffer c, ffi::AnyBuffer eps,
+                        ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t flags) {
+  const ffi::AnyBuffer in[] = {step, wd, rho, c, eps};
+  switch (step.element_type()) {
+    case ffi::DataType::F32:
+      return AdadeltaTyped<float>(pool, in, args, rets, flags);
+    case ffi::DataType::F64:
+      return AdadeltaTyped<double>(pool, in, args, rets, flags);
+    default:
+      return InvalidArgument("only float32 and float64 are supported");
+  }
 }
 
 template <typename T>
@@ -1059,6 +1138,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvRadam, RadamImpl,
                                   .Arg<ffi::AnyBuffer>()  // 1 / (1 - b1^t) or 1 - b1^t
                                   .Arg<ffi::AnyBuffer>()  // rectification factor (0: none)
                                   .Arg<ffi::AnyBuffer>()  // rect * sqrt(1 - b2^t)
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<int64_t>("flags"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvAdadelta, AdadeltaImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()  // step = -lr
+                                  .Arg<ffi::AnyBuffer>()  // weight decay
+                                  .Arg<ffi::AnyBuffer>()  // rho
+                                  .Arg<ffi::AnyBuffer>()  // 1 - rho
+                                  .Arg<ffi::AnyBuffer>()  // eps
                                   .RemainingArgs()
                                   .RemainingRets()
                                   .Attr<int64_t>("flags"));

@@ -24,7 +24,7 @@ __all__ = ["outcome", "reset"]
 
 # The probe families: KERNELS gates every kernel; a failed TRACED_MOMENTUM only sends
 # RMSprop with a traced momentum (inject_hyperparams) to the XLA path, a failed ADAGRAD
-# (ADAMAX, NADAM, RADAM, RPROP) only Adagrad (Adamax, NAdam, RAdam, Rprop).
+# (ADAMAX, NADAM, RADAM, RPROP, ADADELTA) only that optimizer.
 KERNELS = "kernels"
 TRACED_MOMENTUM = "rmsprop_traced_momentum"
 ADAGRAD = "adagrad"
@@ -32,7 +32,8 @@ ADAMAX = "adamax"
 NADAM = "nadam"
 RADAM = "radam"
 RPROP = "rprop"
-FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX, NADAM, RADAM, RPROP)
+ADADELTA = "adadelta"
+FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX, NADAM, RADAM, RPROP, ADADELTA)
 
 _LOCK = threading.Lock()
 _RESULT: dict[str, str | None] = {}

@@ -1,7 +1,7 @@
 """One fused pass per step: torch-exact optimizers as CPU kernels.
 
-The kernels cover Adam/AdamW, SGD, RMSprop, Adagrad, Adamax, NAdam/NAdamW, RAdam/RAdamW
-and Rprop.
+The kernels cover Adam/AdamW, SGD, RMSprop, Adagrad, Adadelta, Adamax, NAdam/NAdamW,
+RAdam/RAdamW and Rprop.
 
 ``optax``'s contract returns *updates* that ``optax.apply_updates`` adds to the
 parameters; XLA:CPU compiles ``update + apply_updates`` of Adam into three loops per
@@ -46,6 +46,7 @@ import optax
 
 from jaxopt_adv._common import decay_power, is_concrete_number, is_static_zero, scalar_dtype
 from jaxopt_adv.fast import build, selfcheck
+from jaxopt_adv.torch.adadelta import adadelta
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw
 from jaxopt_adv.torch.adamax import adamax
@@ -67,6 +68,7 @@ SUPPORTED: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] = 
     "torch.adamax": (adamax, "adamax"),
     "torch.nadam": (nadam, "nadam"),
     "torch.radam": (radam, "radam"),
+    "torch.adadelta": (adadelta, "adadelta"),
     "torch.rprop": (rprop, "rprop"),
 }
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -398,6 +400,36 @@ def _adagrad_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -
     return _Plan("jaxopt_adv_adagrad", fields, scalars, flags)
 
 
+def _adadelta_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _Plan:
+    """``checked(family)``: why a self-check family failed on this host, or ``None``."""
+    rho, eps, wd = hp["rho"], hp["eps"], hp["weight_decay"]
+    decay = not is_static_zero(wd)
+
+    def group(leaf, n_leaves):
+        # 1-element leaves under maximize: XLA folds the negations of (1 - rho) (-g) (-g)
+        # into (g g) (1 - rho), as for Adam
+        square_first = math.prod(jnp.shape(leaf)) == 1 and hp["maximize"] and not decay
+        return np.dtype(leaf.dtype), square_first and is_concrete_number(rho)
+
+    def scalars(key):
+        dtype, _ = key
+        step = _learning_step(hp["learning_rate"], old_inner, dtype)
+        if step is None:
+            return f"the learning rate would promote the {dtype} arithmetic"
+        if (mismatch := checked(selfcheck.ADADELTA)) is not None:
+            return mismatch
+        named = [("weight_decay", wd if decay else 0.0), ("rho", rho), ("1 - rho", 1 - rho)]
+        rest = _scalar_list([*named, ("eps", eps)], dtype)
+        return rest if isinstance(rest, str) else [step, *rest]
+
+    def flags(key):
+        _, square_first = key
+        return _bits(hp["maximize"], decay, square_first)
+
+    fields = [(optax.ScaleByAdaDeltaState, "e_g"), (optax.ScaleByAdaDeltaState, "e_x")]
+    return _Plan("jaxopt_adv_adadelta", fields, scalars, flags, group=group)
+
+
 def _adamax_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _Plan:
     """``checked(family)``: why a self-check family failed on this host, or ``None``."""
     b1, b2, eps, wd = hp["b1"], hp["b2"], hp["eps"], hp["weight_decay"]
@@ -582,6 +614,7 @@ _PLANNERS = {
     "sgd": _sgd_plan,
     "rmsprop": _rmsprop_plan,
     "adagrad": _adagrad_plan,
+    "adadelta": _adadelta_plan,
     "adamax": _adamax_plan,
     "nadam": _nadam_plan,
     "radam": _radam_plan,
@@ -903,6 +936,18 @@ _PROBES: dict[str, list[tuple[str, bool, dict[str, Any], dict[str, tuple[int, ..
             {"a": (33, 7)},
         ),
     ],
+    # Adadelta: weight decay, maximize, rho = 1/2, a 0-d leaf, injected hyperparameters
+    selfcheck.ADADELTA: [
+        (
+            "torch.adadelta",
+            False,
+            {"learning_rate": 0.5, "weight_decay": 0.1, "maximize": True},
+            {"a": (40001,), "c": (3, 5), "s": ()},
+        ),
+        ("torch.adadelta", False, {"learning_rate": 0.5, "rho": 0.5}, {"a": (40001,)}),
+        ("torch.adadelta", False, {"learning_rate": 0.5, "maximize": True}, {"s": (), "o": (1,)}),
+        ("torch.adadelta", True, {"learning_rate": 0.5, "eps": 1e-3}, {"a": (33, 7)}),
+    ],
     # Rprop: sign agreement, clamping, maximize, a 0-d leaf, injected hyperparameters
     selfcheck.RPROP: [
         (
@@ -984,10 +1029,11 @@ def fused(
 
     Args:
       optimizer: ``"torch.adam"``, ``"torch.adamw"``, ``"torch.sgd"``,
-        ``"torch.rmsprop"``, ``"torch.adagrad"``, ``"torch.adamax"``, ``"torch.nadam"``,
-        ``"torch.radam"``, ``"torch.rprop"`` (the ``torch.`` prefix may be left out), or
-        one of the factories ``jaxopt_adv.torch.adam`` / ``adamw`` / ``sgd`` /
-        ``rmsprop`` / ``adagrad`` / ``adamax`` / ``nadam`` / ``radam`` / ``rprop``.
+        ``"torch.rmsprop"``, ``"torch.adagrad"``, ``"torch.adadelta"``,
+        ``"torch.adamax"``, ``"torch.nadam"``, ``"torch.radam"``, ``"torch.rprop"`` (the
+        ``torch.`` prefix may be left out), or one of the factories
+        ``jaxopt_adv.torch.adam`` / ``adamw`` / ``sgd`` / ``rmsprop`` / ``adagrad`` /
+        ``adadelta`` / ``adamax`` / ``nadam`` / ``radam`` / ``rprop``.
       inject_hyperparams: static; build the transform with
         ``optax.inject_hyperparams`` (hyperparameters live in the state and can be
         changed between steps without recompiling).
@@ -1010,7 +1056,7 @@ def fused(
 
     References:
       ``torch.optim.Adam`` / ``AdamW`` / ``SGD`` / ``RMSprop`` / ``Adagrad`` /
-      ``Adamax`` / ``NAdam`` / ``RAdam`` / ``Rprop`` (torch 2.13, with ``fused=True``
+      ``Adadelta`` / ``Adamax`` / ``NAdam`` / ``RAdam`` / ``Rprop`` (torch 2.13, with ``fused=True``
       where torch has it) are the one-pass kernels this mirrors; the arithmetic is
       ``jaxopt_adv.torch``'s.
 

@@ -1,6 +1,6 @@
 """The fused CPU step is bit-identical to ``tx.update`` + ``optax.apply_updates`` under jit.
 
-Every option combination of the nine kernels runs 20 steps twice: on a float32 tree
+Every option combination of the ten kernels runs 20 steps twice: on a float32 tree
 (x64 off) and, with ``jax_enable_x64``, on a tree of float64 and float32 leaves (the
 float32 bias corrections are then converted from float64). The trees hold leaves above
 the thread pool's chunk size (a 4-D one of even size, and one of odd size: XLA emits odd
@@ -87,6 +87,12 @@ CASES = {
             "maximize": True,
         },
         "schedule": {"learning_rate": lambda t: 0.1 / (1 + t), "b1": 0.7},
+    },
+    "torch.adadelta": {
+        "plain": {},
+        "rho_eps_l2": {"rho": 0.8, "eps": 1e-3, "weight_decay": 0.1},
+        "half_rho_maximize": {"rho": 0.5, "maximize": True},
+        "schedule": {"learning_rate": lambda t: 1.0 / (1 + t)},
     },
     "torch.radam": {
         # rectification from step 6 (b2 = 0.9) or 7 (0.999) on: both forms are covered
@@ -182,6 +188,8 @@ INJECTED = [
     ("torch.adamax", {"weight_decay": 0.1, "maximize": True}, True),
     ("torch.nadam", {"maximize": True, "momentum_decay": 0.01}, False),
     ("torch.nadam", {"weight_decay": 0.1, "decoupled_weight_decay": True}, True),
+    ("torch.adadelta", {"rho": 0.8, "maximize": True}, False),
+    ("torch.adadelta", {"weight_decay": 0.1, "eps": 1e-3}, True),
     ("torch.radam", {"b2": 0.9, "maximize": True}, False),
     ("torch.radam", {"weight_decay": 0.1, "decoupled_weight_decay": True}, True),
     ("torch.rprop", {"etas": (0.25, 2.0)}, False),
@@ -268,6 +276,8 @@ SHAPED = [
     ("torch.nadam", {}, {"w": ((40001,), F32), "e": ((0,), F32)}, False),
     ("torch.nadam", {"maximize": True}, {"w": ((33, 65), F64)}, True),
     ("torch.nadam", {"maximize": True}, {"s": ((), F32)}, False),
+    ("torch.adadelta", {"maximize": True}, {"w": ((33, 65), F64), "e": ((0,), F64)}, True),
+    ("torch.adadelta", {"weight_decay": 0.1}, {"s": ((), F32)}, False),
     # one leaf: XLA multiplies by the reciprocal bias correction, as for Adam
     ("torch.radam", {}, {"w": ((40001,), F32), "e": ((0,), F32)}, False),
     ("torch.radam", {"maximize": True, "b2": 0.9}, {"w": ((33, 65), F64)}, True),

@@ -22,6 +22,7 @@ ADAGRAD_STATE = {"sum_of_squares": "sum"}
 ADAMAX_STATE = {"mu": "exp_avg", "nu": "exp_inf"}
 NADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq", "mu_product": "mu_product"}
 RADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq"}
+ADADELTA_STATE = {"e_g": "square_avg", "e_x": "acc_delta"}
 RPROP_STATE = {"prev": "prev", "step_size": "step_size"}
 
 
@@ -89,6 +90,8 @@ CASES = [
         {"weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
         NADAM_STATE,
     ),
+    ("torch.adadelta", torch.optim.Adadelta, {"rho": 0.8, "weight_decay": 0.1}, ADADELTA_STATE),
+    ("torch.adadelta", torch.optim.Adadelta, {"eps": 1e-3, "maximize": True}, ADADELTA_STATE),
     ("torch.radam", torch.optim.RAdam, {"b1": 0.5, "b2": 0.9, "eps": 1e-3}, RADAM_STATE),
     (
         "torch.radam",
@@ -108,7 +111,7 @@ CASES = [
 
 # float64 for every case, float32 for one case of each kernel
 DTYPES = [("float64", case) for case in CASES] + [
-    ("float32", CASES[i]) for i in (0, 3, 4, 6, 8, 11, 13, 15, 17)
+    ("float32", CASES[i]) for i in (0, 3, 4, 6, 8, 11, 13, 15, 17, 19)
 ]
 
 
@@ -138,8 +141,9 @@ def test_fused_step_parity(dtype, case):
         ("torch.adamax", torch.optim.Adamax, {"weight_decay": 0.1}),
         ("torch.nadam", torch.optim.NAdam, {"weight_decay": 0.1}),
         ("torch.radam", torch.optim.RAdam, {"weight_decay": 0.1}),
+        ("torch.adadelta", torch.optim.Adadelta, {"rho": 0.8}),
     ],
-    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam", "radam"],
+    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam", "radam", "adadelta"],
 )
 def test_fused_step_parity_with_schedule(name, torch_cls, kwargs):
     schedule = lambda t: 0.1 / (1 + t)  # noqa: E731

@@ -289,8 +289,9 @@ def test_cache_key_changes_with_the_source(tmp_path, monkeypatch):
         ("torch.nadam", {"maximize": True}),
         ("torch.radam", {"maximize": True, "b2": 0.9}),
         ("torch.rprop", {"maximize": True}),
+        ("torch.adadelta", {"maximize": True, "weight_decay": 0.1}),
     ],
-    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam", "radam", "rprop"],
+    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam", "radam", "rprop", "adadelta"],
 )
 def test_non_finite_gradients_give_the_same_values(name, kwargs):
     """inf and NaN gradients: the same values everywhere, NaNs in the same places (a
@@ -318,14 +319,15 @@ def test_non_finite_gradients_give_the_same_values(name, kwargs):
         ("torch.nadam", selfcheck.NADAM),
         ("torch.radam", selfcheck.RADAM),
         ("torch.rprop", selfcheck.RPROP),
+        ("torch.adadelta", selfcheck.ADADELTA),
     ],
-    ids=["adagrad", "adamax", "nadam", "radam", "rprop"],
+    ids=["adagrad", "adamax", "nadam", "radam", "rprop", "adadelta"],
 )
 def test_a_failed_family_self_check_sends_only_that_family_to_the_xla_path(
     monkeypatch, name, family
 ):
-    """The Adagrad, Adamax, NAdam, RAdam and Rprop probes are families of their own: a
-    mismatch there leaves the other kernels in use."""
+    """The Adagrad, Adamax, NAdam, RAdam, Rprop and Adadelta probes are families of their
+    own: a mismatch there leaves the other kernels in use."""
     assert fast.available(), fast.unavailable_reason()  # as on this project's machines
     reason = "the kernels differ from XLA on this host (a probe)"
     monkeypatch.setitem(selfcheck._RESULT, family, reason)
