@@ -49,8 +49,9 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> optax.GradientTransfor
     check_nonnegative(eps, "eps", "epsilon")
 
     def init_fn(params: optax.Params) -> optax.ScaleByAdaDeltaState:
-        zeros = optax.tree.zeros_like(params)
-        return optax.ScaleByAdaDeltaState(e_g=zeros, e_x=optax.tree.zeros_like(params))
+        return optax.ScaleByAdaDeltaState(
+            e_g=optax.tree.zeros_like(params), e_x=optax.tree.zeros_like(params)
+        )
 
     def update_fn(updates, state, params=None):
         del params
