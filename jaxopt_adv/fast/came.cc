@@ -324,14 +324,9 @@ ffi::Error CameImpl(ffi::ThreadPool pool, ffi::AnyBuffer b1, ffi::AnyBuffer c1, 
                     ffi::AnyBuffer eps2, ffi::AnyBuffer clip, ffi::RemainingArgs args,
                     ffi::RemainingRets rets) {
   const ffi::AnyBuffer in[] = {b1, c1, b2, c2, b3, c3, eps1, eps2, clip};
-  switch (b1.element_type()) {
-    case ffi::DataType::F32:
-      return CameTyped<float>(pool, in, args, rets);
-    case ffi::DataType::F64:
-      return CameTyped<double>(pool, in, args, rets);
-    default:
-      return InvalidArgument("only float32 and float64 are supported");
-  }
+  return ByDtype(b1.element_type(), [&](auto zero) {
+    return CameTyped<decltype(zero)>(pool, in, args, rets);
+  });
 }
 
 }  // namespace

@@ -120,6 +120,20 @@ ffi::Error InvalidArgument(const std::string& message) {
   return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxopt_adv.fast: " + message);
 }
 
+// fn(float{}) or fn(double{}) for a float32 or float64 `type`, else an error: picks the
+// instantiation of a kernel for its operands' dtype.
+template <typename Fn>
+ffi::Error ByDtype(ffi::DataType type, Fn fn) {
+  switch (type) {
+    case ffi::DataType::F32:
+      return fn(float{});
+    case ffi::DataType::F64:
+      return fn(double{});
+    default:
+      return InvalidArgument("only float32 and float64 are supported");
+  }
+}
+
 template <typename T>
 ffi::Error ReadScalar(const ffi::AnyBuffer& buffer, T* value) {
   if (buffer.element_type() != kDataType<T> || buffer.element_count() != 1) {

@@ -860,14 +860,9 @@ ffi::Error AdadeltaImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffe
                         ffi::AnyBuffer rho, ffi::AnyBuffer c, ffi::AnyBuffer eps,
                         ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t flags) {
   const ffi::AnyBuffer in[] = {step, wd, rho, c, eps};
-  switch (step.element_type()) {
-    case ffi::DataType::F32:
-      return AdadeltaTyped<float>(pool, in, args, rets, flags);
-    case ffi::DataType::F64:
-      return AdadeltaTyped<double>(pool, in, args, rets, flags);
-    default:
-      return InvalidArgument("only float32 and float64 are supported");
-  }
+  return ByDtype(step.element_type(), [&](auto zero) {
+    return AdadeltaTyped<decltype(zero)>(pool, in, args, rets, flags);
+  });
 }
 
 template <typename T>
@@ -908,14 +903,9 @@ ffi::Error RadamImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer w
                      ffi::AnyBuffer scale, ffi::RemainingArgs args, ffi::RemainingRets rets,
                      int64_t flags) {
   const ffi::AnyBuffer in[] = {step, wd, b1, c1, b2, c2, eps, s1, rect, scale};
-  switch (step.element_type()) {
-    case ffi::DataType::F32:
-      return RadamTyped<float>(pool, in, args, rets, flags);
-    case ffi::DataType::F64:
-      return RadamTyped<double>(pool, in, args, rets, flags);
-    default:
-      return InvalidArgument("only float32 and float64 are supported");
-  }
+  return ByDtype(step.element_type(), [&](auto zero) {
+    return RadamTyped<decltype(zero)>(pool, in, args, rets, flags);
+  });
 }
 
 template <typename T>
@@ -932,14 +922,9 @@ ffi::Error RpropImpl(ffi::ThreadPool pool, ffi::AnyBuffer eta_minus, ffi::AnyBuf
                      ffi::AnyBuffer step_min, ffi::AnyBuffer step_max, ffi::RemainingArgs args,
                      ffi::RemainingRets rets, int64_t flags) {
   const ffi::AnyBuffer in[] = {eta_minus, eta_plus, step_min, step_max};
-  switch (eta_minus.element_type()) {
-    case ffi::DataType::F32:
-      return RpropTyped<float>(pool, in, args, rets, flags);
-    case ffi::DataType::F64:
-      return RpropTyped<double>(pool, in, args, rets, flags);
-    default:
-      return InvalidArgument("only float32 and float64 are supported");
-  }
+  return ByDtype(eta_minus.element_type(), [&](auto zero) {
+    return RpropTyped<decltype(zero)>(pool, in, args, rets, flags);
+  });
 }
 
 ffi::Error NadamImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd,
@@ -947,14 +932,9 @@ ffi::Error NadamImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer w
                      ffi::AnyBuffer eps, ffi::AnyBuffer s2, ffi::AnyBuffer gc, ffi::AnyBuffer mc,
                      ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t flags) {
   const ffi::AnyBuffer in[] = {step, wd, b1, c1, b2, c2, eps, s2, gc, mc};
-  switch (step.element_type()) {
-    case ffi::DataType::F32:
-      return NadamTyped<float>(pool, in, args, rets, flags);
-    case ffi::DataType::F64:
-      return NadamTyped<double>(pool, in, args, rets, flags);
-    default:
-      return InvalidArgument("only float32 and float64 are supported");
-  }
+  return ByDtype(step.element_type(), [&](auto zero) {
+    return NadamTyped<decltype(zero)>(pool, in, args, rets, flags);
+  });
 }
 
 ffi::Error AdamImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd, ffi::AnyBuffer b1,
@@ -962,28 +942,18 @@ ffi::Error AdamImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd
                     ffi::AnyBuffer s1, ffi::AnyBuffer s2, ffi::RemainingArgs args,
                     ffi::RemainingRets rets, int64_t flags) {
   const ffi::AnyBuffer in[] = {step, wd, b1, c1, b2, c2, eps, s1, s2};
-  switch (step.element_type()) {
-    case ffi::DataType::F32:
-      return AdamTyped<float>(pool, in, args, rets, flags);
-    case ffi::DataType::F64:
-      return AdamTyped<double>(pool, in, args, rets, flags);
-    default:
-      return InvalidArgument("only float32 and float64 are supported");
-  }
+  return ByDtype(step.element_type(), [&](auto zero) {
+    return AdamTyped<decltype(zero)>(pool, in, args, rets, flags);
+  });
 }
 
 ffi::Error SgdImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd,
                    ffi::AnyBuffer momentum, ffi::AnyBuffer coef, ffi::RemainingArgs args,
                    ffi::RemainingRets rets, int64_t flags) {
   const ffi::AnyBuffer in[] = {step, wd, momentum, coef};
-  switch (step.element_type()) {
-    case ffi::DataType::F32:
-      return SgdTyped<float>(pool, in, args, rets, flags);
-    case ffi::DataType::F64:
-      return SgdTyped<double>(pool, in, args, rets, flags);
-    default:
-      return InvalidArgument("only float32 and float64 are supported");
-  }
+  return ByDtype(step.element_type(), [&](auto zero) {
+    return SgdTyped<decltype(zero)>(pool, in, args, rets, flags);
+  });
 }
 
 ffi::Error RmspropImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd,
@@ -991,28 +961,18 @@ ffi::Error RmspropImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer
                        ffi::AnyBuffer momentum, ffi::RemainingArgs args, ffi::RemainingRets rets,
                        int64_t flags) {
   const ffi::AnyBuffer in[] = {step, wd, alpha, c, eps, momentum};
-  switch (step.element_type()) {
-    case ffi::DataType::F32:
-      return RmspropTyped<float>(pool, in, args, rets, flags);
-    case ffi::DataType::F64:
-      return RmspropTyped<double>(pool, in, args, rets, flags);
-    default:
-      return InvalidArgument("only float32 and float64 are supported");
-  }
+  return ByDtype(step.element_type(), [&](auto zero) {
+    return RmspropTyped<decltype(zero)>(pool, in, args, rets, flags);
+  });
 }
 
 ffi::Error AdagradImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd,
                        ffi::AnyBuffer eps, ffi::AnyBuffer lr_scale, ffi::RemainingArgs args,
                        ffi::RemainingRets rets, int64_t flags) {
   const ffi::AnyBuffer in[] = {step, wd, eps, lr_scale};
-  switch (step.element_type()) {
-    case ffi::DataType::F32:
-      return AdagradTyped<float>(pool, in, args, rets, flags);
-    case ffi::DataType::F64:
-      return AdagradTyped<double>(pool, in, args, rets, flags);
-    default:
-      return InvalidArgument("only float32 and float64 are supported");
-  }
+  return ByDtype(step.element_type(), [&](auto zero) {
+    return AdagradTyped<decltype(zero)>(pool, in, args, rets, flags);
+  });
 }
 
 ffi::Error AdamaxImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer wd,
@@ -1020,14 +980,9 @@ ffi::Error AdamaxImpl(ffi::ThreadPool pool, ffi::AnyBuffer step, ffi::AnyBuffer 
                       ffi::AnyBuffer s1, ffi::RemainingArgs args, ffi::RemainingRets rets,
                       int64_t flags) {
   const ffi::AnyBuffer in[] = {step, wd, b1, c1, b2, eps, s1};
-  switch (step.element_type()) {
-    case ffi::DataType::F32:
-      return AdamaxTyped<float>(pool, in, args, rets, flags);
-    case ffi::DataType::F64:
-      return AdamaxTyped<double>(pool, in, args, rets, flags);
-    default:
-      return InvalidArgument("only float32 and float64 are supported");
-  }
+  return ByDtype(step.element_type(), [&](auto zero) {
+    return AdamaxTyped<decltype(zero)>(pool, in, args, rets, flags);
+  });
 }
 
 }  // namespace

@@ -166,12 +166,14 @@ def _factored(a: Any, b: Any, dtype: np.dtype) -> bool:
     return bool(a == b) and _power_of_two(float(a))
 
 
-def _learning_step(learning_rate: Any, old_inner: Any, dtype: np.dtype) -> jax.Array | None:
-    """``-lr`` as ``optax.scale_by_learning_rate`` multiplies the update by it."""
+def _learning_step(learning_rate: Any, old_inner: Any, dtype: np.dtype) -> jax.Array | str:
+    """``-lr`` as ``optax.scale_by_learning_rate`` multiplies the update by it, or why it
+    cannot be had (see :func:`_cast`)."""
     if callable(learning_rate):  # optax.scale_by_schedule, evaluated at its old count
         schedule_state = _find(old_inner, optax.ScaleByScheduleState)
         return jnp.array(-1 * learning_rate(schedule_state.count), dtype=dtype)
-    return _cast(-1 * learning_rate, dtype)
+    step = _cast(-1 * learning_rate, dtype)
+    return f"the learning rate would promote the {dtype} arithmetic" if step is None else step
 
 
 # -------------------------------------------------------------------------------- plans
@@ -253,8 +255,8 @@ def _adam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _
     def scalars(key):
         dtype, reciprocal1, reciprocal2, _ = key
         step = _learning_step(hp["learning_rate"], old_inner, dtype)
-        if step is None:
-            return f"the learning rate would promote the {dtype} arithmetic"
+        if isinstance(step, str):
+            return step
         s1 = 1 / bc1.astype(dtype) if reciprocal1 else bc1.astype(dtype)
         if not reciprocal2:
             s2 = sqrt_bc2.astype(dtype)
@@ -291,8 +293,8 @@ def _sgd_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _P
     def scalars(key):
         (dtype,) = key
         step = _learning_step(hp["learning_rate"], old_inner, dtype)
-        if step is None:
-            return f"the learning rate would promote the {dtype} arithmetic"
+        if isinstance(step, str):
+            return step
         if has_momentum and is_concrete_number(momentum) and np.asarray(momentum, dtype) == 1:
             # XLA drops `1 * buf`, and LLVM then fuses the other product
             return "momentum 1 (XLA folds the multiplication away)"
@@ -327,8 +329,8 @@ def _rmsprop_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -
     def scalars(key):
         dtype = key[0]
         step = _learning_step(hp["learning_rate"], old_inner, dtype)
-        if step is None:
-            return f"the learning rate would promote the {dtype} arithmetic"
+        if isinstance(step, str):
+            return step
         if is_static_zero(eps):
             # 1 / (sqrt(nu) + 0) -> rsqrt(nu): XLA's approximate rsqrt, not mirrored here
             return "eps 0 (XLA computes an approximate rsqrt)"
@@ -382,8 +384,8 @@ def _adagrad_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -
     def scalars(key):
         (dtype,) = key
         step = _learning_step(hp["learning_rate"], old_inner, dtype)
-        if step is None:
-            return f"the learning rate would promote the {dtype} arithmetic"
+        if isinstance(step, str):
+            return step
         if is_static_zero(eps):
             # g / (sqrt(S) + 0) -> g * rsqrt(S): XLA's approximate rsqrt, not mirrored here
             return "eps 0 (XLA computes an approximate rsqrt)"
@@ -414,8 +416,8 @@ def _adadelta_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) 
     def scalars(key):
         dtype, _ = key
         step = _learning_step(hp["learning_rate"], old_inner, dtype)
-        if step is None:
-            return f"the learning rate would promote the {dtype} arithmetic"
+        if isinstance(step, str):
+            return step
         if (mismatch := checked(selfcheck.ADADELTA)) is not None:
             return mismatch
         named = [("weight_decay", wd if decay else 0.0), ("rho", rho), ("1 - rho", 1 - rho)]
@@ -473,8 +475,8 @@ def _adamax_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) ->
     def scalars(key):
         dtype, reciprocal, _ = key
         step = _learning_step(hp["learning_rate"], old_inner, dtype)
-        if step is None:
-            return f"the learning rate would promote the {dtype} arithmetic"
+        if isinstance(step, str):
+            return step
         if (mismatch := checked(selfcheck.ADAMAX)) is not None:
             return mismatch
         named = [("weight_decay", wd if decay else 0.0), ("b1", b1), ("1 - b1", c1)]
@@ -509,18 +511,20 @@ def _nadam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> 
 
     def group(leaf, n_leaves):
         dtype = np.dtype(leaf.dtype)
+        own = dtype != bc2.dtype
+        if math.prod(jnp.shape(leaf)) == 1:
+            # no broadcast: as Adam's sqrt(bc2), the reciprocal only for an unconverted
+            # scalar of a one-leaf tree; under maximize XLA folds the negations of
+            # (1 - b2) (-g) (-g) into (g g) (1 - b2)
+            return dtype, not own and n_leaves == 1, hp["maximize"] and not coupled
         # v / bc2.astype(dtype) becomes v * (1 / bc2) while the scalar has one use
-        reciprocal = dtype != bc2.dtype or n_leaves == 1
-        # 1-element leaves under maximize: XLA folds the negations of (1 - b2) (-g) (-g)
-        # into (g g) (1 - b2), as for Adam
-        square_first = math.prod(jnp.shape(leaf)) == 1 and hp["maximize"] and not coupled
-        return dtype, reciprocal, square_first
+        return dtype, own or n_leaves == 1, False
 
     def scalars(key):
         dtype, reciprocal, _ = key
         step = _learning_step(hp["learning_rate"], old_inner, dtype)
-        if step is None:
-            return f"the learning rate would promote the {dtype} arithmetic"
+        if isinstance(step, str):
+            return step
         if (mismatch := checked(selfcheck.NADAM)) is not None:
             return mismatch
         rest = _moment_scalars(wd if decay else 0.0, b1, b2, eps, dtype)
@@ -570,8 +574,8 @@ def _radam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> 
     def scalars(key):
         dtype, reciprocal, _ = key
         step = _learning_step(hp["learning_rate"], old_inner, dtype)
-        if step is None:
-            return f"the learning rate would promote the {dtype} arithmetic"
+        if isinstance(step, str):
+            return step
         if (mismatch := checked(selfcheck.RADAM)) is not None:
             return mismatch
         rest = _moment_scalars(wd if decay else 0.0, b1, b2, eps, dtype)
@@ -961,8 +965,8 @@ _PROBES: dict[str, list[tuple[str, bool, dict[str, Any], dict[str, tuple[int, ..
 }
 
 
-# steps per probe: RAdam rectifies from step 6 on at the earliest (b2 = 0.9 there)
-_PROBE_STEPS = {"torch.radam": 8}
+# steps per probe: enough for RAdam, which rectifies from step 6 on (b2 = 0.9 there)
+_PROBE_STEPS = 8
 
 
 def _probe_mismatches() -> dict[str, str | None]:
@@ -987,7 +991,7 @@ def _probe_differs(rng, name, inject, hyperparams, shapes) -> bool:
     state = reference.init(params)
     ours, theirs = (params, state), (params, state)
     step_ours, step_theirs = jax.jit(kernel.step), jax.jit(reference.step)
-    for _ in range(_PROBE_STEPS.get(name, 3)):
+    for _ in range(_PROBE_STEPS):
         grads = {k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in shapes.items()}
         ours = step_ours(ours[0], grads, ours[1])
         theirs = step_theirs(theirs[0], grads, theirs[1])

@@ -12,7 +12,7 @@ torch's reductions and gradients; :mod:`jaxopt_adv.torch.clip` gradient clipping
 """
 
 from jaxopt_adv.torch import clip, functional, lr_scheduler
-from jaxopt_adv.torch.adadelta import adadelta
+from jaxopt_adv.torch.adadelta import adadelta, scale_by_adadelta
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from jaxopt_adv.torch.adamax import adamax
@@ -68,6 +68,7 @@ __all__ = [
     "reduce_lr_on_plateau",
     "rmsprop",
     "rprop",
+    "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_nadam",

@@ -34,7 +34,7 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> optax.GradientTransfor
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.torch.adadelta import scale_by_adadelta
+      >>> from jaxopt_adv.torch import scale_by_adadelta
       >>> tx = scale_by_adadelta(rho=0.0, eps=1.0)
       >>> u, state = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
       >>> u.round(4)
