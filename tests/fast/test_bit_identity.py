@@ -276,6 +276,9 @@ SHAPED = [
     ("torch.nadam", {}, {"w": ((40001,), F32), "e": ((0,), F32)}, False),
     ("torch.nadam", {"maximize": True}, {"w": ((33, 65), F64)}, True),
     ("torch.nadam", {"maximize": True}, {"s": ((), F32)}, False),
+    # float32 1-element leaves with x64 on: a converted 1 - b2^t, the division form
+    ("torch.nadam", {}, {"o": ((1,), F32)}, True),
+    ("torch.nadam", {"maximize": True}, {"w": ((7,), F32), "s": ((), F32)}, True),
     ("torch.adadelta", {"maximize": True}, {"w": ((33, 65), F64), "e": ((0,), F64)}, True),
     ("torch.adadelta", {"weight_decay": 0.1}, {"s": ((), F32)}, False),
     # one leaf: XLA multiplies by the reciprocal bias correction, as for Adam
