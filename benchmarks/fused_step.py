@@ -1,8 +1,8 @@
 """The fused CPU step (``jaxopt_adv.fast``) against the XLA path, optax and torch fused.
 
 For each size (elements, float32) and layout (one leaf, or split over many), one donated
-jitted step of Adam, AdamW, SGD-momentum, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam
-and Rprop, four ways:
+jitted step of Adam, AdamW, SGD-momentum, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam,
+Rprop and ASGD, four ways:
 
 - ``fused``: ``jaxopt_adv.fast.fused(...)`` through ``fast.jit_step`` (one C++ pass);
 - ``xla``: the same optimizer on the pure-JAX path (``kernel=False``: ``tx.update`` +
@@ -11,10 +11,10 @@ and Rprop, four ways:
   ``optax.sgd(momentum=0.9)``, ``optax.rmsprop(decay=0.99, eps=1e-8)``,
   ``optax.adagrad(initial_accumulator_value=0, eps=1e-10)``, ``optax.adadelta``,
   ``optax.adamax``; ``optax.nadam``: torch's NAdam without its momentum schedule,
-  ``optax.radam``: eps placed differently, ``optax.rprop``: another Rprop variant, each
-  moving the same bytes);
+  ``optax.radam``: eps placed differently, ``optax.rprop``: another Rprop variant, and
+  for ASGD, which optax lacks, ``optax.sgd(momentum=0.9)``, each moving the same bytes);
 - ``torch fused``: ``torch.optim.*(fused=True)`` (torch 2.13 has no fused RMSprop,
-  Adadelta, Adamax, NAdam, RAdam or Rprop).
+  Adadelta, Adamax, NAdam, RAdam, Rprop or ASGD).
 
 Each framework runs in its own worker process (their thread pools slow each other
 down); inside the JAX worker the three JAX variants alternate step by step. The copy
@@ -22,7 +22,7 @@ floor is measured in the same JAX worker: the best in-place read+write bandwidth
 donated XLA kernel and of numpy (one thread, and one thread per core); an optimizer's
 floor is the bytes it must move (Adam/AdamW/Adadelta/Adamax/NAdam/RAdam/Rprop: read p, g
 and two state arrays, write p and the two = 28 B per float32 element; SGD-momentum,
-RMSprop and Adagrad: 20 B) at that bandwidth. For a tree of many leaves a second,
+RMSprop, Adagrad and ASGD: 20 B) at that bandwidth. For a tree of many leaves a second,
 "layout" floor is measured the same way on a tree of that shape: small separate buffers
 copy more slowly than one large array (4 KiB pages instead of huge pages, one stream per
 buffer), and no step over that tree can beat that copy.
@@ -68,6 +68,9 @@ OPTIMIZERS["adadelta"] = (28, ("torch.adadelta", {}), ("adadelta", {}), ("Adadel
 # Rprop reads p, g, prev, step_size and writes p, prev, step_size; optax.rprop is another
 # variant (see jaxopt_adv.torch.scale_by_rprop) that moves the same bytes
 OPTIMIZERS["rprop"] = (28, ("torch.rprop", {}), ("rprop", {}), ("Rprop", {}))
+# ASGD reads p, g, ax and writes p, ax; optax has no ASGD: optax.sgd with momentum moves
+# the same bytes (p, g, trace)
+OPTIMIZERS["asgd"] = (20, ("torch.asgd", {}), ("sgd", {"momentum": 0.9}), ("ASGD", {}))
 JAX_IMPLS = ("fused", "xla", "optax")
 
 

@@ -2,8 +2,8 @@
 
 :func:`fused` builds a torch-exact optimizer (``torch.adam``, ``torch.adamw``,
 ``torch.sgd``, ``torch.rmsprop``, ``torch.adagrad``, ``torch.adadelta``, ``torch.adamax``,
-``torch.nadam``, ``torch.radam``, ``torch.rprop``) whose ``step(params, grads, state)`` runs one C++ kernel that reads and writes every
-array once, bit-identical to the optax transform's ``update`` + ``optax.apply_updates`` under
+``torch.nadam``, ``torch.radam``, ``torch.rprop``, ``torch.asgd``) whose
+``step(params, grads, state)`` runs one C++ kernel that reads and writes every array once, bit-identical to the optax transform's ``update`` + ``optax.apply_updates`` under
 ``jax.jit``; :func:`jit_step` jits it with params and state donated. The kernels are
 compiled on first use (:mod:`.build`); where they cannot be used the step takes the
 pure-JAX path (:func:`unavailable_reason`).

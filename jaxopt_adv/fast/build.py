@@ -59,6 +59,7 @@ TARGETS = {
     "jaxopt_adv_rprop": "JaxoptAdvRprop",
     "jaxopt_adv_radam": "JaxoptAdvRadam",
     "jaxopt_adv_adadelta": "JaxoptAdvAdadelta",
+    "jaxopt_adv_asgd": "JaxoptAdvAsgd",
     "jaxopt_adv_came": "JaxoptAdvCame",
 }
 # -ffp-contract=off: no multiply-add contraction beyond the explicit std::fma calls that

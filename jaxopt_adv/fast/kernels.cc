@@ -6,7 +6,7 @@
 // buffers are updated in place), split into chunks over XLA's CPU thread pool.
 //
 // The arithmetic is the arithmetic of XLA's *optimized* code for the same step
-// (jaxopt_adv.torch.{adam,sgd,rmsprop,adagrad,adadelta,adamax,nadam,radam,rprop} +
+// (jaxopt_adv.torch.{adam,sgd,rmsprop,adagrad,adadelta,adamax,nadam,radam,rprop,asgd} +
 // optax.apply_updates under
 // jax.jit), operation for operation, so results are bit-identical:
 //   * XLA rewrites a division by a broadcast scalar into a multiplication by its
@@ -652,6 +652,63 @@ void RpropRange(const RpropScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64
   }
 }
 
+// ----------------------------------------------------------------------------- ASGD
+
+enum AsgdFlags : unsigned {
+  kAsgdDecay = 1,
+  // Of `p * decay - eta * g`, LLVM fuses the gradient product (else the parameter's).
+  // XLA computes the new parameters twice, for the parameters and for the average, and
+  // each computation is contracted on its own.
+  kAsgdFuseGradProduct = 2,
+  kAsgdAverageFusesGradProduct = 4,
+  kAsgdVariants = 8,
+};
+
+template <typename T>
+struct AsgdScalars {
+  // decay = 1 - lambd * eta; whole != 0: the average restarts at the new parameters
+  // (mu == 1), as XLA's select takes them
+  T wd, decay, eta, mu, whole;
+  typename SignMask<T>::Type flip;
+};
+
+// in: p, g, ax; out: p, ax.
+template <typename T, unsigned F, bool kWhole>
+void AsgdLoop(const AsgdScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+  const T* p_in = leaf.in[0];
+  const T* g_in = leaf.in[1];
+  const T* ax_in = leaf.in[2];
+  T* p_out = leaf.out[0];
+  T* ax_out = leaf.out[1];
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    const T p = p_in[i];
+    T g = FlipSign(g_in[i], s.flip);
+    if constexpr ((F & kAsgdDecay) != 0) g = Mad(s.wd, p, g);
+    const T by_grad = Mad(-s.eta, g, p * s.decay);
+    const T by_param = Mad(p, s.decay, -(s.eta * g));
+    const T new_p = (F & kAsgdFuseGradProduct) != 0 ? by_grad : by_param;
+    // the transform returns new_p - p, which optax.apply_updates adds back
+    p_out[i] = p + (new_p - p);
+    const T averaged = (F & kAsgdAverageFusesGradProduct) != 0 ? by_grad : by_param;
+    if constexpr (kWhole) {
+      ax_out[i] = averaged;
+    } else {
+      const T ax = ax_in[i];
+      ax_out[i] = Mad(averaged - ax, s.mu, ax);
+    }
+  }
+}
+
+template <typename T, unsigned F>
+void AsgdRange(const AsgdScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+  if (s.whole != T(0)) {
+    AsgdLoop<T, F, true>(s, leaf, lo, hi);
+  } else {
+    AsgdLoop<T, F, false>(s, leaf, lo, hi);
+  }
+}
+
 // ----------------------------------------------------------------- FFI plumbing
 
 // Decodes the leaves: `in_arity` operands and `in_arity - 1` results per leaf.
@@ -764,6 +821,13 @@ template <typename T, unsigned F>
 struct RpropKernel {
   static void Run(const RpropScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
     RpropRange<T, F>(s, l, lo, hi);
+  }
+};
+
+template <typename T, unsigned F>
+struct AsgdKernel {
+  static void Run(const AsgdScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+    AsgdRange<T, F>(s, l, lo, hi);
   }
 };
 
@@ -924,6 +988,24 @@ ffi::Error RpropImpl(ffi::ThreadPool pool, ffi::AnyBuffer eta_minus, ffi::AnyBuf
   const ffi::AnyBuffer in[] = {eta_minus, eta_plus, step_min, step_max};
   return ByDtype(eta_minus.element_type(), [&](auto zero) {
     return RpropTyped<decltype(zero)>(pool, in, args, rets, flags);
+  });
+}
+
+template <typename T>
+ffi::Error AsgdTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in, ffi::RemainingArgs args,
+                     ffi::RemainingRets rets, int64_t flags) {
+  AsgdScalars<T> s;
+  std::array<T*, 5> fields = {&s.wd, &s.decay, &s.eta, &s.mu, &s.whole};
+  if (ffi::Error error = ReadScalars(in, fields); error.failure()) return error;
+  return RunKernel<T, AsgdScalars<T>, AsgdKernel, kAsgdVariants>(pool, s, args, rets, 3, flags);
+}
+
+ffi::Error AsgdImpl(ffi::ThreadPool pool, ffi::AnyBuffer wd, ffi::AnyBuffer decay,
+                    ffi::AnyBuffer eta, ffi::AnyBuffer mu, ffi::AnyBuffer whole,
+                    ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t flags) {
+  const ffi::AnyBuffer in[] = {wd, decay, eta, mu, whole};
+  return ByDtype(wd.element_type(), [&](auto zero) {
+    return AsgdTyped<decltype(zero)>(pool, in, args, rets, flags);
   });
 }
 
@@ -1105,6 +1187,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvAdadelta, AdadeltaImpl,
                                   .Arg<ffi::AnyBuffer>()  // rho
                                   .Arg<ffi::AnyBuffer>()  // 1 - rho
                                   .Arg<ffi::AnyBuffer>()  // eps
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<int64_t>("flags"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxoptAdvAsgd, AsgdImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()  // weight decay
+                                  .Arg<ffi::AnyBuffer>()  // 1 - lambd * eta
+                                  .Arg<ffi::AnyBuffer>()  // eta
+                                  .Arg<ffi::AnyBuffer>()  // mu
+                                  .Arg<ffi::AnyBuffer>()  // 1 where mu == 1, else 0
                                   .RemainingArgs()
                                   .RemainingRets()
                                   .Attr<int64_t>("flags"));

@@ -24,7 +24,7 @@ __all__ = ["outcome", "reset"]
 
 # The probe families: KERNELS gates every kernel; a failed TRACED_MOMENTUM only sends
 # RMSprop with a traced momentum (inject_hyperparams) to the XLA path, a failed ADAGRAD
-# (ADAMAX, NADAM, RADAM, RPROP, ADADELTA) only that optimizer.
+# (ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD) only that optimizer.
 KERNELS = "kernels"
 TRACED_MOMENTUM = "rmsprop_traced_momentum"
 ADAGRAD = "adagrad"
@@ -32,8 +32,9 @@ ADAMAX = "adamax"
 NADAM = "nadam"
 RADAM = "radam"
 RPROP = "rprop"
+ASGD = "asgd"
 ADADELTA = "adadelta"
-FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX, NADAM, RADAM, RPROP, ADADELTA)
+FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD)
 
 _LOCK = threading.Lock()
 _RESULT: dict[str, str | None] = {}

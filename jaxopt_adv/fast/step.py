@@ -1,7 +1,7 @@
 """One fused pass per step: torch-exact optimizers as CPU kernels.
 
 The kernels cover Adam/AdamW, SGD, RMSprop, Adagrad, Adadelta, Adamax, NAdam/NAdamW,
-RAdam/RAdamW and Rprop.
+RAdam/RAdamW, Rprop and ASGD.
 
 ``optax``'s contract returns *updates* that ``optax.apply_updates`` adds to the
 parameters; XLA:CPU compiles ``update + apply_updates`` of Adam into three loops per
@@ -50,6 +50,7 @@ from jaxopt_adv.torch.adadelta import adadelta
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw
 from jaxopt_adv.torch.adamax import adamax
+from jaxopt_adv.torch.asgd import AsgdState, asgd, asgd_coefficients
 from jaxopt_adv.torch.nadam import ScaleByNadamState, nadam, nadam_coefficients
 from jaxopt_adv.torch.radam import ScaleByRadamState, radam, rectification
 from jaxopt_adv.torch.rmsprop import rmsprop
@@ -70,6 +71,7 @@ SUPPORTED: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] = 
     "torch.radam": (radam, "radam"),
     "torch.adadelta": (adadelta, "adadelta"),
     "torch.rprop": (rprop, "rprop"),
+    "torch.asgd": (asgd, "asgd"),
 }
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # XLA compiles one custom call with hundreds of aliased operands slowly (2 s for 200 Adam
@@ -613,6 +615,48 @@ def _rprop_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> 
     return _Plan("jaxopt_adv_rprop", fields, scalars, flags)
 
 
+def _asgd_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _Plan:
+    """``checked(family)``: why a self-check family failed on this host, or ``None``."""
+    lambd, wd = hp["lambd"], hp["weight_decay"]
+    decay = not is_static_zero(wd)
+    old_count = _find(old_inner, AsgdState).count
+    eta, mu = asgd_coefficients(hp["learning_rate"], lambd, hp["alpha"], hp["t0"], old_count)
+
+    def group(leaf, n_leaves):
+        # of p * shrink - e * g LLVM fuses the parameter's product in a loop and in a 0-d
+        # leaf's code, the gradient's in a 1-element array's
+        shape = jnp.shape(leaf)
+        one = len(shape) > 0 and math.prod(shape) == 1
+        return np.dtype(leaf.dtype), one, one
+
+    def scalars(key):
+        dtype, _, _ = key
+        if hp["maximize"] and not decay:
+            # XLA moves the sign into the step's constants where it can (a schedule, x64,
+            # a converted or an injected scalar change where), and LLVM then contracts
+            # each of XLA's two copies of the new parameters its own way
+            return "ASGD with maximize and no weight decay (XLA's contraction varies)"
+        if (mismatch := checked(selfcheck.ASGD)) is not None:
+            return mismatch
+        wd_scalar = _scalar_list([("weight_decay", wd if decay else 0.0)], dtype)
+        if isinstance(wd_scalar, str):
+            return wd_scalar
+        # the transform's leaf: e = eta.astype(dtype), then p * (1 - lambd * e) - e * g
+        e = eta.astype(dtype)
+        shrink = 1 - lambd * e
+        if shrink.dtype != dtype:
+            return f"hyperparameter lambd would promote the {dtype} arithmetic"
+        whole = (mu == 1).astype(dtype)
+        return [*wd_scalar, shrink, e, mu.astype(dtype), whole]
+
+    def flags(key):
+        _, fuse_grad_product, average_fuses_grad_product = key
+        return _bits(hp["maximize"], decay, fuse_grad_product, average_fuses_grad_product)
+
+    fields = [(AsgdState, "ax")]
+    return _Plan("jaxopt_adv_asgd", fields, scalars, flags, group=group)
+
+
 _PLANNERS = {
     "adam": _adam_plan,
     "sgd": _sgd_plan,
@@ -623,6 +667,7 @@ _PLANNERS = {
     "nadam": _nadam_plan,
     "radam": _radam_plan,
     "rprop": _rprop_plan,
+    "asgd": _asgd_plan,
 }
 
 
@@ -962,6 +1007,18 @@ _PROBES: dict[str, list[tuple[str, bool, dict[str, Any], dict[str, tuple[int, ..
         ),
         ("torch.rprop", True, {"learning_rate": 0.05, "etas": (0.25, 2.0)}, {"a": (33, 7)}),
     ],
+    # ASGD: weight decay, maximize, averaging from the start (t0 = 0) and from step 3,
+    # a 0-d leaf, injected hyperparameters
+    selfcheck.ASGD: [
+        (
+            "torch.asgd",
+            False,
+            {"learning_rate": 0.05, "weight_decay": 0.1, "maximize": True, "t0": 3.0},
+            {"a": (40001,), "c": (3, 5), "s": ()},
+        ),
+        ("torch.asgd", False, {"learning_rate": 0.05, "lambd": 0.01, "t0": 0.0}, {"a": (7,)}),
+        ("torch.asgd", True, {"learning_rate": 0.05, "t0": 2.0}, {"a": (33, 7), "o": (1,)}),
+    ],
 }
 
 
@@ -1034,10 +1091,10 @@ def fused(
     Args:
       optimizer: ``"torch.adam"``, ``"torch.adamw"``, ``"torch.sgd"``,
         ``"torch.rmsprop"``, ``"torch.adagrad"``, ``"torch.adadelta"``,
-        ``"torch.adamax"``, ``"torch.nadam"``, ``"torch.radam"``, ``"torch.rprop"`` (the
-        ``torch.`` prefix may be left out), or one of the factories
+        ``"torch.adamax"``, ``"torch.nadam"``, ``"torch.radam"``, ``"torch.rprop"``,
+        ``"torch.asgd"`` (the ``torch.`` prefix may be left out), or one of the factories
         ``jaxopt_adv.torch.adam`` / ``adamw`` / ``sgd`` / ``rmsprop`` / ``adagrad`` /
-        ``adadelta`` / ``adamax`` / ``nadam`` / ``radam`` / ``rprop``.
+        ``adadelta`` / ``adamax`` / ``nadam`` / ``radam`` / ``rprop`` / ``asgd``.
       inject_hyperparams: static; build the transform with
         ``optax.inject_hyperparams`` (hyperparameters live in the state and can be
         changed between steps without recompiling).
@@ -1060,8 +1117,8 @@ def fused(
 
     References:
       ``torch.optim.Adam`` / ``AdamW`` / ``SGD`` / ``RMSprop`` / ``Adagrad`` /
-      ``Adadelta`` / ``Adamax`` / ``NAdam`` / ``RAdam`` / ``Rprop`` (torch 2.13, with ``fused=True``
-      where torch has it) are the one-pass kernels this mirrors; the arithmetic is
+      ``Adadelta`` / ``Adamax`` / ``NAdam`` / ``RAdam`` / ``Rprop`` / ``ASGD`` (torch 2.13,
+      with ``fused=True`` where torch has it) are the one-pass kernels this mirrors; the arithmetic is
       ``jaxopt_adv.torch``'s.
 
     Warning:

@@ -29,6 +29,29 @@ def _learning_rate_at(learning_rate: optax.ScalarOrSchedule, count: chex.Array):
     return learning_rate(count) if callable(learning_rate) else learning_rate
 
 
+def asgd_coefficients(
+    learning_rate: optax.ScalarOrSchedule, lambd: Any, alpha: Any, t0: Any, count: chex.Array
+) -> tuple[chex.Array, chex.Array]:
+    r"""ASGD's :math:`(\eta_c, \mu_c)` for the step taken after ``count`` steps.
+
+    The schedule is evaluated at ``max(count - 1, 0)``: torch recomputes its ``eta`` at
+    the end of a step, with the learning rate then in force. The fused CPU step
+    (:mod:`jaxopt_adv.fast`) computes its scalars with this function too.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_adv.torch.asgd import asgd_coefficients
+      >>> eta, mu = asgd_coefficients(0.1, 0.0, 0.75, 1e6, jnp.int32(3))
+      >>> float(eta), float(mu)
+      (0.10000000149011612, 1.0)
+    """
+    lr = jnp.asarray(_learning_rate_at(learning_rate, jnp.maximum(count - 1, 0)))
+    c = count.astype(scalar_dtype(lr.dtype))
+    eta = lr / (1 + lambd * lr * c) ** alpha
+    mu = jnp.where(c == 0, 1, 1 / jnp.maximum(1, c - t0))
+    return eta, mu
+
+
 def asgd_update(
     learning_rate: optax.ScalarOrSchedule = 1e-2,
     lambd: Any = 1e-4,
@@ -84,11 +107,7 @@ def asgd_update(
         del extra_args
         if params is None:
             raise ValueError(NO_PARAMS_MSG)
-        c = state.count
-        lr = jnp.asarray(_learning_rate_at(learning_rate, jnp.maximum(c - 1, 0)))
-        c = c.astype(scalar_dtype(lr.dtype))
-        eta = lr / (1 + lambd * lr * c) ** alpha
-        mu = jnp.where(c == 0, 1, 1 / jnp.maximum(1, c - t0))
+        eta, mu = asgd_coefficients(learning_rate, lambd, alpha, t0, state.count)
 
         def leaf(g, p, ax):
             e = eta.astype(p.dtype)

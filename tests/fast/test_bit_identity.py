@@ -111,6 +111,13 @@ CASES = {
         "etas_clamped": {"etas": (0.3, 1.7), "step_sizes": (0.02, 0.06)},
         "maximize_unclamped": {"maximize": True, "step_sizes": (0.0, float("inf"))},
     },
+    "torch.asgd": {
+        # t0 = 5: the average is the parameters until step 6, then a running mean
+        "plain": {"t0": 5.0},
+        "lambd_alpha": {"lambd": 0.01, "alpha": 0.5, "t0": 0.0},
+        "maximize_l2": {"maximize": True, "weight_decay": 0.1, "t0": 3.0},
+        "schedule_l2": {"learning_rate": lambda t: 0.1 / (1 + t), "weight_decay": 0.05},
+    },
 }
 PARAMS = [(name, case) for name, cases in CASES.items() for case in cases]
 
@@ -194,6 +201,9 @@ INJECTED = [
     ("torch.radam", {"weight_decay": 0.1, "decoupled_weight_decay": True}, True),
     ("torch.rprop", {"etas": (0.25, 2.0)}, False),
     ("torch.rprop", {"maximize": True, "step_sizes": (0.01, 0.08)}, True),
+    ("torch.asgd", {"t0": 4.0}, False),
+    ("torch.asgd", {"maximize": True, "t0": 2.0}, False),
+    ("torch.asgd", {"lambd": 0.01, "weight_decay": 0.1, "maximize": True, "t0": 0.0}, True),
 ]
 
 
@@ -223,6 +233,19 @@ def test_rmsprop_injected_with_a_one_element_leaf_takes_the_xla_path():
         explained = run_both("torch.rmsprop", {"momentum": 0.9}, layout(False), inject=True)
     reason = "RMSprop with injected hyperparameters and a 1-element leaf"
     assert explained == expected_reason(reason)
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["float32", "float64+float32"])
+def test_asgd_maximize_without_weight_decay_takes_the_xla_path(wide):
+    """XLA moves the sign of ``-eta * (-g)`` into the constants where it can, and LLVM
+    then contracts its two copies of the new parameters differently; not mirrored.
+    (Injected hyperparameters keep a traced weight decay: the kernel runs, see
+    ``INJECTED``.)"""
+    with x64(wide):
+        explained = run_both("torch.asgd", {"maximize": True}, layout(wide))
+    assert explained == expected_reason(
+        "ASGD with maximize and no weight decay (XLA's contraction varies)"
+    )
 
 
 RAGGED = [
@@ -287,6 +310,11 @@ SHAPED = [
     ("torch.radam", {"maximize": True}, {"o": ((1,), F32)}, False),
     ("torch.rprop", {"maximize": True}, {"w": ((33, 65), F64), "e": ((0,), F64)}, True),
     ("torch.rprop", {}, {"s": ((), F32)}, False),
+    # of p * (1 - lambd * eta) - eta * g LLVM fuses the gradient's product in a
+    # 1-element array's code, the parameter's elsewhere
+    ("torch.asgd", {"t0": 2.0}, {"o": ((1,), F32), "s": ((), F32), "w": ((7,), F32)}, False),
+    ("torch.asgd", {"weight_decay": 0.1}, {"o": ((1, 1), F64), "w": ((33, 65), F64)}, True),
+    ("torch.asgd", {"t0": 1.0}, {"w": ((2, 3), F32), "v": ((40001,), F32)}, True),
     # XLA drops zero-size leaves: one leaf shares the bias correction here
     ("torch.adam", {"weight_decay": 0.1}, {"w": ((5, 4), F32), "e": ((0,), F32)}, False),
 ]

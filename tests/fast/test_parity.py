@@ -24,6 +24,7 @@ NADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq", "mu_product": "mu_product"}
 RADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq"}
 ADADELTA_STATE = {"e_g": "square_avg", "e_x": "acc_delta"}
 RPROP_STATE = {"prev": "prev", "step_size": "step_size"}
+ASGD_STATE = {"ax": "ax"}
 
 
 def through_fused_step(opt: fast.FusedOptimizer) -> optax.GradientTransformation:
@@ -106,12 +107,20 @@ CASES = [
         RPROP_STATE,
     ),
     ("torch.rprop", torch.optim.Rprop, {"maximize": True}, RPROP_STATE),
+    # lambd large enough that eta decays visibly; averaging starts mid-run
+    ("torch.asgd", torch.optim.ASGD, {"lambd": 0.5, "alpha": 0.6, "t0": 5.0}, ASGD_STATE),
+    (
+        "torch.asgd",
+        torch.optim.ASGD,
+        {"weight_decay": 0.1, "maximize": True, "t0": 0.0},
+        ASGD_STATE,
+    ),
 ]
 
 
 # float64 for every case, float32 for one case of each kernel
 DTYPES = [("float64", case) for case in CASES] + [
-    ("float32", CASES[i]) for i in (0, 3, 4, 6, 8, 11, 13, 15, 17, 19)
+    ("float32", CASES[i]) for i in (0, 3, 4, 6, 8, 11, 13, 15, 17, 19, 21)
 ]
 
 
@@ -142,8 +151,9 @@ def test_fused_step_parity(dtype, case):
         ("torch.nadam", torch.optim.NAdam, {"weight_decay": 0.1}),
         ("torch.radam", torch.optim.RAdam, {"weight_decay": 0.1}),
         ("torch.adadelta", torch.optim.Adadelta, {"rho": 0.8}),
+        ("torch.asgd", torch.optim.ASGD, {"lambd": 0.5, "t0": 3.0}),
     ],
-    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam", "radam", "adadelta"],
+    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam", "radam", "adadelta", "asgd"],
 )
 def test_fused_step_parity_with_schedule(name, torch_cls, kwargs):
     schedule = lambda t: 0.1 / (1 + t)  # noqa: E731

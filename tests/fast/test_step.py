@@ -204,7 +204,7 @@ def test_schedule_and_factory_arguments():
     reference = fast.fused("torch.adam", learning_rate=schedule, weight_decay=0.1, kernel=False)
     assert_bit_identical(run(by_factory, 5), run(reference, 5))
     with pytest.raises(ValueError, match="fused\\(\\) supports"):
-        fast.fused("torch.asgd")
+        fast.fused("came")
 
 
 # per optimizer: a negative learning rate, and a negative weight decay (Rprop has none:
@@ -290,8 +290,20 @@ def test_cache_key_changes_with_the_source(tmp_path, monkeypatch):
         ("torch.radam", {"maximize": True, "b2": 0.9}),
         ("torch.rprop", {"maximize": True}),
         ("torch.adadelta", {"maximize": True, "weight_decay": 0.1}),
+        ("torch.asgd", {"maximize": True, "weight_decay": 0.1, "t0": 1.0}),
     ],
-    ids=["adam", "sgd", "rmsprop", "adagrad", "adamax", "nadam", "radam", "rprop", "adadelta"],
+    ids=[
+        "adam",
+        "sgd",
+        "rmsprop",
+        "adagrad",
+        "adamax",
+        "nadam",
+        "radam",
+        "rprop",
+        "adadelta",
+        "asgd",
+    ],
 )
 def test_non_finite_gradients_give_the_same_values(name, kwargs):
     """inf and NaN gradients: the same values everywhere, NaNs in the same places (a
@@ -320,14 +332,15 @@ def test_non_finite_gradients_give_the_same_values(name, kwargs):
         ("torch.radam", selfcheck.RADAM),
         ("torch.rprop", selfcheck.RPROP),
         ("torch.adadelta", selfcheck.ADADELTA),
+        ("torch.asgd", selfcheck.ASGD),
     ],
-    ids=["adagrad", "adamax", "nadam", "radam", "rprop", "adadelta"],
+    ids=["adagrad", "adamax", "nadam", "radam", "rprop", "adadelta", "asgd"],
 )
 def test_a_failed_family_self_check_sends_only_that_family_to_the_xla_path(
     monkeypatch, name, family
 ):
-    """The Adagrad, Adamax, NAdam, RAdam, Rprop and Adadelta probes are families of their
-    own: a mismatch there leaves the other kernels in use."""
+    """The Adagrad, Adamax, NAdam, RAdam, Rprop, Adadelta and ASGD probes are families of
+    their own: a mismatch there leaves the other kernels in use."""
     assert fast.available(), fast.unavailable_reason()  # as on this project's machines
     reason = "the kernels differ from XLA on this host (a probe)"
     monkeypatch.setitem(selfcheck._RESULT, family, reason)
