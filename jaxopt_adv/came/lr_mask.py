@@ -31,6 +31,8 @@ __all__ = [
     "AutomagicLrMaskState",
     "automagic_lr_mask",
     "lr_mask_leaf",
+    "mask_bump",
+    "mask_schedule",
     "spatial_variance_leaf",
 ]
 
@@ -66,6 +68,43 @@ def spatial_variance_leaf(ref: jax.Array, sv: jax.Array) -> jax.Array:
     return _SV_DECAY * sv + (1 - _SV_DECAY) * variance
 
 
+def mask_bump(
+    lr_bump: Any, detail_preservation: Any, spatial_variance: jax.Array | None, dtype: Any
+) -> jax.Array:
+    """The warmup bump in ``dtype``: ``lr_bump``, or per row (the shape of
+    ``spatial_variance``) ``lr_bump * clip(detail_preservation * sv, 0.5, 1.5)``."""
+    if spatial_variance is None:
+        return jnp.asarray(lr_bump, dtype)
+    return (lr_bump * jnp.clip(detail_preservation * spatial_variance, 0.5, 1.5)).astype(dtype)
+
+
+def mask_schedule(
+    count: chex.Array,
+    lr_max: chex.Array,
+    group_lr: optax.ScalarOrSchedule | None,
+    warmup_steps: Any,
+    persistent_schedule: bool,
+) -> tuple[chex.Array, chex.Array, chex.Array, chex.Array]:
+    """The step's scalars ``(warm, increase, ratio, new_lr_max)`` after ``count`` updates
+    (see :func:`automagic_lr_mask`)."""
+    sdt = scalar_dtype()
+    warm = count + 1 < warmup_steps
+    zero = jnp.zeros([], sdt)
+    if group_lr is None:
+        return warm, zero, jnp.ones([], sdt), lr_max
+    eta = jnp.asarray(group_lr(count) if callable(group_lr) else group_lr, sdt)
+    rises = eta > lr_max
+    if persistent_schedule:
+        post_lr_max = jnp.maximum(lr_max, eta)
+        ratio = jnp.maximum(eta / post_lr_max, _MIN_RATIO)
+    else:
+        post_lr_max = eta
+        ratio = jnp.where(eta != lr_max, eta / lr_max, 1.0)
+    increase = jnp.where(rises, eta - lr_max, zero)
+    new_lr_max = jnp.where(warm, jnp.where(rises, eta, lr_max), post_lr_max)
+    return warm, increase, ratio, new_lr_max
+
+
 def lr_mask_leaf(
     source: jax.Array,
     mask: jax.Array,
@@ -96,10 +135,7 @@ def lr_mask_leaf(
     """
     dtype = mask.dtype
     polarity = source > 0
-    if spatial_variance is None:
-        bump = jnp.asarray(lr_bump, dtype)
-    else:
-        bump = (lr_bump * jnp.clip(detail_preservation * spatial_variance, 0.5, 1.5)).astype(dtype)
+    bump = mask_bump(lr_bump, detail_preservation, spatial_variance, dtype)
     bumped = mask + jnp.where(last_polarity == polarity, bump, -bump)
     bumped = bumped + jnp.asarray(increase).astype(dtype)
     bumped = jnp.clip(bumped, jnp.asarray(min_lr, dtype), jnp.asarray(max_lr, dtype))
@@ -255,22 +291,9 @@ def automagic_lr_mask(
             source = extra(extra_args, "ref_grads" if polarity_source == "ref" else "raw_grads")
         ref = extra(extra_args, "ref_grads") if spatial else None
 
-        warm = state.count + 1 < warmup_steps
-        lr_max = state.lr_max
-        zero = jnp.zeros([], sdt)
-        if group_lr is None:
-            increase, ratio, new_lr_max = zero, jnp.ones([], sdt), lr_max
-        else:
-            eta = jnp.asarray(group_lr(state.count) if callable(group_lr) else group_lr, sdt)
-            rises = eta > lr_max
-            if persistent_schedule:
-                post_lr_max = jnp.maximum(lr_max, eta)
-                ratio = jnp.maximum(eta / post_lr_max, _MIN_RATIO)
-            else:
-                post_lr_max = eta
-                ratio = jnp.where(eta != lr_max, eta / lr_max, 1.0)
-            increase = jnp.where(rises, eta - lr_max, zero)
-            new_lr_max = jnp.where(warm, jnp.where(rises, eta, lr_max), post_lr_max)
+        warm, increase, ratio, new_lr_max = mask_schedule(
+            state.count, state.lr_max, group_lr, warmup_steps, persistent_schedule
+        )
 
         def leaf(u, s, mask, polarity, sv):
             lr_eff, mask, polarity = lr_mask_leaf(

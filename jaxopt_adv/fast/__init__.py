@@ -9,11 +9,14 @@ compiled on first use (:mod:`.build`); where they cannot be used the step takes 
 pure-JAX path (:func:`unavailable_reason`).
 :func:`came` and :func:`scale_by_came` are CAME with each matrix scaled by one kernel
 call in four passes (agreeing with :mod:`jaxopt_adv.came` to rounding).
+:func:`automagic_lr_mask` is Automagic's per-element learning-rate mask with each
+leaf's step in one kernel pass (bit-identical outputs; ``avg_lr`` to rounding).
 :func:`tune_malloc` keeps XLA:CPU's large step temporaries on the heap (glibc), which
 speeds up steps that materialise whole-leaf intermediates (CAME, Adafactor).
 """
 
 from jaxopt_adv.fast.came import came, scale_by_came
+from jaxopt_adv.fast.lr_mask import automagic_lr_mask
 from jaxopt_adv.fast.malloc import tune_malloc
 from jaxopt_adv.fast.step import (
     SUPPORTED,
@@ -27,6 +30,7 @@ from jaxopt_adv.fast.step import (
 __all__ = [
     "SUPPORTED",
     "FusedOptimizer",
+    "automagic_lr_mask",
     "available",
     "came",
     "fused",

@@ -1,4 +1,5 @@
-"""Build, cache and register the one-pass CPU kernels (``kernels.cc``, ``came.cc``) with XLA.
+"""Build, cache and register the one-pass CPU kernels (``kernels.cc``, ``came.cc``,
+``lr_mask.cc``) with XLA.
 
 The kernels are compiled on first use with the system C++ compiler into a cache
 directory, keyed by a hash of the sources, the jaxlib version, the compiler flags, the
@@ -61,6 +62,7 @@ TARGETS = {
     "jaxopt_adv_adadelta": "JaxoptAdvAdadelta",
     "jaxopt_adv_asgd": "JaxoptAdvAsgd",
     "jaxopt_adv_came": "JaxoptAdvCame",
+    "jaxopt_adv_lr_mask": "JaxoptAdvLrMask",
 }
 # -ffp-contract=off: no multiply-add contraction beyond the explicit std::fma calls that
 # mirror XLA's; -fno-math-errno lets sqrt vectorize (it only skips setting errno).
@@ -85,7 +87,7 @@ def source_path() -> Path:
 def source_paths() -> list[Path]:
     """Every source of the library: the C++ files compiled into it and their header."""
     here = Path(__file__).parent
-    return [source_path(), here / "came.cc", here / "common.h"]
+    return [source_path(), here / "came.cc", here / "lr_mask.cc", here / "common.h"]
 
 
 def cache_dir() -> Path:

@@ -1,6 +1,6 @@
-// What the one-pass kernels (kernels.cc, came.cc) share: the thread-pool loop, XLA's
-// maximum and the FFI operand checks. Everything is in an anonymous namespace: each source file gets its
-// own copy.
+// What the one-pass kernels (kernels.cc, came.cc, lr_mask.cc) share: the thread-pool
+// loop, XLA's maximum and minimum, the dtype dispatch and the FFI operand checks.
+// Everything is in an anonymous namespace: each source file gets its own copy.
 #ifndef JAXOPT_ADV_FAST_COMMON_H_
 #define JAXOPT_ADV_FAST_COMMON_H_
 

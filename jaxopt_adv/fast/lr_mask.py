@@ -1,0 +1,175 @@
+"""Automagic's learning-rate mask with each leaf's step as one C++ pass on CPU (``lr_mask.cc``).
+
+:func:`automagic_lr_mask` takes the arguments of
+:func:`jaxopt_adv.came.lr_mask.automagic_lr_mask` and keeps its state. On a
+single-device CPU process every non-empty leaf whose update, sign source and mask share
+a float32/float64 dtype is stepped by an XLA FFI call that reads the update, the source,
+the mask and the polarity once and writes the scaled update, the mask and the polarity
+once (XLA compiles the same step into four whole-leaf loops and a copy of the polarity).
+The scaled updates, masks and polarities are the JAX path's bit for bit; ``avg_lr`` is
+summed in float64 and agrees to rounding. The spatial variance (a per-row reduction of
+``ref_grads``) stays in XLA.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxopt_adv._common import scalar_dtype
+from jaxopt_adv.came.lr_mask import automagic_lr_mask as jax_automagic_lr_mask
+from jaxopt_adv.came.lr_mask import mask_bump, mask_schedule
+from jaxopt_adv.fast import build
+
+__all__ = ["automagic_lr_mask"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# leaves per custom call (XLA compiles calls with many aliased operands slowly)
+_LEAVES_PER_CALL = 16
+
+
+def _kernel_leaf(u: Any, source: Any, mask: Any) -> bool:
+    """Whether the kernel takes this leaf: not empty, and the update, the sign source and
+    the mask in one float32/float64 dtype and shape."""
+    dtype = np.dtype(u.dtype)
+    if dtype not in _FLOATS or math.prod(jnp.shape(u)) == 0:
+        return False
+    same = [np.dtype(x.dtype) == dtype and jnp.shape(x) == jnp.shape(u) for x in (source, mask)]
+    return all(same)
+
+
+def _call(scalars: list[jax.Array], leaves: list[tuple], update_source: bool) -> list[tuple]:
+    """One custom call over ``leaves = [(u, source, mask, polarity, bump), ...]``; returns
+    ``[(u * lr, mask, polarity, sum of lr), ...]``. The scaled update, the mask and the
+    polarity alias their operands (in place where XLA can: a chain's temporaries, donated
+    buffers); with ``update_source`` the sign source is ``u`` and is not passed again
+    (XLA would otherwise copy ``u`` to keep it for the second operand)."""
+    operands = list(scalars)
+    out_types, aliases = [], {}
+    for u, source, mask, polarity, bump in leaves:
+        aliases[len(operands)] = len(out_types)
+        operands += [u] if update_source else [u, source]
+        out_types.append(jax.ShapeDtypeStruct(jnp.shape(u), u.dtype))
+        aliases[len(operands)] = len(out_types)
+        operands.append(mask)
+        out_types.append(jax.ShapeDtypeStruct(jnp.shape(mask), mask.dtype))
+        aliases[len(operands)] = len(out_types)
+        operands.append(polarity)
+        out_types.append(jax.ShapeDtypeStruct(jnp.shape(polarity), polarity.dtype))
+        operands.append(bump)
+        out_types.append(jax.ShapeDtypeStruct((), u.dtype))
+    call = jax.ffi.ffi_call(
+        "jaxopt_adv_lr_mask", out_types, input_output_aliases=aliases, vmap_method="sequential"
+    )
+    outputs = call(*operands, update_source=np.int64(update_source))
+    return [tuple(outputs[i : i + 4]) for i in range(0, len(outputs), 4)]
+
+
+def automagic_lr_mask(
+    lr: Any = 1e-6,
+    min_lr: Any = 1e-7,
+    max_lr: Any = 1e-3,
+    lr_bump: Any = 3e-6,
+    group_lr: optax.ScalarOrSchedule | None = None,
+    *,
+    warmup_steps: int = 500,
+    spatial: bool = False,
+    detail_preservation: Any = 0.8,
+    polarity_source: str = "ref",
+    persistent_schedule: bool = True,
+    mask_dtype: Any = "float32",
+    kernel: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`jaxopt_adv.came.lr_mask.automagic_lr_mask` with each leaf's mask step in one
+    CPU kernel pass.
+
+    Same arguments, state and results (``avg_lr`` to rounding), plus ``kernel`` (static;
+    ``False`` always takes the JAX path). Use it under ``jax.jit`` with the state
+    donated, so that the kernel updates the mask and the polarity in place. Leaves the
+    kernel does not take (a bfloat16 mask, other dtypes, empty leaves) and hosts without
+    the kernels take the JAX path.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_adv import fast
+      >>> tx = fast.automagic_lr_mask(lr=0.1, max_lr=1.0, lr_bump=0.01, polarity_source="update")
+      >>> state = tx.init(jnp.zeros(2))
+      >>> u, state = tx.update(jnp.array([1.0, -1.0]), state)
+      >>> u.tolist()  # step 1: last polarity is False, so only g <= 0 "agrees"
+      [0.09, -0.11]
+
+    References:
+      Ostris, Automagic optimizer (ai-toolkit ``toolkit/optimizers/automagic.py``);
+      gesen2egee / hinablue Automagic-CameAMP (sd-scripts); parity-tested as
+      :func:`jaxopt_adv.came.lr_mask.automagic_lr_mask` is.
+    """
+    inner = jax_automagic_lr_mask(
+        lr,
+        min_lr,
+        max_lr,
+        lr_bump,
+        group_lr,
+        warmup_steps=warmup_steps,
+        spatial=spatial,
+        detail_preservation=detail_preservation,
+        polarity_source=polarity_source,
+        persistent_schedule=persistent_schedule,
+        mask_dtype=mask_dtype,
+    )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        # The JAX path's results for every leaf; under jax.jit XLA removes the parts of
+        # the leaves the kernel replaces.
+        out, new_state = inner.update(updates, state, params, **extra_args)
+        if not kernel or build.host_reason() is not None:
+            return out, new_state
+        if polarity_source == "update":
+            source = updates
+        else:
+            source = extra_args["ref_grads" if polarity_source == "ref" else "raw_grads"]
+        warm, increase, ratio, _ = mask_schedule(
+            state.count, state.lr_max, group_lr, warmup_steps, persistent_schedule
+        )
+        u_leaves, treedef = jax.tree.flatten(updates)
+        sources = treedef.flatten_up_to(source)
+        masks = treedef.flatten_up_to(state.lr_mask)
+        polarities = treedef.flatten_up_to(state.last_polarity)
+        svs = treedef.flatten_up_to(state.spatial_variance) if spatial else None
+        out_leaves = treedef.flatten_up_to(out)
+        new_masks = treedef.flatten_up_to(new_state.lr_mask)
+        new_polarities = treedef.flatten_up_to(new_state.last_polarity)
+        avg_lr = treedef.flatten_up_to(new_state.avg_lr)
+        groups: dict[np.dtype, list[int]] = {}
+        for i, u in enumerate(u_leaves):
+            if _kernel_leaf(u, sources[i], masks[i]):
+                groups.setdefault(np.dtype(u.dtype), []).append(i)
+        for dtype, indices in groups.items():
+            # the scalars as lr_mask_leaf casts them
+            values = (warm, increase, ratio)
+            scalars = [jnp.asarray(value).astype(dtype) for value in values]
+            scalars += [jnp.asarray(min_lr, dtype), jnp.asarray(max_lr, dtype)]
+            for start in range(0, len(indices), _LEAVES_PER_CALL):
+                batch = indices[start : start + _LEAVES_PER_CALL]
+                operands = []
+                for i in batch:
+                    sv = svs[i] if spatial else None
+                    bump = mask_bump(lr_bump, detail_preservation, sv, dtype).reshape(-1)
+                    operands.append((u_leaves[i], sources[i], masks[i], polarities[i], bump))
+                results_list = _call(scalars, operands, polarity_source == "update")
+                for i, results in zip(batch, results_list, strict=True):
+                    out_leaves[i], new_masks[i], new_polarities[i], total = results
+                    size = math.prod(jnp.shape(u_leaves[i]))
+                    avg_lr[i] = total.astype(scalar_dtype()) / size
+        fields = {
+            "lr_mask": treedef.unflatten(new_masks),
+            "last_polarity": treedef.unflatten(new_polarities),
+            "avg_lr": treedef.unflatten(avg_lr),
+        }
+        return treedef.unflatten(out_leaves), new_state._replace(**fields)
+
+    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
