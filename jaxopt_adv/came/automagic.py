@@ -495,6 +495,7 @@ def automagic_came_amp(
     config: AutomagicConfig | None = None,
     *,
     weight_decay_mask: Any | Callable[[optax.Params], Any] | None = None,
+    kernel: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Automagic-CameAMP with the corrected ("fixed") semantics, as an ``optax`` chain.
 
@@ -511,6 +512,10 @@ def automagic_came_amp(
       config: an :class:`AutomagicConfig` (default: its defaults, the LoRA preset's
         values); see :func:`lora_config`, :func:`full_finetune_config`.
       weight_decay_mask: optional mask (tree or callable) of the leaves SPD decays.
+      kernel: static; step the learning-rate mask with
+        :func:`jaxopt_adv.fast.automagic_lr_mask` (one C++ pass per leaf on CPU, the
+        same state). Its outputs are the JAX block's bit for bit, but XLA then fuses
+        the blocks around it differently, so steps agree to rounding.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -573,10 +578,14 @@ def automagic_came_amp(
     )
     if weight_decay_mask is not None:
         spd = optax.masked(spd, weight_decay_mask, mask_compatible_extra_args=True)
+    if kernel:  # imported here: jaxopt_adv.fast imports this package
+        from jaxopt_adv.fast import automagic_lr_mask as lr_mask_block
+    else:
+        lr_mask_block = automagic_lr_mask
     body = optax.chain(
         scale_by_automagic_came(config),
         automagic_direction(config),
-        automagic_lr_mask(
+        lr_mask_block(
             initial,
             config.min_lr,
             config.max_lr,
@@ -626,14 +635,17 @@ def create_lora_optimizer(
     """Automagic-CameAMP for LoRA adapters (the seed's ``create_lora_optimizer``).
 
     ``overrides`` are :class:`AutomagicConfig` fields merged into :func:`lora_config`,
-    plus ``weight_decay_mask``.
+    plus ``weight_decay_mask`` and ``kernel`` (see :func:`automagic_came_amp`).
 
     Example:
       >>> from jaxopt_adv.came import create_lora_optimizer
       >>> opt = create_lora_optimizer(1e-4, warmup_steps=100, edge_suppression=False)
     """
     mask = overrides.pop("weight_decay_mask", None)
-    return automagic_came_amp(learning_rate, lora_config(**overrides), weight_decay_mask=mask)
+    kernel = overrides.pop("kernel", False)
+    return automagic_came_amp(
+        learning_rate, lora_config(**overrides), weight_decay_mask=mask, kernel=kernel
+    )
 
 
 def create_full_finetune_optimizer(
@@ -642,11 +654,13 @@ def create_full_finetune_optimizer(
     """Automagic-CameAMP for a full fine-tune (the seed's ``create_full_finetune_optimizer``).
 
     ``overrides`` are :class:`AutomagicConfig` fields merged into
-    :func:`full_finetune_config`, plus ``weight_decay_mask``.
+    :func:`full_finetune_config`, plus ``weight_decay_mask`` and ``kernel`` (see
+    :func:`automagic_came_amp`).
     """
     mask = overrides.pop("weight_decay_mask", None)
+    kernel = overrides.pop("kernel", False)
     return automagic_came_amp(
-        learning_rate, full_finetune_config(**overrides), weight_decay_mask=mask
+        learning_rate, full_finetune_config(**overrides), weight_decay_mask=mask, kernel=kernel
     )
 
 

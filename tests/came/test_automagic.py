@@ -16,7 +16,7 @@ from jaxopt_adv.came import (
     create_lora_optimizer,
     lora_config,
 )
-from tests.harness import run_parity
+from tests.harness import precision, run_parity
 from tests.reference.torch_automagic import AutomagicCameAMP
 
 SHAPES = {"matrix": (16, 12), "wide": (6, 1500 // 6), "vector": (7,), "conv": (3, 2, 3, 3)}
@@ -86,6 +86,28 @@ def test_parity_with_torch_reference(name, dtype):
     config = CONFIGS[name](dtype)
     run_parity(
         automagic_came_amp(1e-2, config),
+        lambda p: AutomagicCameAMP(p, 1e-2, **_torch_options(config, dtype)),
+        dtype=dtype,
+        params=_params(),
+        stream=_stream(),
+        state_map=STATE,
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_parity_with_the_lr_mask_kernel(dtype):
+    """``kernel=True`` (the mask stepped by ``jaxopt_adv.fast.automagic_lr_mask``): the
+    same torch parity, and the kernel is in the compiled step."""
+    from jaxopt_adv import fast
+
+    config = CONFIGS["lora"](dtype)
+    opt = automagic_came_amp(1e-2, config, kernel=True)
+    with precision(dtype):
+        params = {k: jnp.asarray(v, dtype) for k, v in _params().items()}
+        text = jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
+    assert ("jaxopt_adv_lr_mask" in text) == (fast.unavailable_reason() is None)
+    run_parity(
+        opt,
         lambda p: AutomagicCameAMP(p, 1e-2, **_torch_options(config, dtype)),
         dtype=dtype,
         params=_params(),
