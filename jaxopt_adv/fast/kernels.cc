@@ -657,11 +657,10 @@ void RpropRange(const RpropScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64
 enum AsgdFlags : unsigned {
   kAsgdDecay = 1,
   // Of `p * decay - eta * g`, LLVM fuses the gradient product (else the parameter's).
-  // XLA computes the new parameters twice, for the parameters and for the average, and
-  // each computation is contracted on its own.
+  // XLA computes the new parameters twice, for the parameters and for the average; the
+  // two agree wherever the Python side sends ASGD here (see _asgd_plan in step.py).
   kAsgdFuseGradProduct = 2,
-  kAsgdAverageFusesGradProduct = 4,
-  kAsgdVariants = 8,
+  kAsgdVariants = 4,
 };
 
 template <typename T>
@@ -685,17 +684,19 @@ void AsgdLoop(const AsgdScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t 
     const T p = p_in[i];
     T g = FlipSign(g_in[i], s.flip);
     if constexpr ((F & kAsgdDecay) != 0) g = Mad(s.wd, p, g);
-    const T by_grad = Mad(-s.eta, g, p * s.decay);
-    const T by_param = Mad(p, s.decay, -(s.eta * g));
-    const T new_p = (F & kAsgdFuseGradProduct) != 0 ? by_grad : by_param;
+    T new_p;
+    if constexpr ((F & kAsgdFuseGradProduct) != 0) {
+      new_p = Mad(-s.eta, g, p * s.decay);
+    } else {
+      new_p = Mad(p, s.decay, -(s.eta * g));
+    }
     // the transform returns new_p - p, which optax.apply_updates adds back
     p_out[i] = p + (new_p - p);
-    const T averaged = (F & kAsgdAverageFusesGradProduct) != 0 ? by_grad : by_param;
     if constexpr (kWhole) {
-      ax_out[i] = averaged;
+      ax_out[i] = new_p;
     } else {
       const T ax = ax_in[i];
-      ax_out[i] = Mad(averaged - ax, s.mu, ax);
+      ax_out[i] = Mad(new_p - ax, s.mu, ax);
     }
   }
 }

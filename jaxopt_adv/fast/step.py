@@ -624,17 +624,17 @@ def _asgd_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _
 
     def group(leaf, n_leaves):
         # of p * shrink - e * g LLVM fuses the parameter's product in a loop and in a 0-d
-        # leaf's code, the gradient's in a 1-element array's
+        # leaf's code, the gradient's in a 1-element array's (in both of XLA's copies of
+        # the new parameters: for the parameters and inside the average)
         shape = jnp.shape(leaf)
-        one = len(shape) > 0 and math.prod(shape) == 1
-        return np.dtype(leaf.dtype), one, one
+        return np.dtype(leaf.dtype), len(shape) > 0 and math.prod(shape) == 1
 
     def scalars(key):
-        dtype, _, _ = key
+        dtype, _ = key
         if hp["maximize"] and not decay:
             # XLA moves the sign into the step's constants where it can (a schedule, x64,
             # a converted or an injected scalar change where), and LLVM then contracts
-            # each of XLA's two copies of the new parameters its own way
+            # its two copies of the new parameters differently, by leaf size
             return "ASGD with maximize and no weight decay (XLA's contraction varies)"
         if (mismatch := checked(selfcheck.ASGD)) is not None:
             return mismatch
@@ -650,8 +650,8 @@ def _asgd_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _
         return [*wd_scalar, shrink, e, mu.astype(dtype), whole]
 
     def flags(key):
-        _, fuse_grad_product, average_fuses_grad_product = key
-        return _bits(hp["maximize"], decay, fuse_grad_product, average_fuses_grad_product)
+        _, fuse_grad_product = key
+        return _bits(hp["maximize"], decay, fuse_grad_product)
 
     fields = [(AsgdState, "ax")]
     return _Plan("jaxopt_adv_asgd", fields, scalars, flags, group=group)
@@ -1118,8 +1118,8 @@ def fused(
     References:
       ``torch.optim.Adam`` / ``AdamW`` / ``SGD`` / ``RMSprop`` / ``Adagrad`` /
       ``Adadelta`` / ``Adamax`` / ``NAdam`` / ``RAdam`` / ``Rprop`` / ``ASGD`` (torch 2.13,
-      with ``fused=True`` where torch has it) are the one-pass kernels this mirrors; the arithmetic is
-      ``jaxopt_adv.torch``'s.
+      with ``fused=True`` where torch has it) are the one-pass kernels this mirrors; the
+      arithmetic is ``jaxopt_adv.torch``'s.
 
     Warning:
       The kernels run on the CPU backend of a single-device process. Elsewhere (GPU,
