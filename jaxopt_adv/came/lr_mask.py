@@ -33,6 +33,7 @@ __all__ = [
     "lr_mask_leaf",
     "mask_bump",
     "mask_schedule",
+    "sign_source",
     "spatial_variance_leaf",
 ]
 
@@ -103,6 +104,28 @@ def mask_schedule(
     increase = jnp.where(rises, eta - lr_max, zero)
     new_lr_max = jnp.where(warm, jnp.where(rises, eta, lr_max), post_lr_max)
     return warm, increase, ratio, new_lr_max
+
+
+def _extra(extra_args: dict, name: str, polarity_source: str, spatial: bool) -> Any:
+    value = extra_args.get(name)
+    if value is None:
+        raise ValueError(
+            f"automagic_lr_mask(polarity_source={polarity_source!r}, spatial={spatial}) "
+            f"needs the extra argument {name}=...; wrap the chain in "
+            "jaxopt_adv.came.composition.with_reference_grads or pass it to update()."
+        )
+    return value
+
+
+def sign_source(
+    polarity_source: str, spatial: bool, updates: optax.Updates, extra_args: dict
+) -> optax.Updates:
+    """The tree whose sign the mask follows (see :func:`automagic_lr_mask`): the updates,
+    or the extra argument ``ref_grads`` / ``raw_grads`` (a clear error when missing)."""
+    if polarity_source == "update":
+        return updates
+    name = "ref_grads" if polarity_source == "ref" else "raw_grads"
+    return _extra(extra_args, name, polarity_source, spatial)
 
 
 def lr_mask_leaf(
@@ -272,24 +295,11 @@ def automagic_lr_mask(
             avg_lr=jax.tree.map(lambda p: filled_like(p, lr, sdt, ()), params),
         )
 
-    def extra(extra_args, name):
-        value = extra_args.get(name)
-        if value is None:
-            raise ValueError(
-                f"automagic_lr_mask(polarity_source={polarity_source!r}, spatial={spatial}) "
-                f"needs the extra argument {name}=...; wrap the chain in "
-                "jaxopt_adv.came.composition.with_reference_grads or pass it to update()."
-            )
-        return value
-
     def update_fn(updates, state, params=None, **extra_args):
         del params
         sdt = scalar_dtype()
-        if polarity_source == "update":
-            source = updates
-        else:
-            source = extra(extra_args, "ref_grads" if polarity_source == "ref" else "raw_grads")
-        ref = extra(extra_args, "ref_grads") if spatial else None
+        source = sign_source(polarity_source, spatial, updates, extra_args)
+        ref = _extra(extra_args, "ref_grads", polarity_source, spatial) if spatial else None
 
         warm, increase, ratio, new_lr_max = mask_schedule(
             state.count, state.lr_max, group_lr, warmup_steps, persistent_schedule

@@ -23,7 +23,7 @@ import optax
 
 from jaxopt_adv._common import scalar_dtype
 from jaxopt_adv.came.lr_mask import automagic_lr_mask as jax_automagic_lr_mask
-from jaxopt_adv.came.lr_mask import mask_bump, mask_schedule
+from jaxopt_adv.came.lr_mask import mask_bump, mask_schedule, sign_source
 from jaxopt_adv.fast import build
 
 __all__ = ["automagic_lr_mask"]
@@ -128,10 +128,7 @@ def automagic_lr_mask(
         out, new_state = inner.update(updates, state, params, **extra_args)
         if not kernel or build.host_reason() is not None:
             return out, new_state
-        if polarity_source == "update":
-            source = updates
-        else:
-            source = extra_args["ref_grads" if polarity_source == "ref" else "raw_grads"]
+        source = sign_source(polarity_source, spatial, updates, extra_args)
         warm, increase, ratio, _ = mask_schedule(
             state.count, state.lr_max, group_lr, warmup_steps, persistent_schedule
         )

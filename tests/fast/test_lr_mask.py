@@ -125,3 +125,25 @@ def test_kernel_false_and_donated_chain():
     # step 1: the polarity (True) disagrees with the initial False, 1e-6 - 3e-6 < min_lr
     np.testing.assert_allclose(np.asarray(out["w"]), 2.0 * 1e-7, rtol=1e-6)
     assert bool(jnp.all(state[1].last_polarity["w"]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, text",
+    [
+        ({"lr": -1.0}, "lr"),
+        ({"min_lr": 1e-3, "max_lr": 1e-4}, "min_lr"),
+        ({"polarity_source": "grad"}, "polarity_source"),
+        ({"lr_bump": -1.0}, "lr_bump"),
+    ],
+    ids=["lr", "min_max", "source", "bump"],
+)
+def test_bad_hyperparameters_raise_at_construction(kwargs, text):
+    with pytest.raises(ValueError, match=text):
+        fast.automagic_lr_mask(**kwargs)
+
+
+def test_a_missing_sign_source_is_a_clear_error():
+    tx = fast.automagic_lr_mask()  # polarity_source="ref"
+    u = {"w": jnp.ones((3, 4))}
+    with pytest.raises(ValueError, match="needs the extra argument ref_grads"):
+        tx.update(u, tx.init(u))
