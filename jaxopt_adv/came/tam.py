@@ -50,6 +50,7 @@ __all__ = [
     "scale_by_adatam",
     "scale_by_tam",
     "tam",
+    "tam_chain",
     "tam_correlation",
     "torque_aware_momentum_update",
 ]
@@ -443,7 +444,7 @@ def scale_by_adatam(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _weight_decay_chain(
+def tam_chain(
     core: optax.GradientTransformation,
     learning_rate: optax.ScalarOrSchedule,
     weight_decay: Any,
@@ -452,7 +453,8 @@ def _weight_decay_chain(
     fixed_decay: bool,
     maximize: bool,
 ) -> optax.GradientTransformationExtraArgs:
-    """pytorch_optimizer's weight-decay placements around ``core``.
+    """pytorch_optimizer's weight-decay placements around ``core`` (a TAM or AdaTAM
+    scaling: :func:`tam` and :func:`adatam` are this chain around theirs).
 
     Coupled (``grad += wd p`` before ``core``) and decoupled (``p *= 1 - lr wd``, the
     same as adding ``wd p`` after ``core``) are torch's; ``fixed_decay`` (``p *= 1 - wd``)
@@ -531,7 +533,7 @@ def tam(
       has no effect at all (``weight_decouple=False`` with any ``weight_decay`` equals
       ``weight_decay=0``).
     """
-    return _weight_decay_chain(
+    return tam_chain(
         scale_by_tam(
             b1,
             decay_rate,
@@ -608,7 +610,7 @@ def adatam(
       ``fixed_decay`` with ``weight_decouple=False`` raises here; the reference ignores
       ``fixed_decay`` then.
     """
-    return _weight_decay_chain(
+    return tam_chain(
         scale_by_adatam(
             b1,
             b2,

@@ -11,6 +11,8 @@ pure-JAX path (:func:`unavailable_reason`).
 call in four passes (agreeing with :mod:`jaxopt_adv.came` to rounding).
 :func:`automagic_lr_mask` is Automagic's per-element learning-rate mask with each
 leaf's step in one kernel pass (bit-identical outputs; ``avg_lr`` to rounding).
+:func:`tam`, :func:`adatam`, :func:`scale_by_tam` and :func:`scale_by_adatam` are
+torque-aware momentum with each leaf's step in one kernel call (to rounding).
 :func:`tune_malloc` keeps XLA:CPU's large step temporaries on the heap (glibc), which
 speeds up steps that materialise whole-leaf intermediates (CAME, Adafactor).
 """
@@ -26,16 +28,21 @@ from jaxopt_adv.fast.step import (
     jit_step,
     unavailable_reason,
 )
+from jaxopt_adv.fast.tam import adatam, scale_by_adatam, scale_by_tam, tam
 
 __all__ = [
     "SUPPORTED",
     "FusedOptimizer",
+    "adatam",
     "automagic_lr_mask",
     "available",
     "came",
     "fused",
     "jit_step",
+    "scale_by_adatam",
     "scale_by_came",
+    "scale_by_tam",
+    "tam",
     "tune_malloc",
     "unavailable_reason",
 ]

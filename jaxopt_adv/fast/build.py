@@ -1,5 +1,5 @@
 """Build, cache and register the one-pass CPU kernels (``kernels.cc``, ``came.cc``,
-``lr_mask.cc``) with XLA.
+``lr_mask.cc``, ``tam.cc``) with XLA.
 
 The kernels are compiled on first use with the system C++ compiler into a cache
 directory, keyed by a hash of the sources, the jaxlib version, the compiler flags, the
@@ -63,6 +63,7 @@ TARGETS = {
     "jaxopt_adv_asgd": "JaxoptAdvAsgd",
     "jaxopt_adv_came": "JaxoptAdvCame",
     "jaxopt_adv_lr_mask": "JaxoptAdvLrMask",
+    "jaxopt_adv_tam": "JaxoptAdvTam",
 }
 # -ffp-contract=off: no multiply-add contraction beyond the explicit std::fma calls that
 # mirror XLA's; -fno-math-errno lets sqrt vectorize (it only skips setting errno).
@@ -87,7 +88,13 @@ def source_path() -> Path:
 def source_paths() -> list[Path]:
     """Every source of the library: the C++ files compiled into it and their header."""
     here = Path(__file__).parent
-    return [source_path(), here / "came.cc", here / "lr_mask.cc", here / "common.h"]
+    return [
+        source_path(),
+        here / "came.cc",
+        here / "lr_mask.cc",
+        here / "tam.cc",
+        here / "common.h",
+    ]
 
 
 def cache_dir() -> Path:

@@ -13,7 +13,9 @@ corr rules: "dim0" = normalize(m, dim=0) * normalize(u, dim=0); "cosine" = one t
 <m,u> / ((|m| + 1e-10)(|u| + 1e-10)); "row_cosine" = the same per row of the last dim
 (the tensor cosine for ndim < 2); "auto" = cosine if numel <= threshold, else row cosine if
 ndim >= 2, else the global cosine: F.cosine_similarity(eps=1e-8) when numel > 1000,
-otherwise the tensor cosine. The optimizer steps p <- p - lr * m.
+otherwise the tensor cosine. The optimizer steps p <- p - lr * m. With
+``start_at_gradient=True`` the momentum starts at the first ``u`` (pytorch_optimizer's TAM,
+whose rule is "dim0"), so "fixed" is that TAM with any correlation rule.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class TorqueAwareMomentumSGD(torch.optim.Optimizer):
         threshold=1000,
         emphasis=1.0,
         variant="fixed",
+        start_at_gradient=False,
     ):
         defaults = dict(
             lr=lr,
@@ -76,6 +79,7 @@ class TorqueAwareMomentumSGD(torch.optim.Optimizer):
             threshold=threshold,
             emphasis=emphasis,
             variant=variant,
+            start_at_gradient=start_at_gradient,
         )
         super().__init__(params, defaults)
 
@@ -87,7 +91,9 @@ class TorqueAwareMomentumSGD(torch.optim.Optimizer):
                 u = p.grad
                 state = self.state[p]
                 if not state:
-                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg"] = (
+                        u.clone() if group["start_at_gradient"] else torch.zeros_like(p)
+                    )
                     state["s"] = torch.zeros_like(p)
                 m, s = state["exp_avg"], state["s"]
                 c = correlation(m, u, group["rule"], group["threshold"])

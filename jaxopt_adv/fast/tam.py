@@ -1,0 +1,331 @@
+"""TAM and AdaTAM with each leaf's momentum step as one C++ kernel call on CPU (``tam.cc``).
+
+:func:`scale_by_tam`, :func:`scale_by_adatam`, :func:`tam` and :func:`adatam` take the
+arguments of their :mod:`jaxopt_adv.came.tam` namesakes and keep their state, so
+checkpoints, ``optax.inject_hyperparams`` and composition work unchanged. On a
+single-device CPU process every non-empty float32/float64 leaf whose state shares its
+dtype is stepped by an XLA FFI call that reads the gradient and the momentum twice (once
+for the correlation's sums, once for the step; the ``"row_cosine"`` rule reads each row
+twice while it is in cache) and the state once, and writes the state once; AdaTAM's
+update ``m / (sqrt(v) + eps)`` is left to XLA, which fuses it into the parameters'
+update. XLA compiles the whole step into a reduction and several whole-leaf loops with
+intermediates materialised. The other leaves, and every leaf elsewhere, take the
+transform's own JAX code. Sums are accumulated in float64, so the results agree with the
+JAX path to rounding, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxopt_adv.came.tam import CORRELATIONS, tam_chain
+from jaxopt_adv.came.tam import scale_by_adatam as jax_scale_by_adatam
+from jaxopt_adv.came.tam import scale_by_tam as jax_scale_by_tam
+from jaxopt_adv.fast import build
+
+__all__ = ["adatam", "scale_by_adatam", "scale_by_tam", "tam"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# leaves per custom call (XLA compiles calls with many aliased operands slowly)
+_LEAVES_PER_CALL = 16
+
+
+def _kernel_leaf(g: Any, state_arrays: list[Any]) -> bool:
+    """Whether the kernel takes this leaf: float32/float64, not empty, and its state in
+    the leaf's dtype and shape."""
+    dtype = np.dtype(g.dtype)
+    if dtype not in _FLOATS or math.prod(jnp.shape(g)) == 0:
+        return False
+    return all(np.dtype(a.dtype) == dtype and jnp.shape(a) == jnp.shape(g) for a in state_arrays)
+
+
+def _call(
+    scalars: list[jax.Array], small: jax.Array, leaves: list[tuple], rule: int, adaptive: bool
+) -> list[tuple]:
+    """One custom call over ``leaves = [(g, m, s), ...]`` (AdaTAM: ``(g, m, v, s)``);
+    returns the new state ``[(m, s), ...]`` (AdaTAM: ``(m, v, s)``), which aliases its
+    operands, so it is updated in place when the state is donated."""
+    operands = [*scalars, small]
+    out_types, aliases = [], {}
+    for g, *state in leaves:
+        operands.append(g)
+        for array in state:
+            aliases[len(operands)] = len(out_types)
+            operands.append(array)
+            out_types.append(jax.ShapeDtypeStruct(jnp.shape(array), array.dtype))
+    call = jax.ffi.ffi_call(
+        "jaxopt_adv_tam", out_types, input_output_aliases=aliases, vmap_method="sequential"
+    )
+    outputs = call(*operands, rule=np.int64(rule), adaptive=np.int64(adaptive))
+    width = 3 if adaptive else 2
+    return [tuple(outputs[i : i + width]) for i in range(0, len(outputs), width)]
+
+
+def _with_kernel(
+    inner: optax.GradientTransformationExtraArgs,
+    fields: tuple[str, ...],
+    values: Any,
+    direction: Any,
+    correlation: str,
+    auto_threshold: Any,
+    kernel: bool,
+) -> optax.GradientTransformationExtraArgs:
+    """``inner`` (a TAM or AdaTAM scaling whose per-leaf state is ``fields``) with its
+    kernel leaves stepped by the kernel; ``values(state)`` gives the kernel's scalars
+    ``(b1, 1 - decay_rate, eps, b2, 1 - b2, first)`` and ``direction(*new_state)`` a
+    leaf's update from its new state, as ``inner`` computes it."""
+    adaptive = len(fields) == 3
+    rule = CORRELATIONS.index(correlation)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        # The JAX path's results for every leaf; under jax.jit XLA removes the parts of
+        # the leaves the kernel replaces.
+        out, new_state = inner.update(updates, state, params, **extra_args)
+        if not kernel or build.host_reason() is not None:
+            return out, new_state
+        g_leaves, treedef = jax.tree.flatten(updates)
+        old = [treedef.flatten_up_to(getattr(state, name)) for name in fields]
+        out_leaves = treedef.flatten_up_to(out)
+        new = [treedef.flatten_up_to(getattr(new_state, name)) for name in fields]
+        groups: dict[np.dtype, list[int]] = {}
+        for i, g in enumerate(g_leaves):
+            if _kernel_leaf(g, [arrays[i] for arrays in old]):
+                groups.setdefault(np.dtype(g.dtype), []).append(i)
+        for dtype, indices in groups.items():
+            scalars = [jnp.asarray(value).astype(dtype) for value in values(state)]
+            for start in range(0, len(indices), _LEAVES_PER_CALL):
+                batch = indices[start : start + _LEAVES_PER_CALL]
+                # auto's choice as auto_correlation makes it (threshold may be traced)
+                sizes = [math.prod(jnp.shape(g_leaves[i])) for i in batch]
+                small = jnp.stack([jnp.asarray(n <= auto_threshold).astype(dtype) for n in sizes])
+                operands = [(g_leaves[i], *(arrays[i] for arrays in old)) for i in batch]
+                for i, results in zip(
+                    batch, _call(scalars, small, operands, rule, adaptive), strict=True
+                ):
+                    out_leaves[i] = direction(*results).astype(g_leaves[i].dtype)
+                    for arrays, array in zip(new, results, strict=True):
+                        arrays[i] = array
+        replaced = {
+            name: treedef.unflatten(arrays) for name, arrays in zip(fields, new, strict=True)
+        }
+        return treedef.unflatten(out_leaves), new_state._replace(**replaced)
+
+    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+
+
+def scale_by_tam(
+    b1: Any = 0.9,
+    decay_rate: Any = 0.9,
+    eps: Any = 1e-8,
+    *,
+    correlation: str = "dim0",
+    auto_threshold: Any = 1000,
+    mu_dtype: Any = None,
+    kernel: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`jaxopt_adv.came.tam.scale_by_tam` with each leaf stepped by the CPU kernel.
+
+    Same arguments, state and results (to rounding); ``kernel=False`` (static) always
+    takes the JAX path. Use it under ``jax.jit`` with the state donated, so that the
+    kernel updates the momentum and ``s`` in place. Non-finite gradients spread as in
+    the JAX path: under ``"dim0"`` a NaN element makes its column NaN and an Inf one
+    that element; under the cosine rules, the leaf or the row.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_adv import fast
+      >>> tx = fast.scale_by_tam(eps=0.0)
+      >>> state = tx.init(jnp.zeros(2))
+      >>> u, state = tx.update(jnp.array([1.0, -1.0]), state)
+      >>> u
+      Array([ 1.425, -1.425], dtype=float32)
+
+    References:
+      Malviya et al., "Torque-Aware Momentum", arXiv 2412.18790, 2024; parity-tested
+      against ``pytorch_optimizer.TAM`` (4.1.0) as :func:`jaxopt_adv.came.tam.tam` is.
+    """
+    inner = jax_scale_by_tam(
+        b1,
+        decay_rate,
+        eps,
+        correlation=correlation,
+        auto_threshold=auto_threshold,
+        mu_dtype=mu_dtype,
+    )
+
+    def values(state):
+        return (b1, 1 - decay_rate, eps, 0, 0, state.count == 0)
+
+    def direction(m, s):
+        del s
+        return m  # TAM's update is its momentum
+
+    return _with_kernel(inner, ("mu", "s"), values, direction, correlation, auto_threshold, kernel)
+
+
+def scale_by_adatam(
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    decay_rate: Any = 0.9,
+    eps: Any = 1e-8,
+    *,
+    correlation: str = "dim0",
+    auto_threshold: Any = 1000,
+    mu_dtype: Any = None,
+    kernel: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`jaxopt_adv.came.tam.scale_by_adatam` with each leaf stepped by the CPU kernel.
+
+    Same arguments, state and results (to rounding), plus ``kernel`` (static; ``False``
+    always takes the JAX path).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_adv import fast
+      >>> tx = fast.scale_by_adatam(b2=0.75, eps=0.0)
+      >>> state = tx.init(jnp.zeros(2))
+      >>> u, state = tx.update(jnp.array([1.0, -1.0]), state)
+      >>> u
+      Array([ 1., -1.], dtype=float32)
+
+    References:
+      Malviya et al., "Torque-Aware Momentum", arXiv 2412.18790, 2024; parity-tested
+      against ``pytorch_optimizer.AdaTAM`` (4.1.0) as :func:`jaxopt_adv.came.tam.adatam`
+      is.
+    """
+    inner = jax_scale_by_adatam(
+        b1,
+        b2,
+        decay_rate,
+        eps,
+        correlation=correlation,
+        auto_threshold=auto_threshold,
+        mu_dtype=mu_dtype,
+    )
+
+    def values(state):
+        del state
+        return (b1, 1 - decay_rate, eps, b2, 1 - b2, 0)
+
+    def direction(m, v, s):
+        del s
+        return m / (jnp.sqrt(v) + eps)
+
+    return _with_kernel(
+        inner, ("mu", "nu", "s"), values, direction, correlation, auto_threshold, kernel
+    )
+
+
+def tam(
+    learning_rate: optax.ScalarOrSchedule = 1e-3,
+    b1: Any = 0.9,
+    decay_rate: Any = 0.9,
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    *,
+    fixed_decay: bool = False,
+    maximize: bool = False,
+    correlation: str = "dim0",
+    auto_threshold: Any = 1000,
+    mu_dtype: Any = None,
+    kernel: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`jaxopt_adv.came.tam.tam` with the momentum step in the CPU kernel.
+
+    Same arguments, state and steps (to rounding), plus ``kernel`` (static; ``False``
+    always takes the JAX path). See :func:`jaxopt_adv.came.tam.tam` for the arguments.
+
+    Example:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import optax
+      >>> from jaxopt_adv import fast
+      >>> opt = fast.tam(0.1, eps=0.0)
+      >>> params = {"w": jnp.ones((3, 2))}
+      >>> grads = {"w": jnp.array([[1.0, -1.0]] * 3)}
+      >>> step = jax.jit(lambda p, s, g: optax.apply_updates(p, opt.update(g, s, p)[0]))
+      >>> # per column c = g^2 / sum g^2 = 1/3, s = 0.1 c, m = 0.9 g + ((1 + s) / 2) g
+      >>> step(params, opt.init(params), grads)["w"][0]
+      Array([0.85833335, 1.1416667 ], dtype=float32)
+
+    References:
+      Malviya et al., "Torque-Aware Momentum", arXiv 2412.18790, 2024; parity-tested
+      against ``pytorch_optimizer.TAM`` (4.1.0).
+    """
+    core = scale_by_tam(
+        b1,
+        decay_rate,
+        eps,
+        correlation=correlation,
+        auto_threshold=auto_threshold,
+        mu_dtype=mu_dtype,
+        kernel=kernel,
+    )
+    return tam_chain(
+        core,
+        learning_rate,
+        weight_decay,
+        weight_decouple=True,
+        fixed_decay=fixed_decay,
+        maximize=maximize,
+    )
+
+
+def adatam(
+    learning_rate: optax.ScalarOrSchedule = 1e-3,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    decay_rate: Any = 0.9,
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    *,
+    weight_decouple: bool = True,
+    fixed_decay: bool = False,
+    maximize: bool = False,
+    correlation: str = "dim0",
+    auto_threshold: Any = 1000,
+    mu_dtype: Any = None,
+    kernel: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`jaxopt_adv.came.tam.adatam` with the momentum step in the CPU kernel.
+
+    Same arguments, state and steps (to rounding), plus ``kernel`` (static; ``False``
+    always takes the JAX path). See :func:`jaxopt_adv.came.tam.adatam` for the arguments.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_adv import fast
+      >>> opt = fast.adatam(0.1, b2=0.75, eps=0.0)
+      >>> params = jnp.ones((2, 2))
+      >>> updates, _ = opt.update(jnp.array([[1.0, -1.0]] * 2), opt.init(params), params)
+      >>> updates[0]
+      Array([-0.1,  0.1], dtype=float32)
+
+    References:
+      Malviya et al., "Torque-Aware Momentum", arXiv 2412.18790, 2024; parity-tested
+      against ``pytorch_optimizer.AdaTAM`` (4.1.0).
+    """
+    core = scale_by_adatam(
+        b1,
+        b2,
+        decay_rate,
+        eps,
+        correlation=correlation,
+        auto_threshold=auto_threshold,
+        mu_dtype=mu_dtype,
+        kernel=kernel,
+    )
+    return tam_chain(
+        core,
+        learning_rate,
+        weight_decay,
+        weight_decouple=weight_decouple,
+        fixed_decay=fixed_decay,
+        maximize=maximize,
+    )
