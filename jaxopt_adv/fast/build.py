@@ -3,10 +3,11 @@
 
 The kernels are compiled on first use with the system C++ compiler into a cache
 directory, keyed by a hash of the sources, the jaxlib version, the compiler flags, the
-host CPU and whether XLA contracts multiply-adds into FMAs on it; the shared
-library is written under a temporary name and renamed into place (atomic, so parallel
-test workers never load a half-written file), loaded with ``ctypes`` and registered
-with ``jax.ffi.register_ffi_target(..., platform="cpu")``.
+host CPU and whether XLA contracts multiply-adds into FMAs on it. The sources compile in
+parallel (one compiler process each) and link into a shared library, written under a
+temporary name and renamed into place (atomic) while a lock file is held, so that
+parallel test workers build it once and never load a half-written file; it is loaded
+with ``ctypes`` and registered with ``jax.ffi.register_ffi_target(..., platform="cpu")``.
 
 Environment variables:
 
@@ -19,6 +20,7 @@ Environment variables:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -28,6 +30,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,11 @@ import jax
 import jax.numpy as jnp
 import jaxlib
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
 
 __all__ = [
     "TARGETS",
@@ -159,17 +167,65 @@ _REGISTERED: set[str] = set()  # XLA keeps a registration for the whole process
 _HANDLES: list[ctypes.CDLL] = []
 
 
-def _command(compiler: str, fma: bool, sources: list[Path], output: Path) -> list[str]:
+def _compile_commands(
+    compiler: str, fma: bool, sources: list[Path], directory: Path
+) -> list[list[str]]:
+    """One command per C++ source, compiling it to an object file in ``directory``."""
+    flags = [flag for flag in CXXFLAGS if flag != "-shared"]
     return [
-        *shlex.split(compiler),
-        *CXXFLAGS,
-        f"-DJAXOPT_ADV_FMA={int(fma)}",
-        "-I",
-        jax.ffi.include_dir(),
-        *(str(source) for source in sources if source.suffix == ".cc"),
-        "-o",
-        str(output),
+        [
+            *shlex.split(compiler),
+            *flags,
+            f"-DJAXOPT_ADV_FMA={int(fma)}",
+            "-I",
+            jax.ffi.include_dir(),
+            "-c",
+            str(source),
+            "-o",
+            str(directory / f"{source.stem}.o"),
+        ]
+        for source in sources
+        if source.suffix == ".cc"
     ]
+
+
+def _compile(compiler: str, fma: bool, output: Path) -> None:
+    """Compile the sources in parallel (one process each), then link them into
+    ``output``; raise with the compiler's message on failure."""
+    with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
+        commands = _compile_commands(compiler, fma, source_paths(), Path(scratch))
+        running = [
+            subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for c in commands
+        ]
+        errors = []
+        for process in running:
+            _, stderr = process.communicate(timeout=600)
+            if process.returncode != 0:
+                errors.append(stderr[-2000:])
+        if not errors:
+            objects = [c[-1] for c in commands]
+            link = [*shlex.split(compiler), "-shared", *objects, "-o", str(output)]
+            result = subprocess.run(link, capture_output=True, text=True, timeout=600)
+            if result.returncode != 0:
+                errors.append(result.stderr[-2000:])
+        if errors:
+            raise RuntimeError(f"compiling the kernels failed ({compiler}):\n{errors[0]}")
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` across processes (POSIX), so that parallel test
+    workers or jobs compile the library once and the others wait for it."""
+    if fcntl is None:  # not POSIX: concurrent builds write identical bytes
+        yield
+        return
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def library_path(fma: bool) -> Path:
@@ -203,25 +259,17 @@ def _build() -> Library:
         compiler = _compiler()
         if compiler is None:
             raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
-        directory = path.parent
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".kernels-", suffix=".so.tmp", dir=directory)
-        os.close(fd)
-        try:
-            result = subprocess.run(
-                _command(compiler, fma, source_paths(), Path(tmp)),
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(
-                    f"compiling the kernels failed ({compiler}):\n{result.stderr[-2000:]}"
-                )
-            os.replace(tmp, path)  # atomic: a concurrent build writes identical bytes
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _build_lock(path.with_suffix(".lock")):
+            if not path.is_file():  # not built by another process while we waited
+                fd, tmp = tempfile.mkstemp(prefix=".kernels-", suffix=".so.tmp", dir=path.parent)
+                os.close(fd)
+                try:
+                    _compile(compiler, fma, Path(tmp))
+                    os.replace(tmp, path)  # atomic: readers never see a partial file
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
     handle = ctypes.CDLL(str(path))
     _HANDLES.append(handle)  # XLA keeps the handlers' addresses: never unload
     for target, symbol in TARGETS.items():

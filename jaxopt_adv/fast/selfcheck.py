@@ -6,7 +6,9 @@ into reciprocals, per tree and leaf size). :func:`outcome` runs a set of probe s
 through both paths on this host (a few seconds, on a fresh thread so that it also works
 while a ``jax.jit`` is tracing) and remembers the result for the process and in a marker
 file next to the compiled library, keyed by the Python side's source, the number of
-CPUs the process may use and ``XLA_FLAGS`` too.
+CPUs the process may use, ``XLA_FLAGS`` and the x64 mode too (the mode changes the dtype
+of counts and scalars, and so XLA's arithmetic: each mode is checked on its own, with the
+mode of the thread that asks).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+
+import jax
 
 from jaxopt_adv.fast import build
 
@@ -37,10 +41,11 @@ ADADELTA = "adadelta"
 FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD)
 
 _LOCK = threading.Lock()
-_RESULT: dict[str, str | None] = {}
+# x64 mode -> family -> None or why the family's kernels are not used
+_RESULT: dict[bool, dict[str, str | None]] = {}
 
 
-def _marker(library: build.Library) -> Path:
+def _marker(library: build.Library, x64: bool) -> Path:
     key = hashlib.sha256()
     for name in ("step.py", "selfcheck.py"):
         key.update(Path(__file__).with_name(name).read_bytes())
@@ -52,15 +57,17 @@ def _marker(library: build.Library) -> Path:
     key.update(str(cpus).encode())
     # and XLA_FLAGS can change its fusion and code generation
     key.update(os.environ.get("XLA_FLAGS", "").encode())
+    key.update(b"x64" if x64 else b"x32")
     return library.path.with_suffix(f".check-{key.hexdigest()[:16]}.json")
 
 
-def _run(check: Callable[[], dict[str, str | None]]) -> dict[str, str | None]:
+def _run(check: Callable[[], dict[str, str | None]], x64: bool) -> dict[str, str | None]:
     outcome: dict[str, object] = {}
 
     def target() -> None:
         try:
-            outcome["mismatches"] = check()
+            with jax.enable_x64(x64):  # a thread starts in the global mode
+                outcome["mismatches"] = check()
         except Exception as error:  # noqa: BLE001 - a crashing check means "do not use"
             outcome["error"] = f"the self-check failed: {type(error).__name__}: {error}"
 
@@ -76,32 +83,33 @@ def outcome(check: Callable[[], dict[str, str | None]], family: str) -> str | No
     """``None`` when the kernels of ``family`` match XLA on this host, else why not.
 
     ``check()`` returns, per family, ``None`` or a description of the first mismatch;
-    it runs once per process (and once per library and Python source, through the
-    marker file).
+    it runs once per process and x64 mode (and once per library, Python source and mode,
+    through the marker file).
     """
+    x64 = bool(jax.config.jax_enable_x64)
     with _LOCK:
-        if not _RESULT:
+        if x64 not in _RESULT:
             library = build.load()
             if library is None:
                 return build.failure()
-            marker = _marker(library)
+            marker = _marker(library, x64)
             try:
                 mismatches = json.loads(marker.read_text())
             except (OSError, ValueError):
-                mismatches = _run(check)
+                mismatches = _run(check, x64)
                 tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
                 try:
                     tmp.write_text(json.dumps(mismatches))
                     os.replace(tmp, marker)
                 except OSError:
                     pass  # a read-only cache: the check runs again in the next process
-            for name, mismatch in mismatches.items():
-                _RESULT[name] = (
-                    None
-                    if mismatch is None
-                    else f"the kernels differ from XLA on this host ({mismatch})"
-                )
-        return _RESULT.get(family)
+            _RESULT[x64] = {
+                name: None
+                if mismatch is None
+                else f"the kernels differ from XLA on this host ({mismatch})"
+                for name, mismatch in mismatches.items()
+            }
+        return _RESULT[x64].get(family)
 
 
 def reset() -> None:

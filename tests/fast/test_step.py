@@ -129,6 +129,33 @@ def test_disable_variable_and_missing_compiler(tmp_path, monkeypatch):
     assert fast.available() == (build.load() is not None)
 
 
+def test_the_self_check_runs_in_the_asking_threads_x64_mode(tmp_path, monkeypatch):
+    """Each x64 mode is checked on its own, with its own marker file (the mode changes the
+    dtype of counts and scalars), in the mode of the thread that asks: a thread-local
+    ``jax.enable_x64`` too (the probes run on a fresh thread, which would otherwise
+    start in the global mode)."""
+    assert build.load() is not None, build.failure()  # as on this project's machines
+    keys = {mode: selfcheck._marker(build.load(), mode) for mode in (True, False)}
+    assert keys[True] != keys[False]
+    monkeypatch.setattr(selfcheck, "_marker", lambda library, x64: tmp_path / f"{x64}.json")
+    seen = []
+
+    def check():
+        seen.append(bool(jax.config.jax_enable_x64))
+        return {"k": None}
+
+    try:
+        selfcheck.reset()
+        with jax.enable_x64(True):
+            assert selfcheck.outcome(check, "k") is None
+            assert selfcheck.outcome(check, "k") is None  # once per process and mode
+        assert selfcheck.outcome(check, "k") is None
+    finally:
+        selfcheck.reset()
+    assert seen == [True, False]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["False.json", "True.json"]
+
+
 def test_more_than_one_device_falls_back():
     code = (
         "import jax, jax.numpy as jnp\n"
@@ -343,7 +370,7 @@ def test_a_failed_family_self_check_sends_only_that_family_to_the_xla_path(
     their own: a mismatch there leaves the other kernels in use."""
     assert fast.available(), fast.unavailable_reason()  # as on this project's machines
     reason = "the kernels differ from XLA on this host (a probe)"
-    monkeypatch.setitem(selfcheck._RESULT, family, reason)
+    monkeypatch.setitem(selfcheck._RESULT[False], family, reason)
     opt = fast.fused(name, learning_rate=0.1)
     assert opt.explain(tree(0), tree(1), opt.init(tree(0))) == reason
     assert not uses_kernel(opt)

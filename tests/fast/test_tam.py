@@ -12,7 +12,7 @@ import pytest
 from pytorch_optimizer import TAM, AdaTAM
 
 from jaxopt_adv import fast
-from jaxopt_adv.came import adatam, tam
+from jaxopt_adv.came import adatam, scale_by_adatam, scale_by_tam, tam
 from jaxopt_adv.fast import build
 from tests.came.test_tam import ADATAM_CASES, ADATAM_STATE, TAM_CASES, TAM_STATE, torch_kwargs
 from tests.fast.common import x64
@@ -246,3 +246,16 @@ def test_bad_hyperparameters_raise_at_construction():
         fast.adatam(1e-3, correlation="pearson")
     with pytest.raises(ValueError, match="b2"):
         fast.scale_by_adatam(b2=-0.1)
+
+
+def test_vmap_over_a_batch_of_optimizers():
+    params = jnp.ones((3, 20, 10))
+    grads = jnp.asarray(np.random.default_rng(4).standard_normal((3, 20, 10)), jnp.float32)
+    for ours, theirs in [
+        (fast.scale_by_tam(), scale_by_tam()),
+        (fast.scale_by_adatam(), scale_by_adatam()),
+    ]:
+        state = jax.vmap(ours.init)(params)
+        got = jax.jit(jax.vmap(ours.update))(grads, state)
+        want = jax.jit(jax.vmap(theirs.update))(grads, state)
+        assert max_relative_error(got, want) <= 1e-5
