@@ -17,29 +17,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import statistics
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
+from layouts import copy_seconds, loop_fusions, shapes, tree
 
 from jaxopt_adv import fast
 from jaxopt_adv.came.lr_mask import automagic_lr_mask
 
 BYTES_PER_ELEMENT = 22
-
-
-def shapes(total: int, leaves: int) -> list[tuple[int, int]]:
-    """``leaves`` square-ish matrices holding ``total`` elements together."""
-    side = max(1, math.isqrt(total // leaves))
-    return [(side, total // leaves // side)] * leaves
-
-
-def tree(layout, seed):
-    rng = np.random.default_rng(seed)
-    return [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in layout]
 
 
 def runner(tx, layout):
@@ -50,24 +37,6 @@ def runner(tx, layout):
         lambda u, s, r: tx.update(u, s, ref_grads=r), donate_argnums=(0, 1), keep_unused=True
     )
     return step, tx.init(params)
-
-
-def loop_fusions(step, u, state, leaves: int, layout) -> float:
-    text = step.lower(u, state, u).compile().as_text()  # lowering donates nothing
-    dims = ",".join(str(d) for d in layout[0])
-    heads = re.findall(r"= \w+\[" + dims + r"\][^\n]*fusion\(", text)
-    return len(heads) / leaves
-
-
-def copy_seconds(total: int, steps: int) -> float:
-    scale = jax.jit(lambda x: x * 1.0000001, donate_argnums=0)
-    x = jax.block_until_ready(scale(jnp.ones(total, jnp.float32)))
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        x = jax.block_until_ready(scale(x))
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -95,8 +64,8 @@ def main() -> None:
                     "jax": runner(automagic_lr_mask(**kw), layout),
                 }
                 u, r = tree(layout, 1), tree(layout, 2)
-                fusions = {
-                    k: loop_fusions(step, u, state, leaves, layout)
+                fusions = {  # lowering donates nothing
+                    k: loop_fusions(step.lower(u, state, u).compile().as_text(), leaves, layout)
                     for k, (step, state) in variants.items()
                 }
                 states = {k: state for k, (_, state) in variants.items()}

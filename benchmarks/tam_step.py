@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import statistics
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
+from layouts import copy_seconds, loop_fusions, shapes, tree
 
 from jaxopt_adv import fast
 from jaxopt_adv.came import adatam, tam
@@ -41,17 +39,6 @@ BYTES_PER_ELEMENT = {
 FACTORIES = {"tam": (fast.tam, tam), "adatam": (fast.adatam, adatam)}
 
 
-def shapes(total: int, leaves: int) -> list[tuple[int, int]]:
-    """``leaves`` square-ish matrices holding ``total`` elements together."""
-    side = max(1, math.isqrt(total // leaves))
-    return [(side, total // leaves // side)] * leaves
-
-
-def tree(layout, seed):
-    rng = np.random.default_rng(seed)
-    return [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in layout]
-
-
 def runner(tx, layout):
     """The jitted step with params and state donated, and its starting params and state."""
 
@@ -61,24 +48,6 @@ def runner(tx, layout):
 
     params = tree(layout, 0)
     return jax.jit(step, donate_argnums=(0, 1)), params, tx.init(params)
-
-
-def loop_fusions(step, params, state, grads, leaves: int, layout) -> float:
-    text = step.lower(params, state, grads).compile().as_text()  # lowering donates nothing
-    dims = ",".join(str(d) for d in layout[0])
-    heads = re.findall(r"= \w+\[" + dims + r"\][^\n]*fusion\(", text)
-    return len(heads) / leaves
-
-
-def copy_seconds(total: int, steps: int) -> float:
-    scale = jax.jit(lambda x: x * 1.0000001, donate_argnums=0)
-    x = jax.block_until_ready(scale(jnp.ones(total, jnp.float32)))
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        x = jax.block_until_ready(scale(x))
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -106,8 +75,8 @@ def main() -> None:
                     "kernel": runner(ours(1e-4, correlation=correlation), layout),
                     "jax": runner(theirs(1e-4, correlation=correlation), layout),
                 }
-                fusions = {
-                    k: loop_fusions(step, p, s, grads, leaves, layout)
+                fusions = {  # lowering donates nothing
+                    k: loop_fusions(step.lower(p, s, grads).compile().as_text(), leaves, layout)
                     for k, (step, p, s) in variants.items()
                 }
                 carry = {k: (p, s) for k, (_, p, s) in variants.items()}
