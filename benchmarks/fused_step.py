@@ -2,9 +2,11 @@
 
 For each size (elements, float32) and layout (one leaf, or split over many), one donated
 jitted step of Adam, AdamW, SGD-momentum, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam,
-Rprop and ASGD, four ways:
+Rprop and ASGD, five ways:
 
 - ``fused``: ``jaxopt_adv.fast.fused(...)`` through ``fast.jit_step`` (one C++ pass);
+- ``flat``: the same with ``flat_state=True`` (each state field one array: fewer arrays
+  through the jitted call on many-leaf trees);
 - ``xla``: the same optimizer on the pure-JAX path (``kernel=False``: ``tx.update`` +
   ``optax.apply_updates``, what ``jaxopt_adv.torch.*`` compiles to);
 - ``optax``: optax's counterpart (``optax.adam``, ``optax.adamw(weight_decay=1e-2)``,
@@ -17,7 +19,7 @@ Rprop and ASGD, four ways:
   Adadelta, Adamax, NAdam, RAdam, Rprop or ASGD).
 
 Each framework runs in its own worker process (their thread pools slow each other
-down); inside the JAX worker the three JAX variants alternate step by step. The copy
+down); inside the JAX worker the four JAX variants alternate step by step. The copy
 floor is measured in the same JAX worker: the best in-place read+write bandwidth of a
 donated XLA kernel and of numpy (one thread, and one thread per core); an optimizer's
 floor is the bytes it must move (Adam/AdamW/Adadelta/Adamax/NAdam/RAdam/Rprop: read p, g
@@ -71,7 +73,7 @@ OPTIMIZERS["rprop"] = (28, ("torch.rprop", {}), ("rprop", {}), ("Rprop", {}))
 # ASGD reads p, g, ax and writes p, ax; optax has no ASGD: optax.sgd with momentum moves
 # the same bytes (p, g, trace)
 OPTIMIZERS["asgd"] = (20, ("torch.asgd", {}), ("sgd", {"momentum": 0.9}), ("ASGD", {}))
-JAX_IMPLS = ("fused", "xla", "optax")
+JAX_IMPLS = ("fused", "flat", "xla", "optax")
 
 
 def step_and_init(name: str, impl: str):
@@ -89,7 +91,8 @@ def step_and_init(name: str, impl: str):
             return optax.apply_updates(params, updates), state
 
         return step, tx.init
-    opt = fast.fused(ours, kernel=impl == "fused", learning_rate=LR, **kwargs)
+    kernel, flat_state = impl in ("fused", "flat"), impl == "flat"
+    opt = fast.fused(ours, kernel=kernel, flat_state=flat_state, learning_rate=LR, **kwargs)
     return opt.step, opt.init
 
 
@@ -298,6 +301,9 @@ def summarise(samples: dict, total: int) -> dict:
         if "torch_fused_ms" in row:
             row["fused_vs_torch"] = row["fused_ms"] / row["torch_fused_ms"]
         row["fused_vs_torch_adam"] = row["fused_ms"] / (1e3 * med["torch_fused.adam"])
+        if "flat_ms" in row:
+            row["flat_floor_fraction"] = floor * 1e3 / row["flat_ms"]
+            row["flat_vs_torch_adam"] = row["flat_ms"] / (1e3 * med["torch_fused.adam"])
         rows[name] = row
     return rows
 
@@ -309,8 +315,8 @@ def markdown(table: dict, hlo: dict | None, compile_times: dict | None) -> str:
     lines = [
         "| elements | leaves | optimizer | fused ms | xla ms | optax ms | torch fused ms "
         "| floor ms | floor/fused | layout floor ms | layout floor/fused | fused/torch fused "
-        "| fused/torch fused Adam | xla/fused |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| fused/torch fused Adam | xla/fused | flat ms | floor/flat | flat/torch fused Adam |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, rows in table.items():
         total, leaves = key.split("x")
@@ -322,7 +328,9 @@ def markdown(table: dict, hlo: dict | None, compile_times: dict | None) -> str:
                 f"{fmt(r.get('torch_fused_ms'))} | {fmt(r['floor_ms'])} | "
                 f"{fmt(r['floor_fraction'])} | {fmt(r['layout_floor_ms'])} | "
                 f"{fmt(r['layout_floor_fraction'])} | {fmt(r.get('fused_vs_torch'))} | "
-                f"{fmt(r['fused_vs_torch_adam'])} | {fmt(r['xla_ms'] / r['fused_ms'])} |"
+                f"{fmt(r['fused_vs_torch_adam'])} | {fmt(r['xla_ms'] / r['fused_ms'])} | "
+                f"{fmt(r.get('flat_ms'))} | {fmt(r.get('flat_floor_fraction'))} | "
+                f"{fmt(r.get('flat_vs_torch_adam'))} |"
             )
     bandwidths = {
         k: (round(v["copy_GBps"], 1), round(v["layout_GBps"], 1)) for k, v in table.items()

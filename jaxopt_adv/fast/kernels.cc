@@ -27,6 +27,9 @@
 //
 // Scalars that may be traced (learning rate, betas, eps, weight decay, bias corrections)
 // are 0-d buffers; the options that change the code are bits of the `flags` attribute.
+// A call's leaves come in one of two layouts (ReadLeaves): each leaf with its own state
+// arrays, or (flat_state=True) each state field one flat array over all the leaves,
+// addressed through per-leaf offsets.
 
 #include <array>
 #include <cmath>
@@ -712,10 +715,25 @@ void AsgdRange(const AsgdScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t
 
 // ----------------------------------------------------------------- FFI plumbing
 
-// Decodes the leaves: `in_arity` operands and `in_arity - 1` results per leaf.
+// Success when `buffer` holds T.
 template <typename T>
-ffi::Error ReadLeaves(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
-                      int in_arity, std::vector<Leaf<T>>* leaves) {
+ffi::Error CheckDtype(const ffi::AnyBuffer& buffer) {
+  if (buffer.element_type() != kDataType<T>) {
+    return InvalidArgument("every leaf and state array must have the scalars' dtype");
+  }
+  return ffi::Error::Success();
+}
+
+template <typename T>
+T* Data(const ffi::AnyBuffer& buffer) {
+  return static_cast<T*>(buffer.untyped_data());
+}
+
+// Decodes the leaves of a tree-layout call: `in_arity` operands (p, g, state arrays) and
+// `in_arity - 1` results (p, state arrays) per leaf.
+template <typename T>
+ffi::Error ReadTreeLeaves(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
+                          int in_arity, std::vector<Leaf<T>>* leaves) {
   const int out_arity = in_arity - 1;
   if (args.size() % in_arity != 0 || rets.size() * in_arity != args.size() * out_arity) {
     return InvalidArgument("operand and result counts do not match the optimizer's state");
@@ -727,27 +745,122 @@ ffi::Error ReadLeaves(const ffi::RemainingArgs& args, const ffi::RemainingRets& 
     for (int a = 0; a < in_arity; ++a) {
       auto buffer = args.get<ffi::AnyBuffer>(l * in_arity + a);
       if (buffer.has_error()) return buffer.error();
-      if (buffer->element_type() != kDataType<T>) {
-        return InvalidArgument("every leaf and state array must have the scalars' dtype");
-      }
+      if (ffi::Error error = CheckDtype<T>(*buffer); error.failure()) return error;
       if (a == 0) {
         leaf.size = static_cast<int64_t>(buffer->element_count());
       } else if (static_cast<int64_t>(buffer->element_count()) != leaf.size) {
         return InvalidArgument("a gradient or state array differs in size from its leaf");
       }
-      leaf.in[a] = static_cast<const T*>(buffer->untyped_data());
+      leaf.in[a] = Data<T>(*buffer);
     }
     for (int r = 0; r < out_arity; ++r) {
       auto result = rets.get<ffi::AnyBuffer>(l * out_arity + r);
       if (result.has_error()) return result.error();
-      if ((*result)->element_type() != kDataType<T> ||
-          static_cast<int64_t>((*result)->element_count()) != leaf.size) {
-        return InvalidArgument("a result differs in dtype or size from its leaf");
+      if (ffi::Error error = CheckDtype<T>(**result); error.failure()) return error;
+      if (static_cast<int64_t>((*result)->element_count()) != leaf.size) {
+        return InvalidArgument("a result differs in size from its leaf");
       }
-      leaf.out[r] = static_cast<T*>((*result)->untyped_data());
+      leaf.out[r] = Data<T>(**result);
     }
+  }
+  return ffi::Error::Success();
+}
+
+// Decodes the leaves of a flat-state call: p and g per leaf, then the k = in_arity - 2
+// state arrays of all the leaves (one flat buffer each), then a uint32 operand holding
+// each leaf's offset into them as (low, high) 32-bit words (an operand that exists
+// without jax_enable_x64); results: p per leaf, then the k flat buffers (aliased to the
+// operands, so the elements of leaves outside this call keep their values).
+template <typename T>
+ffi::Error ReadFlatLeaves(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
+                          int in_arity, std::vector<Leaf<T>>* leaves) {
+  const size_t k = static_cast<size_t>(in_arity - 2);
+  auto offsets_buffer = args.get<ffi::AnyBuffer>(args.size() - 1);
+  if (offsets_buffer.has_error()) return offsets_buffer.error();
+  const size_t count = offsets_buffer->element_count() / 2;
+  if (offsets_buffer->element_count() % 2 != 0 || args.size() != 2 * count + k + 1 ||
+      rets.size() != count + k) {
+    return InvalidArgument("operand and result counts do not match the optimizer's state");
+  }
+  const auto* words = static_cast<const uint32_t*>(offsets_buffer->untyped_data());
+  std::vector<int64_t> offsets(count);
+  for (size_t l = 0; l < count; ++l) {
+    const auto high = static_cast<int64_t>(words[2 * l + 1]);
+    offsets[l] = static_cast<int64_t>(words[2 * l]) | (high << 32);
+  }
+  std::array<const T*, kMaxArrays> flat_in{};
+  std::array<T*, kMaxArrays> flat_out{};
+  int64_t flat_size = 0;
+  for (size_t j = 0; j < k; ++j) {
+    auto buffer = args.get<ffi::AnyBuffer>(2 * count + j);
+    auto result = rets.get<ffi::AnyBuffer>(count + j);
+    if (buffer.has_error()) return buffer.error();
+    if (result.has_error()) return result.error();
+    if (ffi::Error error = CheckDtype<T>(*buffer); error.failure()) return error;
+    if (ffi::Error error = CheckDtype<T>(**result); error.failure()) return error;
+    const auto size = static_cast<int64_t>(buffer->element_count());
+    if (j > 0 && size != flat_size) {
+      return InvalidArgument("the flat state arrays differ in size");
+    }
+    if (static_cast<int64_t>((*result)->element_count()) != size) {
+      return InvalidArgument("a flat state result differs in size from its operand");
+    }
+    flat_size = size;
+    flat_in[j] = Data<T>(*buffer);
+    flat_out[j] = Data<T>(**result);
+  }
+  leaves->resize(count);
+  for (size_t l = 0; l < count; ++l) {
+    Leaf<T>& leaf = (*leaves)[l];
+    auto p = args.get<ffi::AnyBuffer>(2 * l);
+    auto g = args.get<ffi::AnyBuffer>(2 * l + 1);
+    auto p_out = rets.get<ffi::AnyBuffer>(l);
+    if (p.has_error()) return p.error();
+    if (g.has_error()) return g.error();
+    if (p_out.has_error()) return p_out.error();
+    for (const ffi::AnyBuffer* buffer : {&*p, &*g, &**p_out}) {
+      if (ffi::Error error = CheckDtype<T>(*buffer); error.failure()) return error;
+    }
+    leaf.size = static_cast<int64_t>(p->element_count());
+    if (static_cast<int64_t>(g->element_count()) != leaf.size ||
+        static_cast<int64_t>((*p_out)->element_count()) != leaf.size) {
+      return InvalidArgument("a gradient or result differs in size from its leaf");
+    }
+    if (leaf.size > 0 && offsets[l] > flat_size - leaf.size) {
+      return InvalidArgument("a leaf's offset lies outside the flat state");
+    }
+    leaf.in[0] = Data<T>(*p);
+    leaf.in[1] = Data<T>(*g);
+    leaf.out[0] = Data<T>(**p_out);
+    for (size_t j = 0; j < k; ++j) {
+      leaf.in[2 + j] = flat_in[j] + offsets[l];
+      leaf.out[1 + j] = flat_out[j] + offsets[l];
+    }
+  }
+  return ffi::Error::Success();
+}
+
+// Decodes the leaves of a call in either layout: a last operand of dtype uint32 (the
+// leaves' offsets) marks the flat-state layout.
+template <typename T>
+ffi::Error ReadLeaves(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
+                      int in_arity, std::vector<Leaf<T>>* leaves) {
+  ffi::Error error = ffi::Error::Success();
+  if (args.size() > 0) {
+    auto last = args.get<ffi::AnyBuffer>(args.size() - 1);
+    if (last.has_error()) return last.error();
+    if (last->element_type() == ffi::DataType::U32) {
+      error = ReadFlatLeaves<T>(args, rets, in_arity, leaves);
+    } else {
+      error = ReadTreeLeaves<T>(args, rets, in_arity, leaves);
+    }
+  } else {
+    error = ReadTreeLeaves<T>(args, rets, in_arity, leaves);
+  }
+  if (error.failure()) return error;
+  for (Leaf<T>& leaf : *leaves) {
     for (int a = in_arity; a < kMaxArrays; ++a) leaf.in[a] = nullptr;
-    for (int r = out_arity; r < kMaxArrays; ++r) leaf.out[r] = nullptr;
+    for (int r = in_arity - 1; r < kMaxArrays; ++r) leaf.out[r] = nullptr;
   }
   return ffi::Error::Success();
 }

@@ -45,7 +45,7 @@ import numpy as np
 import optax
 
 from jaxopt_adv._common import decay_power, is_concrete_number, is_static_zero, scalar_dtype
-from jaxopt_adv.fast import build, selfcheck
+from jaxopt_adv.fast import build, flat, selfcheck
 from jaxopt_adv.torch.adadelta import adadelta
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw
@@ -701,9 +701,10 @@ def _xla_loop_is_ragged(shape: tuple, dtype: np.dtype, arrays: int, scalars: int
 class FusedOptimizer:
     """A torch-exact optimizer whose step is one fused pass per leaf on CPU.
 
-    Build it with :func:`fused`. ``init`` is the optax transform's ``init`` (same state),
-    ``step(params, grads, state) -> (params, state)`` applies one update, and ``tx`` is
-    the optax transform itself.
+    Build it with :func:`fused`. ``init`` is the optax transform's ``init`` (same state;
+    with ``flat_state=True`` its per-parameter fields raveled into one array each, see
+    :mod:`.flat`), ``step(params, grads, state) -> (params, state)`` applies one update,
+    and ``tx`` is the optax transform itself.
     """
 
     def __init__(
@@ -713,12 +714,14 @@ class FusedOptimizer:
         *,
         inject_hyperparams: bool = False,
         kernel: bool = True,
+        flat_state: bool = False,
     ):
         factory, family = SUPPORTED[name]
         self._probe = False  # set on the self-check's own optimizers
         self.name = name
         self.family = family
         self.kernel = kernel
+        self.flat_state = flat_state
         self.inject_hyperparams = inject_hyperparams
         if inject_hyperparams:
             self.tx = optax.inject_hyperparams(factory)(**hyperparams)
@@ -731,11 +734,37 @@ class FusedOptimizer:
             self._hyperparams["decoupled_weight_decay"] = True
 
     def __repr__(self) -> str:
-        return f"FusedOptimizer({self.name!r}, kernel={self.kernel})"
+        flat_state = ", flat_state=True" if self.flat_state else ""
+        return f"FusedOptimizer({self.name!r}, kernel={self.kernel}{flat_state})"
 
     def init(self, params: optax.Params) -> optax.OptState:
-        """The optax transform's initial state."""
-        return self.tx.init(params)
+        """The optax transform's initial state (in the flat layout with ``flat_state``)."""
+        return self.from_tree_state(self.tx.init(params), params)
+
+    def to_tree_state(self, state: optax.OptState, params: optax.Params) -> optax.OptState:
+        """The optax transform's own state (``state`` itself unless ``flat_state``).
+
+        Example:
+          >>> import jax, jax.numpy as jnp
+          >>> from jaxopt_adv import fast
+          >>> opt = fast.fused("torch.adam", flat_state=True)
+          >>> params = {"b": jnp.zeros(2), "w": jnp.ones((2, 3))}
+          >>> state = opt.init(params)
+          >>> [x.shape for x in jax.tree.leaves(state)]  # count, mu, nu
+          [(), (8,), (8,)]
+          >>> opt.to_tree_state(state, params)[1].mu["w"].shape
+          (2, 3)
+        """
+        if not self.flat_state:
+            return state
+        return flat.unflatten(state, jax.eval_shape(self.tx.init, params), params)
+
+    def from_tree_state(self, state: optax.OptState, params: optax.Params) -> optax.OptState:
+        """This optimizer's layout of the optax transform's ``state`` (the inverse of
+        :meth:`to_tree_state`)."""
+        if not self.flat_state:
+            return state
+        return flat.flatten(state, jax.eval_shape(self.tx.init, params), params)
 
     def step(
         self, params: optax.Params, grads: optax.Updates, state: optax.OptState
@@ -755,12 +784,22 @@ class FusedOptimizer:
     # ------------------------------------------------------------------------------
 
     def _step(self, params, grads, state, report: list[str] | None):
+        given = state
+        template = None
+        if self.flat_state and flat.applies(params):
+            template = jax.eval_shape(self.tx.init, params)
+            state = flat.unflatten(state, template, params)
         updates, new_state = self.tx.update(grads, state, params)
+
+        def finish(new_params, new_state):
+            if template is not None:
+                new_state = flat.flatten(new_state, template, params)
+            return new_params, new_state
 
         def reference(reason: str):
             if report is not None:
                 report.append(reason)
-            return optax.apply_updates(params, updates), new_state
+            return finish(optax.apply_updates(params, updates), new_state)
 
         if not self.kernel:
             return reference("kernel=False")
@@ -804,28 +843,46 @@ class FusedOptimizer:
                 return reference(operands[key])
 
         out_p = list(p_leaves)
-        out_state = [list(leaves) for leaves in old_state_leaves]
-        for key, indices in groups.items():
-            items = [
-                (p_leaves[i], g_leaves[i], [leaves[i] for leaves in old_state_leaves])
-                for i in indices
-            ]
-            results = []
-            for start in range(0, len(items), _LEAVES_PER_CALL):
-                batch = items[start : start + _LEAVES_PER_CALL]
-                results += _call(plan.target, plan.flags(key), operands[key], batch)
-            for i, (p, state_arrays) in zip(indices, results, strict=True):
-                out_p[i] = p
-                for k, array in enumerate(state_arrays):
-                    out_state[k][i] = array
+        if template is not None and plan.fields:
+            # the flat layout: each call updates its leaves' parts of the flat arrays
+            given_inner = given.inner_state if self.inject_hyperparams else given
+            flats = [getattr(_find(given_inner, cls), name) for cls, name in plan.fields]
+            starts = flat.offsets(params)
+            for key, indices in groups.items():
+                for start in range(0, len(indices), _LEAVES_PER_CALL):
+                    batch = indices[start : start + _LEAVES_PER_CALL]
+                    pairs = [(p_leaves[i], g_leaves[i]) for i in batch]
+                    where = [starts[i] for i in batch]
+                    new_p, flats = _call_flat(
+                        plan.target, plan.flags(key), operands[key], pairs, flats, where
+                    )
+                    for i, p in zip(batch, new_p, strict=True):
+                        out_p[i] = p
+            new_fields = flats
+        else:
+            out_state = [list(leaves) for leaves in old_state_leaves]
+            for key, indices in groups.items():
+                items = [
+                    (p_leaves[i], g_leaves[i], [leaves[i] for leaves in old_state_leaves])
+                    for i in indices
+                ]
+                results = []
+                for start in range(0, len(items), _LEAVES_PER_CALL):
+                    batch = items[start : start + _LEAVES_PER_CALL]
+                    results += _call(plan.target, plan.flags(key), operands[key], batch)
+                for i, (p, state_arrays) in zip(indices, results, strict=True):
+                    out_p[i] = p
+                    for k, array in enumerate(state_arrays):
+                        out_state[k][i] = array
+            new_fields = [treedef.unflatten(leaves) for leaves in out_state]
 
-        for (cls, name), leaves in zip(plan.fields, out_state, strict=True):
-            new_inner = _replace(new_inner, cls, **{name: treedef.unflatten(leaves)})
+        for (cls, name), value in zip(plan.fields, new_fields, strict=True):
+            new_inner = _replace(new_inner, cls, **{name: value})
         if self.inject_hyperparams:
             new_state = new_state._replace(inner_state=new_inner)
         else:
             new_state = new_inner
-        return treedef.unflatten(out_p), new_state
+        return finish(treedef.unflatten(out_p), new_state)
 
     @staticmethod
     def _leaf_reason(p, g, state_arrays, plan: _Plan) -> str | None:
@@ -867,6 +924,31 @@ def _call(target: str, flags: int, scalars: list[jax.Array], leaves: list[tuple]
         results.append((chunk[0], list(chunk[1:])))
         position += width
     return results
+
+
+def _call_flat(
+    target: str,
+    flags: int,
+    scalars: list[jax.Array],
+    pairs: list[tuple],
+    flats: list[jax.Array],
+    offsets: list[int],
+) -> tuple[list, list]:
+    """One custom call over the leaves ``pairs = [(p, g), ...]`` whose state arrays are the
+    parts of ``flats`` starting at ``offsets``; returns ``(new ps, new flats)``."""
+    words = np.asarray(offsets, np.uint64)
+    packed = np.stack([words & 0xFFFFFFFF, words >> 32], axis=-1).astype(np.uint32).ravel()
+    operands = [*scalars, *(x for pair in pairs for x in pair), *flats, packed]
+    first = len(scalars)
+    aliases = {first + 2 * k: k for k in range(len(pairs))}
+    aliases.update({first + 2 * len(pairs) + j: len(pairs) + j for j in range(len(flats))})
+    out_types = [jax.ShapeDtypeStruct(jnp.shape(p), p.dtype) for p, _ in pairs]
+    out_types += [jax.ShapeDtypeStruct(jnp.shape(f), f.dtype) for f in flats]
+    call = jax.ffi.ffi_call(
+        target, out_types, input_output_aliases=aliases, vmap_method="sequential"
+    )
+    outputs = call(*operands, flags=np.int64(flags))
+    return list(outputs[: len(pairs)]), list(outputs[len(pairs) :])
 
 
 # The self-check's configurations: every kernel, the forms XLA picks by tree and leaf
@@ -1077,6 +1159,7 @@ def fused(
     *,
     inject_hyperparams: bool = False,
     kernel: bool = True,
+    flat_state: bool = False,
     **hyperparams: Any,
 ) -> FusedOptimizer:
     """A torch-exact optimizer whose step runs as one fused pass per leaf on CPU.
@@ -1099,6 +1182,11 @@ def fused(
         ``optax.inject_hyperparams`` (hyperparameters live in the state and can be
         changed between steps without recompiling).
       kernel: static; ``False`` always takes the pure-JAX path (for comparisons).
+      flat_state: static; keep each per-parameter state field (Adam's ``mu`` and ``nu``,
+        ...) as one 1-D array over all leaves (:mod:`jaxopt_adv.fast.flat`), which
+        halves the arrays a jitted step passes in and out of a many-leaf tree (200
+        Adam leaves: 1,400 to 600). Results are bit-identical to the tree layout;
+        :meth:`FusedOptimizer.to_tree_state` gives the transform's own state back.
       **hyperparams: the factory's arguments (learning rate, betas, momentum, ...).
 
     Returns:
@@ -1128,7 +1216,11 @@ def fused(
       and :func:`unavailable_reason` say why.
     """
     return FusedOptimizer(
-        _resolve(optimizer), hyperparams, inject_hyperparams=inject_hyperparams, kernel=kernel
+        _resolve(optimizer),
+        hyperparams,
+        inject_hyperparams=inject_hyperparams,
+        kernel=kernel,
+        flat_state=flat_state,
     )
 
 
