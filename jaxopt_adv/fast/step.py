@@ -752,7 +752,7 @@ class FusedOptimizer:
           >>> state = opt.init(params)
           >>> [x.shape for x in jax.tree.leaves(state)]  # count, mu, nu
           [(), (8,), (8,)]
-          >>> opt.to_tree_state(state, params)[1].mu["w"].shape
+          >>> opt.to_tree_state(state, params)[0].mu["w"].shape
           (2, 3)
         """
         if not self.flat_state:
