@@ -19,8 +19,9 @@ Rprop and ASGD, five ways:
   Adadelta, Adamax, NAdam, RAdam, Rprop or ASGD).
 
 Each framework runs in its own worker process (their thread pools slow each other
-down); inside the JAX worker the four JAX variants alternate step by step. The copy
-floor is measured in the same JAX worker: the best in-place read+write bandwidth of a
+down); inside the JAX worker the four JAX variants alternate step by step, and after
+each round of them the copy floor is measured once more (the bandwidth of these shared
+machines drifts by 2x within minutes): the best in-place read+write bandwidth of a
 donated XLA kernel and of numpy (one thread, and one thread per core); an optimizer's
 floor is the bytes it must move (Adam/AdamW/Adadelta/Adamax/NAdam/RAdam/Rprop: read p, g
 and two state arrays, write p and the two = 28 B per float32 element; SGD-momentum,
@@ -47,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from jaxopt_adv.app import bench
@@ -107,6 +109,7 @@ def jax_worker(total: int, leaves: int, steps: int) -> dict:
     sizes = leaf_sizes(total, leaves)
     grads = bench.random_leaves(sizes, 1)
     results: dict = {"kernels": fast.unavailable_reason() or "used"}
+    floors, release = copy_floor(total, sizes)
     for name in OPTIMIZERS:
         runners = {}
         for impl in JAX_IMPLS:
@@ -124,13 +127,17 @@ def jax_worker(total: int, leaves: int, steps: int) -> dict:
                 r[1], r[2] = r[0](r[1], grads, r[2])
                 jax.block_until_ready(r[1])
                 results.setdefault(f"{impl}.{name}", []).append(time.perf_counter() - start)
+            # the floor in the same stretch of time (this machine's bandwidth drifts)
+            for key, copy in floors.items():
+                results.setdefault(key, []).append(copy())
         del runners
-    results.update(copy_floor(total, steps, sizes))
+    release()
     return results
 
 
-def copy_floor(total: int, steps: int, sizes: list[int] | None = None) -> dict:
-    """Seconds to read and write ``total`` float32 elements in place.
+def copy_floor(total: int, sizes: list[int] | None = None) -> tuple[dict, Callable]:
+    """Timed in-place reads and writes of ``total`` float32 elements: ``({key: fn}, release)``,
+    each ``fn()`` one pass, returning its seconds.
 
     ``copy.*``: one array of ``total`` elements (a donated XLA kernel; numpy on one
     thread and on one thread per core). ``layout.*``: the same bytes in the leaves of
@@ -146,38 +153,38 @@ def copy_floor(total: int, steps: int, sizes: list[int] | None = None) -> dict:
     pool = ThreadPoolExecutor(workers)
     scale = jax.jit(lambda t: [v * 1.0000001 for v in t], donate_argnums=0)
 
-    def timed(fn):
+    def timed(fn) -> float:
         start = time.perf_counter()
-        out = fn()
-        return out, time.perf_counter() - start
+        fn()
+        return time.perf_counter() - start
 
     def scale_in_place(arrays):
         for a in arrays:
             np.multiply(a, 1.0000001, out=a)
 
-    def measure(prefix: str, layout: list[int]) -> None:
-        x = bench.random_leaves(layout, 0)
-        x = jax.block_until_ready(scale(x))
-        host = [np.asarray(a).copy() for a in x]
+    def runners(prefix: str, layout: list[int]) -> dict:
+        device = [jax.block_until_ready(scale(bench.random_leaves(layout, 0)))]
+        host = [np.asarray(a).copy() for a in device[0]]
         if len(host) == 1:
             groups = [[c] for c in np.array_split(host[0], workers)]
         else:
             groups = [host[i::workers] for i in range(workers)]
-        for kind in ("xla", "numpy", "numpy_threads"):
-            out[f"{prefix}.{kind}"] = []
-        for _ in range(steps):
-            x, seconds = timed(lambda x=x: jax.block_until_ready(scale(x)))
-            out[f"{prefix}.xla"].append(seconds)
-            out[f"{prefix}.numpy"].append(timed(lambda: scale_in_place(host))[1])
-            threaded = lambda: list(pool.map(scale_in_place, groups))  # noqa: E731
-            out[f"{prefix}.numpy_threads"].append(timed(threaded)[1])
 
-    out: dict = {}
-    measure("copy", [total])
+        def xla():
+            device[0] = jax.block_until_ready(scale(device[0]))
+
+        return {
+            f"{prefix}.xla": lambda: timed(xla),
+            f"{prefix}.numpy": lambda: timed(lambda: scale_in_place(host)),
+            f"{prefix}.numpy_threads": lambda: timed(
+                lambda: list(pool.map(scale_in_place, groups))
+            ),
+        }
+
+    out = runners("copy", [total])
     if sizes is not None and len(sizes) > 1:
-        measure("layout", sizes)
-    pool.shutdown()
-    return out
+        out.update(runners("layout", sizes))
+    return out, pool.shutdown
 
 
 def torch_worker(total: int, leaves: int, steps: int) -> dict:
