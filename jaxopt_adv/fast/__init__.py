@@ -3,8 +3,11 @@
 :func:`fused` builds a torch-exact optimizer (``torch.adam``, ``torch.adamw``,
 ``torch.sgd``, ``torch.rmsprop``, ``torch.adagrad``, ``torch.adadelta``, ``torch.adamax``,
 ``torch.nadam``, ``torch.radam``, ``torch.rprop``, ``torch.asgd``) whose
-``step(params, grads, state)`` runs one C++ kernel that reads and writes every array once, bit-identical to the optax transform's ``update`` + ``optax.apply_updates`` under
-``jax.jit``; :func:`jit_step` jits it with params and state donated. The kernels are
+``step(params, grads, state)`` runs one C++ kernel that reads and writes every array
+once, bit-identical to the optax transform's ``update`` + ``optax.apply_updates`` under
+``jax.jit``; :func:`jit_step` jits it with params and state donated; ``flat_state=True``
+keeps each state field one flat array (:mod:`.flat`: fewer arrays through the jitted
+call on many-leaf trees). The kernels are
 compiled on first use (:mod:`.build`); where they cannot be used the step takes the
 pure-JAX path (:func:`unavailable_reason`).
 :func:`came` and :func:`scale_by_came` are CAME with each matrix scaled by one kernel
