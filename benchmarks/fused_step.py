@@ -192,7 +192,9 @@ def torch_worker(total: int, leaves: int, steps: int) -> dict:
 
     sizes = leaf_sizes(total, leaves)
     gen = torch.Generator().manual_seed(0)
-    results: dict = {}
+    results: dict = {"torch_copy": []}
+    # torch's own copy floor, timed between its steps: one in-place x * c over `total`
+    scratch = torch.randn(total, generator=gen)
     for name, (*_, (cls, kwargs)) in OPTIMIZERS.items():
         params = [torch.randn(n, generator=gen, requires_grad=True) for n in sizes]
         for p in params:
@@ -210,6 +212,9 @@ def torch_worker(total: int, leaves: int, steps: int) -> dict:
                 start = time.perf_counter()
                 opt.step()
                 times.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                scratch.mul_(1.0000001)
+                results["torch_copy"].append(time.perf_counter() - start)
         results[f"torch_fused.{name}"] = times
         del opt, params
     return results
@@ -296,6 +301,8 @@ def summarise(samples: dict, total: int) -> dict:
     layout_keys = [k for k in med if k.startswith("layout.")] or [k for k in med if "copy." in k]
     layout_bandwidth = min(bandwidth, max(2 * 4 * total / med[k] for k in layout_keys))
     rows = {"copy_GBps": bandwidth / 1e9, "layout_GBps": layout_bandwidth / 1e9}
+    if "torch_copy" in med:
+        rows["torch_copy_GBps"] = 2 * 4 * total / med["torch_copy"] / 1e9
     for name, (bytes_per_element, *_) in OPTIMIZERS.items():
         floor = bytes_per_element * total / bandwidth
         layout_floor = bytes_per_element * total / layout_bandwidth
@@ -308,6 +315,9 @@ def summarise(samples: dict, total: int) -> dict:
         if "torch_fused_ms" in row:
             row["fused_vs_torch"] = row["fused_ms"] / row["torch_fused_ms"]
         row["fused_vs_torch_adam"] = row["fused_ms"] / (1e3 * med["torch_fused.adam"])
+        if "torch_copy" in med and "torch_fused_ms" in row:
+            torch_floor = bytes_per_element * total / (rows["torch_copy_GBps"] * 1e9)
+            row["torch_floor_fraction"] = torch_floor * 1e3 / row["torch_fused_ms"]
         if "flat_ms" in row:
             row["flat_floor_fraction"] = floor * 1e3 / row["flat_ms"]
             row["flat_vs_torch_adam"] = row["flat_ms"] / (1e3 * med["torch_fused.adam"])
@@ -345,6 +355,25 @@ def markdown(table: dict, hlo: dict | None, compile_times: dict | None) -> str:
     lines.append(
         f"\ncopy bandwidth (GB/s, read+write; one array, same layout) by run: {bandwidths}"
     )
+    # each framework against the copy floor measured in its own process (the two run at
+    # different times; this ratio does not depend on the machine's drift between them)
+    lines += [
+        "",
+        "| elements | leaves | optimizer | torch copy GB/s | torch fused: floor/time "
+        "| fused: floor/time | flat: floor/time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, rows in table.items():
+        total, leaves = key.split("x")
+        for name in OPTIMIZERS:
+            r = rows[name]
+            if "torch_floor_fraction" not in r:
+                continue
+            lines.append(
+                f"| {int(total):,} | {leaves} | {name} | {fmt(rows.get('torch_copy_GBps'))} | "
+                f"{fmt(r['torch_floor_fraction'])} | {fmt(r['floor_fraction'])} | "
+                f"{fmt(r.get('flat_floor_fraction'))} |"
+            )
     if hlo:
         lines += [
             "",
