@@ -325,55 +325,61 @@ def summarise(samples: dict, total: int) -> dict:
     return rows
 
 
-def markdown(table: dict, hlo: dict | None, compile_times: dict | None) -> str:
-    def fmt(x, spec=".2f"):
-        return "n/a" if x is None else format(x, spec)
+def fmt(x, spec=".2f") -> str:
+    return "n/a" if x is None else format(x, spec)
 
-    lines = [
-        "| elements | leaves | optimizer | fused ms | xla ms | optax ms | torch fused ms "
-        "| floor ms | floor/fused | layout floor ms | layout floor/fused | fused/torch fused "
-        "| fused/torch fused Adam | xla/fused | flat ms | floor/flat | flat/torch fused Adam |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+
+def row_lines(table: dict, header: list[str], cells: Callable) -> list[str]:
+    """A markdown table: ``elements | leaves | optimizer`` and ``cells(rows, row)`` per
+    optimizer and layout (rows where ``cells`` returns ``None`` are left out)."""
+    lines = ["| " + " | ".join(["elements", "leaves", "optimizer", *header]) + " |"]
+    lines.append("|" + "---|" * (3 + len(header)))
     for key, rows in table.items():
         total, leaves = key.split("x")
         for name in OPTIMIZERS:
-            r = rows[name]
-            lines.append(
-                f"| {int(total):,} | {leaves} | {name} | {fmt(r['fused_ms'])} | "
-                f"{fmt(r.get('xla_ms'))} | {fmt(r.get('optax_ms'))} | "
-                f"{fmt(r.get('torch_fused_ms'))} | {fmt(r['floor_ms'])} | "
-                f"{fmt(r['floor_fraction'])} | {fmt(r['layout_floor_ms'])} | "
-                f"{fmt(r['layout_floor_fraction'])} | {fmt(r.get('fused_vs_torch'))} | "
-                f"{fmt(r['fused_vs_torch_adam'])} | {fmt(r['xla_ms'] / r['fused_ms'])} | "
-                f"{fmt(r.get('flat_ms'))} | {fmt(r.get('flat_floor_fraction'))} | "
-                f"{fmt(r.get('flat_vs_torch_adam'))} |"
-            )
+            values = cells(rows, rows[name])
+            if values is not None:
+                lines.append(f"| {int(total):,} | {leaves} | {name} | " + " | ".join(values) + " |")
+    return lines
+
+
+def markdown(table: dict, hlo: dict | None, compile_times: dict | None) -> str:
+    header = "fused ms, xla ms, optax ms, torch fused ms, floor ms, floor/fused, layout floor ms, "
+    header += "layout floor/fused, fused/torch fused, fused/torch fused Adam, xla/fused, flat ms, "
+    header += "floor/flat, flat/torch fused Adam"
+    keys = ["fused_ms", "xla_ms", "optax_ms", "torch_fused_ms", "floor_ms", "floor_fraction"]
+    keys += ["layout_floor_ms", "layout_floor_fraction", "fused_vs_torch", "fused_vs_torch_adam"]
+
+    def times(rows, r):
+        tail = [r.get("flat_ms"), r.get("flat_floor_fraction"), r.get("flat_vs_torch_adam")]
+        return (
+            [fmt(r.get(k)) for k in keys]
+            + [fmt(r["xla_ms"] / r["fused_ms"])]
+            + [fmt(x) for x in tail]
+        )
+
+    lines = row_lines(table, header.split(", "), times)
     bandwidths = {
         k: (round(v["copy_GBps"], 1), round(v["layout_GBps"], 1)) for k, v in table.items()
     }
     lines.append(
         f"\ncopy bandwidth (GB/s, read+write; one array, same layout) by run: {bandwidths}"
     )
+
     # each framework against the copy floor measured in its own process (the two run at
     # different times; this ratio does not depend on the machine's drift between them)
-    lines += [
-        "",
-        "| elements | leaves | optimizer | torch copy GB/s | torch fused: floor/time "
-        "| fused: floor/time | flat: floor/time |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for key, rows in table.items():
-        total, leaves = key.split("x")
-        for name in OPTIMIZERS:
-            r = rows[name]
-            if "torch_floor_fraction" not in r:
-                continue
-            lines.append(
-                f"| {int(total):,} | {leaves} | {name} | {fmt(rows.get('torch_copy_GBps'))} | "
-                f"{fmt(r['torch_floor_fraction'])} | {fmt(r['floor_fraction'])} | "
-                f"{fmt(r.get('flat_floor_fraction'))} |"
-            )
+    def floors(rows, r):
+        if "torch_floor_fraction" not in r:
+            return None
+        fractions = [r["torch_floor_fraction"], r["floor_fraction"], r.get("flat_floor_fraction")]
+        return [fmt(rows.get("torch_copy_GBps"))] + [fmt(x) for x in fractions]
+
+    lines.append("")
+    lines += row_lines(
+        table,
+        ["torch copy GB/s", "torch fused: floor/time", "fused: floor/time", "flat: floor/time"],
+        floors,
+    )
     if hlo:
         lines += [
             "",
