@@ -1185,8 +1185,10 @@ def fused(
       flat_state: static; keep each per-parameter state field (Adam's ``mu`` and ``nu``,
         ...) as one 1-D array over all leaves (:mod:`jaxopt_adv.fast.flat`), which
         halves the arrays a jitted step passes in and out of a many-leaf tree (200
-        Adam leaves: 1,400 to 600). Results are bit-identical to the tree layout;
-        :meth:`FusedOptimizer.to_tree_state` gives the transform's own state back.
+        Adam leaves: 1,400 to 600). Bit-identical to the tree layout where the
+        kernels run (the XLA fallback agrees to rounding); a one-leaf tree keeps its
+        state as it is; :meth:`FusedOptimizer.to_tree_state` gives the transform's own
+        state back.
       **hyperparams: the factory's arguments (learning rate, betas, momentum, ...).
 
     Returns:
