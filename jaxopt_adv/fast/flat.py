@@ -29,13 +29,9 @@ def applies(params: optax.Params) -> bool:
     return len(jax.tree.leaves(params)) >= 2
 
 
-def _shape(x: Any) -> tuple[int, ...]:
-    return tuple(getattr(x, "shape", np.shape(x)))
-
-
 def offsets(params: optax.Params) -> list[int]:
     """Where each leaf of ``params`` starts in a flat state array."""
-    sizes = [math.prod(_shape(leaf)) for leaf in jax.tree.leaves(params)]
+    sizes = [math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(params)]
     return [int(x) for x in np.cumsum([0, *sizes[:-1]])]
 
 
@@ -43,27 +39,21 @@ def _params_shaped(node: Any, params: optax.Params) -> bool:
     if jax.tree.structure(node) != jax.tree.structure(params):
         return False
     pairs = zip(jax.tree.leaves(node), jax.tree.leaves(params), strict=True)
-    return all(_shape(a) == _shape(b) for a, b in pairs)
+    return all(np.shape(a) == np.shape(b) for a, b in pairs)
 
 
 def _map_fields(state: Any, template: Any, params: optax.Params, fn) -> Any:
     """``state`` with ``fn`` applied to each node where ``template`` (the abstract
     tree-layout state) has a subtree shaped like ``params``."""
-    if _params_shaped(template, params):
-        return fn(state)
-    if isinstance(template, tuple) and hasattr(template, "_fields"):
-        children = zip(state, template, strict=True)
-        return type(template)(*(_map_fields(s, t, params, fn) for s, t in children))
-    if isinstance(template, (tuple, list)):
-        children = zip(state, template, strict=True)
-        return type(template)(_map_fields(s, t, params, fn) for s, t in children)
-    if isinstance(template, dict):
-        return {k: _map_fields(state[k], t, params, fn) for k, t in template.items()}
-    return state
+
+    def shaped(node: Any) -> bool:
+        return _params_shaped(node, params)
+
+    return jax.tree.map(lambda t, s: fn(s) if shaped(t) else s, template, state, is_leaf=shaped)
 
 
 def _ravel(node: Any, params: optax.Params) -> jax.Array:
-    if isinstance(node, jax.Array) and applies(params):  # already flat
+    if isinstance(node, jax.Array):  # already flat (a params-shaped field has 2+ leaves)
         return node
     leaves = jax.tree.structure(params).flatten_up_to(node)
     dtypes = sorted({str(jnp.result_type(leaf)) for leaf in leaves})
@@ -90,12 +80,12 @@ def unflatten(state: Any, template: Any, params: optax.Params) -> Any:
     if not applies(params):
         return state
     leaves, treedef = jax.tree.flatten(params)
-    shapes = [_shape(leaf) for leaf in leaves]
+    shapes = [np.shape(leaf) for leaf in leaves]
     total = sum(math.prod(shape) for shape in shapes)
     starts = offsets(params)
 
     def split(flat: Any) -> Any:
-        if not hasattr(flat, "shape") or _shape(flat) != (total,):
+        if not hasattr(flat, "shape") or np.shape(flat) != (total,):
             raise ValueError(
                 f"a state field is {type(flat).__name__} of shape "
                 f"{getattr(flat, 'shape', None)}, not a flat array of shape ({total},): "

@@ -845,18 +845,14 @@ ffi::Error ReadFlatLeaves(const ffi::RemainingArgs& args, const ffi::RemainingRe
 template <typename T>
 ffi::Error ReadLeaves(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
                       int in_arity, std::vector<Leaf<T>>* leaves) {
-  ffi::Error error = ffi::Error::Success();
+  bool flat = false;
   if (args.size() > 0) {
     auto last = args.get<ffi::AnyBuffer>(args.size() - 1);
     if (last.has_error()) return last.error();
-    if (last->element_type() == ffi::DataType::U32) {
-      error = ReadFlatLeaves<T>(args, rets, in_arity, leaves);
-    } else {
-      error = ReadTreeLeaves<T>(args, rets, in_arity, leaves);
-    }
-  } else {
-    error = ReadTreeLeaves<T>(args, rets, in_arity, leaves);
+    flat = last->element_type() == ffi::DataType::U32;
   }
+  const ffi::Error error = flat ? ReadFlatLeaves<T>(args, rets, in_arity, leaves)
+                                : ReadTreeLeaves<T>(args, rets, in_arity, leaves);
   if (error.failure()) return error;
   for (Leaf<T>& leaf : *leaves) {
     for (int a = in_arity; a < kMaxArrays; ++a) leaf.in[a] = nullptr;

@@ -716,6 +716,8 @@ class FusedOptimizer:
         kernel: bool = True,
         flat_state: bool = False,
     ):
+        if not isinstance(flat_state, bool):
+            raise TypeError(f"flat_state must be True or False, not {flat_state!r}")
         factory, family = SUPPORTED[name]
         self._probe = False  # set on the self-check's own optimizers
         self.name = name

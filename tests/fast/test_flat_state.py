@@ -208,6 +208,8 @@ def test_the_xla_fallback_agrees_to_rounding():
 
 
 def test_bad_layouts_raise():
+    with pytest.raises(TypeError, match="flat_state"):
+        fast.fused("torch.adam", flat_state="yes")
     opt = fast.fused("torch.adam", flat_state=True)
     mixed = {"a": jnp.ones(3, jnp.float32), "b": jnp.ones(2, jnp.bfloat16)}
     with pytest.raises(ValueError, match="one dtype"):
