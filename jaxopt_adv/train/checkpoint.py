@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -172,13 +173,25 @@ def save_checkpoint(path: str | os.PathLike, tree: Any) -> Path:
         items["state"] = ocp.args.StandardSave(stored)
     with _checkpointer() as checkpointer:
         temporary = Path(checkpointer.get_temporary_path(epath.Path(path)).get())
+        running = set(threading.enumerate())
         try:
             checkpointer.save(path, args=ocp.args.Composite(**items))
         except Exception as error:
+            _remove_failed_save(temporary, running)
             raise CheckpointError(f"could not save checkpoint {path}: {error}") from error
-        finally:
-            shutil.rmtree(temporary, ignore_errors=True)  # only left by a failed save
+        except BaseException:  # an interrupt
+            _remove_failed_save(temporary, running)
+            raise
     return path
+
+
+def _remove_failed_save(temporary: Path, running: set[threading.Thread]) -> None:
+    """Remove the temporary directory of a failed save. orbax raises at the first item
+    that fails while its threads still write the others: wait for them first."""
+    for thread in set(threading.enumerate()) - running:
+        if type(thread).__module__.startswith("orbax."):
+            thread.join(timeout=60)
+    shutil.rmtree(temporary, ignore_errors=True)
 
 
 def restore_checkpoint(path: str | os.PathLike, target: Any) -> Any:

@@ -136,20 +136,24 @@ def test_latest_checkpoint_ignores_symlinks(tmp_path):
     assert latest_checkpoint(runs) == runs / "step_00000005"
 
 
-@contextlib.contextmanager
-def _disk_full_at_the_layout(monkeypatch):
-    """ENOSPC when orbax writes the JSON record (the arrays are being written too)."""
-    path_type = type(epath.Path("/"))
-    write_text = path_type.write_text
+def _failing_layout_write(exception: BaseException):
+    """``exception`` when orbax writes the JSON record, while its threads write the arrays."""
 
-    def full_disk(self, *args, **kwargs):
-        if self.parent.name.startswith("layout"):
-            raise OSError(errno.ENOSPC, "No space left on device", str(self))
-        return write_text(self, *args, **kwargs)
+    @contextlib.contextmanager
+    def failing(monkeypatch):
+        path_type = type(epath.Path("/"))
+        write_text = path_type.write_text
 
-    with monkeypatch.context() as patch:
-        patch.setattr(path_type, "write_text", full_disk)
-        yield
+        def write_or_fail(self, *args, **kwargs):
+            if self.parent.name.startswith("layout"):
+                raise exception
+            return write_text(self, *args, **kwargs)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(path_type, "write_text", write_or_fail)
+            yield
+
+    return failing
 
 
 @contextlib.contextmanager
@@ -165,14 +169,27 @@ def _files_limited_to_64_kib(monkeypatch):
         signal.signal(signal.SIGXFSZ, handler)
 
 
-@pytest.mark.parametrize("failing_disk", [_disk_full_at_the_layout, _files_limited_to_64_kib])
-def test_a_failed_save_leaves_nothing_behind(tmp_path, monkeypatch, failing_disk):
+FULL_DISK = OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize(
+    ("failing", "raised"),
+    [
+        (_failing_layout_write(FULL_DISK), CheckpointError),
+        (_files_limited_to_64_kib, CheckpointError),
+        (_failing_layout_write(KeyboardInterrupt()), KeyboardInterrupt),
+    ],
+    ids=["disk-full", "file-too-large", "interrupt"],
+)
+def test_a_failed_save_leaves_nothing_behind(tmp_path, monkeypatch, failing, raised):
     small = {"w": jnp.arange(3.0)}
     before = [save_checkpoint(tmp_path / f"step_0000000{step}", small) for step in (1, 2)]
-    big = {"w": jnp.asarray(np.random.default_rng(0).standard_normal(100_000, np.float32))}
-    with failing_disk(monkeypatch), pytest.raises(CheckpointError, match="could not save") as error:
+    # big enough to be still being written when the JSON record fails
+    big = {"w": jnp.asarray(np.random.default_rng(0).standard_normal(2**21, np.float32))}
+    with failing(monkeypatch), pytest.raises(raised) as error:
         save_checkpoint(tmp_path / "step_00000003", big)
-    assert isinstance(error.value.__cause__, Exception)
+    if raised is CheckpointError:
+        assert "could not save" in str(error.value) and error.value.__cause__ is not None
     assert sorted(tmp_path.iterdir()) == before
     assert latest_checkpoint(tmp_path) == before[-1]
     for path in before:
