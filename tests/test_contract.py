@@ -11,8 +11,8 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxopt_adv import get_optimizer
-from tests.cases import CASES, STATIC, numeric_arguments
+from jaxopt_adv import fast, get_optimizer
+from tests.cases import CASES, CASES_BY_NAME, STATIC, numeric_arguments
 from tests.harness import precision
 
 SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": ()}
@@ -416,3 +416,20 @@ def test_state_leaves_own_their_buffers(case):
         warnings.simplefilter("ignore")  # unusable donations are test_donation's concern
         new_params, state = step(params, state, make_grads(params, 0))
     _assert_no_shared_buffers(params=new_params, state=state)
+
+
+@pytest.mark.parametrize("name", sorted(fast.SUPPORTED))
+def test_fused_state_leaves_own_their_buffers(name):
+    """``fast.fused(..., inject_hyperparams=True)`` with a 0-d param: its donated
+    ``jit_step`` runs (it failed with "Attempt to donate the same buffer twice" for
+    Adagrad), and integer params are refused at ``init``."""
+    numeric = {k: v for k, v in numeric_arguments(name).items() if not isinstance(v, tuple)}
+    kwargs = {**CASES_BY_NAME[name].kwargs, **numeric}
+    optimizer = fast.fused(name, inject_hyperparams=True, **kwargs)
+    params = {"scalar": jnp.asarray(1.5), "vector": jnp.linspace(-1.0, 1.0, 3)}
+    state = optimizer.init(params)
+    _assert_no_shared_buffers(params=params, state=state)
+    params, state = fast.jit_step(optimizer)(params, make_grads(params, 0), state)
+    _assert_no_shared_buffers(params=params, state=state)
+    with pytest.raises(TypeError, match=r"Invalid params: \['vector'\] has dtype int32"):
+        optimizer.init({**params, "vector": jnp.arange(3)})
