@@ -1,9 +1,10 @@
 """Numerics and argument checks shared by every jaxopt_adv transform.
 
 Each helper exists once here and is imported, never re-typed: hyperparameter
-validation (only for concrete Python numbers, so traced values coming through
-``optax.inject_hyperparams`` pass untouched), the static "is this option off?"
-test used to leave optional blocks out of a chain, and the scalar/dtype rules
+validation (of every concrete value: Python and NumPy numbers, NumPy and JAX arrays;
+traced values coming through ``optax.inject_hyperparams`` or ``jax.jit`` pass
+untouched), the check that params are floating point, the static "is this option
+off?" test used to leave optional blocks out of a chain, and the scalar/dtype rules
 used by the update functions.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 __all__ = [
@@ -26,12 +28,17 @@ __all__ = [
     "check_interval",
     "check_learning_rate",
     "check_nonnegative",
+    "check_params",
     "check_tuple",
+    "concrete_scalar",
     "decay_power",
     "filled_like",
+    "fresh_array",
     "is_concrete_number",
     "is_static_zero",
     "log_of",
+    "real_value",
+    "requires_float_params",
     "scalar_dtype",
     "tree_map_multi",
     "unshard_trailing_axes",
@@ -67,15 +74,63 @@ def check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def _in_range(value: Any, low: float, high: float, low_open: bool, high_open: bool) -> bool:
-    if not is_concrete_number(value):
-        return True  # traced or array values are the caller's responsibility
-    value = float(value)
-    if math.isnan(value):
-        return False
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    return above and below
+def real_value(value: Any, name: str) -> np.ndarray | None:
+    """The concrete value of a numeric hyperparameter as float64, ``None`` when traced.
+
+    Concrete values are Python and NumPy real numbers and NumPy / JAX arrays of an
+    integer or floating dtype (``optax.inject_hyperparams`` calls the factory with
+    concrete JAX arrays at ``init``); tracers (under ``jax.jit``, ``jax.eval_shape``)
+    cannot be read and return ``None``.
+
+    Raises:
+      TypeError: naming ``name``, for a bool, a complex number, a string, ``None`` or
+        any other object that is not a real number (a bool or complex array included).
+    """
+    if isinstance(value, jax.core.Tracer):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        kind = "a bool"
+    elif isinstance(value, numbers.Real):
+        return np.float64(value)
+    elif isinstance(value, (np.ndarray, jax.Array)):
+        dtype = np.dtype(value.dtype)
+        if np.issubdtype(dtype, np.integer) or jnp.issubdtype(dtype, jnp.floating):
+            return np.asarray(value, np.float64)
+        kind = f"an array of dtype {dtype}"
+    elif isinstance(value, numbers.Complex):
+        kind = "a complex number"
+    else:
+        kind = f"a {type(value).__name__}"
+    raise TypeError(f"Invalid {name} value: {value!r} ({name} must be a real number, not {kind})")
+
+
+def concrete_scalar(value: Any) -> float | None:
+    """A concrete real scalar (number, NumPy scalar, 0-d array) as a float, else ``None``.
+
+    For checks between two hyperparameters (``min_lr < max_lr``), made whenever both
+    are known. Unlike :func:`is_concrete_number` it reads 0-d arrays, so it must not
+    decide the structure of a transform (``inject_hyperparams`` passes concrete arrays
+    at ``init`` and tracers at ``update``).
+    """
+    if isinstance(value, (bool, np.bool_, jax.core.Tracer)) or np.ndim(value) != 0:
+        return None
+    try:
+        values = real_value(value, "value")
+    except TypeError:
+        return None  # the argument's own check names it
+    return None if values is None else float(values)
+
+
+def _in_range(
+    value: Any, name: str, low: float, high: float, low_open: bool, high_open: bool
+) -> bool:
+    """True when every concrete value is in the interval (NaN is not); traced values pass."""
+    values = real_value(value, name)
+    if values is None:
+        return True
+    above = values > low if low_open else values >= low
+    below = values < high if high_open else values <= high
+    return bool(np.all(above & below))
 
 
 def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
@@ -84,21 +139,32 @@ def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
 
 
 def check_count(value: Any, name: str, minimum: int = 1) -> None:
-    """A count (steps, classes, epochs) must be a Python int ``>= minimum``; arrays (e.g.
-    injected through ``optax.inject_hyperparams``) pass unchecked."""
-    if isinstance(value, jax.Array):
+    """A count (steps, classes, epochs) must be an integer ``>= minimum``: a Python or
+    NumPy int, or a concrete integer array; tracers (e.g. injected through
+    ``optax.inject_hyperparams`` under jit) pass unchecked. A bool, complex number or
+    string is a ``TypeError``."""
+    values = real_value(value, name)
+    if values is None:
         return
+    integral = isinstance(value, numbers.Integral) or (
+        isinstance(value, (np.ndarray, jax.Array)) and np.issubdtype(value.dtype, np.integer)
+    )
     check(
-        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum,
+        integral and bool(np.all(values >= minimum)),
         f"Invalid {name} value: {value} ({name} must be an int >= {minimum})",
     )
 
 
 def check_learning_rate(learning_rate: Any, name: str = "learning_rate") -> None:
-    """torch's rule, made finite: a concrete learning rate must be in ``[0, inf)``
-    (schedules are not checked)."""
+    """torch's rule, made finite: a concrete learning rate must be in ``[0, inf)``.
+
+    Schedules (callables) are not checked; ``None`` and other non-numbers are a
+    ``TypeError`` naming ``name``.
+    """
+    if callable(learning_rate):
+        return
     check(
-        _in_range(learning_rate, 0.0, math.inf, False, True),
+        _in_range(learning_rate, name, 0.0, math.inf, False, True),
         f"Invalid learning rate: {learning_rate} ({name} must be in [0, inf))",
     )
 
@@ -109,7 +175,7 @@ def check_nonnegative(
     """``value`` in ``[0, inf)`` (``[0, inf]`` with ``allow_inf``, for thresholds where
     ``inf`` means "off") with torch's wording ``Invalid <name> value: <value>``."""
     check(
-        _in_range(value, 0.0, math.inf, False, not allow_inf),
+        _in_range(value, name, 0.0, math.inf, False, not allow_inf),
         f"Invalid {torch_name or name} value: {value} "
         f"({name} must be in {_interval(0.0, math.inf, False, not allow_inf)})",
     )
@@ -118,7 +184,7 @@ def check_nonnegative(
 def check_beta(value: Any, index: int, name: str) -> None:
     """``0 <= beta < 1`` with torch's wording ``Invalid beta parameter at index i``."""
     check(
-        _in_range(value, 0.0, 1.0, False, True),
+        _in_range(value, name, 0.0, 1.0, False, True),
         f"Invalid beta parameter at index {index}: {value} ({name} must be in [0, 1))",
     )
 
@@ -139,7 +205,7 @@ def check_interval(
     for "any finite number above ``low``".
     """
     check(
-        _in_range(value, low, high, low_open, high_open),
+        _in_range(value, name, low, high, low_open, high_open),
         f"Invalid {torch_name or name} value: {value} "
         f"({name} must be in {_interval(low, high, low_open, high_open)})",
     )
@@ -213,16 +279,72 @@ def unshard_trailing_axes(x: jax.Array, count: int) -> jax.Array:
     return jax.sharding.reshard(x, jax.sharding.NamedSharding(sharding.mesh, target))
 
 
+def fresh_array(value: Any, dtype: Any = None) -> jax.Array:
+    """``value`` as a new array of ``dtype``, never the buffer of ``value`` itself.
+
+    A hyperparameter injected by ``optax.inject_hyperparams`` (or a JAX array passed by
+    the user) is a concrete array at ``init``; ``jnp.asarray`` would hand that very
+    buffer to the state, and a jit that donates the state (or the state and the
+    hyperparameters) then fails with "Attempt to donate the same buffer twice", or
+    deletes the user's array. Under a trace the copy costs nothing (XLA removes it).
+    """
+    return jnp.array(value, dtype=dtype, copy=True)
+
+
 def filled_like(param: Any, value: Any, dtype: Any, shape: tuple[int, ...] | None = None) -> Any:
     """A state array of ``shape`` (default: the param's) filled with ``value``.
 
     When the shapes agree it is built with ``jnp.full_like``, so it carries the param's
     sharding (state follows the params on a mesh); otherwise it is a plain ``jnp.full``.
+    Either way it is a new buffer, even where ``value`` is an array of that shape and
+    dtype (see :func:`fresh_array`).
     """
     shape = tuple(jnp.shape(param)) if shape is None else tuple(shape)
     if shape == tuple(jnp.shape(param)):
-        return jnp.full_like(param, value, dtype=dtype)
-    return jnp.full(shape, value, dtype)
+        filled = jnp.full_like(param, value, dtype=dtype)
+    else:
+        filled = jnp.full(shape, value, dtype)
+    return fresh_array(filled) if filled is value else filled
+
+
+def check_params(params: Any) -> None:
+    """Every leaf of ``params`` must have a real floating dtype (abstract leaves too).
+
+    An optimizer step on integer params is a no-op once ``apply_updates`` casts the
+    update back (optax does), and complex params would be updated by a rule that is not
+    torch's (torch treats a complex tensor as pairs of reals, ``torch.view_as_real``):
+    both are refused at ``init``.
+
+    Raises:
+      TypeError: naming the first offending leaf's path and dtype.
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        dtype = jnp.result_type(leaf)
+        if jnp.issubdtype(dtype, jnp.floating):
+            continue
+        where = jax.tree_util.keystr(path) or "params"
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            hint = (
+                "complex params are not supported; optimise the real and imaginary parts "
+                "as a real array, e.g. jnp.stack([x.real, x.imag], -1), which is what "
+                "torch does with a complex tensor (torch.view_as_real)"
+            )
+        else:
+            hint = "params must have a floating dtype (cast them, e.g. x.astype(jnp.float32))"
+        raise TypeError(f"Invalid params: {where} has dtype {dtype}; {hint}")
+
+
+def requires_float_params(
+    inner: optax.GradientTransformation,
+) -> optax.GradientTransformationExtraArgs:
+    """``inner`` whose ``init`` first runs :func:`check_params` (``update`` unchanged)."""
+    inner = optax.with_extra_args_support(inner)
+
+    def init_fn(params: optax.Params) -> optax.OptState:
+        check_params(params)
+        return inner.init(params)
+
+    return optax.GradientTransformationExtraArgs(init_fn, inner.update)
 
 
 def with_gradient_dtype(

@@ -4,13 +4,17 @@ Each ``Case`` gives example hyperparameters that switch on the optimizer's optio
 blocks (so the contract covers them), plus settings under which it must converge on a
 quadratic and on Rosenbrock. ``INVALID`` lists, per optimizer, hyperparameter values its
 factory must reject at construction. A new family adds its rows to both; ``test_registry``
-fails when a registered name has no case or no invalid values.
+fails when a registered name has no case or no invalid values. ``WRONG_KINDS`` (values that
+are not real numbers) and ``CONCRETE_ARRAYS`` (the ways a number arrives as an array) apply
+to every numeric hyperparameter of every optimizer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import numbers
 import re
 from typing import Any
 
@@ -18,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxopt_adv import get_optimizer
 from jaxopt_adv.came import AutomagicConfig
 from jaxopt_adv.mup import infer_infshapes
 
@@ -241,6 +246,29 @@ CASES = [
 ]
 
 CASES_BY_NAME = {case.name: case for case in CASES}
+
+# Hyperparameters that set shapes or are compared in Python at construction: they stay
+# Python numbers (``static_args`` of ``optax.inject_hyperparams``) and are never traced.
+# Everything else numeric must accept a tracer. ``automagic_came_amp``'s ``config`` (a
+# frozen dataclass of Python values) and the muP ``infshapes`` are not numbers and are
+# passed through as they are.
+STATIC: dict[str, tuple[str, ...]] = {
+    "fer": ("num_classes", "num_samples", "memory_size"),
+}
+
+
+def numeric_arguments(name: str) -> dict[str, Any]:
+    """{keyword: value} of every numeric hyperparameter (case value, else default),
+    tuples of numbers included, static ones left out."""
+    case = CASES_BY_NAME[name]
+    found = {}
+    for param in inspect.signature(get_optimizer(name)).parameters.values():
+        value = case.kwargs.get(param.name, param.default)
+        values = value if isinstance(value, tuple) else (value,)
+        numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+        if numeric and values and param.name not in STATIC.get(name, ()):
+            found[param.name] = value
+    return found
 
 
 # ------------------------------------------------------------------ invalid hyperparameters
@@ -528,4 +556,27 @@ INVALID: dict[str, list[Invalid]] = {
         ),
     ],
     "torch.sgd": _SGD,
+}
+
+
+# Not real numbers: each must be a TypeError naming the argument, wherever a number is
+# expected (a bool is not accepted as 0 / 1).
+WRONG_KINDS: dict[str, Any] = {
+    "True": True,
+    "False": False,
+    "np.bool_": np.bool_(True),
+    "complex": complex(0.5, 0.5),
+    "np.complex64": np.complex64(0.5),
+    "str": "0.1",
+    "None": None,
+    "bool_array": np.array(True),
+    "complex_array": jnp.asarray(0.5 + 0.5j),
+}
+
+# Concrete containers of a number: their value is validated as the number's would be
+# (``jnp.asarray`` is what ``optax.inject_hyperparams`` hands the factory at ``init``).
+CONCRETE_ARRAYS: dict[str, Any] = {
+    "np.asarray": np.asarray,
+    "numpy_scalar": lambda value: np.asarray(value)[()],  # np.float64 / np.int64
+    "jnp.asarray": jnp.asarray,
 }

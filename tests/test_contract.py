@@ -11,8 +11,8 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxopt_adv import get_optimizer
-from tests.cases import CASES
+from jaxopt_adv import fast, get_optimizer
+from tests.cases import CASES, CASES_BY_NAME, STATIC, numeric_arguments
 from tests.harness import precision
 
 SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": ()}
@@ -350,3 +350,86 @@ def test_flax_nnx_optimizer(case):
     got = nnx.as_pure(nnx.state(model, nnx.Param))
     assert_trees_close(got, ref_params, rtol=1e-6, atol=1e-7)
     assert not jax.tree.all(jax.tree.map(jnp.array_equal, got, initial))
+
+
+@cases
+@pytest.mark.parametrize(
+    ("dtype", "match"),
+    [
+        (jnp.int32, r"Invalid params: \['vector'\] has dtype int32; params must have a floating"),
+        (jnp.bool_, r"Invalid params: \['vector'\] has dtype bool; params must have a floating"),
+        (jnp.complex64, r"\['vector'\] has dtype complex64; complex params are not supported"),
+    ],
+    ids=["int32", "bool", "complex64"],
+)
+def test_non_float_params_are_rejected_at_init(case, dtype, match):
+    """Integer params were left unchanged without a word; complex ones were updated by a
+    rule that is not torch's (which views a complex tensor as pairs of reals)."""
+    tx = build(case)
+    params = make_params()
+    params["vector"] = params["vector"].astype(dtype)
+    with pytest.raises(TypeError, match=match):
+        tx.init(params)
+    with pytest.raises(TypeError, match=match):  # abstract params too
+        jax.eval_shape(tx.init, params)
+
+
+def _buffers(tree) -> list[tuple[str, int]]:
+    """(path, device buffer address) of every concrete array leaf of ``tree``."""
+    return [
+        (jax.tree_util.keystr(path), leaf.unsafe_buffer_pointer())
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if isinstance(leaf, jax.Array)
+    ]
+
+
+def _assert_no_shared_buffers(**trees):
+    owner: dict[int, str] = {}
+    for name, tree in trees.items():
+        for path, address in _buffers(tree):
+            where = f"{name}{path}"
+            assert address not in owner, f"{where} is the buffer of {owner[address]}"
+            owner[address] = where
+
+
+@cases
+def test_state_leaves_own_their_buffers(case):
+    """No state leaf is the buffer of another leaf, of a param or of a hyperparameter,
+    with every numeric hyperparameter a concrete 0-d array (passed directly, or injected
+    by ``optax.inject_hyperparams``), and params with a 0-d leaf; a jit that donates
+    params and state then runs (it failed with "Attempt to donate the same buffer
+    twice", or deleted the user's hyperparameter)."""
+    numeric = {k: v for k, v in numeric_arguments(case.name).items() if not isinstance(v, tuple)}
+    hyperparams = {k: jnp.asarray(v) for k, v in numeric.items()}
+    params = make_params()
+    _assert_no_shared_buffers(
+        params=params, hyperparams=hyperparams, state=build(case, **hyperparams).init(params)
+    )
+
+    injected = optax.inject_hyperparams(
+        get_optimizer(case.name), static_args=STATIC.get(case.name, ())
+    )(**{**case.kwargs, **numeric})
+    state = injected.init(params)
+    _assert_no_shared_buffers(params=params, state=state)
+    step = jax.jit(make_step(injected, case.extra_args), donate_argnums=(0, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unusable donations are test_donation's concern
+        new_params, state = step(params, state, make_grads(params, 0))
+    _assert_no_shared_buffers(params=new_params, state=state)
+
+
+@pytest.mark.parametrize("name", sorted(fast.SUPPORTED))
+def test_fused_state_leaves_own_their_buffers(name):
+    """``fast.fused(..., inject_hyperparams=True)`` with a 0-d param: its donated
+    ``jit_step`` runs (it failed with "Attempt to donate the same buffer twice" for
+    Adagrad), and integer params are refused at ``init``."""
+    numeric = {k: v for k, v in numeric_arguments(name).items() if not isinstance(v, tuple)}
+    kwargs = {**CASES_BY_NAME[name].kwargs, **numeric}
+    optimizer = fast.fused(name, inject_hyperparams=True, **kwargs)
+    params = {"scalar": jnp.asarray(1.5), "vector": jnp.linspace(-1.0, 1.0, 3)}
+    state = optimizer.init(params)
+    _assert_no_shared_buffers(params=params, state=state)
+    params, state = fast.jit_step(optimizer)(params, make_grads(params, 0), state)
+    _assert_no_shared_buffers(params=params, state=state)
+    with pytest.raises(TypeError, match=r"Invalid params: \['vector'\] has dtype int32"):
+        optimizer.init({**params, "vector": jnp.arange(3)})

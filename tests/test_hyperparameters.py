@@ -9,7 +9,6 @@ case must build and step with its numeric hyperparameters injected
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import numbers
 import re
 
@@ -20,17 +19,16 @@ import optax
 import pytest
 
 from jaxopt_adv import get_optimizer, list_optimizers
-from tests.cases import CASES, CASES_BY_NAME, INVALID
+from tests.cases import (
+    CASES,
+    CASES_BY_NAME,
+    CONCRETE_ARRAYS,
+    INVALID,
+    STATIC,
+    WRONG_KINDS,
+    numeric_arguments,
+)
 from tests.test_contract import make_grads, make_params
-
-# Hyperparameters that set shapes or are compared in Python at construction: they stay
-# Python numbers (``static_args`` of ``optax.inject_hyperparams``) and are never traced.
-# Everything else numeric must accept a tracer. ``automagic_came_amp``'s ``config`` (a
-# frozen dataclass of Python values) and the muP ``infshapes`` are not numbers and are
-# passed through as they are.
-STATIC: dict[str, tuple[str, ...]] = {
-    "fer": ("num_classes", "num_samples", "memory_size"),
-}
 
 ENTRIES = [(name, entry) for name in sorted(INVALID) for entry in INVALID[name]]
 
@@ -56,25 +54,11 @@ def test_invalid_hyperparameter_is_rejected(name, entry):
     assert re.search(rf"\b{re.escape(argument)}\b", str(error.value)), str(error.value)
 
 
-def _numeric_arguments(name):
-    """{keyword: value} of every numeric hyperparameter (case value, else default),
-    tuples of numbers included, static ones left out."""
-    case = CASES_BY_NAME[name]
-    found = {}
-    for param in inspect.signature(get_optimizer(name)).parameters.values():
-        value = case.kwargs.get(param.name, param.default)
-        values = value if isinstance(value, tuple) else (value,)
-        numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
-        if numeric and values and param.name not in STATIC.get(name, ()):
-            found[param.name] = value
-    return found
-
-
 def test_every_numeric_hyperparameter_has_invalid_values():
     """The table covers each numeric argument (and each field of a config dataclass)."""
     for name in list_optimizers():
         covered = {entry.argument for entry in INVALID[name]}
-        wanted = set(_numeric_arguments(name)) | set(STATIC.get(name, ()))
+        wanted = set(numeric_arguments(name)) | set(STATIC.get(name, ()))
         config = CASES_BY_NAME[name].kwargs.get("config")
         if config is not None:
             for field in dataclasses.fields(config):
@@ -91,7 +75,7 @@ def test_array_hyperparameters_are_accepted(case):
     as tracers when the factory itself is called inside jit (a tracer per tuple entry).
     Both steps agree."""
     factory = get_optimizer(case.name)
-    numeric = _numeric_arguments(case.name)
+    numeric = numeric_arguments(case.name)
     params = {"matrix": make_params()["matrix"]}  # one leaf keeps compilation short
     grads = make_grads(params, 0)
 
@@ -117,4 +101,96 @@ def test_array_hyperparameters_are_accepted(case):
     got = build_and_step({k: as_arrays(v) for k, v in numeric.items()})
     assert "learning_rate" in numeric
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(got))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got, expected)
+
+
+def _with_value(name, argument, value, index=None):
+    """The case's kwargs with ``argument`` (or entry ``index`` of its tuple) set to
+    ``value``."""
+    kwargs = dict(CASES_BY_NAME[name].kwargs)
+    if index is not None:
+        entries = list(numeric_arguments(name)[argument])
+        entries[index] = value
+        value = tuple(entries)
+    kwargs[argument] = value
+    return kwargs
+
+
+def _numeric_slots(name):
+    """(argument, tuple index or None) of every numeric hyperparameter of ``name``."""
+    slots = []
+    for argument, value in numeric_arguments(name).items():
+        if isinstance(value, tuple):
+            slots += [(argument, i) for i in range(len(value))]
+        else:
+            slots.append((argument, None))
+    return slots
+
+
+SLOTS = [(name, *slot) for name in list_optimizers() for slot in _numeric_slots(name)]
+
+
+@pytest.mark.parametrize("name", list_optimizers())
+def test_learning_rate_none_is_rejected(name):
+    """``learning_rate=None`` once built a chain without the learning-rate step (an
+    uphill step of size 1 for the torch family)."""
+    with pytest.raises(TypeError, match=r"learning_rate must be a real number, not a NoneType"):
+        get_optimizer(name)(**_with_value(name, "learning_rate", None))
+
+
+@pytest.mark.parametrize(
+    ("name", "argument", "index"),
+    SLOTS,
+    ids=[f"{n}-{a}{'' if i is None else i}" for n, a, i in SLOTS],
+)
+def test_wrong_kind_of_hyperparameter_is_rejected(name, argument, index):
+    """A bool, complex number, string or None where a number is expected is a TypeError
+    naming the argument (``b1=True`` once passed as 1.0's neighbour and gave NaN)."""
+    shown = argument if index is None else rf"{argument}\[{index}\]"
+    for label, value in WRONG_KINDS.items():
+        with pytest.raises(TypeError, match=rf"Invalid {shown} value: .* must be a real number"):
+            get_optimizer(name)(**_with_value(name, argument, value, index))
+            pytest.fail(f"{label} accepted")
+
+
+ARRAY_ENTRIES = [
+    (name, entry, convert)
+    for name, entry in ENTRIES
+    if isinstance(entry.value, numbers.Real) and not isinstance(entry.value, bool)
+    for convert in CONCRETE_ARRAYS
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "entry", "convert"),
+    ARRAY_ENTRIES,
+    ids=[f"{n}-{e}-{c}" for n, e, c in ARRAY_ENTRIES],
+)
+def test_invalid_value_as_concrete_array_is_rejected(name, entry, convert):
+    """Every invalid number of ``INVALID`` is rejected the same way as a 0-d NumPy / JAX
+    array or NumPy scalar (``learning_rate=np.array(nan)`` once made the params NaN)."""
+    array_entry = dataclasses.replace(entry, value=CONCRETE_ARRAYS[convert](entry.value))
+    with pytest.raises(ValueError, match=entry.match):
+        _build_invalid(name, array_entry)
+
+
+@pytest.mark.parametrize("convert", CONCRETE_ARRAYS)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_valid_concrete_arrays_are_accepted(case, convert):
+    """Valid values as concrete arrays build and step as the Python numbers do (to float32
+    rounding: an array hyperparameter takes the traced path, e.g. ``b2**t`` in float32)."""
+    factory = get_optimizer(case.name)
+    params = {"vector": make_params()["vector"]}
+    grads = make_grads(params, 0)
+    to_array = CONCRETE_ARRAYS[convert]
+    arrays = {
+        k: tuple(to_array(x) for x in v) if isinstance(v, tuple) else to_array(v)
+        for k, v in numeric_arguments(case.name).items()
+    }
+
+    def first_update(tx):
+        return tx.update(grads, tx.init(params), params, **case.extra_args)[0]
+
+    expected = first_update(factory(**case.kwargs))
+    got = first_update(factory(**{**case.kwargs, **arrays}))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got, expected)

@@ -51,9 +51,10 @@ from jaxopt_adv._common import (
     check_interval,
     check_nonnegative,
     check_tuple,
+    concrete_scalar,
     decay_power,
     filled_like,
-    is_concrete_number,
+    requires_float_params,
     scalar_dtype,
     tree_map_multi,
 )
@@ -155,7 +156,7 @@ class AutomagicConfig:
             check_nonnegative(eps, f"eps[{i}]")
         check_interval(self.min_lr, "min_lr", 0.0, math.inf, low_open=True, high_open=True)
         check_nonnegative(self.max_lr, "max_lr")
-        if is_concrete_number(self.min_lr) and is_concrete_number(self.max_lr):
+        if concrete_scalar(self.min_lr) is not None and concrete_scalar(self.max_lr) is not None:
             check(
                 self.max_lr > self.min_lr,
                 f"Invalid max_lr value: {self.max_lr} (max_lr must be > min_lr = {self.min_lr})",
@@ -600,7 +601,7 @@ def automagic_came_amp(
         optax.scale(-1.0),
         spd,
     )
-    tx = with_reference_grads(optax.chain(*pre), body)
+    tx = requires_float_params(with_reference_grads(optax.chain(*pre), body))
     return with_torch_layout(tx) if config.layout == "flax" else tx
 
 

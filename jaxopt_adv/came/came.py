@@ -27,6 +27,7 @@ from jaxopt_adv._common import (
     check_learning_rate,
     check_nonnegative,
     is_static_zero,
+    requires_float_params,
     tree_map_multi,
     with_gradient_dtype,
 )
@@ -370,11 +371,12 @@ def came_chain(
 ) -> optax.GradientTransformationExtraArgs:
     """:func:`came` around a given CAME ``scaling`` (e.g. ``jaxopt_adv.fast``'s kernel):
     ``scaling -> add_decayed_weights -> scale_by_learning_rate``, updates in the
-    gradients' dtype."""
+    gradients' dtype; ``init`` refuses integer and complex params."""
     check_learning_rate(learning_rate)
     check_nonnegative(weight_decay, "weight_decay")
     blocks = [scaling]
     if not is_static_zero(weight_decay):
         blocks.append(optax.add_decayed_weights(weight_decay, weight_decay_mask))
     blocks.append(optax.scale_by_learning_rate(learning_rate))
-    return with_gradient_dtype(optax.chain(*blocks))  # the decay promotes to the params' dtype
+    # the decay promotes to the params' dtype
+    return requires_float_params(with_gradient_dtype(optax.chain(*blocks)))

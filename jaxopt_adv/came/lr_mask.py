@@ -21,8 +21,9 @@ from jaxopt_adv._common import (
     check_count,
     check_interval,
     check_nonnegative,
+    concrete_scalar,
     filled_like,
-    is_concrete_number,
+    fresh_array,
     scalar_dtype,
     tree_map_multi,
 )
@@ -270,7 +271,7 @@ def automagic_lr_mask(
     check_interval(lr, "lr", 0.0, float("inf"), low_open=True)
     check_nonnegative(min_lr, "min_lr")
     check_nonnegative(max_lr, "max_lr")
-    if is_concrete_number(min_lr) and is_concrete_number(max_lr):
+    if concrete_scalar(min_lr) is not None and concrete_scalar(max_lr) is not None:
         check(min_lr < max_lr, f"Invalid min_lr/max_lr: {min_lr}, {max_lr} (need min_lr < max_lr)")
     check_nonnegative(lr_bump, "lr_bump")
     check_nonnegative(detail_preservation, "detail_preservation")
@@ -291,7 +292,7 @@ def automagic_lr_mask(
             lr_mask=jax.tree.map(lambda p: filled_like(p, lr, mask_dtype), params),
             last_polarity=jax.tree.map(lambda p: filled_like(p, False, bool), params),
             spatial_variance=jax.tree.map(sv_init, params) if spatial else None,
-            lr_max=jnp.asarray(lr, sdt),
+            lr_max=fresh_array(lr, sdt),
             avg_lr=jax.tree.map(lambda p: filled_like(p, lr, sdt, ()), params),
         )
 

@@ -49,7 +49,8 @@ from jaxopt_adv._common import (
     check_count,
     check_interval,
     check_nonnegative,
-    is_concrete_number,
+    concrete_scalar,
+    fresh_array,
     scalar_dtype,
 )
 from jaxopt_adv.torch.adam import adam
@@ -268,9 +269,10 @@ def _check_fer_args(
     check_nonnegative(consistency_threshold, "consistency_threshold")
     check_interval(temperature, "temperature", 0.0, math.inf, low_open=True, high_open=True)
     check_count(warmup_epochs, "warmup_epochs", minimum=0)
-    if is_concrete_number(num_epochs):  # a warm-up of every epoch would leave FER off
-        check_interval(warmup_epochs, "warmup_epochs", 0, num_epochs, high_open=True)
-    if is_concrete_number(num_samples) and is_concrete_number(memory_size):
+    epochs = concrete_scalar(num_epochs)
+    if epochs is not None:  # a warm-up of every epoch would leave FER off
+        check_interval(warmup_epochs, "warmup_epochs", 0, epochs, high_open=True)
+    if concrete_scalar(num_samples) is not None and concrete_scalar(memory_size) is not None:
         check(
             memory_size >= num_samples,
             f"memory_size={memory_size} is smaller than the dataset ({num_samples} "
@@ -319,10 +321,10 @@ def fer_memory(
 
     def loss_hyperparams(dtype: Any) -> dict[str, chex.Array]:
         return {
-            "fer_weight": jnp.asarray(fer_weight, dtype),
-            "temperature": jnp.asarray(temperature, dtype),
-            "warmup_epochs": jnp.asarray(warmup_epochs, jnp.int32),
-            "num_epochs": jnp.asarray(num_epochs, jnp.int32),
+            "fer_weight": fresh_array(fer_weight, dtype),
+            "temperature": fresh_array(temperature, dtype),
+            "warmup_epochs": fresh_array(warmup_epochs, jnp.int32),
+            "num_epochs": fresh_array(num_epochs, jnp.int32),
         }
 
     def init_fn(params: optax.Params) -> FERState:

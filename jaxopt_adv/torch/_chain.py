@@ -9,7 +9,7 @@ algorithm and before the learning rate.  :func:`torch_chain` builds exactly that
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import optax
 
@@ -17,13 +17,18 @@ from jaxopt_adv._common import (
     check_learning_rate,
     check_nonnegative,
     is_static_zero,
+    requires_float_params,
     with_gradient_dtype,
 )
+
+# ``learning_rate=FINAL_UPDATE``: the core already returns the final (descent) update, as
+# Rprop and ASGD do. A distinct marker, so a user's ``learning_rate=None`` is an error.
+FINAL_UPDATE: Final = object()
 
 
 def torch_chain(
     *core: optax.GradientTransformation,
-    learning_rate: optax.ScalarOrSchedule | None,
+    learning_rate: optax.ScalarOrSchedule | object,
     weight_decay: Any = 0.0,
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
@@ -32,17 +37,18 @@ def torch_chain(
 
     Args:
       *core: the algorithm's blocks (they return an ascent direction).
-      learning_rate: scalar or schedule; ``None`` when ``core`` already returns the final
-        (descent) update, as Rprop and ASGD do.
+      learning_rate: scalar or schedule; :data:`FINAL_UPDATE` when ``core`` already
+        returns the final (descent) update, as Rprop and ASGD do.
       weight_decay: L2 coefficient; a Python ``0`` leaves the block out (so ``params`` are
         not needed), anything else (including traced values) keeps it.
       decoupled_weight_decay: apply ``wd * param`` after the algorithm (AdamW style).
       maximize: ascend instead of descend (torch negates the gradient first).
 
     Returns:
-      The chained transform; its updates have the gradients' dtypes.
+      The chained transform; its updates have the gradients' dtypes, and its ``init``
+      refuses integer and complex params.
     """
-    if learning_rate is not None:
+    if learning_rate is not FINAL_UPDATE:
         check_learning_rate(learning_rate)
     check_nonnegative(weight_decay, "weight_decay")
     decay = [] if is_static_zero(weight_decay) else [optax.add_decayed_weights(weight_decay)]
@@ -50,7 +56,7 @@ def torch_chain(
     blocks += [] if decoupled_weight_decay else decay
     blocks += list(core)
     blocks += decay if decoupled_weight_decay else []
-    if learning_rate is not None:
+    if learning_rate is not FINAL_UPDATE:
         blocks.append(optax.scale_by_learning_rate(learning_rate))
     # the decay and optax's blocks promote a bfloat16 gradient to the params' / state's dtype
-    return with_gradient_dtype(optax.chain(*blocks))
+    return requires_float_params(with_gradient_dtype(optax.chain(*blocks)))

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import chex
+import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check_nonnegative, scalar_dtype, tree_map_multi
+from jaxopt_adv._common import check_nonnegative, filled_like, scalar_dtype, tree_map_multi
 from jaxopt_adv.torch._chain import torch_chain
 
 
@@ -62,7 +63,9 @@ def scale_by_adagrad(
     def init_fn(params: optax.Params) -> ScaleByAdagradState:
         return ScaleByAdagradState(
             count=jnp.zeros([], jnp.int32),
-            sum_of_squares=optax.tree.full_like(params, initial_accumulator_value),
+            sum_of_squares=jax.tree.map(
+                lambda p: filled_like(p, initial_accumulator_value, None), params
+            ),
         )
 
     def update_fn(updates, state, params=None, **extra_args):

@@ -15,7 +15,7 @@ from jaxopt_adv._common import (
     scalar_dtype,
     tree_map_multi,
 )
-from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
 
 
 class AsgdState(NamedTuple):
@@ -165,7 +165,7 @@ def asgd(
     """
     return torch_chain(
         asgd_update(learning_rate, lambd, alpha, t0),
-        learning_rate=None,
+        learning_rate=FINAL_UPDATE,
         weight_decay=weight_decay,
         maximize=maximize,
     )

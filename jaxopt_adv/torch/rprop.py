@@ -14,10 +14,11 @@ from jaxopt_adv._common import (
     check_learning_rate,
     check_nonnegative,
     check_tuple,
+    filled_like,
     is_concrete_number,
     tree_map_multi,
 )
-from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
 
 
 class ScaleByRpropState(NamedTuple):
@@ -89,7 +90,7 @@ def scale_by_rprop(
         initial = learning_rate(0) if callable(learning_rate) else learning_rate
         return ScaleByRpropState(
             prev=optax.tree.zeros_like(params),
-            step_size=jax.tree.map(lambda p: jnp.full_like(p, initial), params),
+            step_size=jax.tree.map(lambda p: filled_like(p, initial, None), params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -149,6 +150,6 @@ def rprop(
     return torch_chain(
         scale_by_rprop(learning_rate, etas, step_sizes),
         optax.scale(-1.0),
-        learning_rate=None,
+        learning_rate=FINAL_UPDATE,
         maximize=maximize,
     )
