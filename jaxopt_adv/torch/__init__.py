@@ -29,6 +29,7 @@ from jaxopt_adv.torch.lr_scheduler import (
     reduce_lr_on_plateau,
     step_lr,
 )
+from jaxopt_adv.torch.muon import ScaleByMuonState, muon, scale_by_muon
 from jaxopt_adv.torch.nadam import ScaleByNadamState, nadam, scale_by_nadam
 from jaxopt_adv.torch.radam import ScaleByRadamState, radam, scale_by_radam
 from jaxopt_adv.torch.rmsprop import rmsprop
@@ -41,6 +42,7 @@ __all__ = [
     "ReduceLROnPlateauState",
     "ScaleByAdagradState",
     "ScaleByAdamState",
+    "ScaleByMuonState",
     "ScaleByNadamState",
     "ScaleByRadamState",
     "ScaleByRpropState",
@@ -61,6 +63,7 @@ __all__ = [
     "linear_lr",
     "lr_scheduler",
     "multistep_lr",
+    "muon",
     "nadam",
     "one_cycle_lr",
     "one_cycle_momentum",
@@ -71,6 +74,7 @@ __all__ = [
     "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_muon",
     "scale_by_nadam",
     "scale_by_radam",
     "scale_by_rprop",
