@@ -13,6 +13,7 @@ torch's reductions and gradients; :mod:`jaxopt_adv.torch.clip` gradient clipping
 
 from jaxopt_adv.torch import clip, functional, lr_scheduler
 from jaxopt_adv.torch.adadelta import adadelta, scale_by_adadelta
+from jaxopt_adv.torch.adafactor import ScaleByAdafactorState, adafactor
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from jaxopt_adv.torch.adamax import adamax
@@ -40,6 +41,7 @@ __all__ = [
     "AsgdState",
     "ClipGradNormState",
     "ReduceLROnPlateauState",
+    "ScaleByAdafactorState",
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByMuonState",
@@ -48,6 +50,7 @@ __all__ = [
     "ScaleByRpropState",
     "SgdMomentumState",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
