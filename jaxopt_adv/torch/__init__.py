@@ -36,6 +36,11 @@ from jaxopt_adv.torch.radam import ScaleByRadamState, radam, scale_by_radam
 from jaxopt_adv.torch.rmsprop import rmsprop
 from jaxopt_adv.torch.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from jaxopt_adv.torch.sgd import SgdMomentumState, scale_by_sgd_momentum, sgd
+from jaxopt_adv.torch.sparse_adam import (
+    ScaleBySparseAdamState,
+    scale_by_sparse_adam,
+    sparse_adam,
+)
 
 __all__ = [
     "AsgdState",
@@ -48,6 +53,7 @@ __all__ = [
     "ScaleByNadamState",
     "ScaleByRadamState",
     "ScaleByRpropState",
+    "ScaleBySparseAdamState",
     "SgdMomentumState",
     "adadelta",
     "adafactor",
@@ -82,6 +88,8 @@ __all__ = [
     "scale_by_radam",
     "scale_by_rprop",
     "scale_by_sgd_momentum",
+    "scale_by_sparse_adam",
     "sgd",
+    "sparse_adam",
     "step_lr",
 ]
