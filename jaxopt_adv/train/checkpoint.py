@@ -118,10 +118,15 @@ def _as_array_like(x: Any) -> Any:
     return x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
 
 
+def _leaf_key(index: int) -> str:
+    """The name orbax stores the leaf ``index`` of the tree under."""
+    return f"leaf_{index:05d}"
+
+
 def _stored_leaves(tree: Any) -> dict[str, Any]:
     """The leaves orbax stores: every non-empty one, keyed by its index in the tree."""
     return {
-        f"leaf_{i:05d}": x
+        _leaf_key(i): x
         for i, x in enumerate(jax.tree.leaves(tree))
         if np.prod(_as_array_like(x).shape) != 0
     }
@@ -227,23 +232,21 @@ def restore_checkpoint(path: str | os.PathLike, target: Any) -> Any:
         except Exception as error:  # orbax raises many types for damaged directories
             raise CheckpointError(f"checkpoint {path} is incomplete or corrupt: {error}") from error
         _check_layout(path, saved, expected)
-        if saved["format"] == FORMAT and _keys(saved.get("sha256")) != abstract.keys():
+        digests = saved.get("sha256")
+        if saved["format"] == FORMAT and not (
+            isinstance(digests, dict) and digests.keys() == abstract.keys()
+        ):
             raise CheckpointError(f"checkpoint {path} is corrupt: its digests are damaged")
         stored = _read_arrays(checkpointer, path, abstract, expected["paths"]) if abstract else {}
     if saved["format"] == FORMAT:
-        _check_digests(path, saved["sha256"], stored, expected["paths"])
+        _check_digests(path, digests, stored, expected["paths"])
     leaves, treedef = jax.tree.flatten(target)
     return treedef.unflatten(
         [
-            stored[key] if (key := f"leaf_{i:05d}") in stored else _empty_like(x)
+            stored[key] if (key := _leaf_key(i)) in stored else _empty_like(x)
             for i, x in enumerate(leaves)
         ]
     )
-
-
-def _keys(digests: Any) -> Any:
-    """The leaf keys of a recorded ``{key: digest}`` (``None`` when it is not one)."""
-    return digests.keys() if isinstance(digests, dict) else None
 
 
 def _check_layout(path: Path, saved: Any, expected: dict[str, Any]) -> None:
@@ -293,7 +296,7 @@ def _check_digests(
     corrupt = [
         f"leaf {i} ({leaf})"
         for i, leaf in enumerate(paths)
-        if (key := f"leaf_{i:05d}") in stored and actual[key] != recorded[key]
+        if (key := _leaf_key(i)) in stored and actual[key] != recorded[key]
     ]
     if corrupt:
         more = f", ... ({len(corrupt)} leaves)" if len(corrupt) > 3 else ""
@@ -316,7 +319,6 @@ def latest_checkpoint(directory: str | os.PathLike, prefix: str = "step_") -> Pa
     name = re.compile(re.escape(prefix) + "([0-9]+)")  # ASCII: "²".isdigit(), not int()
     steps = []
     for child in directory.iterdir():
-        # a symlink is never a checkpoint save_checkpoint wrote, and may lead elsewhere
         if (match := name.fullmatch(child.name)) and child.is_dir() and not child.is_symlink():
             steps.append((int(match[1]), child))
     return max(steps)[1] if steps else None

@@ -72,12 +72,13 @@ def test_flipped_bits_in_a_stored_array_raise_naming_the_leaf(tmp_path):
 
 def test_flipped_bits_in_a_compressed_array_raise_naming_the_leaf(tmp_path):
     """Normal float32 values are zstd-compressed; a flip inside the compressed payload
-    decodes to other values (silently, without the digest) or fails to decode."""
+    decodes to other values (silently, without the digest); one in the zstd frame's
+    magic number (the file's first bytes) fails to decode, which names the leaf too."""
     tree = _tree(np.random.default_rng(1).standard_normal((512, 512)).astype(np.float32))
     path = save_checkpoint(tmp_path / "ck", tree)
-    size = _data_file(path).stat().st_size
-    assert size > 512 * 512  # the payload, not a small inline value
-    _assert_flips_are_caught(path, tree, [size * k // 8 for k in range(1, 8)])
+    data = _data_file(path).read_bytes()
+    assert len(data) > 512 * 512 and data[:4] == b"\x28\xb5\x2f\xfd"  # one zstd frame
+    _assert_flips_are_caught(path, tree, [0] + [len(data) * k // 8 for k in range(1, 8)])
 
 
 def _layout_file(path):
