@@ -21,9 +21,10 @@ have the same keys; the per-channel vectors need no conversion.
 Names: a mapping ``{torch_prefix: nnx_path}`` pairs a torch module (``"features.0"``, the
 part of a key before its last dot; ``""`` for a bare layer) with an NNX layer (attribute
 path, ``"."`` or ``"/"`` separated, list indices as numbers: ``"features.0"``). Without
-one, :func:`default_mapping` pairs the torch modules in ``state_dict`` order with the NNX
-layers in *definition* order (attribute assignment order in ``__init__``, list order),
-which is how torch orders a ``state_dict``.
+one, :func:`default_mapping` pairs each torch module with the NNX layer of the same path,
+then the rest in order: the torch modules in ``state_dict`` order with the NNX layers in
+*definition* order (attribute assignment order in ``__init__``, list order), which is how
+torch orders a ``state_dict``.
 
 This module never imports torch: values may be torch tensors (anything with
 ``.detach().cpu().numpy()``), NumPy or JAX arrays, or nested lists. bfloat16 tensors
@@ -200,26 +201,72 @@ def _expected_names(layer: Any) -> list[str]:
     return names
 
 
-def default_mapping(model: nnx.Module, state_dict: Mapping[str, Any]) -> dict[str, str]:
-    """Pair torch modules with NNX layers in order: ``{torch_prefix: nnx_path}``.
+def _check_pair(prefix: str, names: list[str], path: str, layer: Any) -> None:
+    """A torch module's parameter names must be the NNX layer's (``num_batches_tracked``
+    optional)."""
+    expected = _expected_names(layer)
+    required = [n for n in expected if n != _TORCH_ONLY_BATCHNORM_KEY]
+    if not set(required) <= set(names) <= set(expected):
+        raise ValueError(
+            f"torch module {prefix!r} with keys {names} does not match nnx layer "
+            f"{path!r} ({_layer_kind(layer)}, expects {expected}); pass an explicit mapping"
+        )
 
-    The torch modules are the key prefixes of ``state_dict`` in its order; the NNX layers
-    are the supported layers of ``model`` in definition order. Each pair must agree on the
+
+def _numeric_inversion(prefixes: Sequence[str]) -> tuple[str, str] | None:
+    """Two prefixes in an order torch never writes (``"layers.12"`` before ``"layers.3"``,
+    as in a text-sorted ``state_dict``), or ``None``.
+
+    torch lists a ``Sequential`` / ``ModuleList``'s children in index order, so among the
+    children of one parent a numbered name never follows a larger number.
+    """
+    largest: dict[tuple[str, ...], tuple[int, str]] = {}
+    for prefix in prefixes:
+        parts = prefix.split(".") if prefix else []
+        for depth, part in enumerate(parts):
+            if not part.isdigit():
+                continue
+            parent = tuple(parts[:depth])
+            seen = largest.get(parent)
+            if seen is not None and int(part) < seen[0]:
+                return seen[1], prefix
+            if seen is None or int(part) > seen[0]:
+                largest[parent] = (int(part), prefix)
+    return None
+
+
+def default_mapping(
+    model: nnx.Module, state_dict: Mapping[str, Any], *, strict: bool = True
+) -> dict[str, str]:
+    """Pair torch modules with NNX layers, by name first: ``{torch_prefix: nnx_path}``.
+
+    The torch modules are the key prefixes of ``state_dict``; the NNX layers the
+    supported layers of ``model``, named by attribute path (``"layers.3"``). A torch
+    module whose prefix is the path of an NNX layer pairs with it, whatever the order of
+    the keys (a ``state_dict`` saved with sorted keys lists ``layers.12`` before
+    ``layers.3``). The modules and layers left over pair in order: the torch modules in
+    ``state_dict`` order, the NNX layers in *definition* order (attribute assignment order
+    in ``__init__``, list order), which is how torch orders a ``state_dict``. (NNX's own
+    traversal, ``nnx.iter_modules``, sorts attribute names alphabetically, which is not
+    torch's order; this one follows ``vars(module)``.) Each pair must agree on the
     parameter names (a torch ``Linear`` cannot pair with an NNX ``BatchNorm``);
-    ``num_batches_tracked`` may be absent. (NNX's own traversal, ``nnx.iter_modules``,
-    sorts attribute names alphabetically, which is not torch's order; this one follows
-    ``vars(module)``, the assignment order.)
+    ``num_batches_tracked`` may be absent.
 
     Args:
       model: the NNX model.
       state_dict: torch-style ``{key: array}``.
+      strict: static; when ``False``, left-over modules and layers that cannot pair in
+        order (different numbers of them) are left out of the mapping, as
+        ``load_torch_state_dict(..., strict=False)`` allows.
 
     Returns:
       The mapping, to pass to :func:`load_torch_state_dict` or
       :func:`export_torch_state_dict` (and to edit where the orders differ).
 
     Raises:
-      ValueError: the numbers of layers differ, or a pair's parameter names differ; the
+      ValueError: the left-over modules and layers differ in number (``strict``), their
+        keys are not in torch's order (``layers.12`` before ``layers.3``: a text-sorted
+        ``state_dict`` cannot pair by position), or a pair's parameter names differ; the
         message names both sides.
 
     Example:
@@ -233,21 +280,29 @@ def default_mapping(model: nnx.Module, state_dict: Mapping[str, Any]) -> dict[st
       {'0': 'layers.0', '2': 'layers.3'}
     """
     modules = _torch_modules(list(state_dict))
-    layers = _layers(model)
-    if len(modules) != len(layers):
-        raise ValueError(
-            f"cannot pair {len(modules)} torch modules {list(modules)} with {len(layers)} "
-            f"nnx layers {[p for p, _ in layers]}; pass an explicit mapping"
-        )
-    mapping = {}
-    for (prefix, names), (path, layer) in zip(modules.items(), layers, strict=True):
-        expected = _expected_names(layer)
-        required = [n for n in expected if n != _TORCH_ONLY_BATCHNORM_KEY]
-        if not set(required) <= set(names) <= set(expected):
+    layers = dict(_layers(model))
+    mapping = {prefix: prefix for prefix in modules if prefix in layers}
+    for prefix in mapping:
+        _check_pair(prefix, modules[prefix], prefix, layers[prefix])
+    left_modules = [prefix for prefix in modules if prefix not in mapping]
+    left_layers = [path for path in layers if path not in mapping]
+    if not left_modules or not left_layers or len(left_modules) != len(left_layers):
+        if strict and (left_modules or left_layers):
             raise ValueError(
-                f"torch module {prefix!r} with keys {names} does not match nnx layer "
-                f"{path!r} ({_layer_kind(layer)}, expects {expected}); pass an explicit mapping"
+                f"cannot pair {len(modules)} torch modules {list(modules)} with "
+                f"{len(layers)} nnx layers {list(layers)}: by name, left over are torch "
+                f"{left_modules} and nnx {left_layers}; pass an explicit mapping"
             )
+        return mapping
+    inversion = _numeric_inversion(left_modules)
+    if inversion is not None:
+        raise ValueError(
+            f"cannot pair torch modules {left_modules} with nnx layers {left_layers} in "
+            f"order: the state_dict lists {inversion[0]!r} before {inversion[1]!r}, not in "
+            "torch's module order (sorted keys?); pass an explicit mapping"
+        )
+    for prefix, path in zip(left_modules, left_layers, strict=True):
+        _check_pair(prefix, modules[prefix], path, layers[path])
         mapping[prefix] = path
     return mapping
 
@@ -270,10 +325,12 @@ def load_torch_state_dict(
     Args:
       model: the NNX model, modified in place.
       state_dict: ``{key: tensor or array}`` (``torch_model.state_dict()``).
-      mapping: ``{torch_prefix: nnx_path}``; default :func:`default_mapping`.
+      mapping: ``{torch_prefix: nnx_path}``; default :func:`default_mapping` (by name,
+        then in order).
       strict: static; when ``True`` (torch's default), every ``state_dict`` key must be
         used and every supported NNX layer loaded. When ``False``, unmapped keys and
-        unloaded layers are allowed (partial loads); a mapped layer must still be complete.
+        unloaded layers are allowed (partial loads; without a mapping, the torch modules
+        named as NNX layers load); a mapped layer must still be complete.
 
     Returns:
       ``None``; the model holds the torch values.
@@ -300,7 +357,7 @@ def load_torch_state_dict(
     """
     arrays = {key: to_numpy(value) for key, value in state_dict.items()}
     if mapping is None:
-        mapping = default_mapping(model, arrays)
+        mapping = default_mapping(model, arrays, strict=strict)
     assignments: list[tuple[nnx.Variable, np.ndarray]] = []
     used: set[str] = set()
     loaded: set[int] = set()

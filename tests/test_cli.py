@@ -3,8 +3,11 @@
 import csv
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,4 +141,139 @@ def test_missing_torch_says_how_to_install(monkeypatch, capsys, tmp_path):
 
 def test_bad_counts_exit_2(capsys, tmp_path):
     assert main(["compare", "--epochs", "0", "--out", str(tmp_path)]) == 2
-    assert "--epochs must be >= 1" in capsys.readouterr().err
+    assert "--epochs must be from 1 to 1,000, got 0" in capsys.readouterr().err
+
+
+def exit_status(argv: list[str], capsys) -> tuple[int, str]:
+    """``main``'s exit status (argparse's too) and what it wrote on stderr."""
+    try:
+        status = main(argv)
+    except SystemExit as exit:
+        status = exit.code
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["compare", "--data", "digits", "--batch-size", "5000"], "larger than the 1438 training"),
+        (["compare", "--epochs", "1001"], "--epochs must be from 1 to 1,000, got 1001"),
+        (["compare", "--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
+        (["compare", "--seeds", "-1"], "--seeds must be from 1 to 100"),
+        (["compare", "--batch-size", "0"], "--batch-size must be from 1"),
+        (["bench", "--sizes", "0"], "--sizes: '0' is not a whole number"),
+        (["bench", "--sizes", "1e6,-5"], "--sizes: '-5' is not a whole number"),
+        (["bench", "--sizes", "inf"], "--sizes: 'inf' is not a whole number"),
+        (["bench", "--sizes", "nan"], "--sizes: 'nan' is not a whole number"),
+        (["bench", "--sizes", "1.5"], "--sizes: '1.5' is not a whole number"),
+        (["bench", "--sizes", "1e10"], "from 1 to 1,000,000,000"),
+        (["bench", "--leaves", "0"], "--leaves: '0' is not a whole number"),
+        (["bench", "--leaves", "1,"], "--leaves: '' is not a whole number"),
+        (["bench", "--sizes", "100", "--leaves", "200"], "--leaves 200 is more than --sizes 100"),
+        (["bench", "--steps", "0"], "--steps must be from 1"),
+        (["bench", "--rounds", "1000"], "--rounds must be from 1 to 100"),
+        (["bench", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_every_bad_argument_exits_2_with_one_line(argv, message, capsys, tmp_path):
+    status, error = exit_status([*argv, "--out", str(tmp_path / "out")], capsys)
+    assert status == 2
+    assert error.endswith("\n") and error.count("\n") == 1, error
+    prefix = "jaxopt-adv: error: " if "--bogus" in argv else f"jaxopt-adv {argv[0]}: error: "
+    assert error.startswith(prefix) and message in error
+    assert not (tmp_path / "out").exists()  # nothing created before the arguments are checked
+
+
+@pytest.mark.slow
+def test_no_torch_run_replaces_an_earlier_runs_outputs_and_clears_stale_staging(tmp_path, capsys):
+    """``--no-torch`` draws no overlay: the earlier run's ``torch_overlay.png`` must not
+    stay beside the new results; a staging folder of a killed run is removed, one of a
+    process that still runs is not."""
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "torch_overlay.png").write_bytes(b"an earlier run's figure")
+    stale = out / ".jaxopt-adv-999999999-abcd"  # no such process
+    stale.mkdir()
+    (stale / "results.json").write_text("half written")
+    legacy = out / ".jaxopt-adv-k2j4h1x9"  # an earlier version's name
+    legacy.mkdir()
+    alive = out / f".jaxopt-adv-{os.getpid()}-abcd"
+    alive.mkdir()
+    status, error = exit_status(
+        ["compare", "--data", "digits", "--epochs", "1", "--seeds", "1",
+         "--optimizers", "torch.sgd", "--no-torch", "--no-progress", "--out", str(out)],
+        capsys,
+    )  # fmt: skip
+    assert status == 0, error
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["results.json", "results.csv", "curves.png", "accuracy.png", alive.name]
+    )
+
+
+def start_compare(out: Path, prefix: list[str], epochs: int = 1000) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, *prefix, "compare", "--data", "digits", "--epochs", str(epochs),
+         "--seeds", "1", "--optimizers", "torch.adamw", "--no-progress", "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def finish(process: subprocess.Popen) -> tuple[str, str]:
+    try:
+        return process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.0, 3.0])
+def test_ctrl_c_during_training_exits_130_with_one_line(tmp_path, delay):
+    """Ctrl-C while compiling or training ended in SIGSEGV after the KeyboardInterrupt
+    traceback (XLA still compiling on its threads while the interpreter shut down), or
+    was ignored (raised inside a garbage-collection callback): now status 130, one line,
+    the earlier results untouched and no staging folder."""
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "results.json").write_text("an earlier run")
+    process = start_compare(out, ["-m", "jaxopt_adv"])
+    try:
+        assert process.stdout.readline().startswith("digits: 1438 train")  # training starts
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+    finally:
+        stdout, stderr = finish(process)
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.splitlines() == ["jaxopt-adv compare: interrupted"]
+    assert [p.name for p in out.iterdir()] == ["results.json"]
+    assert (out / "results.json").read_text() == "an earlier run"
+
+
+INTERRUPTED_WHILE_WRITING = """
+import os, signal, sys, time
+from jaxopt_adv.app import cli, report
+
+def figures(*args):
+    def draw(path):
+        path.write_bytes(b"half a figure")
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(60)
+    return [("curves.png", draw)]
+
+report._figures = figures
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_writing_results_removes_the_staging_folder(tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "results.json").write_text("an earlier run")
+    process = start_compare(out, ["-c", INTERRUPTED_WHILE_WRITING], epochs=1)
+    stdout, stderr = finish(process)
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.splitlines() == ["jaxopt-adv compare: interrupted"]
+    assert [p.name for p in out.iterdir()] == ["results.json"]
+    assert (out / "results.json").read_text() == "an earlier run"

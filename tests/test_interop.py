@@ -266,6 +266,55 @@ def test_accepts_tensors_with_grad_jax_arrays_and_lists():
     np.testing.assert_array_equal(layer.kernel[...][:, 0], [1.0, 2.0, 3.0])
 
 
+def deep_pair():
+    """14 Linear(8, 8) layers (``layers.0`` ... ``layers.39``, same names both sides), the
+    torch state_dict with its keys sorted as text (``layers.12`` before ``layers.3``)."""
+    torch.manual_seed(3)
+    reference = TorchMLP(8, (8,) * 13, 8).eval()
+    model = MLP(8, (8,) * 13, 8, rngs=nnx.Rngs(0))
+    model.eval()
+    state = reference.state_dict()
+    return reference, model, {key: state[key] for key in sorted(state)}
+
+
+def test_layers_pair_by_name_when_the_keys_are_sorted_as_text():
+    reference, model, sorted_state = deep_pair()
+    assert list(sorted_state)[2:4] == ["layers.12.bias", "layers.12.weight"]
+    mapping = default_mapping(model, sorted_state)
+    assert mapping == {prefix: prefix for prefix in mapping} and len(mapping) == 14
+    load_torch_state_dict(model, sorted_state)
+    x = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    expected = reference(torch.from_numpy(x)).detach().numpy()
+    assert relative_error(model(jnp.asarray(x)), expected) <= 1e-5
+
+
+def test_partial_load_by_name_without_a_mapping():
+    """strict=False, no mapping: the torch modules named as NNX layers load, the others
+    stay as they were."""
+    reference, model, sorted_state = deep_pair()
+    before = export_torch_state_dict(model)
+    loaded = ("layers.3", "layers.12", "layers.39")
+    part = {k: v for k, v in sorted_state.items() if k.rpartition(".")[0] in loaded}
+    part["extra.weight"] = torch.zeros(3)  # an unknown module: ignored, as torch does
+    with pytest.raises(ValueError, match=r"cannot pair .* left over are torch \['extra'\]"):
+        load_torch_state_dict(model, part)
+    load_torch_state_dict(model, part, strict=False)
+    for key, value in export_torch_state_dict(model).items():
+        expected = part[key].numpy() if key in part else before[key]
+        np.testing.assert_array_equal(value, expected, err_msg=key)
+
+
+def test_sorted_keys_of_other_names_do_not_pair_by_position():
+    """Names that match no NNX layer pair in order, which a text-sorted state_dict has
+    lost: a clear error instead of equal-shaped layers loaded into the wrong places."""
+    _, model, sorted_state = deep_pair()
+    renamed = {f"net.{key}": value for key, value in sorted_state.items()}
+    with pytest.raises(ValueError, match=r"lists 'net.layers.27' before 'net.layers.3'"):
+        load_torch_state_dict(model, renamed)
+    in_torch_order = {k: renamed[k] for k in sorted(renamed, key=lambda k: int(k.split(".")[2]))}
+    load_torch_state_dict(model, in_torch_order)  # torch's order: pairs by position
+
+
 # --- errors -----------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OPTIMIZERS", "markdown", "run", "write_outputs"]
+__all__ = ["OPTIMIZERS", "markdown", "run", "stop_workers", "write_outputs"]
 
 LR = 1e-3
 # name: (bytes moved per element, our registered name and kwargs, optax counterpart
@@ -192,12 +192,36 @@ def torch_worker(total: int, leaves: int, steps: int) -> dict:
 # ------------------------------------------------------------------------------ driver
 
 
+# worker processes running now
+_WORKERS: set[subprocess.Popen] = set()
+
+
+def stop_workers() -> None:
+    """Kill the running worker processes (on Ctrl-C, before the driver ends)."""
+    for worker in list(_WORKERS):
+        worker.kill()
+        worker.wait()
+        _WORKERS.discard(worker)
+
+
 def spawn(framework: str, total: int, leaves: int, steps: int) -> dict:
+    """Run one worker process; its timings. Raises RuntimeError with the worker's last
+    error line if it fails."""
     cmd = [sys.executable, "-m", "jaxopt_adv.app.bench", "--worker", framework]
     cmd += ["--total", str(total)]
     cmd += ["--leaves", str(leaves), "--steps", str(steps)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    worker = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
+    _WORKERS.add(worker)
+    try:
+        stdout, stderr = worker.communicate()
+    finally:
+        _WORKERS.discard(worker)
+    if worker.returncode != 0:
+        last = (stderr.strip().splitlines() or [f"exit status {worker.returncode}"])[-1]
+        raise RuntimeError(f"the {framework} worker failed ({total} elements): {last}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def summarise(samples: dict, total: int) -> dict:

@@ -7,17 +7,24 @@
   torch reference their parity is tested against.
 * ``jaxopt-adv bench``: step time against optax and torch, and the memory floor.
 
-Errors a person can act on (unknown names, torch missing, an unwritable ``--out``) exit
-with status 2 and a message, before any training starts.
+Errors a person can act on (a bad argument, unknown names, torch missing, an unwritable
+``--out``) exit with status 2 and a one-line message, before any training starts.
+Ctrl-C ends ``compare`` and ``bench`` at once with status 130 and a one-line message,
+leaving the results of an earlier run in ``--out`` as they were.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import math
+import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from jaxopt_adv.datasets import DATASETS
@@ -31,8 +38,25 @@ TORCH_INSTALL = (
 )
 
 
+# Upper bounds of the counts (a typo such as --epochs 50000 would run for days).
+MAX_EPOCHS = 1000
+MAX_SEEDS = 100
+MAX_STEPS = 100_000
+MAX_ROUNDS = 100
+MAX_BENCH_ELEMENTS = 10**9  # 4 GB per float32 tree; Adam holds several
+MAX_BENCH_LEAVES = 100_000
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
 class UsageError(Exception):
     """A problem with the command line or the environment; exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``prog: error: message``)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def resolve_optimizers(spec: str, needs_more: dict[str, str]) -> list[str]:
@@ -63,7 +87,7 @@ def resolve_optimizers(spec: str, needs_more: dict[str, str]) -> list[str]:
 def _parser() -> argparse.ArgumentParser:
     from jaxopt_adv.app.compare import DEFAULT_OPTIMIZERS
 
-    parser = argparse.ArgumentParser(prog="jaxopt-adv", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="jaxopt-adv", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     compare = commands.add_parser("compare", help="compare optimizers on bundled real data")
@@ -99,9 +123,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(value: int, flag: str) -> None:
-    if value < 1:
-        raise UsageError(f"{flag} must be >= 1, got {value}")
+def _in_range(value: int, flag: str, high: int) -> None:
+    if not 1 <= value <= high:
+        raise UsageError(f"{flag} must be from 1 to {high:,}, got {value}")
+
+
+def _counts(text: str, flag: str, high: int) -> list[int]:
+    """Comma-separated whole numbers from 1 to ``high`` (``"1e6"`` is one)."""
+    values = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value == int(value) and 1 <= value <= high):
+            raise UsageError(f"{flag}: {item.strip()!r} is not a whole number from 1 to {high:,}")
+        values.append(int(value))
+    return values
 
 
 def _want_torch(requested: bool | None) -> bool:
@@ -131,17 +169,24 @@ def run_compare(args: argparse.Namespace) -> int:
     from jaxopt_adv.datasets import load_dataset
 
     names = resolve_optimizers(args.optimizers, compare.NEEDS_MORE)
-    for value, flag in (
-        (args.epochs, "--epochs"),
-        (args.seeds, "--seeds"),
-        (args.batch_size, "--batch-size"),
+    for value, flag, high in (
+        (args.epochs, "--epochs", MAX_EPOCHS),
+        (args.seeds, "--seeds", MAX_SEEDS),
+        (args.batch_size, "--batch-size", sys.maxsize),
     ):
-        _positive(value, flag)
+        _in_range(value, flag, high)
     use_torch = _want_torch(args.torch)
+    data = load_dataset(args.data)
+    if args.batch_size > len(data.x_train):
+        raise UsageError(
+            f"--batch-size {args.batch_size} is larger than the {len(data.x_train)} "
+            f"training images of {args.data}"
+        )
     try:
         report.check_writable(args.out)
     except OSError as error:
         raise UsageError(str(error)) from None
+    report.remove_stale_staging(args.out)
     config = compare.CompareConfig(
         tuple(names),
         args.data,
@@ -152,12 +197,12 @@ def run_compare(args: argparse.Namespace) -> int:
         use_torch,
         progress=not args.no_progress,
     )
-    data = load_dataset(args.data)
     start = time.perf_counter()
     print(
         f"{args.data}: {len(data.x_train)} train / {len(data.x_test)} test images; "
         f"model {args.model}; {args.epochs} epochs x {args.seeds} seeds; "
-        f"torch comparison {'on' if use_torch else 'off'}"
+        f"torch comparison {'on' if use_torch else 'off'}",
+        flush=True,
     )
     records, pairs = compare.run_compare(config, data, torch_available=use_torch)
     print(report.format_table(records))
@@ -170,14 +215,13 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     from jaxopt_adv.app import bench, report
 
-    _positive(args.steps, "--steps")
-    _positive(args.rounds, "--rounds")
+    _in_range(args.steps, "--steps", MAX_STEPS)
+    _in_range(args.rounds, "--rounds", MAX_ROUNDS)
+    sizes = _counts(args.sizes, "--sizes", MAX_BENCH_ELEMENTS)
+    leaves = _counts(args.leaves, "--leaves", MAX_BENCH_LEAVES)
+    if max(leaves) > min(sizes):
+        raise UsageError(f"--leaves {max(leaves)} is more than --sizes {min(sizes)} elements")
     use_torch = _want_torch(args.torch)
-    try:
-        sizes = [int(float(s)) for s in args.sizes.split(",")]
-        leaves = [int(s) for s in args.leaves.split(",")]
-    except ValueError:
-        raise UsageError(f"bad --sizes {args.sizes!r} or --leaves {args.leaves!r}") from None
     try:
         report.check_writable(args.out)
     except OSError as error:
@@ -189,17 +233,57 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _exit_on_interrupt(command: str) -> Iterator[None]:
+    """While the block runs, Ctrl-C removes the staging folder of results being written,
+    says so in one line and ends the process with status 130 at once.
+
+    Not by raising ``KeyboardInterrupt``: XLA's (and torch's) threads may still be running
+    work when it unwinds the main thread, and the interpreter's shutdown then frees what
+    they use (the crash this avoids); and a ``KeyboardInterrupt`` raised inside a garbage
+    collection callback is ignored, so training went on.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(signum: int, frame: object) -> None:
+        from jaxopt_adv.app import bench, report
+
+        report.discard_staging()
+        bench.stop_workers()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        if sys.stdout.isatty():  # the progress bar hides the cursor
+            os.write(sys.stdout.fileno(), b"\x1b[?25h\n")
+        os.write(sys.stderr.fileno(), f"jaxopt-adv {command}: interrupted\n".encode())
+        os._exit(EXIT_INTERRUPTED)
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "list":
             return run_list(args.pattern)
-        if args.command == "compare":
-            return run_compare(args)
-        return run_bench(args)
+        with _exit_on_interrupt(args.command):
+            if args.command == "compare":
+                return run_compare(args)
+            return run_bench(args)
     except UsageError as error:
         print(f"jaxopt-adv {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:  # a benchmark worker failed
+        if args.command != "bench":
+            raise
+        print(f"jaxopt-adv bench: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

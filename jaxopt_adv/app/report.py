@@ -1,23 +1,37 @@
 """The outputs of ``jaxopt-adv compare``: terminal table, JSON, CSV and PNG figures.
 
-Files are written into a temporary directory inside ``--out`` and moved into place only
-when all of them exist, so an interrupted or failing run leaves no half-written results.
+Files are written into a staging folder inside ``--out`` (``.jaxopt-adv-<pid>-*``) and
+moved into place only when all of them exist, with Ctrl-C held off while they move, so
+an interrupted or failing run leaves no half-written results; a figure this run does not
+draw (``torch_overlay.png`` without torch) is removed rather than left from an earlier
+run. A staging folder whose process is gone (killed) is removed by the next run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CSV_FIELDS", "check_writable", "format_table", "write_outputs"]
+__all__ = [
+    "CSV_FIELDS",
+    "OUTPUT_NAMES",
+    "STAGING_PREFIX",
+    "check_writable",
+    "discard_staging",
+    "format_table",
+    "remove_stale_staging",
+    "write_outputs",
+]
 
 CSV_FIELDS = (
     "optimizer",
@@ -29,6 +43,53 @@ CSV_FIELDS = (
     "state_bytes_per_param",
     "torch_max_rel_dev",
 )
+# Every file ``write_outputs`` may write.
+OUTPUT_NAMES = ("accuracy.png", "curves.png", "results.csv", "results.json", "torch_overlay.png")
+STAGING_PREFIX = ".jaxopt-adv-"
+# staging folders of this process that exist now
+_STAGING: set[Path] = set()
+
+
+def discard_staging() -> None:
+    """Remove this process's staging folders (on Ctrl-C, before the process ends)."""
+    for staging in list(_STAGING):
+        shutil.rmtree(staging, ignore_errors=True)
+        _STAGING.discard(staging)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove the staging folders in ``out`` left by processes that no longer run (a
+    killed run); return them."""
+    removed = []
+    for path in out.glob(f"{STAGING_PREFIX}*"):
+        pid = path.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if path.is_dir() and not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def _no_interrupt() -> Iterator[None]:
+    """Hold off SIGINT (Ctrl-C) in the block; it is delivered when the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def check_writable(out: Path) -> None:
@@ -132,7 +193,8 @@ def write_outputs(
     title: str,
 ) -> list[Path]:
     """Write results.json, results.csv and the figures into ``out``; return the paths."""
-    staging = Path(tempfile.mkdtemp(prefix=".jaxopt-adv-", dir=out))
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
+    _STAGING.add(staging)
     try:
         (staging / "results.json").write_text(json.dumps(records, indent=2, default=repr) + "\n")
         with open(staging / "results.csv", "w", newline="") as f:
@@ -142,9 +204,14 @@ def write_outputs(
         for name, draw in _figures(records, pairs, title):
             draw(staging / name)
         written = []
-        for path in sorted(staging.iterdir()):
-            os.replace(path, out / path.name)
-            written.append(out / path.name)
+        with _no_interrupt():
+            for path in sorted(staging.iterdir()):
+                os.replace(path, out / path.name)
+                written.append(out / path.name)
+            for name in OUTPUT_NAMES:  # an earlier run's figure this run does not draw
+                if out / name not in written:
+                    (out / name).unlink(missing_ok=True)
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        _STAGING.discard(staging)

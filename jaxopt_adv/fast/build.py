@@ -2,12 +2,14 @@
 ``lr_mask.cc``, ``tam.cc``) with XLA.
 
 The kernels are compiled on first use with the system C++ compiler into a cache
-directory, keyed by a hash of the sources, the jaxlib version, the compiler flags, the
-host CPU and whether XLA contracts multiply-adds into FMAs on it. The sources compile in
-parallel (one compiler process each) and link into a shared library, written under a
-temporary name and renamed into place (atomic) while a lock file is held, so that
-parallel test workers build it once and never load a half-written file; it is loaded
-with ``ctypes`` and registered with ``jax.ffi.register_ffi_target(..., platform="cpu")``.
+directory, keyed by a hash of the sources, the jaxlib version, the compiler (its command
+and ``--version``) and its flags, the host CPU and whether XLA contracts multiply-adds
+into FMAs on it. The sources compile in parallel (one compiler process each) and link
+into a shared library, written under a temporary name and renamed into place (atomic)
+while a lock file is held, so that parallel test workers build it once; its size and
+SHA-256 are recorded beside it (``kernels-<key>.json``) and checked before every load, so
+that a truncated or altered library is rebuilt instead of loaded. It is loaded with
+``ctypes`` and registered with ``jax.ffi.register_ffi_target(..., platform="cpu")``.
 
 Environment variables:
 
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
+import json
 import os
 import platform
 import shlex
@@ -30,7 +34,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,12 +52,15 @@ __all__ = [
     "TARGETS",
     "Library",
     "cache_dir",
+    "compiler_identity",
     "failure",
     "host_reason",
     "library_path",
     "load",
+    "manifest_path",
     "reset",
     "source_path",
+    "verified",
     "xla_contracts_fma",
 ]
 
@@ -122,6 +129,21 @@ def _compiler() -> str | None:
         if shutil.which(name):
             return name
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def compiler_identity(compiler: str) -> str:
+    """The compiler's resolved command and its ``--version`` output (a cache-key part: a
+    different compiler or version may generate different arithmetic)."""
+    argv = shlex.split(compiler)
+    try:
+        result = subprocess.run(
+            [*argv, "--version"], capture_output=True, text=True, timeout=120, check=False
+        )
+        version = result.stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    return "\n".join([shutil.which(argv[0]) or argv[0], *argv[1:], version])
 
 
 def xla_contracts_fma() -> bool:
@@ -228,12 +250,9 @@ def _build_lock(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def library_path(fma: bool) -> Path:
-    """Where the library for this source, jaxlib, host CPU and FMA mode is cached.
-
-    The compiler is not part of the key: any compiler honouring the flags produces the
-    same arithmetic, and a cached library needs none.
-    """
+def library_path(fma: bool, compiler: str) -> Path:
+    """Where the library for this source, jaxlib, compiler and flags, host CPU and FMA
+    mode is cached."""
     sources = source_paths()
     for source in sources:
         if not source.is_file():
@@ -242,6 +261,7 @@ def library_path(fma: bool) -> Path:
     for part in (
         *(source.read_bytes() for source in sources),
         jaxlib.__version__.encode(),
+        compiler_identity(compiler).encode(),
         " ".join((*CXXFLAGS, f"-DJAXOPT_ADV_FMA={int(fma)}")).encode(),
         platform.machine().encode(),
         _cpu_fingerprint().encode(),
@@ -251,25 +271,69 @@ def library_path(fma: bool) -> Path:
     return cache_dir() / f"kernels-{key.hexdigest()[:24]}.so"
 
 
+def manifest_path(library: Path) -> Path:
+    """Where the size and SHA-256 of ``library`` are recorded."""
+    return library.with_suffix(".json")
+
+
+def _fingerprint(path: Path) -> dict[str, object]:
+    data = path.read_bytes()
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def verified(library: Path) -> bool:
+    """Whether ``library`` exists with the size and SHA-256 recorded when it was built
+    (a truncated or altered file would crash the process that loads it)."""
+    try:
+        recorded = json.loads(manifest_path(library).read_text())
+        if not isinstance(recorded, dict) or recorded.get("size") != library.stat().st_size:
+            return False
+        return recorded == _fingerprint(library)
+    except (OSError, ValueError):
+        return False
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a temporary file beside ``path``, then rename it to ``path``."""
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem}-", suffix=f"{path.suffix}.tmp", dir=path.parent
+    )
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)  # atomic: readers never see a partial file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _compile_into_cache(compiler: str, fma: bool, path: Path) -> None:
+    """Compile the library to ``path`` and record its size and digest beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(path.with_suffix(".lock")):
+        if verified(path):  # built by another process while we waited
+            return
+        fingerprint: dict[str, object] = {}
+
+        def compile_to(tmp: Path) -> None:
+            _compile(compiler, fma, tmp)
+            fingerprint.update(_fingerprint(tmp))
+
+        _replace_atomically(path, compile_to)
+        _replace_atomically(
+            manifest_path(path), lambda tmp: tmp.write_text(json.dumps(fingerprint))
+        )
+
+
 def _build() -> Library:
     """Find in the cache (or compile), load and register the kernels; raise on failure."""
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
     fma = xla_contracts_fma()
-    path = library_path(fma)
-    if not path.is_file():
-        compiler = _compiler()
-        if compiler is None:
-            raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _build_lock(path.with_suffix(".lock")):
-            if not path.is_file():  # not built by another process while we waited
-                fd, tmp = tempfile.mkstemp(prefix=".kernels-", suffix=".so.tmp", dir=path.parent)
-                os.close(fd)
-                try:
-                    _compile(compiler, fma, Path(tmp))
-                    os.replace(tmp, path)  # atomic: readers never see a partial file
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+    path = library_path(fma, compiler)
+    if not verified(path):  # missing, half-written by a killed build, truncated, altered
+        _compile_into_cache(compiler, fma, path)
     handle = ctypes.CDLL(str(path))
     _HANDLES.append(handle)  # XLA keeps the handlers' addresses: never unload
     for target, symbol in TARGETS.items():

@@ -61,6 +61,18 @@ inline T Mad(T a, T b, T c) {
 #endif
 }
 
+// p + step * (a * b). A learning rate that is the constant 1 makes step the constant -1:
+// LLVM folds the multiplication by -1 into a subtraction and contracts that with the
+// product, p - a b in one rounding (kUnitStep).
+template <bool kUnitStep, typename T>
+inline T StepByProduct(T step, T a, T b, T p) {
+  if constexpr (kUnitStep) {
+    return Mad(-a, b, p);
+  } else {
+    return Mad(step, a * b, p);
+  }
+}
+
 // x with its sign bit XORed with `mask`: -x for maximize (mask = the sign bit), bit for
 // bit like XLA's negate, and branch-free so that the loop vectorizes.
 inline float FlipSign(float x, uint32_t mask) {
@@ -272,7 +284,9 @@ enum RmspropFlags : unsigned {
   // tasks of unequal size, which emits the add's operands in the other order (the
   // Python side models the split: _xla_loop_is_ragged in step.py).
   kRmsFuseMomentumProduct = 16,
-  kRmsVariants = 32,
+  // The learning rate is the constant 1 (StepByProduct; without momentum).
+  kRmsUnitStep = 32,
+  kRmsVariants = 64,
 };
 
 template <typename T>
@@ -301,25 +315,18 @@ void RmspropRange(const RmspropScalars<T>& s, const Leaf<T>& leaf, int64_t lo, i
     T g = g_in[i];
     g = FlipSign(g, s.flip);
     if constexpr ((F & kRmsDecay) != 0) g = Mad(s.wd, p, g);
-    T v, v_sum;
-    if constexpr ((F & kRmsFactored) != 0) {
-      v_sum = Mad(g, g, nu_in[i]);  // (g^2 + nu) * alpha, XLA's factored form
-      v = v_sum * s.alpha;
-    } else {
-      v = Mad(g * g, s.c, nu_in[i] * s.alpha);
-    }
+    // torch's order, ((1 - alpha) g) g: g^2 alone may overflow
+    const T v = Mad(s.alpha, nu_in[i], (s.c * g) * g);
     nu_out[i] = v;
     T root;
     if constexpr (kCentered) {
       T m;
       if constexpr ((F & kRmsFactored) != 0) {
-        m = (g + mu_in[i]) * s.alpha;
-        // XLA recomputes v here and fuses its multiplication with the subtraction
-        root = std::sqrt(Mad(v_sum, s.alpha, -(m * m)));
+        m = (g + mu_in[i]) * s.alpha;  // XLA's factored form of alpha = 1 - alpha = 1/2
       } else {
         m = Mad(g, s.c, mu_in[i] * s.alpha);
-        root = std::sqrt(Mad(-m, m, v));
       }
+      root = std::sqrt(Mad(-m, m, v));
       mu_out[i] = m;
     } else {
       root = std::sqrt(v);
@@ -333,10 +340,10 @@ void RmspropRange(const RmspropScalars<T>& s, const Leaf<T>& leaf, int64_t lo, i
         d = Mad(scale, g, t_in[i] * s.momentum);
       }
       t_out[i] = d;
+      p_out[i] = Mad(s.step, d, p);
     } else {
-      d = scale * g;
+      p_out[i] = StepByProduct<(F & kRmsUnitStep) != 0>(s.step, scale, g, p);
     }
-    p_out[i] = Mad(s.step, d, p);
   }
 }
 
@@ -381,7 +388,9 @@ enum AdadeltaFlags : unsigned {
   kAdadeltaDecay = 1,
   // As Adam's kAdamSquareFirst: (g * g) * (1 - rho) (1-element leaves under maximize).
   kAdadeltaSquareFirst = 2,
-  kAdadeltaVariants = 4,
+  // The learning rate is the constant 1 (StepByProduct), torch's default.
+  kAdadeltaUnitStep = 4,
+  kAdadeltaVariants = 8,
 };
 
 template <typename T>
@@ -415,10 +424,11 @@ void AdadeltaRange(const AdadeltaScalars<T>& s, const Leaf<T>& leaf, int64_t lo,
     }
     const T eg = Mad(s.rho, eg_in[i], g2);
     const T ex_old = ex_in[i];
-    const T delta = std::sqrt((ex_old + s.eps) / (eg + s.eps)) * g;
+    const T root = std::sqrt((ex_old + s.eps) / (eg + s.eps));
+    const T delta = root * g;
     eg_out[i] = eg;
     ex_out[i] = Mad(s.rho, ex_old, (s.c * delta) * delta);
-    p_out[i] = Mad(s.step, delta, p);
+    p_out[i] = StepByProduct<(F & kAdadeltaUnitStep) != 0>(s.step, root, g, p);
   }
 }
 
@@ -553,7 +563,10 @@ enum RadamFlags : unsigned {
   kRadamReciprocalBc1 = 8,
   // As Adam's kAdamSquareFirst.
   kRadamSquareFirst = 16,
-  kRadamVariants = 32,
+  // The learning rate is the constant 1 (StepByProduct; without decoupled decay, whose
+  // addition comes last).
+  kRadamUnitStep = 32,
+  kRadamVariants = 64,
 };
 
 template <typename T>
@@ -585,15 +598,19 @@ void RadamLoop(const RadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_
     T m, v;
     AdamMoments<(F & kRadamFactoredMu) != 0, (F & kRadamSquareFirst) != 0>(
         s.b1, s.c1, s.b2, s.c2, mu_in[i], nu_in[i], g, &m, &v);
-    T u;
-    if constexpr ((F & kRadamReciprocalBc1) != 0) {
-      u = m * s.s1;
+    constexpr bool kUnitStep = (F & kRadamUnitStep) != 0;
+    if constexpr ((F & kRadamDecoupledDecay) != 0) {
+      T u = (F & kRadamReciprocalBc1) != 0 ? m * s.s1 : m / s.s1;
+      if constexpr (kRectified) u = u * (s.scale / (std::sqrt(v) + s.eps));
+      p_out[i] = Mad(s.step, Mad(s.wd, p, u), p);
+    } else if constexpr (kRectified) {
+      const T u = (F & kRadamReciprocalBc1) != 0 ? m * s.s1 : m / s.s1;
+      p_out[i] = StepByProduct<kUnitStep>(s.step, u, s.scale / (std::sqrt(v) + s.eps), p);
+    } else if constexpr ((F & kRadamReciprocalBc1) != 0) {
+      p_out[i] = StepByProduct<kUnitStep>(s.step, m, s.s1, p);
     } else {
-      u = m / s.s1;
+      p_out[i] = Mad(s.step, m / s.s1, p);
     }
-    if constexpr (kRectified) u = u * (s.scale / (std::sqrt(v) + s.eps));
-    if constexpr ((F & kRadamDecoupledDecay) != 0) u = Mad(s.wd, p, u);
-    p_out[i] = Mad(s.step, u, p);
     mu_out[i] = m;
     nu_out[i] = v;
   }

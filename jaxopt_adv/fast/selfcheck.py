@@ -5,10 +5,13 @@ were written against (which products LLVM fuses into FMAs, which divisions XLA t
 into reciprocals, per tree and leaf size). :func:`outcome` runs a set of probe steps
 through both paths on this host (a few seconds, on a fresh thread so that it also works
 while a ``jax.jit`` is tracing) and remembers the result for the process and in a marker
-file next to the compiled library, keyed by the Python side's source, the number of
+file next to the compiled library, keyed by the check's module source, the number of
 CPUs the process may use, ``XLA_FLAGS`` and the x64 mode too (the mode changes the dtype
 of counts and scalars, and so XLA's arithmetic: each mode is checked on its own, with the
-mode of the thread that asks).
+mode of the thread that asks). A marker that is not a JSON object of family names to
+``null`` or a reason (truncated, edited, written by another version) is ignored: the
+check runs again and rewrites it. Each check function (the fused kernels' in
+:mod:`.step`, TAM's in :mod:`.tam`) has a marker of its own.
 """
 
 from __future__ import annotations
@@ -16,19 +19,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 
 from jaxopt_adv.fast import build
 
-__all__ = ["outcome", "reset"]
+__all__ = ["outcome", "parse_marker", "reset"]
 
 # The probe families: KERNELS gates every kernel; a failed TRACED_MOMENTUM only sends
 # RMSprop with a traced momentum (inject_hyperparams) to the XLA path, a failed ADAGRAD
-# (ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD) only that optimizer.
+# (ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD) only that optimizer. TAM (TAM and AdaTAM's
+# kernel) is checked by its own probes (:mod:`.tam`).
 KERNELS = "kernels"
 TRACED_MOMENTUM = "rmsprop_traced_momentum"
 ADAGRAD = "adagrad"
@@ -39,16 +45,36 @@ RPROP = "rprop"
 ASGD = "asgd"
 ADADELTA = "adadelta"
 FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD)
+TAM = "tam"
 
 _LOCK = threading.Lock()
 # x64 mode -> family -> None or why the family's kernels are not used
 _RESULT: dict[bool, dict[str, str | None]] = {}
+# (x64 mode, check) pairs whose outcome is in _RESULT
+_DONE: set[tuple[bool, str]] = set()
+# set on the thread that runs a check: the kernels it probes are used there
+_CHECKING = threading.local()
 
 
-def _marker(library: build.Library, x64: bool) -> Path:
+def _check_name(check: Callable[..., Any]) -> str:
+    return f"{check.__module__}.{check.__qualname__}"
+
+
+def _check_source(check: Callable[..., Any]) -> bytes:
+    """The source of the module that defines ``check`` (its probes and its kernels'
+    Python side)."""
+    filename = getattr(sys.modules.get(check.__module__), "__file__", None)
+    try:
+        return Path(filename).read_bytes() if filename else b""
+    except OSError:
+        return b""
+
+
+def _marker(library: build.Library, x64: bool, check: Callable[..., Any]) -> Path:
     key = hashlib.sha256()
-    for name in ("step.py", "selfcheck.py"):
-        key.update(Path(__file__).with_name(name).read_bytes())
+    key.update(_check_name(check).encode())
+    key.update(_check_source(check))
+    key.update(Path(__file__).read_bytes())
     # XLA splits loops by the number of CPUs this process may use
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -65,6 +91,7 @@ def _run(check: Callable[[], dict[str, str | None]], x64: bool) -> dict[str, str
     outcome: dict[str, object] = {}
 
     def target() -> None:
+        _CHECKING.active = True
         try:
             with jax.enable_x64(x64):  # a thread starts in the global mode
                 outcome["mismatches"] = check()
@@ -79,40 +106,75 @@ def _run(check: Callable[[], dict[str, str | None]], x64: bool) -> dict[str, str
     return outcome["mismatches"]  # type: ignore[return-value]
 
 
+def parse_marker(text: str) -> dict[str, str | None] | None:
+    """A marker file's per-family outcome, or ``None`` if ``text`` is not one (not JSON,
+    not an object, a value neither ``null`` nor a string)."""
+    try:
+        mismatches = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(mismatches, dict) or not all(
+        value is None or isinstance(value, str) for value in mismatches.values()
+    ):
+        return None
+    return mismatches
+
+
+def _load_or_run(
+    check: Callable[[], dict[str, str | None]], marker: Path, x64: bool
+) -> dict[str, str | None]:
+    """The marker's outcome, or (none or an unreadable one) the check's, recorded there."""
+    try:
+        mismatches = parse_marker(marker.read_text())
+    except (OSError, UnicodeDecodeError):
+        mismatches = None
+    if mismatches is not None:
+        return mismatches
+    mismatches = _run(check, x64)
+    tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(mismatches))
+        os.replace(tmp, marker)
+    except OSError:
+        pass  # a read-only cache: the check runs again in the next process
+    return mismatches
+
+
 def outcome(check: Callable[[], dict[str, str | None]], family: str) -> str | None:
     """``None`` when the kernels of ``family`` match XLA on this host, else why not.
 
     ``check()`` returns, per family, ``None`` or a description of the first mismatch;
-    it runs once per process and x64 mode (and once per library, Python source and mode,
-    through the marker file).
+    it runs once per process and x64 mode (and once per library, check source and mode,
+    through the marker file). A family the check does not report is not used. On the
+    thread that runs a check this is ``None``: the check exercises the kernels.
     """
+    if getattr(_CHECKING, "active", False):
+        return None
     x64 = bool(jax.config.jax_enable_x64)
     with _LOCK:
-        if x64 not in _RESULT:
+        if (x64, _check_name(check)) not in _DONE:
             library = build.load()
             if library is None:
                 return build.failure()
-            marker = _marker(library, x64)
-            try:
-                mismatches = json.loads(marker.read_text())
-            except (OSError, ValueError):
-                mismatches = _run(check, x64)
-                tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
-                try:
-                    tmp.write_text(json.dumps(mismatches))
-                    os.replace(tmp, marker)
-                except OSError:
-                    pass  # a read-only cache: the check runs again in the next process
-            _RESULT[x64] = {
-                name: None
-                if mismatch is None
-                else f"the kernels differ from XLA on this host ({mismatch})"
+            mismatches = _load_or_run(check, _marker(library, x64, check), x64)
+            _RESULT.setdefault(x64, {}).update(
+                (
+                    name,
+                    None
+                    if mismatch is None
+                    else f"the kernels differ from XLA on this host ({mismatch})",
+                )
                 for name, mismatch in mismatches.items()
-            }
-        return _RESULT[x64].get(family)
+            )
+            _DONE.add((x64, _check_name(check)))
+        results = _RESULT[x64]
+        if family not in results:
+            return f"the self-check does not cover the {family!r} kernels"
+        return results[family]
 
 
 def reset() -> None:
     """Forget this process's outcome (tests)."""
     with _LOCK:
         _RESULT.clear()
+        _DONE.clear()

@@ -168,6 +168,13 @@ def _factored(a: Any, b: Any, dtype: np.dtype) -> bool:
     return bool(a == b) and _power_of_two(float(a))
 
 
+def _is_static_one(value: Any, dtype: np.dtype) -> bool:
+    """Whether ``value`` is a Python number that becomes 1 in ``dtype``: a constant XLA's
+    code generation multiplies away (``x * 1 -> x``, ``x * -1 -> -x``), which changes
+    which products LLVM contracts into fused multiply-adds."""
+    return is_concrete_number(value) and bool(np.asarray(value, dtype) == 1)
+
+
 def _learning_step(learning_rate: Any, old_inner: Any, dtype: np.dtype) -> jax.Array | str:
     """``-lr`` as ``optax.scale_by_learning_rate`` multiplies the update by it, or why it
     cannot be had (see :func:`_cast`)."""
@@ -344,7 +351,8 @@ def _rmsprop_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -
     def flags(key):
         dtype, fuse_momentum_product = key
         factored = _factored(alpha, c, dtype)
-        variant = (decay, centered, has_momentum, factored, fuse_momentum_product)
+        unit_step = _is_static_one(hp["learning_rate"], dtype)
+        variant = (decay, centered, has_momentum, factored, fuse_momentum_product, unit_step)
         return _bits(hp["maximize"], *variant)
 
     def group(leaf, n_leaves):
@@ -357,7 +365,8 @@ def _rmsprop_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -
         if size == 1 and traced:
             return "RMSprop with injected hyperparameters and a 1-element leaf"
         if is_concrete_number(momentum):
-            return np.dtype(leaf.dtype), True
+            # a momentum of 1 is multiplied away, which leaves the other product to LLVM
+            return np.dtype(leaf.dtype), not _is_static_one(momentum, np.dtype(leaf.dtype))
         if not all_traced:
             return "RMSprop with a traced momentum outside optax.inject_hyperparams"
         if (mismatch := checked(selfcheck.TRACED_MOMENTUM)) is not None:
@@ -427,8 +436,9 @@ def _adadelta_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) 
         return rest if isinstance(rest, str) else [step, *rest]
 
     def flags(key):
-        _, square_first = key
-        return _bits(hp["maximize"], decay, square_first)
+        dtype, square_first = key
+        unit_step = _is_static_one(hp["learning_rate"], dtype)
+        return _bits(hp["maximize"], decay, square_first, unit_step)
 
     fields = [(optax.ScaleByAdaDeltaState, "e_g"), (optax.ScaleByAdaDeltaState, "e_x")]
     return _Plan("jaxopt_adv_adadelta", fields, scalars, flags, group=group)
@@ -463,7 +473,9 @@ def _adamax_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) ->
         if math.prod(jnp.shape(leaf)) == 1:
             return dtype, False, not (maximize or decay)
         reciprocal = dtype != bc1.dtype or n_leaves == 1
-        if not maximize:
+        # a weight decay of 1 is multiplied away (p - g): LLVM fuses the gradient's
+        # product as without maximize
+        if not maximize or _is_static_one(wd, dtype):
             return dtype, reciprocal, True
         if not traced:
             return dtype, reciprocal, False
@@ -527,6 +539,9 @@ def _nadam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> 
         step = _learning_step(hp["learning_rate"], old_inner, dtype)
         if isinstance(step, str):
             return step
+        if is_static_zero(eps):
+            # x / (sqrt(v) + 0) -> x * rsqrt(v): XLA's approximate rsqrt, not mirrored here
+            return "eps 0 (XLA computes an approximate rsqrt)"
         if (mismatch := checked(selfcheck.NADAM)) is not None:
             return mismatch
         rest = _moment_scalars(wd if decay else 0.0, b1, b2, eps, dtype)
@@ -578,6 +593,12 @@ def _radam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> 
         step = _learning_step(hp["learning_rate"], old_inner, dtype)
         if isinstance(step, str):
             return step
+        if is_static_zero(eps):
+            # x / (sqrt(v) + 0) -> x * rsqrt(v): XLA's approximate rsqrt, not mirrored here
+            return "eps 0 (XLA computes an approximate rsqrt)"
+        if decoupled and _is_static_one(wd, dtype):
+            # wd * p + u -> p + u, and LLVM then contracts u's product: not mirrored here
+            return "decoupled weight decay 1 (XLA multiplies it away)"
         if (mismatch := checked(selfcheck.RADAM)) is not None:
             return mismatch
         rest = _moment_scalars(wd if decay else 0.0, b1, b2, eps, dtype)
@@ -589,7 +610,8 @@ def _radam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> 
     def flags(key):
         dtype, reciprocal, square_first = key
         factored = _factored(b1, c1, dtype)
-        variant = (coupled, decoupled, factored, reciprocal, square_first)
+        unit_step = _is_static_one(hp["learning_rate"], dtype)
+        variant = (coupled, decoupled, factored, reciprocal, square_first, unit_step)
         return _bits(hp["maximize"], *variant)
 
     fields = [(ScaleByRadamState, "mu"), (ScaleByRadamState, "nu")]
@@ -1106,8 +1128,93 @@ _PROBES: dict[str, list[tuple[str, bool, dict[str, Any], dict[str, tuple[int, ..
 }
 
 
+def _log_uniform(low: float, high: float) -> Callable[[np.random.Generator], float]:
+    return lambda rng: float(np.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def _near_one(rng: np.random.Generator) -> float:
+    """A decay rate in (0, 1), as often close to 1 as not."""
+    return float(1 - np.exp(rng.uniform(math.log(1e-4), 0.0)))
+
+
+# hyperparameter -> (the values XLA and LLVM may simplify: 0, 1, powers of two and the
+# bounds of its range; a draw from the rest of the range)
+_DRAWS: dict[str, tuple[tuple[float, ...], Callable[[np.random.Generator], float]]] = {
+    "learning_rate": ((0.0, 1.0, 0.5, 2.0), _log_uniform(1e-4, 4.0)),
+    "b1": ((0.0, 0.5), _near_one),
+    "b2": ((0.0, 0.5), _near_one),
+    "rho": ((0.0, 0.5, 1.0), _near_one),
+    "alpha": ((0.0, 0.5, 1.0), _near_one),  # RMSprop's smoothing constant
+    "momentum": ((0.0, 0.5, 1.0), _near_one),
+    "dampening": ((0.0, 0.5, 1.0), _near_one),
+    "eps": ((0.0, 1.0), _log_uniform(1e-12, 2.0)),
+    "weight_decay": ((0.0, 1.0, 0.5), _log_uniform(1e-4, 2.0)),
+    "lr_decay": ((0.0, 1.0), _log_uniform(1e-4, 2.0)),
+    "initial_accumulator_value": ((0.0, 1.0), _log_uniform(1e-4, 2.0)),
+    "momentum_decay": ((0.0, 1.0), _log_uniform(1e-4, 2.0)),
+    "lambd": ((0.0, 1.0), _log_uniform(1e-5, 1.0)),
+    "t0": ((0.0, 1.0), lambda rng: float(rng.integers(2, 6))),
+}
+# ASGD's alpha is an exponent (>= 0), not RMSprop's constant in [0, 1]
+_ASGD_ALPHA = ((0.0, 1.0, 0.5), _log_uniform(1e-2, 2.0))
+_OPTIONS = ("amsgrad", "maximize", "centered", "nesterov", "decoupled_weight_decay")
+
+
+def random_hyperparameters(name: str, rng: np.random.Generator) -> dict[str, Any]:
+    """Hyperparameters of ``SUPPORTED[name]`` drawn at random from their valid ranges:
+    each numeric one a special value (0, 1, 1/2, a bound: where XLA's and LLVM's
+    simplifications change the arithmetic) or a random one, each boolean option on or
+    off (the self-check and the tests draw from here)."""
+    factory = SUPPORTED[name][0]
+    parameters = inspect.signature(factory).parameters
+    out: dict[str, Any] = {}
+    for key in parameters:
+        draws = _ASGD_ALPHA if (name, key) == ("torch.asgd", "alpha") else _DRAWS.get(key)
+        if draws is not None:
+            special, draw = draws
+            out[key] = float(rng.choice(special)) if rng.random() < 0.5 else draw(rng)
+        elif key in _OPTIONS:
+            out[key] = bool(rng.random() < 0.5)
+    if "nesterov" in out and out["nesterov"]:  # torch: a momentum and no dampening
+        out["momentum"] = out["momentum"] or 0.9
+        out["dampening"] = 0.0
+    if "etas" in parameters:
+        out["etas"] = (
+            0.5 if rng.random() < 0.5 else float(rng.uniform(0.05, 0.95)),
+            2.0 if rng.random() < 0.5 else float(rng.uniform(1.05, 3.0)),
+        )
+        low = 0.0 if rng.random() < 0.5 else _log_uniform(1e-6, 1e-2)(rng)
+        high = math.inf if rng.random() < 0.5 else _log_uniform(1e-2, 10.0)(rng)
+        out["step_sizes"] = (low, high)
+    return out
+
+
 # steps per probe: enough for RAdam, which rectifies from step 6 on (b2 = 0.9 there)
 _PROBE_STEPS = 8
+
+
+# the self-check family of each kernel family (the others are gated by KERNELS)
+_CHECKED_BY = {
+    "adagrad": selfcheck.ADAGRAD,
+    "adadelta": selfcheck.ADADELTA,
+    "adamax": selfcheck.ADAMAX,
+    "nadam": selfcheck.NADAM,
+    "radam": selfcheck.RADAM,
+    "rprop": selfcheck.RPROP,
+    "asgd": selfcheck.ASGD,
+}
+
+
+def _probe_table(rng: np.random.Generator) -> dict[str, list]:
+    """:data:`_PROBES` and, per optimizer, one configuration of hyperparameters drawn by
+    :func:`random_hyperparameters` (constants or injected) on a 257 x 129 leaf."""
+    table = {family: list(probes) for family, probes in _PROBES.items()}
+    for name, (_, kernel_family) in SUPPORTED.items():
+        hyperparams = random_hyperparameters(name, rng)
+        inject = bool(rng.random() < 0.5)
+        family = _CHECKED_BY.get(kernel_family, selfcheck.KERNELS)
+        table[family].append((name, inject, hyperparams, {"a": (257, 129)}))
+    return table
 
 
 def _probe_mismatches() -> dict[str, str | None]:
@@ -1115,7 +1222,7 @@ def _probe_mismatches() -> dict[str, str | None]:
     configuration that differs (``None``: none does)."""
     rng = np.random.default_rng(0)
     outcome: dict[str, str | None] = {}
-    for family, probes in _PROBES.items():
+    for family, probes in _probe_table(np.random.default_rng(1)).items():
         outcome[family] = None
         for name, inject, hyperparams, shapes in probes:
             if _probe_differs(rng, name, inject, hyperparams, shapes):

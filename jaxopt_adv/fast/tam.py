@@ -27,13 +27,61 @@ import optax
 from jaxopt_adv.came.tam import CORRELATIONS, tam_chain
 from jaxopt_adv.came.tam import scale_by_adatam as jax_scale_by_adatam
 from jaxopt_adv.came.tam import scale_by_tam as jax_scale_by_tam
-from jaxopt_adv.fast import build
+from jaxopt_adv.fast import build, selfcheck
 
 __all__ = ["adatam", "scale_by_adatam", "scale_by_tam", "tam"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # leaves per custom call (XLA compiles calls with many aliased operands slowly)
 _LEAVES_PER_CALL = 16
+# The self-check's probes: every correlation rule ("auto" with one leaf above the
+# threshold, two below) on float32 leaves, three steps of which the last has an Inf, a
+# -Inf and a NaN gradient element; the kernel must agree with the JAX path to rounding and
+# put the same non-finite values in the same places.
+_PROBE_SHAPES = {"w": (24, 16), "b": (16,), "c": (3, 2, 2, 2)}
+_PROBE_RULES = (("dim0", 1000), ("cosine", 1000), ("row_cosine", 1000), ("auto", 30))
+_PROBE_STEPS = 3
+_PROBE_RTOL = 1e-4
+
+
+def _probe_mismatches() -> dict[str, str | None]:
+    """TAM's self-check (:mod:`.selfcheck`): the first probe configuration whose kernel
+    steps differ from the JAX transform's, or ``None``."""
+    rng = np.random.default_rng(0)
+    stream = [
+        {k: rng.standard_normal(s).astype(np.float32) for k, s in _PROBE_SHAPES.items()}
+        for _ in range(_PROBE_STEPS)
+    ]
+    stream[-1]["w"][2, 3], stream[-1]["w"][5, 1], stream[-1]["b"][5] = np.inf, -np.inf, np.nan
+    for factory in (scale_by_tam, scale_by_adatam):
+        for rule, threshold in _PROBE_RULES:
+            kwargs = {"correlation": rule, "auto_threshold": threshold}
+            if _probe_differs(factory(**kwargs), factory(**kwargs, kernel=False), stream):
+                return {selfcheck.TAM: f"{factory.__name__} {kwargs}"}
+    return {selfcheck.TAM: None}
+
+
+def _probe_differs(ours: Any, theirs: Any, stream: list[dict[str, np.ndarray]]) -> bool:
+    a = b = (None, theirs.init(stream[0]))
+    step_ours, step_theirs = jax.jit(ours.update), jax.jit(theirs.update)
+    for grads in stream:
+        a, b = step_ours(grads, a[1]), step_theirs(grads, b[1])
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+            finite = np.isfinite(y)
+            scale = max(float(np.max(np.abs(y[finite]), initial=0.0)), 1e-30)
+            if (
+                not np.array_equal(np.isfinite(x), finite)
+                or not np.array_equal(x[~finite], y[~finite], equal_nan=True)
+                or np.max(np.abs(x[finite] - y[finite]), initial=0.0) > _PROBE_RTOL * scale
+            ):
+                return True
+    return False
+
+
+def _unavailable_reason() -> str | None:
+    """Why the kernel does not step leaves in this process (see :mod:`.selfcheck`)."""
+    return build.host_reason() or selfcheck.outcome(_probe_mismatches, selfcheck.TAM)
 
 
 def _kernel_leaf(g: Any, state_arrays: list[Any]) -> bool:
@@ -87,7 +135,7 @@ def _with_kernel(
         # The JAX path's results for every leaf; under jax.jit XLA removes the parts of
         # the leaves the kernel replaces.
         out, new_state = inner.update(updates, state, params, **extra_args)
-        if not kernel or build.host_reason() is not None:
+        if not kernel or _unavailable_reason() is not None:
             return out, new_state
         g_leaves, treedef = jax.tree.flatten(updates)
         old = [treedef.flatten_up_to(getattr(state, name)) for name in fields]

@@ -117,16 +117,27 @@ class InfShape:
         return self.axis_mult(self.fan_out_axis) if len(self.dims) >= 2 else 1.0
 
     @property
+    def torch_axes(self) -> tuple[int, ...]:
+        """This parameter's axes in the order of its torch twin ``[out, in, *rest]``.
+
+        The identity in torch's layout; in Flax's ``[*rest, in, out]`` (Dense ``[in, out]``,
+        conv HWIO against torch's OIHW) the last two axes come first, swapped.
+        """
+        ndim = len(self.dims)
+        if self.layout == "torch" or ndim < 2:
+            return tuple(range(ndim))
+        return (ndim - 1, ndim - 2, *range(ndim - 2))
+
+    @property
     def width_mult(self) -> float:
         """mup's ``InfShape.width_mult()``: the multiplier of the "main" infinite axis.
 
-        The fan-in axis when it is infinite, else the last infinite axis (the unique one
-        for a vector-like parameter), else 1.0. In torch's layout this is mup's rule
-        "main = last infinite dimension".
+        mup's main axis is the *last* infinite axis of the torch tensor
+        (:attr:`torch_axes`): the fan-in of a weight whose fan-in and fan-out are widths,
+        the unique width of a vector-like parameter, and, for a ``[3, w1, w2]`` torch
+        tensor with two widths, ``w2``. 1.0 without an infinite axis.
         """
-        if len(self.dims) >= 2 and self.base_dims[self.fan_in_axis] is not None:
-            return self.fan_in_mult
-        infinite = [i for i, base in enumerate(self.base_dims) if base is not None]
+        infinite = [axis for axis in self.torch_axes if self.base_dims[axis] is not None]
         return self.axis_mult(infinite[-1]) if infinite else 1.0
 
 

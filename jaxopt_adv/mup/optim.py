@@ -10,12 +10,14 @@ not transfer hyperparameters across widths.
 
 The per-parameter rules of PyPI ``mup==1.0.0`` (``MuAdam``, ``MuAdamW``, ``MuSGD``), with
 :math:`m_{in}, m_{out}` the fan-in / fan-out width multipliers and :math:`m` the
-multiplier of a vector-like parameter's width axis (see :mod:`jaxopt_adv.mup.infshape`):
+multiplier of mup's main axis, the last width axis of the torch tensor
+(:attr:`~jaxopt_adv.mup.InfShape.width_mult`: :math:`m_{in}` for a weight whose fan-in and
+fan-out are widths, the unique width of a vector-like parameter):
 
 =====================  ========================  ========================================
 parameter class        Adam / AdamW              SGD
 =====================  ========================  ========================================
-matrix-like (hidden)   lr / m_in, wd * m_in      lr / (m_in / m_out), wd * (m_in / m_out)
+matrix-like (hidden)   lr / m, wd * m            lr / (m_in / m_out), wd * (m_in / m_out)
 vector-like            lr, wd                    lr * m, wd / m
 scalar-like            lr, wd                    lr, wd
 =====================  ========================  ========================================
@@ -82,7 +84,8 @@ def mup_multipliers(
     r"""The learning-rate and weight-decay multipliers of one parameter.
 
     The table of :mod:`jaxopt_adv.mup.optim`: for matrix-like parameters the learning
-    rate is divided by ``m_in`` (Adam) or ``m_in / m_out`` (SGD) and the weight decay
+    rate is divided by the main axis's multiplier ``m`` (Adam; ``m_in`` for a weight whose
+    fan-in and fan-out are widths) or by ``m_in / m_out`` (SGD) and the weight decay
     multiplied by it; for vector-like ones under SGD the learning rate is multiplied by
     their width multiplier ``m`` and the weight decay divided by it; everything else is 1.
 
@@ -106,9 +109,10 @@ def mup_multipliers(
     check(scaling in SCALINGS, f"Invalid scaling: {scaling!r} (must be one of {SCALINGS})")
     param_class = infshape.param_class
     if param_class == "matrix":  # mup: lr /= ratio, wd *= ratio
-        ratio = infshape.fan_in_mult
         if scaling == "sgd":
-            ratio /= infshape.fan_out_mult
+            ratio = infshape.fan_in_mult / infshape.fan_out_mult
+        else:
+            ratio = infshape.width_mult
         learning_rate, weight_decay = 1.0 / ratio, ratio
     elif param_class == "vector" and scaling == "sgd":  # mup: lr *= m, wd /= m
         learning_rate, weight_decay = infshape.width_mult, 1.0 / infshape.width_mult
@@ -280,8 +284,8 @@ def mu_adam(
       \theta \leftarrow \theta - \eta\, \text{lr\_mult}\,
         \frac{m_t/(1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t)} + \epsilon}
 
-    with ``lr_mult = 1/m_in`` and ``wd_mult = m_in`` for matrix-like parameters, 1 for
-    the others (:func:`mup_multipliers`). **Not muP on its own**: the model needs a
+    with ``lr_mult = 1/m`` and ``wd_mult = m`` for matrix-like parameters (``m``: mup's
+    main-axis multiplier, ``m_in`` for a hidden weight), 1 for the others (:func:`mup_multipliers`). **Not muP on its own**: the model needs a
     :class:`~jaxopt_adv.mup.MuReadout` and :func:`~jaxopt_adv.mup.mup_rescale_init`.
 
     Args:
@@ -332,9 +336,9 @@ def mu_adamw(
       \theta \leftarrow \theta\,(1 - \eta\,\text{lr\_mult}\,\lambda\,\text{wd\_mult})
         - \eta\,\text{lr\_mult}\,\frac{m_t/(1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t)} + \epsilon}
 
-    Matrix-like parameters get ``lr_mult = 1/m_in``, ``wd_mult = m_in`` (so the decay
-    factor is width-independent), or ``wd_mult = 1`` with ``decoupled_wd``. **Not muP
-    on its own**: see :func:`mu_adam`.
+    Matrix-like parameters get ``lr_mult = 1/m``, ``wd_mult = m`` (``m`` as in
+    :func:`mu_adam`; the decay factor is then width-independent), or ``wd_mult = 1``
+    with ``decoupled_wd``. **Not muP on its own**: see :func:`mu_adam`.
 
     Args:
       learning_rate: scalar or schedule at the base width (torch ``lr``).
@@ -345,7 +349,7 @@ def mu_adamw(
       weight_decay: decoupled decay, ``>= 0``; default 0, as ``mup.MuAdamW`` (which,
         unlike ``torch.optim.AdamW``, does not inherit torch's 1e-2).
       decoupled_wd: static; do not scale the weight decay with width. ``False``
-        reproduces PyPI ``mup==1.0.0``, whose ``MuAdamW`` always multiplies it by m_in.
+        reproduces PyPI ``mup==1.0.0``, whose ``MuAdamW`` always multiplies it by m.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; it needs ``params`` when

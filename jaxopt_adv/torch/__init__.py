@@ -13,6 +13,7 @@ torch's reductions and gradients; :mod:`jaxopt_adv.torch.clip` gradient clipping
 
 from jaxopt_adv.torch import clip, functional, lr_scheduler
 from jaxopt_adv.torch.adadelta import adadelta, scale_by_adadelta
+from jaxopt_adv.torch.adafactor import ScaleByAdafactorState, adafactor
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from jaxopt_adv.torch.adamax import adamax
@@ -29,23 +30,33 @@ from jaxopt_adv.torch.lr_scheduler import (
     reduce_lr_on_plateau,
     step_lr,
 )
+from jaxopt_adv.torch.muon import ScaleByMuonState, muon, scale_by_muon
 from jaxopt_adv.torch.nadam import ScaleByNadamState, nadam, scale_by_nadam
 from jaxopt_adv.torch.radam import ScaleByRadamState, radam, scale_by_radam
 from jaxopt_adv.torch.rmsprop import rmsprop
 from jaxopt_adv.torch.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from jaxopt_adv.torch.sgd import SgdMomentumState, scale_by_sgd_momentum, sgd
+from jaxopt_adv.torch.sparse_adam import (
+    ScaleBySparseAdamState,
+    scale_by_sparse_adam,
+    sparse_adam,
+)
 
 __all__ = [
     "AsgdState",
     "ClipGradNormState",
     "ReduceLROnPlateauState",
+    "ScaleByAdafactorState",
     "ScaleByAdagradState",
     "ScaleByAdamState",
+    "ScaleByMuonState",
     "ScaleByNadamState",
     "ScaleByRadamState",
     "ScaleByRpropState",
+    "ScaleBySparseAdamState",
     "SgdMomentumState",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
@@ -61,6 +72,7 @@ __all__ = [
     "linear_lr",
     "lr_scheduler",
     "multistep_lr",
+    "muon",
     "nadam",
     "one_cycle_lr",
     "one_cycle_momentum",
@@ -71,10 +83,13 @@ __all__ = [
     "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_muon",
     "scale_by_nadam",
     "scale_by_radam",
     "scale_by_rprop",
     "scale_by_sgd_momentum",
+    "scale_by_sparse_adam",
     "sgd",
+    "sparse_adam",
     "step_lr",
 ]

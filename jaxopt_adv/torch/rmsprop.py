@@ -4,10 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from jaxopt_adv._common import check_interval, check_nonnegative, is_static_zero
 from jaxopt_adv.torch._chain import torch_chain
+
+
+def _scale_by_rms(alpha: Any, eps: Any, centered: bool) -> optax.GradientTransformation:
+    """``optax.scale_by_rms`` (``scale_by_stddev`` when centered) with eps outside the
+    root and a zero initial scale, squaring in torch's order: ``alpha * nu + ((1 - alpha)
+    * g) * g`` as ``square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)``, where
+    optax's ``(1 - alpha) * g**2`` overflows to ``inf`` first (a float32 gradient of 3e19).
+    """
+
+    def init_fn(params):
+        nu = optax.tree.zeros_like(params)
+        if centered:
+            return optax.ScaleByRStdDevState(mu=optax.tree.zeros_like(params), nu=nu)
+        return optax.ScaleByRmsState(nu=nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        nu = jax.tree.map(lambda g, v: alpha * v + (1 - alpha) * g * g, updates, state.nu)
+        if centered:
+            mu = optax.tree.update_moment(updates, state.mu, alpha, 1)
+            scaling = jax.tree.map(lambda m, v: 1 / (jnp.sqrt(v - m * m) + eps), mu, nu)
+            new_state = optax.ScaleByRStdDevState(mu=mu, nu=nu)
+        else:
+            scaling = jax.tree.map(lambda v: 1 / (jnp.sqrt(v) + eps), nu)
+            new_state = optax.ScaleByRmsState(nu=nu)
+        return jax.tree.map(lambda s, g: s * g, scaling, updates), new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def rmsprop(
@@ -71,8 +101,7 @@ def rmsprop(
     check_interval(alpha, "alpha", 0.0, 1.0)
     check_nonnegative(eps, "eps", "epsilon")
     check_nonnegative(momentum, "momentum")
-    scale = optax.scale_by_stddev if centered else optax.scale_by_rms
-    core = [scale(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False)]
+    core = [_scale_by_rms(alpha, eps, centered)]
     if not is_static_zero(momentum):
         core.append(optax.trace(decay=momentum))
     return torch_chain(

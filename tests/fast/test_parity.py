@@ -9,12 +9,19 @@ one rounding of that sum). The state the harness compares with torch's is the ke
 from __future__ import annotations
 
 import jax
+import numpy as np
 import optax
 import pytest
 import torch
 
 from jaxopt_adv import fast
-from tests.harness import make_params, precision, run_parity, torch_betas
+from tests.harness import find_state_field, make_params, precision, run_parity, torch_betas
+from tests.torch_exact.test_rmsprop import (
+    HUGE_GRADIENT,
+    HUGE_PARAMS,
+    huge_gradient_stream,
+    torch_rmsprop_step,
+)
 
 ADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq"}
 SGD_STATE = {"trace": "momentum_buffer"}
@@ -163,4 +170,26 @@ def test_fused_step_parity_with_schedule(name, torch_cls, kwargs):
         through_fused_step(opt),
         lambda p: torch_cls(p, lr=0.1, **kwargs),
         schedule=schedule,
+    )
+
+
+@pytest.mark.parametrize("alpha", [0.99, 1.0])
+def test_fused_rmsprop_squares_in_torchs_order(alpha):
+    """A float32 gradient of 3e19: ``(1 - alpha) * g * g`` stays finite where ``g * g``
+    overflows (the kernel squared first: an update of 0, or NaN for alpha 1)."""
+    opt = fast.fused("torch.rmsprop", learning_rate=0.01, alpha=alpha)
+    check_kernel_used(opt, "float32")
+    params = jax.numpy.asarray(HUGE_PARAMS)
+    new_params, state = jax.jit(opt.step)(
+        params, jax.numpy.asarray(HUGE_GRADIENT), opt.init(params)
+    )
+    torch_params, square_avg = torch_rmsprop_step(alpha)
+    np.testing.assert_allclose(np.asarray(new_params), torch_params, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(find_state_field(state, "nu")), square_avg, rtol=1e-6)
+    run_parity(
+        through_fused_step(opt),
+        lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=alpha),
+        dtype="float32",
+        state_map={"nu": "square_avg"},
+        stream=huge_gradient_stream(),
     )

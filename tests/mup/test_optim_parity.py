@@ -174,3 +174,73 @@ def test_flax_layout_uses_fan_in_on_axis_minus_two():
     conv = infer_infshapes(jnp.zeros((3, 3, 16, 8)), jnp.zeros((3, 3, 64, 16)))  # HWIO
     assert (conv.fan_in_mult, conv.fan_out_mult) == (4.0, 2.0)
     assert mup_multipliers(conv, "sgd") == (0.5, 2.0)
+
+
+# --------------------------------------------------------------------------------------
+# A parameter with two width axes that are not (fan-out, fan-in): mup's main axis.
+
+
+class TwoWidthAxes(torch.nn.Module):
+    """A ``(3, w1, w2)`` tensor (width axes 1 and 2, axis 0 finite) and a ``(w1,)`` bias."""
+
+    def __init__(self, w1: int, w2: int) -> None:
+        super().__init__()
+        self.tensor = torch.nn.Parameter(torch.zeros(3, w1, w2))
+        self.bias = torch.nn.Parameter(torch.zeros(w1))
+
+
+TWO_AXES_CASES = {
+    "adam": {"weight_decay": 0.1},
+    "adamw": {"b1": 0.8, "weight_decay": 0.05},
+    "sgd": {"momentum": 0.9, "weight_decay": 0.01},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TWO_AXES_CASES))
+def test_parity_with_pypi_mup_on_a_tensor_with_two_width_axes(name):
+    """Base (3, 8, 8), target (3, 32, 16): mup's main axis is the *last* infinite one
+    (m = 2), not the fan-in (m = 4); MuSGD uses m_in / m_out = 4. 20 steps, f64."""
+    model = set_base_shapes(TwoWidthAxes(32, 16), TwoWidthAxes(8, 8))
+    shapes = {k: tuple(p.shape) for k, p in model.named_parameters()}
+    rng = np.random.default_rng(0)
+    start = {k: rng.normal(size=s) for k, s in shapes.items()}
+    stream = [{k: rng.normal(size=s) for k, s in shapes.items()} for _ in range(20)]
+    base = {
+        k: jax.ShapeDtypeStruct(s, jnp.float64) for k, s in (("tensor", (3, 8, 8)), ("bias", (8,)))
+    }
+    infshapes = infer_infshapes(
+        base, {k: jax.ShapeDtypeStruct(s, jnp.float64) for k, s in shapes.items()}, layout="torch"
+    )
+    kwargs, lr = TWO_AXES_CASES[name], LEARNING_RATE[name]
+
+    def torch_factory(params):
+        for p, reference in zip(params, model.parameters(), strict=True):
+            p.infshape = reference.infshape
+        return THEIRS[name](params, lr=lr, **torch_betas(kwargs))
+
+    state_map = SGD_STATE if name == "sgd" else ADAM_STATE
+    run_parity(
+        OURS[name](lr, infshapes=infshapes, **kwargs),
+        torch_factory,
+        state_map=state_map,
+        params=start,
+        stream=stream,
+    )
+
+
+@pytest.mark.parametrize("scaling", ["adam", "sgd"])
+def test_two_width_axes_multipliers_match_mup_in_both_layouts(scaling):
+    """The same (3, 32, 16) torch tensor read in Flax's layout, (16, 32, 3): the
+    multipliers are those of mup's param group for the torch tensor."""
+    model = set_base_shapes(TwoWidthAxes(32, 16), TwoWidthAxes(8, 8))
+    optimizer = (MuSGD if scaling == "sgd" else MuAdam)(
+        model.parameters(), lr=0.5, weight_decay=0.25
+    )
+    expected = group_of(optimizer, model.tensor)
+    for layout, base, target in (
+        ("torch", (3, 8, 8), (3, 32, 16)),
+        ("flax", (8, 8, 3), (16, 32, 3)),
+    ):
+        infshape = infer_infshapes(jnp.zeros(base), jnp.zeros(target), layout=layout)
+        lr_mult, wd_mult = mup_multipliers(infshape, scaling)
+        np.testing.assert_allclose([0.5 * lr_mult, 0.25 * wd_mult], expected, rtol=1e-15)

@@ -1,11 +1,14 @@
 """torch.optim.RMSprop parity for jaxopt_adv.torch.rmsprop."""
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 import torch
 
 from jaxopt_adv.torch import rmsprop
-from tests.harness import run_parity
+from tests.harness import find_state_field, gradient_stream, run_parity
 
 CASES = {
     "plain": {},
@@ -47,6 +50,51 @@ def test_parity_with_schedule(kwargs):
         lambda p: torch.optim.RMSprop(p, lr=0.01, **kwargs),
         schedule=schedule,
         state_map=_state_map(kwargs),
+    )
+
+
+def huge_gradient_stream():
+    """The harness's stream with a float32 gradient of 3e19 on the first step: its square
+    overflows float32, ``(1 - alpha) * g * g`` (torch's order) does not."""
+    stream = gradient_stream(20)
+    stream[0]["matrix"][0, 0] = 3e19
+    return stream
+
+
+HUGE_PARAMS = np.array([1.0, -1.0, 0.5], np.float32)
+HUGE_GRADIENT = np.array([3e19, -2.0, 0.5], np.float32)
+
+
+def torch_rmsprop_step(alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """torch's params and ``square_avg`` after one float32 step on ``HUGE_GRADIENT``."""
+    param = torch.tensor(HUGE_PARAMS, requires_grad=True)
+    param.grad = torch.tensor(HUGE_GRADIENT)
+    optimizer = torch.optim.RMSprop([param], lr=0.01, alpha=alpha)
+    optimizer.step()
+    return param.detach().numpy(), optimizer.state[param]["square_avg"].numpy()
+
+
+@pytest.mark.parametrize("alpha", [0.99, 1.0])
+def test_parity_squares_in_torchs_order(alpha):
+    """optax's ``(1 - alpha) * g**2`` gave an update of 0 (alpha 0.99) or NaN (alpha 1)."""
+    tx = rmsprop(0.01, alpha=alpha)
+    params = jnp.asarray(HUGE_PARAMS)
+
+    @jax.jit
+    def step(params, grads):
+        updates, state = tx.update(grads, tx.init(params), params)
+        return optax.apply_updates(params, updates), find_state_field(state, "nu")
+
+    new_params, nu = step(params, jnp.asarray(HUGE_GRADIENT))
+    torch_params, square_avg = torch_rmsprop_step(alpha)
+    np.testing.assert_allclose(np.asarray(new_params), torch_params, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(nu), square_avg, rtol=1e-6)
+    run_parity(
+        rmsprop(0.01, alpha=alpha),
+        lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=alpha),
+        dtype="float32",
+        state_map=_state_map({}),
+        stream=huge_gradient_stream(),
     )
 
 

@@ -1,0 +1,174 @@
+"""Adafactor as ``torch.optim.Adafactor`` computes it (not ``optax.adafactor``'s variant)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxopt_adv._common import (
+    NO_PARAMS_MSG,
+    check_interval,
+    check_learning_rate,
+    check_nonnegative,
+    check_tuple,
+    scalar_dtype,
+    tree_map_multi,
+)
+from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch.muon import lerp
+
+
+class ScaleByAdafactorState(NamedTuple):
+    """State of :func:`adafactor`'s core; a leaf's unused fields are ``None``."""
+
+    count: chex.Array  # int32 scalar
+    row_var: optax.Updates  # torch ``row_var`` (shape ``[..., R, 1]``), leaves of >= 2 dims
+    col_var: optax.Updates  # torch ``col_var`` (shape ``[..., 1, C]``), leaves of >= 2 dims
+    variance: optax.Updates  # torch ``variance``, 0-D and 1-D leaves
+
+
+def _rms(x: jax.Array) -> jax.Array:
+    """``norm(x) / sqrt(numel)``, as torch writes it."""
+    return jnp.sqrt(jnp.sum(jnp.square(x))) / math.sqrt(max(x.size, 1))
+
+
+def _init_leaf(p: jax.Array) -> tuple[Any, Any, Any]:
+    if p.ndim > 1:
+        row = jnp.zeros((*p.shape[:-1], 1), p.dtype)
+        col = jnp.zeros((*p.shape[:-2], 1, p.shape[-1]), p.dtype)
+        return row, col, None
+    return None, None, jnp.zeros_like(p)
+
+
+def scale_by_torch_adafactor(
+    learning_rate: optax.ScalarOrSchedule,
+    beta2_decay: Any,
+    eps: tuple[Any, Any],
+    d: Any,
+    weight_decay: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """torch's Adafactor step (learning rate and weight decay included); see :func:`adafactor`."""
+
+    def init_fn(params: optax.Params) -> ScaleByAdafactorState:
+        row, col, variance = tree_map_multi(_init_leaf, 3, params)
+        return ScaleByAdafactorState(jnp.zeros([], jnp.int32), row, col, variance)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError(NO_PARAMS_MSG)
+        count = optax.safe_increment(state.count)
+        t = count.astype(scalar_dtype())
+        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        lr = jnp.asarray(lr, t.dtype)
+        one_minus_beta2 = jnp.power(t, beta2_decay)
+        rho = jnp.minimum(lr, 1 / jnp.sqrt(t))
+
+        def leaf(g, p, row, col, variance):
+            eps1 = jnp.finfo(p.dtype).eps if eps[0] is None else eps[0]
+            alpha = jnp.maximum(eps[1], _rms(p).astype(t.dtype)) * rho
+            g = g.astype(p.dtype)
+            w = one_minus_beta2.astype(p.dtype)
+            if p.ndim > 1:
+                row_mean = jnp.square(jnp.linalg.norm(g, axis=-1, keepdims=True)) / g.shape[-1]
+                col_mean = jnp.square(jnp.linalg.norm(g, axis=-2, keepdims=True)) / g.shape[-2]
+                row, col = lerp(row, row_mean, w), lerp(col, col_mean, w)
+                scale = jnp.maximum(jnp.mean(row, axis=-2, keepdims=True), eps1)
+                estimate = (row * col) / scale
+            else:
+                variance = lerp(variance, g * g, w)
+                estimate = variance
+            direction = jax.lax.rsqrt(jnp.maximum(estimate, eps1 * eps1)) * g
+            denom = jnp.maximum(1.0, _rms(direction).astype(t.dtype) / d)
+            step = (alpha / denom).astype(p.dtype) * direction
+            out = -(lr * weight_decay).astype(p.dtype) * p - step
+            return out, row, col, variance
+
+        out, row, col, variance = tree_map_multi(
+            leaf, 4, updates, params, state.row_var, state.col_var, state.variance
+        )
+        return out, ScaleByAdafactorState(count, row, col, variance)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def adafactor(
+    learning_rate: optax.ScalarOrSchedule = 1e-2,
+    beta2_decay: Any = -0.8,
+    eps: tuple[Any, Any] = (None, 1e-3),
+    d: Any = 1.0,
+    weight_decay: Any = 0.0,
+    *,
+    maximize: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adafactor that reproduces ``torch.optim.Adafactor`` step for step.
+
+    A leaf of two or more dimensions keeps factored second moments over its last two
+    (a row and a column vector per leading index); 0-D and 1-D leaves keep a full one:
+
+    .. math::
+      \hat\beta_{2,t} = 1 - t^{c}, \quad
+      R_t = \mathrm{lerp}(R_{t-1}, \overline{g_t^2}^{\,\text{cols}}, t^{c}), \quad
+      C_t = \mathrm{lerp}(C_{t-1}, \overline{g_t^2}^{\,\text{rows}}, t^{c}), \quad
+      \hat V_t = \frac{R_t C_t}{\max(\bar R_t, \epsilon_1)}
+
+    .. math::
+      U_t = \frac{g_t}{\sqrt{\max(\hat V_t, \epsilon_1^2)}}, \quad
+      \theta_t = \theta_{t-1}(1 - \eta\lambda) - \frac{\max(\epsilon_2, \mathrm{RMS}(\theta_{t-1}))
+        \min(\eta, t^{-1/2})}{\max(1, \mathrm{RMS}(U_t) / d)}\, U_t
+
+    with :math:`c` = ``beta2_decay`` and :math:`\epsilon_1` = ``eps[0]`` (default: the
+    machine epsilon of the leaf's dtype).
+
+    Args:
+      learning_rate: scalar or schedule (torch ``lr``), default ``1e-2``; the relative
+        step is ``min(learning_rate, 1/sqrt(t))``, so it is a cap, not a factor.
+      beta2_decay: exponent ``c <= 0`` of the second-moment weight ``t^c``.
+      eps: ``(eps1, eps2)``: ``eps1 >= 0`` (or ``None``) floors the variance estimate,
+        ``eps2 >= 0`` the parameter scale.
+      d: clipping threshold of the update's RMS, ``>= 1``.
+      weight_decay: decoupled decay ``theta (1 - lr wd)``, ``>= 0``.
+      maximize: static; maximise instead of minimise.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; it needs ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxopt_adv
+      >>> opt = jaxopt_adv.torch.adafactor(0.1)
+      >>> params = jnp.full((2, 2), 2.0)
+      >>> state = opt.init(params)
+      >>> updates, state = opt.update(jnp.ones((2, 2)), state, params)
+      >>> updates
+      Array([[-0.2, -0.2],
+             [-0.2, -0.2]], dtype=float32)
+
+    References:
+      Shazeer, Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
+      ICML 2018; mirrors ``torch.optim.Adafactor`` (torch 2.13).
+
+    Warning:
+      ``optax.adafactor`` is another variant: it factors only leaves whose two largest
+      dimensions are >= 128 (those two, not the last two), adds ``1e-30`` to
+      :math:`g^2` instead of clamping the estimate, and multiplies its update by the
+      learning rate instead of capping the relative step at ``min(lr, 1/sqrt(t))``.
+    """
+    check_learning_rate(learning_rate)
+    check_interval(beta2_decay, "beta2_decay", -math.inf, 0.0, low_open=True)
+    check_tuple(eps, "eps", 2)
+    if eps[0] is not None:
+        check_nonnegative(eps[0], "eps[0]")
+    check_nonnegative(eps[1], "eps[1]")
+    check_interval(d, "d", 1.0, math.inf, high_open=True)
+    check_nonnegative(weight_decay, "weight_decay")
+    return torch_chain(
+        scale_by_torch_adafactor(learning_rate, beta2_decay, tuple(eps), d, weight_decay),
+        learning_rate=None,
+        maximize=maximize,
+    )
