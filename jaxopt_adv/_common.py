@@ -80,13 +80,15 @@ def real_value(value: Any, name: str) -> np.ndarray | None:
     Concrete values are Python and NumPy real numbers and NumPy / JAX arrays of an
     integer or floating dtype (``optax.inject_hyperparams`` calls the factory with
     concrete JAX arrays at ``init``); tracers (under ``jax.jit``, ``jax.eval_shape``)
-    cannot be read and return ``None``.
+    and arrays spread over other processes cannot be read here and return ``None``.
 
     Raises:
       TypeError: naming ``name``, for a bool, a complex number, a string, ``None`` or
         any other object that is not a real number (a bool or complex array included).
     """
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, jax.core.Tracer) or (
+        isinstance(value, jax.Array) and not value.is_fully_addressable
+    ):
         return None
     if isinstance(value, (bool, np.bool_)):
         kind = "a bool"

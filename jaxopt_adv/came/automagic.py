@@ -547,9 +547,10 @@ def automagic_came_amp(
       docstring); each block's faithful mode is available on its own.
     """
     config = AutomagicConfig() if config is None else config
+    initial = learning_rate(0) if callable(learning_rate) else learning_rate
     # > 0: the initial per-element rate (automagic_lr_mask's lr), named as the user passed it
     check_interval(
-        learning_rate,
+        initial,
         "learning_rate",
         0.0,
         math.inf,
@@ -557,7 +558,6 @@ def automagic_came_amp(
         high_open=True,
         torch_name="learning rate",
     )
-    initial = learning_rate(0) if callable(learning_rate) else learning_rate
     pre = [
         agr(
             scope="tree",

@@ -22,7 +22,7 @@ from jaxopt_adv._common import (
 )
 
 # ``learning_rate=FINAL_UPDATE``: the core already returns the final (descent) update, as
-# Rprop and ASGD do. A distinct marker, so a user's ``learning_rate=None`` is an error.
+# Rprop, ASGD and Adafactor do. A distinct marker, so a user's ``learning_rate=None`` is an error.
 FINAL_UPDATE: Final = object()
 
 
@@ -38,7 +38,7 @@ def torch_chain(
     Args:
       *core: the algorithm's blocks (they return an ascent direction).
       learning_rate: scalar or schedule; :data:`FINAL_UPDATE` when ``core`` already
-        returns the final (descent) update, as Rprop and ASGD do.
+        returns the final (descent) update, as Rprop, ASGD and Adafactor do.
       weight_decay: L2 coefficient; a Python ``0`` leaves the block out (so ``params`` are
         not needed), anything else (including traced values) keeps it.
       decoupled_weight_decay: apply ``wd * param`` after the algorithm (AdamW style).

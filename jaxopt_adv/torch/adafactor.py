@@ -19,7 +19,7 @@ from jaxopt_adv._common import (
     scalar_dtype,
     tree_map_multi,
 )
-from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
 from jaxopt_adv.torch.muon import lerp
 
 
@@ -169,6 +169,6 @@ def adafactor(
     check_nonnegative(weight_decay, "weight_decay")
     return torch_chain(
         scale_by_torch_adafactor(learning_rate, beta2_decay, tuple(eps), d, weight_decay),
-        learning_rate=None,
+        learning_rate=FINAL_UPDATE,
         maximize=maximize,
     )
