@@ -565,6 +565,7 @@ def automagic_came_amp(
             edge_threshold=config.edge_threshold,
             edge_scale=config.edge_penalty,
             eps=1e-10,
+            cap_alpha=True,
         )
     ]
     if config.spatial_awareness and config.frequency_penalty > 0:
