@@ -14,6 +14,11 @@ over three periods 1e-13 up to ``T_max = 200``, 1e-11 near the minima at
 arguments (step counts, milestones, strategies) must be Python values; rates may be
 Python numbers or arrays.
 
+The factor schedules (``lambda_lr``, ``multiplicative_lr``, ``constant_lr``,
+``polynomial_lr``) live in :mod:`jaxopt_adv.torch.lr_factor` and the cyclic ones
+(``cosine_annealing_warm_restarts``) in :mod:`jaxopt_adv.torch.lr_cyclic`; all are
+importable from here too.
+
 :func:`reduce_lr_on_plateau` reacts to the loss, so it is a transformation with state
 rather than a schedule.
 """
@@ -21,14 +26,12 @@ rather than a schedule.
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxopt_adv._common import (
@@ -39,24 +42,16 @@ from jaxopt_adv._common import (
     is_concrete_number,
     scalar_dtype,
 )
-
-Schedule = Callable[[chex.Numeric], jax.Array]
-
-
-def _check_count(value: Any, name: str, minimum: int, *, traced_ok: bool = False) -> None:
-    """An integer ``>= minimum``: a Python/NumPy int, or (``traced_ok``) any array."""
-    if traced_ok and isinstance(value, (jax.Array, np.ndarray)):
-        return  # e.g. injected through ``optax.inject_hyperparams``
-    check(
-        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum,
-        f"Invalid {name} value: {value} ({name} must be an integer >= {minimum})",
-    )
-
-
-def _count(count: chex.Numeric) -> tuple[jax.Array, jax.Array]:
-    """``(count as an integer array, count as float)``; float64 when x64 is on."""
-    k = jnp.asarray(count)
-    return k, k.astype(scalar_dtype())
+from jaxopt_adv.torch._schedule import Schedule
+from jaxopt_adv.torch._schedule import as_count as _count
+from jaxopt_adv.torch._schedule import check_count as _check_count
+from jaxopt_adv.torch.lr_cyclic import (
+    cosine_annealing_warm_restarts as cosine_annealing_warm_restarts,
+)
+from jaxopt_adv.torch.lr_factor import constant_lr as constant_lr
+from jaxopt_adv.torch.lr_factor import lambda_lr as lambda_lr
+from jaxopt_adv.torch.lr_factor import multiplicative_lr as multiplicative_lr
+from jaxopt_adv.torch.lr_factor import polynomial_lr as polynomial_lr
 
 
 def step_lr(learning_rate: Any, step_size: int, gamma: Any = 0.1) -> Schedule:
