@@ -41,6 +41,7 @@ __all__ = [
     "factored_rsqrt",
     "init_second_moments",
     "is_factored",
+    "momentum_residual",
     "rms",
     "rms_clip",
     "scale_by_came",
@@ -77,8 +78,11 @@ def update_factored_moment(x: chex.Array, row: chex.Array, col: chex.Array, deca
     """EMA of the row and column means of ``x`` over its last two axes.
 
     ``row <- decay row + (1 - decay) mean(x, -1)``, ``col <- decay col + (1 - decay)
-    mean(x, -2)``; returned in the dtypes of ``row`` and ``col``.
+    mean(x, -2)``; returned in the dtypes of ``row`` and ``col``. An empty ``x`` has no
+    means (0 / 0): both are returned unchanged.
     """
+    if x.size == 0:
+        return row, col
     new_row = decay * row + (1 - decay) * jnp.mean(x, axis=-1)
     new_col = decay * col + (1 - decay) * jnp.mean(x, axis=-2)
     return new_row.astype(row.dtype), new_col.astype(col.dtype)
@@ -90,6 +94,9 @@ def factored_rsqrt(row: chex.Array, col: chex.Array) -> chex.Array:
     :math:`\big(R_i C_j / \overline{R}\big)^{-1/2}`, as the outer product of
     ``rsqrt(row / mean(row))`` and ``rsqrt(col)``, shape ``row.shape + col.shape[-1:]``.
     """
+    shape = row.shape + col.shape[-1:]
+    if math.prod(shape) == 0:  # nothing to scale; mean(row) of an empty row is 0 / 0
+        return jnp.zeros(shape, jnp.result_type(row, col))
     r_factor = lax.rsqrt(row / jnp.mean(row, axis=-1, keepdims=True))
     return r_factor[..., :, None] * lax.rsqrt(col)[..., None, :]
 
@@ -125,21 +132,38 @@ def came_precondition(g, v_row, v_col, v, b2, eps1):
     return lax.rsqrt(v) * g, v_row, v_col, v
 
 
-def came_confidence(u, m, r_row, r_col, b3, eps2):
+def came_confidence(u, m, r_row, r_col, b3, eps2, *, residual=None):
     """CAME's confidence step: ``m`` scaled by the factored inverse root of the instability.
 
     For ``ndim >= 2``, the factored EMA of ``(u - m)^2 + eps2`` (``u`` the clipped
     update, ``m`` the *new* momentum) and ``factored_rsqrt(r_row, r_col) * m``. Official
-    CAME has no confidence for ``ndim < 2``: ``m`` is returned as it is.
+    CAME has no confidence for ``ndim < 2``: ``m`` is returned as it is. ``residual``
+    replaces ``u - m`` where the caller knows it exactly (:func:`momentum_residual`).
 
     Returns:
       ``(out, r_row, r_col)``.
     """
     if not is_factored(m.shape):
         return m, r_row, r_col
-    res = jnp.square(u - m) + eps2
+    res = jnp.square(u - m if residual is None else residual) + eps2
     r_row, r_col = update_factored_moment(res, r_row, r_col, b3)
     return factored_rsqrt(r_row, r_col) * m, r_row, r_col
+
+
+def momentum_residual(u: chex.Array, m: chex.Array, b1: Any) -> chex.Array:
+    """``u - m`` for the EMA momentum ``m = b1 m_prev + (1 - b1) u``, exactly 0 for ``b1 = 0``.
+
+    With ``b1 = 0`` torch's ``m`` is ``0 m_prev + 1 u = u``, so its residual is exactly 0
+    and the instability is ``eps2``. XLA recomputes ``u`` inside ``u - m`` and fuses its
+    last product into the subtraction (an FMA), which leaves ``u``'s rounding error (about
+    1 ulp, far above ``eps2 = 1e-16``): the confidence would then differ from torch's by
+    orders of magnitude. ``0 * u`` keeps torch's NaN for a non-finite ``u``. A momentum
+    in another dtype (``mu_dtype``) is rounded, so its residual is taken as it is.
+    """
+    residual = u - m.astype(u.dtype)
+    if m.dtype != u.dtype:
+        return residual
+    return jnp.where(b1 == 0, 0 * u, residual)
 
 
 # -------------------------------------------------------------------------- transforms
@@ -284,7 +308,9 @@ def scale_by_came(
             u, v_row, v_col, v = came_precondition(x, v_row, v_col, v, b2, eps1)
             u = rms_clip(u, clip_threshold)
             m = (b1 * m + (1 - b1) * u).astype(m.dtype)
-            out, r_row, r_col = came_confidence(u, m.astype(u.dtype), r_row, r_col, b3, eps2)
+            out, r_row, r_col = came_confidence(
+                u, m.astype(u.dtype), r_row, r_col, b3, eps2, residual=momentum_residual(u, m, b1)
+            )
             return out.astype(g.dtype), m, v_row, v_col, v, r_row, r_col
 
         # state[1:] = mu, v_row, v_col, v, r_row, r_col: leaf's argument order
