@@ -3,8 +3,8 @@
 Each helper exists once here and is imported, never re-typed: hyperparameter
 validation (only for concrete Python numbers, so traced values coming through
 ``optax.inject_hyperparams`` pass untouched), the static "is this option off?"
-test used to leave optional blocks out of a chain, and the scalar/dtype rules
-used by the update functions.
+test used to skip an optional block's arithmetic, and the scalar/dtype rules used
+by the update functions.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "is_static_zero",
     "log_of",
     "scalar_dtype",
+    "skip_at_static_zero",
     "tree_map_multi",
     "unshard_trailing_axes",
     "with_gradient_dtype",
@@ -53,12 +54,34 @@ def is_concrete_number(value: Any) -> bool:
 
 
 def is_static_zero(value: Any) -> bool:
-    """True when ``value`` is the Python number 0, so an optional block can be left out.
+    """True when ``value`` is the Python number 0, so an optional block's arithmetic can
+    be skipped.
 
     Arrays (e.g. hyperparameters injected by ``optax.inject_hyperparams``) are never
-    static zeros: the block stays in, which keeps ``init`` and ``update`` consistent.
+    static zeros: their value may be unknown (traced), so the arithmetic runs.
     """
     return is_concrete_number(value) and value == 0
+
+
+def skip_at_static_zero(
+    value: Any, block: optax.GradientTransformation
+) -> optax.GradientTransformationExtraArgs:
+    """``block``, or a pass-through with ``block``'s ``init`` when ``value`` is a static zero.
+
+    For a stateless optional block such as a weight decay: it stays in the chain whatever
+    ``value`` is, so the state's tree structure never depends on a hyperparameter's value
+    and the plain optimizer's state and its ``optax.inject_hyperparams`` version's inner
+    state are interchangeable. A Python 0 returns the updates untouched (no arithmetic,
+    no ``params`` needed).
+    """
+    if not is_static_zero(value):
+        return optax.with_extra_args_support(block)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return updates, state
+
+    return optax.GradientTransformationExtraArgs(block.init, update_fn)
 
 
 def check(condition: bool, message: str) -> None:

@@ -41,6 +41,10 @@ class Case:
     # False where the learning rate is not a plain factor on the update (Rprop reads it
     # once, at init; Automagic's per-element rates start at it and then adapt)
     learning_rate_scales_updates: bool = True
+    # hyperparameters that set shapes or are compared in Python at construction: they
+    # stay Python numbers (``static_args`` of ``optax.inject_hyperparams``, which would
+    # turn them into arrays, traced under jit); every other numeric one may be traced
+    static_args: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.name
@@ -127,6 +131,7 @@ CASES = [
             "labels": np.array([0, 1], np.int32),
             "indices": np.array([3, 1], np.int32),
         },
+        static_args=("num_classes", "num_samples", "memory_size"),
     ),
     Case(
         "sigprop",

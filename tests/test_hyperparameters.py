@@ -23,14 +23,10 @@ from jaxopt_adv import get_optimizer, list_optimizers
 from tests.cases import CASES, CASES_BY_NAME, INVALID
 from tests.test_contract import make_grads, make_params
 
-# Hyperparameters that set shapes or are compared in Python at construction: they stay
-# Python numbers (``static_args`` of ``optax.inject_hyperparams``) and are never traced.
-# Everything else numeric must accept a tracer. ``automagic_came_amp``'s ``config`` (a
-# frozen dataclass of Python values) and the muP ``infshapes`` are not numbers and are
+# Hyperparameters that set shapes (``Case.static_args``) stay Python numbers and are never
+# traced. Everything else numeric must accept a tracer. ``automagic_came_amp``'s ``config``
+# (a frozen dataclass of Python values) and the muP ``infshapes`` are not numbers and are
 # passed through as they are.
-STATIC: dict[str, tuple[str, ...]] = {
-    "fer": ("num_classes", "num_samples", "memory_size"),
-}
 
 ENTRIES = [(name, entry) for name in sorted(INVALID) for entry in INVALID[name]]
 
@@ -65,7 +61,7 @@ def _numeric_arguments(name):
         value = case.kwargs.get(param.name, param.default)
         values = value if isinstance(value, tuple) else (value,)
         numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
-        if numeric and values and param.name not in STATIC.get(name, ()):
+        if numeric and values and param.name not in CASES_BY_NAME[name].static_args:
             found[param.name] = value
     return found
 
@@ -74,7 +70,7 @@ def test_every_numeric_hyperparameter_has_invalid_values():
     """The table covers each numeric argument (and each field of a config dataclass)."""
     for name in list_optimizers():
         covered = {entry.argument for entry in INVALID[name]}
-        wanted = set(_numeric_arguments(name)) | set(STATIC.get(name, ()))
+        wanted = set(_numeric_arguments(name)) | set(CASES_BY_NAME[name].static_args)
         config = CASES_BY_NAME[name].kwargs.get("config")
         if config is not None:
             for field in dataclasses.fields(config):
@@ -95,7 +91,7 @@ def test_array_hyperparameters_are_accepted(case):
     params = {"matrix": make_params()["matrix"]}  # one leaf keeps compilation short
     grads = make_grads(params, 0)
 
-    injected = optax.inject_hyperparams(factory, static_args=STATIC.get(case.name, ()))
+    injected = optax.inject_hyperparams(factory, static_args=case.static_args)
     tx = injected(**case.kwargs)
     state = jax.jit(tx.init)(params)
     # inject_hyperparams holds numbers, not tuples of them (etas, gcw_bounds stay static)

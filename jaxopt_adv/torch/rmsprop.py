@@ -6,7 +6,7 @@ from typing import Any
 
 import optax
 
-from jaxopt_adv._common import check_interval, check_nonnegative, is_static_zero
+from jaxopt_adv._common import check_interval, check_nonnegative
 from jaxopt_adv.torch._chain import torch_chain
 
 
@@ -15,7 +15,7 @@ def rmsprop(
     alpha: Any = 0.99,
     eps: Any = 1e-8,
     weight_decay: Any = 0.0,
-    momentum: Any = 0.0,
+    momentum: Any = None,
     *,
     centered: bool = False,
     maximize: bool = False,
@@ -41,7 +41,10 @@ def rmsprop(
       alpha: smoothing constant, in ``[0, 1]``.
       eps: added outside the square root, ``>= 0``.
       weight_decay: coupled L2 coefficient, ``>= 0``.
-      momentum: momentum factor, ``>= 0`` (a Python 0 keeps no buffer).
+      momentum: momentum factor, ``>= 0``, or ``None`` (default): no momentum buffer. A
+        number keeps the buffer, 0 included (torch's step at 0 without its buffer), so
+        that the state's structure never depends on the value, as under
+        ``optax.inject_hyperparams``; ``None`` is static.
       centered: static; normalise by the estimated variance of the gradient.
       maximize: static; maximise instead of minimise.
 
@@ -73,7 +76,7 @@ def rmsprop(
     check_nonnegative(momentum, "momentum")
     scale = optax.scale_by_stddev if centered else optax.scale_by_rms
     core = [scale(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False)]
-    if not is_static_zero(momentum):
+    if momentum is not None:
         core.append(optax.trace(decay=momentum))
     return torch_chain(
         *core, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
