@@ -342,6 +342,12 @@ _SGD = [
         r"Nesterov momentum requires momentum > 0 \(nesterov=True, momentum=0.0\)",
         {"momentum": 0.0, "dampening": 0.0},
     ),
+    Invalid(  # the default: no momentum at all
+        "nesterov",
+        True,
+        r"Nesterov momentum requires momentum > 0 \(nesterov=True, momentum=None\)",
+        {"momentum": None, "dampening": 0.0},
+    ),
     Invalid(
         "nesterov",
         True,

@@ -42,8 +42,8 @@ def rmsprop(
       eps: added outside the square root, ``>= 0``.
       weight_decay: coupled L2 coefficient, ``>= 0``.
       momentum: momentum factor, ``>= 0``, or ``None`` (default): no momentum buffer. A
-        number keeps the buffer, 0 included (torch's step at 0 without its buffer), so
-        that the state's structure never depends on the value, as under
+        number keeps the buffer, 0 included (its steps are torch's at 0), so that
+        the state's structure never depends on the value, as under
         ``optax.inject_hyperparams``; ``None`` is static.
       centered: static; normalise by the estimated variance of the gradient.
       maximize: static; maximise instead of minimise.

@@ -123,8 +123,8 @@ def sgd(
     Args:
       learning_rate: scalar or schedule :math:`\eta` (torch ``lr``), default ``1e-3``.
       momentum: momentum factor, ``>= 0``, or ``None`` (default): plain SGD, no buffer.
-        A number keeps a momentum buffer, 0 included (torch's step at 0 without its
-        buffer), so that the state's structure never depends on the value, as under
+        A number keeps a momentum buffer, 0 included (its steps are torch's at 0),
+        so that the state's structure never depends on the value, as under
         ``optax.inject_hyperparams``; ``None`` is static (as ``optax.sgd``'s).
       dampening: dampening for momentum, in ``[0, 1]`` (ignored while momentum is 0 or
         ``None``, as in torch at 0).
