@@ -4,7 +4,7 @@ Each helper exists once here and is imported, never re-typed: hyperparameter
 validation (of every concrete value: Python and NumPy numbers, NumPy and JAX arrays;
 traced values coming through ``optax.inject_hyperparams`` or ``jax.jit`` pass
 untouched), the check that params are floating point, the static "is this option
-off?" test used to leave optional blocks out of a chain, and the scalar/dtype rules
+off?" test used to skip an optional block's arithmetic, and the scalar/dtype rules
 used by the update functions.
 """
 
@@ -40,6 +40,7 @@ __all__ = [
     "real_value",
     "requires_float_params",
     "scalar_dtype",
+    "skip_at_static_zero",
     "tree_map_multi",
     "unshard_trailing_axes",
     "with_gradient_dtype",
@@ -60,12 +61,34 @@ def is_concrete_number(value: Any) -> bool:
 
 
 def is_static_zero(value: Any) -> bool:
-    """True when ``value`` is the Python number 0, so an optional block can be left out.
+    """True when ``value`` is the Python number 0, so an optional block's arithmetic can
+    be skipped.
 
     Arrays (e.g. hyperparameters injected by ``optax.inject_hyperparams``) are never
-    static zeros: the block stays in, which keeps ``init`` and ``update`` consistent.
+    static zeros: their value may be unknown (traced), so the arithmetic runs.
     """
     return is_concrete_number(value) and value == 0
+
+
+def skip_at_static_zero(
+    value: Any, block: optax.GradientTransformation
+) -> optax.GradientTransformationExtraArgs:
+    """``block``, or a pass-through with ``block``'s ``init`` when ``value`` is a static zero.
+
+    For a stateless optional block such as a weight decay: it stays in the chain whatever
+    ``value`` is, so the state's tree structure never depends on a hyperparameter's value
+    and the plain optimizer's state and its ``optax.inject_hyperparams`` version's inner
+    state are interchangeable. A Python 0 returns the updates untouched (no arithmetic,
+    no ``params`` needed).
+    """
+    if not is_static_zero(value):
+        return optax.with_extra_args_support(block)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return updates, state
+
+    return optax.GradientTransformationExtraArgs(block.init, update_fn)
 
 
 def check(condition: bool, message: str) -> None:

@@ -26,8 +26,8 @@ from jaxopt_adv._common import (
     check_interval,
     check_learning_rate,
     check_nonnegative,
-    is_static_zero,
     requires_float_params,
+    skip_at_static_zero,
     tree_map_multi,
     with_gradient_dtype,
 )
@@ -351,8 +351,8 @@ def came(
       eps1: added to ``g^2``, ``>= 0``.
       eps2: added to the instability, ``>= 0``.
       clip_threshold: RMS threshold of the scaled update, ``> 0``.
-      weight_decay: decoupled decay :math:`\lambda`, ``>= 0``; a Python ``0`` leaves the
-        block out (then ``params`` are not needed).
+      weight_decay: decoupled decay :math:`\lambda`, ``>= 0``; at a Python ``0`` its
+        block passes the updates through (then ``params`` are not needed).
       weight_decay_mask: optional mask (tree or callable) of the leaves to decay, as in
         ``optax.add_decayed_weights``.
       mu_dtype: static; optional dtype of the first moment.
@@ -400,9 +400,8 @@ def came_chain(
     gradients' dtype; ``init`` refuses integer and complex params."""
     check_learning_rate(learning_rate)
     check_nonnegative(weight_decay, "weight_decay")
-    blocks = [scaling]
-    if not is_static_zero(weight_decay):
-        blocks.append(optax.add_decayed_weights(weight_decay, weight_decay_mask))
+    decay = optax.add_decayed_weights(weight_decay, weight_decay_mask)
+    blocks = [scaling, skip_at_static_zero(weight_decay, decay)]
     blocks.append(optax.scale_by_learning_rate(learning_rate))
     # the decay promotes to the params' dtype
     return requires_float_params(with_gradient_dtype(optax.chain(*blocks)))

@@ -294,9 +294,10 @@ def _adam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _
 
 
 def _sgd_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _Plan:
-    momentum, dampening, wd = hp["momentum"], hp["dampening"], hp["weight_decay"]
+    dampening, wd = hp["dampening"], hp["weight_decay"]
+    has_momentum = hp["momentum"] is not None
+    momentum = hp["momentum"] if has_momentum else 0.0  # no buffer: a constant 0 operand
     decay = not is_static_zero(wd)
-    has_momentum = not is_static_zero(momentum)
     may_be_zero = not (is_concrete_number(momentum) and momentum != 0)
     coef = None
     if has_momentum:
@@ -312,7 +313,7 @@ def _sgd_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _P
             # XLA drops `1 * buf`, and LLVM then fuses the other product
             return "momentum 1 (XLA folds the multiplication away)"
         named = [("weight_decay", wd if decay else 0.0)]
-        named += [("momentum", momentum if has_momentum else 0.0)]
+        named += [("momentum", momentum)]
         rest = _scalar_list(named, dtype)
         if isinstance(rest, str):
             return rest
@@ -330,9 +331,10 @@ def _sgd_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _P
 
 def _rmsprop_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _Plan:
     """``checked(family)``: why a self-check family failed on this host, or ``None``."""
-    alpha, eps, wd, momentum = hp["alpha"], hp["eps"], hp["weight_decay"], hp["momentum"]
+    alpha, eps, wd = hp["alpha"], hp["eps"], hp["weight_decay"]
+    has_momentum = hp["momentum"] is not None
+    momentum = hp["momentum"] if has_momentum else 0.0  # no buffer: a constant 0 operand
     decay = not is_static_zero(wd)
-    has_momentum = not is_static_zero(momentum)
     centered = bool(hp["centered"])
     c = 1 - alpha
     rms_cls = optax.ScaleByRStdDevState if centered else optax.ScaleByRmsState
@@ -348,7 +350,7 @@ def _rmsprop_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -
             # 1 / (sqrt(nu) + 0) -> rsqrt(nu): XLA's approximate rsqrt, not mirrored here
             return "eps 0 (XLA computes an approximate rsqrt)"
         named = [("weight_decay", wd if decay else 0.0), ("alpha", alpha), ("1 - alpha", c)]
-        named += [("eps", eps), ("momentum", momentum if has_momentum else 0.0)]
+        named += [("eps", eps), ("momentum", momentum)]
         rest = _scalar_list(named, dtype)
         return rest if isinstance(rest, str) else [step, *rest]
 
