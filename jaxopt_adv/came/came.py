@@ -15,17 +15,16 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import chex
-import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
-from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxopt_adv._common import (
     check_beta,
     check_interval,
     check_learning_rate,
     check_nonnegative,
+    filled_like,
     requires_float_params,
     skip_at_static_zero,
     tree_map_multi,
@@ -174,18 +173,6 @@ def _stat_dtype(dtype: Any) -> jnp.dtype:
     return jnp.promote_types(jnp.float32, dtype)
 
 
-def _zeros_without_axis(param: chex.Array, axis: int, dtype: Any) -> chex.Array:
-    """Zeros shaped like ``param`` without ``axis``, sharded like the param's other axes."""
-    axis = axis % param.ndim
-    shape = param.shape[:axis] + param.shape[axis + 1 :]
-    sharding = None if isinstance(param, jax.core.Tracer) else getattr(param, "sharding", None)
-    if isinstance(sharding, NamedSharding):
-        spec = tuple(sharding.spec) + (None,) * (param.ndim - len(sharding.spec))
-        sharding = NamedSharding(sharding.mesh, PartitionSpec(*spec[:axis], *spec[axis + 1 :]))
-        return jnp.zeros(shape, dtype, device=sharding)
-    return jnp.zeros(shape, dtype)
-
-
 def init_second_moments(params: optax.Params) -> tuple[Any, Any, Any, Any, Any]:
     """Zero ``(v_row, v_col, v, r_row, r_col)`` trees for CAME's statistics.
 
@@ -198,12 +185,14 @@ def init_second_moments(params: optax.Params) -> tuple[Any, Any, Any, Any, Any]:
     def leaf(p):
         stat = _stat_dtype(p.dtype)
         if is_factored(p.shape):
+            rows = tuple(range(p.ndim - 1))  # the param's axes but the last
+            cols = (*range(p.ndim - 2), p.ndim - 1)  # ... but the second to last
             return (
-                _zeros_without_axis(p, -1, stat),
-                _zeros_without_axis(p, -2, stat),
+                filled_like(p, 0.0, stat, axes=rows),
+                filled_like(p, 0.0, stat, axes=cols),
                 jnp.zeros((0,), stat),
-                _zeros_without_axis(p, -1, stat),
-                _zeros_without_axis(p, -2, stat),
+                filled_like(p, 0.0, stat, axes=rows),
+                filled_like(p, 0.0, stat, axes=cols),
             )
         v = jnp.zeros_like(p, dtype=stat)
         return tuple(v if i == 2 else jnp.zeros((0,), stat) for i in range(5))

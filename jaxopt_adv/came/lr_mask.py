@@ -284,8 +284,8 @@ def automagic_lr_mask(
         sdt = scalar_dtype()
 
         def sv_init(p):
-            shape = p.shape[:-1] + (1,) if p.ndim >= 2 else ()
-            return filled_like(p, 1.0, jnp.promote_types(jnp.float32, p.dtype), shape)
+            per_row = (*range(p.ndim - 1), None) if p.ndim >= 2 else ()
+            return filled_like(p, 1.0, jnp.promote_types(jnp.float32, p.dtype), axes=per_row)
 
         return AutomagicLrMaskState(
             count=jnp.zeros([], jnp.int32),
