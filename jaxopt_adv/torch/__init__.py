@@ -21,6 +21,7 @@ from jaxopt_adv.torch.asgd import AsgdState, asgd, asgd_update
 from jaxopt_adv.torch.clip import ClipGradNormState, clip_grad_norm, clip_grad_value
 from jaxopt_adv.torch.lr_scheduler import (
     ReduceLROnPlateauState,
+    chained_scheduler,
     constant_lr,
     cosine_annealing_lr,
     cosine_annealing_warm_restarts,
@@ -33,6 +34,7 @@ from jaxopt_adv.torch.lr_scheduler import (
     one_cycle_momentum,
     polynomial_lr,
     reduce_lr_on_plateau,
+    sequential_lr,
     step_lr,
 )
 from jaxopt_adv.torch.muon import ScaleByMuonState, muon, scale_by_muon
@@ -68,6 +70,7 @@ __all__ = [
     "adamw",
     "asgd",
     "asgd_update",
+    "chained_scheduler",
     "clip",
     "clip_grad_norm",
     "clip_grad_value",
@@ -99,6 +102,7 @@ __all__ = [
     "scale_by_rprop",
     "scale_by_sgd_momentum",
     "scale_by_sparse_adam",
+    "sequential_lr",
     "sgd",
     "sparse_adam",
     "step_lr",

@@ -16,8 +16,9 @@ Python numbers or arrays.
 
 The factor schedules (``lambda_lr``, ``multiplicative_lr``, ``constant_lr``,
 ``polynomial_lr``) live in :mod:`jaxopt_adv.torch.lr_factor` and the cyclic ones
-(``cosine_annealing_warm_restarts``) in :mod:`jaxopt_adv.torch.lr_cyclic`; all are
-importable from here too.
+(``cosine_annealing_warm_restarts``) in :mod:`jaxopt_adv.torch.lr_cyclic`,
+``sequential_lr`` and ``chained_scheduler`` in :mod:`jaxopt_adv.torch.lr_compose`; all
+are importable from here too.
 
 :func:`reduce_lr_on_plateau` reacts to the loss, so it is a transformation with state
 rather than a schedule.
@@ -45,6 +46,8 @@ from jaxopt_adv._common import (
 from jaxopt_adv.torch._schedule import Schedule
 from jaxopt_adv.torch._schedule import as_count as _count
 from jaxopt_adv.torch._schedule import check_count as _check_count
+from jaxopt_adv.torch.lr_compose import chained_scheduler as chained_scheduler
+from jaxopt_adv.torch.lr_compose import sequential_lr as sequential_lr
 from jaxopt_adv.torch.lr_cyclic import (
     cosine_annealing_warm_restarts as cosine_annealing_warm_restarts,
 )

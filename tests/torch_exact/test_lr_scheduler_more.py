@@ -15,6 +15,7 @@ from torch.optim import lr_scheduler as torch_sched
 
 import jaxopt_adv
 from jaxopt_adv.torch import lr_scheduler
+from jaxopt_adv.torch.lr_compose import chained_scheduler, sequential_lr
 from jaxopt_adv.torch.lr_cyclic import cosine_annealing_warm_restarts
 from jaxopt_adv.torch.lr_factor import constant_lr, lambda_lr, multiplicative_lr, polynomial_lr
 from tests.harness import precision, run_parity
@@ -207,8 +208,9 @@ def test_warm_restarts_long_run_and_huge_counts():
 
 
 def test_new_schedules_are_exported_where_the_old_ones_are():
-    for name in ["lambda_lr", "multiplicative_lr", "constant_lr", "polynomial_lr",
-                 "cosine_annealing_warm_restarts"]:  # fmt: skip
+    names = ["lambda_lr", "multiplicative_lr", "constant_lr", "polynomial_lr",
+             "cosine_annealing_warm_restarts", "sequential_lr", "chained_scheduler"]  # fmt: skip
+    for name in names:
         assert getattr(jaxopt_adv.torch, name) is getattr(lr_scheduler, name)
 
 
@@ -262,3 +264,189 @@ def test_torch_constant_lr_factor_zero_divides():
     optimizer.step()
     with pytest.raises(ZeroDivisionError):
         scheduler.step()
+
+
+# ------------------------------------------------------------- SequentialLR, ChainedScheduler
+
+
+def pair(ours_name, torch_cls, *args):
+    """(our factory(lr), torch factory(optimizer)) for the same scheduler arguments."""
+    return (
+        lambda lr: getattr(lr_scheduler, ours_name)(lr, *args),
+        lambda o: torch_cls(o, *args),
+    )
+
+
+def sequential(pairs, milestones):
+    return (
+        lambda lr: sequential_lr([ours(lr) for ours, _ in pairs], milestones),
+        lambda o: torch_sched.SequentialLR(o, [make(o) for _, make in pairs], milestones),
+    )
+
+
+def chained(pairs):
+    return (
+        lambda lr: chained_scheduler([ours(lr) for ours, _ in pairs], lr),
+        lambda o: torch_sched.ChainedScheduler([make(o) for _, make in pairs]),
+    )
+
+
+COMPOSED = {
+    "sequential_warmup_cosine": sequential(
+        [pair("linear_lr", torch_sched.LinearLR, 0.1, 1.0, 5),
+         pair("cosine_annealing_lr", torch_sched.CosineAnnealingLR, 50)], [5]),
+    "sequential_three": sequential(
+        [pair("constant_lr", torch_sched.ConstantLR, 0.5, 3),
+         pair("exponential_lr", torch_sched.ExponentialLR, 0.9),
+         pair("step_lr", torch_sched.StepLR, 7, 0.5)], [10, 30]),
+    "sequential_repeated_milestone": sequential(
+        [pair("constant_lr", torch_sched.ConstantLR, 0.5, 3),
+         pair("exponential_lr", torch_sched.ExponentialLR, 0.9),
+         pair("polynomial_lr", torch_sched.PolynomialLR, 20, 2.0)], [10, 10]),
+    "sequential_milestone_zero": sequential(
+        [pair("exponential_lr", torch_sched.ExponentialLR, 0.5),
+         pair("linear_lr", torch_sched.LinearLR, 0.5, 1.0, 4)], [0]),
+    "sequential_lambda_restarts": sequential(
+        [pair("lambda_lr", torch_sched.LambdaLR, inverse_sqrt),
+         pair("cosine_annealing_warm_restarts", torch_sched.CosineAnnealingWarmRestarts, 5, 2)],
+        [8]),
+    "sequential_multiplicative_first": sequential(
+        [pair("multiplicative_lr", torch_sched.MultiplicativeLR, wobble),
+         pair("linear_lr", torch_sched.LinearLR, 0.3, 0.9, 12),
+         pair("multistep_lr", torch_sched.MultiStepLR, [3, 9], 0.5)], [20, 40]),
+    "sequential_single": sequential([pair("exponential_lr", torch_sched.ExponentialLR, 0.97)], []),
+    "chained_constant_exponential": chained(
+        [pair("constant_lr", torch_sched.ConstantLR, 0.5, 4),
+         pair("exponential_lr", torch_sched.ExponentialLR, 0.95)]),
+    "chained_three": chained(
+        [pair("linear_lr", torch_sched.LinearLR, 0.2, 1.0, 10),
+         pair("step_lr", torch_sched.StepLR, 7, 0.5),
+         pair("polynomial_lr", torch_sched.PolynomialLR, 40, 1.5)]),
+    "chained_multiplicative_multistep_cosine": chained(
+        [pair("multiplicative_lr", torch_sched.MultiplicativeLR, wobble),
+         pair("multistep_lr", torch_sched.MultiStepLR, [5, 20], 0.3),
+         pair("cosine_annealing_lr", torch_sched.CosineAnnealingLR, 60)]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name, dtype, tolerance",
+    [(name, "float64", 1e-12) for name in COMPOSED]
+    + [(name, "float32", 1e-6) for name in ["sequential_three", "chained_three"]],
+)
+def test_composed_sequence_matches_torch(name, dtype, tolerance):
+    ours_factory, torch_factory = COMPOSED[name]
+    with precision(dtype):
+        values = ours_values(ours_factory(LR), STEPS)
+        assert values.dtype == np.dtype(dtype)
+    assert_sequence_close(values, torch_values(torch_factory, STEPS)[0], tolerance)
+
+
+def random_pair(rng):
+    """A chainable scheduler with arguments drawn at random (``total_iters >= 1``: see
+    ``test_sequential_restart_with_zero_total_iters``)."""
+    kind = int(rng.integers(0, 6))
+    if kind == 0:
+        return pair("step_lr", torch_sched.StepLR, int(rng.integers(1, 15)),
+                    float(rng.uniform(0.1, 1.0)))  # fmt: skip
+    if kind == 1:
+        return pair("exponential_lr", torch_sched.ExponentialLR, float(rng.uniform(0.9, 1.0)))
+    if kind == 2:
+        return pair("linear_lr", torch_sched.LinearLR, float(rng.uniform(0.05, 1.0)),
+                    float(rng.uniform(0.05, 1.0)), int(rng.integers(1, 30)))  # fmt: skip
+    if kind == 3:
+        return pair("constant_lr", torch_sched.ConstantLR, float(rng.uniform(0.05, 1.0)),
+                    int(rng.integers(1, 30)))  # fmt: skip
+    if kind == 4:
+        return pair("polynomial_lr", torch_sched.PolynomialLR, int(rng.integers(1, 80)),
+                    float(rng.uniform(0.2, 3.0)))  # fmt: skip
+    milestones = sorted(int(m) for m in rng.integers(0, STEPS, size=3))
+    return pair("multistep_lr", torch_sched.MultiStepLR, milestones, float(rng.uniform(0.1, 1)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_composed_match_torch(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(3):
+        n = int(rng.integers(1, 4))
+        pairs = [random_pair(rng) for _ in range(n)]
+        milestones = sorted(int(m) for m in rng.integers(0, STEPS, size=n - 1))
+        for ours_factory, torch_factory in (sequential(pairs, milestones), chained(pairs)):
+            with precision("float64"):
+                values = ours_values(ours_factory(LR), STEPS)
+            assert_sequence_close(values, torch_values(torch_factory, STEPS)[0], 1e-12)
+
+
+def test_sequential_sgd_parity_with_torch_scheduler():
+    ours_factory, torch_factory = COMPOSED["sequential_warmup_cosine"]
+    run_parity(
+        jaxopt_adv.torch.sgd(ours_factory(LR), momentum=0.9),
+        with_scheduler(torch.optim.SGD, torch_factory, lr=LR, momentum=0.9),
+        num_steps=25,
+        state_map={"trace": "momentum_buffer"},
+    )
+
+
+def test_chained_product_is_not_torch_for_an_overwriting_scheduler():
+    """As documented: torch's LambdaLR overwrites the lr in a chain (no product)."""
+    pairs = [pair("exponential_lr", torch_sched.ExponentialLR, 0.9),
+             pair("lambda_lr", torch_sched.LambdaLR, inverse_sqrt)]  # fmt: skip
+    ours_factory, torch_factory = chained(pairs)
+    lrs = torch_values(torch_factory, 10)[0]
+    np.testing.assert_allclose(lrs, [LR * inverse_sqrt(k) for k in range(10)], rtol=1e-15)
+    with precision("float64"):
+        values = ours_values(ours_factory(LR), 10)
+    assert abs(values[5] / lrs[5] - 0.9**5) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "factory, args, error, message",
+    [
+        (sequential_lr, ([], []), ValueError, "at least one schedule"),
+        (sequential_lr, ([0.1, 0.2], [3]), TypeError, r"schedules\[0\]"),
+        (sequential_lr, ([geometric, geometric], []), ValueError, "one milestone fewer"),
+        (sequential_lr, ([geometric, geometric], [3, 4]), ValueError, "one milestone fewer"),
+        (sequential_lr, ([geometric] * 3, [5, 2]), ValueError, "non-decreasing"),
+        (sequential_lr, ([geometric] * 2, [-1]), ValueError, "Invalid milestone"),
+        (chained_scheduler, ([], 0.1), ValueError, "at least one schedule"),
+        (chained_scheduler, ([None], 0.1), TypeError, r"schedules\[0\]"),
+        (chained_scheduler, ([geometric], 0.0), ValueError, "learning_rate"),
+    ],
+)
+def test_bad_composed_arguments(factory, args, error, message):
+    with pytest.raises(error, match=message):
+        factory(*args)
+
+
+def test_torch_rejects_bad_composed_arguments():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=LR)
+    exp = torch_sched.ExponentialLR(optimizer, 0.9)
+    with pytest.raises(ValueError, match="at least one"):
+        torch_sched.SequentialLR(optimizer, [], [])
+    with pytest.raises(ValueError, match="milestone"):
+        torch_sched.SequentialLR(optimizer, [exp, exp], [])
+    with pytest.raises(ValueError, match="at least one"):
+        torch_sched.ChainedScheduler([])
+
+
+def test_sequential_restart_with_zero_total_iters():
+    """torch restarts a later scheduler with its closed form: ConstantLR(total_iters=0)
+    then gives the base lr (not ``factor * lr``), and LinearLR(total_iters=0) divides by
+    zero. Documented in sequential_lr; our schedules keep their own count-0 value."""
+    steps = 6
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=LR)
+    exp = torch_sched.ExponentialLR(optimizer, 0.9)
+    linear = torch_sched.LinearLR(optimizer, 0.5, 1.0, 0)
+    scheduler = torch_sched.SequentialLR(optimizer, [exp, linear], [2])
+    optimizer.step()
+    scheduler.step()
+    with pytest.raises(ZeroDivisionError):
+        scheduler.step()
+    constant = pair("constant_lr", torch_sched.ConstantLR, 0.5, 0)
+    ours_factory, torch_factory = sequential(
+        [pair("exponential_lr", torch_sched.ExponentialLR, 0.9), constant], [2]
+    )
+    lrs = torch_values(torch_factory, steps)[0]
+    np.testing.assert_allclose(lrs[2:], LR, rtol=1e-15)
+    with precision("float64"):
+        np.testing.assert_allclose(ours_values(ours_factory(LR), steps)[2:], 0.5 * LR)
