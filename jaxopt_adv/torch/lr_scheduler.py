@@ -16,7 +16,7 @@ Python numbers or arrays.
 
 The factor schedules (``lambda_lr``, ``multiplicative_lr``, ``constant_lr``,
 ``polynomial_lr``) live in :mod:`jaxopt_adv.torch.lr_factor` and the cyclic ones
-(``cosine_annealing_warm_restarts``) in :mod:`jaxopt_adv.torch.lr_cyclic`,
+(``cosine_annealing_warm_restarts``, ``cyclic_lr`` + ``cyclic_momentum``) in :mod:`jaxopt_adv.torch.lr_cyclic`,
 ``sequential_lr`` and ``chained_scheduler`` in :mod:`jaxopt_adv.torch.lr_compose`; all
 are importable from here too.
 
@@ -51,6 +51,8 @@ from jaxopt_adv.torch.lr_compose import sequential_lr as sequential_lr
 from jaxopt_adv.torch.lr_cyclic import (
     cosine_annealing_warm_restarts as cosine_annealing_warm_restarts,
 )
+from jaxopt_adv.torch.lr_cyclic import cyclic_lr as cyclic_lr
+from jaxopt_adv.torch.lr_cyclic import cyclic_momentum as cyclic_momentum
 from jaxopt_adv.torch.lr_factor import constant_lr as constant_lr
 from jaxopt_adv.torch.lr_factor import lambda_lr as lambda_lr
 from jaxopt_adv.torch.lr_factor import multiplicative_lr as multiplicative_lr

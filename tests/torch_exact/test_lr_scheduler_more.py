@@ -8,7 +8,9 @@ randomly drawn arguments, plus harness parity runs of SGD driven by the schedule
 
 import math
 
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import torch
 from torch.optim import lr_scheduler as torch_sched
@@ -16,7 +18,11 @@ from torch.optim import lr_scheduler as torch_sched
 import jaxopt_adv
 from jaxopt_adv.torch import lr_scheduler
 from jaxopt_adv.torch.lr_compose import chained_scheduler, sequential_lr
-from jaxopt_adv.torch.lr_cyclic import cosine_annealing_warm_restarts
+from jaxopt_adv.torch.lr_cyclic import (
+    cosine_annealing_warm_restarts,
+    cyclic_lr,
+    cyclic_momentum,
+)
 from jaxopt_adv.torch.lr_factor import constant_lr, lambda_lr, multiplicative_lr, polynomial_lr
 from tests.harness import precision, run_parity
 from tests.torch_exact.test_lr_scheduler import (
@@ -209,7 +215,8 @@ def test_warm_restarts_long_run_and_huge_counts():
 
 def test_new_schedules_are_exported_where_the_old_ones_are():
     names = ["lambda_lr", "multiplicative_lr", "constant_lr", "polynomial_lr",
-             "cosine_annealing_warm_restarts", "sequential_lr", "chained_scheduler"]  # fmt: skip
+             "cosine_annealing_warm_restarts", "sequential_lr", "chained_scheduler",
+             "cyclic_lr", "cyclic_momentum"]  # fmt: skip
     for name in names:
         assert getattr(jaxopt_adv.torch, name) is getattr(lr_scheduler, name)
 
@@ -450,3 +457,146 @@ def test_sequential_restart_with_zero_total_iters():
     np.testing.assert_allclose(lrs[2:], LR, rtol=1e-15)
     with precision("float64"):
         np.testing.assert_allclose(ours_values(ours_factory(LR), steps)[2:], 0.5 * LR)
+
+
+# ---------------------------------------------------------------------------------- CyclicLR
+
+
+def decay_scale(x):
+    return 1.0 / (1.0 + 0.5 * x)
+
+
+def slow_decay(x):
+    return 0.99**x
+
+
+# name -> CyclicLR keyword arguments (the same for ours and torch's)
+CYCLIC = {
+    "triangular": {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 5},
+    "triangular_uneven": {"base_lr": 0.02, "max_lr": 0.3, "step_size_up": 4,
+                          "step_size_down": 9},
+    "triangular2": {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 3, "step_size_down": 7,
+                    "mode": "triangular2"},
+    "exp_range": {"base_lr": 0.001, "max_lr": 0.1, "step_size_up": 6, "mode": "exp_range",
+                  "gamma": 0.97},
+    "scale_fn_cycle": {"base_lr": 0.01, "max_lr": 0.2, "step_size_up": 4,
+                       "scale_fn": decay_scale},
+    "scale_fn_iterations": {"base_lr": 0.01, "max_lr": 0.2, "step_size_up": 4,
+                            "step_size_down": 6, "scale_fn": slow_decay,
+                            "scale_mode": "iterations", "mode": "ignored"},
+    "sawtooth": {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 5, "step_size_down": 0},
+    "fractional_steps": {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 2.5,
+                         "step_size_down": 3.5, "mode": "triangular2"},
+}  # fmt: skip
+
+MOMENTA = {"base_momentum": 0.75, "max_momentum": 0.95}
+
+
+def our_cyclic(kwargs, **momenta):
+    """(lr schedule, momentum schedule) for CyclicLR's keyword arguments."""
+    cycle = {k: v for k, v in kwargs.items() if k not in ("base_lr", "max_lr")}
+    return (
+        cyclic_lr(kwargs["base_lr"], kwargs["max_lr"], **cycle),
+        cyclic_momentum(**cycle, **momenta),
+    )
+
+
+def check_cyclic(kwargs, dtype, tolerance, optimizer_cls=torch.optim.SGD, **optimizer_kwargs):
+    lrs, momenta = torch_values(
+        lambda o: torch_sched.CyclicLR(o, **kwargs, **MOMENTA),
+        STEPS,
+        optimizer_cls,
+        **optimizer_kwargs,
+    )
+    lr_schedule, momentum_schedule = our_cyclic(kwargs, **MOMENTA)
+    with precision(dtype):  # one compilation for both
+        values = ours_values(lambda k: jnp.stack([lr_schedule(k), momentum_schedule(k)]), STEPS)
+        assert values.dtype == np.dtype(dtype)
+    assert_sequence_close(values[:, 0], lrs, tolerance)
+    assert_sequence_close(values[:, 1], momenta, tolerance)
+    assert np.min(momenta) < MOMENTA["max_momentum"]  # torch does cycle the momentum
+
+
+@pytest.mark.parametrize(
+    "name, dtype, tolerance",
+    [(name, "float64", 1e-12) for name in CYCLIC]
+    + [(name, "float32", 1e-6) for name in ["triangular2", "exp_range", "fractional_steps"]],
+)
+def test_cyclic_sequence_matches_torch(name, dtype, tolerance):
+    check_cyclic(CYCLIC[name], dtype, tolerance, momentum=0.9)
+
+
+def test_cyclic_adam_beta1_matches_torch():
+    check_cyclic(CYCLIC["triangular_uneven"], "float64", 1e-12, torch.optim.Adam)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_cyclic_match_torch(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(4):
+        base = float(rng.uniform(0.0, 0.05))
+        kwargs = {
+            "base_lr": base,
+            "max_lr": base + float(rng.uniform(0.0, 0.5)),
+            "step_size_up": int(rng.integers(1, 12)),
+            "step_size_down": [None, int(rng.integers(0, 12))][int(rng.integers(0, 2))],
+            "mode": ["triangular", "triangular2", "exp_range"][int(rng.integers(0, 3))],
+            "gamma": float(rng.uniform(0.9, 1.0)),
+        }
+        check_cyclic(kwargs, "float64", 1e-12, momentum=0.9)
+
+
+def test_cyclic_sgd_momentum_parity():
+    kwargs = CYCLIC["triangular2"]
+    lr_schedule, momentum_schedule = our_cyclic(kwargs, **MOMENTA)
+    ours_opt = optax.inject_hyperparams(jaxopt_adv.torch.sgd)(
+        learning_rate=lr_schedule, momentum=momentum_schedule, weight_decay=1e-3
+    )
+    run_parity(
+        ours_opt,
+        with_scheduler(
+            torch.optim.SGD,
+            lambda o: torch_sched.CyclicLR(o, **kwargs, **MOMENTA),
+            lr=LR,
+            momentum=0.5,
+            weight_decay=1e-3,
+        ),
+        num_steps=25,
+        state_map={"trace": "momentum_buffer"},
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"base_lr": -0.1, "max_lr": 0.1}, ValueError, "base_lr"),
+        ({"base_lr": 0.1, "max_lr": -1.0}, ValueError, "max_lr"),
+        ({"base_lr": 0.1, "max_lr": 1.0, "step_size_up": 0}, ValueError, "step_size_up"),
+        ({"base_lr": 0.1, "max_lr": 1.0, "step_size_down": -1}, ValueError, "step_size_down"),
+        ({"base_lr": 0.1, "max_lr": 1.0, "mode": "square"}, ValueError, "Invalid mode"),
+        ({"base_lr": 0.1, "max_lr": 1.0, "scale_fn": 2.0}, TypeError, "scale_fn"),
+        ({"base_lr": 0.1, "max_lr": 1.0, "scale_mode": "epoch"}, ValueError, "scale_mode"),
+        ({"base_lr": 0.1, "max_lr": 1.0, "gamma": -0.5}, ValueError, "Invalid gamma"),
+    ],
+)
+def test_bad_cyclic_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        cyclic_lr(**kwargs)
+    momentum_kwargs = {k: v for k, v in kwargs.items() if k not in ("base_lr", "max_lr")}
+    if momentum_kwargs:
+        with pytest.raises(error, match=message):
+            cyclic_momentum(**momentum_kwargs)
+
+
+@pytest.mark.parametrize("name", ["base_momentum", "max_momentum"])
+def test_bad_cyclic_momentum(name):
+    with pytest.raises(ValueError, match=name):
+        cyclic_momentum(**{name: -0.1})
+
+
+def test_torch_cyclic_rejects_and_divides_by_zero():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=LR, momentum=0.9)
+    with pytest.raises(ValueError, match="mode is invalid"):
+        torch_sched.CyclicLR(optimizer, 0.1, 1.0, mode="square")
+    with pytest.raises(ZeroDivisionError):
+        torch_sched.CyclicLR(optimizer, 0.1, 1.0, step_size_up=0)
