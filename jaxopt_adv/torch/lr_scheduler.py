@@ -519,8 +519,19 @@ def reduce_lr_on_plateau(
     Put it after the optimizer, ``optax.chain(jaxopt_adv.torch.sgd(lr, ...),
     reduce_lr_on_plateau(...))``, and pass the loss: ``update(grads, state, params,
     value=loss)``. The updates are multiplied by ``state.scale`` (torch's
-    ``lr / base_lr``; it scales the whole step, weight decay included, as torch's lr
-    does).
+    ``lr / base_lr``): it scales the whole step, weight decay included, which is what
+    torch's lr does for the optimizers whose step is proportional to the lr (SGD, Adam,
+    AdamW, Adamax, NAdam, RAdam, RMSprop, Adagrad, Adadelta, SparseAdam).
+
+    **Rprop and ASGD.** Chained after ``rprop`` or ``asgd`` this is *not* torch:
+    ``torch.optim.Rprop`` reads the lr only at its first step (to set its step sizes),
+    so torch's plateau never changes an Rprop run; ``torch.optim.ASGD`` computes its
+    ``eta = lr / (1 + lambd lr t)^alpha`` from the lr at the end of each step, not
+    linearly. The exact forms: for Rprop, leave the plateau out; for ASGD, run this
+    transformation on its own for ``state.scale`` and write ``base_lr * scale`` into
+    ``optax.inject_hyperparams(jaxopt_adv.torch.asgd)``'s ``learning_rate`` one update
+    late (update k gets the scale after ``loss_0 .. loss_{k-2}``), both checked against
+    torch to 1e-12.
 
     **Which loss affects which update.** torch's loop is ``loss_k = f(theta_k);
     optimizer.step(); scheduler.step(loss_k)``, so update k uses the lr set by

@@ -24,11 +24,13 @@ from jaxopt_adv.torch.lr_cyclic import (
     cyclic_momentum,
 )
 from jaxopt_adv.torch.lr_factor import constant_lr, lambda_lr, multiplicative_lr, polynomial_lr
-from tests.harness import precision, run_parity
+from jaxopt_adv.torch.lr_scheduler import reduce_lr_on_plateau
+from tests.harness import gradient_stream, make_params, precision, run_parity
 from tests.torch_exact.test_lr_scheduler import (
     LR,
     assert_sequence_close,
     ours_values,
+    plateau_losses,
     torch_values,
     with_scheduler,
 )
@@ -600,3 +602,64 @@ def test_torch_cyclic_rejects_and_divides_by_zero():
         torch_sched.CyclicLR(optimizer, 0.1, 1.0, mode="square")
     with pytest.raises(ZeroDivisionError):
         torch_sched.CyclicLR(optimizer, 0.1, 1.0, step_size_up=0)
+
+
+# ----------------------------------------------- ReduceLROnPlateau after Rprop and ASGD
+
+PLATEAU_KWARGS = {"factor": 0.5, "patience": 1, "threshold": 1e-2}
+
+
+def plateau_run(optimizer_name, recipe, steps=40):
+    """Max parameter error of ours against torch's optimizer + ReduceLROnPlateau.
+
+    ``recipe=False``: ``optax.chain(optimizer, reduce_lr_on_plateau)``. ``recipe=True``:
+    the documented exact form, the plateau's lr written into the optimizer's injected
+    ``learning_rate`` (ASGD: one step late; Rprop: never).
+    """
+    make, torch_cls, kwargs = {
+        "asgd": (jaxopt_adv.torch.asgd, torch.optim.ASGD,
+                 {"lambd": 0.05, "alpha": 0.75, "t0": 5.0}),
+        "rprop": (jaxopt_adv.torch.rprop, torch.optim.Rprop, {}),
+    }[optimizer_name]  # fmt: skip
+    losses, stream, start = plateau_losses(steps), gradient_stream(steps), make_params()
+    names = list(start)
+    plateau = reduce_lr_on_plateau(**PLATEAU_KWARGS)
+    errors = []
+    with precision("float64"):
+        t_params = [torch.tensor(start[k]).requires_grad_(True) for k in names]
+        optimizer = torch_cls(t_params, lr=LR, **kwargs)
+        scheduler = torch_sched.ReduceLROnPlateau(optimizer, **PLATEAU_KWARGS)
+        params = {k: jnp.asarray(v) for k, v in start.items()}
+        if recipe:
+            ours = optax.inject_hyperparams(make)(learning_rate=LR, **kwargs)
+            plateau_state, scales = plateau.init(params), [1.0, 1.0]
+        else:
+            ours = optax.chain(make(LR, **kwargs), plateau)
+        state = ours.init(params)
+        for g, loss in zip(stream, losses, strict=True):
+            grads = {k: jnp.asarray(v) for k, v in g.items()}
+            if recipe:
+                scale = scales[-2] if optimizer_name == "asgd" else 1.0
+                hyperparams = {**state.hyperparams, "learning_rate": jnp.asarray(LR * scale)}
+                updates, state = ours.update(grads, state._replace(hyperparams=hyperparams), params)
+                _, plateau_state = plateau.update(grads, plateau_state, value=loss)
+                scales.append(float(plateau_state.scale))
+            else:
+                updates, state = ours.update(grads, state, params, value=loss)
+            params = optax.apply_updates(params, updates)
+            for p, k in zip(t_params, names, strict=True):
+                p.grad = torch.tensor(g[k])
+            optimizer.step()
+            scheduler.step(loss)
+            errors.append(max(np.max(np.abs(np.asarray(params[k]) - p.detach().numpy()))
+                              for p, k in zip(t_params, names, strict=True)))  # fmt: skip
+    assert optimizer.param_groups[0]["lr"] < LR / 100  # the plateau did reduce the lr
+    return max(errors) / max(np.max(np.abs(v)) for v in start.values())
+
+
+@pytest.mark.parametrize("optimizer_name", ["asgd", "rprop"])
+def test_reduce_lr_on_plateau_after_rprop_and_asgd(optimizer_name):
+    """Scaling the updates is not torch for these two (documented in the docstring);
+    the documented injected-lr form is exact."""
+    assert plateau_run(optimizer_name, recipe=False) > 1e-2
+    assert plateau_run(optimizer_name, recipe=True) <= 1e-12
