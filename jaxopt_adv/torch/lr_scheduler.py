@@ -14,6 +14,12 @@ over three periods 1e-13 up to ``T_max = 200``, 1e-11 near the minima at
 arguments (step counts, milestones, strategies) must be Python values; rates may be
 Python numbers or arrays.
 
+With ``jax_enable_x64`` on, every schedule here returns float64 (torch's Python
+doubles). Several optax 0.2.8 schedules return float32 there (``linear_schedule``,
+``polynomial_schedule``, ``exponential_decay``, ``warmup_cosine_decay_schedule``,
+``warmup_exponential_decay_schedule``, ``warmup_constant_schedule``,
+``sgdr_schedule``), so they cannot match torch to float64 precision.
+
 The factor schedules (``lambda_lr``, ``multiplicative_lr``, ``constant_lr``,
 ``polynomial_lr``) live in :mod:`jaxopt_adv.torch.lr_factor` and the cyclic ones
 (``cosine_annealing_warm_restarts``, ``cyclic_lr`` + ``cyclic_momentum``) in :mod:`jaxopt_adv.torch.lr_cyclic`,

@@ -663,3 +663,23 @@ def test_reduce_lr_on_plateau_after_rprop_and_asgd(optimizer_name):
     the documented injected-lr form is exact."""
     assert plateau_run(optimizer_name, recipe=False) > 1e-2
     assert plateau_run(optimizer_name, recipe=True) <= 1e-12
+
+
+def test_optax_schedules_that_return_float32_under_x64():
+    """The list in the lr_scheduler docs: these optax schedules stay float32 with x64 on
+    (ours return float64, checked in every float64 sequence test above)."""
+    count = jnp.asarray(3, jnp.int32)
+    float32_schedules = [
+        optax.linear_schedule(0.1, 0.01, 10),
+        optax.polynomial_schedule(0.1, 0.01, 2.0, 10),
+        optax.exponential_decay(0.1, 5, 0.5),
+        optax.warmup_cosine_decay_schedule(0.0, 0.1, 5, 20),
+        optax.warmup_exponential_decay_schedule(0.0, 0.1, 5, 5, 0.5),
+        optax.schedules.warmup_constant_schedule(0.0, 0.1, 5),
+        optax.sgdr_schedule([{"init_value": 0.0, "peak_value": 0.1, "warmup_steps": 2,
+                              "decay_steps": 10}]),
+    ]  # fmt: skip
+    with precision("float64"):
+        assert [s(count).dtype for s in float32_schedules] == [jnp.float32] * 7
+        assert optax.cosine_decay_schedule(0.1, 10)(count).dtype == jnp.float64
+        assert polynomial_lr(0.1, 10, 2.0)(count).dtype == jnp.float64
