@@ -103,9 +103,9 @@ def rmsprop(
     """
     check_interval(alpha, "alpha", 0.0, 1.0)
     check_nonnegative(eps, "eps", "epsilon")
-    check_nonnegative(momentum, "momentum")
     core = [_scale_by_rms(alpha, eps, centered)]
     if momentum is not None:
+        check_nonnegative(momentum, "momentum")
         core.append(optax.trace(decay=momentum))
     return torch_chain(
         *core, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
