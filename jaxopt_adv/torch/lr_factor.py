@@ -53,7 +53,8 @@ def lambda_lr(learning_rate: Any, lr_lambda: LrLambda) -> Schedule:
 
     def schedule(count):
         k, _ = as_count(count)
-        return learning_rate * jnp.asarray(lr_lambda(k), scalar_dtype())
+        factor = jnp.asarray(lr_lambda(k), scalar_dtype())
+        return learning_rate * jnp.broadcast_to(factor, k.shape)  # a constant lambda too
 
     return schedule
 
@@ -95,8 +96,11 @@ def multiplicative_lr(learning_rate: Any, lr_lambda: LrLambda) -> Schedule:
         def body(i, lr):
             return lr * jnp.asarray(lr_lambda(i), dtype)
 
-        start = jnp.asarray(learning_rate, dtype)
-        return jax.lax.fori_loop(jnp.ones_like(k), k + 1, body, start)
+        def product(k_one):
+            start = jnp.asarray(learning_rate, dtype)
+            return jax.lax.fori_loop(jnp.ones_like(k_one), k_one + 1, body, start)
+
+        return jnp.vectorize(product)(k)  # one loop per count of a batch
 
     return schedule
 

@@ -24,7 +24,7 @@ from jaxopt_adv.torch.lr_cyclic import (
     cyclic_momentum,
 )
 from jaxopt_adv.torch.lr_factor import constant_lr, lambda_lr, multiplicative_lr, polynomial_lr
-from jaxopt_adv.torch.lr_scheduler import reduce_lr_on_plateau
+from jaxopt_adv.torch.lr_scheduler import exponential_lr, reduce_lr_on_plateau
 from tests.harness import gradient_stream, make_params, precision, run_parity
 from tests.torch_exact.test_lr_scheduler import (
     LR,
@@ -683,3 +683,18 @@ def test_optax_schedules_that_return_float32_under_x64():
         assert [s(count).dtype for s in float32_schedules] == [jnp.float32] * 7
         assert optax.cosine_decay_schedule(0.1, 10)(count).dtype == jnp.float64
         assert polynomial_lr(0.1, 10, 2.0)(count).dtype == jnp.float64
+
+
+def test_schedules_take_count_arrays():
+    """A batch of counts gives a batch of values, a constant lambda included."""
+    counts = jnp.arange(4, dtype=jnp.int32)
+    schedules = [lambda_lr(LR, lambda k: 0.5), multiplicative_lr(LR, lambda k: 0.5),
+                 constant_lr(LR, 0.5, 2), polynomial_lr(LR, 3),
+                 cosine_annealing_warm_restarts(LR, 2, 2), cyclic_lr(0.01, LR, 2),
+                 sequential_lr([constant_lr(LR, 0.5, 2), polynomial_lr(LR, 3)], [2]),
+                 chained_scheduler([constant_lr(LR, 0.5, 2), exponential_lr(LR, 0.5)],
+                                   LR)]  # fmt: skip
+    for schedule in schedules:
+        values = schedule(counts)
+        assert values.shape == (4,) and values.dtype == jnp.float32
+        np.testing.assert_allclose(values, [float(schedule(int(k))) for k in counts], rtol=1e-6)
