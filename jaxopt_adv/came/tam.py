@@ -87,7 +87,11 @@ def normalize_dim0(x: chex.Array) -> chex.Array:
              [0.8, 0. ]], dtype=float32)
     """
     norm = jnp.abs(x) if x.ndim == 0 else _norm(x, axis=0, keepdims=True)
-    return x / jnp.maximum(norm, _NORMALIZE_EPS)
+    # XLA turns a division by a broadcast (the (1, ...) norms) into a product with the
+    # reciprocal, which is not torch's quotient (x * (1 / x) is not 1 for ~14% of floats;
+    # a column of one element must normalise to exactly +-1). "+ 0 * x" makes the divisor
+    # full-shaped with the same values (NaN where x is, as torch's quotient is then).
+    return x / (jnp.maximum(norm, _NORMALIZE_EPS) + 0 * x)
 
 
 def dim0_correlation(m: chex.Array, g: chex.Array) -> chex.Array:

@@ -57,8 +57,8 @@ struct TamLeaf {
   T *m_out, *s_out, *v_out;
   int64_t rows = 1, cols = 1;  // the view the form works on
   Form form = kCosine;
-  std::vector<T> m_scale, g_scale;  // kColumns: 1 / max(norm, 1e-12) per column
-  T m_unit = 0, g_unit = 0;         // kUnit: the same for the one norm
+  std::vector<T> m_scale, g_scale;  // kColumns: max(norm, 1e-12) per column, a divisor
+  T m_unit = 1, g_unit = 1;         // kUnit: the same for the one norm
   T corr = 0;                       // kCosine, kClamped
 };
 
@@ -101,10 +101,13 @@ void Sums(const TamLeaf<T>& l, int64_t lo, int64_t hi, double* mm, double* gg, d
   *mg = c;
 }
 
+// torch's normalize divides by max(norm, 1e-12): a product with the reciprocal differs by
+// an ulp (x * (1 / x) is not 1 for ~14% of floats), and a column of one element must give
+// exactly +-1 (with decay_rate = 0, 1 + s is then exactly 0).
 template <typename T>
-T Scale(double sum_of_squares) {
+T Divisor(double sum_of_squares) {
   const T norm = static_cast<T>(std::sqrt(sum_of_squares));
-  return T(1) / XlaMax(norm, static_cast<T>(kNormalizeEps));
+  return XlaMax(norm, static_cast<T>(kNormalizeEps));
 }
 
 double Cosine(double mm, double gg, double mg) {
@@ -161,14 +164,14 @@ void StepTask(const TamScalars<T>& s, const TamLeaf<T>& l, const TamTask& t) {
         const T* gs = l.g_scale.data() + t.c0;
 #pragma omp simd
         for (int64_t j = 0; j < hi - lo; ++j) {
-          Step<T, kAdaptive>(s, l, lo + j, (l.m[lo + j] * ms[j]) * (l.g[lo + j] * gs[j]));
+          Step<T, kAdaptive>(s, l, lo + j, (l.m[lo + j] / ms[j]) * (l.g[lo + j] / gs[j]));
         }
         break;
       }
       case kUnit: {
         const T mu = l.m_unit, gu = l.g_unit;
 #pragma omp simd
-        for (int64_t i = lo; i < hi; ++i) Step<T, kAdaptive>(s, l, i, (l.m[i] * mu) * (l.g[i] * gu));
+        for (int64_t i = lo; i < hi; ++i) Step<T, kAdaptive>(s, l, i, (l.m[i] / mu) * (l.g[i] / gu));
         break;
       }
       default: {  // one correlation for the row (kRows) or the leaf
@@ -245,13 +248,13 @@ void Run(ffi::ThreadPool& pool, const TamScalars<T>& s, std::vector<TamLeaf<T>>&
         l.m_scale.resize(l.cols);
         l.g_scale.resize(l.cols);
         for (int64_t j = 0; j < l.cols; ++j) {
-          l.m_scale[j] = Scale<T>(sum[j]);
-          l.g_scale[j] = Scale<T>(sum[l.cols + j]);
+          l.m_scale[j] = Divisor<T>(sum[j]);
+          l.g_scale[j] = Divisor<T>(sum[l.cols + j]);
         }
         break;
       case kUnit:
-        l.m_unit = Scale<T>(sum[0]);
-        l.g_unit = Scale<T>(sum[1]);
+        l.m_unit = Divisor<T>(sum[0]);
+        l.g_unit = Divisor<T>(sum[1]);
         break;
       case kCosine:
         l.corr = static_cast<T>(Cosine(sum[0], sum[1], sum[2]));

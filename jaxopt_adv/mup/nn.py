@@ -77,7 +77,7 @@ class MuReadout(Linear):
       >>> from flax import nnx
       >>> layer = MuReadout(256, 2, width_mult=4.0, use_bias=False, rngs=nnx.Rngs(0))
       >>> layer.kernel[...] = jnp.full((256, 2), 0.01)
-      >>> layer(jnp.full((1, 256), 0.1))  # spec 5.6: 0.064 (0.256 in SP)
+      >>> layer(jnp.full((1, 256), 0.1))  # 0.064 (0.256 in SP, without the 1/4)
       Array([[0.064, 0.064]], dtype=float32)
 
     References:

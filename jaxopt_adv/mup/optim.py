@@ -364,7 +364,7 @@ def mu_adamw(
       >>> opt = mu_adamw(1e-3, weight_decay=0.01,
       ...                infshapes=infer_infshapes({"hidden": jnp.ones((64, 64))}, params))
       >>> updates, _ = opt.update(params, opt.init(params), params)
-      >>> round(1.0 + float(updates["hidden"][0, 0]), 8)  # spec 5.6: 0.99974
+      >>> round(1.0 + float(updates["hidden"][0, 0]), 8)  # 1 - (1e-3 / 4) (1 + 0.01 * 4)
       0.99974
 
     References:
@@ -421,7 +421,7 @@ def mu_sgd(
       >>> opt = mu_sgd(0.1, infshapes=infer_infshapes(base, params))
       >>> grads = {"input": jnp.full((10, 256), 0.5), "hidden": jnp.full((256, 256), 0.5)}
       >>> updates, _ = opt.update(grads, opt.init(params), params)
-      >>> float(updates["input"][0, 0]), float(updates["hidden"][0, 0])  # spec 5.6
+      >>> float(updates["input"][0, 0]), float(updates["hidden"][0, 0])  # lr m, lr m_out / m_in
       (-0.2, -0.05)
 
     References:

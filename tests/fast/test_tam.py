@@ -71,6 +71,37 @@ def test_adatam_parity_with_pytorch_optimizer(case, dtype):
     )
 
 
+# dim0 columns of one nonzero element (a one-row leaf, a scalar, a matrix whose gradient
+# has one nonzero row), whose normalised momentum and gradient are exactly +-1 in torch
+ONE_ELEMENT_COLUMNS = {"row": (1, 6), "scalar": (), "sparse": (3, 4), "matrix": (5, 4)}
+NO_DECAY = [
+    {"decay_rate": 0.0, "b1": 0.0, "eps": 0.0},
+    {"decay_rate": 0.0, "b1": 0.0, "eps": 1e-8},
+    {"decay_rate": 0.0, "b1": 0.9, "eps": 0.0},
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kwargs", NO_DECAY, ids=["b1_0-eps_0", "b1_0", "eps_0"])
+@pytest.mark.parametrize("factory", [fast.adatam, adatam], ids=["kernel", "jax"])
+def test_adatam_without_correlation_decay(factory, kwargs, dtype):
+    """decay_rate = 0: s is the correlation itself, c = -1 makes (1 + s) / 2 exactly 0 and,
+    with b1 = eps = 0, the momentum exactly 0, whose normalisation is 0 at the next step.
+    One rounding in c (a product by the reciprocal of the norm instead of torch's
+    division) leaves a tiny momentum that normalises to +-1: s then differs by 1."""
+    stream = stream_for(ONE_ELEMENT_COLUMNS)
+    for g in stream:
+        g["sparse"][1:] = 0.0
+    run_parity(
+        factory(0.01, **kwargs),
+        lambda p: AdaTAM(p, lr=0.01, **torch_kwargs(kwargs, "betas")),
+        dtype=dtype,
+        state_map=ADATAM_STATE,
+        params=params_for(ONE_ELEMENT_COLUMNS),
+        stream=stream,
+    )
+
+
 @pytest.mark.parametrize("factory, torch_cls", [(fast.tam, TAM), (fast.adatam, AdaTAM)])
 def test_parity_on_leaves_split_into_tasks(factory, torch_cls):
     """Column sums over row blocks and column blocks, a long vector's sums in chunks,
