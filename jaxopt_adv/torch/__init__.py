@@ -6,12 +6,12 @@ defaults except ``lr`` -> ``learning_rate`` (first; a scalar or an optax schedul
 float32. Where optax already computes torch's rule the factory composes optax blocks;
 where it does not, the missing block lives here (``scale_by_*``).
 
-:mod:`jaxopt_adv.torch.functional` holds the losses of ``torch.nn.functional`` with
-torch's reductions and gradients; :mod:`jaxopt_adv.torch.clip` gradient clipping and
+:mod:`jaxopt_adv.torch.functional` and :mod:`jaxopt_adv.torch.losses` hold the losses
+of ``torch.nn.functional`` with torch's reductions and gradients; :mod:`jaxopt_adv.torch.clip` gradient clipping and
 :mod:`jaxopt_adv.torch.lr_scheduler` the ``torch.optim.lr_scheduler`` schedules.
 """
 
-from jaxopt_adv.torch import clip, functional, lr_scheduler
+from jaxopt_adv.torch import clip, functional, losses, lr_scheduler
 from jaxopt_adv.torch.adadelta import adadelta, scale_by_adadelta
 from jaxopt_adv.torch.adafactor import ScaleByAdafactorState, adafactor
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
@@ -70,6 +70,7 @@ __all__ = [
     "exponential_lr",
     "functional",
     "linear_lr",
+    "losses",
     "lr_scheduler",
     "multistep_lr",
     "muon",
