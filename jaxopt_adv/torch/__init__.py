@@ -18,7 +18,13 @@ from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad, scale_by_adag
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from jaxopt_adv.torch.adamax import adamax
 from jaxopt_adv.torch.asgd import AsgdState, asgd, asgd_update
-from jaxopt_adv.torch.clip import ClipGradNormState, clip_grad_norm, clip_grad_value
+from jaxopt_adv.torch.clip import (
+    ClipGradNormState,
+    clip_grad_norm,
+    clip_grad_value,
+    clip_grads_with_norm,
+    get_total_norm,
+)
 from jaxopt_adv.torch.lr_scheduler import (
     ReduceLROnPlateauState,
     cosine_annealing_lr,
@@ -66,9 +72,11 @@ __all__ = [
     "clip",
     "clip_grad_norm",
     "clip_grad_value",
+    "clip_grads_with_norm",
     "cosine_annealing_lr",
     "exponential_lr",
     "functional",
+    "get_total_norm",
     "linear_lr",
     "losses",
     "lr_scheduler",
