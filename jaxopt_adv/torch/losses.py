@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_adv._common import check
+from jaxopt_adv.torch.ctc import ctc_loss
 from jaxopt_adv.torch.functional import (
     _BCE_EPSILON,
     Reduction,
@@ -35,6 +36,7 @@ from jaxopt_adv.torch.functional import (
 
 __all__ = [
     "cosine_embedding_loss",
+    "ctc_loss",
     "gaussian_nll_loss",
     "hinge_embedding_loss",
     "margin_ranking_loss",
