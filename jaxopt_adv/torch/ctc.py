@@ -122,6 +122,11 @@ def ctc_loss(
     """
     _check_reduction(reduction)
     log_probs = jnp.asarray(log_probs)
+    if not isinstance(input_lengths, jax.core.Tracer):  # NumPy: not staged inside a jit
+        check(
+            bool(np.all(np.asarray(input_lengths) <= log_probs.shape[0])),
+            f"ctc_loss: Expected input_lengths to have value at most {log_probs.shape[0]}",
+        )
     targets, input_lengths, target_lengths = (
         jnp.asarray(x) for x in (targets, input_lengths, target_lengths)
     )
@@ -141,11 +146,6 @@ def ctc_loss(
         f"{input_lengths.shape} and {target_lengths.shape}",
     )
     check(targets.ndim in (1, 2), f"ctc_loss: targets must be 1-D or 2-D, got {targets.shape}")
-    if not isinstance(input_lengths, jax.core.Tracer):
-        check(
-            bool(jnp.all(input_lengths <= log_probs.shape[0])),
-            f"ctc_loss: Expected input_lengths to have value at most {log_probs.shape[0]}",
-        )
     labels = _padded_targets(targets, target_lengths)
     nll = _negative_log_likelihood(log_probs, labels, input_lengths, target_lengths, blank)
     used = jnp.arange(log_probs.shape[0])[:, None] < input_lengths

@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxopt_adv._common import check
 from jaxopt_adv.torch.ctc import ctc_loss
@@ -267,9 +268,11 @@ def _gaussian_var(var: Any, input: jax.Array) -> jax.Array:
     if isinstance(var, (int, float)) and not isinstance(var, bool):
         check(var >= 0, "gaussian_nll_loss: var has negative entry/entries")
         return jnp.full(input.shape, var, input.dtype)
+    if _is_concrete(var):  # NumPy: jnp ops on a constant are traced inside a jit
+        check(
+            bool(np.all(np.asarray(var) >= 0)), "gaussian_nll_loss: var has negative entry/entries"
+        )
     var = _as_float(var).astype(input.dtype)
-    if _is_concrete(var):
-        check(bool(jnp.all(var >= 0)), "gaussian_nll_loss: var has negative entry/entries")
     if var.shape == input.shape:
         return var
     if var.shape == input.shape[:-1]:
@@ -577,7 +580,7 @@ def triplet_margin_with_distance_loss(
       ``torch.nn.functional.triplet_margin_with_distance_loss`` (torch 2.13).
     """
     _check_reduction(reduction)
-    if not isinstance(margin, jax.core.Tracer):
-        check(bool(margin > 0), f"margin must be greater than 0, got {margin}")
+    if _is_concrete(margin):
+        check(bool(np.all(np.asarray(margin) > 0)), f"margin must be greater than 0, got {margin}")
     distance = pairwise_distance if distance_function is None else distance_function
     return _triplet(distance, anchor, positive, negative, margin, swap, reduction)

@@ -355,6 +355,7 @@ ALL = {
     "multi_margin_loss": lambda: {"input": np.ones((N, D)), "target": np.arange(N) % D},
     "triplet_margin_loss": triplet_data,
     "triplet_margin_with_distance_loss": triplet_data,
+    "gaussian_nll_loss": lambda: {**bad_data("gaussian_nll_loss"), "var": np.ones((N, D))},
 }
 
 

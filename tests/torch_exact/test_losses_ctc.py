@@ -132,3 +132,14 @@ def test_ctc_jit():
     value, grad = fn(*data.values())
     np.testing.assert_allclose(value, ctc_loss(**data), rtol=1e-6)
     assert np.all(np.isfinite(grad))
+
+
+def test_ctc_checks_and_runs_with_constant_lengths_inside_jit():
+    """Lengths closed over by a jitted function are concrete: checked, not traced."""
+    data = {k: jnp.asarray(v) for k, v in ctc_data().items()}
+    rest = {k: v for k, v in data.items() if k != "log_probs"}
+    value = jax.jit(lambda lp: ctc_loss(lp, **rest))(data["log_probs"])
+    np.testing.assert_allclose(value, ctc_loss(**data), rtol=1e-6)
+    too_long = {**rest, "input_lengths": rest["input_lengths"] + T}
+    with pytest.raises(ValueError, match="input_lengths"):
+        jax.jit(lambda lp: ctc_loss(lp, **too_long))(data["log_probs"])
