@@ -143,3 +143,11 @@ def test_ctc_checks_and_runs_with_constant_lengths_inside_jit():
     too_long = {**rest, "input_lengths": rest["input_lengths"] + T}
     with pytest.raises(ValueError, match="input_lengths"):
         jax.jit(lambda lp: ctc_loss(lp, **too_long))(data["log_probs"])
+
+
+def test_ctc_concatenated_targets_with_traced_lengths():
+    """Under jit the padded width is the concatenation's length (no lengths to read)."""
+    with precision("float64"):
+        data = {k: jnp.asarray(v) for k, v in ctc_data(concatenated=True).items()}
+        traced = jax.jit(ctc_loss, static_argnames="reduction")(**data, reduction="none")
+        np.testing.assert_allclose(traced, ctc_loss(**data, reduction="none"), rtol=1e-12)
