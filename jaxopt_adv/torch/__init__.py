@@ -6,19 +6,25 @@ defaults except ``lr`` -> ``learning_rate`` (first; a scalar or an optax schedul
 float32. Where optax already computes torch's rule the factory composes optax blocks;
 where it does not, the missing block lives here (``scale_by_*``).
 
-:mod:`jaxopt_adv.torch.functional` holds the losses of ``torch.nn.functional`` with
-torch's reductions and gradients; :mod:`jaxopt_adv.torch.clip` gradient clipping and
+:mod:`jaxopt_adv.torch.functional` and :mod:`jaxopt_adv.torch.losses` hold the losses
+of ``torch.nn.functional`` with torch's reductions and gradients; :mod:`jaxopt_adv.torch.clip` gradient clipping and
 :mod:`jaxopt_adv.torch.lr_scheduler` the ``torch.optim.lr_scheduler`` schedules.
 """
 
-from jaxopt_adv.torch import clip, functional, lr_scheduler
+from jaxopt_adv.torch import clip, functional, losses, lr_scheduler
 from jaxopt_adv.torch.adadelta import adadelta, scale_by_adadelta
 from jaxopt_adv.torch.adafactor import ScaleByAdafactorState, adafactor
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from jaxopt_adv.torch.adamax import adamax
 from jaxopt_adv.torch.asgd import AsgdState, asgd, asgd_update
-from jaxopt_adv.torch.clip import ClipGradNormState, clip_grad_norm, clip_grad_value
+from jaxopt_adv.torch.clip import (
+    ClipGradNormState,
+    clip_grad_norm,
+    clip_grad_value,
+    clip_grads_with_norm,
+    get_total_norm,
+)
 from jaxopt_adv.torch.lbfgs import LbfgsState, lbfgs
 from jaxopt_adv.torch.lr_scheduler import (
     ReduceLROnPlateauState,
@@ -78,6 +84,7 @@ __all__ = [
     "clip",
     "clip_grad_norm",
     "clip_grad_value",
+    "clip_grads_with_norm",
     "constant_lr",
     "cosine_annealing_lr",
     "cosine_annealing_warm_restarts",
@@ -85,9 +92,11 @@ __all__ = [
     "cyclic_momentum",
     "exponential_lr",
     "functional",
+    "get_total_norm",
     "lambda_lr",
     "lbfgs",
     "linear_lr",
+    "losses",
     "lr_scheduler",
     "multiplicative_lr",
     "multistep_lr",

@@ -87,6 +87,79 @@ def global_norm(updates: optax.Updates, norm_type: Any = 2.0) -> jax.Array:
     return _leaf_norm(norms, norm_type)
 
 
+def _check_norm_type(norm_type: Any) -> None:
+    if is_concrete_number(norm_type):
+        check(
+            not math.isnan(norm_type) and norm_type > 0,
+            f"Invalid norm_type value: {norm_type} (norm_type must be > 0 or inf)",
+        )
+
+
+def _check_finite(total: jax.Array, norm_type: Any) -> None:
+    """torch's ``error_if_nonfinite``: raise eagerly, or from the host under a trace."""
+    if isinstance(total, jax.core.Tracer):
+        jax.debug.callback(_raise_if_nonfinite, total, norm_type)
+    else:
+        _raise_if_nonfinite(total, norm_type)
+
+
+def get_total_norm(
+    tensors: optax.Updates, norm_type: Any = 2.0, error_if_nonfinite: bool = False
+) -> jax.Array:
+    r"""The total p-norm of a tree of arrays, as ``torch.nn.utils.get_total_norm``.
+
+    :func:`global_norm` with torch's argument checks and ``error_if_nonfinite`` (which
+    raises ``RuntimeError`` as in :func:`clip_grad_norm`).
+
+    Args:
+      tensors: a tree of arrays (torch takes a list of tensors).
+      norm_type: ``p > 0`` or ``inf``.
+      error_if_nonfinite: static; raise when the norm is NaN or infinite.
+
+    Returns:
+      A float scalar.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_adv.torch.clip import get_total_norm
+      >>> get_total_norm([jnp.array([3.0]), jnp.array([4.0])])
+      Array(5., dtype=float32)
+    """
+    _check_norm_type(norm_type)
+    total = global_norm(tensors, norm_type)
+    if error_if_nonfinite:
+        _check_finite(total, norm_type)
+    return total
+
+
+def clip_grads_with_norm(grads: optax.Updates, max_norm: Any, total_norm: Any) -> optax.Updates:
+    r"""Scale ``grads`` by :math:`\min(\text{max\_norm} / (\text{total\_norm} + 10^{-6}), 1)`.
+
+    ``torch.nn.utils.clip_grads_with_norm_`` without the trailing underscore: JAX arrays
+    are immutable, so the scaled gradients are returned (torch scales ``.grad`` in
+    place). With :func:`get_total_norm` it splits :func:`clip_grad_norm` in two, e.g. to
+    reduce the norm across devices in between.
+
+    Args:
+      grads: a tree of gradients.
+      max_norm: largest allowed total norm, ``>= 0`` (may be traced).
+      total_norm: the total norm of ``grads`` (from :func:`get_total_norm`).
+
+    Returns:
+      The scaled gradients, each in its own dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_adv.torch.clip import clip_grads_with_norm
+      >>> print(clip_grads_with_norm(jnp.array([3.0, 4.0]), 1.0, 5.0))
+      [0.6 0.8]
+    """
+    check_nonnegative(max_norm, "max_norm", allow_inf=True)
+    total = jnp.asarray(total_norm)
+    coef = jnp.minimum(max_norm / (total + _NORM_EPS), 1.0).astype(total.dtype)
+    return jax.tree.map(lambda g: (g * coef.astype(g.dtype)).astype(g.dtype), grads)
+
+
 def clip_grad_norm(
     max_norm: Any,
     norm_type: Any = 2.0,
@@ -146,11 +219,7 @@ def clip_grad_norm(
       torch clips ``.grad`` before ``optimizer.step()`` adds weight decay.
     """
     check_nonnegative(max_norm, "max_norm", allow_inf=True)  # inf: report the norm only
-    if is_concrete_number(norm_type):
-        check(
-            not math.isnan(norm_type) and norm_type > 0,
-            f"Invalid norm_type value: {norm_type} (norm_type must be > 0 or inf)",
-        )
+    _check_norm_type(norm_type)
 
     def init_fn(params: optax.Params) -> ClipGradNormState:
         leaves = jax.tree.leaves(params)
@@ -159,14 +228,8 @@ def clip_grad_norm(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        total = global_norm(updates, norm_type)
-        if error_if_nonfinite:
-            if isinstance(total, jax.core.Tracer):
-                jax.debug.callback(_raise_if_nonfinite, total, norm_type)
-            else:
-                _raise_if_nonfinite(total, norm_type)
-        coef = jnp.minimum(max_norm / (total + _NORM_EPS), 1.0).astype(total.dtype)
-        updates = jax.tree.map(lambda g: (g * coef.astype(g.dtype)).astype(g.dtype), updates)
+        total = get_total_norm(updates, norm_type, error_if_nonfinite)
+        updates = clip_grads_with_norm(updates, max_norm, total)
         return updates, ClipGradNormState(total.astype(state.total_norm.dtype))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
