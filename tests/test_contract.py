@@ -157,7 +157,10 @@ def test_injected_learning_rate_is_live(case):
     state = injected.init(params)
     grads = make_grads(params, 0)
     u1, _ = injected.update(grads, state, params, **case.extra_args)
-    state.hyperparams["learning_rate"] = jnp.asarray(0.0)
+    # 0 stops every update where the rate is a plain factor; elsewhere a concrete injected
+    # value is validated like any other (Automagic's initial rate must be > 0)
+    new_rate = 0.0 if case.learning_rate_scales_updates else case.kwargs["learning_rate"] / 2
+    state.hyperparams["learning_rate"] = jnp.asarray(new_rate)
     u0, _ = injected.update(grads, state, params, **case.extra_args)
     assert any(float(jnp.max(jnp.abs(x))) > 0 for x in jax.tree.leaves(u1))
     if case.learning_rate_scales_updates:
