@@ -4,7 +4,7 @@ Each helper exists once here and is imported, never re-typed: hyperparameter
 validation (of every concrete value: Python and NumPy numbers, NumPy and JAX arrays;
 traced values coming through ``optax.inject_hyperparams`` or ``jax.jit`` pass
 untouched), the check that params are floating point, the static "is this option
-off?" test used to leave optional blocks out of a chain, and the scalar/dtype rules
+off?" test used to skip an optional block's arithmetic, and the scalar/dtype rules
 used by the update functions.
 """
 
@@ -32,6 +32,7 @@ __all__ = [
     "check_tuple",
     "concrete_scalar",
     "decay_power",
+    "derived_sharding",
     "filled_like",
     "fresh_array",
     "is_concrete_number",
@@ -40,6 +41,7 @@ __all__ = [
     "real_value",
     "requires_float_params",
     "scalar_dtype",
+    "skip_at_static_zero",
     "tree_map_multi",
     "unshard_trailing_axes",
     "with_gradient_dtype",
@@ -60,12 +62,34 @@ def is_concrete_number(value: Any) -> bool:
 
 
 def is_static_zero(value: Any) -> bool:
-    """True when ``value`` is the Python number 0, so an optional block can be left out.
+    """True when ``value`` is the Python number 0, so an optional block's arithmetic can
+    be skipped.
 
     Arrays (e.g. hyperparameters injected by ``optax.inject_hyperparams``) are never
-    static zeros: the block stays in, which keeps ``init`` and ``update`` consistent.
+    static zeros: their value may be unknown (traced), so the arithmetic runs.
     """
     return is_concrete_number(value) and value == 0
+
+
+def skip_at_static_zero(
+    value: Any, block: optax.GradientTransformation
+) -> optax.GradientTransformationExtraArgs:
+    """``block``, or a pass-through with ``block``'s ``init`` when ``value`` is a static zero.
+
+    For a stateless optional block such as a weight decay: it stays in the chain whatever
+    ``value`` is, so the state's tree structure never depends on a hyperparameter's value
+    and the plain optimizer's state and its ``optax.inject_hyperparams`` version's inner
+    state are interchangeable. A Python 0 returns the updates untouched (no arithmetic,
+    no ``params`` needed).
+    """
+    if not is_static_zero(value):
+        return optax.with_extra_args_support(block)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return updates, state
+
+    return optax.GradientTransformationExtraArgs(block.init, update_fn)
 
 
 def check(condition: bool, message: str) -> None:
@@ -293,22 +317,6 @@ def fresh_array(value: Any, dtype: Any = None) -> jax.Array:
     return jnp.array(value, dtype=dtype, copy=True)
 
 
-def filled_like(param: Any, value: Any, dtype: Any, shape: tuple[int, ...] | None = None) -> Any:
-    """A state array of ``shape`` (default: the param's) filled with ``value``.
-
-    When the shapes agree it is built with ``jnp.full_like``, so it carries the param's
-    sharding (state follows the params on a mesh); otherwise it is a plain ``jnp.full``.
-    Either way it is a new buffer, even where ``value`` is an array of that shape and
-    dtype (see :func:`fresh_array`).
-    """
-    shape = tuple(jnp.shape(param)) if shape is None else tuple(shape)
-    if shape == tuple(jnp.shape(param)):
-        filled = jnp.full_like(param, value, dtype=dtype)
-    else:
-        filled = jnp.full(shape, value, dtype)
-    return fresh_array(filled) if filled is value else filled
-
-
 def check_params(params: Any) -> None:
     """Every leaf of ``params`` must have a real floating dtype (abstract leaves too).
 
@@ -347,6 +355,67 @@ def requires_float_params(
         return inner.init(params)
 
     return optax.GradientTransformationExtraArgs(init_fn, inner.update)
+
+
+def derived_sharding(param: Any, axes: tuple[int | None, ...]) -> Any:
+    """The sharding of a state array built from ``param``'s axes, or ``None``.
+
+    ``axes`` names, for each state axis, the param axis it follows (``None``: a new axis of
+    size 1, as a reduction with ``keepdims`` leaves). The state takes the param's mesh axes
+    on those axes and is unsharded elsewhere: the layout JAX gives a reduction of the param
+    under explicit sharding, so the state keeps one type from ``init`` to ``update`` (a
+    ``lax.scan`` carry must). A concrete param with a ``NamedSharding`` gives a concrete
+    sharding; a traced one (under ``jit`` or ``eval_shape``) its abstract sharding when the
+    mesh has explicit axes. Anything else (one device, auto axes under ``jit``) gives
+    ``None``: XLA places the state itself.
+    """
+    if isinstance(param, jax.core.Tracer):
+        sharding = jax.typeof(param).sharding
+        explicit = jax.sharding.AxisType.Explicit in tuple(sharding.mesh.axis_types)
+        if not isinstance(sharding, jax.sharding.NamedSharding) or not explicit:
+            return None
+    else:
+        sharding = getattr(param, "sharding", None)
+        if not isinstance(sharding, jax.sharding.NamedSharding):
+            return None
+    ndim = len(jnp.shape(param))
+    spec = tuple(sharding.spec) + (None,) * (ndim - len(sharding.spec))
+    state_spec = jax.sharding.PartitionSpec(*(None if a is None else spec[a] for a in axes))
+    return jax.sharding.NamedSharding(sharding.mesh, state_spec)
+
+
+def filled_like(
+    param: Any,
+    value: Any,
+    dtype: Any,
+    shape: tuple[int, ...] | None = None,
+    *,
+    axes: tuple[int | None, ...] | None = None,
+) -> Any:
+    """A state array filled with ``value``: shaped like the param, or by ``shape``/``axes``.
+
+    With neither ``shape`` nor ``axes`` it is built with ``jnp.full_like``, so it carries
+    the param's sharding (state follows the params on a mesh). ``axes`` (see
+    :func:`derived_sharding`) builds a reduced state, e.g. ``axes=(0, None)`` for one
+    value per row of a matrix, placed like the param on the axes it keeps. ``shape`` alone
+    builds a replicated array (a per-leaf scalar: ``shape=()``). Either way it is a new
+    buffer, even where ``value`` is an array of that shape and dtype (see
+    :func:`fresh_array`).
+    """
+    if axes is not None:
+        param_shape = tuple(jnp.shape(param))
+        shape = tuple(1 if a is None else param_shape[a] for a in axes)
+        sharding = derived_sharding(param, axes)
+        if sharding is None:
+            return jnp.full(shape, value, dtype)
+        if isinstance(param, jax.core.Tracer):
+            return jnp.full(shape, value, dtype, out_sharding=sharding)
+        return jnp.full(shape, value, dtype, device=sharding)
+    if shape is None or tuple(shape) == tuple(jnp.shape(param)):
+        filled = jnp.full_like(param, value, dtype=dtype)
+    else:
+        filled = jnp.full(shape, value, dtype)
+    return fresh_array(filled) if filled is value else filled
 
 
 def with_gradient_dtype(

@@ -46,6 +46,10 @@ class Case:
     # False where the learning rate is not a plain factor on the update (Rprop reads it
     # once, at init; Automagic's per-element rates start at it and then adapt)
     learning_rate_scales_updates: bool = True
+    # hyperparameters that set shapes or are compared in Python at construction: they
+    # stay Python numbers (``static_args`` of ``optax.inject_hyperparams``, which would
+    # turn them into arrays, traced under jit); every other numeric one may be traced
+    static_args: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.name
@@ -132,6 +136,7 @@ CASES = [
             "labels": np.array([0, 1], np.int32),
             "indices": np.array([3, 1], np.int32),
         },
+        static_args=("num_classes", "num_samples", "memory_size"),
     ),
     Case(
         "sigprop",
@@ -247,15 +252,6 @@ CASES = [
 
 CASES_BY_NAME = {case.name: case for case in CASES}
 
-# Hyperparameters that set shapes or are compared in Python at construction: they stay
-# Python numbers (``static_args`` of ``optax.inject_hyperparams``) and are never traced.
-# Everything else numeric must accept a tracer. ``automagic_came_amp``'s ``config`` (a
-# frozen dataclass of Python values) and the muP ``infshapes`` are not numbers and are
-# passed through as they are.
-STATIC: dict[str, tuple[str, ...]] = {
-    "fer": ("num_classes", "num_samples", "memory_size"),
-}
-
 
 def numeric_arguments(name: str) -> dict[str, Any]:
     """{keyword: value} of every numeric hyperparameter (case value, else default),
@@ -266,7 +262,7 @@ def numeric_arguments(name: str) -> dict[str, Any]:
         value = case.kwargs.get(param.name, param.default)
         values = value if isinstance(value, tuple) else (value,)
         numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
-        if numeric and values and param.name not in STATIC.get(name, ()):
+        if numeric and values and param.name not in case.static_args:
             found[param.name] = value
     return found
 
@@ -364,6 +360,12 @@ _SGD = [
         True,
         r"Nesterov momentum requires momentum > 0 \(nesterov=True, momentum=0.0\)",
         {"momentum": 0.0, "dampening": 0.0},
+    ),
+    Invalid(  # the default: no momentum at all
+        "nesterov",
+        True,
+        r"Nesterov momentum requires momentum > 0 \(nesterov=True, momentum=None\)",
+        {"momentum": None, "dampening": 0.0},
     ),
     Invalid(
         "nesterov",

@@ -100,14 +100,22 @@ def find_state_field(state: Any, name: str) -> Any:
 
 
 def max_abs(x: Any) -> float:
-    return float(np.max(np.abs(np.asarray(x, dtype=np.float64)), initial=0.0))
+    """The largest finite magnitude in ``x`` (0 when there is none): a scale for errors."""
+    x = np.abs(np.asarray(x, dtype=np.float64))
+    return float(np.max(x[np.isfinite(x)], initial=0.0))
 
 
 def absolute_error(ours: Any, reference: Any) -> float:
+    """Largest elementwise ``|ours - reference|``; a NaN or an infinity on one side only is
+    an infinite error (NaN on both sides, or the same infinity, is agreement), so a NaN can
+    never hide behind a comparison that is always false."""
     ours = np.asarray(ours, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
     assert ours.shape == reference.shape, (ours.shape, reference.shape)
-    return max_abs(ours - reference)
+    agree = (ours == reference) | (np.isnan(ours) & np.isnan(reference))
+    with np.errstate(invalid="ignore"):
+        diff = np.where(agree, 0.0, np.abs(ours - reference))
+    return float(np.max(np.where(np.isnan(diff), np.inf, diff), initial=0.0))
 
 
 @dataclasses.dataclass

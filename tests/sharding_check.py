@@ -151,6 +151,60 @@ def check_init_placements(tx, case, layout, mesh, target, init_state, failures) 
     return compared + check_state_shardings(jitted, target, "jit init", case, layout, failures)
 
 
+def state_types(state) -> list[str]:
+    """Each state leaf's type, sharding included (``float32[16@x,1]``)."""
+    return [str(jax.typeof(leaf)) for leaf in jax.tree.leaves(state)]
+
+
+def check_state_types(tx, case, layout, mesh, params, failures) -> None:
+    """Explicit-mode sharding is part of an array's type: the state from ``init``, from
+    ``jax.jit(init)`` and after a jitted ``update`` must have the same types, and a
+    ``lax.scan`` over ``NUM_STEPS`` steps (which requires it) must run from either init."""
+
+    def step(params, state, _):
+        grads = jax.tree.map(lambda p: 0.5 * p + 0.1, params)  # keeps the params' sharding
+        updates, state = tx.update(grads, state, params, **case.extra_args)
+        return optax.apply_updates(params, updates), state
+
+    def train(params, state):
+        return jax.lax.scan(
+            lambda carry, x: (step(*carry, x), None), (params, state), None, NUM_STEPS
+        )
+
+    eager = tx.init(params)
+    with jax.set_mesh(mesh):
+        jitted = jax.jit(tx.init)(params)
+        stepped = jax.jit(step)(params, eager, None)[1]
+        expected = state_types(eager)
+        for when, state in (("jit init", jitted), ("after update", stepped)):
+            if state_types(state) != expected:
+                changed = [
+                    f"{jax.tree_util.keystr(path)}: {a} -> {b}"
+                    for (path, _), a, b in zip(
+                        jax.tree_util.tree_leaves_with_path(eager),
+                        expected,
+                        state_types(state),
+                        strict=True,
+                    )
+                    if a != b
+                ]
+                failures.append(
+                    {"case": case.name, "layout": layout, "types": when, "changed": changed}
+                )
+        for when, state in (("init", eager), ("jit init", jitted)):
+            try:
+                jax.jit(train)(params, state)
+            except Exception as error:  # report it like any other failure, then go on
+                failures.append(
+                    {
+                        "case": case.name,
+                        "layout": layout,
+                        "scan from": when,
+                        "error": repr(error)[:300],
+                    }
+                )
+
+
 def check_case(case, failures) -> int:
     """Check one optimizer; return how many param-shaped state leaves were compared."""
     tx = get_optimizer(case.name)(**case.kwargs)
@@ -179,6 +233,7 @@ def check_case(case, failures) -> int:
                     }
                 )
         compared += check_init_placements(tx, case, layout, mesh, target, init_state, failures)
+        check_state_types(tx, case, layout, mesh, place(make_tree(0)), failures)
         for when, tree in (("init", init_state), ("after steps", state)):
             compared += check_state_shardings(tree, target, when, case, layout, failures)
     return compared
@@ -191,9 +246,11 @@ def main(names: list[str]) -> int:
     for case in CASES:
         if names and case.name not in names:
             continue
+        before = len(failures)
         if check_case(case, failures) == 0:
             failures.append({"case": case.name, "problem": "no param-shaped state leaf"})
         checked += 1
+        print(f"{case.name}: {len(failures) - before} failures", file=sys.stderr, flush=True)
     for failure in failures:
         print(json.dumps(failure, default=str))
     print(f"checked {checked} optimizers x {len(layouts())} layouts, {len(failures)} failures")

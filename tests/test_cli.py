@@ -160,7 +160,7 @@ def exit_status(argv: list[str], capsys) -> tuple[int, str]:
         (["compare", "--epochs", "1001"], "--epochs must be from 1 to 1,000, got 1001"),
         (["compare", "--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
         (["compare", "--seeds", "-1"], "--seeds must be from 1 to 100"),
-        (["compare", "--batch-size", "0"], "--batch-size must be from 1"),
+        (["compare", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
         (["bench", "--sizes", "0"], "--sizes: '0' is not a whole number"),
         (["bench", "--sizes", "1e6,-5"], "--sizes: '-5' is not a whole number"),
         (["bench", "--sizes", "inf"], "--sizes: 'inf' is not a whole number"),

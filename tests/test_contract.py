@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 import warnings
 
 import jax
@@ -11,8 +14,9 @@ import optax
 import pytest
 from flax import nnx
 
+import jaxopt_adv
 from jaxopt_adv import fast, get_optimizer
-from tests.cases import CASES, CASES_BY_NAME, STATIC, numeric_arguments
+from tests.cases import CASES, CASES_BY_NAME, numeric_arguments
 from tests.harness import precision
 
 SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": ()}
@@ -147,6 +151,110 @@ def test_inject_hyperparams_equivalent(case):
         got, state = run(injected, case, params=params)
         assert_trees_close(got, expected, rtol=1e-12)
         assert float(state.hyperparams["learning_rate"]) == case.kwargs["learning_rate"]
+
+
+def layout(tree):
+    """What a checkpoint must match: the tree structure and each leaf's shape, dtype and
+    weak type (a differing weak type recompiles a jitted step)."""
+    leaves = jax.tree.map(
+        lambda x: (jnp.shape(x), jnp.result_type(x), jax.typeof(x).weak_type), tree
+    )
+    return jax.tree.structure(tree), leaves
+
+
+def option_kwargs(case, options: str) -> dict:
+    """The case's kwargs (``"case"``: options switched on), only its learning rate and the
+    arguments without a default (``"default"``), or the case's with every momentum and
+    weight decay the factory has set to an explicit 0 (``"zero"``)."""
+    factory = get_optimizer(case.name)
+    parameters = inspect.signature(factory).parameters
+    if options == "case":
+        return case.kwargs
+    if options == "default":
+        required = [k for k, p in parameters.items() if p.default is inspect.Parameter.empty]
+        return {k: case.kwargs[k] for k in ["learning_rate", *required]}
+    zeros = {k: 0.0 for k in ("momentum", "weight_decay") if k in parameters}
+    return {**case.kwargs, **zeros}
+
+
+@cases
+@pytest.mark.parametrize(
+    "options, jit",
+    [("default", False), ("default", True), ("case", True), ("zero", True)],
+)
+def test_inject_hyperparams_state_matches_plain(case, options, jit):
+    """optax's own check (alias_test's test_optimizers_can_be_wrapped_in_inject_hyperparams):
+    the injected optimizer's inner state has the plain one's structure, shapes and dtypes,
+    after init and after an update, with the same numbers; and a state saved from either
+    continues in the other (a checkpoint restored into a run that switched to injected
+    hyperparameters, or back)."""
+    factory = get_optimizer(case.name)
+    kwargs = option_kwargs(case, options)
+    plain = factory(**kwargs)
+    injected = optax.inject_hyperparams(factory, static_args=case.static_args)(**kwargs)
+
+    def maybe_jit(f):
+        return jax.jit(f) if jit else f
+
+    params = make_params()
+    plain_update, injected_update = maybe_jit(plain.update), maybe_jit(injected.update)
+    state, injected_state = maybe_jit(plain.init)(params), maybe_jit(injected.init)(params)
+    assert layout(injected_state.inner_state) == layout(state)
+
+    grads = make_grads(params, 0)
+    updates, state = plain_update(grads, state, params, **case.extra_args)
+    injected_updates, injected_state = injected_update(
+        grads, injected_state, params, **case.extra_args
+    )
+    assert layout(injected_state.inner_state) == layout(state)
+    # the injected hyperparameters are float32 arrays, the plain ones Python floats (in
+    # float32, 1 - b2 is 4e-5 off 1e-3): optax's test allows 1e-3 / 1e-4
+    assert_trees_close(injected_updates, updates, rtol=1e-4, atol=1e-6)
+    assert_trees_close(injected_state.inner_state, state, rtol=1e-4, atol=1e-6)
+
+    grads = make_grads(params, 1)
+    swapped = injected_state._replace(inner_state=state)
+    expected, _ = plain_update(grads, state, params, **case.extra_args)
+    got, _ = injected_update(grads, swapped, params, **case.extra_args)
+    assert_trees_close(got, expected, rtol=1e-4, atol=1e-6)
+    expected, _ = injected_update(grads, injected_state, params, **case.extra_args)
+    got, _ = plain_update(grads, injected_state.inner_state, params, **case.extra_args)
+    assert_trees_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def public_callables():
+    """Every function and class in the ``__all__`` of jaxopt_adv and its modules."""
+    names = ["jaxopt_adv"]
+    names += [f"jaxopt_adv.{m.name}" for m in pkgutil.iter_modules(jaxopt_adv.__path__)]
+    found = {}
+    for module_name in names:
+        module = importlib.import_module(module_name)
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            if inspect.isfunction(obj) or inspect.isclass(obj):
+                found[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return found
+
+
+def test_annotations_resolve():
+    """With ``from __future__ import annotations`` the annotations are strings; tools
+    (optax's schedule tests) read them with ``inspect.signature(f, eval_str=True)``."""
+    found = public_callables()
+    assert len(found) > 100
+    for name, obj in found.items():
+        target = obj.__init__ if inspect.isclass(obj) else obj
+        try:
+            inspect.signature(target, eval_str=True)
+        except Exception as error:  # report which one, whatever failed
+            raise AssertionError(f"{name}: {error!r}") from error
+
+
+@cases
+def test_learning_rate_is_annotated_as_a_schedule(case):
+    """optax's contrib tests pass a schedule to every factory whose ``learning_rate`` is
+    annotated ``optax.ScalarOrSchedule`` (every registered one takes schedules)."""
+    signature = inspect.signature(get_optimizer(case.name), eval_str=True)
+    assert signature.parameters["learning_rate"].annotation is optax.ScalarOrSchedule
 
 
 @cases
@@ -409,9 +517,9 @@ def test_state_leaves_own_their_buffers(case):
         params=params, hyperparams=hyperparams, state=build(case, **hyperparams).init(params)
     )
 
-    injected = optax.inject_hyperparams(
-        get_optimizer(case.name), static_args=STATIC.get(case.name, ())
-    )(**{**case.kwargs, **numeric})
+    injected = optax.inject_hyperparams(get_optimizer(case.name), static_args=case.static_args)(
+        **{**case.kwargs, **numeric}
+    )
     state = injected.init(params)
     _assert_no_shared_buffers(params=params, state=state)
     step = jax.jit(make_step(injected, case.extra_args), donate_argnums=(0, 1))

@@ -24,7 +24,6 @@ from tests.cases import (
     CASES_BY_NAME,
     CONCRETE_ARRAYS,
     INVALID,
-    STATIC,
     WRONG_KINDS,
     numeric_arguments,
 )
@@ -58,7 +57,7 @@ def test_every_numeric_hyperparameter_has_invalid_values():
     """The table covers each numeric argument (and each field of a config dataclass)."""
     for name in list_optimizers():
         covered = {entry.argument for entry in INVALID[name]}
-        wanted = set(numeric_arguments(name)) | set(STATIC.get(name, ()))
+        wanted = set(numeric_arguments(name)) | set(CASES_BY_NAME[name].static_args)
         config = CASES_BY_NAME[name].kwargs.get("config")
         if config is not None:
             for field in dataclasses.fields(config):
@@ -79,7 +78,7 @@ def test_array_hyperparameters_are_accepted(case):
     params = {"matrix": make_params()["matrix"]}  # one leaf keeps compilation short
     grads = make_grads(params, 0)
 
-    injected = optax.inject_hyperparams(factory, static_args=STATIC.get(case.name, ()))
+    injected = optax.inject_hyperparams(factory, static_args=case.static_args)
     tx = injected(**case.kwargs)
     state = jax.jit(tx.init)(params)
     # inject_hyperparams holds numbers, not tuples of them (etas, gcw_bounds stay static)

@@ -123,8 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _in_range(value: int, flag: str, high: int) -> None:
-    if not 1 <= value <= high:
+def _in_range(value: int, flag: str, high: int | None) -> None:
+    """Raise UsageError unless ``1 <= value <= high`` (``high=None``: no upper bound)."""
+    if high is None and value < 1:
+        raise UsageError(f"{flag} must be >= 1, got {value}")
+    if high is not None and not 1 <= value <= high:
         raise UsageError(f"{flag} must be from 1 to {high:,}, got {value}")
 
 
@@ -172,7 +175,7 @@ def run_compare(args: argparse.Namespace) -> int:
     for value, flag, high in (
         (args.epochs, "--epochs", MAX_EPOCHS),
         (args.seeds, "--seeds", MAX_SEEDS),
-        (args.batch_size, "--batch-size", sys.maxsize),
+        (args.batch_size, "--batch-size", None),  # bounded by the data set below
     ):
         _in_range(value, flag, high)
     use_torch = _want_torch(args.torch)

@@ -89,15 +89,19 @@ def agr_leaf(
     total: jax.Array,
     eps: Any = 1e-10,
     *,
+    count: int | None = None,
     edge: bool = False,
     edge_threshold: Any = 0.6,
     edge_scale: Any = 0.1,
 ) -> jax.Array:
     """AGR of one leaf given the absolute-gradient sum ``total`` of its scope.
 
-    ``g * (1 - |g| / (total + eps) * (1 + E(g) if edge))``. When ``total + eps == 0``
-    (all-zero gradients with ``eps=0``, where official AGR divides 0 by 0) the leaf is
-    returned unchanged, i.e. zero.
+    ``g * (1 - alpha)``, ``alpha = |g| / (total + eps) * (1 + E(g) if edge)``. With
+    ``count`` (static: the number of elements ``total`` sums over), ``alpha`` is capped at
+    ``1 - 1 / count``: an element that carries the whole sum keeps ``1 / count`` of itself
+    instead of vanishing, and a lone element (``count == 1``) passes unchanged. When
+    ``total + eps == 0`` (all-zero gradients with ``eps=0``, where official AGR divides 0
+    by 0) the leaf is returned unchanged, i.e. zero.
     """
     denom = total + eps
     safe = denom != 0  # NaN totals stay NaN
@@ -105,6 +109,8 @@ def agr_leaf(
     alpha = jnp.where(safe, alpha, jnp.zeros_like(alpha))
     if edge:
         alpha = alpha * (1 + edge_strength(g, edge_threshold, edge_scale))
+    if count is not None:
+        alpha = jnp.minimum(alpha, 1 - 1 / count)  # NaN stays NaN
     return (g * (1 - alpha)).astype(g.dtype)
 
 
@@ -118,6 +124,8 @@ def agr(
     edge_threshold: Any = 0.6,
     edge_scale: Any = 0.1,
     eps: Any = 1e-10,
+    *,
+    cap_alpha: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adaptive gradient regularisation: shrink each element by its share of ``sum |g|``.
 
@@ -133,6 +141,14 @@ def agr(
       exactly one torch param group.
     * ``edge``: multiply :math:`\alpha` by ``1 + edge_strength(g)``, the Laplacian edge
       factor over the last two axes (:func:`edge_strength`, zero for ``ndim < 2``).
+    * ``cap_alpha``: cap :math:`\alpha` at :math:`1 - 1/n`, with :math:`n` the number of
+      elements :math:`S` sums over. Without it an element that carries the whole sum (a
+      scalar parameter under ``"leaf"``; one active entry of a vector, or a tree that is
+      one small array, under ``"tree"``) is multiplied by exactly zero at every step and
+      never moves. With it such an element keeps :math:`1/n` of itself, a lone element
+      (:math:`n = 1`) passes unchanged, and no edge factor can flip a sign; elsewhere
+      (:math:`\alpha \le 1 - 1/n`, always so in large tensors unless one element holds
+      nearly all of :math:`S`) the result is AGR's.
 
     Put it first in a chain, on raw gradients: ``optax.chain(agr(), optax.adamw(...))`` is
     the paper's AdamW-AGR.
@@ -143,6 +159,8 @@ def agr(
       edge_threshold: edge threshold, in ``(0, 1)`` (Automagic default 0.6).
       edge_scale: edge factor scale, ``>= 0`` (Automagic ``edge_penalty``, 0.1).
       eps: added to :math:`S`, ``>= 0``; Automagic 1e-10, official AGR 0.
+      cap_alpha: static; cap :math:`\alpha` at :math:`1 - 1/n` (default off: official
+        AGR; Automagic-CameAMP turns it on).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with ``optax.EmptyState``.
@@ -180,11 +198,19 @@ def agr(
         del params, extra_args
         leaves = jax.tree.leaves(updates)
         tree_total = sum(_abs_sum(g) for g in leaves) if scope == "tree" and leaves else None
+        tree_count = sum(int(jnp.size(g)) for g in leaves)
 
         def leaf(g):
             total = tree_total if scope == "tree" else _abs_sum(g)
+            count = (tree_count if scope == "tree" else int(jnp.size(g))) if cap_alpha else None
             return agr_leaf(
-                g, total, eps, edge=edge, edge_threshold=edge_threshold, edge_scale=edge_scale
+                g,
+                total,
+                eps,
+                count=count,
+                edge=edge,
+                edge_threshold=edge_threshold,
+                edge_scale=edge_scale,
             )
 
         return jax.tree.map(leaf, updates), state

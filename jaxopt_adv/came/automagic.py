@@ -218,7 +218,7 @@ class AutomagicCameState(NamedTuple):
 
     count: chex.Array  # int32 scalar
     mu: optax.Updates  # momentum m
-    s: optax.Updates  # TAM's smoothed correlation, at its true size (see _correlation_shape)
+    s: optax.Updates  # TAM's smoothed correlation, at its true size (see _correlation_axes)
     v_row: optax.Updates  # factored second moment (ndim >= 2), else (0,)
     v_col: optax.Updates
     v: optax.Updates  # elementwise second moment (ndim < 2, or factored=False)
@@ -235,18 +235,19 @@ def _placeholder(p: chex.Array) -> chex.Array:
     return jnp.zeros((0,), _stat_dtype(p.dtype))
 
 
-def _correlation_shape(shape: tuple[int, ...], config: AutomagicConfig) -> tuple[int, ...]:
-    """The shape TAM's smoothed correlation really has (the correlation is broadcast).
+def _correlation_axes(shape: tuple[int, ...], config: AutomagicConfig) -> tuple[int | None, ...]:
+    """The param axes TAM's smoothed correlation really has (it is broadcast elsewhere).
 
     ``"dim0"`` is elementwise; ``"cosine"`` one scalar; ``"row_cosine"`` one per row;
     ``"auto"`` a scalar up to ``tam_large_tensor_threshold`` elements or for 0-d/1-D
     leaves, else one per row. Storing ``s`` at that size is exact and saves 4 bytes per
-    element for every leaf but the ``"dim0"`` rule.
+    element for every leaf but the ``"dim0"`` rule. In :func:`filled_like`'s ``axes``
+    form (``None``: a kept axis of size 1), so ``s`` is sharded like the param's rows.
     """
     rule, ndim = config.tam_correlation, len(shape)
-    per_row = shape[:-1] + (1,) if ndim >= 2 else ()
+    per_row = (*range(ndim - 1), None) if ndim >= 2 else ()
     if rule == "dim0":
-        return shape
+        return tuple(range(ndim))
     if rule == "cosine":
         return ()
     if rule == "row_cosine":
@@ -314,7 +315,7 @@ def scale_by_automagic_came(config: AutomagicConfig) -> optax.GradientTransforma
             count=jnp.zeros([], jnp.int32),
             mu=optax.tree.zeros_like(params),
             s=jax.tree.map(
-                lambda p: filled_like(p, 0.0, p.dtype, _correlation_shape(p.shape, config)),
+                lambda p: filled_like(p, 0.0, p.dtype, axes=_correlation_axes(p.shape, config)),
                 params,
             ),
             v_row=v_row,
@@ -565,6 +566,7 @@ def automagic_came_amp(
             edge_threshold=config.edge_threshold,
             edge_scale=config.edge_penalty,
             eps=1e-10,
+            cap_alpha=True,
         )
     ]
     if config.spatial_awareness and config.frequency_penalty > 0:

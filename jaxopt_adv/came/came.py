@@ -15,19 +15,18 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import chex
-import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
-from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxopt_adv._common import (
     check_beta,
     check_interval,
     check_learning_rate,
     check_nonnegative,
-    is_static_zero,
+    filled_like,
     requires_float_params,
+    skip_at_static_zero,
     tree_map_multi,
     with_gradient_dtype,
 )
@@ -41,6 +40,7 @@ __all__ = [
     "factored_rsqrt",
     "init_second_moments",
     "is_factored",
+    "momentum_residual",
     "rms",
     "rms_clip",
     "scale_by_came",
@@ -77,8 +77,11 @@ def update_factored_moment(x: chex.Array, row: chex.Array, col: chex.Array, deca
     """EMA of the row and column means of ``x`` over its last two axes.
 
     ``row <- decay row + (1 - decay) mean(x, -1)``, ``col <- decay col + (1 - decay)
-    mean(x, -2)``; returned in the dtypes of ``row`` and ``col``.
+    mean(x, -2)``; returned in the dtypes of ``row`` and ``col``. An empty ``x`` has no
+    means (0 / 0): both are returned unchanged.
     """
+    if x.size == 0:
+        return row, col
     new_row = decay * row + (1 - decay) * jnp.mean(x, axis=-1)
     new_col = decay * col + (1 - decay) * jnp.mean(x, axis=-2)
     return new_row.astype(row.dtype), new_col.astype(col.dtype)
@@ -90,6 +93,9 @@ def factored_rsqrt(row: chex.Array, col: chex.Array) -> chex.Array:
     :math:`\big(R_i C_j / \overline{R}\big)^{-1/2}`, as the outer product of
     ``rsqrt(row / mean(row))`` and ``rsqrt(col)``, shape ``row.shape + col.shape[-1:]``.
     """
+    shape = row.shape + col.shape[-1:]
+    if math.prod(shape) == 0:  # nothing to scale; mean(row) of an empty row is 0 / 0
+        return jnp.zeros(shape, jnp.result_type(row, col))
     r_factor = lax.rsqrt(row / jnp.mean(row, axis=-1, keepdims=True))
     return r_factor[..., :, None] * lax.rsqrt(col)[..., None, :]
 
@@ -125,21 +131,38 @@ def came_precondition(g, v_row, v_col, v, b2, eps1):
     return lax.rsqrt(v) * g, v_row, v_col, v
 
 
-def came_confidence(u, m, r_row, r_col, b3, eps2):
+def came_confidence(u, m, r_row, r_col, b3, eps2, *, residual=None):
     """CAME's confidence step: ``m`` scaled by the factored inverse root of the instability.
 
     For ``ndim >= 2``, the factored EMA of ``(u - m)^2 + eps2`` (``u`` the clipped
     update, ``m`` the *new* momentum) and ``factored_rsqrt(r_row, r_col) * m``. Official
-    CAME has no confidence for ``ndim < 2``: ``m`` is returned as it is.
+    CAME has no confidence for ``ndim < 2``: ``m`` is returned as it is. ``residual``
+    replaces ``u - m`` where the caller knows it exactly (:func:`momentum_residual`).
 
     Returns:
       ``(out, r_row, r_col)``.
     """
     if not is_factored(m.shape):
         return m, r_row, r_col
-    res = jnp.square(u - m) + eps2
+    res = jnp.square(u - m if residual is None else residual) + eps2
     r_row, r_col = update_factored_moment(res, r_row, r_col, b3)
     return factored_rsqrt(r_row, r_col) * m, r_row, r_col
+
+
+def momentum_residual(u: chex.Array, m: chex.Array, b1: Any) -> chex.Array:
+    """``u - m`` for the EMA momentum ``m = b1 m_prev + (1 - b1) u``, exactly 0 for ``b1 = 0``.
+
+    With ``b1 = 0`` torch's ``m`` is ``0 m_prev + 1 u = u``, so its residual is exactly 0
+    and the instability is ``eps2``. XLA recomputes ``u`` inside ``u - m`` and fuses its
+    last product into the subtraction (an FMA), which leaves ``u``'s rounding error (about
+    1 ulp, far above ``eps2 = 1e-16``): the confidence would then differ from torch's by
+    orders of magnitude. ``0 * u`` keeps torch's NaN for a non-finite ``u``. A momentum
+    in another dtype (``mu_dtype``) is rounded, so its residual is taken as it is.
+    """
+    residual = u - m.astype(u.dtype)
+    if m.dtype != u.dtype:
+        return residual
+    return jnp.where(b1 == 0, 0 * u, residual)
 
 
 # -------------------------------------------------------------------------- transforms
@@ -148,18 +171,6 @@ def came_confidence(u, m, r_row, r_col, b3, eps2):
 def _stat_dtype(dtype: Any) -> jnp.dtype:
     """Statistics in float32 or wider: a bf16 EMA with ``1 - b2 = 1e-3`` would stall."""
     return jnp.promote_types(jnp.float32, dtype)
-
-
-def _zeros_without_axis(param: chex.Array, axis: int, dtype: Any) -> chex.Array:
-    """Zeros shaped like ``param`` without ``axis``, sharded like the param's other axes."""
-    axis = axis % param.ndim
-    shape = param.shape[:axis] + param.shape[axis + 1 :]
-    sharding = None if isinstance(param, jax.core.Tracer) else getattr(param, "sharding", None)
-    if isinstance(sharding, NamedSharding):
-        spec = tuple(sharding.spec) + (None,) * (param.ndim - len(sharding.spec))
-        sharding = NamedSharding(sharding.mesh, PartitionSpec(*spec[:axis], *spec[axis + 1 :]))
-        return jnp.zeros(shape, dtype, device=sharding)
-    return jnp.zeros(shape, dtype)
 
 
 def init_second_moments(params: optax.Params) -> tuple[Any, Any, Any, Any, Any]:
@@ -174,12 +185,14 @@ def init_second_moments(params: optax.Params) -> tuple[Any, Any, Any, Any, Any]:
     def leaf(p):
         stat = _stat_dtype(p.dtype)
         if is_factored(p.shape):
+            rows = tuple(range(p.ndim - 1))  # the param's axes but the last
+            cols = (*range(p.ndim - 2), p.ndim - 1)  # ... but the second to last
             return (
-                _zeros_without_axis(p, -1, stat),
-                _zeros_without_axis(p, -2, stat),
+                filled_like(p, 0.0, stat, axes=rows),
+                filled_like(p, 0.0, stat, axes=cols),
                 jnp.zeros((0,), stat),
-                _zeros_without_axis(p, -1, stat),
-                _zeros_without_axis(p, -2, stat),
+                filled_like(p, 0.0, stat, axes=rows),
+                filled_like(p, 0.0, stat, axes=cols),
             )
         v = jnp.zeros_like(p, dtype=stat)
         return tuple(v if i == 2 else jnp.zeros((0,), stat) for i in range(5))
@@ -284,7 +297,9 @@ def scale_by_came(
             u, v_row, v_col, v = came_precondition(x, v_row, v_col, v, b2, eps1)
             u = rms_clip(u, clip_threshold)
             m = (b1 * m + (1 - b1) * u).astype(m.dtype)
-            out, r_row, r_col = came_confidence(u, m.astype(u.dtype), r_row, r_col, b3, eps2)
+            out, r_row, r_col = came_confidence(
+                u, m.astype(u.dtype), r_row, r_col, b3, eps2, residual=momentum_residual(u, m, b1)
+            )
             return out.astype(g.dtype), m, v_row, v_col, v, r_row, r_col
 
         # state[1:] = mu, v_row, v_col, v, r_row, r_col: leaf's argument order
@@ -325,8 +340,8 @@ def came(
       eps1: added to ``g^2``, ``>= 0``.
       eps2: added to the instability, ``>= 0``.
       clip_threshold: RMS threshold of the scaled update, ``> 0``.
-      weight_decay: decoupled decay :math:`\lambda`, ``>= 0``; a Python ``0`` leaves the
-        block out (then ``params`` are not needed).
+      weight_decay: decoupled decay :math:`\lambda`, ``>= 0``; at a Python ``0`` its
+        block passes the updates through (then ``params`` are not needed).
       weight_decay_mask: optional mask (tree or callable) of the leaves to decay, as in
         ``optax.add_decayed_weights``.
       mu_dtype: static; optional dtype of the first moment.
@@ -374,9 +389,8 @@ def came_chain(
     gradients' dtype; ``init`` refuses integer and complex params."""
     check_learning_rate(learning_rate)
     check_nonnegative(weight_decay, "weight_decay")
-    blocks = [scaling]
-    if not is_static_zero(weight_decay):
-        blocks.append(optax.add_decayed_weights(weight_decay, weight_decay_mask))
+    decay = optax.add_decayed_weights(weight_decay, weight_decay_mask)
+    blocks = [scaling, skip_at_static_zero(weight_decay, decay)]
     blocks.append(optax.scale_by_learning_rate(learning_rate))
     # the decay promotes to the params' dtype
     return requires_float_params(with_gradient_dtype(optax.chain(*blocks)))

@@ -140,8 +140,10 @@ def cautious_update(
     ``M = 1[u g > 0] / max(mean(1[u g > 0]), mean_floor)``; if ``background_threshold`` is
     not ``None`` and the unbiased variance of the whole ``g`` is below it, ``M *= factor``;
     returns ``u * M``. A one-element ``g`` has a NaN variance (as in torch), which never
-    compares below the threshold.
+    compares below the threshold. An empty leaf (no mean: 0 / 0) is returned as it is.
     """
+    if u.size == 0:
+        return u
     dtype = _compute_dtype(u)
     mask = (u * g > 0).astype(dtype)
     mask = mask / jnp.maximum(jnp.mean(mask), mean_floor)

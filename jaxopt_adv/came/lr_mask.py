@@ -284,8 +284,8 @@ def automagic_lr_mask(
         sdt = scalar_dtype()
 
         def sv_init(p):
-            shape = p.shape[:-1] + (1,) if p.ndim >= 2 else ()
-            return filled_like(p, 1.0, jnp.promote_types(jnp.float32, p.dtype), shape)
+            per_row = (*range(p.ndim - 1), None) if p.ndim >= 2 else ()
+            return filled_like(p, 1.0, jnp.promote_types(jnp.float32, p.dtype), axes=per_row)
 
         return AutomagicLrMaskState(
             count=jnp.zeros([], jnp.int32),
@@ -306,7 +306,7 @@ def automagic_lr_mask(
             state.count, state.lr_max, group_lr, warmup_steps, persistent_schedule
         )
 
-        def leaf(u, s, mask, polarity, sv):
+        def leaf(u, s, mask, polarity, sv, avg):
             lr_eff, mask, polarity = lr_mask_leaf(
                 s,
                 mask,
@@ -321,11 +321,13 @@ def automagic_lr_mask(
                 detail_preservation=detail_preservation,
             )
             out = (u * lr_eff).astype(u.dtype)
+            if lr_eff.size == 0:  # no rates to average (a mean would be 0 / 0): keep it
+                return out, mask, polarity, avg
             return out, mask, polarity, jnp.mean(lr_eff.astype(sdt))
 
         svs = state.spatial_variance if spatial else state.lr_mask  # placeholder, unread
         out, mask, polarity, avg_lr = tree_map_multi(
-            leaf, 4, updates, source, state.lr_mask, state.last_polarity, svs
+            leaf, 4, updates, source, state.lr_mask, state.last_polarity, svs, state.avg_lr
         )
         new_sv = jax.tree.map(spatial_variance_leaf, ref, svs) if spatial else None
         new_state = AutomagicLrMaskState(

@@ -29,7 +29,7 @@ from jaxopt_adv._common import (
     check_interval,
     check_nonnegative,
     is_concrete_number,
-    is_static_zero,
+    skip_at_static_zero,
     tree_map_multi,
     with_gradient_dtype,
 )
@@ -471,10 +471,9 @@ def tam_chain(
     check(weight_decouple, "fixed_decay=True needs weight_decouple=True (decoupled decay)")
     check_nonnegative(weight_decay, "weight_decay")
     chain = torch_chain(core, learning_rate=learning_rate, maximize=maximize)
-    if is_static_zero(weight_decay):
-        return chain
+    decay = skip_at_static_zero(weight_decay, optax.add_decayed_weights(-weight_decay))
     # the decay promotes to the params' dtype
-    return with_gradient_dtype(optax.chain(chain, optax.add_decayed_weights(-weight_decay)))
+    return with_gradient_dtype(optax.chain(chain, decay))
 
 
 def tam(

@@ -313,6 +313,8 @@ def _compile_into_cache(compiler: str, fma: bool, path: Path) -> None:
     with _build_lock(path.with_suffix(".lock")):
         if verified(path):  # built by another process while we waited
             return
+        for stale in path.parent.glob(f".{path.stem}-*.tmp"):  # of a killed build
+            stale.unlink(missing_ok=True)
         fingerprint: dict[str, object] = {}
 
         def compile_to(tmp: Path) -> None:

@@ -155,7 +155,7 @@ def came(
       eps1: added to ``g^2``, ``>= 0``.
       eps2: added to the instability, ``>= 0``.
       clip_threshold: RMS threshold of the scaled update, ``> 0``.
-      weight_decay: decoupled decay, ``>= 0``; a Python ``0`` leaves the block out.
+      weight_decay: decoupled decay, ``>= 0``; a Python ``0`` skips the decay.
       weight_decay_mask: optional mask (tree or callable) of the leaves to decay.
       mu_dtype: static; optional dtype of the first moment (a leaf whose momentum is in
         another dtype takes the JAX path).

@@ -286,7 +286,10 @@ enum RmspropFlags : unsigned {
   kRmsFuseMomentumProduct = 16,
   // The learning rate is the constant 1 (StepByProduct; without momentum).
   kRmsUnitStep = 32,
-  kRmsVariants = 64,
+  // Of the centered mean's `(1 - alpha) * g + alpha * mu` LLVM fuses the gradient's
+  // product, but the mean's under maximize without a weight-decay block.
+  kRmsFuseMeanProduct = 64,
+  kRmsVariants = 128,
 };
 
 template <typename T>
@@ -323,6 +326,8 @@ void RmspropRange(const RmspropScalars<T>& s, const Leaf<T>& leaf, int64_t lo, i
       T m;
       if constexpr ((F & kRmsFactored) != 0) {
         m = (g + mu_in[i]) * s.alpha;  // XLA's factored form of alpha = 1 - alpha = 1/2
+      } else if constexpr ((F & kRmsFuseMeanProduct) != 0) {
+        m = Mad(s.alpha, mu_in[i], s.c * g);
       } else {
         m = Mad(g, s.c, mu_in[i] * s.alpha);
       }

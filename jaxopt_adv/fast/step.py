@@ -266,6 +266,10 @@ def _adam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _
         step = _learning_step(hp["learning_rate"], old_inner, dtype)
         if isinstance(step, str):
             return step
+        if is_static_zero(eps):
+            # XLA drops the + 0 and rewrites the division by the root (with 1-element
+            # leaves, for every leaf); not mirrored here
+            return "eps 0 (XLA drops the addition and rewrites the division)"
         s1 = 1 / bc1.astype(dtype) if reciprocal1 else bc1.astype(dtype)
         if not reciprocal2:
             s2 = sqrt_bc2.astype(dtype)
@@ -290,9 +294,10 @@ def _adam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _
 
 
 def _sgd_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _Plan:
-    momentum, dampening, wd = hp["momentum"], hp["dampening"], hp["weight_decay"]
+    dampening, wd = hp["dampening"], hp["weight_decay"]
+    has_momentum = hp["momentum"] is not None
+    momentum = hp["momentum"] if has_momentum else 0.0  # no buffer: a constant 0 operand
     decay = not is_static_zero(wd)
-    has_momentum = not is_static_zero(momentum)
     may_be_zero = not (is_concrete_number(momentum) and momentum != 0)
     coef = None
     if has_momentum:
@@ -308,7 +313,7 @@ def _sgd_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _P
             # XLA drops `1 * buf`, and LLVM then fuses the other product
             return "momentum 1 (XLA folds the multiplication away)"
         named = [("weight_decay", wd if decay else 0.0)]
-        named += [("momentum", momentum if has_momentum else 0.0)]
+        named += [("momentum", momentum)]
         rest = _scalar_list(named, dtype)
         if isinstance(rest, str):
             return rest
@@ -326,9 +331,10 @@ def _sgd_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _P
 
 def _rmsprop_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _Plan:
     """``checked(family)``: why a self-check family failed on this host, or ``None``."""
-    alpha, eps, wd, momentum = hp["alpha"], hp["eps"], hp["weight_decay"], hp["momentum"]
+    alpha, eps, wd = hp["alpha"], hp["eps"], hp["weight_decay"]
+    has_momentum = hp["momentum"] is not None
+    momentum = hp["momentum"] if has_momentum else 0.0  # no buffer: a constant 0 operand
     decay = not is_static_zero(wd)
-    has_momentum = not is_static_zero(momentum)
     centered = bool(hp["centered"])
     c = 1 - alpha
     rms_cls = optax.ScaleByRStdDevState if centered else optax.ScaleByRmsState
@@ -344,7 +350,7 @@ def _rmsprop_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -
             # 1 / (sqrt(nu) + 0) -> rsqrt(nu): XLA's approximate rsqrt, not mirrored here
             return "eps 0 (XLA computes an approximate rsqrt)"
         named = [("weight_decay", wd if decay else 0.0), ("alpha", alpha), ("1 - alpha", c)]
-        named += [("eps", eps), ("momentum", momentum if has_momentum else 0.0)]
+        named += [("eps", eps), ("momentum", momentum)]
         rest = _scalar_list(named, dtype)
         return rest if isinstance(rest, str) else [step, *rest]
 
@@ -352,8 +358,9 @@ def _rmsprop_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -
         dtype, fuse_momentum_product = key
         factored = _factored(alpha, c, dtype)
         unit_step = _is_static_one(hp["learning_rate"], dtype)
+        fuse_mean_product = centered and hp["maximize"] and not decay
         variant = (decay, centered, has_momentum, factored, fuse_momentum_product, unit_step)
-        return _bits(hp["maximize"], *variant)
+        return _bits(hp["maximize"], *variant, fuse_mean_product)
 
     def group(leaf, n_leaves):
         # Of `scale * g + momentum * buf` LLVM fuses one product into an FMA, the one
@@ -471,6 +478,8 @@ def _adamax_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) ->
         # gradient's product only without maximize and without a weight-decay block
         # (measured on this jaxlib; the ADAMAX self-check confirms it on each host).
         if math.prod(jnp.shape(leaf)) == 1:
+            if _is_static_one(wd, dtype):  # the decay block folds to p + g: not mirrored
+                return "Adamax with weight decay 1 and a 1-element leaf"
             return dtype, False, not (maximize or decay)
         reciprocal = dtype != bc1.dtype or n_leaves == 1
         # a weight decay of 1 is multiplied away (p - g): LLVM fuses the gradient's
@@ -527,6 +536,8 @@ def _nadam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> 
         dtype = np.dtype(leaf.dtype)
         own = dtype != bc2.dtype
         if math.prod(jnp.shape(leaf)) == 1:
+            if decoupled and hp["maximize"] and not is_concrete_number(wd):
+                return "NAdamW with injected hyperparameters, maximize and a 1-element leaf"
             # no broadcast: as Adam's sqrt(bc2), the reciprocal only for an unconverted
             # scalar of a one-leaf tree; under maximize XLA folds the negations of
             # (1 - b2) (-g) (-g) into (g g) (1 - b2)
@@ -658,6 +669,9 @@ def _asgd_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _
             # a converted or an injected scalar change where), and LLVM then contracts
             # its two copies of the new parameters differently, by leaf size
             return "ASGD with maximize and no weight decay (XLA's contraction varies)"
+        if is_static_zero(hp["alpha"]) or is_static_zero(lambd):
+            # (1 + lambd lr t)^0 -> 1 and 0 * x fold the step size's constants differently
+            return "ASGD with alpha 0 or lambd 0 (XLA folds the step size)"
         if (mismatch := checked(selfcheck.ASGD)) is not None:
             return mismatch
         wd_scalar = _scalar_list([("weight_decay", wd if decay else 0.0)], dtype)
@@ -1275,9 +1289,11 @@ def fused(
 
     ``fused("torch.adam", learning_rate=1e-3)`` is ``jaxopt_adv.torch.adam(1e-3)`` with
     a ``step(params, grads, state) -> (params, state)`` that computes, bit for bit, what
-    ``tx.update`` followed by ``optax.apply_updates`` computes under ``jax.jit``, in one
-    C++ kernel that reads and writes each array once (10 array passes become 7 for
-    Adam). The state is the transform's own, so it can be checkpointed, inspected, or
+    ``tx.update`` followed by ``optax.apply_updates`` computes under ``jax.jit``, for any
+    hyperparameter values, in one C++ kernel that reads and writes each array once (10
+    array passes become 7 for Adam); the few constant values whose XLA arithmetic the
+    kernels do not mirror (an eps of 0, ...) send the step to that path
+    (:meth:`FusedOptimizer.explain` says why). The state is the transform's own, so it can be checkpointed, inspected, or
     handed to the plain optax transform (``.tx``).
 
     Args:

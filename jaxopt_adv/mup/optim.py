@@ -48,7 +48,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from jaxopt_adv._common import NO_PARAMS_MSG, check, check_nonnegative, is_static_zero
+from jaxopt_adv._common import NO_PARAMS_MSG, check, check_nonnegative, skip_at_static_zero
 from jaxopt_adv.mup.infshape import InfShape, param_path, paths_and_leaves
 from jaxopt_adv.torch._chain import torch_chain
 from jaxopt_adv.torch.adam import adam as torch_adam
@@ -258,14 +258,16 @@ def add_mup_decayed_weights(
     )
 
 
-def _decay(weight_decay: Any, infshapes: Any, scaling: str, decoupled_wd: bool = False) -> list:
-    """The decay block, left out for a static zero (so ``params`` are not needed)."""
+def _decay(
+    weight_decay: Any, infshapes: Any, scaling: str, decoupled_wd: bool = False
+) -> optax.GradientTransformationExtraArgs:
+    """The decay block, a pass-through at a static zero (so ``params`` are not needed)
+    that keeps the state's structure independent of the value."""
     check_nonnegative(weight_decay, "weight_decay")
-    if is_static_zero(weight_decay):
-        return []
-    return [
-        add_mup_decayed_weights(weight_decay, infshapes, scaling=scaling, decoupled_wd=decoupled_wd)
-    ]
+    block = add_mup_decayed_weights(
+        weight_decay, infshapes, scaling=scaling, decoupled_wd=decoupled_wd
+    )
+    return skip_at_static_zero(weight_decay, block)
 
 
 def mu_adam(
@@ -314,7 +316,7 @@ def mu_adam(
       (``mup==1.0.0``) over ``torch.optim.Adam`` (torch 2.13).
     """
     return optax.chain(
-        *_decay(weight_decay, infshapes, "adam"),
+        _decay(weight_decay, infshapes, "adam"),
         torch_adam(learning_rate, b1, b2, eps),
         scale_by_mup(infshapes, scaling="adam"),
     )
@@ -373,7 +375,7 @@ def mu_adamw(
     return optax.chain(
         torch_chain(
             scale_by_adam(b1, b2, eps),
-            *_decay(weight_decay, infshapes, "adam", decoupled_wd),
+            _decay(weight_decay, infshapes, "adam", decoupled_wd),
             learning_rate=learning_rate,
         ),
         scale_by_mup(infshapes, scaling="adam"),
@@ -384,7 +386,7 @@ def mu_sgd(
     learning_rate: optax.ScalarOrSchedule,
     *,
     infshapes: Any,
-    momentum: Any = 0.0,
+    momentum: Any = None,
     dampening: Any = 0.0,
     nesterov: bool = False,
     weight_decay: Any = 0.0,
@@ -402,7 +404,8 @@ def mu_sgd(
     Args:
       learning_rate: scalar or schedule at the base width (torch ``lr``).
       infshapes: static; a pytree of :class:`~jaxopt_adv.mup.InfShape` for the params.
-      momentum: momentum factor, ``>= 0`` (0 keeps no buffer).
+      momentum: momentum factor, ``>= 0``, or ``None`` (default): no buffer (a number,
+        0 included, keeps one; see :func:`jaxopt_adv.torch.sgd`).
       dampening: dampening of the momentum.
       nesterov: static; Nesterov momentum (needs ``momentum > 0``, ``dampening == 0``).
       weight_decay: coupled L2 coefficient, ``>= 0``.
@@ -426,7 +429,7 @@ def mu_sgd(
       (``mup==1.0.0``) over ``torch.optim.SGD`` (torch 2.13).
     """
     return optax.chain(
-        *_decay(weight_decay, infshapes, "sgd"),
+        _decay(weight_decay, infshapes, "sgd"),
         torch_sgd(learning_rate, momentum, dampening, nesterov=nesterov),
         scale_by_mup(infshapes, scaling="sgd"),
     )

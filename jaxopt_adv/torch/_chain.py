@@ -4,7 +4,9 @@ torch.optim applies, in this order: negate the gradient (``maximize``), add coup
 weight decay ``wd * param``, run the algorithm, then step with ``-lr`` -- where decoupled
 weight decay ``param * (1 - lr * wd)`` is the same as adding ``wd * param`` after the
 algorithm and before the learning rate.  :func:`torch_chain` builds exactly that
-``optax.chain``, leaving out the blocks a static option turns off.
+``optax.chain``, leaving out the blocks a static option (``maximize``, no learning rate)
+turns off. The weight decay block is always in (a pass-through at a Python 0), so the
+state's structure does not depend on the decay's value, e.g. when it is injected.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import optax
 from jaxopt_adv._common import (
     check_learning_rate,
     check_nonnegative,
-    is_static_zero,
     requires_float_params,
+    skip_at_static_zero,
     with_gradient_dtype,
 )
 
@@ -39,8 +41,8 @@ def torch_chain(
       *core: the algorithm's blocks (they return an ascent direction).
       learning_rate: scalar or schedule; :data:`FINAL_UPDATE` when ``core`` already
         returns the final (descent) update, as Rprop, ASGD and Adafactor do.
-      weight_decay: L2 coefficient; a Python ``0`` leaves the block out (so ``params`` are
-        not needed), anything else (including traced values) keeps it.
+      weight_decay: L2 coefficient; at a Python ``0`` its block passes the updates through
+        (``params`` are not needed), anything else (including traced values) decays.
       decoupled_weight_decay: apply ``wd * param`` after the algorithm (AdamW style).
       maximize: ascend instead of descend (torch negates the gradient first).
 
@@ -51,7 +53,7 @@ def torch_chain(
     if learning_rate is not FINAL_UPDATE:
         check_learning_rate(learning_rate)
     check_nonnegative(weight_decay, "weight_decay")
-    decay = [] if is_static_zero(weight_decay) else [optax.add_decayed_weights(weight_decay)]
+    decay = [skip_at_static_zero(weight_decay, optax.add_decayed_weights(weight_decay))]
     blocks = [optax.scale(-1.0)] if maximize else []
     blocks += [] if decoupled_weight_decay else decay
     blocks += list(core)

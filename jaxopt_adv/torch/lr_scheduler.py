@@ -14,6 +14,18 @@ over three periods 1e-13 up to ``T_max = 200``, 1e-11 near the minima at
 arguments (step counts, milestones, strategies) must be Python values; rates may be
 Python numbers or arrays.
 
+With ``jax_enable_x64`` on, every schedule here returns float64 (torch's Python
+doubles). Several optax 0.2.8 schedules return float32 there (``linear_schedule``,
+``polynomial_schedule``, ``exponential_decay``, ``warmup_cosine_decay_schedule``,
+``warmup_exponential_decay_schedule``, ``warmup_constant_schedule``,
+``sgdr_schedule``), so they cannot match torch to float64 precision.
+
+The factor schedules (``lambda_lr``, ``multiplicative_lr``, ``constant_lr``,
+``polynomial_lr``) live in :mod:`jaxopt_adv.torch.lr_factor` and the cyclic ones
+(``cosine_annealing_warm_restarts``, ``cyclic_lr`` + ``cyclic_momentum``) in :mod:`jaxopt_adv.torch.lr_cyclic`,
+``sequential_lr`` and ``chained_scheduler`` in :mod:`jaxopt_adv.torch.lr_compose`; all
+are importable from here too.
+
 :func:`reduce_lr_on_plateau` reacts to the loss, so it is a transformation with state
 rather than a schedule.
 """
@@ -21,14 +33,12 @@ rather than a schedule.
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxopt_adv._common import (
@@ -39,24 +49,20 @@ from jaxopt_adv._common import (
     is_concrete_number,
     scalar_dtype,
 )
-
-Schedule = Callable[[chex.Numeric], jax.Array]
-
-
-def _check_count(value: Any, name: str, minimum: int, *, traced_ok: bool = False) -> None:
-    """An integer ``>= minimum``: a Python/NumPy int, or (``traced_ok``) any array."""
-    if traced_ok and isinstance(value, (jax.Array, np.ndarray)):
-        return  # e.g. injected through ``optax.inject_hyperparams``
-    check(
-        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum,
-        f"Invalid {name} value: {value} ({name} must be an integer >= {minimum})",
-    )
-
-
-def _count(count: chex.Numeric) -> tuple[jax.Array, jax.Array]:
-    """``(count as an integer array, count as float)``; float64 when x64 is on."""
-    k = jnp.asarray(count)
-    return k, k.astype(scalar_dtype())
+from jaxopt_adv.torch._schedule import Schedule
+from jaxopt_adv.torch._schedule import as_count as _count
+from jaxopt_adv.torch._schedule import check_count as _check_count
+from jaxopt_adv.torch.lr_compose import chained_scheduler as chained_scheduler
+from jaxopt_adv.torch.lr_compose import sequential_lr as sequential_lr
+from jaxopt_adv.torch.lr_cyclic import (
+    cosine_annealing_warm_restarts as cosine_annealing_warm_restarts,
+)
+from jaxopt_adv.torch.lr_cyclic import cyclic_lr as cyclic_lr
+from jaxopt_adv.torch.lr_cyclic import cyclic_momentum as cyclic_momentum
+from jaxopt_adv.torch.lr_factor import constant_lr as constant_lr
+from jaxopt_adv.torch.lr_factor import lambda_lr as lambda_lr
+from jaxopt_adv.torch.lr_factor import multiplicative_lr as multiplicative_lr
+from jaxopt_adv.torch.lr_factor import polynomial_lr as polynomial_lr
 
 
 def step_lr(learning_rate: Any, step_size: int, gamma: Any = 0.1) -> Schedule:
@@ -519,8 +525,19 @@ def reduce_lr_on_plateau(
     Put it after the optimizer, ``optax.chain(jaxopt_adv.torch.sgd(lr, ...),
     reduce_lr_on_plateau(...))``, and pass the loss: ``update(grads, state, params,
     value=loss)``. The updates are multiplied by ``state.scale`` (torch's
-    ``lr / base_lr``; it scales the whole step, weight decay included, as torch's lr
-    does).
+    ``lr / base_lr``): it scales the whole step, weight decay included, which is what
+    torch's lr does for the optimizers whose step is proportional to the lr (SGD, Adam,
+    AdamW, Adamax, NAdam, RAdam, RMSprop, Adagrad, Adadelta, SparseAdam).
+
+    **Rprop and ASGD.** Chained after ``rprop`` or ``asgd`` this is *not* torch:
+    ``torch.optim.Rprop`` reads the lr only at its first step (to set its step sizes),
+    so torch's plateau never changes an Rprop run; ``torch.optim.ASGD`` computes its
+    ``eta = lr / (1 + lambd lr t)^alpha`` from the lr at the end of each step, not
+    linearly. The exact forms: for Rprop, leave the plateau out; for ASGD, run this
+    transformation on its own for ``state.scale`` and write ``base_lr * scale`` into
+    ``optax.inject_hyperparams(jaxopt_adv.torch.asgd)``'s ``learning_rate`` one update
+    late (update k gets the scale after ``loss_0 .. loss_{k-2}``), both checked against
+    torch to 1e-12.
 
     **Which loss affects which update.** torch's loop is ``loss_k = f(theta_k);
     optimizer.step(); scheduler.step(loss_k)``, so update k uses the lr set by

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check_interval, check_nonnegative, is_static_zero
+from jaxopt_adv._common import check_interval, check_nonnegative
 from jaxopt_adv.torch._chain import torch_chain
 
 
@@ -45,7 +45,7 @@ def rmsprop(
     alpha: Any = 0.99,
     eps: Any = 1e-8,
     weight_decay: Any = 0.0,
-    momentum: Any = 0.0,
+    momentum: Any = None,
     *,
     centered: bool = False,
     maximize: bool = False,
@@ -71,7 +71,10 @@ def rmsprop(
       alpha: smoothing constant, in ``[0, 1]``.
       eps: added outside the square root, ``>= 0``.
       weight_decay: coupled L2 coefficient, ``>= 0``.
-      momentum: momentum factor, ``>= 0`` (a Python 0 keeps no buffer).
+      momentum: momentum factor, ``>= 0``, or ``None`` (default): no momentum buffer. A
+        number keeps the buffer, 0 included (its steps are torch's at 0), so that
+        the state's structure never depends on the value, as under
+        ``optax.inject_hyperparams``; ``None`` is static.
       centered: static; normalise by the estimated variance of the gradient.
       maximize: static; maximise instead of minimise.
 
@@ -100,9 +103,9 @@ def rmsprop(
     """
     check_interval(alpha, "alpha", 0.0, 1.0)
     check_nonnegative(eps, "eps", "epsilon")
-    check_nonnegative(momentum, "momentum")
     core = [_scale_by_rms(alpha, eps, centered)]
-    if not is_static_zero(momentum):
+    if momentum is not None:
+        check_nonnegative(momentum, "momentum")
         core.append(optax.trace(decay=momentum))
     return torch_chain(
         *core, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize

@@ -14,7 +14,6 @@ from jaxopt_adv._common import (
     check_interval,
     check_nonnegative,
     is_concrete_number,
-    is_static_zero,
 )
 from jaxopt_adv.torch._chain import torch_chain
 
@@ -107,7 +106,7 @@ def scale_by_sgd_momentum(
 
 def sgd(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
-    momentum: Any = 0.0,
+    momentum: Any = None,
     dampening: Any = 0.0,
     weight_decay: Any = 0.0,
     *,
@@ -123,9 +122,12 @@ def sgd(
 
     Args:
       learning_rate: scalar or schedule :math:`\eta` (torch ``lr``), default ``1e-3``.
-      momentum: momentum factor, ``>= 0`` (0 keeps no buffer).
-      dampening: dampening for momentum, in ``[0, 1]`` (ignored while momentum is 0, as
-        in torch).
+      momentum: momentum factor, ``>= 0``, or ``None`` (default): plain SGD, no buffer.
+        A number keeps a momentum buffer, 0 included (its steps are torch's at 0),
+        so that the state's structure never depends on the value, as under
+        ``optax.inject_hyperparams``; ``None`` is static (as ``optax.sgd``'s).
+      dampening: dampening for momentum, in ``[0, 1]`` (ignored while momentum is 0 or
+        ``None``, as in torch at 0).
       weight_decay: coupled L2 coefficient :math:`\lambda`, ``>= 0``.
       nesterov: static; Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
       maximize: static; maximise the objective instead of minimising it.
@@ -156,7 +158,7 @@ def sgd(
     check_interval(dampening, "dampening", 0.0, 1.0)
     if nesterov:  # torch's rule, checked on whichever of the two is concrete
         check(
-            not is_concrete_number(momentum) or momentum > 0,
+            momentum is not None and (not is_concrete_number(momentum) or momentum > 0),
             f"Nesterov momentum requires momentum > 0 (nesterov=True, momentum={momentum})",
         )
         check(
@@ -164,7 +166,7 @@ def sgd(
             f"Nesterov momentum requires dampening == 0 (nesterov=True, dampening={dampening})",
         )
     core = []
-    if not is_static_zero(momentum):
+    if momentum is not None:
         core.append(
             scale_by_sgd_momentum(
                 momentum, dampening, nesterov=nesterov, accumulator_dtype=accumulator_dtype

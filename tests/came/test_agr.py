@@ -16,11 +16,18 @@ LR = 0.1
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize(
-    "scope, edge, eps",
-    [("leaf", False, 0.0), ("leaf", True, 1e-10), ("tree", False, 1e-10), ("tree", True, 0.0)],
+    "scope, edge, eps, cap_alpha",
+    [
+        ("leaf", False, 0.0, False),
+        ("leaf", True, 1e-10, False),
+        ("tree", False, 1e-10, False),
+        ("tree", True, 0.0, False),
+        ("leaf", True, 0.0, True),
+        ("tree", True, 1e-10, True),
+    ],
 )
-def test_sgd_parity(scope, edge, eps, dtype):
-    options = dict(scope=scope, edge=edge, eps=eps)
+def test_sgd_parity(scope, edge, eps, cap_alpha, dtype):
+    options = dict(scope=scope, edge=edge, eps=eps, cap_alpha=cap_alpha)
     run_parity(
         optax.chain(agr(**options), sgd(LR)),
         lambda p: torch_agr.AGRSGD(p, lr=LR, **options),
@@ -118,6 +125,37 @@ def test_zero_gradients_stay_zero(scope, eps):
     grads["b"] = jnp.ones(4)
     out, _ = agr(scope, eps=eps).update(grads, optax.EmptyState())
     assert np.all(np.isfinite(out["w"])) and not np.any(out["w"])
+
+
+@pytest.mark.parametrize("scope", ["leaf", "tree"])
+def test_cap_alpha_keeps_an_element_that_carries_the_whole_sum(scope):
+    """Official AGR multiplies an element holding all of ``sum |g|`` by exactly zero (a
+    scalar parameter under "leaf", one active entry under either scope): with
+    ``cap_alpha`` it keeps 1/n of itself, and a one-element sum leaves it unchanged."""
+    grads = {"vector": jnp.array([0.0, -3.0, 0.0]), "scalar": jnp.array(2.0)}
+    if scope == "tree":
+        grads = {"vector": grads["vector"]}
+    plain, _ = agr(scope, eps=0.0).update(grads, optax.EmptyState())
+    capped, _ = agr(scope, eps=0.0, cap_alpha=True).update(grads, optax.EmptyState())
+    assert not np.any(plain["vector"])
+    np.testing.assert_allclose(capped["vector"], [0.0, -1.0, 0.0], rtol=1e-6)
+    if scope == "leaf":
+        assert float(plain["scalar"]) == 0.0 and float(capped["scalar"]) == 2.0
+    # Elsewhere (every alpha below 1 - 1/n) the capped result is AGR's.
+    g = {"w": jnp.asarray(make_params(3)["matrix"], jnp.float32)}
+    a, _ = agr(scope, edge=True).update(g, optax.EmptyState())
+    b, _ = agr(scope, edge=True, cap_alpha=True).update(g, optax.EmptyState())
+    np.testing.assert_array_equal(a["w"], b["w"])
+
+
+def test_cap_alpha_stops_the_edge_factor_flipping_a_sign():
+    g = jnp.zeros((3, 3)).at[1, 1].set(1.0).at[0, 0].set(0.01)  # |lap| = 4 at the centre
+    plain, _ = agr("leaf", edge=True, edge_threshold=0.5, edge_scale=1.0).update(g, None)
+    capped, _ = agr("leaf", edge=True, edge_threshold=0.5, edge_scale=1.0, cap_alpha=True).update(
+        g, None
+    )
+    assert float(plain[1, 1]) < 0  # alpha ~ 0.99 * 5: the step would point uphill
+    assert float(capped[1, 1]) > 0 and np.all(np.sign(capped) == np.sign(g))
 
 
 def test_nan_gradient_poisons_its_scope():

@@ -254,3 +254,56 @@ def test_stats():
     np.testing.assert_allclose(stats["mean_lr"], 1e-2, rtol=1e-6)
     wrapped = optax.inject_hyperparams(automagic_came_amp)(learning_rate=1e-2, config=config)
     assert int(automagic_stats(wrapped.init(params), config)["step"]) == 0
+
+
+def _parabola(x):
+    return jnp.sum(jnp.square(x - jnp.array([1.0, -1.0, 1.0])))
+
+
+def _rosenbrock(x):
+    return jnp.square(1.0 - x[0]) + 100.0 * jnp.square(x[1] - jnp.square(x[0]))
+
+
+def _minimise(opt, loss, x0, steps):
+    def body(carry, _):
+        x, state = carry
+        updates, state = opt.update(jax.grad(loss)(x), state, x)
+        return (optax.apply_updates(x, updates), state), None
+
+    (x, _), _ = jax.jit(lambda x: jax.lax.scan(body, (x, opt.init(x)), None, steps))(x0)
+    return x
+
+
+@pytest.mark.parametrize("preset", [create_lora_optimizer, create_full_finetune_optimizer])
+def test_presets_solve_optax_parabola_and_rosenbrock(preset):
+    """optax's ``test_optimization`` targets, starts and tolerance (rtol = atol = 3e-2).
+
+    Rosenbrock's first gradient is ``[-2, 0]``: AGR once multiplied the one active entry by
+    exactly zero, so the composite never left ``[0, 0]`` (and the parabola stalled at
+    ``x1 = 8.3`` once ``x0`` had converged). The presets' ``max_lr = 1e-3`` bounds a
+    step, so the parabola's 11 units take more than optax's 10000 steps: 20000 here.
+    """
+    opt = preset(1e-4, warmup_steps=200)  # the README's learning rate and warm-up
+    x = _minimise(opt, _rosenbrock, jnp.zeros(2), 10_000)
+    np.testing.assert_allclose(x, [1.0, 1.0], rtol=3e-2, atol=3e-2)
+    x = _minimise(opt, _parabola, jnp.array([-1.0, 10.0, 1.0]), 20_000)
+    np.testing.assert_allclose(x, [1.0, -1.0, 1.0], rtol=3e-2, atol=3e-2)
+
+
+def test_every_leaf_moves_with_a_scalar_parameter():
+    """A learnable temperature next to a Dense layer, and a scalar alone (where the
+    group-wide AGR sum is the scalar's own gradient): every leaf must move."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 3)), jnp.float32)
+    y = jnp.sin(x @ jnp.array([[1.0, -2.0], [0.5, 0.3], [-1.0, 1.0]]))
+
+    def loss(p):
+        out = p["temperature"] * (x @ p["kernel"] + p["bias"])
+        return jnp.mean(jnp.square(out - y))
+
+    params = {"kernel": 0.1 * jnp.ones((3, 2)), "bias": jnp.zeros(2), "temperature": jnp.ones(())}
+    opt = automagic_came_amp(1e-2, lora_config(**FAST))
+    moved = _minimise(opt, loss, params, 10)
+    for name in params:
+        assert not np.allclose(moved[name], params[name], rtol=0, atol=1e-6), name
+    alone = _minimise(opt, lambda t: jnp.square(t - 3.0), jnp.ones(()), 10)
+    assert float(alone) > 1.0 + 1e-3

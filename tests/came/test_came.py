@@ -1,5 +1,6 @@
 """CAME: parity with came_pytorch.CAME and pytorch_optimizer.CAME, the spec's first-step
-values, O(rows + cols) state, argument checks and the non-finite-gradient behaviour."""
+values, O(rows + cols) state, argument checks, the non-finite-gradient behaviour and
+zero-size leaves (every CAME-family optimizer of the registry)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import pytest
 import pytorch_optimizer
 
 from jaxopt_adv import fast
+from jaxopt_adv.came import automagic_stats
 from jaxopt_adv.came.came import ScaleByCameState, came, scale_by_came
+from jaxopt_adv.registry import get_optimizer
+from tests.cases import CASES_BY_NAME
 from tests.harness import GRADIENT_SCALES, precision, run_parity
 
 LR = 0.05
@@ -34,6 +38,9 @@ STATE_MAPS = {
 }
 CONFIGS = {
     "defaults": {},  # no weight decay, clip_threshold 1
+    # no momentum: m = u exactly, so the instability is exactly eps2 (its rounding error
+    # would dominate it)
+    "b1_zero": {"b1": 0.0},
     "clip_0.1_decay_betas": {
         "clip_threshold": 0.1,
         "weight_decay": 0.05,
@@ -124,6 +131,15 @@ def test_parity_pytorch_optimizer_single_tensor_path():
     (``foreach=False``, lerp for the momentum) gives the same numbers."""
     kwargs = CONFIGS["clip_0.1_decay_betas"]
     parity(came(LR, **kwargs), library(kwargs, foreach=False), "factored")
+
+
+def test_parity_without_momentum_with_injected_b1():
+    """b1 = 0 arriving traced (inject_hyperparams): the same exact-zero residual, f32.
+    The other hyperparameters stay static: injected, b3 = 0.9999 is a float32 whose
+    1 - b3 is 1.7e-4 off torch's (a Python float)."""
+    static = ("b2", "b3", "eps1", "eps2", "clip_threshold", "weight_decay")
+    ours = optax.inject_hyperparams(came, static_args=static)(learning_rate=LR, b1=0.0)
+    parity(ours, official({"b1": 0.0}), "factored", "float32")
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
@@ -346,3 +362,41 @@ def test_nonfinite_gradient_poisons_the_leaf_unless_skipped(implementation):
     updates, state = jax.jit(guarded.update)(grads, state, params)
     assert all(float(jnp.max(jnp.abs(u))) == 0 for u in jax.tree.leaves(updates))
     jax.tree.map(np.testing.assert_array_equal, state.inner_state, before)
+
+
+# ------------------------------------------------------------------- zero-size leaves
+
+CAME_FAMILY = ("came", "fast.came", "automagic_came_amp")
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 5), (5, 0), (2, 0, 3)])
+@pytest.mark.parametrize("name", CAME_FAMILY)
+def test_zero_size_leaf_leaves_no_nan(name, shape):
+    """An empty leaf has no row / column means (0 / 0): its statistics stay as they were,
+    nothing NaN is computed (jax_debug_nans), and the other leaves step as without it."""
+    case = CASES_BY_NAME[name]
+    tx = get_optimizer(name)(**case.kwargs)
+    extra = {"ref_grads": None} if name == "automagic_came_amp" else {}
+
+    @jax.jit
+    def step(params, state, grads):
+        args = {k: grads for k in extra}
+        updates, state = tx.update(grads, state, params, **args)
+        return optax.apply_updates(params, updates), state
+
+    def run(params):
+        state = tx.init(params)
+        for t in range(6):  # Automagic (warmup_steps=4): early and late phases
+            grads = {k: jnp.full(p.shape, 0.5 - 0.2 * t) + jnp.sin(p) for k, p in params.items()}
+            params, state = step(params, state, grads)
+        return params, state
+
+    w = jnp.arange(12.0).reshape(3, 4) / 10
+    with jax.debug_nans(True):
+        params, state = run({"w": w, "z": jnp.zeros(shape)})
+    for leaf in jax.tree.leaves(state):
+        assert not bool(jnp.any(jnp.isnan(leaf)))
+    assert params["z"].shape == shape
+    np.testing.assert_allclose(params["w"], run({"w": w})[0]["w"], rtol=1e-6)
+    if name == "automagic_came_amp":
+        assert bool(jnp.isfinite(automagic_stats(state, case.kwargs["config"])["mean_lr"]))

@@ -47,6 +47,7 @@ CASES = {
     "torch.sgd": {
         "plain": {},
         "weight_decay": {"weight_decay": 0.1},
+        "zero_momentum": {"momentum": 0.0, "dampening": 0.3},  # a buffer, torch's step
         "dampening": {"momentum": 0.9, "dampening": 0.3},
         "nesterov_l2": {"momentum": 0.8, "nesterov": True, "weight_decay": 1e-2},
         "maximize": {"momentum": 0.5, "dampening": 0.1, "weight_decay": 0.1, "maximize": True},
@@ -54,6 +55,7 @@ CASES = {
     },
     "torch.rmsprop": {
         "alpha_eps": {"eps": 1e-2, "alpha": 0.9},
+        "zero_momentum": {"momentum": 0.0},  # a buffer, torch's step
         "centered": {"centered": True},
         "centered_momentum_l2": {"centered": True, "momentum": 0.9, "weight_decay": 0.1},
         "maximize": {"maximize": True, "momentum": 0.5},
@@ -185,8 +187,10 @@ def test_bit_identical(name, case, wide):
 INJECTED = [
     ("torch.adam", {"weight_decay": 0.1}, False),
     ("torch.adamw", {"amsgrad": True}, True),
+    ("torch.sgd", {}, False),  # momentum=None stays static: no buffer
     ("torch.sgd", {"momentum": 0.9, "dampening": 0.3}, False),
     ("torch.sgd", {"momentum": 0.8, "nesterov": True, "weight_decay": 0.1}, True),
+    ("torch.rmsprop", {"centered": True}, False),  # momentum=None: no buffer
     ("torch.rmsprop", {"momentum": 0.9}, False),
     ("torch.rmsprop", {"centered": True, "momentum": 0.5, "maximize": True}, True),
     ("torch.adagrad", {"lr_decay": 0.1, "initial_accumulator_value": 0.1}, False),

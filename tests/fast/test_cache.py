@@ -46,6 +46,8 @@ def test_a_truncated_library_is_rebuilt_not_loaded(tmp_path):
     good = cached_library()
     damaged = copy_cache_entry(good, tmp_path)
     damaged.write_bytes(good.read_bytes()[: good.stat().st_size // 4])
+    killed_build = tmp_path / f".{good.stem}-x1y2z3.so.tmp"  # left by a killed build
+    killed_build.write_bytes(b"\x7fELF")
     code = (
         "import shutil\n"
         "from jaxopt_adv.fast import build\n"
@@ -67,6 +69,7 @@ def test_a_truncated_library_is_rebuilt_not_loaded(tmp_path):
     assert result.stdout.split() == ["True", "1"]
     assert damaged.read_bytes() == good.read_bytes()
     assert build.verified(damaged)
+    assert not killed_build.exists()
 
 
 @pytest.mark.parametrize(

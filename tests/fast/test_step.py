@@ -17,6 +17,7 @@ import jaxopt_adv
 from jaxopt_adv import fast
 from jaxopt_adv.fast import build, selfcheck
 from tests.fast.common import assert_bit_identical, x64
+from tests.harness import find_state_field
 
 SHAPES = {"w": (1001,), "k": (2, 3, 4, 5)}
 
@@ -181,7 +182,11 @@ def test_jit_step_donates_and_updates_in_place():
     step = fast.jit_step(opt)
     params = tree(0)
     params, state = step(params, tree(1), opt.init(params))  # compile, and own buffers
-    arrays = lambda params, state: jax.tree.leaves((params, state[0].mu, state[0].nu_max))  # noqa: E731
+
+    def arrays(params, state):
+        moments = [find_state_field(state, name) for name in ("mu", "nu_max")]
+        return jax.tree.leaves((params, moments))
+
     pointers = [x.unsafe_buffer_pointer() for x in arrays(params, state)]
     old = arrays(params, state)
     params, state = step(params, tree(2), state)

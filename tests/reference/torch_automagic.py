@@ -120,6 +120,7 @@ class AutomagicCameAMP(torch.optim.Optimizer):
             edge_threshold=o["edge_threshold"],
             edge_scale=o["edge_penalty"],
             eps=1e-10,
+            cap_alpha=True,  # no element of the group is zeroed (see torch_agr)
         )
         for p, g_raw, g1 in zip(params, raw, processed, strict=True):
             st = self.state[p]

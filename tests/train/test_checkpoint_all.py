@@ -11,6 +11,7 @@ Restoring into another configuration of the same optimizer, or another optimizer
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -49,13 +50,15 @@ def _automagic(**changes):
 
 
 # For each optimizer, configurations whose state differs from its case's, with a text the
-# error must contain (the field, block or leaf that differs). Removing a stateless block
-# (weight_decay=0) shifts the chain's indices or drops an EmptyState; flags that add or
-# remove a state field name it.
+# error must contain (the field, block or leaf that differs). Only static options change a
+# state (a hyperparameter's value never does, see test_restores_into_injected_hyperparams):
+# adding a stateless block (maximize) shifts the chain's indices; flags that add or remove
+# a state field name it.
 STATE_CHANGING = {
-    "mu_adam": [({"weight_decay": 0.0}, "ScaleByAdamState")],
-    "mu_adamw": [({"weight_decay": 0.0}, "EmptyState")],
-    "mu_sgd": [({"momentum": 0.0}, "SgdMomentumState.trace")],
+    # no option changes muP Adam's or AdamW's state
+    "mu_adam": [],
+    "mu_adamw": [],
+    "mu_sgd": [({"momentum": None}, "SgdMomentumState.trace")],
     "fer": [
         ({"base_optimizer": lambda lr: torch_exact.sgd(lr, momentum=0.9)}, "SgdMomentumState"),
         ({"num_samples": 5}, "FERState.memory) is float32(4, 3), the target expects float32(5, 3)"),
@@ -81,35 +84,29 @@ STATE_CHANGING = {
         ({"weight_decouple": True}, "ScaleByAdaTamState"),
         ({"mu_dtype": jnp.bfloat16}, "the target expects bfloat16"),
     ],
-    "came": [
-        ({"mu_dtype": jnp.bfloat16}, "ScaleByCameState.mu ['conv']) is float32"),
-        ({"weight_decay": 0.0}, "EmptyState"),
-    ],
-    "fast.came": [
-        ({"mu_dtype": jnp.bfloat16}, "ScaleByCameState.mu ['conv']) is float32"),
-        ({"weight_decay": 0.0}, "EmptyState"),
-    ],
+    "came": [({"mu_dtype": jnp.bfloat16}, "ScaleByCameState.mu ['conv']) is float32")],
+    "fast.came": [({"mu_dtype": jnp.bfloat16}, "ScaleByCameState.mu ['conv']) is float32")],
     "torch.sgd": [
-        ({"momentum": 0.0}, "only in the checkpoint: [1] SgdMomentumState.count"),
+        ({"momentum": None}, "only in the checkpoint: [1] SgdMomentumState.count"),
         ({"accumulator_dtype": jnp.bfloat16}, "the target expects bfloat16"),
     ],
     "torch.adam": [({"amsgrad": False}, "only in the checkpoint: [1] ScaleByAdamState.nu_max")],
     "torch.adamw": [({"amsgrad": True}, "only in the target: [0] ScaleByAdamState.nu_max")],
-    "torch.adamax": [({"weight_decay": 0.0}, "ScaleByAdamState")],
+    "torch.adamax": [({"maximize": True}, "ScaleByAdamState")],
     "torch.nadam": [
         ({"decoupled_weight_decay": False}, "ScaleByNadamState.mu_product"),
         ({"mu_dtype": jnp.bfloat16}, "ScaleByNadamState.mu ['conv']) is float32"),
     ],
     "torch.radam": [
         ({"mu_dtype": jnp.bfloat16}, "ScaleByRadamState.mu ['conv']) is float32"),
-        ({"weight_decay": 0.0}, "ScaleByRadamState"),
+        ({"maximize": True}, "ScaleByRadamState"),
     ],
     "torch.rmsprop": [
         ({"centered": False}, "only in the target: [1] ScaleByRmsState.nu"),
-        ({"momentum": 0.0}, "only in the checkpoint: [2] TraceState.trace"),
+        ({"momentum": None}, "only in the checkpoint: [2] TraceState.trace"),
     ],
-    "torch.adadelta": [({"weight_decay": 0.0}, "ScaleByAdaDeltaState.e_g")],
-    "torch.asgd": [({"weight_decay": 0.0}, "AsgdState.ax")],
+    "torch.adadelta": [({"maximize": True}, "ScaleByAdaDeltaState.e_g")],
+    "torch.asgd": [({"maximize": True}, "AsgdState.ax")],
     # no option changes these states (count + sum; previous grads + step sizes), so a
     # checkpoint restores into any configuration, as test_restores_across_learning_rates checks
     "torch.adagrad": [],
@@ -242,6 +239,22 @@ def test_other_optimizer_is_refused_naming_the_difference(saved_states, case):
         assert any(name in message for name in differing), (differing, message)
     else:
         assert "only in the" in message or "the target expects" in message, message
+
+
+@cases
+def test_restores_into_injected_hyperparams(saved_states, case):
+    """The plain optimizer's checkpoint restores into its optax.inject_hyperparams version
+    (a run that switched to a schedule), and into the same optimizer with every momentum
+    and weight decay at 0: a hyperparameter's value never changes the state."""
+    state, path = saved_states(case)
+    factory = get_optimizer(case.name)
+    injected = optax.inject_hyperparams(factory, static_args=case.static_args)(**case.kwargs)
+    target = jax.eval_shape(injected.init, make_tree(0)).inner_state
+    assert_bit_exact(restore_checkpoint(path, target), state)
+    zeros = {
+        k: 0.0 for k in ("momentum", "weight_decay") if k in inspect.signature(factory).parameters
+    }
+    assert_bit_exact(restore_checkpoint(path, build(case, **zeros).init(make_tree(0))), state)
 
 
 @cases
