@@ -35,6 +35,7 @@ REGISTRY: dict[str, OptimizerFactory] = {
     "sigprop": sigprop_optimizer,
     "tam": tam,
     "torch.adadelta": torch_exact.adadelta,
+    "torch.adafactor": torch_exact.adafactor,
     "torch.adagrad": torch_exact.adagrad,
     "torch.adam": torch_exact.adam,
     "torch.adamax": torch_exact.adamax,
@@ -45,6 +46,7 @@ REGISTRY: dict[str, OptimizerFactory] = {
     "torch.rmsprop": torch_exact.rmsprop,
     "torch.rprop": torch_exact.rprop,
     "torch.sgd": torch_exact.sgd,
+    "torch.sparse_adam": torch_exact.sparse_adam,
 }
 
 
@@ -88,6 +90,7 @@ INFO: dict[str, OptimizerInfo] = {
     ),
     "tam": OptimizerInfo("came", "Malviya et al. 2024 (TAM)", "pytorch_optimizer.TAM"),
     "torch.adadelta": OptimizerInfo(_TORCH, "Zeiler 2012", "torch.optim.Adadelta"),
+    "torch.adafactor": OptimizerInfo(_TORCH, "Shazeer & Stern 2018", "torch.optim.Adafactor"),
     "torch.adagrad": OptimizerInfo(_TORCH, "Duchi et al. 2011", "torch.optim.Adagrad"),
     "torch.adam": OptimizerInfo(_TORCH, "Kingma & Ba 2015", "torch.optim.Adam"),
     "torch.adamax": OptimizerInfo(_TORCH, "Kingma & Ba 2015, sec. 7.1", "torch.optim.Adamax"),
@@ -98,6 +101,9 @@ INFO: dict[str, OptimizerInfo] = {
     "torch.rmsprop": OptimizerInfo(_TORCH, "Tieleman & Hinton 2012", "torch.optim.RMSprop"),
     "torch.rprop": OptimizerInfo(_TORCH, "Riedmiller & Braun 1993", "torch.optim.Rprop"),
     "torch.sgd": OptimizerInfo(_TORCH, "Sutskever et al. 2013 (momentum)", "torch.optim.SGD"),
+    "torch.sparse_adam": OptimizerInfo(
+        _TORCH, "Kingma & Ba 2015 (masked to the gradient's support)", "torch.optim.SparseAdam"
+    ),
 }
 
 

@@ -243,6 +243,21 @@ CASES = [
         learning_rate_scales_updates=False,
     ),
     Case(
+        "torch.adafactor",
+        {"learning_rate": 0.05, "eps": (1e-10, 1e-3), "d": 1.5, "weight_decay": 1e-3},
+        # steps relative to the parameters' RMS (at least eps[1] = 1e-3) slow down near 0
+        Convergence({"learning_rate": 0.05}, 500, 2e-4),
+        Convergence({"learning_rate": 0.05}, 3000, 5e-3),
+        # the relative step is min(learning_rate, 1/sqrt(t)): a cap, not a factor
+        learning_rate_scales_updates=False,
+    ),
+    Case(
+        "torch.sparse_adam",
+        {"learning_rate": 0.05, "b1": 0.8, "eps": 1e-6},
+        Convergence({"learning_rate": 0.05}, 500, 1e-6),
+        Convergence({"learning_rate": 0.02}, 3000, 1e-4),
+    ),
+    Case(
         "torch.asgd",
         {"learning_rate": 0.05, "lambd": 1e-3, "t0": 2.0, "weight_decay": 1e-3},
         Convergence({"learning_rate": 0.05}, 500, 1e-6),
@@ -505,6 +520,23 @@ INVALID: dict[str, list[Invalid]] = {
         *_nonnegative("eps", "epsilon"),
         *_nonnegative("weight_decay"),
     ],
+    "torch.adafactor": [
+        *_learning_rate(),
+        *_interval("beta2_decay", "(-inf, 0]", (0.5, _NAN)),
+        *_rejects("eps", ((1e-30,), 1e-3), r"Invalid eps value: .*must be a tuple of 2"),
+        *_rejects(
+            "eps",
+            ((-1e-30, 1e-3), (_NAN, 1e-3), (_INF, 1e-3)),
+            r"Invalid eps\[0\] value: .* \(eps\[0\] must be in \[0, inf\)\)",
+        ),
+        *_rejects(
+            "eps",
+            ((None, -1e-3), (None, _NAN)),
+            r"Invalid eps\[1\] value: .* \(eps\[1\] must be in \[0, inf\)\)",
+        ),
+        *_interval("d", "[1, inf)", (0.5, _NAN, _INF)),
+        *_nonnegative("weight_decay"),
+    ],
     "torch.adagrad": [
         *_learning_rate(),
         *_nonnegative("lr_decay"),
@@ -558,6 +590,12 @@ INVALID: dict[str, list[Invalid]] = {
         ),
     ],
     "torch.sgd": _SGD,
+    "torch.sparse_adam": [
+        *_positive("learning_rate", "learning rate"),
+        *_beta("b1", 0),
+        *_beta("b2", 1),
+        *_positive("eps", "epsilon"),
+    ],
 }
 
 

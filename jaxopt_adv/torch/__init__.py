@@ -19,6 +19,7 @@ from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from jaxopt_adv.torch.adamax import adamax
 from jaxopt_adv.torch.asgd import AsgdState, asgd, asgd_update
 from jaxopt_adv.torch.clip import ClipGradNormState, clip_grad_norm, clip_grad_value
+from jaxopt_adv.torch.lbfgs import LbfgsState, lbfgs
 from jaxopt_adv.torch.lr_scheduler import (
     ReduceLROnPlateauState,
     chained_scheduler,
@@ -54,6 +55,7 @@ from jaxopt_adv.torch.sparse_adam import (
 __all__ = [
     "AsgdState",
     "ClipGradNormState",
+    "LbfgsState",
     "ReduceLROnPlateauState",
     "ScaleByAdafactorState",
     "ScaleByAdagradState",
@@ -84,6 +86,7 @@ __all__ = [
     "exponential_lr",
     "functional",
     "lambda_lr",
+    "lbfgs",
     "linear_lr",
     "lr_scheduler",
     "multiplicative_lr",

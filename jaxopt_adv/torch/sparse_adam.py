@@ -10,9 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check_interval, decay_power, scalar_dtype
+from jaxopt_adv._common import check_beta, check_interval, decay_power, scalar_dtype
 from jaxopt_adv.torch._chain import torch_chain
-from jaxopt_adv.torch.adam import check_adam_args
 
 
 class ScaleBySparseAdamState(NamedTuple):
@@ -73,12 +72,16 @@ def scale_by_sparse_adam(
       Kingma, Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
       mirrors ``torch.optim.SparseAdam`` (torch 2.13).
     """
-    check_adam_args(b1, b2, eps)
+    check_beta(b1, 0, "b1")
+    check_beta(b2, 1, "b2")
     check_interval(eps, "eps", 0.0, math.inf, low_open=True, high_open=True, torch_name="epsilon")
 
     def init_fn(params: optax.Params) -> ScaleBySparseAdamState:
-        zeros = optax.tree.zeros_like(params)
-        return ScaleBySparseAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+        return ScaleBySparseAdamState(
+            jnp.zeros([], jnp.int32),
+            optax.tree.zeros_like(params),
+            optax.tree.zeros_like(params),
+        )
 
     def update_fn(updates, state, params=None, *, mask=None, **extra_args):
         del params, extra_args

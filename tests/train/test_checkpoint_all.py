@@ -109,6 +109,8 @@ STATE_CHANGING = {
     "torch.asgd": [({"maximize": True}, "AsgdState.ax")],
     # no option changes these states (count + sum; previous grads + step sizes), so a
     # checkpoint restores into any configuration, as test_restores_across_learning_rates checks
+    "torch.adafactor": [({"maximize": True}, "[1] ScaleByAdafactorState.row_var ['matrix']")],
+    "torch.sparse_adam": [({"maximize": True}, "[1] ScaleBySparseAdamState.mu ['matrix']")],
     "torch.adagrad": [],
     "torch.rprop": [],
 }

@@ -1,0 +1,498 @@
+"""L-BFGS as ``torch.optim.LBFGS`` computes it: one ``update`` is one ``step(closure)``.
+
+All of a step's inner iterations (the two-loop recursion, the tolerance checks,
+``max_eval``) and torch's strong-Wolfe line search run inside ``lax.while_loop``s, so the
+update jits. The parameters are handled as one flat vector, as torch does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from jaxopt_adv._common import (
+    check,
+    check_count,
+    check_learning_rate,
+    check_nonnegative,
+)
+
+LINE_SEARCH_FNS = (None, "strong_wolfe")
+
+
+class LbfgsState(NamedTuple):
+    """State of :func:`lbfgs`; torch's ``optimizer.state`` keys, flat vectors included."""
+
+    count: chex.Array  # int32: step() calls
+    n_iter: chex.Array  # int32: inner iterations over all steps
+    func_evals: chex.Array  # int32: function evaluations over all steps
+    d: chex.Array  # the last search direction (flat)
+    t: chex.Array  # the last step length
+    old_dirs: chex.Array  # [history_size, n] gradient differences y, oldest first
+    old_stps: chex.Array  # [history_size, n] steps s
+    ro: chex.Array  # [history_size] 1 / (y . s)
+    num_old: chex.Array  # int32: how many of the history rows are in use
+    H_diag: chex.Array  # noqa: N815 (torch's name) the initial inverse-Hessian scale
+    prev_flat_grad: chex.Array
+    prev_loss: chex.Array
+
+
+def cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
+    """The minimiser of the cubic through two points and slopes, clamped to ``bounds``
+    (default: the two points), or their midpoint where the cubic has none (torch's rule)."""
+    if bounds is None:
+        lo, hi = jnp.minimum(x1, x2), jnp.maximum(x1, x2)
+    else:
+        lo, hi = bounds
+    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+    d2_square = d1 * d1 - g1 * g2
+    d2 = jnp.sqrt(jnp.maximum(d2_square, 0))
+    min_pos = jnp.where(
+        x1 <= x2,
+        x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2)),
+        x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2)),
+    )
+    return jnp.where(d2_square >= 0, jnp.minimum(jnp.maximum(min_pos, lo), hi), (lo + hi) / 2)
+
+
+class _Bracket(NamedTuple):
+    t: jax.Array  # [2]
+    f: jax.Array  # [2]
+    g: jax.Array  # [2, n]
+    gtd: jax.Array  # [2]
+
+
+def _pair(a, b) -> jax.Array:
+    return jnp.stack([a, b])
+
+
+def strong_wolfe(
+    evaluate: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    t: jax.Array,
+    d: jax.Array,
+    f: jax.Array,
+    g: jax.Array,
+    gtd: jax.Array,
+    max_ls: jax.Array,
+    tolerance_change: Any,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """torch's ``_strong_wolfe``: bracketing, then zoom by cubic interpolation.
+
+    ``evaluate(t)`` is the loss and flat gradient at ``x + t d``. Returns ``(f, g, t,
+    evaluations)`` of the point it accepts.
+    """
+    d_norm = jnp.max(jnp.abs(d))
+    f_new, g_new = evaluate(t)
+    gtd_new = jnp.dot(g_new, d)
+
+    # phase 1: step forward until the interval [t_prev, t] brackets a Wolfe point
+    def bracketing(carry):
+        return ~carry["stop"] & (carry["ls_iter"] < max_ls)
+
+    def bracket_step(c):
+        armijo_fails = (c["f_new"] > f + c1 * c["t"] * gtd) | (
+            (c["ls_iter"] > 1) & (c["f_new"] >= c["f_prev"])
+        )
+        curvature_holds = jnp.abs(c["gtd_new"]) <= -c2 * gtd
+        uphill = c["gtd_new"] >= 0
+        stop = armijo_fails | curvature_holds | uphill
+        done = ~armijo_fails & curvature_holds
+        t_next = cubic_interpolate(
+            c["t_prev"],
+            c["f_prev"],
+            c["gtd_prev"],
+            c["t"],
+            c["f_new"],
+            c["gtd_new"],
+            bounds=(c["t"] + 0.01 * (c["t"] - c["t_prev"]), c["t"] * 10),
+        )
+
+        def advance(c):
+            f_next, g_next = evaluate(t_next)
+            return {
+                **c,
+                "t_prev": c["t"],
+                "f_prev": c["f_new"],
+                "g_prev": c["g_new"],
+                "gtd_prev": c["gtd_new"],
+                "t": t_next,
+                "f_new": f_next,
+                "g_new": g_next,
+                "gtd_new": jnp.dot(g_next, d),
+                "ls_iter": c["ls_iter"] + 1,
+                "evals": c["evals"] + 1,
+            }
+
+        return jax.lax.cond(
+            stop, lambda c: {**c, "stop": jnp.asarray(True), "done": done}, advance, c
+        )
+
+    zero = jnp.zeros_like(t)
+    c = {
+        "t_prev": zero,
+        "f_prev": f,
+        "g_prev": g,
+        "gtd_prev": gtd,
+        "t": t,
+        "f_new": f_new,
+        "g_new": g_new,
+        "gtd_new": gtd_new,
+        "ls_iter": jnp.zeros([], jnp.int32),
+        "evals": jnp.ones([], jnp.int32),
+        "stop": jnp.zeros([], bool),
+        "done": jnp.zeros([], bool),
+    }
+    c = jax.lax.while_loop(bracketing, bracket_step, c)
+    exhausted = ~c["stop"]  # ran out of evaluations: bracket [0, t]
+    done = c["done"]
+    low_t = jnp.where(exhausted, zero, c["t_prev"])
+    low_f = jnp.where(exhausted, f, c["f_prev"])
+    low_g = jnp.where(exhausted, g, c["g_prev"])
+    bracket = _Bracket(
+        # a Wolfe point found at once is a one-point bracket: both ends hold it
+        _pair(jnp.where(done, c["t"], low_t), c["t"]),
+        _pair(jnp.where(done, c["f_new"], low_f), c["f_new"]),
+        _pair(jnp.where(done, c["g_new"], low_g), c["g_new"]),
+        _pair(jnp.where(done, c["gtd_new"], c["gtd_prev"]), c["gtd_new"]),
+    )
+
+    # phase 2: zoom into the bracket
+    def low_index(b):
+        return jnp.where(b.f[0] <= b.f[1], 0, 1)
+
+    def zooming(z):
+        b = z["bracket"]
+        wide = jnp.abs(b.t[1] - b.t[0]) * d_norm >= tolerance_change
+        return ~z["done"] & (z["ls_iter"] < max_ls) & wide
+
+    def zoom_step(z):
+        b = z["bracket"]
+        t_new = cubic_interpolate(b.t[0], b.f[0], b.gtd[0], b.t[1], b.f[1], b.gtd[1])
+        b_max, b_min = jnp.max(b.t), jnp.min(b.t)
+        eps = 0.1 * (b_max - b_min)
+        near_edge = jnp.minimum(b_max - t_new, t_new - b_min) < eps
+        outside = z["insuf_progress"] | (t_new >= b_max) | (t_new <= b_min)
+        moved = jnp.where(jnp.abs(t_new - b_max) < jnp.abs(t_new - b_min), b_max - eps, b_min + eps)
+        t_new = jnp.where(near_edge & outside, moved, t_new)
+        insuf_progress = near_edge & ~outside
+
+        f_new, g_new = evaluate(t_new)
+        gtd_new = jnp.dot(g_new, d)
+        low = low_index(b)
+        high = 1 - low
+        armijo_fails = (f_new > f + c1 * t_new * gtd) | (f_new >= b.f[low])
+        done = ~armijo_fails & (jnp.abs(gtd_new) <= -c2 * gtd)
+        # the old low end becomes the high end when the slope points back past it
+        flip = ~armijo_fails & ~done & (gtd_new * (b.t[high] - b.t[low]) >= 0)
+
+        def put(values, index, value):
+            return values.at[index].set(value)
+
+        def flipped(values):
+            return jnp.where(flip, put(values, high, values[low]), values)
+
+        target = jnp.where(armijo_fails, high, low)
+        new = _Bracket(
+            put(flipped(b.t), target, t_new),
+            put(flipped(b.f), target, f_new),
+            put(flipped(b.g), target, g_new),
+            put(flipped(b.gtd), target, gtd_new),
+        )
+        return {
+            "bracket": new,
+            "ls_iter": z["ls_iter"] + 1,
+            "evals": z["evals"] + 1,
+            "done": done,
+            "insuf_progress": insuf_progress,
+        }
+
+    z = {
+        "bracket": bracket,
+        "ls_iter": c["ls_iter"],
+        "evals": c["evals"],
+        "done": done,
+        "insuf_progress": jnp.zeros([], bool),
+    }
+    z = jax.lax.while_loop(zooming, zoom_step, z)
+    b = z["bracket"]
+    low = low_index(b)
+    return b.f[low], b.g[low], b.t[low], z["evals"]
+
+
+def two_loop_direction(g, old_dirs, old_stps, ro, num_old, h_diag) -> jax.Array:
+    """``-H g`` by the two-loop recursion over the ``num_old`` stored pairs."""
+
+    def backward(j, carry):
+        q, al = carry
+        i = num_old - 1 - j
+        a = jnp.dot(old_stps[i], q) * ro[i]
+        return q - a * old_dirs[i], al.at[i].set(a)
+
+    q, al = jax.lax.fori_loop(0, num_old, backward, (-g, jnp.zeros_like(ro)))
+
+    def forward(i, r):
+        be_i = jnp.dot(old_dirs[i], r) * ro[i]
+        return r + (al[i] - be_i) * old_stps[i]
+
+    return jax.lax.fori_loop(0, num_old, forward, q * h_diag)
+
+
+def _push(state_arrays, y, s, ys, history_size):
+    """Append ``(y, s, 1/ys)``, dropping the oldest pair when the history is full."""
+    old_dirs, old_stps, ro, num_old = state_arrays
+    full = num_old == history_size
+    index = jnp.where(full, history_size - 1, num_old)
+
+    def shifted(a):
+        return jnp.where(full, jnp.roll(a, -1, axis=0), a)
+
+    return (
+        shifted(old_dirs).at[index].set(y),
+        shifted(old_stps).at[index].set(s),
+        shifted(ro).at[index].set(1 / ys),
+        jnp.minimum(num_old + 1, history_size),
+    )
+
+
+def _check_args(max_iter, max_eval, tolerance_grad, tolerance_change, history_size, ls_fn):
+    check_count(max_iter, "max_iter")
+    if max_eval is not None:
+        check_count(max_eval, "max_eval")
+    check_nonnegative(tolerance_grad, "tolerance_grad", allow_inf=True)
+    check_nonnegative(tolerance_change, "tolerance_change", allow_inf=True)
+    check_count(history_size, "history_size")
+    check(
+        ls_fn in LINE_SEARCH_FNS,
+        f"Invalid line_search_fn {ls_fn!r}: choose one of {LINE_SEARCH_FNS}",
+    )
+
+
+def lbfgs(
+    learning_rate: optax.ScalarOrSchedule = 1,
+    max_iter: int = 20,
+    max_eval: int | None = None,
+    tolerance_grad: Any = 1e-7,
+    tolerance_change: Any = 1e-9,
+    history_size: int = 100,
+    line_search_fn: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""L-BFGS that reproduces ``torch.optim.LBFGS`` step for step.
+
+    One ``update(grads, state, params, value_fn=f)`` is one ``LBFGS.step(closure)``:
+    ``grads`` is the gradient of ``f`` at ``params`` and ``value_fn(params)`` the loss
+    (the closure); the step runs up to ``max_iter`` iterations of
+
+    .. math::
+      d_k = -H_k g_k \text{ (two-loop recursion over the last history\_size pairs)},
+      \quad x_{k+1} = x_k + t_k d_k
+
+    with :math:`t_k` = ``learning_rate`` (the first iteration ever:
+    :math:`\min(1, 1/\|g\|_1)` times it), or the strong-Wolfe line search with cubic
+    interpolation. It stops, like torch, after ``max_iter`` iterations or ``max_eval``
+    evaluations, when :math:`\max|g| \le` ``tolerance_grad``, when the directional
+    derivative, the step or the change in loss falls below ``tolerance_change``. The
+    update is the step's total move; ``value_fn`` is differentiated with
+    ``jax.value_and_grad`` at every trial point. Everything runs in ``lax.while_loop``,
+    so the update jits.
+
+    Args:
+      learning_rate: scalar or schedule (torch ``lr``), default ``1``.
+      max_iter: static; iterations per step, an int ``>= 1``.
+      max_eval: static; function evaluations per step (default ``max_iter * 5 // 4``).
+      tolerance_grad: stop when the gradient's largest entry is at most this, ``>= 0``.
+      tolerance_change: stop when the loss, the step or the slope changes less, ``>= 0``.
+      history_size: static; number of stored ``(y, s)`` pairs, an int ``>= 1``.
+      line_search_fn: static; ``None`` or ``"strong_wolfe"``.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params`` and the
+      keyword ``value_fn``. The state holds ``2 * history_size + 3`` flat copies of the
+      parameters, as torch's does.
+
+    Example:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import jaxopt_adv
+      >>> f = lambda x: jnp.sum((x - 3.0) ** 2)
+      >>> opt = jaxopt_adv.torch.lbfgs(line_search_fn="strong_wolfe")
+      >>> x = jnp.zeros(2)
+      >>> state = opt.init(x)
+      >>> updates, state = opt.update(jax.grad(f)(x), state, x, value_fn=f)
+      >>> x + updates
+      Array([3., 3.], dtype=float32)
+
+    References:
+      Nocedal, "Updating Quasi-Newton Matrices with Limited Storage", Math. Comp. 1980;
+      Nocedal, Wright, "Numerical Optimization", 2006 (strong-Wolfe line search, after
+      Schmidt's minFunc); mirrors ``torch.optim.LBFGS`` (torch 2.13).
+    """
+    check_learning_rate(learning_rate)
+    _check_args(max_iter, max_eval, tolerance_grad, tolerance_change, history_size, line_search_fn)
+    max_eval = max_iter * 5 // 4 if max_eval is None else max_eval
+
+    def init_fn(params: optax.Params) -> LbfgsState:
+        flat, _ = ravel_pytree(params)
+        zero = jnp.zeros([], flat.dtype)
+        history = jnp.zeros((history_size, flat.size), flat.dtype)
+        return LbfgsState(
+            count=jnp.zeros([], jnp.int32),
+            n_iter=jnp.zeros([], jnp.int32),
+            func_evals=jnp.zeros([], jnp.int32),
+            d=jnp.zeros_like(flat),
+            t=zero,
+            old_dirs=history,
+            old_stps=history,
+            ro=jnp.zeros([history_size], flat.dtype),
+            num_old=jnp.zeros([], jnp.int32),
+            H_diag=jnp.ones([], flat.dtype),
+            prev_flat_grad=jnp.zeros_like(flat),
+            prev_loss=zero,
+        )
+
+    def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
+        del extra_args
+        if params is None or value_fn is None:
+            raise ValueError(
+                "lbfgs.update needs params and value_fn=(params -> loss), the closure "
+                "torch.optim.LBFGS.step takes"
+            )
+        x0, unravel = ravel_pytree(params)
+        dtype = x0.dtype
+        flat_grad0 = ravel_pytree(updates)[0].astype(dtype)
+        value_and_grad = jax.value_and_grad(lambda x: value_fn(unravel(x)))
+
+        def evaluate_at(x):
+            loss, grad = value_and_grad(x)
+            return loss.astype(dtype), grad.astype(dtype)
+
+        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        lr = jnp.asarray(lr, dtype)
+        loss0 = jnp.asarray(value_fn(params), dtype)
+
+        def iteration(c):
+            n_iter = c["n_iter"] + 1
+            total = c["total"] + 1
+            g = c["g"]
+            first = total == 1
+            y = g - c["prev_g"]
+            s = c["d"] * c["t"]
+            ys = jnp.dot(y, s)
+            accept = ~first & (ys > 1e-10)
+            pushed = _push(
+                (c["old_dirs"], c["old_stps"], c["ro"], c["num_old"]), y, s, ys, history_size
+            )
+            kept = (c["old_dirs"], c["old_stps"], c["ro"], c["num_old"])
+            old_dirs, old_stps, ro, num_old = jax.tree.map(
+                lambda a, b: jnp.where(accept, a, b), pushed, kept
+            )
+            num_old = jnp.where(first, 0, num_old)
+            h_diag = jnp.where(first, 1, jnp.where(accept, ys / jnp.dot(y, y), c["h_diag"]))
+            d = jnp.where(first, -g, two_loop_direction(g, old_dirs, old_stps, ro, num_old, h_diag))
+            prev_g, prev_loss = g, c["loss"]
+            t = jnp.where(first, jnp.minimum(1, 1 / jnp.sum(jnp.abs(g))) * lr, lr)
+            gtd = jnp.dot(g, d)
+            flat = gtd > -tolerance_change  # not a descent direction: stop, do not move
+
+            def search(x):
+                if line_search_fn == "strong_wolfe":
+                    loss, grad, t_found, evals = strong_wolfe(
+                        lambda t: evaluate_at(x + t * d),
+                        t,
+                        d,
+                        c["loss"],
+                        g,
+                        gtd,
+                        max_eval - c["evals"],
+                        tolerance_change,
+                    )
+                    return x + t_found * d, loss, grad, t_found, evals
+                x_new = x + t * d
+                loss, grad = jax.lax.cond(
+                    n_iter != max_iter,
+                    evaluate_at,
+                    lambda _: (c["loss"], g),
+                    x_new,
+                )
+                return x_new, loss, grad, t, (n_iter != max_iter).astype(jnp.int32)
+
+            def skip(x):
+                return x, c["loss"], g, t, jnp.zeros([], jnp.int32)
+
+            x, loss, g_new, t, evals = jax.lax.cond(flat, skip, search, c["x"])
+            evals = c["evals"] + evals
+            stop = (
+                flat
+                | (n_iter == max_iter)
+                | (evals >= max_eval)
+                | (jnp.max(jnp.abs(g_new)) <= tolerance_grad)
+                | (jnp.max(jnp.abs(d * t)) <= tolerance_change)
+                | (jnp.abs(loss - prev_loss) < tolerance_change)
+            )
+            return {
+                **c,
+                "x": x,
+                "loss": loss,
+                "g": g_new,
+                "d": d,
+                "t": t,
+                "old_dirs": old_dirs,
+                "old_stps": old_stps,
+                "ro": ro,
+                "num_old": num_old,
+                "h_diag": h_diag,
+                "prev_g": prev_g,
+                "prev_loss": prev_loss,
+                "n_iter": n_iter,
+                "total": total,
+                "evals": evals,
+                "stop": stop,
+            }
+
+        carry = {
+            "x": x0,
+            "loss": loss0,
+            "g": flat_grad0,
+            "d": state.d,
+            "t": state.t,
+            "old_dirs": state.old_dirs,
+            "old_stps": state.old_stps,
+            "ro": state.ro,
+            "num_old": state.num_old,
+            "h_diag": state.H_diag,
+            "prev_g": state.prev_flat_grad,
+            "prev_loss": state.prev_loss,
+            "n_iter": jnp.zeros([], jnp.int32),
+            "total": state.n_iter,
+            "evals": jnp.ones([], jnp.int32),
+            # torch returns at once when the gradient is already small enough
+            "stop": jnp.max(jnp.abs(flat_grad0)) <= tolerance_grad,
+        }
+        c = jax.lax.while_loop(lambda c: ~c["stop"], iteration, carry)
+        new_state = LbfgsState(
+            count=optax.safe_increment(state.count),
+            n_iter=c["total"],
+            func_evals=state.func_evals + c["evals"],
+            d=c["d"],
+            t=c["t"],
+            old_dirs=c["old_dirs"],
+            old_stps=c["old_stps"],
+            ro=c["ro"],
+            num_old=c["num_old"],
+            H_diag=c["h_diag"],
+            prev_flat_grad=c["prev_g"],
+            prev_loss=c["prev_loss"],
+        )
+        moved = jax.tree.map(
+            lambda new, old: (new - old).astype(old.dtype), unravel(c["x"]), params
+        )
+        return moved, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
