@@ -148,6 +148,8 @@ def test_wrong_kind_of_hyperparameter_is_rejected(name, argument, index):
     naming the argument (``b1=True`` once passed as 1.0's neighbour and gave NaN)."""
     shown = argument if index is None else rf"{argument}\[{index}\]"
     default = inspect.signature(get_optimizer(name)).parameters[argument].default
+    if index is not None and isinstance(default, tuple):
+        default = default[index]  # Adafactor's eps=(None, 1e-3)
     for label, value in WRONG_KINDS.items():
         if value is None and default is None:
             continue  # None is this argument's "off" (SGD's momentum=None: no buffer)
