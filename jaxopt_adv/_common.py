@@ -104,14 +104,17 @@ def real_value(value: Any, name: str) -> np.ndarray | None:
     Concrete values are Python and NumPy real numbers and NumPy / JAX arrays of an
     integer or floating dtype (``optax.inject_hyperparams`` calls the factory with
     concrete JAX arrays at ``init``); tracers (under ``jax.jit``, ``jax.eval_shape``)
-    and arrays spread over other processes cannot be read here and return ``None``.
+    and arrays spread over other processes cannot be read here and return ``None``, as
+    do schedules (callables, which several arguments accept besides the learning rate).
 
     Raises:
       TypeError: naming ``name``, for a bool, a complex number, a string, ``None`` or
         any other object that is not a real number (a bool or complex array included).
     """
-    if isinstance(value, jax.core.Tracer) or (
-        isinstance(value, jax.Array) and not value.is_fully_addressable
+    if (
+        isinstance(value, jax.core.Tracer)
+        or (isinstance(value, jax.Array) and not value.is_fully_addressable)
+        or callable(value)
     ):
         return None
     if isinstance(value, (bool, np.bool_)):
