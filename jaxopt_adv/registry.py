@@ -158,6 +158,6 @@ def list_optimizers(pattern: str = "*") -> list[str]:
     Example:
       >>> import jaxopt_adv
       >>> jaxopt_adv.list_optimizers("torch.ada*")
-      ['torch.adadelta', 'torch.adagrad', 'torch.adam', 'torch.adamax', 'torch.adamw']
+      ['torch.adadelta', 'torch.adafactor', 'torch.adagrad', 'torch.adam', 'torch.adamax', 'torch.adamw']
     """
     return sorted(fnmatch.filter(REGISTRY, pattern))

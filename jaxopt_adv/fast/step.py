@@ -783,14 +783,14 @@ class FusedOptimizer:
         """The optax transform's own state (``state`` itself unless ``flat_state``).
 
         Example:
-          >>> import jax, jax.numpy as jnp
+          >>> import jax, jax.numpy as jnp, optax
           >>> from jaxopt_adv import fast
           >>> opt = fast.fused("torch.adam", flat_state=True)
           >>> params = {"b": jnp.zeros(2), "w": jnp.ones((2, 3))}
           >>> state = opt.init(params)
           >>> [x.shape for x in jax.tree.leaves(state)]  # count, mu, nu
           [(), (8,), (8,)]
-          >>> opt.to_tree_state(state, params)[0].mu["w"].shape
+          >>> optax.tree.get(opt.to_tree_state(state, params), "mu")["w"].shape
           (2, 3)
         """
         if not self.flat_state:

@@ -16,6 +16,7 @@ from jaxopt_adv._common import (
     check_learning_rate,
     check_nonnegative,
     check_tuple,
+    filled_like,
     scalar_dtype,
     tree_map_multi,
 )
@@ -38,9 +39,10 @@ def _rms(x: jax.Array) -> jax.Array:
 
 
 def _init_leaf(p: jax.Array) -> tuple[Any, Any, Any]:
-    if p.ndim > 1:
-        row = jnp.zeros((*p.shape[:-1], 1), p.dtype)
-        col = jnp.zeros((*p.shape[:-2], 1, p.shape[-1]), p.dtype)
+    if p.ndim > 1:  # placed like the param on the axes they keep (explicit sharding)
+        batch = tuple(range(p.ndim - 2))
+        row = filled_like(p, 0.0, p.dtype, axes=(*batch, p.ndim - 2, None))
+        col = filled_like(p, 0.0, p.dtype, axes=(*batch, None, p.ndim - 1))
         return row, col, None
     return None, None, jnp.zeros_like(p)
 
