@@ -8,7 +8,8 @@ statistics in the same dtype) is scaled by an XLA FFI call that takes four passe
 the leaf (XLA compiles the transform into five whole-leaf loops with three
 intermediates materialised); the other leaves, and every leaf elsewhere, take the
 transform's own JAX code. Sums are accumulated in float64, so the results agree with the
-JAX path to rounding, not bit for bit.
+JAX path to rounding, not bit for bit. The kernel is used once its self-check
+(:mod:`.selfcheck`) has passed on this host.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import optax
 
 from jaxopt_adv.came.came import came_chain
 from jaxopt_adv.came.came import scale_by_came as jax_scale_by_came
-from jaxopt_adv.fast import build
+from jaxopt_adv.fast import build, selfcheck
 
 __all__ = ["came", "scale_by_came"]
 
@@ -32,6 +33,40 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _FIELDS = ("mu", "v_row", "v_col", "r_row", "r_col")
 # leaves per custom call (XLA compiles calls with many aliased operands slowly)
 _LEAVES_PER_CALL = 16
+# The self-check's probes: the defaults and two non-default settings on float32 matrices
+# and a 3-D leaf, three steps of which the last has an Inf, a -Inf and a NaN gradient
+# element; the kernel must agree with the JAX transform to rounding and put the same
+# non-finite values in the same places.
+_PROBE_SHAPES = {"w": (24, 16), "c": (3, 4, 5)}
+_PROBE_KWARGS: tuple[dict[str, Any], ...] = (
+    {},
+    {"b1": 0.5, "clip_threshold": 0.5},
+    {"b2": 0.9, "b3": 0.99, "eps2": 1e-3},
+)
+_PROBE_STEPS = 3
+_PROBE_RTOL = 1e-4
+
+
+def _probe_mismatches() -> dict[str, str | None]:
+    """CAME's self-check (:mod:`.selfcheck`): the first probe configuration whose kernel
+    steps differ from the JAX transform's, or ``None``."""
+    rng = np.random.default_rng(0)
+    stream = [
+        {k: rng.standard_normal(s).astype(np.float32) for k, s in _PROBE_SHAPES.items()}
+        for _ in range(_PROBE_STEPS)
+    ]
+    last = stream[-1]
+    last["w"][2, 3], last["w"][5, 1], last["c"][1, 2, 3] = np.inf, -np.inf, np.nan
+    for kwargs in _PROBE_KWARGS:
+        ours, theirs = scale_by_came(**kwargs), scale_by_came(**kwargs, kernel=False)
+        if selfcheck.steps_differ(ours, theirs, stream, _PROBE_RTOL):
+            return {selfcheck.CAME: f"scale_by_came {kwargs}"}
+    return {selfcheck.CAME: None}
+
+
+def _unavailable_reason() -> str | None:
+    """Why the kernel does not scale leaves in this process (see :mod:`.selfcheck`)."""
+    return build.host_reason() or selfcheck.outcome(_probe_mismatches, selfcheck.CAME)
 
 
 def _kernel_leaf(g: Any, state_arrays: list[Any]) -> bool:
@@ -101,7 +136,7 @@ def scale_by_came(
         # The JAX path's results for every leaf; under jax.jit XLA removes the parts of
         # the leaves the kernel replaces.
         out, new_state = inner.update(updates, state, params, **extra_args)
-        if not kernel or build.host_reason() is not None:
+        if not kernel or _unavailable_reason() is not None:
             return out, new_state
         g_leaves, treedef = jax.tree.flatten(updates)
         old = [treedef.flatten_up_to(getattr(state, name)) for name in _FIELDS]

@@ -8,7 +8,8 @@ the mask and the polarity once and writes the scaled update, the mask and the po
 once (XLA compiles the same step into four whole-leaf loops and a copy of the polarity).
 The scaled updates, masks and polarities are the JAX path's bit for bit; ``avg_lr`` is
 summed in float64 and agrees to rounding. The spatial variance (a per-row reduction of
-``ref_grads``) stays in XLA.
+``ref_grads``) stays in XLA. The kernel is used once its self-check (:mod:`.selfcheck`)
+has passed on this host.
 """
 
 from __future__ import annotations
@@ -24,13 +25,56 @@ import optax
 from jaxopt_adv._common import scalar_dtype
 from jaxopt_adv.came.lr_mask import automagic_lr_mask as jax_automagic_lr_mask
 from jaxopt_adv.came.lr_mask import mask_bump, mask_schedule, sign_source
-from jaxopt_adv.fast import build
+from jaxopt_adv.fast import build, selfcheck
 
 __all__ = ["automagic_lr_mask"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # leaves per custom call (XLA compiles calls with many aliased operands slowly)
 _LEAVES_PER_CALL = 16
+# The self-check's probes: the defaults (the sign of ``ref_grads``, warmup) and two
+# non-default settings (the update's sign with the mask frozen after two steps; the sign
+# of ``raw_grads`` with the spatial bump) on a float32 matrix and a 3-D leaf, three steps
+# of which the last has an Inf, a -Inf and a NaN update element; the kernel must agree
+# with the JAX transform to rounding and put the same non-finite values in the same
+# places.
+_PROBE_SHAPES = {"w": (24, 16), "c": (3, 4, 5)}
+_PROBE_KWARGS: tuple[dict[str, Any], ...] = (
+    {},
+    {"polarity_source": "update", "warmup_steps": 2, "lr_bump": 1e-5},
+    {"polarity_source": "raw", "spatial": True, "min_lr": 1e-6},
+)
+_PROBE_STEPS = 3
+_PROBE_RTOL = 1e-4
+
+
+def _probe_sign_sources(updates: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The probes' ``ref_grads`` and ``raw_grads``: signs that differ from the update's."""
+    flipped = {k: np.flip(u, axis=-1) for k, u in updates.items()}
+    return {"ref_grads": flipped, "raw_grads": {k: 0.5 - u for k, u in updates.items()}}
+
+
+def _probe_mismatches() -> dict[str, str | None]:
+    """The mask's self-check (:mod:`.selfcheck`): the first probe configuration whose
+    kernel steps differ from the JAX transform's, or ``None``."""
+    rng = np.random.default_rng(0)
+    stream = [
+        {k: rng.standard_normal(s).astype(np.float32) for k, s in _PROBE_SHAPES.items()}
+        for _ in range(_PROBE_STEPS)
+    ]
+    last = stream[-1]
+    last["w"][2, 3], last["w"][5, 1], last["c"][1, 2, 3] = np.inf, -np.inf, np.nan
+    for kwargs in _PROBE_KWARGS:
+        ours = automagic_lr_mask(**kwargs)
+        theirs = automagic_lr_mask(**kwargs, kernel=False)
+        if selfcheck.steps_differ(ours, theirs, stream, _PROBE_RTOL, _probe_sign_sources):
+            return {selfcheck.LR_MASK: f"automagic_lr_mask {kwargs}"}
+    return {selfcheck.LR_MASK: None}
+
+
+def _unavailable_reason() -> str | None:
+    """Why the kernel does not step leaves in this process (see :mod:`.selfcheck`)."""
+    return build.host_reason() or selfcheck.outcome(_probe_mismatches, selfcheck.LR_MASK)
 
 
 def _kernel_leaf(u: Any, source: Any, mask: Any) -> bool:
@@ -126,7 +170,7 @@ def automagic_lr_mask(
         # The JAX path's results for every leaf; under jax.jit XLA removes the parts of
         # the leaves the kernel replaces.
         out, new_state = inner.update(updates, state, params, **extra_args)
-        if not kernel or build.host_reason() is not None:
+        if not kernel or _unavailable_reason() is not None:
             return out, new_state
         source = sign_source(polarity_source, spatial, updates, extra_args)
         warm, increase, ratio, _ = mask_schedule(

@@ -11,7 +11,8 @@ of counts and scalars, and so XLA's arithmetic: each mode is checked on its own,
 mode of the thread that asks). A marker that is not a JSON object of family names to
 ``null`` or a reason (truncated, edited, written by another version) is ignored: the
 check runs again and rewrites it. Each check function (the fused kernels' in
-:mod:`.step`, TAM's in :mod:`.tam`) has a marker of its own.
+:mod:`.step`, TAM's in :mod:`.tam`, CAME's in :mod:`.came`, the Automagic mask's in
+:mod:`.lr_mask`) has a marker of its own; :func:`steps_differ` compares their probe steps.
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxopt_adv.fast import build
 
-__all__ = ["outcome", "parse_marker", "reset"]
+__all__ = ["outcome", "parse_marker", "reset", "steps_differ"]
 
 # The probe families: KERNELS gates every kernel; a failed TRACED_MOMENTUM only sends
 # RMSprop with a traced momentum (inject_hyperparams) to the XLA path, a failed ADAGRAD
 # (ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD) only that optimizer. TAM (TAM and AdaTAM's
-# kernel) is checked by its own probes (:mod:`.tam`).
+# kernel), CAME and LR_MASK (Automagic's learning-rate mask) are checked by their own probes
+# (:mod:`.tam`, :mod:`.came`, :mod:`.lr_mask`).
 KERNELS = "kernels"
 TRACED_MOMENTUM = "rmsprop_traced_momentum"
 ADAGRAD = "adagrad"
@@ -46,6 +49,8 @@ ASGD = "asgd"
 ADADELTA = "adadelta"
 FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD)
 TAM = "tam"
+CAME = "came"
+LR_MASK = "lr_mask"
 
 _LOCK = threading.Lock()
 # x64 mode -> family -> None or why the family's kernels are not used
@@ -171,6 +176,35 @@ def outcome(check: Callable[[], dict[str, str | None]], family: str) -> str | No
         if family not in results:
             return f"the self-check does not cover the {family!r} kernels"
         return results[family]
+
+
+def steps_differ(
+    ours: Any,
+    theirs: Any,
+    stream: list[dict[str, np.ndarray]],
+    rtol: float,
+    extra_args: Callable[[dict[str, np.ndarray]], dict[str, Any]] | None = None,
+) -> bool:
+    """Whether two gradient transformations' jitted steps over ``stream`` differ: in the
+    places or values of a non-finite element of an update or state leaf, or by more than
+    ``rtol`` times the largest finite magnitude of ``theirs``' leaf. Both start from
+    ``theirs.init``; ``extra_args(grads)`` gives the keyword arguments of each update."""
+    a = b = (None, theirs.init(stream[0]))
+    step_ours, step_theirs = jax.jit(ours.update), jax.jit(theirs.update)
+    for grads in stream:
+        extra = {} if extra_args is None else extra_args(grads)
+        a, b = step_ours(grads, a[1], **extra), step_theirs(grads, b[1], **extra)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+            finite = np.isfinite(y)
+            scale = max(float(np.max(np.abs(y[finite]), initial=0.0)), 1e-30)
+            if (
+                not np.array_equal(np.isfinite(x), finite)
+                or not np.array_equal(x[~finite], y[~finite], equal_nan=True)
+                or np.max(np.abs(x[finite] - y[finite]), initial=0.0) > rtol * scale
+            ):
+                return True
+    return False
 
 
 def reset() -> None:

@@ -62,21 +62,7 @@ def _probe_mismatches() -> dict[str, str | None]:
 
 
 def _probe_differs(ours: Any, theirs: Any, stream: list[dict[str, np.ndarray]]) -> bool:
-    a = b = (None, theirs.init(stream[0]))
-    step_ours, step_theirs = jax.jit(ours.update), jax.jit(theirs.update)
-    for grads in stream:
-        a, b = step_ours(grads, a[1]), step_theirs(grads, b[1])
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-            x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-            finite = np.isfinite(y)
-            scale = max(float(np.max(np.abs(y[finite]), initial=0.0)), 1e-30)
-            if (
-                not np.array_equal(np.isfinite(x), finite)
-                or not np.array_equal(x[~finite], y[~finite], equal_nan=True)
-                or np.max(np.abs(x[finite] - y[finite]), initial=0.0) > _PROBE_RTOL * scale
-            ):
-                return True
-    return False
+    return selfcheck.steps_differ(ours, theirs, stream, _PROBE_RTOL)
 
 
 def _unavailable_reason() -> str | None:

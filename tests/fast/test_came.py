@@ -5,6 +5,8 @@ of the small layouts runs in ``tests/came/test_came.py`` for both implementation
 
 from __future__ import annotations
 
+import sys
+
 import came_pytorch
 import jax
 import jax.numpy as jnp
@@ -14,13 +16,14 @@ import pytest
 
 from jaxopt_adv import fast
 from jaxopt_adv.came.came import came, scale_by_came
-from jaxopt_adv.fast import build
+from jaxopt_adv.fast import build, selfcheck
 from tests.fast.common import x64
 from tests.harness import run_parity
 
 # (rows, cols) split into several tasks of one matrix, many small matrices per task,
 # long thin leaves both ways, and a leaf above the kernel's threading threshold
 SHAPES = [(600, 700), (3, 300, 500), (2, 3, 4, 5), (70000, 3), (2, 100000), (1, 9), (9, 1)]
+CAME_MODULE = sys.modules["jaxopt_adv.fast.came"]  # ``fast.came`` is the function
 KWARGS = {"weight_decay": 0.1, "clip_threshold": 0.1, "b1": 0.8, "b2": 0.99, "b3": 0.999}
 
 
@@ -162,6 +165,39 @@ def test_disabled_kernels_leave_every_leaf_to_jax(monkeypatch):
     monkeypatch.setattr(build, "host_reason", lambda: "disabled for the test")
     text = compiled(fast.came(1e-3), {"w": jnp.ones((40, 30))})
     assert "jaxopt_adv_came" not in text
+
+
+def test_came_kernel_is_self_checked_and_a_failure_takes_the_jax_path(monkeypatch):
+    params = {"w": jnp.ones((6, 4))}
+    assert "jaxopt_adv_came" in compiled(fast.came(1e-2), params)
+    assert selfcheck._RESULT[False][selfcheck.CAME] is None  # checked on this host
+    reason = "the kernels differ from XLA on this host (a probe)"
+    monkeypatch.setitem(selfcheck._RESULT[False], selfcheck.CAME, reason)
+    assert CAME_MODULE._unavailable_reason() == reason
+    assert "jaxopt_adv_came" not in compiled(fast.came(1e-2), params)
+    grads = {"w": jnp.full((6, 4), 0.3)}
+    ours, theirs = fast.came(1e-2), came(1e-2)
+    got = step_fn(ours)(params, ours.init(params), grads)
+    want = step_fn(theirs)(params, theirs.init(params), grads)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+def test_came_probes_pass_here_and_catch_a_difference():
+    assert CAME_MODULE._probe_mismatches() == {selfcheck.CAME: None}
+    stream = [{"w": np.ones((4, 3), np.float32), "c": np.ones((2, 3, 2), np.float32)}] * 2
+    ours = fast.scale_by_came(b1=0.9)
+    rtol = CAME_MODULE._PROBE_RTOL
+    assert not selfcheck.steps_differ(ours, fast.scale_by_came(kernel=False), stream, rtol)
+    assert selfcheck.steps_differ(ours, fast.scale_by_came(b1=0.8, kernel=False), stream, rtol)
+    reference = fast.scale_by_came(kernel=False)
+
+    def nan_update(updates, state, params=None):
+        updates, state = reference.update(updates, state, params)
+        return jax.tree.map(lambda u: u * np.nan, updates), state
+
+    # NaN where the other path has a finite value is a difference
+    nan_out = optax.GradientTransformation(reference.init, nan_update)
+    assert selfcheck.steps_differ(ours, nan_out, stream, rtol)
 
 
 def test_inject_hyperparams_and_interchangeable_state():

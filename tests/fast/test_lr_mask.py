@@ -6,6 +6,8 @@ bump, schedules, injected hyperparameters, float32 and float64, NaN inputs, and 
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,8 +16,10 @@ import pytest
 
 from jaxopt_adv import fast
 from jaxopt_adv.came.lr_mask import automagic_lr_mask
+from jaxopt_adv.fast import selfcheck
 from tests.fast.common import assert_bit_identical, x64
 
+LR_MASK_MODULE = sys.modules["jaxopt_adv.fast.lr_mask"]
 SHAPES = {"w": (33, 65), "v": (7,), "s": (), "o": (1,), "e": (0, 3), "c": (2, 3, 40001)}
 CASES = {
     "update_source": {"polarity_source": "update"},
@@ -118,7 +122,7 @@ def test_kernel_false_and_donated_chain():
     tx = optax.chain(optax.scale(2.0), fast.automagic_lr_mask(polarity_source="update"))
     step = jax.jit(tx.update, donate_argnums=(0, 1))
     text = step.lower(u, tx.init(u)).compile().as_text()
-    if fast.unavailable_reason() is None:
+    if LR_MASK_MODULE._unavailable_reason() is None:
         assert "jaxopt_adv_lr_mask" in text
         assert "pred[64,32]{1,0} copy(" not in text
     out, state = step({"w": jnp.ones((64, 32))}, tx.init(u))
@@ -147,3 +151,38 @@ def test_a_missing_sign_source_is_a_clear_error():
     u = {"w": jnp.ones((3, 4))}
     with pytest.raises(ValueError, match="needs the extra argument ref_grads"):
         tx.update(u, tx.init(u))
+
+
+def test_lr_mask_kernel_is_self_checked_and_a_failure_takes_the_jax_path(monkeypatch):
+    u = {"w": jnp.ones((6, 4))}
+    tx = fast.automagic_lr_mask(polarity_source="update")
+    assert kernel_used(tx, u, tx.init(u))
+    assert selfcheck._RESULT[False][selfcheck.LR_MASK] is None  # checked on this host
+    reason = "the kernels differ from XLA on this host (a probe)"
+    monkeypatch.setitem(selfcheck._RESULT[False], selfcheck.LR_MASK, reason)
+    assert LR_MASK_MODULE._unavailable_reason() == reason
+    tx = fast.automagic_lr_mask(polarity_source="update")  # not traced before
+    assert not kernel_used(tx, u, tx.init(u))
+    theirs = automagic_lr_mask(polarity_source="update")
+    got = jax.jit(tx.update)(u, tx.init(u))
+    want = jax.jit(theirs.update)(u, theirs.init(u))
+    assert_bit_identical(got, want)
+
+
+def test_lr_mask_probes_pass_here_and_catch_a_difference():
+    assert LR_MASK_MODULE._probe_mismatches() == {selfcheck.LR_MASK: None}
+    stream = [{"w": np.ones((4, 3), np.float32), "c": -np.ones((2, 3, 2), np.float32)}] * 2
+    rtol, sources = LR_MASK_MODULE._PROBE_RTOL, LR_MASK_MODULE._probe_sign_sources
+    ours = fast.automagic_lr_mask(lr_bump=1e-6)
+    same = fast.automagic_lr_mask(lr_bump=1e-6, kernel=False)
+    assert not selfcheck.steps_differ(ours, same, stream, rtol, sources)
+    other = fast.automagic_lr_mask(lr_bump=2e-6, kernel=False)
+    assert selfcheck.steps_differ(ours, other, stream, rtol, sources)
+
+    def nan_update(updates, state, params=None, **extra_args):
+        updates, state = same.update(updates, state, params, **extra_args)
+        return jax.tree.map(lambda u: u * np.nan, updates), state
+
+    # NaN where the other path has a finite value is a difference
+    nan_out = optax.GradientTransformationExtraArgs(same.init, nan_update)
+    assert selfcheck.steps_differ(ours, nan_out, stream, rtol, sources)
