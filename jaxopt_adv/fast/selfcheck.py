@@ -92,7 +92,10 @@ def _marker(library: build.Library, x64: bool, check: Callable[..., Any]) -> Pat
     return library.path.with_suffix(f".check-{key.hexdigest()[:16]}.json")
 
 
-def _run(check: Callable[[], dict[str, str | None]], x64: bool) -> dict[str, str | None]:
+def _run(
+    check: Callable[[], dict[str, str | None]], x64: bool, families: tuple[str, ...]
+) -> dict[str, str | None]:
+    """``check()``'s outcome, or (it raised) the error for each of ``families``."""
     outcome: dict[str, object] = {}
 
     def target() -> None:
@@ -107,7 +110,7 @@ def _run(check: Callable[[], dict[str, str | None]], x64: bool) -> dict[str, str
     thread.start()
     thread.join()
     if "error" in outcome:
-        return dict.fromkeys(FAMILIES, outcome["error"])  # type: ignore[arg-type]
+        return dict.fromkeys(families, outcome["error"])  # type: ignore[arg-type]
     return outcome["mismatches"]  # type: ignore[return-value]
 
 
@@ -126,7 +129,10 @@ def parse_marker(text: str) -> dict[str, str | None] | None:
 
 
 def _load_or_run(
-    check: Callable[[], dict[str, str | None]], marker: Path, x64: bool
+    check: Callable[[], dict[str, str | None]],
+    marker: Path,
+    x64: bool,
+    families: tuple[str, ...],
 ) -> dict[str, str | None]:
     """The marker's outcome, or (none or an unreadable one) the check's, recorded there."""
     try:
@@ -135,7 +141,7 @@ def _load_or_run(
         mismatches = None
     if mismatches is not None:
         return mismatches
-    mismatches = _run(check, x64)
+    mismatches = _run(check, x64, families)
     tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(json.dumps(mismatches))
@@ -161,7 +167,9 @@ def outcome(check: Callable[[], dict[str, str | None]], family: str) -> str | No
             library = build.load()
             if library is None:
                 return build.failure()
-            mismatches = _load_or_run(check, _marker(library, x64, check), x64)
+            # a crashing check fails the fused families, or the one family asked for
+            families = FAMILIES if family in FAMILIES else (family,)
+            mismatches = _load_or_run(check, _marker(library, x64, check), x64, families)
             _RESULT.setdefault(x64, {}).update(
                 (
                     name,

@@ -142,6 +142,29 @@ def test_a_family_the_check_does_not_report_is_not_used(tmp_path, monkeypatch):
     assert reason == "the self-check does not cover the 'other' kernels"
 
 
+def test_a_crashing_check_fails_only_its_own_family(tmp_path, monkeypatch):
+    """A check that raises (CAME's, say) reports its error for the family asked for and
+    leaves the fused kernels' outcome alone."""
+    markers = {"ok": tmp_path / "ok.json", "crash": tmp_path / "crash.json"}
+    monkeypatch.setattr(selfcheck, "_marker", lambda library, x64, check: markers[check.__name__])
+
+    def ok():
+        return dict.fromkeys(selfcheck.FAMILIES)
+
+    def crash():
+        raise RuntimeError("a probe")
+
+    try:
+        selfcheck.reset()
+        assert selfcheck.outcome(ok, selfcheck.KERNELS) is None
+        reason = selfcheck.outcome(crash, selfcheck.CAME)
+        assert selfcheck.outcome(ok, selfcheck.KERNELS) is None
+    finally:
+        selfcheck.reset()
+    assert reason is not None and "RuntimeError: a probe" in reason
+    assert list(json.loads(markers["crash"].read_text())) == [selfcheck.CAME]
+
+
 # ------------------------------------------------------------------------------ TAM
 
 
