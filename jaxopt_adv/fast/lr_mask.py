@@ -57,13 +57,8 @@ def _probe_sign_sources(updates: dict[str, np.ndarray]) -> dict[str, Any]:
 def _probe_mismatches() -> dict[str, str | None]:
     """The mask's self-check (:mod:`.selfcheck`): the first probe configuration whose
     kernel steps differ from the JAX transform's, or ``None``."""
-    rng = np.random.default_rng(0)
-    stream = [
-        {k: rng.standard_normal(s).astype(np.float32) for k, s in _PROBE_SHAPES.items()}
-        for _ in range(_PROBE_STEPS)
-    ]
-    last = stream[-1]
-    last["w"][2, 3], last["w"][5, 1], last["c"][1, 2, 3] = np.inf, -np.inf, np.nan
+    nonfinite = {("w", (2, 3)): np.inf, ("w", (5, 1)): -np.inf, ("c", (1, 2, 3)): np.nan}
+    stream = selfcheck.probe_stream(_PROBE_SHAPES, _PROBE_STEPS, nonfinite)
     for kwargs in _PROBE_KWARGS:
         ours = automagic_lr_mask(**kwargs)
         theirs = automagic_lr_mask(**kwargs, kernel=False)

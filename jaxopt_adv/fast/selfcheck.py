@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxopt_adv.fast import build
 
-__all__ = ["outcome", "parse_marker", "reset", "steps_differ"]
+__all__ = ["outcome", "parse_marker", "probe_stream", "reset", "steps_differ"]
 
 # The probe families: KERNELS gates every kernel; a failed TRACED_MOMENTUM only sends
 # RMSprop with a traced momentum (inject_hyperparams) to the XLA path, a failed ADAGRAD
@@ -184,6 +184,23 @@ def outcome(check: Callable[[], dict[str, str | None]], family: str) -> str | No
         if family not in results:
             return f"the self-check does not cover the {family!r} kernels"
         return results[family]
+
+
+def probe_stream(
+    shapes: dict[str, tuple[int, ...]],
+    steps: int,
+    nonfinite: dict[tuple[str, tuple[int, ...]], float],
+) -> list[dict[str, np.ndarray]]:
+    """``steps`` seeded float32 gradients of ``shapes`` for a kernel family's probe; the
+    last step has each ``(leaf, index) -> value`` of ``nonfinite`` written in."""
+    rng = np.random.default_rng(0)
+    stream = [
+        {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+        for _ in range(steps)
+    ]
+    for (leaf, index), value in nonfinite.items():
+        stream[-1][leaf][index] = value
+    return stream
 
 
 def steps_differ(

@@ -47,12 +47,8 @@ _PROBE_RTOL = 1e-4
 def _probe_mismatches() -> dict[str, str | None]:
     """TAM's self-check (:mod:`.selfcheck`): the first probe configuration whose kernel
     steps differ from the JAX transform's, or ``None``."""
-    rng = np.random.default_rng(0)
-    stream = [
-        {k: rng.standard_normal(s).astype(np.float32) for k, s in _PROBE_SHAPES.items()}
-        for _ in range(_PROBE_STEPS)
-    ]
-    stream[-1]["w"][2, 3], stream[-1]["w"][5, 1], stream[-1]["b"][5] = np.inf, -np.inf, np.nan
+    nonfinite = {("w", (2, 3)): np.inf, ("w", (5, 1)): -np.inf, ("b", (5,)): np.nan}
+    stream = selfcheck.probe_stream(_PROBE_SHAPES, _PROBE_STEPS, nonfinite)
     for factory in (scale_by_tam, scale_by_adatam):
         for rule, threshold in _PROBE_RULES:
             kwargs = {"correlation": rule, "auto_threshold": threshold}
