@@ -37,13 +37,24 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from jaxopt_adv.models.batchnorm import BatchNorm, ChannelwiseScaling
 
-__all__ = ["default_mapping", "export_torch_state_dict", "load_torch_state_dict", "to_numpy"]
+__all__ = [
+    "default_mapping",
+    "export_torch_optimizer_state",
+    "export_torch_scheduler_state",
+    "export_torch_state_dict",
+    "load_torch_optimizer_state",
+    "load_torch_scheduler_state",
+    "load_torch_state_dict",
+    "to_numpy",
+    "torch_param_order",
+]
 
 # torch keys a layer carries that have no NNX counterpart: accepted on import, exported.
 _TORCH_ONLY_BATCHNORM_KEY = "num_batches_tracked"
@@ -435,3 +446,67 @@ def export_torch_state_dict(
         if _layer_kind(layer) == "BatchNorm":
             state_dict[_join(prefix, _TORCH_ONLY_BATCHNORM_KEY)] = np.array(0, np.int64)
     return state_dict
+
+
+def torch_param_order(model: Any, mapping: Mapping[str, str] | None = None) -> tuple[Any, Any]:
+    """``(order, layout)`` for ``nnx.state(model, nnx.Param)``: torch's parameter index and
+    layout of each leaf, for the torch model whose weights
+    :func:`jaxopt_adv.interop.load_torch_state_dict` loads with ``mapping``.
+
+    Args:
+      model: the Flax NNX model.
+      mapping: ``{torch_prefix: nnx_path}`` in torch's module order (as
+        :func:`jaxopt_adv.interop.default_mapping` returns it); default: the NNX layers in
+        definition order, as :func:`jaxopt_adv.interop.export_torch_state_dict` names them.
+
+    Returns:
+      Two pytrees like ``nnx.state(model, nnx.Param)``: ints (torch's ``weight`` before
+      ``bias``, module after module) and ``"linear"`` / ``"conv"`` / ``"torch"``.
+
+    Example:
+      >>> from flax import nnx
+      >>> from jaxopt_adv.models import MLP
+      >>> import jax
+      >>> order, layout = torch_param_order(MLP(4, (3,), 2, rngs=nnx.Rngs(0)))
+      >>> jax.tree.leaves(order)  # bias, kernel, bias, kernel
+      [1, 0, 3, 2]
+      >>> jax.tree.leaves(layout)
+      ['torch', 'linear', 'torch', 'linear']
+    """
+    if mapping is None:
+        mapping = {path: path for path, _ in _layers(model)}
+    table: dict[tuple[str, str], tuple[int, str]] = {}
+    for path in mapping.values():
+        layer = _resolve(model, path)
+        kind = _layer_kind(layer)
+        for field in _fields(layer):
+            if field.torch_name not in ("weight", "bias"):
+                continue
+            layout = "torch"
+            if field.nnx_name == "kernel":
+                layout = "linear" if kind == "Linear" else "conv"
+            key = (path.replace("/", "."), field.nnx_name)
+            table[key] = (len(table), layout)
+    params = nnx.state(model, nnx.Param)
+
+    def entry(path: tuple, _: Any, part: int) -> Any:
+        names = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+        key = (".".join(names[:-1]), names[-1])
+        if key not in table:
+            raise ValueError(f"nnx parameter {'.'.join(names)!r} is not in the mapping")
+        return table[key][part]
+
+    order = jax.tree_util.tree_map_with_path(lambda p, x: entry(p, x, 0), params)
+    layout = jax.tree_util.tree_map_with_path(lambda p, x: entry(p, x, 1), params)
+    return order, layout
+
+
+# the optimizer and scheduler checkpoints: jaxopt_adv.torch_state (it reads the layers above)
+from jaxopt_adv.torch_scheduler_state import (  # noqa: E402
+    export_torch_scheduler_state,
+    load_torch_scheduler_state,
+)
+from jaxopt_adv.torch_state import (  # noqa: E402
+    export_torch_optimizer_state,
+    load_torch_optimizer_state,
+)

@@ -9,6 +9,7 @@ import optax
 
 from jaxopt_adv._common import check_interval, check_nonnegative, tree_map_multi
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._twin import torch_twin
 
 
 def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> optax.GradientTransformation:
@@ -68,6 +69,7 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> optax.GradientTransfor
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+@torch_twin("Adadelta")
 def adadelta(
     learning_rate: optax.ScalarOrSchedule = 1.0,
     rho: Any = 0.9,

@@ -21,6 +21,7 @@ from jaxopt_adv._common import (
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
+from jaxopt_adv.torch._twin import torch_twin
 from jaxopt_adv.torch.muon import lerp
 
 
@@ -99,6 +100,7 @@ def scale_by_torch_adafactor(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@torch_twin("Adafactor")
 def adafactor(
     learning_rate: optax.ScalarOrSchedule = 1e-2,
     beta2_decay: Any = -0.8,

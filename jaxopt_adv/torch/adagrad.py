@@ -11,6 +11,7 @@ import optax
 
 from jaxopt_adv._common import check_nonnegative, filled_like, scalar_dtype, tree_map_multi
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._twin import torch_twin
 
 
 class ScaleByAdagradState(NamedTuple):
@@ -82,6 +83,7 @@ def scale_by_adagrad(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@torch_twin("Adagrad")
 def adagrad(
     learning_rate: optax.ScalarOrSchedule = 1e-2,
     lr_decay: Any = 0.0,

@@ -16,6 +16,7 @@ from jaxopt_adv._common import (
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._twin import torch_twin
 
 
 class ScaleByAdamState(NamedTuple):
@@ -125,6 +126,7 @@ def scale_by_adam(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@torch_twin("Adam")
 def adam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: Any = 0.9,
@@ -190,6 +192,7 @@ def adam(
     )
 
 
+@torch_twin("AdamW")
 def adamw(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: Any = 0.9,

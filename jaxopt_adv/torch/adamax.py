@@ -7,9 +7,11 @@ from typing import Any
 import optax
 
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._twin import torch_twin
 from jaxopt_adv.torch.adam import check_adam_args
 
 
+@torch_twin("Adamax")
 def adamax(
     learning_rate: optax.ScalarOrSchedule = 2e-3,
     b1: Any = 0.9,

@@ -16,6 +16,7 @@ from jaxopt_adv._common import (
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
+from jaxopt_adv.torch._twin import torch_twin
 
 
 class AsgdState(NamedTuple):
@@ -121,6 +122,7 @@ def asgd_update(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@torch_twin("ASGD")
 def asgd(
     learning_rate: optax.ScalarOrSchedule = 1e-2,
     lambd: Any = 1e-4,

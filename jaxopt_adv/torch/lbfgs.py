@@ -22,6 +22,7 @@ from jaxopt_adv._common import (
     check_learning_rate,
     check_nonnegative,
 )
+from jaxopt_adv.torch._twin import torch_twin
 
 LINE_SEARCH_FNS = (None, "strong_wolfe")
 
@@ -275,6 +276,7 @@ def _check_args(max_iter, max_eval, tolerance_grad, tolerance_change, history_si
     )
 
 
+@torch_twin("LBFGS")
 def lbfgs(
     learning_rate: optax.ScalarOrSchedule = 1,
     max_iter: int = 20,

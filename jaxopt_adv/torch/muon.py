@@ -17,6 +17,7 @@ from jaxopt_adv._common import (
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._twin import torch_twin
 
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)
@@ -198,6 +199,7 @@ def scale_by_muon(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@torch_twin("Muon")
 def muon(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     weight_decay: Any = 0.1,

@@ -10,6 +10,7 @@ import optax
 
 from jaxopt_adv._common import check_nonnegative, decay_power, scalar_dtype, tree_map_multi
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._twin import torch_twin
 from jaxopt_adv.torch.adam import check_adam_args, update_moments
 
 
@@ -118,6 +119,7 @@ def scale_by_nadam(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@torch_twin("NAdam")
 def nadam(
     learning_rate: optax.ScalarOrSchedule = 2e-3,
     b1: Any = 0.9,

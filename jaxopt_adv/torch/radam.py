@@ -11,6 +11,7 @@ import optax
 
 from jaxopt_adv._common import decay_power, log_of, scalar_dtype, tree_map_multi
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._twin import torch_twin
 from jaxopt_adv.torch.adam import check_adam_args, update_moments
 
 
@@ -140,6 +141,7 @@ def scale_by_radam(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@torch_twin("RAdam")
 def radam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: Any = 0.9,

@@ -10,6 +10,7 @@ import optax
 
 from jaxopt_adv._common import check_interval, check_nonnegative
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._twin import torch_twin
 
 
 def _scale_by_rms(alpha: Any, eps: Any, centered: bool) -> optax.GradientTransformation:
@@ -40,6 +41,7 @@ def _scale_by_rms(alpha: Any, eps: Any, centered: bool) -> optax.GradientTransfo
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+@torch_twin("RMSprop")
 def rmsprop(
     learning_rate: optax.ScalarOrSchedule = 1e-2,
     alpha: Any = 0.99,

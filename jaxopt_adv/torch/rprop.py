@@ -19,6 +19,7 @@ from jaxopt_adv._common import (
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
+from jaxopt_adv.torch._twin import torch_twin
 
 
 class ScaleByRpropState(NamedTuple):
@@ -109,6 +110,7 @@ def scale_by_rprop(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@torch_twin("Rprop")
 def rprop(
     learning_rate: optax.ScalarOrSchedule = 1e-2,
     etas: tuple[Any, Any] = (0.5, 1.2),

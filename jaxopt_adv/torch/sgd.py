@@ -16,6 +16,7 @@ from jaxopt_adv._common import (
     is_concrete_number,
 )
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._twin import torch_twin
 
 
 class SgdMomentumState(NamedTuple):
@@ -104,6 +105,7 @@ def scale_by_sgd_momentum(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@torch_twin("SGD")
 def sgd(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     momentum: Any = None,

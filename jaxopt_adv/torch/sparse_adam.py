@@ -12,6 +12,7 @@ import optax
 
 from jaxopt_adv._common import check_beta, check_interval, decay_power, scalar_dtype
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._twin import torch_twin
 
 
 class ScaleBySparseAdamState(NamedTuple):
@@ -121,6 +122,7 @@ def scale_by_sparse_adam(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@torch_twin("SparseAdam")
 def sparse_adam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: Any = 0.9,
