@@ -168,7 +168,7 @@ def _map_nodes(state: Any, fn: Callable[[Any], Any]) -> Any:
         return fn(type(state)(*(_map_nodes(c, fn) for c in state)))
     if isinstance(state, (tuple, list)):
         return type(state)(_map_nodes(c, fn) for c in state)
-    if isinstance(state, Mapping) and not isinstance(state, jax.Array):
+    if type(state) is dict:  # optax.partition's states; a params container is left as is
         return {k: _map_nodes(v, fn) for k, v in state.items()}
     return state
 

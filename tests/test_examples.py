@@ -1,5 +1,6 @@
 """The examples run, and the torch-port example tracks torch on real data."""
 
+import os
 import re
 import subprocess
 import sys
@@ -11,18 +12,29 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_port_from_torch(optimizer):
+@pytest.mark.parametrize(("precision", "tolerance"), [("--float64", 1e-10), ("", 1e-5)])
+def test_port_from_torch_resumes_the_torch_checkpoint(precision, tolerance, tmp_path):
+    """torch trains (AdamW, warm-up + cosine, clipping, EMA) and saves halfway; the JAX
+    run resumed from that file tracks torch's second half: loss curve and EMA weights."""
+    plot = tmp_path / "curves.png"
+    command = [sys.executable, "examples/port_from_torch.py", "--steps", "40", "--plot", str(plot)]
     result = subprocess.run(
-        [sys.executable, "examples/port_from_torch.py", "--optimizer", optimizer, "--epochs", "2"],
+        [*command, *([precision] if precision else [])],
         cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout's jaxopt_adv
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
     )
-    deviation = float(re.search(r"loss curves: ([0-9.e+-]+)", result.stdout).group(1))
-    assert deviation < 1e-4, result.stdout
+    assert "resumed at step 20 of 40" in result.stdout, result.stdout
+    rows = re.findall(r"^ +(\d+) +([0-9.]+) +([0-9.]+)$", result.stdout, re.MULTILINE)
+    assert len(rows) == 10, result.stdout  # the two curves side by side
+    curves = float(re.search(r"loss curves: ([0-9.e+-]+)", result.stdout).group(1))
+    ema = float(re.search(r"EMA weights: ([0-9.e+-]+)", result.stdout).group(1))
+    assert curves < tolerance, result.stdout
+    assert ema < tolerance, result.stdout
+    assert plot.stat().st_size > 0
 
 
 @pytest.mark.slow
