@@ -467,8 +467,10 @@ def _load_group(
                 ):
                     raise ValueError(f"state[{i}] has no {key!r} (torch.optim.{torch_class})")
                 continue
+            # a copy: a live state_dict's tensors are torch's buffers, updated in place
+            copied = np.array(interop.to_numpy(entry[key]))
             values.setdefault((f.state_type, f.name), {})[leaf] = _to_jax(
-                interop.to_numpy(entry[key]), layouts[leaf], key
+                copied, layouts[leaf], key
             )
     step = _group_step(entries, g)
     if spec.step == "none":
@@ -484,7 +486,7 @@ def _load_group(
                 changes["count"] = jnp.asarray(step, node.count.dtype)
         if isinstance(node, torch_exact.ScaleByNadamState) and step:
             first = next(e for e in entries if e and "mu_product" in e)
-            product = interop.to_numpy(first["mu_product"])
+            product = np.array(interop.to_numpy(first["mu_product"]))
             changes["mu_product"] = jnp.asarray(product, node.mu_product.dtype)
         return node._replace(**changes) if changes else node
 

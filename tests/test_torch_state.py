@@ -140,7 +140,7 @@ def run_round_trip(tx, torch_factory, params, grads, *, sparse=False, step=None)
     opt = torch_factory(tensors)
     for g in grads[:BEFORE]:
         torch_step(opt, tensors, g, sparse)
-    checkpoint = saved(opt.state_dict())
+    checkpoint = opt.state_dict()  # live: its tensors are torch's, stepped in place below
     treedef = jax.tree.structure(params)
     jparams = treedef.unflatten([jnp.asarray(t.detach().numpy()) for t in tensors])
     state = load_torch_optimizer_state(checkpoint, tx, jparams)
@@ -414,3 +414,59 @@ def test_reduce_lr_on_plateau_round_trip():
             scheduler_back.step(losses[k])
             errors.append(relative(jparams, back))
     assert max(errors) <= TOLERANCE["float64"], errors
+
+
+def test_nnx_model_order_and_layout():
+    """An NNX MLP's parameters (bias before kernel, kernels transposed) resume torch's
+    AdamW run with torch_param_order's order and layout; without them the load fails."""
+    from flax import nnx
+
+    from jaxopt_adv.interop import load_torch_state_dict, torch_param_order
+    from jaxopt_adv.models import MLP
+    from jaxopt_adv.models.torch_twins import TorchMLP
+
+    with precision("float64"):
+        torch.manual_seed(0)
+        torch_model = TorchMLP(6, (5,), 3, dropout_rate=0.0)
+        opt = torch.optim.AdamW(torch_model.parameters(), lr=0.01)
+        x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+
+        def torch_loss():
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(torch_model(x), y).backward()
+            opt.step()
+
+        for _ in range(BEFORE):
+            torch_loss()
+        model = MLP(6, (5,), 3, dropout_rate=0.0, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+        load_torch_state_dict(model, torch_model.state_dict())
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        tx = T.adamw(0.01)
+        with pytest.raises(ValueError, match="shape"):
+            load_torch_optimizer_state(opt.state_dict(), tx, params)
+        order, layout = torch_param_order(model)
+        state = load_torch_optimizer_state(opt.state_dict(), tx, params, order=order, layout=layout)
+        xj, yj = jnp.asarray(x.numpy()), jnp.asarray(y.numpy())
+
+        @jax.jit
+        def step(params, state):
+            def loss(p):
+                logits = nnx.merge(graphdef, p, rest)(xj)
+                return optax.softmax_cross_entropy_with_integer_labels(logits, yj).mean()
+
+            updates, state = tx.update(jax.grad(loss)(params), state, params)
+            return optax.apply_updates(params, updates), state
+
+        for _ in range(RESUMED):
+            params, state = step(params, state)
+            torch_loss()
+        nnx.update(model, params)
+        ours = jaxopt_adv.interop.export_torch_state_dict(model)
+        theirs = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
+        for key, value in theirs.items():
+            np.testing.assert_allclose(ours[key], value, rtol=1e-10, atol=1e-12)
+        exported = export_torch_optimizer_state(state, tx, params, order=order, layout=layout)
+        assert exported["param_groups"][0]["params"] == [0, 1, 2, 3]
+        np.testing.assert_allclose(
+            exported["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"], rtol=1e-9
+        )
