@@ -394,7 +394,7 @@ def swa_lr(
     as torch sets it when the scheduler is built. ``schedule(k)`` is
     ``param_groups[0]["lr"]`` after ``k`` calls of ``SWALR.step()`` (torch recovers
     :math:`\eta_0` from the current lr at each step; the closed form agrees with it to
-    1e-15 relative in float64). torch's ``swa_lr`` list (one value per param group) is one
+    4e-15 relative in float64). torch's ``swa_lr`` list (one value per param group) is one
     schedule per group here, e.g. per ``optax.partition`` label.
 
     SWALR usually takes over from a base schedule: torch's loop
