@@ -173,7 +173,7 @@ def gradient_correction(
       (Array([-0.02470928,  0.00705979], dtype=float32), Array(0.00854199, dtype=float32))
 
     References:
-      jaxopt_adv's reinterpretation (spec 2.3) of Li, Ni, Li, Zhang, Gao, "Gradient
+      jaxopt_adv's reinterpretation of Li, Ni, Li, Zhang, Gao, "Gradient
       Correction beyond Gradient Descent", arXiv 2203.08345, 2022 (withdrawn); GC-W's
       step is the hypergradient of Baydin et al., "Online Learning Rate Adaptation with
       Hypergradient Descent", ICLR 2018.
