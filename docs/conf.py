@@ -5,6 +5,7 @@ The API pages are generated from the docstrings (autosummary + autodoc, napoleon
 the Google-style sections); the guides are Markdown (MyST).
 """
 
+import importlib.util
 import os
 import sys
 
@@ -34,8 +35,10 @@ myst_heading_anchors = 3
 
 autosummary_generate = True
 autodoc_member_order = "bysource"
+# jaxopt_adv.models.torch_twins subclasses torch.nn.Module: without torch (the docs extra
+# alone) it is documented from a stand-in
+autodoc_mock_imports = [] if importlib.util.find_spec("torch") else ["torch"]
 autodoc_typehints = "none"  # the signatures and the Args: sections say it once
-autodoc_default_options = {"show-inheritance": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
