@@ -13,7 +13,7 @@ The implementations alternate step by step so all see the same machine state; th
 reported time is the median over the timed steps. The composite is timed in its early
 phase (TAM, Grams, edge damping, OrthoGrad, lr-mask warm-up: its most expensive steps).
 Targets: came <= 1.3x adafactor; the composite <= 3x adam. "fft penalty" times the
-composite's frequency-penalty block alone (the spec's every-step high-pass: an rfft2 and
+composite's frequency-penalty block alone (the torch source's every-step high-pass: an rfft2 and
 its inverse per matrix, plus ``apply_updates``), a lower bound on any step of the
 composite with spatial awareness on. "automagic kernel" is the composite with its
 learning-rate mask stepped by ``jaxopt_adv.fast.automagic_lr_mask`` (``kernel=True``).

@@ -1,7 +1,7 @@
-"""Train-step time of the seed MLP on the bundled MNIST subset: jaxopt_adv against torch.
+"""Train-step time of an MLP on the bundled MNIST subset: jaxopt_adv against torch.
 
-The seed-003 network (784-512-256-10, ReLU, dropout 0.2; ``jaxopt_adv.models.MLP`` and
-its torch twin), batch 128 of ``mnist5k``, softmax cross-entropy, Adam (lr 1e-3). One
+The 784-512-256-10 MLP (ReLU, dropout 0.2; ``jaxopt_adv.models.MLP`` and its
+torch twin), batch 128 of ``mnist5k``, softmax cross-entropy, Adam (lr 1e-3). One
 step is forward + backward + optimizer update, timed to completion; the batches are
 prepared up front so data slicing is not timed. Variants:
 

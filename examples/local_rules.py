@@ -1,7 +1,7 @@
 r"""MNIST: SigProp and localized (Hebbian) learning against backprop with the same base optimizer.
 
 On the bundled MNIST subset (``jaxopt_adv.datasets``, 4,000 training and 1,000 test
-images), the seed's MLP widths (784-512-256-10, ReLU, no dropout), batches of 128 (the
+images), the classic MLP widths (784-512-256-10, ReLU, no dropout), batches of 128 (the
 last partial batch dropped), for each seed:
 
 * Backprop Adam: ``jaxopt_adv.torch.adam(1e-3)`` on ``LocalizedMLP`` with no localized layer;

@@ -1,9 +1,10 @@
-r"""MNIST: FER and gradient correction against their base optimizers (seed 000's table, redone).
+r"""MNIST: FER and gradient correction against their base optimizers, a published table redone.
 
-Seed 000 reported FER at 73% and gradient correction at 50% against Adam's 95%; its torch
-code implemented neither paper, and those rows were plain SGD without momentum. Here,
+The ``advanced_optimizers`` torch package reported FER at 73% and gradient correction at
+50% against Adam's 95%; its torch code implemented neither paper, and those rows were
+plain SGD without momentum. Here,
 on the bundled MNIST subset (``jaxopt_adv.datasets``, 4,000 training and 1,000 test
-images) with the seed's MLP (784-512-256-10, ReLU, Dropout 0.2; ``jaxopt_adv.models.MLP``)
+images) with the classic MLP (784-512-256-10, ReLU, Dropout 0.2; ``jaxopt_adv.models.MLP``)
 and batches of 128 (the last partial batch dropped), six optimizers train from the same
 initial weights, on the same batches and dropout masks, for each seed:
 
@@ -84,7 +85,7 @@ def optimizers(
 
 
 def make_model(data: Dataset, seed: int) -> MLP:
-    """The seed's MLP (784-512-256-10, ReLU, Dropout 0.2), initialised from ``seed``."""
+    """The 784-512-256-10 MLP (ReLU, Dropout 0.2), initialised from ``seed``."""
     return MLP(
         data.x_train.shape[1], (512, 256), data.num_classes, dropout_rate=0.2, rngs=nnx.Rngs(seed)
     )

@@ -1,4 +1,4 @@
-r"""One sigmoid neuron trained by gradient descent (seed 004), and SGD vs mini-batch vs full batch.
+r"""One sigmoid neuron trained by gradient descent, and SGD vs mini-batch vs full batch.
 
 Part 1, the homework's worked example: :math:`p = \sigma(Xw + b)` on
 features ``[[1, 2], [2, 1], [-1, -2]]``, labels ``[1, 0, 0]``, ``w = [0.1, -0.2]``,
@@ -8,11 +8,12 @@ features ``[[1, 2], [2, 1], [-1, -2]]``, labels ``[1, 0, 0]``, ``w = [0.1, -0.2]
 :math:`-\frac1n\sum y\log p + (1-y)\log(1-p)`; the loss of each epoch is taken at the
 parameters the epoch starts from (before its update).
 
-The seed's stated output (w = [0.0808, -0.1916], b = -0.0214, losses [0.2386, 0.2348])
+The classic homework version of this exercise states the output w = [0.0808, -0.1916],
+b = -0.0214, losses [0.2386, 0.2348], which
 cannot be reproduced by any loss/update combination: the first loss does not depend on the
 update rule, and at the initial parameters MSE = 0.3033, NLL = 0.8006, half-MSE = 0.1517,
-sum-MSE = 0.9098, none of them 0.2386 (``spec/torch_parity.md`` §5, which also records a
-brute-force search over losses, gradient scalings, orders, learning rates and epochs).
+sum-MSE = 0.9098, none of them 0.2386 (nor does a brute-force search over losses,
+gradient scalings, orders, learning rates and epochs find it).
 This example therefore prints, and its test checks, the values torch computes
 (``torch.optim.SGD`` with ``F.mse_loss`` / ``F.binary_cross_entropy``):
 
@@ -211,9 +212,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--learning-rate", type=float, default=0.1)
     args = parser.parse_args(argv)
 
-    # The seed states w=[0.0808, -0.1916], b=-0.0214, losses [0.2386, 0.2348]; no loss or
-    # update rule reproduces them (spec §5). These are torch's values for the same setup.
-    print("Seed 004 worked example, full-batch gradient descent (torch.optim.SGD rule):")
+    # The exercise states w=[0.0808, -0.1916], b=-0.0214, losses [0.2386, 0.2348]; no loss
+    # or update rule reproduces them. These are torch's values for the same setup.
+    print("The worked example, full-batch gradient descent (torch.optim.SGD rule):")
     for loss in ("mse", "nll"):
         weights, bias, losses = train_full_batch(
             FEATURES, LABELS, INITIAL_WEIGHTS, INITIAL_BIAS, LEARNING_RATE, EPOCHS, loss

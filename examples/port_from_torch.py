@@ -8,7 +8,8 @@ way modern scripts do -- ``torch.optim.AdamW``, a linear warm-up then cosine dec
 The JAX run starts from that file:
 
 * the model weights with :func:`jaxopt_adv.interop.load_torch_state_dict` (into the
-  Flax NNX twin :class:`jaxopt_adv.models.MLP`), the EMA weights the same way;
+  Flax NNX twin :class:`jaxopt_adv.models.MLP`), the EMA weights the same way into a
+  :func:`jaxopt_adv.torch.swa_utils.averaged_model` state (with torch's ``n_averaged``);
 * the optimizer with :func:`jaxopt_adv.interop.load_torch_optimizer_state` (AdamW's
   ``exp_avg``, ``exp_avg_sq`` and ``step``; :func:`jaxopt_adv.interop.torch_param_order`
   says which NNX parameter is which torch parameter, and that Linear kernels are the
@@ -50,6 +51,7 @@ from jaxopt_adv.interop import (
 )
 from jaxopt_adv.models import MLP
 from jaxopt_adv.models.torch_twins import TorchMLP
+from jaxopt_adv.torch import swa_utils
 
 HIDDEN, BATCH = 32, 64
 LR, WEIGHT_DECAY, MAX_NORM, EMA_DECAY = 1e-2, 1e-2, 1.0, 0.9
@@ -149,9 +151,12 @@ def resume_in_jax(steps: int, data, plan, checkpoint: str) -> tuple[list[float],
     saved = torch.load(checkpoint, weights_only=True)
     dtype = jnp.asarray(data[0][:1]).dtype
     model = nnx_model(saved["model"], dtype)
+    # torch's AveragedModel: its weights under "module.", and its n_averaged counter
     ema_weights = {k.removeprefix("module."): v for k, v in saved["ema"].items()}
-    ema_weights.pop("n_averaged")
-    ema = nnx.state(nnx_model(ema_weights, dtype), nnx.Param)
+    n_averaged = int(ema_weights.pop("n_averaged"))
+    ema = swa_utils.averaged_model(multi_avg_fn=swa_utils.get_ema_multi_avg_fn(EMA_DECAY))
+    ema_state = ema.init(nnx.state(nnx_model(ema_weights, dtype), nnx.Param))
+    ema_state = ema_state._replace(n_averaged=jnp.asarray(n_averaged, ema_state.n_averaged.dtype))
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     order, layout = torch_param_order(model)  # torch's parameter index and layout per leaf
@@ -164,19 +169,18 @@ def resume_in_jax(steps: int, data, plan, checkpoint: str) -> tuple[list[float],
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
     @jax.jit
-    def step(params, state, ema, xb, yb):
+    def step(params, state, ema_state, xb, yb):
         loss, grads = jax.value_and_grad(loss_fn)(params, xb, yb)
         updates, state = tx.update(grads, state, params)
         params = optax.apply_updates(params, updates)
-        ema = optax.incremental_update(params, ema, 1 - EMA_DECAY)  # torch's EMA lerp
-        return params, state, ema, loss
+        return params, state, ema.update(ema_state, params), loss
 
     x, y = data
     losses = []
     for idx in plan[saved["step"] :]:
-        params, state, ema, loss = step(params, state, ema, x[idx], y[idx])
+        params, state, ema_state, loss = step(params, state, ema_state, x[idx], y[idx])
         losses.append(float(loss))
-    return losses, ema
+    return losses, ema_state.params
 
 
 def ema_deviation(ema: nnx.State, torch_ema: dict) -> float:

@@ -15,7 +15,7 @@ Families:
     :func:`create_localized_optimizer`).
 
 Utilities:
-  * :mod:`jaxopt_adv.models` -- the seed-003 layers and models (MLP, SmallCNN) in Flax NNX
+  * :mod:`jaxopt_adv.models` -- torch's layers and two models (MLP, SmallCNN) in Flax NNX
     with torch's semantics (BatchNorm momentum and unbiased running variance, default
     init); images NHWC.
   * :mod:`jaxopt_adv.interop` -- torch ``state_dict`` <-> Flax NNX parameters and batch

@@ -62,7 +62,9 @@ _TORCH = "torch-exact"
 INFO: dict[str, OptimizerInfo] = {
     "adatam": OptimizerInfo("came", "Malviya et al. 2024 (AdaTAM)", "pytorch_optimizer.AdaTAM"),
     "automagic_came_amp": OptimizerInfo(
-        "came", "Automagic-CameAMP (seed 002, corrected)", "tests/reference/torch_automagic.py"
+        "came",
+        "Automagic-CameAMP (after hinablue's refactored torch optimizer, corrected)",
+        "tests/reference/torch_automagic.py",
     ),
     "came": OptimizerInfo(
         "came", "Luo et al., ACL 2023 (CAME)", "came_pytorch.CAME, pytorch_optimizer.CAME"

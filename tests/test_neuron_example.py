@@ -82,7 +82,7 @@ def test_the_seed_values_are_documented_as_unreproducible():
     candidates = [first["mse"], first["nll"], first["mse"] / 2, first["mse"] * 3]
     assert all(abs(c - 0.2386) > 0.05 for c in candidates)
     doc = neuron.__doc__
-    assert "cannot be reproduced" in doc and "§5" in doc and "0.2386" in doc
+    assert "cannot be reproduced" in doc and "brute-force search" in doc and "0.2386" in doc
     assert "0.1036, -0.1425" in doc and "0.1070, -0.0847" in doc
 
 

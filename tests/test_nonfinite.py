@@ -1,9 +1,9 @@
 """Non-finite gradients and losses: what every optimizer does, and recovery under the guard.
 
-* The README's "Non-finite gradients" table is checked against measurement: one NaN,
-  +Inf or -Inf element in a matrix gradient (after one finite step), which updates and
-  which state fields become non-finite, and whether later finite steps recover. The
-  table is parsed, so it cannot go stale.
+* The table of the "Non-finite gradients" guide (``docs/nonfinite.md``) is checked against
+  measurement: one NaN, +Inf or -Inf element in a matrix gradient (after one finite
+  step), which updates and which state fields become non-finite, and whether later
+  finite steps recover. The table is parsed, so it cannot go stale.
 * ``optax.apply_if_finite``: a 50-step quadratic run with one bad step in the middle
   ends bit-exactly where the same run with that step skipped ends, for every optimizer
   and every kind of bad gradient; the stateful memories (FER's memory, CAME's factored
@@ -39,7 +39,7 @@ from jaxopt_adv.torch.lr_scheduler import reduce_lr_on_plateau
 from tests.cases import CASES, CASES_BY_NAME
 from tests.test_contract import make_grads, make_params
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "nonfinite.md"
 BAD = (1, 2)  # the poisoned element of the (4, 3) "matrix" leaf
 BAD_VALUES = {"nan": jnp.nan, "+inf": jnp.inf, "-inf": -jnp.inf}
 LATER_STEPS = 3
@@ -141,11 +141,9 @@ def _merge(by_kind: dict[str, str], labels: dict[str, str]) -> str:
 
 
 def documented_rows() -> dict[str, list[str]]:
-    """The README table's rows: name -> its four cells, remarks in parentheses removed."""
-    text = README.read_text()
-    section = text.split("### Non-finite gradients", 1)[1].split("\n#", 1)[0]
+    """The guide's table rows: name -> its four cells, remarks in parentheses removed."""
     rows = {}
-    for line in section.splitlines():
+    for line in GUIDE.read_text().splitlines():
         match = re.match(r"\|\s*`([^`]+)`\s*\|(.*)\|\s*$", line)
         if match:
             cells = [re.sub(r"\s*\([^()]*\)", "", c).strip() for c in match[2].split("|")]
@@ -153,12 +151,12 @@ def documented_rows() -> dict[str, list[str]]:
     return rows
 
 
-def test_readme_table_lists_every_registered_optimizer():
+def test_guide_table_lists_every_registered_optimizer():
     assert sorted(documented_rows()) == list_optimizers()
 
 
 @cases
-def test_readme_table_matches_behaviour(case):
+def test_guide_table_matches_behaviour(case):
     nan_cell, inf_cell, state_cell, later_cell = documented_rows()[case.name]
     results = {kind: measure(case.name, kind) for kind in BAD_VALUES}
     infs = {k: results[k]["updates"] for k in ("+inf", "-inf")}
@@ -174,7 +172,7 @@ def test_readme_table_matches_behaviour(case):
 
 
 def test_asgd_average_keeps_a_nan_once_averaging_started():
-    """The README's remark on torch.asgd: after step t0 + 1 ``ax`` is a running mean,
+    """The guide's remark on torch.asgd: after step t0 + 1 ``ax`` is a running mean,
     so a NaN stays in it, while the updates (from the params) recover."""
     t0 = CASES_BY_NAME["torch.asgd"].kwargs["t0"]
     result = measure("torch.asgd", "nan", warm_steps=int(t0) + 3)
@@ -386,7 +384,7 @@ def test_localized_nonfinite_loss(loss):
     """``value=`` sets the Hebbian rate ``eta (1 + lambda tanh(L))``: an infinite loss
     saturates tanh (finite updates), a NaN loss makes the Hebbian updates and their epoch
     norms NaN. apply_if_finite checks only the gradients, so it does not catch a NaN loss
-    whose gradients are finite (the README says to skip such a step yourself)."""
+    whose gradients are finite (the guide says to skip such a step yourself)."""
     setup = localized()
     params = setup["params"]
     updates, state = setup["update"](params, setup["tx"].init(params), False, loss)

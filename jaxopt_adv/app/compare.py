@@ -1,8 +1,8 @@
 """``jaxopt-adv compare``: train one model with several optimizers on bundled real data.
 
-For every optimizer and seed the model (the seed's MLP or the small CNN, Flax NNX) is
-trained with :func:`jaxopt_adv.train.fit` from the seed's initial weights on the seed's
-batches, then evaluated on the test split. For torch-exact optimizers, with torch
+For every optimizer and random seed the model (a 784-512-256-10 MLP or a small CNN, Flax
+NNX) is trained with :func:`jaxopt_adv.train.fit` from initial weights and batches drawn
+from that seed, then evaluated on the test split. For torch-exact optimizers, with torch
 installed, one more pair of runs checks that we track torch: the same model with dropout
 off (so both sides are deterministic) trained in JAX and in torch
 (:mod:`jaxopt_adv.models.torch_twins`) from identical weights on identical batches; the
@@ -50,7 +50,7 @@ NEEDS_MORE = {
     "sigprop": "trains a SigPropNet on its local losses: see examples/local_rules.py",
 }
 
-# Hyperparameters for training the seed models from scratch; anything not listed gets
+# Hyperparameters for training the models from scratch; anything not listed gets
 # ``learning_rate=1e-3`` and its factory's defaults.
 HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     # 0.05 trains faster but sits at the edge of stability, where float32 rounding
@@ -110,7 +110,7 @@ def hyperparameters(name: str) -> dict[str, Any]:
     return dict(HYPERPARAMETERS.get(name, {"learning_rate": 1e-3}))
 
 
-MLP_HIDDEN = (512, 256)  # the seed's 784-512-256-10
+MLP_HIDDEN = (512, 256)  # 784-512-256-10, the classic MNIST MLP
 
 
 def cnn_channels(data: Dataset) -> tuple[int, ...]:
@@ -119,7 +119,7 @@ def cnn_channels(data: Dataset) -> tuple[int, ...]:
 
 
 def make_model(config: CompareConfig, data: Dataset, seed: int, dropout: float = 0.2):
-    """The configured Flax NNX model with the seed's initial weights."""
+    """The configured Flax NNX model, its initial weights drawn from ``seed``."""
     rngs = nnx.Rngs(seed)
     if config.model == "mlp":
         features = data.x_train.shape[1]

@@ -1,5 +1,6 @@
 """Corrections of the training signal: FER (a per-sample memory and its loss) and
-gradient correction (GC-W, GC-ODE), from seed 000.
+gradient correction (GC-W, GC-ODE), with the factories of the ``advanced_optimizers``
+torch package.
 
 * :func:`fer` / :func:`create_fer_optimizer`: flipping-error reduction (Deng et al.,
   AAAI 2022), a base optimizer plus the per-sample memory (:func:`fer_memory`) that the

@@ -397,7 +397,8 @@ def fer(
       num_epochs: the training run's epochs ``E`` (the ramp reaches ``fer_weight`` at
         the last epoch).
       fer_weight: final KD weight ``lam_max`` in ``[0, 1]``; the paper's setting is 0.9
-        (its ``1 - gamma``), the seed's default 0.1 is a 9x weaker variant.
+        (its ``1 - gamma``), the ``advanced_optimizers`` torch package's default 0.1
+        is a 9x weaker variant.
       consistency_threshold: memory write strength ``mu >= 0``:
         ``w = 1 - exp(-mu p_y)`` (the paper's ``mu``, default 0.9).
       temperature: softening temperature ``T > 0`` (the paper's ``kd_T``, 5).
@@ -435,8 +436,8 @@ def fer(
         ``optax.apply_if_finite`` such a step is skipped and the whole state, memory
         included, is left unchanged: that batch is not recorded.
       * Under ``optax.MultiSteps(k)`` only every k-th mini-batch reaches the memory.
-      * The seed's torch "FER" (cosines against a memory of past gradients) is a
-        different, unrelated heuristic and is not reproduced.
+      * The "FER" of the ``advanced_optimizers`` torch package (cosines against a memory
+        of past gradients) is a different, unrelated heuristic and is not reproduced.
     """
     return optax.chain(
         base,
@@ -468,21 +469,21 @@ def create_fer_optimizer(
     warmup_epochs: int = 1,
     memory_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """FER around a base optimizer built from ``learning_rate`` (the seed's factory).
+    """FER around a base optimizer built from ``learning_rate`` (a torch factory's shape).
 
     ``fer(base_optimizer(learning_rate), ...)`` with one memory slot per training sample
     (``memory_size`` defaults to ``num_samples``); train with :func:`fer_loss` and pass
     ``logits=``, ``labels=``, ``indices=`` to ``update`` (see the module docstring).
 
     Args:
-      learning_rate: scalar or schedule of the base optimizer (the seed's ``lr``).
+      learning_rate: scalar or schedule of the base optimizer (torch's ``lr``).
       fer_weight: see :func:`fer`.
       num_classes: static; number of classes.
       num_samples: static; size of the training set.
       num_epochs: epochs of the training run.
-      base_optimizer: ``learning_rate -> optax transform`` (the seed's
-        ``base_optimizer_class``); default ``jaxopt_adv.torch.adam``, i.e.
-        ``torch.optim.Adam``, the seed's documented default.
+      base_optimizer: ``learning_rate -> optax transform`` (the torch
+        factory's ``base_optimizer_class``); default ``jaxopt_adv.torch.adam``, i.e.
+        ``torch.optim.Adam``, the torch factory's documented default.
       memory_size: static; at least ``num_samples`` (default: ``num_samples``).
       consistency_threshold, temperature, warmup_epochs, memory_dtype: see :func:`fer`.
 
@@ -490,8 +491,8 @@ def create_fer_optimizer(
       The :func:`fer` transform.
 
     Raises:
-      ValueError: ``memory_size < num_samples`` (the seed's default of 1000 slots is
-        too small for MNIST), or another argument out of range.
+      ValueError: ``memory_size < num_samples`` (the torch factory's default of 1000
+        slots is too small for MNIST), or another argument out of range.
 
     Example:
       >>> import jaxopt_adv
@@ -508,9 +509,9 @@ def create_fer_optimizer(
       :func:`fer`); the default base mirrors ``torch.optim.Adam`` (torch 2.13).
 
     Warning:
-      The seed's ``create_fer_optimizer(params, base_optimizer_class, lr, fer_weight,
-      ...)`` takes the parameters: in JAX they go to ``init``. Its default of 1000
-      memory slots holds a memory of past *gradients* in the seed's torch code; here
+      The ``advanced_optimizers`` torch package's ``create_fer_optimizer(params,
+      base_optimizer_class, lr, fer_weight, ...)`` takes the parameters: in JAX they go to
+      ``init``. Its default of 1000 memory slots holds a memory of past *gradients*; here
       ``memory_size`` counts training samples.
     """
     base = adam if base_optimizer is None else base_optimizer

@@ -1,10 +1,10 @@
 r"""Gradient correction (GC-W, GC-ODE): a wrapper that corrects any optax optimizer.
 
-This is jaxopt_adv's own, precise definition (``spec/learning_rules.md`` 2.3), not the
-paper's: "Gradient Correction beyond Gradient Descent" (Li et al., arXiv 2203.08345)
-was withdrawn by its authors because its GC-W and GC-ODE sections are wrong or unclear,
-and no code was published. Per leaf, at step :math:`t` (0-based), with raw gradient
-:math:`g_t` and base optimizer :math:`B`:
+This is jaxopt_adv's own, precise definition, not the paper's: "Gradient Correction
+beyond Gradient Descent" (Li et al., arXiv 2203.08345) was withdrawn by its authors
+because its GC-W and GC-ODE sections are wrong or unclear, and no code was published.
+Per leaf, at step :math:`t` (0-based), with raw gradient :math:`g_t` and base optimizer
+:math:`B`:
 
 .. math::
   \tilde g_t = g_t + \alpha (g_t - g_{t-1}) \ (t > 0), \quad
@@ -108,7 +108,7 @@ def correction_weight_step(
     r"""GC-W: :math:`\operatorname{clip}(a - \beta \cos(g, u_{prev}), lo, hi)`.
 
     At step 0 the previous update is zero, its cosine 0, and ``a`` stays 0 (the bounds
-    contain 0): the spec's "if t > 0" needs no branch.
+    contain 0): "only for t > 0" needs no branch.
     """
     low, high = gcw_bounds
     stepped = jnp.clip(a - gcw_lr * tensor_cosine(g, prev_update, eps), low, high)
@@ -173,7 +173,7 @@ def gradient_correction(
       (Array([-0.02470928,  0.00705979], dtype=float32), Array(0.00854199, dtype=float32))
 
     References:
-      jaxopt_adv's reinterpretation (spec 2.3) of Li, Ni, Li, Zhang, Gao, "Gradient
+      jaxopt_adv's reinterpretation of Li, Ni, Li, Zhang, Gao, "Gradient
       Correction beyond Gradient Descent", arXiv 2203.08345, 2022 (withdrawn); GC-W's
       step is the hypergradient of Baydin et al., "Online Learning Rate Adaptation with
       Hypergradient Descent", ICLR 2018.
@@ -188,8 +188,8 @@ def gradient_correction(
         ``a`` keeps its value (a non-finite cosine counts as 0). Wrap the result in
         ``optax.apply_if_finite`` to skip such steps: the whole state is then left
         unchanged.
-      * The seed's torch code (a constant rescale with never-trained parameters) is not
-        reproduced.
+      * The ``advanced_optimizers`` torch package's GC (a constant rescale with
+        never-trained parameters) is not reproduced.
     """
     check_nonnegative(gcw_lr, "gcw_lr")
     check_nonnegative(gcode_alpha, "gcode_alpha")
@@ -252,16 +252,16 @@ def create_gradient_correction_optimizer(
     gcw_bounds: tuple[Any, Any] = (-0.5, 0.5),
     eps: Any = 1e-12,
 ) -> optax.GradientTransformationExtraArgs:
-    """Gradient correction around torch-exact Adam (the seed's factory).
+    """Gradient correction around torch-exact Adam (the ``advanced_optimizers`` factory).
 
     ``gradient_correction(jaxopt_adv.torch.adam(learning_rate), ...)``. For another base,
     call :func:`gradient_correction` directly.
 
     Args:
-      learning_rate: scalar or schedule of the Adam base (the seed's ``lr``), default
+      learning_rate: scalar or schedule of the Adam base (torch's ``lr``), default
         ``1e-3``.
       use_gcw, use_gcode, gcw_lr, gcode_alpha, gcw_bounds, eps: see
-        :func:`gradient_correction` (the seed's defaults: both modules on,
+        :func:`gradient_correction` (the torch factory's defaults: both modules on,
         ``gcw_lr=0.01``, ``gcode_alpha=0.1``).
 
     Returns:
@@ -281,8 +281,9 @@ def create_gradient_correction_optimizer(
       2203.08345); the base mirrors ``torch.optim.Adam`` (torch 2.13).
 
     Warning:
-      The seed's ``create_gradient_correction_optimizer(params, lr, use_gcw, use_gcode,
-      device)`` takes the parameters and a device: in JAX the parameters go to ``init``
+      The ``advanced_optimizers`` torch package's
+      ``create_gradient_correction_optimizer(params, lr, use_gcw, use_gcode, device)``
+      takes the parameters and a device: in JAX the parameters go to ``init``
       and the state follows their placement. Its torch code wrapped plain SGD, which is
       what its 50% MNIST row measured.
     """

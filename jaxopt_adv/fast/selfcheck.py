@@ -11,8 +11,8 @@ of counts and scalars, and so XLA's arithmetic: each mode is checked on its own,
 mode of the thread that asks). A marker that is not a JSON object of family names to
 ``null`` or a reason (truncated, edited, written by another version) is ignored: the
 check runs again and rewrites it. Each check function (the fused kernels' in
-:mod:`.step`, TAM's in :mod:`.tam`, CAME's in :mod:`.came`, the Automagic mask's in
-:mod:`.lr_mask`) has a marker of its own; :func:`steps_differ` compares their probe steps.
+:mod:`jaxopt_adv.fast.step`, TAM's in :mod:`jaxopt_adv.fast.tam`, CAME's in
+:mod:`jaxopt_adv.fast.came`, the Automagic mask's in :mod:`jaxopt_adv.fast.lr_mask`) has a marker of its own; :func:`steps_differ` compares their probe steps.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Local learning rules of seed 000: SigProp and Hebbian localized learning.
+"""Local learning rules: SigProp and Hebbian localized learning.
 
 * :mod:`jaxopt_adv.local.sigprop`: forward signal propagation (Kohan et al., TNNLS
   2023): :class:`SigPropNet`, :func:`sigprop_local_loss`, :func:`sigprop_optimizer`,

@@ -12,7 +12,8 @@ and Flax kernel ``K`` ``[in, out]``::
   eta_t = hebbian_lr * (1 + supervision_strength * tanh(L_t))        (weak supervision)
   update = +eta_t dK                                   (optax adds updates)
 
-``legacy=True`` is the seed's formulas (spec §4.2): pre-activation ``y``, plain Hebb,
+``legacy=True`` is the formulas of the ``advanced_optimizers`` torch package's
+``LocalizedLearningOptimizer``: pre-activation ``y``, plain Hebb,
 "layer" normalisation and the bias rule ``db = mean_b y``.
 
 The model sows ``(x, pre, post)`` of every candidate layer and puts
@@ -291,9 +292,9 @@ def localized_learning(
       rule: static; ``"oja"`` (bounded weights) or ``"hebb"``.
       normalize: static; ``None`` or ``"layer"`` (divide ``dK`` by its max magnitude).
       post: static; which output is the Hebbian ``y``: ``"activation"`` (after the
-        non-linearity) or ``"pre"`` (``x K + b``, the seed's choice; needs
+        non-linearity) or ``"pre"`` (``x K + b``, the torch package's choice; needs
         ``(x, pre, post)`` triples).
-      legacy: static; the seed's formulas (spec §4.2): ``rule="hebb"``,
+      legacy: static; the ``advanced_optimizers`` torch package's formulas: ``rule="hebb"``,
         ``normalize="layer"``, ``post="pre"``, which replace those three arguments:
         ``dW = eta (Y^T X / B) / max|Y^T X / B| (1 + lambda tanh L)`` and
         ``db = eta mean_b(Y) (1 + lambda tanh L)`` with ``Y`` the pre-activation.
@@ -316,10 +317,10 @@ def localized_learning(
       ...                            params, activations={"l0": (x, y)}, value=0.0)
       >>> updates["l0"]["kernel"][0], updates["l1"]["kernel"][0]
       (Array([0.01, 0.01], dtype=float32), Array([-0.1], dtype=float32))
-      >>> seed = localized_learning(optax.sgd(0.1), hebbian_lr=0.01, localized_layers=["l0"],
+      >>> legacy = localized_learning(optax.sgd(0.1), hebbian_lr=0.01, localized_layers=["l0"],
       ...                           supervision_strength=0.0, legacy=True)
-      >>> pre = jnp.full((4, 2), -0.5)  # post = relu(pre) = 0; the seed's rule reads pre
-      >>> updates, _ = seed.update(params, seed.init(params), params,
+      >>> pre = jnp.full((4, 2), -0.5)  # post = relu(pre) = 0; the legacy rule reads pre
+      >>> updates, _ = legacy.update(params, legacy.init(params), params,
       ...                          activations={"l0": (x, pre, jax.nn.relu(pre))}, value=0.0)
       >>> updates["l0"]["kernel"][0]  # normalised to max |dK| = 1
       Array([-0.01, -0.01], dtype=float32)
@@ -328,10 +329,10 @@ def localized_learning(
       Krithivasan, Sen, Venkataramani, Raghunathan, "Accelerating DNN Training Through
       Selective Localized Learning", Frontiers in Neuroscience 2022. The Hebbian rule,
       the weak-supervision factor and the dynamic criterion are jaxopt_adv's concrete
-      choices (spec §4.3): the paper's exact formulas are not public.
+      choices: the paper's exact formulas are not public.
 
     Warning:
-      * Weak supervision ``1 + lambda tanh(L)`` is the seed's rule, not a verified paper
+      * Weak supervision ``1 + lambda tanh(L)`` is the torch package's rule, not a verified paper
         rule; for ``L >= 0`` it is nearly constant.
       * A non-finite gradient reaches only the non-localized leaves (through ``base``);
         non-finite activations or ``value`` make the Hebbian updates non-finite. Wrap in
@@ -472,10 +473,10 @@ def create_localized_optimizer(
     legacy: bool = False,
     num_localized: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """The seed's ``create_localized_optimizer(model, lr, hebbian_lr, ...)``.
+    """The ``advanced_optimizers`` torch package's ``create_localized_optimizer(model, lr, ...)``.
 
     :func:`localized_learning` over ``jaxopt_adv.torch.sgd(lr, momentum)`` (torch's SGD,
-    the seed's base) with the model's hidden layers as candidates by default.
+    the torch package's base) with the model's hidden layers as candidates by default.
 
     Raises:
       ValueError: when ``model`` is not a :class:`LocalizedMLP` or a layer is not one of

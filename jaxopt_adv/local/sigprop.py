@@ -17,7 +17,7 @@ input is stopped, one ``jax.value_and_grad`` of
 
 gives each block exactly the gradient of its own local loss (scaled by the weight), and
 one elementwise optimizer over all parameters equals the official code's per-block
-optimizers (:func:`sigprop_optimizer`). ``mode="hybrid"`` (spec §3.3) drops every ``sg``:
+optimizers (:func:`sigprop_optimizer`). ``mode="hybrid"`` drops every ``sg``:
 the cross-entropy backpropagates through all blocks and the weighted local losses are
 auxiliary terms of the same ``J``. A step::
 
@@ -105,7 +105,7 @@ def sigprop_local_loss(
 
     With :math:`Y = H_{l+1} T_{l+1}^\top` and, for ``targets="signal"``,
     :math:`YY = T_l T_l^\top` (both ``[B, B]``; for NHWC feature maps the mean over
-    spatial positions of the per-position products, spec §3.2 point 4):
+    spatial positions of the per-position products, as the official code's conv losses):
 
     * ``"v14"`` (``v14_input_target_max_rand``): :math:`L = \mathrm{mean}_i\,
       \mathrm{CE}(Y_i, \arg\max_j YY_{ij})` (first maximum);
@@ -114,7 +114,7 @@ def sigprop_local_loss(
       (``M`` not row-normalised);
     * ``"topk"`` (v15): ``M`` marks the ``k`` largest entries of each row of ``YY``, as v9.
 
-    ``targets="labels"`` (spec §3.7) replaces :math:`YY` by the label-equality matrix
+    ``targets="labels"`` replaces :math:`YY` by the label-equality matrix
     :math:`YY_{ij} = [y_i = y_j]`, so ``v9``'s mask is :math:`M_{ij} = [y_i = y_j]` and
     ``v14``'s target of row ``i`` is the first sample with label :math:`y_i` (``topk``
     breaks ties towards the lower index, as ``jax.lax.top_k``). It is what ``"signal"``
@@ -193,8 +193,8 @@ class SigPropNet(nnx.Module):
       run on both streams (the input stream first);
     * ``head``: ``Linear(hidden[-1], num_classes)`` on ``sg(h_L)``.
 
-    Conv net (``image_size=(H, W)``), NHWC inputs ``[B, H, W, in_features]`` (spec §3.2,
-    the official examples' Conv3x3 + BN + ReLU): ``signal_in`` and ``blocks`` are
+    Conv net (``image_size=(H, W)``), NHWC inputs ``[B, H, W, in_features]`` (the
+    official examples' Conv3x3 + BN + ReLU): ``signal_in`` and ``blocks`` are
     ``Conv2d(kernel 3, padding 1)`` with ``hidden`` channels (the map keeps its size);
     ``signal_ctx`` projects to ``H * W * hidden[0]`` features (LayerNorm over all of
     them) reshaped to ``[B, H, W, hidden[0]]``; the head reads the flattened map. The
@@ -205,7 +205,7 @@ class SigPropNet(nnx.Module):
     block sees its output before the dropout. ``BatchNorm`` has torch's running
     statistics (:class:`jaxopt_adv.models.BatchNorm`); a block runs on the input stream
     and then on the target stream, so in training its running statistics are updated
-    twice per step in that order, as torch's per-block calls do (spec §3.7).
+    twice per step in that order, as torch's per-block calls do.
 
     Linear and conv layers use torch's default initialisation
     (:class:`jaxopt_adv.models.Linear`), LayerNorm torch's ``eps=1e-5``.
@@ -219,7 +219,7 @@ class SigPropNet(nnx.Module):
         ``"labels"`` (the label-equality mask in every local loss).
       mode: static; ``"sigprop"`` (stop-gradient at every block input and at the head)
         or ``"hybrid"`` (no stop-gradient: global backprop of the cross-entropy plus the
-        weighted local losses as auxiliaries, spec §3.3).
+        weighted local losses as auxiliaries).
       local_loss_weight: ``lambda >= 0``, weight of the summed local losses in
         :meth:`loss`. In ``"sigprop"`` mode it only rescales the blocks' gradients (a
         no-op for Adam up to ``eps``); in ``"hybrid"`` mode it balances them against the
@@ -406,7 +406,8 @@ def sigprop_optimizer(
     momentum=signal_momentum)`` and ``sgd(learning_rate)``. Both are the torch-exact
     :mod:`jaxopt_adv.torch` versions, elementwise, so one transform over all blocks equals
     the official per-block optimizers. Feed it the gradient of :meth:`SigPropNet.loss`;
-    unknown extra arguments (the seed's ``model_output=``, ``loss=``) are ignored.
+    unknown extra arguments (the ``advanced_optimizers`` torch package's ``model_output=``,
+    ``loss=``) are ignored.
 
     Args:
       learning_rate: lr of the blocks and the head (the paper's Adam uses 5e-4 for conv
@@ -459,11 +460,11 @@ def create_sigprop_optimizer(
     signal_momentum: Any = 0.9,
     base: Literal["adam", "sgd"] = "adam",
 ) -> optax.GradientTransformationExtraArgs:
-    """The seed's ``create_sigprop_optimizer(model, lr, signal_lr, ...)``: :func:`sigprop_optimizer`.
+    """The ``advanced_optimizers`` ``create_sigprop_optimizer(model, lr, ...)``: :func:`sigprop_optimizer`.
 
     ``model`` must be a :class:`SigPropNet` (SigProp lives in the model: two streams,
-    stop-gradients, local losses); its ``local_loss_weight`` replaces the seed's
-    keyword of that name.
+    stop-gradients, local losses); its ``local_loss_weight`` replaces the torch
+    factory's keyword of that name (the ``advanced_optimizers`` package).
 
     Raises:
       ValueError: when ``model`` is not a :class:`SigPropNet`, or for a bad argument.
@@ -478,9 +479,8 @@ def create_sigprop_optimizer(
       see :func:`sigprop_optimizer`.
 
     Warning:
-      The seed's default ``lr=0.01`` is high for Adam; the seed's torch optimizer applied
-      each gradient twice and ignored ``local_loss_weight`` (spec §3.7), which is not
-      reproduced.
+      The torch factory's default ``lr=0.01`` is high for Adam; its optimizer applied
+      each gradient twice and ignored ``local_loss_weight``, which is not reproduced.
     """
     check(
         isinstance(model, SigPropNet),

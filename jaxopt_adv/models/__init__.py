@@ -1,4 +1,4 @@
-"""The seed-003 network in Flax NNX, with torch's layer semantics.
+"""torch's layers and two small networks (an MLP, a CNN) in Flax NNX, with torch's semantics.
 
 Layers (:mod:`~jaxopt_adv.models.layers`, :mod:`~jaxopt_adv.models.batchnorm`):
 ``Linear``, ``Conv2d``, ``MaxPool2d``, ``Flatten``, ``ReLU``, ``Softmax``, ``LogSoftmax``,

@@ -1,4 +1,4 @@
-r"""Batch normalisation with torch's semantics, and the seed's channel-wise affine layer.
+r"""Batch normalisation with torch's semantics, and a channel-wise affine layer.
 
 Why not ``nnx.BatchNorm``? It computes the same normalisation but keeps different running
 statistics (checked against flax 0.12.8's source and numerically in
@@ -53,8 +53,8 @@ class BatchNorm(nnx.Module):
         statistic (default 0.1). ``nnx.BatchNorm(momentum=0.9)`` is ``m = 0.1`` here.
       eps: :math:`\epsilon > 0` added to the variance (default ``1e-5``).
       affine: static; learn :math:`\gamma` (``scale``, ones) and :math:`\beta` (``bias``,
-        zeros). Without it, :math:`\gamma = 1, \beta = 0` (the seed's
-        ``BatchNormalization``, which a :class:`ChannelwiseScaling` may follow).
+        zeros). Without it, :math:`\gamma = 1, \beta = 0` (a plain
+        normalisation, which a :class:`ChannelwiseScaling` may follow).
       use_running_average: static default of the mode; ``model.train()`` sets ``False``,
         ``model.eval()`` ``True``; the call argument overrides it.
       param_dtype: dtype of :math:`\gamma, \beta` and of the running statistics.
@@ -150,10 +150,10 @@ class BatchNorm(nnx.Module):
 class ChannelwiseScaling(nnx.Module):
     r"""A learnable per-channel affine map :math:`y = \gamma \odot x + \beta` (last axis).
 
-    The seed's ``ChannelwiseScaling``: after a :class:`BatchNorm` with ``affine=False``
-    it makes the pair equal to one ``BatchNorm(affine=True)`` (torch's BatchNorm with
-    ``weight`` and ``bias``). :mod:`jaxopt_adv.interop` maps its ``scale``/``bias`` to a
-    torch ``weight``/``bias`` pair of shape ``(C,)``.
+    The ``ChannelwiseScaling`` of from-scratch NumPy networks: after a :class:`BatchNorm`
+    with ``affine=False`` it makes the pair equal to one ``BatchNorm(affine=True)``
+    (torch's BatchNorm with ``weight`` and ``bias``). :mod:`jaxopt_adv.interop` maps its
+    ``scale``/``bias`` to a torch ``weight``/``bias`` pair of shape ``(C,)``.
 
     Args:
       num_features: number of channels :math:`C`.

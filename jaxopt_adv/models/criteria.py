@@ -1,8 +1,8 @@
-r"""The seed's criteria as pure functions: class NLL on log-probabilities, and MSE.
+r"""Two criteria as pure functions: class NLL on log-probabilities, and MSE.
 
 Both reduce by the mean, as torch's default ``reduction="mean"`` does. They are plain
 functions, not modules: a loss has no state, and ``jax.grad`` differentiates it directly
-(the seed's ``Criterion.backward`` is what ``jax.grad`` computes).
+(what a hand-written ``Criterion.backward`` computes, ``jax.grad`` gives).
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ def class_nll_loss(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
       Array(0.4904146, dtype=float32)
 
     References:
-      mirrors ``torch.nn.functional.nll_loss`` (``reduction="mean"``, no weights); the
-      seed's ``ClassNLLCriterion``.
+      mirrors ``torch.nn.functional.nll_loss`` (``reduction="mean"``, no weights).
     """
     if log_probs.ndim != 2 or labels.shape != log_probs.shape[:1]:
         raise ValueError(
@@ -67,8 +66,7 @@ def mse_loss(predictions: jax.Array, targets: jax.Array) -> jax.Array:
       Array(2.5, dtype=float32)
 
     References:
-      mirrors ``torch.nn.functional.mse_loss`` (``reduction="mean"``); the seed's
-      ``MSECriterion``.
+      mirrors ``torch.nn.functional.mse_loss`` (``reduction="mean"``).
     """
     if predictions.shape != targets.shape:
         raise ValueError(

@@ -1,4 +1,4 @@
-r"""The seed-003 layers as Flax NNX modules, with torch's semantics and default initialisation.
+r"""torch's basic layers as Flax NNX modules, with torch's semantics and default initialisation.
 
 Layout: images are **NHWC** (Flax's native layout, what ``jax.lax.conv_general_dilated``
 and ``nnx.Conv`` expect), features are the last axis everywhere. A torch image batch
@@ -46,7 +46,7 @@ __all__ = [
     "torch_default_init",
 ]
 
-# torch.nn.Dropout's semantics already; re-exported so the seed's layer set is complete.
+# torch.nn.Dropout's semantics already; re-exported so that the layer set is complete.
 Dropout = nnx.Dropout
 
 

@@ -1,4 +1,4 @@
-"""The seed-003 multilayer perceptron (784-512-256-10, ReLU, Dropout) in Flax NNX."""
+"""The classic MNIST multilayer perceptron (784-512-256-10, ReLU, Dropout) in Flax NNX."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ class MLP(nnx.Module):
 
     Args:
       in_features: input size (784 for flattened 28x28 MNIST, 64 for 8x8 digits).
-      hidden_features: sizes of the hidden layers (the seed's ``(512, 256)``).
+      hidden_features: sizes of the hidden layers (default ``(512, 256)``).
       num_classes: number of logits.
-      dropout_rate: drop probability after each hidden ReLU (the seed's 0.2); inactive
+      dropout_rate: drop probability after each hidden ReLU (default 0.2); inactive
         after ``model.eval()``.
       param_dtype: dtype of all parameters.
       rngs: ``nnx.Rngs`` for the initial weights and the dropout masks.
@@ -49,7 +49,7 @@ class MLP(nnx.Module):
       (2, 10)
 
     References:
-      the seed-003 network; the torch twin is :class:`jaxopt_adv.models.torch_twins.TorchMLP`.
+      the torch twin is :class:`jaxopt_adv.models.torch_twins.TorchMLP`.
     """
 
     def __init__(

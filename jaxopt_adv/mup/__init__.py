@@ -10,7 +10,8 @@ halves; the optimizer alone is not muP:
   :func:`scale_by_mup` and :func:`add_mup_decayed_weights`, with the per-parameter
   :class:`InfShape`\\ s of :func:`infer_infshapes` (:mod:`jaxopt_adv.mup.infshape`).
 
-:func:`ZeroShotTransferOptimizer` keeps seed 000's call shape; :func:`coord_check` and
+:func:`ZeroShotTransferOptimizer` keeps the call shape of the ``advanced_optimizers``
+torch package's class; :func:`coord_check` and
 :func:`plot_coord_check` are the coordinate check that validates a muP model.
 
 Example:

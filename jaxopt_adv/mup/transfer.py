@@ -1,9 +1,10 @@
-r"""``ZeroShotTransferOptimizer``: seed 000's call shape over the muP optimizers.
+r"""``ZeroShotTransferOptimizer``: a torch class's call shape over the muP optimizers.
 
-Seed 000 (a torch package) had ``ZeroShotTransferOptimizer(params, model,
+The ``advanced_optimizers`` torch package has ``ZeroShotTransferOptimizer(params, model,
 base_optimizer=AdamW, base_optimizer_kwargs={'lr': 1e-3}, mu_parametrization=None,
-layer_mapping=None)``, which by default scaled nothing, and when switched on applied
-wrong rules (spec ``learning_rules.md`` section 5.3). This factory keeps the call shape
+layer_mapping=None)``, which by default scales nothing, and when switched on applies
+wrong rules (hidden layers at the full lr instead of lr / width multiplier, an extra
+1/sqrt(m) on the hidden init, the output layer found by name). This factory keeps the call shape
 and builds :func:`~jaxopt_adv.mup.mu_adamw`, :func:`~jaxopt_adv.mup.mu_adam` or
 :func:`~jaxopt_adv.mup.mu_sgd` from it, with muP's rules (PyPI ``mup==1.0.0``).
 
@@ -88,7 +89,7 @@ def _check_readouts(model: nnx.Module, infshapes: Any) -> None:
         )
 
 
-def ZeroShotTransferOptimizer(  # noqa: N802 -- seed 000's class name, kept for ports
+def ZeroShotTransferOptimizer(  # noqa: N802 -- the torch class's name, kept for ports
     params: Any = None,
     model: nnx.Module | None = None,
     base_optimizer: str = "adamw",
@@ -96,7 +97,7 @@ def ZeroShotTransferOptimizer(  # noqa: N802 -- seed 000's class name, kept for 
     mu_parametrization: Any = None,
     layer_mapping: Mapping[str, str] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""A muP optimizer from seed 000's arguments (a factory, not a class).
+    r"""A muP optimizer from the torch class's arguments (a factory, not a class).
 
     Args:
       params: the target model's parameters (a pytree or ``nnx.State``); default

@@ -8,10 +8,12 @@ where it does not, the missing block lives here (``scale_by_*``).
 
 :mod:`jaxopt_adv.torch.functional` and :mod:`jaxopt_adv.torch.losses` hold the losses
 of ``torch.nn.functional`` with torch's reductions and gradients; :mod:`jaxopt_adv.torch.clip` gradient clipping and
-:mod:`jaxopt_adv.torch.lr_scheduler` the ``torch.optim.lr_scheduler`` schedules.
+:mod:`jaxopt_adv.torch.lr_scheduler` the ``torch.optim.lr_scheduler`` schedules;
+:mod:`jaxopt_adv.torch.swa_utils` is ``torch.optim.swa_utils`` (SWA / EMA weight averages,
+SWALR, ``update_bn``).
 """
 
-from jaxopt_adv.torch import clip, functional, losses, lr_scheduler
+from jaxopt_adv.torch import clip, functional, losses, lr_scheduler, swa_utils
 from jaxopt_adv.torch.adadelta import adadelta, scale_by_adadelta
 from jaxopt_adv.torch.adafactor import ScaleByAdafactorState, adafactor
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
@@ -57,9 +59,22 @@ from jaxopt_adv.torch.sparse_adam import (
     scale_by_sparse_adam,
     sparse_adam,
 )
+from jaxopt_adv.torch.swa_utils import (
+    AveragedModel,
+    AveragedModelState,
+    averaged_model,
+    get_ema_avg_fn,
+    get_ema_multi_avg_fn,
+    get_swa_avg_fn,
+    get_swa_multi_avg_fn,
+    swa_lr,
+    update_bn,
+)
 
 __all__ = [
     "AsgdState",
+    "AveragedModel",
+    "AveragedModelState",
     "ClipGradNormState",
     "LbfgsState",
     "ReduceLROnPlateauState",
@@ -80,6 +95,7 @@ __all__ = [
     "adamw",
     "asgd",
     "asgd_update",
+    "averaged_model",
     "chained_scheduler",
     "clip",
     "clip_grad_norm",
@@ -92,6 +108,10 @@ __all__ = [
     "cyclic_momentum",
     "exponential_lr",
     "functional",
+    "get_ema_avg_fn",
+    "get_ema_multi_avg_fn",
+    "get_swa_avg_fn",
+    "get_swa_multi_avg_fn",
     "get_total_norm",
     "lambda_lr",
     "lbfgs",
@@ -122,4 +142,7 @@ __all__ = [
     "sgd",
     "sparse_adam",
     "step_lr",
+    "swa_lr",
+    "swa_utils",
+    "update_bn",
 ]

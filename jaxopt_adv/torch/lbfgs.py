@@ -1,7 +1,7 @@
 """L-BFGS as ``torch.optim.LBFGS`` computes it: one ``update`` is one ``step(closure)``.
 
 All of a step's inner iterations (the two-loop recursion, the tolerance checks,
-``max_eval``) and torch's strong-Wolfe line search run inside ``lax.while_loop``s, so the
+``max_eval``) and torch's strong-Wolfe line search run inside ``lax.while_loop`` loops, so the
 update jits. The parameters are handled as one flat vector, as torch does.
 """
 
