@@ -128,7 +128,8 @@ def _single(found: list, where: str) -> tuple[TorchTwin, tuple]:
         raise ValueError(
             f"{where} holds {len(found)} jaxopt_adv.torch optimizers, expected exactly one "
             "(built by a jaxopt_adv.torch factory, alone or in optax.chain; several torch "
-            "param groups are an optax.partition of them)"
+            "param groups are an optax.partition of them; optax.inject_hyperparams is not "
+            "supported)"
         )
     twin, path = found[0]
     if twin.torch_class not in SPECS:
