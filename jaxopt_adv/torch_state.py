@@ -27,7 +27,7 @@ the groups are the partition's labels in the order of its ``transforms`` mapping
 each group's parameters its leaves in ``jax.tree.leaves`` order. ``order`` (a pytree like
 ``params`` of torch indices) and ``layout`` (a pytree of ``"torch"``, ``"linear"``:
 the leaf is torch's 2-D weight transposed, or ``"conv"``: OIHW as HWIO) say otherwise;
-:func:`torch_param_order` computes both for a Flax NNX model whose weights
+:func:`jaxopt_adv.interop.torch_param_order` computes both for an NNX model whose weights
 :func:`jaxopt_adv.interop.load_torch_state_dict` loads.
 
 Loading never imports torch (values may be tensors or arrays); exporting does, to make
