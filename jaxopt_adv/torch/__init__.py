@@ -15,9 +15,9 @@ Python doubles and holds others in 0-d tensors of its default dtype
 (``torch.get_default_dtype()``, float32 unless a script sets it), whatever the
 parameters' dtype. Torch-exact means torch's rounding, so by default (``"float32"``,
 torch's default) :func:`adam`, :func:`adamw`, :func:`nadam`, :func:`radam`,
-:func:`asgd` and their ``scale_by_*`` blocks reproduce it:
+:func:`asgd`, :func:`sparse_adam` and their ``scale_by_*`` blocks reproduce it:
 
-- Adam/AdamW/NAdam/RAdam bias corrections are ``1 - beta ** t`` in doubles (float64
+- Adam/AdamW/NAdam/RAdam/SparseAdam bias corrections are ``1 - beta ** t`` in doubles (float64
   runs); RAdam's :math:`\rho_t` is torch's double-precision formula, cancellation
   included (with ``b2 = 1 - 1e-9`` torch rectifies from step 4 where the exact
   :math:`\rho_t` would wait for step 6);
