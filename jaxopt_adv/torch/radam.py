@@ -67,7 +67,7 @@ def rectification(b2: Any, t: chex.Array, torch_default_dtype: Any = "float32") 
     In float64, unless ``torch_default_dtype`` is ``None``, rho_t is torch's
     ``rho_inf - 2 t b2^t / (1 - b2^t)`` in doubles, cancellation included: with
     ``b2 = 1 - 1e-9`` torch's doubles give rho_t = 2t - 1 over the first steps where it
-    is t - 3e-9 t^2 in exact arithmetic, so torch (and this) rectifies from step 4, the
+    is t to within 1e-7 in exact arithmetic, so torch (and this) rectifies from step 4, the
     accurate :func:`_rho` (``torch_default_dtype=None``, and float32 runs) from step 6.
     """
     rho_inf = 2 / (1 - b2) - 1
