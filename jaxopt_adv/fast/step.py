@@ -222,7 +222,10 @@ def _scalar_list(named: list[tuple[str, Any]], dtype: np.dtype) -> list[jax.Arra
 
 def _moment_scalars(wd: Any, b1: Any, b2: Any, eps: Any, dtype: np.dtype) -> list | str:
     """Adam's and NAdam's operands after the step: weight decay, b1, 1 - b1, b2, 1 - b2
-    and eps (see :func:`_scalar_list`)."""
+    and eps (see :func:`_scalar_list`), or why not."""
+    for name, beta in (("b1", b1), ("b2", b2)):
+        if _is_static_one(beta, dtype):  # e.g. b2 = 1 - 1e-9 in float32
+            return f"hyperparameter {name} rounds to 1 in {dtype} (XLA multiplies it away)"
     named = [("weight_decay", wd), ("b1", b1), ("1 - b1", 1 - b1)]
     named += [("b2", b2), ("1 - b2", 1 - b2), ("eps", eps)]
     return _scalar_list(named, dtype)
