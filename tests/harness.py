@@ -33,6 +33,10 @@ import optax
 import torch
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
+# (parameters' dtype, torch's default dtype) of the parity runs of the optimizers whose
+# step scalars torch rounds to its default dtype: float64 parameters under torch's
+# default float32 (what users run) and under float64, and float32
+PRECISIONS = [("float64", "float32"), ("float64", "float64"), ("float32", "float32")]
 PARAM_SHAPES = {"matrix": (5, 4), "vector": (7,), "conv": (3, 2, 3, 3), "scalar": ()}
 # Step-varying gradient scale: second-moment maxima move up and down (exercises AMSGrad).
 GRADIENT_SCALES = (5.0, 1.0, 0.5, 2.0, 0.1, 3.0, 0.2, 1.5, 0.05, 4.0)
@@ -65,12 +69,14 @@ def gradient_stream(num_steps: int, seed: int = 1) -> list[dict[str, np.ndarray]
 
 
 @contextlib.contextmanager
-def precision(dtype: str) -> Iterator[None]:
-    """float64: jax x64 and torch's default dtype float64 (torch keeps step scalars in it)."""
+def precision(dtype: str, torch_default: str | None = None) -> Iterator[None]:
+    """jax x64 on for ``"float64"``, and torch's default dtype ``torch_default`` (default:
+    ``dtype``; torch keeps some step scalars in it: compare with the transform's
+    ``torch_default_dtype``)."""
     previous_x64 = jax.config.jax_enable_x64
     previous_torch = torch.get_default_dtype()
     jax.config.update("jax_enable_x64", dtype == "float64")
-    torch.set_default_dtype(torch.float64 if dtype == "float64" else torch.float32)
+    torch.set_default_dtype(getattr(torch, torch_default or dtype))
     try:
         yield
     finally:
@@ -151,6 +157,7 @@ def run_parity(
     check: bool = True,
     params: dict[str, np.ndarray] | None = None,
     stream: Sequence[dict[str, np.ndarray]] | None = None,
+    torch_default: str | None = None,
 ) -> ParityReport:
     """Replay the gradient stream through both optimizers and compare after every step.
 
@@ -168,6 +175,8 @@ def run_parity(
       params: float64 starting parameters by name (default: :func:`make_params`).
       stream: float64 gradients by name, one dict per step (default:
         :func:`gradient_stream`; ``num_steps`` is then ignored).
+      torch_default: torch's default dtype during the run (default: ``dtype``); the
+        transform's ``torch_default_dtype`` must name the same one to match.
 
     Returns:
       The report of max relative errors.
@@ -185,7 +194,7 @@ def run_parity(
         error = absolute_error(ours_value, reference) / max(scales[key], 1e-30)
         errors[key] = max(errors.get(key, 0.0), error)
 
-    with precision(dtype):
+    with precision(dtype, torch_default):
         np_dtype = np.dtype(dtype)
         params = {k: jnp.asarray(v, np_dtype) for k, v in start.items()}
         state = ours.init(params)

@@ -44,15 +44,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_adv._common import decay_power, is_concrete_number, is_static_zero, scalar_dtype
+from jaxopt_adv._common import is_concrete_number, is_static_zero, scalar_dtype
 from jaxopt_adv.fast import build, flat, selfcheck
 from jaxopt_adv.torch.adadelta import adadelta
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad
-from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw
+from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adam_bias_corrections, adamw
 from jaxopt_adv.torch.adamax import adamax
 from jaxopt_adv.torch.asgd import AsgdState, asgd, asgd_coefficients
 from jaxopt_adv.torch.nadam import ScaleByNadamState, nadam, nadam_coefficients
-from jaxopt_adv.torch.radam import ScaleByRadamState, radam, rectification
+from jaxopt_adv.torch.radam import ScaleByRadamState, radam, radam_scalars
 from jaxopt_adv.torch.rmsprop import rmsprop
 from jaxopt_adv.torch.rprop import ScaleByRpropState, rprop
 from jaxopt_adv.torch.sgd import SgdMomentumState, sgd
@@ -222,7 +222,10 @@ def _scalar_list(named: list[tuple[str, Any]], dtype: np.dtype) -> list[jax.Arra
 
 def _moment_scalars(wd: Any, b1: Any, b2: Any, eps: Any, dtype: np.dtype) -> list | str:
     """Adam's and NAdam's operands after the step: weight decay, b1, 1 - b1, b2, 1 - b2
-    and eps (see :func:`_scalar_list`)."""
+    and eps (see :func:`_scalar_list`), or why not."""
+    for name, beta in (("b1", b1), ("b2", b2)):
+        if _is_static_one(beta, dtype):  # e.g. b2 = 1 - 1e-9 in float32
+            return f"hyperparameter {name} rounds to 1 in {dtype} (XLA multiplies it away)"
     named = [("weight_decay", wd), ("b1", b1), ("1 - b1", 1 - b1)]
     named += [("b2", b2), ("1 - b2", 1 - b2), ("eps", eps)]
     return _scalar_list(named, dtype)
@@ -243,9 +246,7 @@ def _adam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _
     amsgrad = bool(hp["amsgrad"])
     c1 = 1 - b1
     count = _find(new_inner, ScaleByAdamState).count
-    t = count.astype(scalar_dtype())
-    bc1 = decay_power(b1, t)[1]
-    bc2 = decay_power(b2, t)[1]
+    bc1, bc2 = adam_bias_corrections(b1, b2, count, hp["torch_default_dtype"])
     sqrt_bc2 = jnp.sqrt(bc2)
 
     def group(leaf, n_leaves):
@@ -529,7 +530,7 @@ def _nadam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> 
     old = _find(old_inner, ScaleByNadamState)
     count = _find(new_inner, ScaleByNadamState).count
     _, grad_coef, mom_coef, bc2 = nadam_coefficients(
-        b1, b2, hp["momentum_decay"], count, old.mu_product
+        b1, b2, hp["momentum_decay"], count, old.mu_product, hp["torch_default_dtype"]
     )
 
     def group(leaf, n_leaves):
@@ -584,10 +585,7 @@ def _radam_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> 
     # the transform's scalars, with its ops (XLA computes them outside the leaves' loops:
     # see jaxopt_adv.torch.radam.rectification)
     count = _find(new_inner, ScaleByRadamState).count
-    t = count.astype(scalar_dtype())
-    bc1 = decay_power(b1, t)[1]
-    rect = rectification(b2, t)
-    scale = rect * jnp.sqrt(decay_power(b2, t)[1])
+    bc1, rect, scale = radam_scalars(b1, b2, count, hp["torch_default_dtype"])
 
     def group(leaf, n_leaves):
         # m / bc1.astype(dtype) as for Adam's first moment: a multiplication by the
@@ -653,7 +651,9 @@ def _asgd_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) -> _
     lambd, wd = hp["lambd"], hp["weight_decay"]
     decay = not is_static_zero(wd)
     old_count = _find(old_inner, AsgdState).count
-    eta, mu = asgd_coefficients(hp["learning_rate"], lambd, hp["alpha"], hp["t0"], old_count)
+    eta, mu = asgd_coefficients(
+        hp["learning_rate"], lambd, hp["alpha"], hp["t0"], old_count, hp["torch_default_dtype"]
+    )
 
     def group(leaf, n_leaves):
         # of p * shrink - e * g LLVM fuses the parameter's product in a loop and in a 0-d

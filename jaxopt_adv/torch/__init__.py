@@ -11,6 +11,29 @@ of ``torch.nn.functional`` with torch's reductions and gradients; :mod:`jaxopt_a
 :mod:`jaxopt_adv.torch.lr_scheduler` the ``torch.optim.lr_scheduler`` schedules;
 :mod:`jaxopt_adv.torch.swa_utils` is ``torch.optim.swa_utils`` (SWA / EMA weight averages,
 SWALR, ``update_bn``).
+
+torch's scalar dtypes (``torch_default_dtype``). torch computes some step scalars in
+Python doubles and holds others in 0-d tensors of its default dtype
+(``torch.get_default_dtype()``, float32 unless a script sets it), whatever the
+parameters' dtype. Torch-exact means torch's rounding, so by default (``"float32"``,
+torch's default) :func:`adam`, :func:`adamw`, :func:`nadam`, :func:`radam`,
+:func:`asgd`, :func:`sparse_adam` and their ``scale_by_*`` blocks reproduce it:
+
+- Adam/AdamW/NAdam/RAdam/SparseAdam bias corrections are ``1 - beta ** t`` in doubles (float64
+  runs); RAdam's :math:`\rho_t` is torch's double-precision formula, cancellation
+  included (with ``b2 = 1 - 1e-9`` torch rectifies from step 4 where the exact
+  :math:`\rho_t` would wait for step 6);
+- NAdam's ``mu_product`` is multiplied and held in the default dtype (float32: 1e-9
+  relative from the float64 product after 20 steps);
+- ASGD's ``eta`` and ``mu`` are rounded to the default dtype (float32: 2e-8).
+
+``torch_default_dtype="float64"`` reproduces a script that called
+``torch.set_default_dtype(torch.float64)``; ``None`` keeps the more accurate forms
+(bias corrections as ``-expm1(t log beta)``, the cancellation-free series of
+:math:`\rho_t`, unrounded scalars). In float32 runs the scalars are float32 here
+(JAX has no double there): bias corrections take the accurate form whatever the option,
+the closest float32 can come to torch's doubles. ``jaxopt_adv.fast``'s fused step
+computes the same scalars, bit for bit.
 """
 
 from jaxopt_adv.torch import clip, functional, losses, lr_scheduler, swa_utils

@@ -11,8 +11,9 @@ import optax
 from jaxopt_adv._common import (
     check_beta,
     check_nonnegative,
-    decay_power,
+    check_torch_default_dtype,
     scalar_dtype,
+    torch_decay_power,
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import torch_chain
@@ -35,6 +36,16 @@ def check_adam_args(b1: Any, b2: Any, eps: Any) -> None:
     check_nonnegative(eps, "eps", "epsilon")
 
 
+def adam_bias_corrections(
+    b1: Any, b2: Any, count: chex.Array, torch_default_dtype: Any
+) -> tuple[chex.Array, chex.Array]:
+    r"""Step ``count``'s :math:`1-\beta_1^t` and :math:`1-\beta_2^t` (shared with the
+    fused CPU step, which must compute them with the same ops)."""
+    t = count.astype(scalar_dtype())
+    dtype = check_torch_default_dtype(torch_default_dtype)
+    return torch_decay_power(b1, t, dtype)[1], torch_decay_power(b2, t, dtype)[1]
+
+
 def update_moments(g, m, v, b1, b2):
     """Adam's moment updates for one leaf, each kept in its own dtype."""
     m = (b1 * m + (1 - b1) * g).astype(m.dtype)
@@ -49,6 +60,7 @@ def scale_by_adam(
     *,
     amsgrad: bool = False,
     mu_dtype: Any = None,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adam's scaling as torch computes it, with torch's AMSGrad as an option.
 
@@ -60,10 +72,13 @@ def scale_by_adam(
     with :math:`\hat v_t = v_t`, or with ``amsgrad`` the running max
     :math:`\hat v_t = \max(\hat v_{t-1}, v_t)` of the *raw* second moment.
 
-    The bias corrections are computed as ``-expm1(t log beta)`` with the logarithm taken
-    in double precision (torch evaluates them in Python doubles): in float32 this tracks
-    torch to 1.5e-7 over 20 steps where ``optax.scale_by_adam`` (``1 - beta**t`` in
-    float32) is 3e-6 away. In float64 the two agree to rounding.
+    The bias corrections are torch's ``1 - beta**t`` in float64. In float32 they are
+    computed as ``-expm1(t log beta)`` with the logarithm taken in double precision
+    (torch evaluates them in Python doubles): this tracks torch to 1.5e-7 over 20 steps
+    where ``optax.scale_by_adam`` (``1 - beta**t`` in float32) is 3e-6 away. With
+    ``torch_default_dtype=None`` float64 runs take the ``expm1`` form too, which is the
+    more accurate one where ``beta`` is close to 1 (1e-9 apart from torch at
+    ``b2 = 1 - 1e-9``).
 
     Args:
       b1: first-moment decay, in ``[0, 1)``.
@@ -71,6 +86,9 @@ def scale_by_adam(
       eps: added to the bias-corrected root, ``>= 0``.
       amsgrad: static; use torch's AMSGrad.
       mu_dtype: optional dtype of the first moment.
+      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
+        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
+        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -95,6 +113,7 @@ def scale_by_adam(
       ``sqrt(max_s v_s) / sqrt(1 - b2^t)``.
     """
     check_adam_args(b1, b2, eps)
+    check_torch_default_dtype(torch_default_dtype)
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByAdamState:
@@ -108,9 +127,8 @@ def scale_by_adam(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         count = optax.safe_increment(state.count)
-        t = count.astype(scalar_dtype())
-        _, bc1 = decay_power(b1, t)
-        sqrt_bc2 = jnp.sqrt(decay_power(b2, t)[1])
+        bc1, bc2 = adam_bias_corrections(b1, b2, count, torch_default_dtype)
+        sqrt_bc2 = jnp.sqrt(bc2)
 
         def leaf(g, m, v, v_max):
             m, v = update_moments(g, m, v, b1, b2)
@@ -138,6 +156,7 @@ def adam(
     maximize: bool = False,
     decoupled_weight_decay: bool = False,
     mu_dtype: Any = None,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adam that reproduces ``torch.optim.Adam`` step for step.
 
@@ -159,6 +178,9 @@ def adam(
       maximize: static; maximise instead of minimise.
       decoupled_weight_decay: static; decay the weights as AdamW does.
       mu_dtype: optional dtype of the first moment.
+      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
+        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
+        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -184,7 +206,14 @@ def adam(
       is also 20x further from torch than this one (see :func:`scale_by_adam`).
     """
     return torch_chain(
-        scale_by_adam(b1, b2, eps, amsgrad=amsgrad, mu_dtype=mu_dtype),
+        scale_by_adam(
+            b1,
+            b2,
+            eps,
+            amsgrad=amsgrad,
+            mu_dtype=mu_dtype,
+            torch_default_dtype=torch_default_dtype,
+        ),
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay,
@@ -203,6 +232,7 @@ def adamw(
     amsgrad: bool = False,
     maximize: bool = False,
     mu_dtype: Any = None,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     r"""AdamW that reproduces ``torch.optim.AdamW``: Adam with decoupled weight decay.
 
@@ -219,6 +249,9 @@ def adamw(
       amsgrad: static; torch's AMSGrad.
       maximize: static; maximise instead of minimise.
       mu_dtype: optional dtype of the first moment.
+      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
+        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
+        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; it needs ``params``.
@@ -251,4 +284,5 @@ def adamw(
         maximize=maximize,
         decoupled_weight_decay=True,
         mu_dtype=mu_dtype,
+        torch_default_dtype=torch_default_dtype,
     )

@@ -12,7 +12,9 @@ from jaxopt_adv._common import (
     NO_PARAMS_MSG,
     check_learning_rate,
     check_nonnegative,
+    check_torch_default_dtype,
     scalar_dtype,
+    torch_scalar,
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
@@ -31,12 +33,19 @@ def _learning_rate_at(learning_rate: optax.ScalarOrSchedule, count: chex.Array):
 
 
 def asgd_coefficients(
-    learning_rate: optax.ScalarOrSchedule, lambd: Any, alpha: Any, t0: Any, count: chex.Array
+    learning_rate: optax.ScalarOrSchedule,
+    lambd: Any,
+    alpha: Any,
+    t0: Any,
+    count: chex.Array,
+    torch_default_dtype: Any = "float32",
 ) -> tuple[chex.Array, chex.Array]:
     r"""ASGD's :math:`(\eta_c, \mu_c)` for the step taken after ``count`` steps.
 
     The schedule is evaluated at ``max(count - 1, 0)``: torch recomputes its ``eta`` at
-    the end of a step, with the learning rate then in force. The fused CPU step
+    the end of a step, with the learning rate then in force. torch holds ``eta`` and
+    ``mu`` in 0-d tensors of its default dtype: both are rounded to
+    ``torch_default_dtype`` (``None``: not rounded). The fused CPU step
     (:mod:`jaxopt_adv.fast`) computes its scalars with this function too.
 
     Example:
@@ -50,7 +59,8 @@ def asgd_coefficients(
     c = count.astype(scalar_dtype(lr.dtype))
     eta = lr / (1 + lambd * lr * c) ** alpha
     mu = jnp.where(c == 0, 1, 1 / jnp.maximum(1, c - t0))
-    return eta, mu
+    dtype = check_torch_default_dtype(torch_default_dtype)
+    return torch_scalar(eta, dtype), torch_scalar(mu, dtype)
 
 
 def asgd_update(
@@ -58,6 +68,8 @@ def asgd_update(
     lambd: Any = 1e-4,
     alpha: Any = 0.75,
     t0: Any = 1e6,
+    *,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     r"""ASGD's step (a descent update, learning rate included) and parameter average.
 
@@ -78,6 +90,9 @@ def asgd_update(
       lambd: decay term :math:`\lambda`, ``>= 0``.
       alpha: power for the eta update, ``>= 0``.
       t0: step at which averaging starts, ``>= 0`` (``inf``: never).
+      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
+        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
+        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -100,6 +115,7 @@ def asgd_update(
     check_nonnegative(lambd, "lambd")
     check_nonnegative(alpha, "alpha")
     check_nonnegative(t0, "t0", allow_inf=True)  # inf: never average
+    check_torch_default_dtype(torch_default_dtype)
 
     def init_fn(params: optax.Params) -> AsgdState:
         return AsgdState(count=jnp.zeros([], jnp.int32), ax=optax.tree.zeros_like(params))
@@ -108,7 +124,9 @@ def asgd_update(
         del extra_args
         if params is None:
             raise ValueError(NO_PARAMS_MSG)
-        eta, mu = asgd_coefficients(learning_rate, lambd, alpha, t0, state.count)
+        eta, mu = asgd_coefficients(
+            learning_rate, lambd, alpha, t0, state.count, torch_default_dtype
+        )
 
         def leaf(g, p, ax):
             e = eta.astype(p.dtype)
@@ -131,6 +149,7 @@ def asgd(
     weight_decay: Any = 0.0,
     *,
     maximize: bool = False,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Averaged SGD that reproduces ``torch.optim.ASGD`` step for step.
 
@@ -143,6 +162,9 @@ def asgd(
       t0: point at which averaging starts, ``>= 0``, default ``1e6``.
       weight_decay: coupled L2 coefficient, ``>= 0``.
       maximize: static; maximise instead of minimise.
+      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
+        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
+        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -166,7 +188,7 @@ def asgd(
       torch's in-place ops by at most an ulp.
     """
     return torch_chain(
-        asgd_update(learning_rate, lambd, alpha, t0),
+        asgd_update(learning_rate, lambd, alpha, t0, torch_default_dtype=torch_default_dtype),
         learning_rate=FINAL_UPDATE,
         weight_decay=weight_decay,
         maximize=maximize,

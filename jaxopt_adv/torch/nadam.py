@@ -8,7 +8,13 @@ import chex
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check_nonnegative, decay_power, scalar_dtype, tree_map_multi
+from jaxopt_adv._common import (
+    check_nonnegative,
+    check_torch_default_dtype,
+    scalar_dtype,
+    torch_decay_power,
+    tree_map_multi,
+)
 from jaxopt_adv.torch._chain import torch_chain
 from jaxopt_adv.torch._twin import torch_twin
 from jaxopt_adv.torch.adam import check_adam_args, update_moments
@@ -24,18 +30,32 @@ class ScaleByNadamState(NamedTuple):
 
 
 def nadam_coefficients(
-    b1: Any, b2: Any, momentum_decay: Any, count: chex.Array, mu_product: chex.Array
+    b1: Any,
+    b2: Any,
+    momentum_decay: Any,
+    count: chex.Array,
+    mu_product: chex.Array,
+    torch_default_dtype: Any = "float32",
 ) -> tuple[chex.Array, chex.Array, chex.Array, chex.Array]:
     r"""Step ``count``'s scalars, in ``mu_product``'s dtype: the new momentum product
     :math:`\Pi_t`, the gradient's and the moment's coefficients and :math:`1-\beta_2^t`
-    (shared with the fused CPU step, which must compute them with the same ops)."""
+    (shared with the fused CPU step, which must compute them with the same ops).
+
+    torch keeps :math:`\Pi_t` in a 0-d tensor of its default dtype and multiplies it by
+    :math:`\mu_t` in that dtype; with ``torch_default_dtype`` float32 the product is
+    computed and held in float32 (its value, in ``mu_product``'s dtype), as torch's is.
+    """
+    dtype = check_torch_default_dtype(torch_default_dtype)
     t = count.astype(mu_product.dtype)
-    mu_t = b1 * (1 - 0.5 * decay_power(0.96, t * momentum_decay)[0])
-    mu_next = b1 * (1 - 0.5 * decay_power(0.96, (t + 1) * momentum_decay)[0])
-    mu_product = mu_product * mu_t
+    mu_t = b1 * (1 - 0.5 * torch_decay_power(0.96, t * momentum_decay, dtype)[0])
+    mu_next = b1 * (1 - 0.5 * torch_decay_power(0.96, (t + 1) * momentum_decay, dtype)[0])
+    if dtype is None or dtype.itemsize >= mu_product.dtype.itemsize:
+        mu_product = mu_product * mu_t
+    else:
+        mu_product = (mu_product.astype(dtype) * mu_t.astype(dtype)).astype(mu_product.dtype)
     grad_coef = (1 - mu_t) / (1 - mu_product)
     mom_coef = mu_next / (1 - mu_product * mu_next)
-    _, bc2 = decay_power(b2, t)
+    _, bc2 = torch_decay_power(b2, t, dtype)
     return mu_product, grad_coef, mom_coef, bc2
 
 
@@ -46,6 +66,7 @@ def scale_by_nadam(
     momentum_decay: Any = 4e-3,
     *,
     mu_dtype: Any = None,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     r"""NAdam's scaling with Dozat's momentum schedule, as torch computes it.
 
@@ -66,6 +87,9 @@ def scale_by_nadam(
       eps: added outside the square root, ``>= 0``.
       momentum_decay: :math:`\psi`, ``>= 0`` (torch default ``4e-3``).
       mu_dtype: optional dtype of the first moment.
+      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
+        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
+        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -90,6 +114,7 @@ def scale_by_nadam(
     """
     check_adam_args(b1, b2, eps)
     check_nonnegative(momentum_decay, "momentum_decay")
+    check_torch_default_dtype(torch_default_dtype)
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByNadamState:
@@ -104,7 +129,7 @@ def scale_by_nadam(
         del params, extra_args
         count = optax.safe_increment(state.count)
         mu_product, grad_coef, mom_coef, bc2 = nadam_coefficients(
-            b1, b2, momentum_decay, count, state.mu_product
+            b1, b2, momentum_decay, count, state.mu_product, torch_default_dtype
         )
 
         def leaf(g, m, v):
@@ -131,6 +156,7 @@ def nadam(
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
     mu_dtype: Any = None,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     r"""NAdam that reproduces ``torch.optim.NAdam`` step for step.
 
@@ -148,6 +174,9 @@ def nadam(
       decoupled_weight_decay: static; AdamW-style decay.
       maximize: static; maximise instead of minimise.
       mu_dtype: optional dtype of the first moment.
+      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
+        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
+        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -170,7 +199,9 @@ def nadam(
       :func:`scale_by_nadam`).
     """
     return torch_chain(
-        scale_by_nadam(b1, b2, eps, momentum_decay, mu_dtype=mu_dtype),
+        scale_by_nadam(
+            b1, b2, eps, momentum_decay, mu_dtype=mu_dtype, torch_default_dtype=torch_default_dtype
+        ),
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay,

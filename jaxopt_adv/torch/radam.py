@@ -9,7 +9,14 @@ import chex
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import decay_power, log_of, scalar_dtype, tree_map_multi
+from jaxopt_adv._common import (
+    check_torch_default_dtype,
+    decay_power,
+    log_of,
+    scalar_dtype,
+    torch_decay_power,
+    tree_map_multi,
+)
 from jaxopt_adv.torch._chain import torch_chain
 from jaxopt_adv.torch._twin import torch_twin
 from jaxopt_adv.torch.adam import check_adam_args, update_moments
@@ -48,7 +55,7 @@ def _rho(b2: Any, t: chex.Array) -> chex.Array:
     return jnp.where(z < 0.5, series, direct)
 
 
-def rectification(b2: Any, t: chex.Array) -> chex.Array:
+def rectification(b2: Any, t: chex.Array, torch_default_dtype: Any = "float32") -> chex.Array:
     """The rectification factor r_t where the variance is tractable (rho_t > 5), else 0.
 
     Where rho_t > 5, r_t^2 > 3 / ((rho_inf - 4)(rho_inf - 2)) > 3 (1 - b2)^2 / 4, which
@@ -57,12 +64,36 @@ def rectification(b2: Any, t: chex.Array) -> chex.Array:
     compute rho_t once, in the scalar computation that ends in the (expensive) root:
     a separate boolean would pull the cheap series of rho_t into every leaf's
     elementwise loop. ``jaxopt_adv.fast``'s fused step relies on this.
+
+    In float64, unless ``torch_default_dtype`` is ``None``, rho_t is torch's
+    ``rho_inf - 2 t b2^t / (1 - b2^t)`` in doubles, cancellation included: with
+    ``b2 = 1 - 1e-9`` torch's doubles give rho_t = 2t - 1 over the first steps where it
+    is t to within 1e-7 in exact arithmetic, so torch (and this) rectifies from step 4, the
+    accurate :func:`_rho` (``torch_default_dtype=None``, and float32 runs) from step 6.
     """
     rho_inf = 2 / (1 - b2) - 1
-    rho_t = _rho(b2, t)
+    dtype = check_torch_default_dtype(torch_default_dtype)
+    if dtype is None or jnp.dtype(t.dtype) != jnp.float64:
+        rho_t = _rho(b2, t)
+    else:
+        power, complement = torch_decay_power(b2, t, dtype)
+        rho_t = rho_inf - 2 * t * power / complement
     ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
     # the discarded branch may be inf or NaN (rho_t near 0); 0 marks it
     return jnp.sqrt(jnp.where(rho_t > 5, ratio, 0))
+
+
+def radam_scalars(
+    b1: Any, b2: Any, count: chex.Array, torch_default_dtype: Any
+) -> tuple[chex.Array, chex.Array, chex.Array]:
+    r"""Step ``count``'s :math:`1-\beta_1^t`, :math:`r_t` and
+    :math:`r_t\sqrt{1-\beta_2^t}` (shared with the fused CPU step, which must compute
+    them with the same ops)."""
+    t = count.astype(scalar_dtype())
+    dtype = check_torch_default_dtype(torch_default_dtype)
+    bc1 = torch_decay_power(b1, t, dtype)[1]
+    rect = rectification(b2, t, torch_default_dtype)
+    return bc1, rect, rect * jnp.sqrt(torch_decay_power(b2, t, dtype)[1])
 
 
 def scale_by_radam(
@@ -71,6 +102,7 @@ def scale_by_radam(
     eps: Any = 1e-8,
     *,
     mu_dtype: Any = None,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rectified Adam's scaling, as torch computes it.
 
@@ -87,6 +119,9 @@ def scale_by_radam(
       b2: second-moment decay, in ``[0, 1)``.
       eps: added to the *raw* root :math:`\sqrt{v_t}`, ``>= 0``.
       mu_dtype: optional dtype of the first moment.
+      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
+        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
+        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -111,6 +146,7 @@ def scale_by_radam(
       :math:`\rho_t \ge 5`, torch at :math:`\rho_t > 5`.
     """
     check_adam_args(b1, b2, eps)
+    check_torch_default_dtype(torch_default_dtype)
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByRadamState:
@@ -123,10 +159,7 @@ def scale_by_radam(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         count = optax.safe_increment(state.count)
-        t = count.astype(scalar_dtype())
-        _, bc1 = decay_power(b1, t)
-        rect = rectification(b2, t)
-        rect_scale = rect * jnp.sqrt(decay_power(b2, t)[1])
+        bc1, rect, rect_scale = radam_scalars(b1, b2, count, torch_default_dtype)
 
         def leaf(g, m, v):
             m, v = update_moments(g, m, v, b1, b2)
@@ -152,6 +185,7 @@ def radam(
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
     mu_dtype: Any = None,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     r"""RAdam that reproduces ``torch.optim.RAdam`` step for step.
 
@@ -168,6 +202,9 @@ def radam(
       decoupled_weight_decay: static; AdamW-style decay.
       maximize: static; maximise instead of minimise.
       mu_dtype: optional dtype of the first moment.
+      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
+        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
+        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -190,7 +227,7 @@ def radam(
       about 2e-9 after 10 steps at ``eps=1e-8`` but 2e-4 at ``eps=1e-3``.
     """
     return torch_chain(
-        scale_by_radam(b1, b2, eps, mu_dtype=mu_dtype),
+        scale_by_radam(b1, b2, eps, mu_dtype=mu_dtype, torch_default_dtype=torch_default_dtype),
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay,

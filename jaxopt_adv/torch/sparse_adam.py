@@ -10,7 +10,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check_beta, check_interval, decay_power, scalar_dtype
+from jaxopt_adv._common import (
+    check_beta,
+    check_interval,
+    check_torch_default_dtype,
+    scalar_dtype,
+    torch_decay_power,
+)
 from jaxopt_adv.torch._chain import torch_chain
 from jaxopt_adv.torch._twin import torch_twin
 
@@ -37,7 +43,7 @@ def participating(g: jax.Array, mask: Any) -> jax.Array:
 
 
 def scale_by_sparse_adam(
-    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8
+    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, *, torch_default_dtype: Any = "float32"
 ) -> optax.GradientTransformationExtraArgs:
     r"""SparseAdam's scaling: Adam on the participating elements only.
 
@@ -56,6 +62,9 @@ def scale_by_sparse_adam(
       b1: first-moment decay, in ``[0, 1)``.
       b2: second-moment decay, in ``[0, 1)``.
       eps: added to the root, ``> 0``.
+      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
+        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
+        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -76,6 +85,7 @@ def scale_by_sparse_adam(
     check_beta(b1, 0, "b1")
     check_beta(b2, 1, "b2")
     check_interval(eps, "eps", 0.0, math.inf, low_open=True, high_open=True, torch_name="epsilon")
+    dtype = check_torch_default_dtype(torch_default_dtype)
 
     def init_fn(params: optax.Params) -> ScaleBySparseAdamState:
         return ScaleBySparseAdamState(
@@ -88,8 +98,8 @@ def scale_by_sparse_adam(
         del params, extra_args
         count = optax.safe_increment(state.count)
         t = count.astype(scalar_dtype())
-        _, bc1 = decay_power(b1, t)
-        factor = jnp.sqrt(decay_power(b2, t)[1]) / bc1
+        _, bc1 = torch_decay_power(b1, t, dtype)
+        factor = jnp.sqrt(torch_decay_power(b2, t, dtype)[1]) / bc1
         masks = jax.tree.map(lambda _: None, updates) if mask is None else mask
 
         def leaf(g, m, v, leaf_mask):
@@ -130,6 +140,7 @@ def sparse_adam(
     eps: Any = 1e-8,
     *,
     maximize: bool = False,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     r"""SparseAdam that reproduces ``torch.optim.SparseAdam`` step for step.
 
@@ -147,6 +158,9 @@ def sparse_adam(
       b2: torch ``betas[1]``, in ``[0, 1)``.
       eps: added to the root, ``> 0``.
       maximize: static; maximise instead of minimise.
+      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
+        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
+        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` takes ``mask=``.
@@ -176,5 +190,7 @@ def sparse_adam(
         torch_name="learning rate",
     )
     return torch_chain(
-        scale_by_sparse_adam(b1, b2, eps), learning_rate=learning_rate, maximize=maximize
+        scale_by_sparse_adam(b1, b2, eps, torch_default_dtype=torch_default_dtype),
+        learning_rate=learning_rate,
+        maximize=maximize,
     )

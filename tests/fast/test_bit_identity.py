@@ -89,6 +89,9 @@ CASES = {
             "maximize": True,
         },
         "schedule": {"learning_rate": lambda t: 0.1 / (1 + t), "b1": 0.7},
+        # mu_product unrounded, or rounded to float64 (torch's default float64)
+        "accurate": {"torch_default_dtype": None},
+        "torch_float64": {"torch_default_dtype": "float64", "momentum_decay": 0.05},
     },
     "torch.adadelta": {
         "plain": {},
@@ -119,6 +122,7 @@ CASES = {
         "lambd_alpha": {"lambd": 0.01, "alpha": 0.5, "t0": 0.0},
         "maximize_l2": {"maximize": True, "weight_decay": 0.1, "t0": 3.0},
         "schedule_l2": {"learning_rate": lambda t: 0.1 / (1 + t), "weight_decay": 0.05},
+        "accurate": {"t0": 5.0, "lambd": 0.1, "torch_default_dtype": None},
     },
 }
 PARAMS = [(name, case) for name, cases in CASES.items() for case in cases]
@@ -321,6 +325,12 @@ SHAPED = [
     ("torch.asgd", {"t0": 1.0}, {"w": ((2, 3), F32), "v": ((40001,), F32)}, True),
     # XLA drops zero-size leaves: one leaf shares the bias correction here
     ("torch.adam", {"weight_decay": 0.1}, {"w": ((5, 4), F32), "e": ((0,), F32)}, False),
+    # b2 = 1 - 1e-9 in float64: torch's 1 - b2**t in doubles, and the accurate form; RAdam
+    # rectifies from step 4 with torch's rho_t, from step 6 with the accurate one
+    ("torch.adam", {"b2": 1 - 1e-9}, {"w": ((33, 65), F64), "s": ((), F64)}, True),
+    ("torch.adam", {"b2": 1 - 1e-9, "torch_default_dtype": None}, {"w": ((33, 65), F64)}, True),
+    ("torch.radam", {"b2": 1 - 1e-9}, {"w": ((33, 65), F64), "s": ((), F64)}, True),
+    ("torch.radam", {"b2": 1 - 1e-9, "torch_default_dtype": None}, {"w": ((33, 65), F64)}, True),
 ]
 
 
@@ -329,3 +339,13 @@ def test_bit_identical_other_trees(name, kwargs, leaves, wide):
     with x64(wide):
         explained = run_both(name, kwargs, leaves)
     assert explained == expected_reason()
+
+
+@pytest.mark.parametrize("name", ["torch.adam", "torch.nadam", "torch.radam"])
+def test_beta_that_rounds_to_one_takes_the_xla_path(name):
+    """b2 = 1 - 1e-9 is 1 in float32: XLA multiplies it away and LLVM then contracts the
+    second moment's products differently (the kernels were 2.4e-7 off at step 2)."""
+    with x64(False):
+        explained = run_both(name, {"b2": 1 - 1e-9}, {"w": ((4, 5, 40, 50), F32)})
+    reason = "hyperparameter b2 rounds to 1 in float32 (XLA multiplies it away)"
+    assert explained == expected_reason(reason)

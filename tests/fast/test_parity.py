@@ -144,6 +144,7 @@ def test_fused_step_parity(dtype, case):
         lambda p: torch_cls(p, lr=0.05, **torch_kwargs),
         dtype=dtype,
         state_map=state_map,
+        torch_default="float32",
     )
 
 
@@ -170,6 +171,7 @@ def test_fused_step_parity_with_schedule(name, torch_cls, kwargs):
         through_fused_step(opt),
         lambda p: torch_cls(p, lr=0.1, **kwargs),
         schedule=schedule,
+        torch_default="float32",
     )
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from jaxopt_adv.torch import adam, adamw
-from tests.harness import run_parity, torch_betas
+from tests.harness import PRECISIONS, run_parity, torch_betas
 
 ADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq"}
 AMSGRAD_STATE = {**ADAM_STATE, "nu_max": "max_exp_avg_sq"}
@@ -21,16 +21,32 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
 @pytest.mark.parametrize("case", CASES)
-def test_adam_parity(case, dtype):
+def test_adam_parity(case, dtype, torch_default):
     kwargs = CASES[case]
     run_parity(
-        adam(0.05, **kwargs),
+        adam(0.05, **kwargs, torch_default_dtype=torch_default),
         lambda p: torch.optim.Adam(p, lr=0.05, **torch_betas(kwargs)),
         dtype=dtype,
         state_map=AMSGRAD_STATE if kwargs.get("amsgrad") else ADAM_STATE,
+        torch_default=torch_default,
     )
+
+
+@pytest.mark.parametrize("factory", [adam, adamw])
+def test_bias_corrections_are_torchs_doubles(factory):
+    """b2 = 1 - 1e-9: torch's ``1 - b2**t`` in doubles carries a 1e-7 relative rounding
+    error, which this reproduces; the accurate form (``torch_default_dtype=None``) is
+    3e-10 away from torch."""
+    kwargs = {"b2": 1 - 1e-9}
+    torch_cls = torch.optim.Adam if factory is adam else torch.optim.AdamW
+    torch_run = lambda p: torch_cls(p, lr=0.05, **torch_betas(kwargs))  # noqa: E731
+    run_parity(factory(0.05, **kwargs), torch_run, state_map=ADAM_STATE, num_steps=25)
+    report = run_parity(
+        factory(0.05, **kwargs, torch_default_dtype=None), torch_run, num_steps=25, check=False
+    )
+    assert report.max_error > 1e-10
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from jaxopt_adv.torch import asgd
-from tests.harness import run_parity
+from tests.harness import PRECISIONS, run_parity
 
 CASES = {
     "defaults": {},
@@ -15,16 +15,32 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
 @pytest.mark.parametrize("case", CASES)
-def test_parity(case, dtype):
+def test_parity(case, dtype, torch_default):
     kwargs = CASES[case]
     run_parity(
-        asgd(0.05, **kwargs),
+        asgd(0.05, **kwargs, torch_default_dtype=torch_default),
         lambda p: torch.optim.ASGD(p, lr=0.05, **kwargs),
         dtype=dtype,
         state_map={"ax": "ax"},
+        torch_default=torch_default,
     )
+
+
+def test_eta_and_mu_are_torchs_float32():
+    """Under torch's default dtype float32 torch holds eta and mu in float32 for float64
+    params; unrounded (``torch_default_dtype=None``) they are 1e-8 away."""
+    kwargs = CASES["averaging"]
+    torch_run = lambda p: torch.optim.ASGD(p, lr=0.05, **kwargs)  # noqa: E731
+    run_parity(asgd(0.05, **kwargs), torch_run, state_map={"ax": "ax"}, torch_default="float32")
+    report = run_parity(
+        asgd(0.05, **kwargs, torch_default_dtype=None),
+        torch_run,
+        torch_default="float32",
+        check=False,
+    )
+    assert report.max_error > 1e-9
 
 
 def test_parity_with_schedule():
@@ -35,6 +51,7 @@ def test_parity_with_schedule():
         lambda p: torch.optim.ASGD(p, lr=0.05, **kwargs),
         schedule=schedule,
         state_map={"ax": "ax"},
+        torch_default="float32",
     )
 
 

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import torch
 
-from jaxopt_adv.torch import adam, adamw, nadam, radam, sgd
+from jaxopt_adv.torch import adam, adamw, asgd, nadam, radam, sgd
 from tests.harness import find_state_field
 
 CASES = [
@@ -43,3 +44,21 @@ def test_moment_dtype(factory, kwargs, field, option, param_dtype, state_dtype):
     np.testing.assert_allclose(
         np.asarray(params["w"], np.float32), np.asarray(ref_params["w"], np.float32), atol=0.05
     )
+
+
+@pytest.mark.parametrize("factory", [adam, adamw, nadam, radam, asgd])
+@pytest.mark.parametrize("value", ["float16", "bfloat16", "double32", 32, jnp.int32, torch.float16])
+def test_bad_torch_default_dtype(factory, value):
+    with pytest.raises(ValueError, match="Invalid torch_default_dtype value"):
+        factory(torch_default_dtype=value)
+
+
+@pytest.mark.parametrize(
+    "value", ["float32", "float64", jnp.float32, np.float64, torch.float64, torch.float32, None]
+)
+def test_torch_default_dtype_spellings(value):
+    """Strings and dtypes name the same option (float32 runs: no rounding to do)."""
+    tx = nadam(0.1, torch_default_dtype=value)
+    params = jnp.ones(3)
+    updates, _ = tx.update(jnp.ones(3), tx.init(params), params)
+    np.testing.assert_allclose(updates, nadam(0.1).update(jnp.ones(3), tx.init(params), params)[0])

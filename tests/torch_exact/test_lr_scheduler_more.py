@@ -625,7 +625,7 @@ def plateau_run(optimizer_name, recipe, steps=40):
     names = list(start)
     plateau = reduce_lr_on_plateau(**PLATEAU_KWARGS)
     errors = []
-    with precision("float64"):
+    with precision("float64", torch_default="float32"):
         t_params = [torch.tensor(start[k]).requires_grad_(True) for k in names]
         optimizer = torch_cls(t_params, lr=LR, **kwargs)
         scheduler = torch_sched.ReduceLROnPlateau(optimizer, **PLATEAU_KWARGS)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from jaxopt_adv.torch import radam
-from jaxopt_adv.torch.radam import _rho
-from tests.harness import precision, run_parity, torch_betas
+from jaxopt_adv.torch.radam import _rho, rectification
+from tests.harness import PRECISIONS, precision, run_parity, torch_betas
 
 STATE = {"mu": "exp_avg", "nu": "exp_avg_sq"}
 CASES = {
@@ -20,16 +20,34 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
 @pytest.mark.parametrize("case", CASES)
-def test_parity(case, dtype):
+def test_parity(case, dtype, torch_default):
     kwargs = CASES[case]
     run_parity(
-        radam(0.05, **kwargs),
+        radam(0.05, **kwargs, torch_default_dtype=torch_default),
         lambda p: torch.optim.RAdam(p, lr=0.05, **torch_betas(kwargs)),
         dtype=dtype,
         state_map=STATE,
+        torch_default=torch_default,
     )
+
+
+@pytest.mark.parametrize("torch_default", ["float32", "float64"])
+def test_rectifies_when_torch_does_with_b2_near_one(torch_default):
+    """b2 = 1 - 1e-9: torch's double-precision rho_t is 2t - 1 (not about t), so torch
+    rectifies from step 4; so does this (the accurate rho_t waits for step 6)."""
+    kwargs = {"b2": 1 - 1e-9}
+    torch_run = lambda p: torch.optim.RAdam(p, lr=0.05, **torch_betas(kwargs))  # noqa: E731
+    ours = radam(0.05, **kwargs, torch_default_dtype=torch_default)
+    run_parity(ours, torch_run, state_map=STATE, num_steps=25, torch_default=torch_default)
+    accurate = radam(0.05, **kwargs, torch_default_dtype=None)
+    report = run_parity(accurate, torch_run, num_steps=25, check=False)
+    assert report.max_error > 0.1
+    with precision("float64"):
+        t = jnp.arange(1, 8, dtype=jnp.float64)
+        np.testing.assert_array_equal(rectification(1 - 1e-9, t) > 0, t >= 4)
+        np.testing.assert_array_equal(rectification(1 - 1e-9, t, None) > 0, t >= 6)
 
 
 def test_parity_with_schedule():
