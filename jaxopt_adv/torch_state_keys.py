@@ -140,4 +140,4 @@ SPECS: dict[str, Spec] = {
     ),
 }
 # our factory arguments that are not torch hyperparameters
-OURS_ONLY = ("mu_dtype", "accumulator_dtype")
+OURS_ONLY = ("mu_dtype", "accumulator_dtype", "torch_default_dtype")

@@ -180,7 +180,9 @@ FLOAT32 = ("adam_random", "nadam", "asgd", "sgd_momentum", "sparse_adam", "adafa
 )
 def test_checkpoint_round_trip(name, dtype):
     factory, ours, torch_class, theirs = CASES[name]
-    with precision(dtype):
+    # torch at its default dtype float32, what users run (the transforms' default
+    # torch_default_dtype="float32" reproduces its float32 step scalars)
+    with precision(dtype, torch_default="float32"):
         params = {k: v.astype(dtype) for k, v in case_params(name).items()}
         grads = [{k: v.astype(dtype) for k, v in g.items()} for g in case_grads(name, params)]
         errors = run_round_trip(

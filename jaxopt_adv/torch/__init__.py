@@ -1,4 +1,4 @@
-"""Optimizers that reproduce ``torch.optim`` step for step, as optax transformations.
+r"""Optimizers that reproduce ``torch.optim`` step for step, as optax transformations.
 
 Factories are named like the torch classes, lowercase, with torch's argument names and
 defaults except ``lr`` -> ``learning_rate`` (first; a scalar or an optax schedule) and
