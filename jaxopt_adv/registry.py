@@ -41,6 +41,7 @@ REGISTRY: dict[str, OptimizerFactory] = {
     "torch.adamax": torch_exact.adamax,
     "torch.adamw": torch_exact.adamw,
     "torch.asgd": torch_exact.asgd,
+    "torch.lbfgs": torch_exact.lbfgs,
     "torch.nadam": torch_exact.nadam,
     "torch.radam": torch_exact.radam,
     "torch.rmsprop": torch_exact.rmsprop,
@@ -98,6 +99,9 @@ INFO: dict[str, OptimizerInfo] = {
     "torch.adamax": OptimizerInfo(_TORCH, "Kingma & Ba 2015, sec. 7.1", "torch.optim.Adamax"),
     "torch.adamw": OptimizerInfo(_TORCH, "Loshchilov & Hutter 2019", "torch.optim.AdamW"),
     "torch.asgd": OptimizerInfo(_TORCH, "Polyak & Juditsky 1992", "torch.optim.ASGD"),
+    "torch.lbfgs": OptimizerInfo(
+        _TORCH, "Nocedal 1980 (L-BFGS); Nocedal & Wright 2006 (strong Wolfe)", "torch.optim.LBFGS"
+    ),
     "torch.nadam": OptimizerInfo(_TORCH, "Dozat 2016", "torch.optim.NAdam"),
     "torch.radam": OptimizerInfo(_TORCH, "Liu et al. 2020", "torch.optim.RAdam"),
     "torch.rmsprop": OptimizerInfo(_TORCH, "Tieleman & Hinton 2012", "torch.optim.RMSprop"),

@@ -50,9 +50,25 @@ class Case:
     # stay Python numbers (``static_args`` of ``optax.inject_hyperparams``, which would
     # turn them into arrays, traced under jit); every other numeric one may be traced
     static_args: tuple[str, ...] = ()
+    # the state holds flat vectors over all the params (torch.optim.LBFGS's layout), so
+    # no state leaf is shaped like a param (the sharding check asserts it)
+    flat_state: bool = False
 
     def __str__(self) -> str:
         return self.name
+
+
+def half_squared_norm(params: Any) -> jax.Array:
+    """A loss defined on any param tree, for optimizers that evaluate one (LBFGS)."""
+    return sum(0.5 * jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(params))
+
+
+def closure_args(case: Case, loss: Any) -> dict[str, Any]:
+    """The case's extra arguments for a test that minimises ``loss``: a ``value_fn`` in
+    them (LBFGS's closure) becomes ``loss``."""
+    if "value_fn" in case.extra_args:
+        return {**case.extra_args, "value_fn": loss}
+    return case.extra_args
 
 
 _AUTOMAGIC = AutomagicConfig(min_lr=1e-5, max_lr=0.5, lr_bump=1e-2, warmup_steps=50)
@@ -256,6 +272,18 @@ CASES = [
         {"learning_rate": 0.05, "b1": 0.8, "eps": 1e-6},
         Convergence({"learning_rate": 0.05}, 500, 1e-6),
         Convergence({"learning_rate": 0.02}, 3000, 1e-4),
+    ),
+    Case(
+        "torch.lbfgs",
+        {"learning_rate": 0.5, "max_iter": 4, "history_size": 3, "line_search_fn": "strong_wolfe"},
+        Convergence({"learning_rate": 1.0, "max_iter": 5}, 10, 1e-6),
+        Convergence({"learning_rate": 1.0, "line_search_fn": "strong_wolfe"}, 20, 1e-6),
+        # the closure: a test that minimises a loss passes its own (see closure_args)
+        extra_args={"value_fn": half_squared_norm},
+        # one step is up to max_iter iterations and a line search: not linear in the lr
+        learning_rate_scales_updates=False,
+        static_args=("max_iter", "max_eval", "history_size"),
+        flat_state=True,
     ),
     Case(
         "torch.asgd",
@@ -554,6 +582,15 @@ INVALID: dict[str, list[Invalid]] = {
         # inf is allowed (no averaging, as in torch)
         *_interval("t0", "[0, inf]", (-1.0, _NAN)),
         *_nonnegative("weight_decay"),
+    ],
+    "torch.lbfgs": [
+        *_learning_rate(),
+        *_count("max_iter"),
+        *_count("max_eval"),
+        *_interval("tolerance_grad", "[0, inf]", (-1.0, _NAN)),
+        *_interval("tolerance_change", "[0, inf]", (-1.0, _NAN)),
+        *_count("history_size"),
+        *_one_of("line_search_fn", "wolfe"),
     ],
     "torch.nadam": [*_ADAM, *_nonnegative("momentum_decay")],
     "torch.radam": _ADAM,

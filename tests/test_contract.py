@@ -16,7 +16,7 @@ from flax import nnx
 
 import jaxopt_adv
 from jaxopt_adv import fast, get_optimizer
-from tests.cases import CASES, CASES_BY_NAME, numeric_arguments
+from tests.cases import CASES, CASES_BY_NAME, closure_args, numeric_arguments
 from tests.harness import precision
 
 SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": ()}
@@ -193,11 +193,13 @@ def test_inject_hyperparams_state_matches_plain(case, options, jit):
     plain = factory(**kwargs)
     injected = optax.inject_hyperparams(factory, static_args=case.static_args)(**kwargs)
 
-    def maybe_jit(f):
-        return jax.jit(f) if jit else f
+    def maybe_jit(f, static_argnames=()):
+        return jax.jit(f, static_argnames=static_argnames) if jit else f
 
+    closures = tuple(k for k, v in case.extra_args.items() if callable(v))  # LBFGS's closure
     params = make_params()
-    plain_update, injected_update = maybe_jit(plain.update), maybe_jit(injected.update)
+    plain_update = maybe_jit(plain.update, closures)
+    injected_update = maybe_jit(injected.update, closures)
     state, injected_state = maybe_jit(plain.init)(params), maybe_jit(injected.init)(params)
     assert layout(injected_state.inner_state) == layout(state)
 
@@ -347,7 +349,9 @@ def test_schedule_equals_constant(case):
     assert_trees_close(scheduled, constant, rtol=1e-7)
 
 
-def _minimise(tx, loss, x0, steps, extra_args):
+def _minimise(tx, loss, x0, steps, case):
+    extra_args = closure_args(case, loss)
+
     def body(carry, _):
         x, state = carry
         updates, state = tx.update(jax.grad(loss)(x), state, x, **extra_args)
@@ -367,7 +371,7 @@ def test_converges_on_quadratic(case):
         lambda x: 0.5 * jnp.sum(curvature * x**2),
         x0,
         conv.steps,
-        case.extra_args,
+        case,
     )
     assert ratio < conv.ratio
 
@@ -381,7 +385,7 @@ def test_converges_on_rosenbrock(case):
         lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2,
         jnp.array([-1.2, 1.0]),
         conv.steps,
-        case.extra_args,
+        case,
     )
     assert ratio < conv.ratio
 

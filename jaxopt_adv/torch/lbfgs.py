@@ -21,6 +21,8 @@ from jaxopt_adv._common import (
     check_count,
     check_learning_rate,
     check_nonnegative,
+    check_params,
+    unshard_trailing_axes,
 )
 from jaxopt_adv.torch._twin import torch_twin
 
@@ -263,6 +265,21 @@ def _push(state_arrays, y, s, ys, history_size):
     )
 
 
+def _whole(tree: Any) -> Any:
+    """Every leaf gathered where it is explicitly sharded: the flat vectors concatenate
+    all the leaves (and keep torch's flat layout), which explicit sharding refuses for
+    leaves placed differently."""
+    return jax.tree.map(lambda x: unshard_trailing_axes(x, jnp.ndim(x)), tree)
+
+
+def _placed_like(x: jax.Array, param: jax.Array) -> jax.Array:
+    """``x`` placed like ``param`` where ``param`` is explicitly sharded."""
+    sharding = jax.typeof(param).sharding
+    if isinstance(sharding, jax.sharding.NamedSharding) and any(sharding.spec):
+        return jax.sharding.reshard(x, sharding)
+    return x
+
+
 def _check_args(max_iter, max_eval, tolerance_grad, tolerance_change, history_size, ls_fn):
     check_count(max_iter, "max_iter")
     if max_eval is not None:
@@ -317,7 +334,8 @@ def lbfgs(
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params`` and the
       keyword ``value_fn``. The state holds ``2 * history_size + 3`` flat copies of the
-      parameters, as torch's does.
+      parameters, as torch's does (whole on every device: explicitly sharded params are
+      gathered into them, and the updates come back placed like the params).
 
     Example:
       >>> import jax
@@ -341,22 +359,26 @@ def lbfgs(
     max_eval = max_iter * 5 // 4 if max_eval is None else max_eval
 
     def init_fn(params: optax.Params) -> LbfgsState:
-        flat, _ = ravel_pytree(params)
-        zero = jnp.zeros([], flat.dtype)
-        history = jnp.zeros((history_size, flat.size), flat.dtype)
+        check_params(params)
+        flat, _ = ravel_pytree(_whole(params))
+        dtype = flat.dtype
+
+        def history():  # a fresh buffer for each field, so a jit may donate the state
+            return jnp.zeros((history_size, flat.size), dtype)
+
         return LbfgsState(
             count=jnp.zeros([], jnp.int32),
             n_iter=jnp.zeros([], jnp.int32),
             func_evals=jnp.zeros([], jnp.int32),
             d=jnp.zeros_like(flat),
-            t=zero,
-            old_dirs=history,
-            old_stps=history,
-            ro=jnp.zeros([history_size], flat.dtype),
+            t=jnp.zeros([], dtype),
+            old_dirs=history(),
+            old_stps=history(),
+            ro=jnp.zeros([history_size], dtype),
             num_old=jnp.zeros([], jnp.int32),
-            H_diag=jnp.ones([], flat.dtype),
+            H_diag=jnp.ones([], dtype),
             prev_flat_grad=jnp.zeros_like(flat),
-            prev_loss=zero,
+            prev_loss=jnp.zeros([], dtype),
         )
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
@@ -366,9 +388,10 @@ def lbfgs(
                 "lbfgs.update needs params and value_fn=(params -> loss), the closure "
                 "torch.optim.LBFGS.step takes"
             )
-        x0, unravel = ravel_pytree(params)
+        whole_params = _whole(params)
+        x0, unravel = ravel_pytree(whole_params)
         dtype = x0.dtype
-        flat_grad0 = ravel_pytree(updates)[0].astype(dtype)
+        flat_grad0 = ravel_pytree(_whole(updates))[0].astype(dtype)
         value_and_grad = jax.value_and_grad(lambda x: value_fn(unravel(x)))
 
         def evaluate_at(x):
@@ -493,7 +516,10 @@ def lbfgs(
             prev_loss=c["prev_loss"],
         )
         moved = jax.tree.map(
-            lambda new, old: (new - old).astype(old.dtype), unravel(c["x"]), params
+            lambda new, old, param: _placed_like((new - old).astype(old.dtype), param),
+            unravel(c["x"]),
+            whole_params,
+            params,
         )
         return moved, new_state
 
