@@ -123,3 +123,19 @@ def test_bad_arguments_are_refused(example, capsys, flag, value, message):
         example.parse_args([x for kv in args.items() for x in kv])
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_every_torch_exact_optimizer_and_came_slice_their_state_on_a_4_device_mesh():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.zero_check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "checked 14 optimizers, 0 failures" in result.stdout

@@ -46,8 +46,9 @@ def slice_shardings(tree: Any, mesh: Mesh, axis: str = "data") -> Any:
     Example:
       >>> import jax, jax.numpy as jnp
       >>> mesh = jax.make_mesh((1,), ("data",))
-      >>> slice_shardings({"w": jnp.zeros((4, 3)), "s": jnp.zeros(())}, mesh)["w"].spec
-      PartitionSpec('data',)
+      >>> shardings = slice_shardings({"w": jnp.zeros((4, 3)), "s": jnp.zeros(())}, mesh)
+      >>> shardings["w"].spec, shardings["s"].spec
+      (P('data',), P())
     """
     if axis not in mesh.shape:
         raise ValueError(f"axis {axis!r} is not an axis of the mesh {dict(mesh.shape)}")
@@ -88,8 +89,8 @@ def shard_optimizer_state(
       >>> tx = shard_optimizer_state(adam(0.1), mesh)
       >>> params = {"w": jnp.ones((2, 3))}
       >>> updates, state = tx.update({"w": jnp.ones((2, 3))}, tx.init(params), params)
-      >>> updates["w"].sharding.spec, state[0].mu["w"].sharding.spec
-      (PartitionSpec(), PartitionSpec('data',))
+      >>> updates["w"].sharding.spec, optax.tree.get(state, "mu")["w"].sharding.spec
+      (P(None, None), P('data', None))
     """
     inner = optax.with_extra_args_support(tx)
 
