@@ -23,8 +23,9 @@ parameters of run 2 and run 1, relative to the largest parameter of the leaf, fl
 ``state_bytes_per_process`` (the optimizer state one process holds, at most over the
 processes) and ``state_bytes_single`` (the state of the one-process run),
 ``resumed_equal`` (run 3 ended with the parameters, model state and optimizer state of
-run 2, bit for bit), ``steps_per_s`` (run 2, after the first step's compilation, the
-checkpoint save excluded) and ``steps_per_s_single`` (run 1). For the torch-exact
+run 2, bit for bit) and ``steps_per_s`` (run 2, after the first step's compilation, the
+checkpoint save excluded; ``--processes 1`` gives the one-process figure, run 1 shares
+the CPUs with run 2). For the torch-exact
 optimizers that have a fused CPU kernel (``jaxopt_adv.fast.fused``) it adds
 ``fused_path``: why the fused step takes its XLA path in a multi-process run (the kernels
 run in single-device processes only), and ``fused_equal``: whether that step equals the
@@ -202,7 +203,6 @@ def launch(args: argparse.Namespace) -> dict[str, Any]:
         "state_bytes_single": single_records[0]["state_bytes"],
         "resumed_equal": equal,
         "steps_per_s": sharded_records[0]["steps_per_s"],
-        "steps_per_s_single": single_records[0]["steps_per_s"],
     }
     listening = [r["listening"] for r in single_records + sharded_records]
     if None not in listening:
@@ -303,6 +303,15 @@ def _proc_address(hex_ip: str) -> str:
     return str(getattr(address, "ipv4_mapped", None) or address)
 
 
+def local_rows(sharding, size: int) -> slice:
+    """The rows of a ``size``-row batch that this process's devices hold under ``sharding``
+    (one contiguous block)."""
+    blocks = [index[0] for index in sharding.addressable_devices_indices_map((size,)).values()]
+    starts = [block.start or 0 for block in blocks]
+    stops = [size if block.stop is None else block.stop for block in blocks]
+    return slice(min(starts), max(stops))
+
+
 def check_fused(name: str, mesh, params, grads, state) -> dict[str, Any]:
     """The fused step on the sliced state: why it takes its XLA path, and whether it equals
     the optax transform's step bit for bit."""
@@ -394,14 +403,14 @@ def work(args: argparse.Namespace) -> None:
         for epoch in range(-(-args.steps * args.batch_size // len(data.x_train)) + 1)
         for idx in batch_indices(len(data.x_train), args.batch_size, 0, epoch)
     ][: args.steps]
-    local = args.batch_size // jax.process_count()
     batch_sharding = NamedSharding(mesh, P("data"))
-    elapsed, timed = 0.0, 0
-    for step in range(int(state.step), args.steps):
+    mine = local_rows(batch_sharding, args.batch_size)
+    elapsed, timed, first = 0.0, 0, int(state.step)
+    for step in range(first, args.steps):
         if args.phase == "full" and step == args.steps // 2:
             save_checkpoint(out / CHECKPOINT / f"step_{step:08d}", state)
             log(f"saved step {step}")
-        rows = batches[step][jax.process_index() * local : (jax.process_index() + 1) * local]
+        rows = batches[step][mine]
         batch = tuple(
             jax.make_array_from_process_local_data(batch_sharding, a[rows])
             for a in (data.x_train, data.y_train)
@@ -412,7 +421,7 @@ def work(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         state, metrics = step_fn(state, batch)
         jax.block_until_ready(metrics)
-        if step > 0:
+        if step > first:  # the first step compiles
             elapsed, timed = elapsed + time.perf_counter() - start, timed + 1
         else:
             log("first step done")
@@ -421,7 +430,7 @@ def work(args: argparse.Namespace) -> None:
     final = host_arrays({"params": state.params, "rest": state.rest, "opt": state.opt_state})
     if jax.process_index() == 0:
         np.savez(out / f"{args.phase}.npz", **final)
-    (out / f"{args.phase}_{args.process_id}.json").write_text(json.dumps(record))
+    (out / f"{args.phase}_{jax.process_index()}.json").write_text(json.dumps(record))
     log("results written")
     jax.distributed.shutdown()
 

@@ -72,7 +72,7 @@ def test_two_processes_shard_the_state_checkpoint_and_resume():
     assert record["max_rel_dev"] <= 1e-5
     assert record["state_bytes_per_process"] <= 0.6 * record["state_bytes_single"]
     assert record["resumed_equal"] is True
-    assert record["steps_per_s"] > 0 and record["steps_per_s_single"] > 0
+    assert record["steps_per_s"] > 0
     # the fused CPU step is single-device: in a multi-process run it takes its XLA path,
     # which equals the optax transform's step bit for bit
     assert "devices" in record["fused_path"]

@@ -8,6 +8,11 @@ the target before reading any array, reads everything into fresh arrays, checks 
 digest, and only then returns: a checkpoint that is missing, truncated, corrupt (a single
 flipped bit included) or saved for a different model/optimizer raises
 :class:`CheckpointError` (naming the leaves that differ) and nothing is half-loaded.
+
+With ``jax.distributed``, every process calls :func:`save_checkpoint` (and
+:func:`restore_checkpoint`) with the same tree at the same point: orbax writes (reads)
+each process's shards, and an array sharded across processes is gathered to every
+process for its digest (one all-gather per array).
 """
 
 from __future__ import annotations

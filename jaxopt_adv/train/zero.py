@@ -71,6 +71,8 @@ def shard_optimizer_state(
     runs ``tx.update`` on the slices and returns the updates replicated on ``mesh``
     (an all-gather), for ``optax.apply_updates`` on replicated parameters. The values are
     ``tx``'s; only their placement differs. Extra arguments (``value=``) reach ``tx``.
+    The parameters are meant to be replicated over ``mesh`` (data parallelism): the
+    updates come back replicated whatever the parameters' own sharding.
 
     Args:
       tx: any optax transform whose state follows its parameters' sharding (every
