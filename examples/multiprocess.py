@@ -21,7 +21,7 @@ The launcher runs three groups of processes:
 Its last line of output is JSON: ``max_rel_dev`` (the largest difference between the final
 parameters of run 2 and run 1, relative to the largest parameter of the leaf, float32),
 ``state_bytes_per_process`` (the optimizer state one process holds, at most over the
-processes) and ``state_bytes_single`` (the state of the one-process run),
+processes) and ``state_bytes_single`` (the whole state, as one device holds it),
 ``resumed_equal`` (run 3 ended with the parameters, model state and optimizer state of
 run 2, bit for bit) and ``steps_per_s`` (run 2, after the first step's compilation, the
 checkpoint save excluded; ``--processes 1`` gives the one-process figure, run 1 shares
@@ -200,7 +200,7 @@ def launch(args: argparse.Namespace) -> dict[str, Any]:
         "steps": args.steps,
         "max_rel_dev": dev,
         "state_bytes_per_process": max(r["state_bytes"] for r in sharded_records),
-        "state_bytes_single": single_records[0]["state_bytes"],
+        "state_bytes_single": single_records[0]["state_bytes_total"],
         "resumed_equal": equal,
         "steps_per_s": sharded_records[0]["steps_per_s"],
     }
@@ -392,7 +392,10 @@ def work(args: argparse.Namespace) -> None:
     log("model and data ready")
     state = init_train_state(model, tx)
     state = state._replace(step=replicate(state.step, mesh))
-    record: dict[str, Any] = {"state_bytes": local_bytes(state.opt_state)}
+    record: dict[str, Any] = {
+        "state_bytes": local_bytes(state.opt_state),  # what this process holds
+        "state_bytes_total": sum(x.nbytes for x in jax.tree.leaves(state.opt_state)),
+    }
     out = Path(args.out)
     if args.phase == "resume":
         state = restore_checkpoint(latest_checkpoint(out / CHECKPOINT), state)

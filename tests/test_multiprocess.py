@@ -71,6 +71,10 @@ def test_two_processes_shard_the_state_checkpoint_and_resume():
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["max_rel_dev"] <= 1e-5
     assert record["state_bytes_per_process"] <= 0.6 * record["state_bytes_single"]
+    # Adam on the 64-512-256-10 MLP: mu and nu (float32) of every parameter, and the count
+    elements = 64 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10
+    assert record["state_bytes_single"] == 2 * 4 * elements + 4
+    assert record["state_bytes_per_process"] == 2 * 4 * elements // 2 + 4  # all leaves split
     assert record["resumed_equal"] is True
     assert record["steps_per_s"] > 0
     # the fused CPU step is single-device: in a multi-process run it takes its XLA path,
