@@ -1,4 +1,5 @@
-"""Training utilities: a jitted donated train step, an epoch loop, orbax checkpoints."""
+"""Training utilities: a jitted donated train step, an epoch loop, orbax checkpoints,
+ZeRO-1 optimizer-state sharding."""
 
 from jaxopt_adv.train.checkpoint import (
     CheckpointError,
@@ -15,6 +16,7 @@ from jaxopt_adv.train.step import (
     merge_into,
     split_model,
 )
+from jaxopt_adv.train.zero import local_bytes, shard_optimizer_state, slice_shardings
 
 __all__ = [
     "CheckpointError",
@@ -24,10 +26,13 @@ __all__ = [
     "fit",
     "init_train_state",
     "latest_checkpoint",
+    "local_bytes",
     "make_eval_step",
     "make_train_step",
     "merge_into",
     "restore_checkpoint",
     "save_checkpoint",
+    "shard_optimizer_state",
+    "slice_shardings",
     "split_model",
 ]

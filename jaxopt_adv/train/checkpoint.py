@@ -8,6 +8,11 @@ the target before reading any array, reads everything into fresh arrays, checks 
 digest, and only then returns: a checkpoint that is missing, truncated, corrupt (a single
 flipped bit included) or saved for a different model/optimizer raises
 :class:`CheckpointError` (naming the leaves that differ) and nothing is half-loaded.
+
+With ``jax.distributed``, every process calls :func:`save_checkpoint` (and
+:func:`restore_checkpoint`) with the same tree at the same point: orbax writes (reads)
+each process's shards, and an array sharded across processes is gathered to every
+process for its digest (one all-gather per array).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 FORMAT = "jaxopt_adv.checkpoint/3"
 # checkpoints written before the digests were recorded: restored without that check
@@ -47,11 +53,23 @@ def _describe(tree: Any) -> dict[str, Any]:
     }
 
 
-def _sha256(x: Any) -> str:
-    """Hex SHA-256 of an array's values as C-ordered host bytes (a PRNG key's key data)."""
+def _host_value(x: Any) -> Any:
+    """``x`` with its values readable on this host: a PRNG key's key data; an array sharded
+    across processes (``jax.distributed``) gathered from all of them (a collective: every
+    process calls this for the same arrays in the same order)."""
     x = _as_array_like(x)
     if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
         x = jax.random.key_data(x)
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        if x.is_fully_replicated:
+            return x.addressable_data(0)
+        return multihost_utils.process_allgather(x, tiled=True)
+    return x
+
+
+def _sha256(x: Any) -> str:
+    """Hex SHA-256 of a host-readable array's values (:func:`_host_value`) as C-ordered
+    bytes."""
     host = np.ascontiguousarray(x)  # gathers a sharded array; no copy for a host one
     return hashlib.sha256(host.reshape(-1).view(np.uint8)).hexdigest()
 
@@ -134,8 +152,9 @@ def _stored_leaves(tree: Any) -> dict[str, Any]:
 
 def _digests(stored: dict[str, Any]) -> dict[str, str]:
     """The SHA-256 of each stored leaf, by its key (in threads: hashlib releases the GIL)."""
+    values = [_host_value(x) for x in stored.values()]  # in order: may be collectives
     with ThreadPoolExecutor() as pool:
-        return dict(zip(stored, pool.map(_sha256, stored.values()), strict=True))
+        return dict(zip(stored, pool.map(_sha256, values), strict=True))
 
 
 def _empty_like(x: Any) -> jax.Array:
