@@ -1,6 +1,7 @@
 """The ``jaxopt-adv`` command (also ``python -m jaxopt_adv``).
 
-* ``jaxopt-adv compare``: train a model on bundled real data with several optimizers;
+* ``jaxopt-adv compare``: train a model on bundled real data with several optimizers,
+  each at its tuned learning rate (``--tune``: tune it now on a validation split);
   accuracy, loss, epoch time, state size, and how closely the torch-exact ones track
   torch. Writes ``results.json``, ``results.csv`` and PNG figures.
 * ``jaxopt-adv list [PATTERN]``: the registered optimizers with family, paper and the

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxopt_adv.app.recipes import Recipe, all_names, family, make_recipe
+from jaxopt_adv.app.recipes import Recipe, family, make_recipe
 from jaxopt_adv.datasets import Dataset, _split_per_class
 from jaxopt_adv.train.loop import batch_indices
 from jaxopt_adv.train.step import split_model
@@ -40,11 +40,12 @@ from jaxopt_adv.train.step import split_model
 __all__ = [
     "DEFAULT_OPTIMIZERS",
     "GRID_POINTS",
+    "GridRun",
+    "Member",
     "TUNED_LEARNING_RATES",
     "CompareConfig",
     "Splits",
     "Trainer",
-    "all_names",
     "lr_grid",
     "run_compare",
     "split_data",
@@ -237,8 +238,9 @@ class Trainer:
             return np.broadcast_to(np.arange(n), (len(members), 1, n))
         return np.stack([batch_indices(n, self.batch_size, m.seed, epoch) for m in members])
 
-    def run(self, members: Sequence[Member], on_epoch: Callable[[], None] | None = None) -> GridRun:
-        """Train every member for the configured epochs; their curves."""
+    def run(self, members: Sequence[Member]) -> GridRun:
+        """Train every member for the configured epochs, all in one program; their curves
+        (validation and test after every epoch)."""
         starts = [self.initial(m.seed) for m in members]
         params, rest = jax.tree.map(lambda *a: jnp.stack(a), *starts)
         lrs = jnp.asarray([m.learning_rate for m in members], jnp.float32)
@@ -259,8 +261,6 @@ class Trainer:
                 strict=True,
             ):
                 curves.setdefault(key, []).append(np.asarray(value, np.float64))
-            if on_epoch is not None:
-                on_epoch()
         one_state = jax.tree.map(lambda a: a[0], carry[2])
         return GridRun(
             members=list(members),

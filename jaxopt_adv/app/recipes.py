@@ -92,7 +92,6 @@ class Recipe:
         ``value_fn(params)`` is the batch loss at other parameters (L-BFGS's closure).
       prepare: applied once to the initial parameters (muP's rescaled init).
       full_batch: one step per epoch on the whole training split.
-      torch_model: the torch twin of the model (``None``: not compared with torch).
     """
 
     build: Callable[[int], nnx.Module]
@@ -102,7 +101,6 @@ class Recipe:
     extra_args: Callable[..., dict[str, Any]]
     prepare: Callable[[Any], Any] = lambda params: params
     full_batch: bool = False
-    torch_model: str | None = None
 
 
 def family(name: str) -> str:
@@ -167,7 +165,6 @@ def _standard(name: str, data: Dataset, model: str) -> Recipe:
         loss=_plain_loss,
         logits=lambda m, x: m(x),
         extra_args=_value,
-        torch_model=model,
     )
 
 
@@ -192,7 +189,6 @@ def _fer(data: Dataset, model: str, num_samples: int, epochs: int) -> Recipe:
             "labels": b[1],
             "indices": b[2],
         },
-        torch_model=None,
     )
 
 
@@ -264,7 +260,6 @@ def _lbfgs(data: Dataset, model: str) -> Recipe:
         optimizer=lambda lr: torch_exact.lbfgs(lr, line_search_fn="strong_wolfe"),
         extra_args=lambda loss, aux, b, value_fn: {"value_fn": value_fn},
         full_batch=True,
-        torch_model=None,
     )
 
 
@@ -282,7 +277,7 @@ def _muon(data: Dataset, model: str) -> Recipe:
         }
         return optax.partition(transforms, _is_matrix)
 
-    return dataclasses.replace(plain, optimizer=optimizer, torch_model=None)
+    return dataclasses.replace(plain, optimizer=optimizer)
 
 
 def make_recipe(name: str, data: Dataset, model: str, num_samples: int, epochs: int) -> Recipe:

@@ -172,7 +172,8 @@ def _figures(records: list[dict[str, Any]], pairs: dict[str, dict[str, np.ndarra
 
     def legend_outside(fig, ax) -> None:
         handles, labels = ax.get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+        columns = 1 + (len(labels) - 1) // 18  # 18 entries fit the figures' height
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, ncols=columns)
 
     def curves(path: Path) -> None:
         fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
