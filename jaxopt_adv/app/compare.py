@@ -82,13 +82,13 @@ TUNED_LEARNING_RATES: dict[str, float] = {
     "torch.adamw": 0.00316,
     "torch.asgd": 0.5,
     "torch.lbfgs": 1.0,  # torch's default, not tuned: the line search sets the step
-    "torch.muon": 0.02,
-    "torch.nadam": 2e-3,
-    "torch.radam": 1e-3,
-    "torch.rmsprop": 1e-3,
-    "torch.rprop": 1e-3,
-    "torch.sgd": 0.03,
-    "torch.sparse_adam": 1e-3,
+    "torch.muon": 0.00632,
+    "torch.nadam": 0.000632,
+    "torch.radam": 0.01,
+    "torch.rmsprop": 0.00316,
+    "torch.rprop": 0.000316,
+    "torch.sgd": 0.3,
+    "torch.sparse_adam": 0.00316,
 }
 DEFAULT_LEARNING_RATE = 1e-3  # an optimizer registered after the table was made
 
