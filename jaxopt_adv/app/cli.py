@@ -1,6 +1,7 @@
 """The ``jaxopt-adv`` command (also ``python -m jaxopt_adv``).
 
-* ``jaxopt-adv compare``: train a model on bundled real data with several optimizers;
+* ``jaxopt-adv compare``: train a model on bundled real data with several optimizers,
+  each at its tuned learning rate (``--tune``: tune it now on a validation split);
   accuracy, loss, epoch time, state size, and how closely the torch-exact ones track
   torch. Writes ``results.json``, ``results.csv`` and PNG figures.
 * ``jaxopt-adv list [PATTERN]``: the registered optimizers with family, paper and the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import importlib.util
 import math
 import os
@@ -59,29 +61,48 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def resolve_optimizers(spec: str, needs_more: dict[str, str]) -> list[str]:
+def resolve_optimizers(spec: str, model: str = "mlp") -> list[str]:
     """``"all"``, comma-separated names, or shell patterns such as ``"torch.*"``.
 
-    Patterns skip the optimizers in ``needs_more`` (with a note on stderr); naming one
-    of them is an error that says where to see it trained.
+    Names are the registry's and compare's extra rows (``localized_learning``). A name
+    that cannot train ``model`` is an error when named alone; a pattern leaves it out
+    with a note on stderr that says why.
     """
+    from jaxopt_adv.app.recipes import all_names, cannot_run
+
+    known = all_names()
     names: list[str] = []
     for item in (s.strip() for s in spec.split(",") if s.strip()):
-        matched = list_optimizers("*" if item == "all" else item)
+        matched = fnmatch.filter(known, "*" if item == "all" else item)
         if not matched:
             close = close_matches(item)
             hint = f"; did you mean: {', '.join(close)}?" if close else ""
             raise UsageError(f"unknown optimizer {item!r}{hint} (see `jaxopt-adv list`)")
-        if matched == [item] and item in needs_more:
-            raise UsageError(f"compare cannot train {item!r}: it {needs_more[item]}")
         for name in matched:
-            if name in needs_more:
-                print(f"skipping {name}: it {needs_more[name]}", file=sys.stderr)
+            reason = cannot_run(name, model)
+            if reason is not None and matched == [item]:
+                raise UsageError(f"compare cannot train {name}: {reason}")
+            if reason is not None:
+                print(f"not comparing {name}: {reason}", file=sys.stderr)
             elif name not in names:
                 names.append(name)
     if not names:
         raise UsageError(f"no optimizer to compare in {spec!r}")
     return names
+
+
+def _learning_rates(text: str) -> list[float]:
+    """``--lr-grid``: comma-separated positive finite learning rates."""
+    values = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(f"--lr-grid: {item.strip()!r} is not a positive learning rate")
+        values.append(value)
+    return values
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,6 +127,15 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="compare torch-exact optimizers with torch (default: if installed)",
+    )
+    compare.add_argument(
+        "--tune",
+        action="store_true",
+        help="tune each optimizer's learning rate on a validation split (vmapped grid)",
+    )
+    compare.add_argument(
+        "--lr-grid",
+        help="comma-separated learning rates to tune over (default: 7 around each default)",
     )
     compare.add_argument("--out", type=Path, default=Path("jaxopt_adv_results"))
     compare.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -171,7 +201,10 @@ def run_compare(args: argparse.Namespace) -> int:
     from jaxopt_adv.app import compare, report
     from jaxopt_adv.datasets import load_dataset
 
-    names = resolve_optimizers(args.optimizers, compare.NEEDS_MORE)
+    names = resolve_optimizers(args.optimizers, args.model)
+    grid = None if args.lr_grid is None else _learning_rates(args.lr_grid)
+    if grid is not None and not args.tune:
+        raise UsageError("--lr-grid needs --tune")
     for value, flag, high in (
         (args.epochs, "--epochs", MAX_EPOCHS),
         (args.seeds, "--seeds", MAX_SEEDS),
@@ -199,11 +232,14 @@ def run_compare(args: argparse.Namespace) -> int:
         args.batch_size,
         use_torch,
         progress=not args.no_progress,
+        tune=args.tune,
+        lr_grid=grid,
     )
     start = time.perf_counter()
     print(
         f"{args.data}: {len(data.x_train)} train / {len(data.x_test)} test images; "
         f"model {args.model}; {args.epochs} epochs x {args.seeds} seeds; "
+        f"learning rates {'tuned on a validation split' if args.tune else 'from the table'}; "
         f"torch comparison {'on' if use_torch else 'off'}",
         flush=True,
     )

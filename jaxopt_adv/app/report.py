@@ -36,15 +36,27 @@ __all__ = [
 CSV_FIELDS = (
     "optimizer",
     "family",
+    "best",
+    "learning_rate",
+    "tuned",
     "test_accuracy",
     "test_accuracy_std",
+    "val_accuracy",
     "final_loss",
     "epoch_time_s",
     "state_bytes_per_param",
-    "torch_max_rel_dev",
+    "torch_step_dev",
+    "torch_free_run_dev",
 )
 # Every file ``write_outputs`` may write.
-OUTPUT_NAMES = ("accuracy.png", "curves.png", "results.csv", "results.json", "torch_overlay.png")
+OUTPUT_NAMES = (
+    "accuracy.png",
+    "curves.png",
+    "lr_sensitivity.png",
+    "results.csv",
+    "results.json",
+    "torch_overlay.png",
+)
 STAGING_PREFIX = ".jaxopt-adv-"
 # staging folders of this process that exist now
 _STAGING: set[Path] = set()
@@ -107,21 +119,46 @@ def check_writable(out: Path) -> None:
 
 
 def format_table(records: list[dict[str, Any]]) -> str:
-    """A fixed-width text table of the records (the terminal output)."""
+    """A fixed-width text table of the records (the terminal output); ``*`` marks the best
+    test accuracy."""
     header = (
-        f"{'optimizer':<20} {'family':<12} {'test acc':>15} {'final loss':>10} "
-        f"{'epoch s':>8} {'state B/param':>13} {'torch dev':>10}"
+        f"{'optimizer':<21} {'family':<11} {'lr':>8} {'test acc':>15} {'val acc':>7} "
+        f"{'final loss':>10} {'epoch s':>8} {'state B/param':>13} "
+        f"{'torch step dev':>14} {'free-run loss dev':>17}"
     )
     lines = [header, "-" * len(header)]
     for r in records:
         accuracy = f"{100 * r['test_accuracy']:.2f} ± {100 * r['test_accuracy_std']:.2f}"
-        dev = r["torch_max_rel_dev"]
+        name = ("* " if r.get("best") else "  ") + r["optimizer"]
         lines.append(
-            f"{r['optimizer']:<20} {r['family']:<12} {accuracy:>15} {r['final_loss']:>10.4f} "
+            f"{name:<21} {r['family']:<11} {r['learning_rate']:>8.2g} {accuracy:>15} "
+            f"{100 * r['val_accuracy']:>7.2f} {r['final_loss']:>10.4f} "
             f"{r['epoch_time_s']:>8.3f} {r['state_bytes_per_param']:>13.2f} "
-            f"{'—' if dev is None else f'{dev:.1e}':>10}"
+            f"{_deviation(r['torch_step_dev']):>14} {_deviation(r['torch_free_run_dev']):>17}"
         )
     return "\n".join(lines)
+
+
+def _deviation(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1e}"
+
+
+def line_styles(count: int) -> list[dict[str, Any]]:
+    """``count`` distinct (colour, line style, marker) combinations: the 20 colours of
+    matplotlib's ``tab20`` cycle, then again with another line style and marker."""
+    from matplotlib import colormaps
+
+    colours = colormaps["tab20"].colors
+    dashes = ("-", "--", ":", "-.")
+    markers = ("o", "s", "^", "D")
+    return [
+        {
+            "color": colours[i % len(colours)],
+            "linestyle": dashes[(i // len(colours) + i % 2) % len(dashes)],
+            "marker": markers[(i // len(colours)) % len(markers)],
+        }
+        for i in range(count)
+    ]
 
 
 def _figures(records: list[dict[str, Any]], pairs: dict[str, dict[str, np.ndarray]], title: str):
@@ -131,56 +168,84 @@ def _figures(records: list[dict[str, Any]], pairs: dict[str, dict[str, np.ndarra
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    styles = dict(zip((r["optimizer"] for r in records), line_styles(len(records)), strict=True))
+
+    def legend_outside(fig, ax) -> None:
+        handles, labels = ax.get_legend_handles_labels()
+        columns = 1 + (len(labels) - 1) // 18  # 18 entries fit the figures' height
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, ncols=columns)
+
     def curves(path: Path) -> None:
-        fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+        fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
         for r in records:
             epochs = np.arange(1, len(r["curves"]["train_loss"]) + 1)
-            loss_ax.plot(epochs, r["curves"]["train_loss"], marker="o", label=r["optimizer"])
-            acc_ax.plot(
-                epochs,
-                100 * np.asarray(r["curves"]["test_accuracy"]),
-                marker="o",
-                label=r["optimizer"],
-            )
+            style = {**styles[r["optimizer"]], "markersize": 4, "label": r["optimizer"]}
+            loss_ax.plot(epochs, r["curves"]["train_loss"], **style)
+            acc_ax.plot(epochs, 100 * np.asarray(r["curves"]["test_accuracy"]), **style)
         loss_ax.set(xlabel="epoch", ylabel="train loss (epoch mean)", yscale="log")
         acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
-        acc_ax.legend(fontsize=8)
+        legend_outside(fig, acc_ax)
         fig.suptitle(title)
-        fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
 
     def accuracy(path: Path) -> None:
-        fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(records)), 4))
+        fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(records)), 4.5), layout="constrained")
         names = [r["optimizer"] for r in records]
         ax.bar(
             names,
             [100 * r["test_accuracy"] for r in records],
             yerr=[100 * r["test_accuracy_std"] for r in records],
-            capsize=4,
+            color=[styles[n]["color"] for n in names],
+            capsize=3,
         )
         low = min(100 * r["test_accuracy"] for r in records)
         ax.set(ylabel="test accuracy (%)", ylim=(max(0, low - 10), 100), title=title)
-        ax.tick_params(axis="x", rotation=30)
-        fig.tight_layout()
+        ax.tick_params(axis="x", rotation=60)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    def sensitivity(path: Path) -> None:
+        fig, ax = plt.subplots(figsize=(10, 5), layout="constrained")
+        for r in (r for r in records if "lr_grid" in r):
+            loss = [np.nan if v is None else v for v in r["grid_val_loss"]]
+            ax.plot(
+                r["lr_grid"], loss, **styles[r["optimizer"]], markersize=4, label=r["optimizer"]
+            )
+        ax.set(
+            xlabel="learning rate",
+            ylabel="validation loss (after the last epoch)",
+            xscale="log",
+            yscale="log",
+            title=f"learning-rate sensitivity: {title}",
+        )
+        legend_outside(fig, ax)
         fig.savefig(path, dpi=110)
         plt.close(fig)
 
     def overlay(path: Path) -> None:
-        fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 3.8), squeeze=False)
-        for ax, (name, pair) in zip(axes[0], pairs.items(), strict=True):
+        columns = min(4, len(pairs))
+        rows = -(-len(pairs) // columns)
+        fig, axes = plt.subplots(
+            rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False, layout="constrained"
+        )
+        for ax, (name, pair) in zip(axes.flat, pairs.items(), strict=False):
             ax.plot(pair["torch"], lw=3, alpha=0.4, label="torch")
             ax.plot(pair["jax"], lw=1, label="jaxopt_adv")
-            ax.set(title=name, xlabel="step", ylabel="train loss (dropout off)", yscale="log")
-            ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
+            ax.set(title=name, xlabel="step", ylabel="train loss", yscale="log")
+            ax.legend(fontsize=8)
+        for ax in axes.flat[len(pairs) :]:
+            ax.set_visible(False)
+        fig.suptitle("free-running training, JAX and torch from the same weights")
+        fig.savefig(path, dpi=100)
         plt.close(fig)
 
     figures: list[tuple[str, Callable[[Path], None]]] = [
         ("curves.png", curves),
         ("accuracy.png", accuracy),
     ]
+    if any("lr_grid" in r for r in records):
+        figures.append(("lr_sensitivity.png", sensitivity))
     if pairs:
         figures.append(("torch_overlay.png", overlay))
     return figures
