@@ -32,6 +32,8 @@ import numpy as np
 import optax
 import torch
 
+from tests.helpers.x64 import x64
+
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
 PARAM_SHAPES = {"matrix": (5, 4), "vector": (7,), "conv": (3, 2, 3, 3), "scalar": ()}
 # Step-varying gradient scale: second-moment maxima move up and down (exercises AMSGrad).
@@ -67,14 +69,12 @@ def gradient_stream(num_steps: int, seed: int = 1) -> list[dict[str, np.ndarray]
 @contextlib.contextmanager
 def precision(dtype: str) -> Iterator[None]:
     """float64: jax x64 and torch's default dtype float64 (torch keeps step scalars in it)."""
-    previous_x64 = jax.config.jax_enable_x64
     previous_torch = torch.get_default_dtype()
-    jax.config.update("jax_enable_x64", dtype == "float64")
     torch.set_default_dtype(torch.float64 if dtype == "float64" else torch.float32)
     try:
-        yield
+        with x64(dtype == "float64"):
+            yield
     finally:
-        jax.config.update("jax_enable_x64", previous_x64)
         torch.set_default_dtype(previous_torch)
 
 
