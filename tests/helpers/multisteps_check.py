@@ -6,17 +6,34 @@ bfloat16), a Flax ``Dense`` loss is trained ``k + 1`` steps with and without
 ``MultiSteps(k)``; the updates of both must have the same dtypes, and applying them must
 keep the parameters' dtypes. Prints one JSON line per failure and exits non-zero if any.
 
-Run eagerly, as optax's test is, this compiles one small XLA:CPU executable per distinct
-operation, thousands over the registry; each keeps its LLVM-compiled code in its own
-memory mappings. Without clearing JAX's caches the process ran out of mappings
-(``vm.max_map_count`` is 65530 here): "LLVM compilation error: Cannot allocate memory"
-from XLA's execution engine, then a segfault (exit 139), at ``torch.rprop`` (21st case),
-after ``fast.came`` and ``torch.rmsprop`` had passed. ``jax.clear_caches()`` after each
-optimizer releases them.
+optax runs its test eagerly. Here one jitted program initialises the parameters and both
+states, and one jitted step computes the gradient, both updates and the new parameters
+(the dtypes are those of the eager run: jit changes no dtype), so each (optimizer, gradient
+dtype, parameter dtype) compiles a few programs instead of one small executable per
+operation, and XLA compiles them with ``jax_disable_most_optimizations`` (the check reads
+dtypes only). It takes about 6 s of CPU time per optimizer instead of 20-36 s eagerly.
+
+The crash this guards against: run eagerly over the whole registry in one process, the
+interpreter died inside XLA:CPU ("LLVM compilation error: Cannot allocate memory", then a
+segfault, exit 139) after about twenty optimizers, at whichever case came there
+(``torch.rmsprop`` or ``torch.rprop``), with the fast kernels disabled as well. Cause: the
+process runs out of memory mappings. Every executable XLA:CPU compiles keeps its machine
+code in mappings of its own (about three: code, read-only data, data), and eager dispatch
+compiles one executable per operation, shape and dtype; counted in ``/proc/self/maps``, the
+eager check added 4,231 mappings for ``fast.came``, 1,677 for ``torch.sgd``, 2,589 for
+``torch.adam`` and 2,384 for ``torch.rmsprop``: about 2,500 per optimizer, so some 25
+optimizers reach the kernel's limit ``vm.max_map_count`` (65530 here), and then LLVM's
+allocation of code memory fails. A minimal reproducer needs no optimizer: eager
+``jnp.tanh(jnp.sqrt(jnp.ones((n,), dtype)))`` for n = 1..200 alternating bfloat16 and
+float32 added 1,697 mappings, about 8.5 per shape, and keeps growing with n.
+``jax.clear_caches()`` released them (back to +60 after the four optimizers above, +14
+after the reproducer), so it stays after each optimizer here, although the jitted check
+compiles only some 18 programs per optimizer.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
@@ -43,11 +60,10 @@ def dtypes_of(tree):
     return jax.tree.map(lambda x: jnp.dtype(x.dtype).name, tree)
 
 
-def check_case(case, failures: list[dict], batch: int, features: int) -> None:
-    loss = Loss()
-    data = jnp.ones([batch, features])
+def case_kwargs(case, loss: Loss, data: jax.Array) -> dict:
+    """The case's hyperparameters; muP's infshapes for the Dense layer (base width 2)."""
     kwargs = dict(case.kwargs)
-    if "infshapes" in kwargs:  # muP: the Dense layer's widths, base width 2 (outputs 10)
+    if "infshapes" in kwargs:
         base_dense = {"Dense_0": {"kernel": (2, 10), "bias": (10,)}}
         target = jax.eval_shape(loss.init, jax.random.key(0), data)["params"]
         base_shapes = jax.tree.map(
@@ -56,24 +72,45 @@ def check_case(case, failures: list[dict], batch: int, features: int) -> None:
             is_leaf=lambda x: isinstance(x, tuple),
         )
         kwargs["infshapes"] = infer_infshapes(base_shapes, target)
-    base = get_optimizer(case.name)(**kwargs)
-    multi = optax.MultiSteps(base, K_STEPS)
+    return kwargs
 
-    def step(params, state, tx, grad_dtype, data):
+
+def both_steps(loss: Loss, base, multi, grad_dtype, extra_args: dict):
+    """One jitted step: the gradient cast to ``grad_dtype``, the plain and the MultiSteps
+    updates from it, and the parameters with the MultiSteps updates applied."""
+
+    @jax.jit
+    def step(params, state, multi_state, data):
         grads = jax.grad(lambda p: loss.apply({"params": p}, data))(params)
         grads = jax.tree.map(lambda g: g.astype(grad_dtype), grads)  # mimic varying dtypes
-        return tx.update(grads, state, params, **case.extra_args)
+        updates, state = base.update(grads, state, params, **extra_args)
+        multi_updates, multi_state = multi.update(grads, multi_state, params, **extra_args)
+        new_params = optax.apply_updates(params, multi_updates)
+        return updates, state, multi_updates, multi_state, new_params
+
+    return step
+
+
+def check_case(case, failures: list[dict], batch: int, features: int) -> None:
+    loss = Loss()
+    data = jnp.ones([batch, features])
+    base = get_optimizer(case.name)(**case_kwargs(case, loss, data))
+    multi = optax.MultiSteps(base, K_STEPS)
+
+    @functools.partial(jax.jit, static_argnames="param_dtype")
+    def init(data, param_dtype):
+        params = loss.init(jax.random.key(0), data, param_dtype=param_dtype)["params"]
+        return params, base.init(params), multi.init(params)
 
     for grad_dtype in DTYPES:
+        step = both_steps(loss, base, multi, grad_dtype, case.extra_args)
         for param_dtype in DTYPES:
             data = data.astype(param_dtype)
-            params = loss.init(jax.random.key(0), data, param_dtype=param_dtype)
-            params = params["params"]
-            state, multi_state = base.init(params), multi.init(params)
+            params, state, multi_state = init(data, param_dtype)
             for _ in range(K_STEPS + 1):
-                updates, state = step(params, state, base, grad_dtype, data)
-                multi_updates, multi_state = step(params, multi_state, multi, grad_dtype, data)
-                new_params = optax.apply_updates(params, multi_updates)
+                updates, state, multi_updates, multi_state, new_params = step(
+                    params, state, multi_state, data
+                )
                 where = {
                     "case": case.name,
                     "grad_dtype": jnp.dtype(grad_dtype).name,
@@ -90,6 +127,7 @@ def main(argv: list[str]) -> int:
     names = [a for a in argv if not a.startswith("--")]
     small = "--small" in argv
     batch, features = (4, 3) if small else (32, 7)
+    jax.config.update("jax_disable_most_optimizations", True)
     failures: list[dict] = []
     checked = 0
     for case in CASES:
