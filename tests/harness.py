@@ -32,6 +32,8 @@ import numpy as np
 import optax
 import torch
 
+from tests.helpers.x64 import x64
+
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
 # (parameters' dtype, torch's default dtype) of the parity runs of the optimizers whose
 # step scalars torch rounds to its default dtype: float64 parameters under torch's
@@ -73,14 +75,12 @@ def precision(dtype: str, torch_default: str | None = None) -> Iterator[None]:
     """jax x64 on for ``"float64"``, and torch's default dtype ``torch_default`` (default:
     ``dtype``; torch keeps some step scalars in it: compare with the transform's
     ``torch_default_dtype``)."""
-    previous_x64 = jax.config.jax_enable_x64
     previous_torch = torch.get_default_dtype()
-    jax.config.update("jax_enable_x64", dtype == "float64")
     torch.set_default_dtype(getattr(torch, torch_default or dtype))
     try:
-        yield
+        with x64(dtype == "float64"):
+            yield
     finally:
-        jax.config.update("jax_enable_x64", previous_x64)
         torch.set_default_dtype(previous_torch)
 
 

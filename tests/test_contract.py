@@ -18,29 +18,11 @@ import jaxopt_adv
 from jaxopt_adv import fast, get_optimizer
 from tests.cases import CASES, CASES_BY_NAME, closure_args, numeric_arguments
 from tests.harness import precision
-
-SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": ()}
+from tests.helpers.trees import make_grads, make_params
 
 
 def build(case, **overrides) -> optax.GradientTransformation:
     return get_optimizer(case.name)(**{**case.kwargs, **overrides})
-
-
-def make_params(dtype=jnp.float32) -> dict[str, jax.Array]:
-    keys = jax.random.split(jax.random.key(0), len(SHAPES))
-    return {
-        k: jax.random.normal(key, s, dtype)
-        for key, (k, s) in zip(keys, SHAPES.items(), strict=True)
-    }
-
-
-def make_grads(params, step: int) -> dict[str, jax.Array]:
-    keys = jax.random.split(jax.random.key(100 + step), len(params))
-    scale = (3.0, 0.5, 1.0, 0.1)[step % 4]
-    return {
-        k: scale * jax.random.normal(key, p.shape, p.dtype)
-        for key, (k, p) in zip(keys, params.items(), strict=True)
-    }
 
 
 def make_step(tx, extra_args):

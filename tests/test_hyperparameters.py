@@ -28,7 +28,7 @@ from tests.cases import (
     WRONG_KINDS,
     numeric_arguments,
 )
-from tests.test_contract import make_grads, make_params
+from tests.helpers.trees import make_grads, make_params
 
 ENTRIES = [(name, entry) for name in sorted(INVALID) for entry in INVALID[name]]
 

@@ -20,7 +20,7 @@ def test_every_optimizer_under_multisteps_mixed_precision_in_one_process():
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     result = subprocess.run(
-        [sys.executable, "-m", "tests.multisteps_check", "--small"],
+        [sys.executable, "-m", "tests.helpers.multisteps_check", "--small"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -37,7 +37,7 @@ from jaxopt_adv.localized import (
 )
 from jaxopt_adv.torch.lr_scheduler import reduce_lr_on_plateau
 from tests.cases import CASES, CASES_BY_NAME
-from tests.test_contract import make_grads, make_params
+from tests.helpers.trees import make_grads, make_params
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "nonfinite.md"
 BAD = (1, 2)  # the poisoned element of the (4, 3) "matrix" leaf

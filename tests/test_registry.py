@@ -59,3 +59,10 @@ def test_every_registered_optimizer_is_described():
         assert info.family and info.paper and info.torch_reference
     with pytest.raises(KeyError, match="torch.adamw"):
         jaxopt_adv.describe("torch.adamww")
+
+
+def test_descriptions_point_at_nothing_that_is_not_installed():
+    """``tests/`` is not shipped: a torch reference names a package class or says what it is."""
+    for name, info in jaxopt_adv.registry.INFO.items():
+        assert "tests/" not in info.torch_reference, name
+        assert not info.torch_reference.endswith(".py"), name

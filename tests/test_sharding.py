@@ -23,7 +23,7 @@ def test_every_optimizer_on_an_8_device_mesh(names):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     result = subprocess.run(
-        [sys.executable, "-m", "tests.sharding_check", *names],
+        [sys.executable, "-m", "tests.helpers.sharding_check", *names],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import jax
 import numpy as np
-
-
-@contextlib.contextmanager
-def x64(enabled: bool) -> Iterator[None]:
-    """``jax_enable_x64`` set to ``enabled`` inside the block."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", enabled)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
 
 
 def bits(x) -> np.ndarray:

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from jaxopt_adv import fast
-from tests.fast.common import assert_bit_identical, x64
+from tests.fast.common import assert_bit_identical
+from tests.helpers.x64 import x64
 
 F32, F64 = jnp.float32, jnp.float64
 # name: (shape, dtype with x64); without x64 every leaf is float32

@@ -17,8 +17,8 @@ import pytest
 from jaxopt_adv import fast
 from jaxopt_adv.came.came import came, scale_by_came
 from jaxopt_adv.fast import build, selfcheck
-from tests.fast.common import x64
 from tests.harness import run_parity
+from tests.helpers.x64 import x64
 
 # (rows, cols) split into several tasks of one matrix, many small matrices per task,
 # long thin leaves both ways, and a leaf above the kernel's threading threshold

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from jaxopt_adv import fast
-from tests.fast.common import assert_bit_identical, x64
+from tests.fast.common import assert_bit_identical
+from tests.helpers.x64 import x64
 
 # a leaf above the kernel's chunk size (odd), a matrix, a 1-element, a zero-size and a
 # 0-d leaf

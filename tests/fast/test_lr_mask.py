@@ -17,7 +17,8 @@ import pytest
 from jaxopt_adv import fast
 from jaxopt_adv.came.lr_mask import automagic_lr_mask
 from jaxopt_adv.fast import selfcheck
-from tests.fast.common import assert_bit_identical, x64
+from tests.fast.common import assert_bit_identical
+from tests.helpers.x64 import x64
 
 LR_MASK_MODULE = sys.modules["jaxopt_adv.fast.lr_mask"]
 SHAPES = {"w": (33, 65), "v": (7,), "s": (), "o": (1,), "e": (0, 3), "c": (2, 3, 40001)}

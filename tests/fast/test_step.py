@@ -16,8 +16,9 @@ import pytest
 import jaxopt_adv
 from jaxopt_adv import fast
 from jaxopt_adv.fast import build, selfcheck
-from tests.fast.common import assert_bit_identical, x64
+from tests.fast.common import assert_bit_identical
 from tests.harness import find_state_field
+from tests.helpers.x64 import x64
 
 SHAPES = {"w": (1001,), "k": (2, 3, 4, 5)}
 

@@ -15,9 +15,9 @@ from jaxopt_adv import fast
 from jaxopt_adv.came import adatam, scale_by_adatam, scale_by_tam, tam
 from jaxopt_adv.fast import build
 from tests.came.test_tam import ADATAM_CASES, ADATAM_STATE, TAM_CASES, TAM_STATE, torch_kwargs
-from tests.fast.common import x64
 from tests.fast.test_came import compiled, max_relative_error, step_fn
 from tests.harness import run_parity
+from tests.helpers.x64 import x64
 from tests.reference.torch_tam import TorqueAwareMomentumSGD
 
 # split into tasks: column sums in two row blocks (1800 x 600), in column blocks

@@ -1,0 +1,36 @@
+"""JAX's persistent compilation cache, one per test run, shared by every process of it.
+
+Many tests build a fresh optimizer and jit the same small programs again (a new function
+object misses JAX's in-memory cache, but the compiled program is the same). With the
+persistent cache each distinct program is compiled once per run: by the first pytest-xdist
+worker or subprocess (the sharding, MultiSteps and CLI checks inherit the environment) that
+needs it; the others load it. The cache lives in a temporary directory that the run
+creates and removes, so nothing carries over from one run to the next.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import jax
+import pytest
+
+CACHE_VARIABLE = "JAX_COMPILATION_CACHE_DIR"  # read by jax in every (sub)process
+OWNER_VARIABLE = "JAXOPT_ADV_TEST_JAX_CACHE_OWNER"  # the process that removes it
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if OWNER_VARIABLE not in os.environ:  # the controller (or a run without xdist)
+        os.environ[CACHE_VARIABLE] = tempfile.mkdtemp(prefix="jaxopt-adv-jax-cache-")
+        os.environ[OWNER_VARIABLE] = str(os.getpid())
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    jax.config.update("jax_compilation_cache_dir", os.environ[CACHE_VARIABLE])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if os.environ.get(OWNER_VARIABLE) == str(os.getpid()):
+        shutil.rmtree(os.environ.pop(CACHE_VARIABLE), ignore_errors=True)
+        del os.environ[OWNER_VARIABLE]

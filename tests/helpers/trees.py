@@ -1,0 +1,27 @@
+"""The parameter tree and gradient stream the contract tests run every optimizer on."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": ()}
+
+
+def make_params(dtype=jnp.float32) -> dict[str, jax.Array]:
+    """A matrix, a vector, an HWIO conv kernel and a scalar, normal random values."""
+    keys = jax.random.split(jax.random.key(0), len(SHAPES))
+    return {
+        k: jax.random.normal(key, s, dtype)
+        for key, (k, s) in zip(keys, SHAPES.items(), strict=True)
+    }
+
+
+def make_grads(params, step: int) -> dict[str, jax.Array]:
+    """Step ``step``'s gradient: random like ``params``, its scale cycling over four values."""
+    keys = jax.random.split(jax.random.key(100 + step), len(params))
+    scale = (3.0, 0.5, 1.0, 0.1)[step % 4]
+    return {
+        k: scale * jax.random.normal(key, p.shape, p.dtype)
+        for key, (k, p) in zip(keys, params.items(), strict=True)
+    }
