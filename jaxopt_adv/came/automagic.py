@@ -143,6 +143,10 @@ class AutomagicConfig:
     detail_preservation: float = 0.8
     lora_rank_penalty: bool = True
     rank_penalty_strength: float = 0.01
+    # the frequency / rank penalty runs on the steps with count % every == 0 (count: the
+    # steps taken before this one, so the first step is always penalised); 1: every step
+    frequency_every: int = 10
+    rank_every: int = 10
     # parameter layout: "native" works on the arrays as given (rows = second-to-last axis);
     # "flax" maps Dense kernels (in, out) and Conv kernels HWIO to torch's (out, in) / OIHW
     layout: str = "native"
@@ -163,6 +167,8 @@ class AutomagicConfig:
             )
         check_nonnegative(self.lr_bump, "lr_bump")
         check_count(self.warmup_steps, "warmup_steps")
+        check_count(self.frequency_every, "frequency_every")
+        check_count(self.rank_every, "rank_every")
         check_interval(
             self.edge_threshold, "edge_threshold", 0.0, 1.0, low_open=True, high_open=True
         )
@@ -492,6 +498,34 @@ def with_torch_layout(inner: optax.GradientTransformation) -> optax.GradientTran
 # --------------------------------------------------------------------- composite
 
 
+def _every(
+    inner: optax.GradientTransformationExtraArgs, every: int
+) -> optax.GradientTransformationExtraArgs:
+    """``inner`` (stateless) on the steps with ``step % every == 0``, identity on the others.
+
+    ``step`` is the extra argument :func:`with_reference_grads` passes with ``step_of``
+    (the steps taken before this one). The skipped branch of the ``lax.cond`` costs
+    nothing, and nothing is cached between steps. ``every == 1`` is ``inner`` itself.
+    """
+    if every == 1:
+        return inner
+
+    def update_fn(updates, state, params=None, **extra_args):
+        step = extra_args.pop("step")
+
+        def run(updates):
+            return inner.update(updates, state, params, **extra_args)[0]
+
+        return jax.lax.cond(step % every == 0, run, lambda updates: updates, updates), state
+
+    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+
+
+def _body_step(body_state: tuple) -> chex.Array:
+    """The step counter of the composite's body (its CAME block's)."""
+    return body_state[0].count
+
+
 def automagic_came_amp(
     learning_rate: optax.ScalarOrSchedule = 1e-6,
     config: AutomagicConfig | None = None,
@@ -570,9 +604,19 @@ def automagic_came_amp(
         )
     ]
     if config.spatial_awareness and config.frequency_penalty > 0:
-        pre.append(frequency_penalty(config.frequency_penalty, mode="highpass"))
+        pre.append(
+            _every(
+                frequency_penalty(config.frequency_penalty, mode="highpass"),
+                config.frequency_every,
+            )
+        )
     if config.lora_rank_penalty and config.rank_penalty_strength > 0:
-        pre.append(low_rank_penalty(config.rank_penalty_strength, rank=_RANK, mode="tail"))
+        pre.append(
+            _every(
+                low_rank_penalty(config.rank_penalty_strength, rank=_RANK, mode="tail"),
+                config.rank_every,
+            )
+        )
     spd = selective_projection_decay(
         config.weight_decay,
         config.anchor,
@@ -603,7 +647,7 @@ def automagic_came_amp(
         optax.scale(-1.0),
         spd,
     )
-    tx = requires_float_params(with_reference_grads(optax.chain(*pre), body))
+    tx = requires_float_params(with_reference_grads(optax.chain(*pre), body, step_of=_body_step))
     return with_torch_layout(tx) if config.layout == "flax" else tx
 
 

@@ -59,12 +59,19 @@ def _torch_options(config: AutomagicConfig, dtype: str):
         "edge_suppression": config.edge_suppression,
         "spatial_awareness": config.spatial_awareness,
         "background_regularization": config.background_regularization,
+        "frequency_every": config.frequency_every,
+        "rank_every": config.rank_every,
         "mask_dtype": getattr(torch, dtype),
     }
 
 
 CONFIGS = {
-    "lora": lambda dtype: lora_config(**FAST, mask_dtype=dtype),
+    # the penalties gated: frequency on steps 1, 4, 7, ..., rank on 1, 5, 9, ...
+    "lora": lambda dtype: lora_config(**FAST, frequency_every=3, rank_every=4, mask_dtype=dtype),
+    "lora_every_step": lambda dtype: lora_config(
+        **FAST, frequency_every=1, rank_every=1, mask_dtype=dtype
+    ),
+    # the default gating (every 10th step: steps 1 and 11 of 20)
     "full_finetune": lambda dtype: AutomagicConfig(
         **FAST, full_finetune=True, lora_rank_penalty=False, mask_dtype=dtype
     ),
@@ -92,6 +99,51 @@ def test_parity_with_torch_reference(name, dtype):
         stream=_stream(),
         state_map=STATE,
     )
+
+
+def test_gated_steps_are_the_ungated_blocks():
+    """``frequency_every=3, rank_every=2``: from the same state, each step's update and
+    state are those of the composite with every penalty due that step run on every step
+    (``*_every=1``: today's chain, whose ``_every`` is the block itself) and the others
+    left out. float64, to rounding (the ``lax.cond`` branch fuses differently in XLA)."""
+    variants = {
+        (freq, rank): automagic_came_amp(
+            1e-2,
+            lora_config(
+                **FAST,
+                frequency_every=1,
+                rank_every=1,
+                frequency_penalty=0.05 if freq else 0.0,
+                rank_penalty_strength=0.01 if rank else 0.0,
+                mask_dtype="float64",
+            ),
+        )
+        for freq in (True, False)
+        for rank in (True, False)
+    }
+    opt = automagic_came_amp(
+        1e-2, lora_config(**FAST, frequency_every=3, rank_every=2, mask_dtype="float64")
+    )
+    seen = set()
+    with precision("float64"):
+        params = jax.tree.map(jnp.asarray, _params())
+        state = opt.init(params)
+        update = jax.jit(opt.update)
+        for count, g in enumerate(_stream(13)):
+            g = jax.tree.map(jnp.asarray, g)
+            due = (count % 3 == 0, count % 2 == 0)
+            seen.add(due)
+            twin = variants[due]
+            expected = jax.jit(twin.update)(g, (twin.init(params)[0], state[1]), params)
+            updates, state = update(g, state, params)
+            for got, want in zip(
+                jax.tree.leaves((updates, state[1])),
+                jax.tree.leaves((expected[0], expected[1][1])),
+                strict=True,
+            ):
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+            params = optax.apply_updates(params, updates)
+    assert seen == set(variants)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -192,6 +244,8 @@ def test_presets_merge_overrides():
         ({"tam_correlation": "nope"}, "tam_correlation"),
         ({"layout": "jax"}, "layout"),
         ({"weight_decay": -1.0}, "weight_decay"),
+        ({"frequency_every": 0}, "frequency_every"),
+        ({"rank_every": 2.5}, "rank_every"),
     ],
 )
 def test_bad_configuration(overrides, message):
