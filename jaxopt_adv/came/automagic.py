@@ -701,6 +701,12 @@ def create_lora_optimizer(
     ``overrides`` are :class:`AutomagicConfig` fields merged into :func:`lora_config`,
     plus ``weight_decay_mask`` and ``kernel`` (see :func:`automagic_came_amp`).
 
+    A parameter moves by about ``max_lr`` (1e-3) per step at most: ``1e-4`` suits
+    fine-tuning; a problem solved from scratch, whose parameters travel O(10) units,
+    wants a higher start and ceiling, e.g. ``create_lora_optimizer(1e-3, max_lr=2e-3)``
+    (optax's parabola and Rosenbrock tests in 10,000 steps). The same holds for
+    :func:`create_full_finetune_optimizer`.
+
     Example:
       >>> from jaxopt_adv.came import create_lora_optimizer
       >>> opt = create_lora_optimizer(1e-4, warmup_steps=100, edge_suppression=False)
