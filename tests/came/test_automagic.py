@@ -129,7 +129,7 @@ def test_gated_steps_are_the_ungated_blocks():
         params = jax.tree.map(jnp.asarray, _params())
         state = opt.init(params)
         update = jax.jit(opt.update)
-        for count, g in enumerate(_stream(13)):
+        for count, g in enumerate(_stream(6)):
             g = jax.tree.map(jnp.asarray, g)
             due = (count % 3 == 0, count % 2 == 0)
             seen.add(due)
