@@ -44,8 +44,6 @@ INTERNAL = re.compile(
     r"|\bseed (?:MLP|options)\b"  # the source documents (not a random seed)
     r"|§|\bspec/|\b[Tt]he spec\b|(?<!\.)\bspec(?: section)? ?\d|(?<!\.)\bspec,"  # the specification
 )
-# jaxopt_adv/came/ is being rewritten on another branch, which removes its citations too.
-NOT_YET = ("jaxopt_adv/came/",)
 
 
 def user_facing_files() -> list[Path]:
@@ -54,7 +52,6 @@ def user_facing_files() -> list[Path]:
         p
         for folder in ("jaxopt_adv", "examples", "benchmarks")
         for p in (ROOT / folder).rglob("*.py")
-        if not p.relative_to(ROOT).as_posix().startswith(NOT_YET)
     ]
     return pages + code
 

@@ -176,8 +176,8 @@ def agr(
     References:
       Jiang, Shen et al., "Adaptive Gradient Regularization: A Faster and Generalizable
       Optimization Technique for Deep Neural Networks", arXiv 2407.16944, 2024. Parity
-      checked against the minimal torch restatement ``tests/reference/torch_agr.py``
-      (written from the Automagic-CameAMP spec, section 3.3a).
+      checked against the minimal torch restatement ``tests/reference/torch_agr.py`` of
+      AGR and Automagic-CameAMP's variant (group-wide sum, Laplacian edge factor).
 
     Warning:
       With ``eps=0`` an all-zero gradient (zero tree for ``"tree"``) is returned as zeros

@@ -11,6 +11,7 @@ compilation covers every phase.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import chex
@@ -21,13 +22,19 @@ EARLY, LATE, STABLE, MATURE = 0, 1, 2, 3
 
 
 def with_reference_grads(
-    pre: optax.GradientTransformation, body: optax.GradientTransformation
+    pre: optax.GradientTransformation,
+    body: optax.GradientTransformation,
+    *,
+    step_of: Callable[[Any], chex.Array] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """``body(pre(g))`` where ``body`` also gets ``ref_grads=pre(g)`` and ``raw_grads=g``.
 
     Args:
       pre: gradient pre-processing (e.g. AGR and penalties); ``optax.identity()`` for none.
       body: the optimizer body; its blocks read ``ref_grads`` / ``raw_grads`` as needed.
+      step_of: optional function of the body's state returning its step counter (the
+        steps taken before this one); ``pre`` then also gets it as the extra argument
+        ``step``, so pre-processing can be gated by step without a counter of its own.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state ``(pre_state, body_state)``.
@@ -48,7 +55,8 @@ def with_reference_grads(
 
     def update_fn(updates, state, params=None, **extra_args):
         extra_args = {k: v for k, v in extra_args.items() if k not in ("ref_grads", "raw_grads")}
-        processed, pre_state = pre.update(updates, state[0], params, **extra_args)
+        pre_args = extra_args if step_of is None else {**extra_args, "step": step_of(state[1])}
+        processed, pre_state = pre.update(updates, state[0], params, **pre_args)
         out, body_state = body.update(
             processed, state[1], params, ref_grads=processed, raw_grads=updates, **extra_args
         )

@@ -135,7 +135,7 @@ def cautious_update(
     background_threshold: Any = None,
     background_factor: Any = 0.5,
 ) -> chex.Array:
-    """Automagic's cautious mask for one leaf (spec 3.5b).
+    """Automagic's cautious mask for one leaf (Automagic-CameAMP's mean-floor rule).
 
     ``M = 1[u g > 0] / max(mean(1[u g > 0]), mean_floor)``; if ``background_threshold`` is
     not ``None`` and the unbiased variance of the whole ``g`` is below it, ``M *= factor``;
@@ -280,7 +280,7 @@ def edge_damping(
 
     References:
       Automagic-CameAMP (gesen2egee / hinablue sd-scripts), "edge suppression" in the
-      Grams phase; spec sections 3.3a and 3.5a.
+      Grams phase (its Laplacian edge strength, as in its AGR edge factor).
     """
     check_interval(decay, "decay", 0.0, 1.0, high_open=True)
     check_nonnegative(threshold, "threshold")
@@ -319,7 +319,7 @@ def orthogonalize(
     * ``"pytorch_optimizer"`` (4.1.0): :math:`u_\perp` is zeroed when
       :math:`\|u_\perp\| \le 4\,\varepsilon_{\text{mach}} \|u\|` (an update parallel to the
       weights), then returned as :math:`u_\perp \|u\| / (\|u_\perp\| + \epsilon)`;
-    * ``"automagic"`` (spec 3.5c): ``u`` unchanged when :math:`\|w\| \le \epsilon`, or when
+    * ``"automagic"`` (Automagic-CameAMP's OrthoGrad): ``u`` unchanged when :math:`\|w\| \le \epsilon`, or when
       :math:`\|u_\perp\| \le \epsilon`; otherwise :math:`u_\perp \|u\| / (\|u_\perp\| + \epsilon)`.
 
     The two agree except for updates (numerically) parallel to the weights. Computed in

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 _SOURCES = ("ref", "raw", "update")
-_SV_DECAY = 0.9  # spec hidden constant: spatial-variance EMA 0.9 / 0.1
+_SV_DECAY = 0.9  # the original's hard-coded spatial-variance EMA 0.9 / 0.1
 _MIN_RATIO = 0.1  # base/gesen floor on group_lr / lr_max after warmup
 
 
@@ -254,8 +254,8 @@ def automagic_lr_mask(
     References:
       Ostris, Automagic optimizer (ai-toolkit ``toolkit/optimizers/automagic.py``);
       gesen2egee / hinablue Automagic-CameAMP (sd-scripts). Parity checked against the
-      minimal torch restatement ``tests/reference/torch_lr_mask.py`` written from the
-      Automagic-CameAMP spec, section 3.6 (both schedule semantics).
+      minimal torch restatement ``tests/reference/torch_lr_mask.py`` of Automagic-CameAMP's
+      mask step (both schedule semantics).
 
     Warning:
       The first warmup step reproduces the source's quirk: ``last_polarity`` starts

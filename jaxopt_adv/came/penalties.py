@@ -189,7 +189,7 @@ def frequency_penalty(
 
     References:
       The "high-frequency FFT penalty" of hinablue's Automagic-CameAMP (refactored
-      863c5b5; spec section 3.3b). Parity checked against the minimal torch restatement
+      863c5b5). Parity checked against the minimal torch restatement
       ``tests/reference/torch_penalties.py`` (``torch.fft``; same normalisation).
 
     Warning:
@@ -268,7 +268,7 @@ def low_rank_penalty(
 
     References:
       The "LoRA low-rank SVD regularization" of hinablue's Automagic-CameAMP (refactored
-      863c5b5; spec section 3.3c). Eckart, Young, "The approximation of one matrix by
+      863c5b5). Eckart, Young, "The approximation of one matrix by
       another of lower rank", Psychometrika 1936 (best rank-r approximation). Parity
       checked against the minimal torch restatement ``tests/reference/torch_penalties.py``
       (``torch.linalg.svd``).

@@ -158,8 +158,8 @@ def selective_projection_decay(
       Tian, Huang, Kira, "Rethinking Weight Decay for Robust Fine-Tuning of Foundation
       Models", NeurIPS 2024, arXiv 2411.01713 (GT-RIPL ``adamSPD.py``). Parity checked,
       as ``chain(scale_by_adam, scale(-lr), selective_projection_decay)``, against the
-      minimal torch AdamSPD ``tests/reference/torch_spd.py`` written from the
-      Automagic-CameAMP spec, section 3.7.
+      minimal torch AdamSPD ``tests/reference/torch_spd.py`` (restated from the paper's
+      update and ``adamSPD.py``, not copied).
 
     Warning:
       A NaN raw gradient makes the condition false (no decay) for its leaf; NaN in the

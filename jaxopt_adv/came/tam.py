@@ -131,7 +131,7 @@ def clamped_cosine_correlation(m: chex.Array, g: chex.Array) -> chex.Array:
 
 
 def auto_correlation(m: chex.Array, g: chex.Array, threshold: Any = 1000) -> chex.Array:
-    """Automagic's size rule (spec 3.4b).
+    """Automagic-CameAMP's size rule for TAM's correlation.
 
     * ``numel <= threshold``: :func:`cosine_correlation` (one scalar);
     * else, ``ndim >= 2``: :func:`row_cosine_correlation`;

@@ -7,6 +7,10 @@ correlation and puts the low-rank emphasis on it, SPD decays toward a fixed anch
 schedule rescales the mask persistently (``max(lr / lr_max, 0.1)``), the frequency
 penalty is a true high-pass and the rank penalty shrinks the singular values beyond 10.
 OrthoGrad is skipped for one-element tensors (always parallel to their weight).
+The expensive penalties are gated (spec section 10 of the 2026-12 revision): the frequency
+penalty runs on the steps with ``(t - 1) % frequency_every == 0`` and the rank penalty on
+those with ``(t - 1) % rank_every == 0`` (t counts from 1, so step 1 is always penalised);
+on the other steps they add nothing.
 The pre-processing helpers come from the other references in this folder.
 """
 
@@ -64,6 +68,8 @@ class AutomagicCameAMP(torch.optim.Optimizer):
         detail_preservation=0.8,
         lora_rank_penalty=True,
         rank_penalty_strength=0.01,
+        frequency_every=10,
+        rank_every=10,
         mask_dtype=torch.float32,
     ):
         super().__init__(params, {"lr": lr})
@@ -122,11 +128,23 @@ class AutomagicCameAMP(torch.optim.Optimizer):
             eps=1e-10,
             cap_alpha=True,  # no element of the group is zeroed (see torch_agr)
         )
+        frequency_due = (t - 1) % o["frequency_every"] == 0
+        rank_due = (t - 1) % o["rank_every"] == 0
         for p, g_raw, g1 in zip(params, raw, processed, strict=True):
             st = self.state[p]
-            if o["spatial_awareness"] and p.ndim == 2 and o["frequency_strength"] > 0:
+            if (
+                frequency_due
+                and o["spatial_awareness"]
+                and p.ndim == 2
+                and o["frequency_strength"] > 0
+            ):
                 g1 = frequency_penalty(g1, o["frequency_strength"], 0.3, "highpass")
-            if o["lora_rank_penalty"] and p.ndim == 2 and o["rank_penalty_strength"] > 0:
+            if (
+                rank_due
+                and o["lora_rank_penalty"]
+                and p.ndim == 2
+                and o["rank_penalty_strength"] > 0
+            ):
                 # in float64: p - P_10(p) cancels (the tail is ~1e-3 of p), so a float32
                 # reconstruction would make the reference, not the optimizer, the noisy side
                 penalty = rank_penalty(
