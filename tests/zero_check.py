@@ -28,7 +28,19 @@ from jaxopt_adv import get_optimizer  # noqa: E402
 from jaxopt_adv.train import shard_optimizer_state  # noqa: E402
 from tests.cases import CASES  # noqa: E402
 
-NAMES = ["came", *sorted(case.name for case in CASES if case.name.startswith("torch."))]
+# Registered torch-exact optimizers this check leaves out, and why.
+NOT_ZERO = {
+    # one flat history over all the parameters and a line search whose accept/reject
+    # decisions a change of summation order flips: sliced, the same 3 float32 steps end
+    # 2.6% apart (measured), an honest difference of rounding, not a usable equality test
+    "torch.lbfgs": "closure-driven full-batch method (not data-parallel ZeRO-1)",
+    # matrices only: this check's tree has vectors and a scalar, which Muon rejects
+    "torch.muon": "2-D leaves only (pair it with AdamW through optax.partition)",
+}
+NAMES = [
+    "came",
+    *sorted(c.name for c in CASES if c.name.startswith("torch.") and c.name not in NOT_ZERO),
+]
 SHAPES = {"w1": (64, 32), "b1": (32,), "w2": (32, 10), "b2": (10,), "scale": ()}
 NUM_STEPS = 3
 
