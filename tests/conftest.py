@@ -24,6 +24,7 @@ import pytest
 
 CACHE_VARIABLE = "JAX_COMPILATION_CACHE_DIR"  # read by jax in every (sub)process
 OWNER_VARIABLE = "JAXOPT_ADV_TEST_JAX_CACHE_OWNER"  # the process that removes it
+QUICK_COMPILATION = "jax_disable_most_optimizations"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,6 +34,17 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     jax.config.update("jax_compilation_cache_dir", os.environ[CACHE_VARIABLE])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+@pytest.fixture
+def quick_compilation():
+    """XLA compiles with ``jax_disable_most_optimizations`` during the test: for tests
+    that check dtypes, shapes, structure or traces, which optimisation does not change,
+    and whose run time is mostly compilation."""
+    before = jax.config.read(QUICK_COMPILATION)
+    jax.config.update(QUICK_COMPILATION, True)
+    yield
+    jax.config.update(QUICK_COMPILATION, before)
 
 
 def slow_first(items: list[pytest.Item]) -> list[pytest.Item]:

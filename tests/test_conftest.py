@@ -1,11 +1,13 @@
-"""The run order: the tests marked ``slow`` first (see ``tests/conftest.py``), so that
-pytest-xdist's work stealing never leaves one worker with a long test at the end."""
+"""``tests/conftest.py``: the run order (the tests marked ``slow`` first, so that
+pytest-xdist's work stealing never leaves one worker with a long test at the end) and
+the ``quick_compilation`` fixture."""
 
 from __future__ import annotations
 
+import jax
 import pytest
 
-from tests.conftest import slow_first
+from tests.conftest import QUICK_COMPILATION, slow_first
 
 
 class Item:
@@ -27,3 +29,9 @@ def test_slow_items_come_first_each_group_in_its_order():
 def test_this_run_starts_with_its_slow_tests(request):
     slow = [item.get_closest_marker("slow") is not None for item in request.session.items]
     assert slow == sorted(slow, reverse=True)
+
+
+def test_quick_compilation_turns_most_xla_optimisations_off(request):
+    assert not jax.config.read(QUICK_COMPILATION)
+    request.getfixturevalue("quick_compilation")
+    assert jax.config.read(QUICK_COMPILATION)
