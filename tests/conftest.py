@@ -6,6 +6,11 @@ persistent cache each distinct program is compiled once per run: by the first py
 worker or subprocess (the sharding, MultiSteps and CLI checks inherit the environment) that
 needs it; the others load it. The cache lives in a temporary directory that the run
 creates and removes, so nothing carries over from one run to the next.
+
+The tests marked ``slow`` run first. The README's ``pytest -n 2 --dist worksteal`` hands
+each worker half of the collection and lets a worker that has run out take the untouched
+end of the other's share; with the long tests at the front, no worker is left alone with
+a minutes-long test at the end of the run.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import pytest
 
 CACHE_VARIABLE = "JAX_COMPILATION_CACHE_DIR"  # read by jax in every (sub)process
 OWNER_VARIABLE = "JAXOPT_ADV_TEST_JAX_CACHE_OWNER"  # the process that removes it
+QUICK_COMPILATION = "jax_disable_most_optimizations"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -28,6 +34,28 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     jax.config.update("jax_compilation_cache_dir", os.environ[CACHE_VARIABLE])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+@pytest.fixture
+def quick_compilation():
+    """XLA compiles with ``jax_disable_most_optimizations`` during the test: for tests
+    that check dtypes, shapes, structure or traces, which optimisation does not change,
+    and whose run time is mostly compilation."""
+    before = jax.config.read(QUICK_COMPILATION)
+    jax.config.update(QUICK_COMPILATION, True)
+    yield
+    jax.config.update(QUICK_COMPILATION, before)
+
+
+def slow_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """``items`` with the ones marked ``slow`` first, each group in its own order."""
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    return slow + [item for item in items if item.get_closest_marker("slow") is None]
+
+
+@pytest.hookimpl(trylast=True)  # after pytest has grouped the items by fixture
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items[:] = slow_first(items)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

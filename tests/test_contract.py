@@ -57,6 +57,7 @@ cases = pytest.mark.parametrize("case", CASES, ids=ids)
 
 
 @cases
+@pytest.mark.usefixtures("quick_compilation")
 def test_jit_no_recompile(case):
     tx = build(case)
     traces = []
@@ -261,6 +262,7 @@ def test_injected_learning_rate_is_live(case):
 
 @cases
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.usefixtures("quick_compilation")
 def test_update_dtype_follows_gradient(case, dtype):
     tx = build(case)
     params = make_params(dtype)
