@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import chex
@@ -12,8 +13,10 @@ import optax
 from jaxopt_adv._common import (
     check,
     check_count,
+    check_interval,
     check_nonnegative,
     check_tuple,
+    concrete_scalar,
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import torch_chain
@@ -110,10 +113,14 @@ def check_muon_args(
     """torch's checks, plus the ones torch only makes at the first step."""
     check_nonnegative(momentum, "momentum")
     check_tuple(ns_coefficients, "ns_coefficients", 3)
+    for index, coefficient in enumerate(ns_coefficients):  # a NaN would make every step NaN
+        name = f"ns_coefficients[{index}]"
+        check_interval(coefficient, name, -math.inf, math.inf, low_open=True, high_open=True)
     check_nonnegative(eps, "eps", "epsilon")
     check_count(ns_steps, "ns_steps", minimum=0)
+    steps = concrete_scalar(ns_steps)  # also a NumPy scalar or a concrete 0-d array
     check(
-        not isinstance(ns_steps, int) or ns_steps < 100,
+        steps is None or steps < 100,
         f"Invalid ns_steps value: {ns_steps} (ns_steps must be an int >= 0 and < 100)",
     )
     check(
