@@ -18,6 +18,7 @@ from jaxopt_adv._common import (
     check_tuple,
     concrete_scalar,
     tree_map_multi,
+    unshard_trailing_axes,
 )
 from jaxopt_adv.torch._chain import torch_chain
 from jaxopt_adv.torch._twin import torch_twin
@@ -76,11 +77,16 @@ def newton_schulz(
     Like torch, it works on the wide orientation of ``g`` (transposing a tall matrix),
     normalizes by the Frobenius norm (at least ``eps``) and rounds every product to
     bfloat16 after a float32 accumulation, so it returns torch's bfloat16 result.
+
+    The iteration needs the whole matrix: an explicitly sharded ``g`` is gathered first
+    (JAX refuses ``x @ x.T`` of a row-sharded ``x``, whose result would be sharded twice
+    along one mesh axis) and the result is sharded back like ``g``.
     """
     a, b, c = coefficients
     f32, bf16 = jnp.float32, jnp.bfloat16
+    whole = unshard_trailing_axes(g, 2)
     tall = g.shape[0] > g.shape[1]
-    x = (g.T if tall else g).astype(bf16)
+    x = (whole.T if tall else whole).astype(bf16)
     norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(f32)))).astype(bf16)
     norm = jnp.maximum(norm, jnp.asarray(eps, bf16))
     x = (x.astype(f32) / norm.astype(f32)).astype(bf16)
@@ -95,7 +101,8 @@ def newton_schulz(
         return addmm(a, x, 1.0, _bf16_matmul(gram_update, x))
 
     x = jax.lax.fori_loop(0, steps, body, x)
-    return x.T if tall else x
+    x = x.T if tall else x
+    return x if whole is g else jax.sharding.reshard(x, jax.typeof(g).sharding)
 
 
 def adjusted_ratio(shape: tuple[int, ...], adjust_lr_fn: str | None) -> float:
