@@ -107,8 +107,13 @@ def newton_schulz(
 
 def adjusted_ratio(shape: tuple[int, ...], adjust_lr_fn: str | None) -> float:
     """torch's learning-rate factor for a ``(A, B)`` matrix: ``sqrt(max(1, A / B))``
-    ("original", Keller Jordan's) or ``0.2 sqrt(max(A, B))`` ("match_rms_adamw", Moonshot's)."""
+    ("original", Keller Jordan's) or ``0.2 sqrt(max(A, B))`` ("match_rms_adamw", Moonshot's).
+
+    An empty matrix (``B = 0``, where torch divides by zero) has no entries to scale: 1.
+    """
     rows, cols = shape
+    if rows * cols == 0:
+        return 1.0
     if adjust_lr_fn == "match_rms_adamw":
         return 0.2 * max(rows, cols) ** 0.5
     return max(1.0, rows / cols) ** 0.5

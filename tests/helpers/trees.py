@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -20,12 +22,14 @@ def make_params(dtype=jnp.float32) -> dict[str, jax.Array]:
 def as_matrices(tree):
     """``tree`` with every leaf reshaped to a matrix, for optimizers that take only 2-D
     params (torch.optim.Muon): a scalar becomes ``(1, 1)``, a vector ``(1, n)`` and a
-    higher-rank array ``(first axis, -1)`` (its first axis keeps its sharding); the
-    tree's structure and values are kept."""
+    higher-rank array ``(first axis, product of the others)`` (its first axis keeps its
+    sharding; an empty array stays empty); the tree's structure and values are kept."""
 
     def matrix(leaf):
         shape = jnp.shape(leaf)
-        return leaf.reshape((shape[0], -1) if len(shape) >= 2 else (1, -1))
+        if len(shape) < 2:
+            return leaf.reshape(1, math.prod(shape))
+        return leaf.reshape(shape[0], math.prod(shape[1:]))
 
     return jax.tree.map(matrix, tree)
 
