@@ -296,9 +296,15 @@ CASES = [
     ),
     Case(
         "torch.muon",
-        {"learning_rate": 0.02, "weight_decay": 1e-2, "momentum": 0.9, "ns_steps": 4},
+        {
+            "learning_rate": 0.02,
+            "weight_decay": 1e-2,
+            "momentum": 0.9,
+            "ns_steps": 4,
+            "adjust_lr_fn": "match_rms_adamw",
+        },
         # an orthogonalized step has a norm of about the learning rate: it must decay
-        Convergence({"learning_rate": optax.exponential_decay(0.1, 50, 0.5)}, 500, 1e-6),
+        Convergence({"learning_rate": optax.exponential_decay(0.2, 50, 0.5)}, 500, 1e-6),
         Convergence({"learning_rate": optax.exponential_decay(0.1, 300, 0.5)}, 3000, 1e-6),
         # the Newton-Schulz iteration count, an int that torch checks at construction
         static_args=("ns_steps",),
