@@ -85,11 +85,22 @@ class Variant(NamedTuple):
     build: Callable[[Any], optax.GradientTransformation]  # infshapes -> transform
 
 
+def _on_matrices(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``tx`` on the 2-D leaves only; the others get no update and no state (Muon takes
+    matrices only: its users give the rest to AdamW, whose state is not Muon's)."""
+
+    def labels(params):
+        return jax.tree.map(lambda p: "matrix" if p.ndim == 2 else "other", params)
+
+    return optax.partition({"matrix": tx, "other": optax.set_to_zero()}, labels)
+
+
 def _registry(name: str, label: str = "defaults", **kwargs: Any) -> Variant:
     def build(infshapes):
         extra = {"infshapes": infshapes} if name.startswith("mu_") else {}
         extra.update(FER_KWARGS if name == "fer" else {})
-        return get_optimizer(name)(**{"learning_rate": LR, **extra, **kwargs})
+        tx = get_optimizer(name)(**{"learning_rate": LR, **extra, **kwargs})
+        return _on_matrices(tx) if name == "torch.muon" else tx
 
     return Variant(name, label, build)
 
@@ -175,7 +186,9 @@ def markdown(rows: list[tuple[Variant, dict[str, float]]]) -> str:
         "Bytes of optimizer state per parameter element (float32 params), from "
         "`jax.eval_shape(tx.init, params)`. Counted: every state leaf (moments, factored "
         "statistics, lr masks, anchors, counters and other scalars), size x itemsize; "
-        "zero-size placeholders count 0; params and gradients are not counted.",
+        "zero-size placeholders count 0; params and gradients are not counted. "
+        "`torch.muon` holds state for the 2-D leaves only (the biases, which it does not "
+        "take, count as elements without state).",
         "",
         "`fer`'s memory is per training sample, not per parameter: with "
         f"{FER_KWARGS['num_classes']} classes and {FER_KWARGS['num_samples']} samples it is "

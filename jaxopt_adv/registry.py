@@ -42,6 +42,7 @@ REGISTRY: dict[str, OptimizerFactory] = {
     "torch.adamw": torch_exact.adamw,
     "torch.asgd": torch_exact.asgd,
     "torch.lbfgs": torch_exact.lbfgs,
+    "torch.muon": torch_exact.muon,
     "torch.nadam": torch_exact.nadam,
     "torch.radam": torch_exact.radam,
     "torch.rmsprop": torch_exact.rmsprop,
@@ -106,6 +107,9 @@ INFO: dict[str, OptimizerInfo] = {
     "torch.asgd": OptimizerInfo(_TORCH, "Polyak & Juditsky 1992", "torch.optim.ASGD"),
     "torch.lbfgs": OptimizerInfo(
         _TORCH, "Nocedal 1980 (L-BFGS); Nocedal & Wright 2006 (strong Wolfe)", "torch.optim.LBFGS"
+    ),
+    "torch.muon": OptimizerInfo(
+        _TORCH, "Jordan et al. 2024 (Muon; Newton-Schulz in bfloat16)", "torch.optim.Muon"
     ),
     "torch.nadam": OptimizerInfo(_TORCH, "Dozat 2016", "torch.optim.NAdam"),
     "torch.radam": OptimizerInfo(_TORCH, "Liu et al. 2020", "torch.optim.RAdam"),

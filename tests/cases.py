@@ -21,10 +21,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxopt_adv import get_optimizer
 from jaxopt_adv.came import AutomagicConfig
 from jaxopt_adv.mup import infer_infshapes
+from tests.helpers.trees import as_matrices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,13 @@ class Case:
     # the state holds flat vectors over all the params (torch.optim.LBFGS's layout), so
     # no state leaf is shaped like a param (the sharding check asserts it)
     flat_state: bool = False
+    # every param must be a matrix (torch.optim.Muon rejects other shapes): the tests
+    # reshape their param trees with ``params``
+    matrices_only: bool = False
+
+    def params(self, tree: Any) -> Any:
+        """The param tree (or single array) a test builds, as this optimizer takes it."""
+        return as_matrices(tree) if self.matrices_only else tree
 
     def __str__(self) -> str:
         return self.name
@@ -284,6 +293,22 @@ CASES = [
         learning_rate_scales_updates=False,
         static_args=("max_iter", "max_eval", "history_size"),
         flat_state=True,
+    ),
+    Case(
+        "torch.muon",
+        {
+            "learning_rate": 0.02,
+            "weight_decay": 1e-2,
+            "momentum": 0.9,
+            "ns_steps": 4,
+            "adjust_lr_fn": "match_rms_adamw",
+        },
+        # an orthogonalized step has a norm of about the learning rate: it must decay
+        Convergence({"learning_rate": optax.exponential_decay(0.2, 50, 0.5)}, 500, 1e-6),
+        Convergence({"learning_rate": optax.exponential_decay(0.1, 300, 0.5)}, 3000, 1e-6),
+        # the Newton-Schulz iteration count, an int that torch checks at construction
+        static_args=("ns_steps",),
+        matrices_only=True,
     ),
     Case(
         "torch.asgd",
@@ -627,6 +652,30 @@ INVALID: dict[str, list[Invalid]] = {
         ),
     ],
     "torch.sgd": _SGD,
+    "torch.muon": [
+        *_learning_rate(),
+        *_nonnegative("weight_decay"),
+        *_nonnegative("momentum"),
+        *_nonnegative("eps", "epsilon"),
+        *_count("ns_steps", minimum=0),
+        *_rejects(
+            "ns_steps",
+            (100,),
+            r"Invalid ns_steps value: 100 \(ns_steps must be an int >= 0 and < 100\)",
+        ),
+        *_rejects(
+            "ns_coefficients",
+            ((3.4, -4.7), 3.4),
+            r"Invalid ns_coefficients value: .*must be a tuple of 3",
+        ),
+        *_rejects(
+            "ns_coefficients",
+            ((3.4, _NAN, 2.0), (3.4, -4.7, _INF)),
+            r"Invalid ns_coefficients\[[12]\] value: .* \(ns_coefficients\[[12]\] must be in "
+            r"\(-inf, inf\)\)",
+        ),
+        *_one_of("adjust_lr_fn", "foo"),
+    ],
     "torch.sparse_adam": [
         *_positive("learning_rate", "learning rate"),
         *_beta("b1", 0),

@@ -34,7 +34,7 @@ def make_step(tx, extra_args):
 
 
 def run(tx, case, num_steps=4, params=None, jit=True):
-    params = make_params() if params is None else params
+    params = case.params(make_params()) if params is None else params
     state = tx.init(params)
     step = make_step(tx, case.extra_args)
     step = jax.jit(step) if jit else step
@@ -67,7 +67,7 @@ def test_jit_no_recompile(case):
         traces.append(None)
         return make_step(tx, case.extra_args)(params, state, grads)
 
-    params = make_params()
+    params = case.params(make_params())
     state = tx.init(params)
     for t in range(3):
         params, state = step(params, state, make_grads(params, t))
@@ -78,7 +78,7 @@ def test_jit_no_recompile(case):
 def test_state_avals_stable(case):
     """update returns a state with the init state's shapes, dtypes and weak types."""
     tx = build(case)
-    params = make_params()
+    params = case.params(make_params())
     state = jax.eval_shape(tx.init, params)
     _, new_state = jax.eval_shape(
         lambda s: tx.update(make_grads(params, 0), s, params, **case.extra_args),
@@ -91,7 +91,7 @@ def test_state_avals_stable(case):
 @cases
 def test_state_stable_through_cond(case):
     tx = build(case)
-    params = make_params()
+    params = case.params(make_params())
     state = tx.init(params)
     grads = make_grads(params, 0)
 
@@ -114,7 +114,7 @@ def test_state_stable_through_cond(case):
 @cases
 def test_unknown_extra_args_ignored(case):
     tx = build(case)
-    params = make_params()
+    params = case.params(make_params())
     state = tx.init(params)
     grads = make_grads(params, 0)
     plain = tx.update(grads, state, params, **case.extra_args)
@@ -128,7 +128,7 @@ def test_inject_hyperparams_equivalent(case):
     held as an array is not rounded to float32 the way a Python float is not)."""
     factory = get_optimizer(case.name)
     with precision("float64"):
-        params = make_params(jnp.float64)
+        params = case.params(make_params(jnp.float64))
         injected = optax.inject_hyperparams(factory)(**case.kwargs)
         expected, _ = run(factory(**case.kwargs), case, params=params)
         got, state = run(injected, case, params=params)
@@ -180,7 +180,7 @@ def test_inject_hyperparams_state_matches_plain(case, options, jit):
         return jax.jit(f, static_argnames=static_argnames) if jit else f
 
     closures = tuple(k for k, v in case.extra_args.items() if callable(v))  # LBFGS's closure
-    params = make_params()
+    params = case.params(make_params())
     plain_update = maybe_jit(plain.update, closures)
     injected_update = maybe_jit(injected.update, closures)
     state, injected_state = maybe_jit(plain.init)(params), maybe_jit(injected.init)(params)
@@ -246,7 +246,7 @@ def test_learning_rate_is_annotated_as_a_schedule(case):
 def test_injected_learning_rate_is_live(case):
     """Changing the injected learning rate in the state changes the next update."""
     injected = optax.inject_hyperparams(get_optimizer(case.name))(**case.kwargs)
-    params = make_params()
+    params = case.params(make_params())
     state = injected.init(params)
     grads = make_grads(params, 0)
     u1, _ = injected.update(grads, state, params, **case.extra_args)
@@ -265,7 +265,7 @@ def test_injected_learning_rate_is_live(case):
 @pytest.mark.usefixtures("quick_compilation")
 def test_update_dtype_follows_gradient(case, dtype):
     tx = build(case)
-    params = make_params(dtype)
+    params = case.params(make_params(dtype))
     state = tx.init(params)
     init_dtypes = jax.tree.map(jnp.result_type, state)
     for t in range(2):
@@ -286,7 +286,7 @@ def _assert_dtype(x, dtype):
 def test_multisteps_accumulates(case):
     k = 3
     tx = optax.MultiSteps(build(case), every_k_schedule=k)
-    params = make_params()
+    params = case.params(make_params())
     state = tx.init(params)
     for t in range(k):
         updates, state = tx.update(make_grads(params, t), state, params, **case.extra_args)
@@ -300,7 +300,7 @@ def test_multisteps_accumulates(case):
 @cases
 def test_abstract_init(case):
     tx = build(case)
-    params = make_params()
+    params = case.params(make_params())
     abstract = jax.eval_shape(
         tx.init, jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
     )
@@ -314,7 +314,7 @@ def test_abstract_init(case):
 def test_donation(case):
     tx = build(case)
     step = jax.jit(make_step(tx, case.extra_args), donate_argnums=(0, 1))
-    params = make_params()
+    params = case.params(make_params())
     state = tx.init(params)
     expected, _ = run(tx, case, num_steps=1)
     grads = make_grads(params, 0)
@@ -353,11 +353,17 @@ def test_converges_on_quadratic(case):
     ratio = _minimise(
         build(case, **conv.kwargs) if conv.kwargs else build(case),
         lambda x: 0.5 * jnp.sum(curvature * x**2),
-        x0,
+        case.params(x0),
         conv.steps,
         case,
     )
     assert ratio < conv.ratio
+
+
+def rosenbrock(x):
+    """Rosenbrock's function of the two entries of ``x`` (of any shape)."""
+    x = x.reshape(-1)
+    return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
 
 
 @cases
@@ -366,8 +372,8 @@ def test_converges_on_rosenbrock(case):
     factory = get_optimizer(case.name)
     ratio = _minimise(
         factory(**conv.kwargs),
-        lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2,
-        jnp.array([-1.2, 1.0]),
+        rosenbrock,
+        case.params(jnp.array([-1.2, 1.0])),
         conv.steps,
         case,
     )
@@ -379,7 +385,7 @@ def test_nonfinite_gradient(case):
     """A NaN gradient gives NaN updates (as in torch); apply_if_finite skips the step
     and leaves the optimizer state untouched, and training then goes on."""
     tx = build(case)
-    params = make_params()
+    params = case.params(make_params())
     nan_grads = jax.tree.map(lambda g: g.at[...].set(jnp.nan), make_grads(params, 0))
     updates, _ = tx.update(nan_grads, tx.init(params), params, **case.extra_args)
     assert all(bool(jnp.all(jnp.isnan(u))) for u in jax.tree.leaves(updates))
@@ -399,9 +405,12 @@ def test_nonfinite_gradient(case):
 
 
 class _Model(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(3, 4, rngs=rngs)
-        self.out = nnx.Linear(4, 2, rngs=rngs)
+    """Two dense layers; without biases (``use_bias=False``) for an optimizer that takes
+    only matrices (torch.optim.Muon)."""
+
+    def __init__(self, rngs: nnx.Rngs, use_bias: bool = True):
+        self.hidden = nnx.Linear(3, 4, use_bias=use_bias, rngs=rngs)
+        self.out = nnx.Linear(4, 2, use_bias=use_bias, rngs=rngs)
 
     def __call__(self, x):
         return self.out(jnp.tanh(self.hidden(x)))
@@ -426,11 +435,11 @@ def test_flax_nnx_optimizer(case):
         return jnp.mean((model(x) - y) ** 2)
 
     tx = optax.chain(build(case), _require_extra("value"))
-    model = _Model(nnx.Rngs(0))
+    model = _Model(nnx.Rngs(0), use_bias=not case.matrices_only)
     initial = nnx.as_pure(nnx.state(model, nnx.Param))
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
-    reference = _Model(nnx.Rngs(0))
+    reference = _Model(nnx.Rngs(0), use_bias=not case.matrices_only)
     graphdef, ref_params = nnx.split(reference, nnx.Param)
     ref_params = nnx.as_pure(ref_params)
     ref_state = tx.init(ref_params)
@@ -465,7 +474,7 @@ def test_non_float_params_are_rejected_at_init(case, dtype, match):
     """Integer params were left unchanged without a word; complex ones were updated by a
     rule that is not torch's (which views a complex tensor as pairs of reals)."""
     tx = build(case)
-    params = make_params()
+    params = case.params(make_params())
     params["vector"] = params["vector"].astype(dtype)
     with pytest.raises(TypeError, match=match):
         tx.init(params)
@@ -500,7 +509,7 @@ def test_state_leaves_own_their_buffers(case):
     twice", or deleted the user's hyperparameter)."""
     numeric = {k: v for k, v in numeric_arguments(case.name).items() if not isinstance(v, tuple)}
     hyperparams = {k: jnp.asarray(v) for k, v in numeric.items()}
-    params = make_params()
+    params = case.params(make_params())
     _assert_no_shared_buffers(
         params=params, hyperparams=hyperparams, state=build(case, **hyperparams).init(params)
     )

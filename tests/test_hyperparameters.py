@@ -185,7 +185,7 @@ def test_valid_concrete_arrays_are_accepted(case, convert):
     """Valid values as concrete arrays build and step as the Python numbers do (to float32
     rounding: an array hyperparameter takes the traced path, e.g. ``b2**t`` in float32)."""
     factory = get_optimizer(case.name)
-    params = {"vector": make_params()["vector"]}
+    params = case.params({"vector": make_params()["vector"]})
     grads = make_grads(params, 0)
     to_array = CONCRETE_ARRAYS[convert]
     arrays = {

@@ -111,6 +111,7 @@ def all_finite(tree) -> bool:
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_long_run_at_defaults_stays_finite(case, problem):
     loss, params, base = problem()
+    params = case.params(params)  # the losses broadcast a (1, n) bias or vector
     tx = default_optimizer(case, params, base)
     (final, state), losses = train(tx, loss, params, case.extra_args)
     assert all_finite(losses), f"the loss went non-finite at step {np.argmin(np.isfinite(losses))}"

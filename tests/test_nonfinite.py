@@ -113,7 +113,7 @@ def measure(name: str, kind: str, warm_steps: int = 1) -> dict:
     only the state can carry the damage forward.
     """
     tx, step = compiled(name)
-    params = make_params()
+    params = CASES_BY_NAME[name].params(make_params())
     state = tx.init(params)
     for t in range(warm_steps):
         updates, state = step(make_grads(params, t), state, params)
@@ -243,7 +243,7 @@ def field_leaves(state, name: str) -> list:
 @cases
 def test_guarded_bad_step_equals_skipped_step(case):
     run = guarded_runs(case)
-    params0 = make_params()
+    params0 = case.params(make_params())
     false, true = jnp.asarray(False), jnp.asarray(True)
     ref_params, ref_state, ref_losses = run(params0, jnp.float32(0.0), false, true)
     assert is_finite(ref_params) and is_finite(ref_state)

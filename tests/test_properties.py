@@ -106,7 +106,7 @@ def avals(tree):
 
 def check_contract(case, tx, shapes, seed, grad_dtype, given_params):
     """Per gradient scale: init from float32 masters, two jitted steps, the contract."""
-    masters = random_tree(shapes, seed)
+    masters = case.params(random_tree(shapes, seed))
 
     @jax.jit
     def step(grads, state, params):
@@ -117,11 +117,11 @@ def check_contract(case, tx, shapes, seed, grad_dtype, given_params):
         params, state = masters, tx.init(masters)
         structure, layout = jax.tree.structure(state), avals(state)
         for t in range(2):
-            grads = random_tree(shapes, seed + 1 + t, scale, grad_dtype)
+            grads = case.params(random_tree(shapes, seed + 1 + t, scale, grad_dtype))
             updates, state, params = step(grads, state, params)
             assert jax.tree.structure(updates) == jax.tree.structure(grads)
             for name, u in updates.items():
-                where = f"{name!r} {shapes[name]}, gradient scale {scale}, step {t}"
+                where = f"{name!r} {u.shape}, gradient scale {scale}, step {t}"
                 assert u.dtype == grads[name].dtype, where
                 assert u.shape == grads[name].shape, where
                 assert np.all(np.isfinite(np.asarray(u, np.float32))), where

@@ -45,17 +45,21 @@ SHAPES = {"w1": (64, 32), "b1": (32,), "w2": (32, 10), "b2": (10,), "scale": ()}
 NUM_STEPS = 3
 
 
-def make_tree(seed: int) -> dict[str, jax.Array]:
+def make_tree(seed: int, case) -> dict[str, jax.Array]:
+    """A random tree of ``SHAPES``, as ``case``'s optimizer takes it (matrices for Muon)."""
     keys = jax.random.split(jax.random.key(seed), len(SHAPES))
-    return {
-        k: jax.random.normal(key, s, jnp.float32)
-        for key, (k, s) in zip(keys, SHAPES.items(), strict=True)
-    }
+    return case.params(
+        {
+            k: jax.random.normal(key, s, jnp.float32)
+            for key, (k, s) in zip(keys, SHAPES.items(), strict=True)
+        }
+    )
 
 
-def run(tx, params, extra_args, place):
-    """``NUM_STEPS`` jitted steps from ``place(params)``; ``(params, state)``."""
-    params = place(params)
+def run(tx, case, place):
+    """``NUM_STEPS`` jitted steps from ``place``d params; ``(params, state)``."""
+    extra_args = case.extra_args
+    params = place(make_tree(0, case))
     state = tx.init(params)
 
     @jax.jit
@@ -64,7 +68,7 @@ def run(tx, params, extra_args, place):
         return optax.apply_updates(params, updates), state
 
     for t in range(NUM_STEPS):
-        params, state = step(params, state, place(make_tree(100 + t)))
+        params, state = step(params, state, place(make_tree(100 + t, case)))
     return params, state
 
 
@@ -79,14 +83,14 @@ def bytes_per_device(state) -> dict[jax.Device, int]:
 def check(name: str, failures: list[dict]) -> None:
     case = next(case for case in CASES if case.name == name)
     tx = get_optimizer(name)(**case.kwargs)
-    reference, plain_state = run(tx, make_tree(0), case.extra_args, lambda tree: tree)
+    reference, plain_state = run(tx, case, lambda tree: tree)
     mesh = jax.make_mesh((4,), ("data",))
     replicated = NamedSharding(mesh, P())
 
     def place(tree):
         return jax.device_put(tree, replicated)
 
-    params, state = run(shard_optimizer_state(tx, mesh), make_tree(0), case.extra_args, place)
+    params, state = run(shard_optimizer_state(tx, mesh), case, place)
     for k in SHAPES:
         ref = np.asarray(reference[k], np.float64)
         err = np.max(np.abs(np.asarray(params[k], np.float64) - ref), initial=0.0)

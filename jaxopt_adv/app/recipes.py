@@ -62,7 +62,6 @@ MLP_HIDDEN = (512, 256)  # 784-512-256-10, the classic MNIST MLP
 EXTRA_ROWS = {
     "localized_learning": "local",
     "torch.lbfgs": "torch-exact",
-    "torch.muon": "torch-exact",
 }
 MUP = {"mu_adam": mu_adam, "mu_adamw": mu_adamw, "mu_sgd": mu_sgd}
 LBFGS_ITERATIONS = 5  # per step, one step per epoch

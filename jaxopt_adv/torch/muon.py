@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import chex
@@ -12,9 +13,12 @@ import optax
 from jaxopt_adv._common import (
     check,
     check_count,
+    check_interval,
     check_nonnegative,
     check_tuple,
+    concrete_scalar,
     tree_map_multi,
+    unshard_trailing_axes,
 )
 from jaxopt_adv.torch._chain import torch_chain
 from jaxopt_adv.torch._twin import torch_twin
@@ -73,11 +77,16 @@ def newton_schulz(
     Like torch, it works on the wide orientation of ``g`` (transposing a tall matrix),
     normalizes by the Frobenius norm (at least ``eps``) and rounds every product to
     bfloat16 after a float32 accumulation, so it returns torch's bfloat16 result.
+
+    The iteration needs the whole matrix: an explicitly sharded ``g`` is gathered first
+    (JAX refuses ``x @ x.T`` of a row-sharded ``x``, whose result would be sharded twice
+    along one mesh axis) and the result is sharded back like ``g``.
     """
     a, b, c = coefficients
     f32, bf16 = jnp.float32, jnp.bfloat16
+    whole = unshard_trailing_axes(g, 2)
     tall = g.shape[0] > g.shape[1]
-    x = (g.T if tall else g).astype(bf16)
+    x = (whole.T if tall else whole).astype(bf16)
     norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(f32)))).astype(bf16)
     norm = jnp.maximum(norm, jnp.asarray(eps, bf16))
     x = (x.astype(f32) / norm.astype(f32)).astype(bf16)
@@ -92,13 +101,19 @@ def newton_schulz(
         return addmm(a, x, 1.0, _bf16_matmul(gram_update, x))
 
     x = jax.lax.fori_loop(0, steps, body, x)
-    return x.T if tall else x
+    x = x.T if tall else x
+    return x if whole is g else jax.sharding.reshard(x, jax.typeof(g).sharding)
 
 
 def adjusted_ratio(shape: tuple[int, ...], adjust_lr_fn: str | None) -> float:
     """torch's learning-rate factor for a ``(A, B)`` matrix: ``sqrt(max(1, A / B))``
-    ("original", Keller Jordan's) or ``0.2 sqrt(max(A, B))`` ("match_rms_adamw", Moonshot's)."""
+    ("original", Keller Jordan's) or ``0.2 sqrt(max(A, B))`` ("match_rms_adamw", Moonshot's).
+
+    An empty matrix (``B = 0``, where torch divides by zero) has no entries to scale: 1.
+    """
     rows, cols = shape
+    if rows * cols == 0:
+        return 1.0
     if adjust_lr_fn == "match_rms_adamw":
         return 0.2 * max(rows, cols) ** 0.5
     return max(1.0, rows / cols) ** 0.5
@@ -110,10 +125,14 @@ def check_muon_args(
     """torch's checks, plus the ones torch only makes at the first step."""
     check_nonnegative(momentum, "momentum")
     check_tuple(ns_coefficients, "ns_coefficients", 3)
+    for index, coefficient in enumerate(ns_coefficients):  # a NaN would make every step NaN
+        name = f"ns_coefficients[{index}]"
+        check_interval(coefficient, name, -math.inf, math.inf, low_open=True, high_open=True)
     check_nonnegative(eps, "eps", "epsilon")
     check_count(ns_steps, "ns_steps", minimum=0)
+    steps = concrete_scalar(ns_steps)  # also a NumPy scalar or a concrete 0-d array
     check(
-        not isinstance(ns_steps, int) or ns_steps < 100,
+        steps is None or steps < 100,
         f"Invalid ns_steps value: {ns_steps} (ns_steps must be an int >= 0 and < 100)",
     )
     check(

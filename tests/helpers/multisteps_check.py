@@ -52,9 +52,15 @@ K_STEPS = 4
 
 
 class Loss(nn.Module):
+    """A Dense layer's squared output; without a bias for an optimizer that takes only
+    matrices (torch.optim.Muon)."""
+
+    use_bias: bool = True
+
     @nn.compact
     def __call__(self, x, dtype=jnp.float32, param_dtype=jnp.float32):
-        return jnp.sum(nn.Dense(10, dtype=dtype, param_dtype=param_dtype)(x) ** 2)
+        dense = nn.Dense(10, use_bias=self.use_bias, dtype=dtype, param_dtype=param_dtype)
+        return jnp.sum(dense(x) ** 2)
 
 
 def dtypes_of(tree):
@@ -93,7 +99,7 @@ def both_steps(loss: Loss, base, multi, grad_dtype, extra_args: dict):
 
 
 def check_case(case, failures: list[dict], batch: int, features: int) -> None:
-    loss = Loss()
+    loss = Loss(use_bias=not case.matrices_only)
     data = jnp.ones([batch, features])
     base = get_optimizer(case.name)(**case_kwargs(case, loss, data))
     if "value_fn" in case.extra_args:

@@ -44,15 +44,27 @@ def layouts():
     }
 
 
-def make_tree(seed: int):
+def make_tree(seed: int, case):
+    """A random tree of ``SHAPES``, as ``case``'s optimizer takes it (matrices for Muon)."""
     keys = jax.random.split(jax.random.key(seed), len(SHAPES))
-    return {
-        k: jax.random.normal(key, s, jnp.float32)
-        for key, (k, s) in zip(keys, SHAPES.items(), strict=True)
-    }
+    return case.params(
+        {
+            k: jax.random.normal(key, s, jnp.float32)
+            for key, (k, s) in zip(keys, SHAPES.items(), strict=True)
+        }
+    )
 
 
-def shardings(mesh, matrix_spec, vector_spec):
+def case_shapes(case) -> dict[str, tuple[int, ...]]:
+    """{param name: shape} of ``case``'s tree."""
+    return {k: jnp.shape(v) for k, v in make_tree(0, case).items()}
+
+
+def shardings(mesh, matrix_spec, vector_spec, case):
+    """The layout's sharding of every param; a vector reshaped to ``(1, n)`` is sharded
+    along its ``n``."""
+    if case.matrices_only:
+        vector_spec = P(None, *vector_spec)
     return {
         "matrix": NamedSharding(mesh, matrix_spec),
         "conv": NamedSharding(mesh, matrix_spec),
@@ -61,8 +73,10 @@ def shardings(mesh, matrix_spec, vector_spec):
     }
 
 
-def run(tx, params, extra_args, place):
-    params = place(params)
+def run(tx, case, place):
+    """``NUM_STEPS`` jitted steps from ``place``d params: (params, init state, state)."""
+    extra_args = case.extra_args
+    params = place(make_tree(0, case))
     state = tx.init(params)
     init_state = state
 
@@ -72,16 +86,16 @@ def run(tx, params, extra_args, place):
         return optax.apply_updates(params, updates), state
 
     for t in range(NUM_STEPS):
-        params, state = step(params, state, place(make_tree(100 + t)))
+        params, state = step(params, state, place(make_tree(100 + t, case)))
     return params, init_state, state
 
 
-def param_shaped_leaves(state):
+def param_shaped_leaves(state, shapes):
     """(param name, leaf) for every state leaf stored under a params key with its shape."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
         key = path[-1]
         name = getattr(key, "key", None)
-        if name in SHAPES and jnp.shape(leaf) == SHAPES[name]:
+        if name in shapes and jnp.shape(leaf) == shapes[name]:
             yield name, leaf
 
 
@@ -109,7 +123,7 @@ def check_state_shardings(
     """Record every param-shaped leaf of ``state`` that ``same`` does not place like its
     param; return how many were compared."""
     compared = 0
-    for name, leaf in param_shaped_leaves(state):
+    for name, leaf in param_shaped_leaves(state, case_shapes(case)):
         compared += 1
         if not same(leaf.sharding, target[name], len(leaf.shape)):
             failures.append(
@@ -130,7 +144,7 @@ def check_init_placements(tx, case, layout, mesh, target, init_state, failures) 
     compared = 0
     abstract_params = {
         k: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=target[k])
-        for k, shape in SHAPES.items()
+        for k, shape in case_shapes(case).items()
     }
     try:
         abstract = jax.eval_shape(tx.init, abstract_params)
@@ -149,7 +163,7 @@ def check_init_placements(tx, case, layout, mesh, target, init_state, failures) 
         abstract, target, "eval_shape init", case, layout, failures, same_abstract_sharding
     )
     with jax.set_mesh(mesh):
-        jitted = jax.jit(tx.init)(jax.tree.map(jax.device_put, make_tree(0), target))
+        jitted = jax.jit(tx.init)(jax.tree.map(jax.device_put, make_tree(0, case), target))
     return compared + check_state_shardings(jitted, target, "jit init", case, layout, failures)
 
 
@@ -210,15 +224,15 @@ def check_state_types(tx, case, layout, mesh, params, failures) -> None:
 def check_case(case, failures) -> int:
     """Check one optimizer; return how many param-shaped state leaves were compared."""
     tx = get_optimizer(case.name)(**case.kwargs)
-    reference, _, _ = run(tx, make_tree(0), case.extra_args, lambda tree: tree)
+    reference, _, _ = run(tx, case, lambda tree: tree)
     compared = 0
     for layout, (mesh, matrix_spec, vector_spec) in layouts().items():
-        target = shardings(mesh, matrix_spec, vector_spec)
+        target = shardings(mesh, matrix_spec, vector_spec, case)
 
         def place(tree, target=target):
             return jax.tree.map(jax.device_put, tree, target)
 
-        params, init_state, state = run(tx, make_tree(0), case.extra_args, place)
+        params, init_state, state = run(tx, case, place)
         for k in SHAPES:
             ref = np.asarray(reference[k], np.float64)
             err = np.max(np.abs(np.asarray(params[k], np.float64) - ref), initial=0.0)
@@ -235,7 +249,7 @@ def check_case(case, failures) -> int:
                     }
                 )
         compared += check_init_placements(tx, case, layout, mesh, target, init_state, failures)
-        check_state_types(tx, case, layout, mesh, place(make_tree(0)), failures)
+        check_state_types(tx, case, layout, mesh, place(make_tree(0, case)), failures)
         for when, tree in (("init", init_state), ("after steps", state)):
             compared += check_state_shardings(tree, target, when, case, layout, failures)
     return compared

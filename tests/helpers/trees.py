@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -15,6 +17,21 @@ def make_params(dtype=jnp.float32) -> dict[str, jax.Array]:
         k: jax.random.normal(key, s, dtype)
         for key, (k, s) in zip(keys, SHAPES.items(), strict=True)
     }
+
+
+def as_matrices(tree):
+    """``tree`` with every leaf reshaped to a matrix, for optimizers that take only 2-D
+    params (torch.optim.Muon): a scalar becomes ``(1, 1)``, a vector ``(1, n)`` and a
+    higher-rank array ``(first axis, product of the others)`` (its first axis keeps its
+    sharding; an empty array stays empty); the tree's structure and values are kept."""
+
+    def matrix(leaf):
+        shape = jnp.shape(leaf)
+        if len(shape) < 2:
+            return leaf.reshape(1, math.prod(shape))
+        return leaf.reshape(shape[0], math.prod(shape[1:]))
+
+    return jax.tree.map(matrix, tree)
 
 
 def make_grads(params, step: int) -> dict[str, jax.Array]:

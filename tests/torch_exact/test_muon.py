@@ -65,6 +65,18 @@ def test_non_matrix_leaf_is_rejected_at_init(shape):
         tx.init({"w": jnp.zeros((2, 3)), "b": jnp.zeros(shape)})
 
 
+@pytest.mark.parametrize("adjust_lr_fn", [None, "match_rms_adamw"])
+@pytest.mark.parametrize("shape", [(3, 0), (0, 3)])
+def test_empty_matrix_steps(shape, adjust_lr_fn):
+    """An empty matrix (a layer of width 0) gets an empty update; the shape ratio
+    divided by zero (torch's ``A / B``) and raised ZeroDivisionError."""
+    tx = muon(adjust_lr_fn=adjust_lr_fn)
+    params = {"w": jnp.ones((2, 3)), "empty": jnp.zeros(shape)}
+    updates, _ = tx.update(params, tx.init(params), params)
+    assert updates["empty"].shape == shape
+    assert bool(jnp.all(jnp.isfinite(updates["w"])))
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -75,6 +87,8 @@ def test_non_matrix_leaf_is_rejected_at_init(shape):
         ({"ns_steps": 100}, "Invalid ns_steps value"),
         ({"ns_steps": 2.5}, "Invalid ns_steps value"),
         ({"ns_coefficients": (1.0, 2.0)}, "Invalid ns_coefficients value"),
+        ({"ns_coefficients": (1.0, float("nan"), 2.0)}, r"Invalid ns_coefficients\[1\] value"),
+        ({"ns_steps": np.int64(100)}, "Invalid ns_steps value"),
         ({"adjust_lr_fn": "rms"}, "Invalid adjust_lr_fn 'rms'"),
     ],
 )

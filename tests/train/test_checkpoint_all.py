@@ -29,12 +29,15 @@ from tests.harness import named_tuples
 SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": ()}
 
 
-def make_tree(seed: int, scale: float = 1.0) -> dict[str, jax.Array]:
+def make_tree(case, seed: int, scale: float = 1.0) -> dict[str, jax.Array]:
+    """A random tree of ``SHAPES``, as ``case``'s optimizer takes it (matrices for Muon)."""
     keys = jax.random.split(jax.random.key(seed), len(SHAPES))
-    return {
-        k: scale * jax.random.normal(key, s, jnp.float32)
-        for key, (k, s) in zip(keys, SHAPES.items(), strict=True)
-    }
+    return case.params(
+        {
+            k: scale * jax.random.normal(key, s, jnp.float32)
+            for key, (k, s) in zip(keys, SHAPES.items(), strict=True)
+        }
+    )
 
 
 def build(case, **overrides) -> optax.GradientTransformation:
@@ -113,6 +116,10 @@ STATE_CHANGING = {
     "torch.sparse_adam": [({"maximize": True}, "[1] ScaleBySparseAdamState.mu ['matrix']")],
     "torch.adagrad": [],
     "torch.rprop": [],
+    # the history's length sets the curvature pairs' shapes
+    "torch.lbfgs": [({"history_size": 4}, "LbfgsState.old_dirs) is float32(3, 52)")],
+    # no option changes Muon's state (count + momentum buffer)
+    "torch.muon": [],
 }
 
 ids = [case.name for case in CASES]
@@ -150,10 +157,10 @@ def test_round_trip_and_resume_are_bit_exact(tmp_path, case):
         updates, state = tx.update(grads, state, params, **case.extra_args)
         return optax.apply_updates(params, updates), state
 
-    params = make_tree(0)
+    params = make_tree(case, 0)
     state = tx.init(params)
     for t in range(3):
-        params, state = step(params, state, make_tree(100 + t, scale=(3.0, 0.5, 1.0)[t]))
+        params, state = step(params, state, make_tree(case, 100 + t, scale=(3.0, 0.5, 1.0)[t]))
     saved = {"params": params, "opt_state": state}
     path = save_checkpoint(tmp_path / "ck", saved)
 
@@ -161,7 +168,7 @@ def test_round_trip_and_resume_are_bit_exact(tmp_path, case):
         "params": jax.eval_shape(lambda p: p, params),
         "opt_state": jax.eval_shape(tx.init, params),
     }
-    fresh = make_tree(1)
+    fresh = make_tree(case, 1)
     concrete = {"params": fresh, "opt_state": tx.init(fresh)}
     restored = [restore_checkpoint(path, target) for target in (abstract, concrete)]
     for tree in restored:
@@ -169,7 +176,7 @@ def test_round_trip_and_resume_are_bit_exact(tmp_path, case):
 
     def resume(params, state):
         for t in range(2):
-            params, state = step(params, state, make_tree(200 + t))
+            params, state = step(params, state, make_tree(case, 200 + t))
         return params, state
 
     expected = resume(params, state)
@@ -198,7 +205,7 @@ def saved_states(tmp_path_factory):
 
     def get(case):
         if case.name not in saved:
-            state = jax.tree.map(changed, build(case).init(make_tree(0)))
+            state = jax.tree.map(changed, build(case).init(make_tree(case, 0)))
             saved[case.name] = state, save_checkpoint(directory / case.name, state)
         return saved[case.name]
 
@@ -208,7 +215,7 @@ def saved_states(tmp_path_factory):
 @pytest.mark.parametrize(("case", "overrides", "text"), variants)
 def test_other_configuration_is_refused_naming_the_difference(saved_states, case, overrides, text):
     _, path = saved_states(case)
-    other = jax.eval_shape(build(case, **overrides).init, make_tree(0))
+    other = jax.eval_shape(build(case, **overrides).init, make_tree(case, 0))
     with pytest.raises(CheckpointError) as error:
         restore_checkpoint(path, other)
     assert text in str(error.value), str(error.value)
@@ -230,7 +237,7 @@ def test_other_optimizer_is_refused_naming_the_difference(saved_states, case):
     # the next case in the table whose state differs (muP Adam and AdamW share theirs)
     start = ids.index(case.name)
     for other_case in CASES[start + 1 :] + CASES[:start]:
-        other = jax.eval_shape(build(other_case).init, make_tree(0))
+        other = jax.eval_shape(build(other_case).init, make_tree(other_case, 0))
         if avals(other) != avals(mine):
             break
     with pytest.raises(CheckpointError, match="different tree|the target expects") as error:
@@ -251,17 +258,17 @@ def test_restores_into_injected_hyperparams(saved_states, case):
     state, path = saved_states(case)
     factory = get_optimizer(case.name)
     injected = optax.inject_hyperparams(factory, static_args=case.static_args)(**case.kwargs)
-    target = jax.eval_shape(injected.init, make_tree(0)).inner_state
+    target = jax.eval_shape(injected.init, make_tree(case, 0)).inner_state
     assert_bit_exact(restore_checkpoint(path, target), state)
     zeros = {
         k: 0.0 for k in ("momentum", "weight_decay") if k in inspect.signature(factory).parameters
     }
-    assert_bit_exact(restore_checkpoint(path, build(case, **zeros).init(make_tree(0))), state)
+    assert_bit_exact(restore_checkpoint(path, build(case, **zeros).init(make_tree(case, 0))), state)
 
 
 @cases
 def test_restores_across_learning_rates(saved_states, case):
     """A configuration with the same state (another learning rate) restores the values."""
     state, path = saved_states(case)
-    other = build(case, learning_rate=case.kwargs["learning_rate"] / 2).init(make_tree(0))
+    other = build(case, learning_rate=case.kwargs["learning_rate"] / 2).init(make_tree(case, 0))
     assert_bit_exact(restore_checkpoint(path, other), state)
