@@ -34,8 +34,6 @@ NOT_ZERO = {
     # decisions a change of summation order flips: sliced, the same 3 float32 steps end
     # 2.6% apart (measured), an honest difference of rounding, not a usable equality test
     "torch.lbfgs": "closure-driven full-batch method (not data-parallel ZeRO-1)",
-    # matrices only: this check's tree has vectors and a scalar, which Muon rejects
-    "torch.muon": "2-D leaves only (pair it with AdamW through optax.partition)",
 }
 NAMES = [
     "came",
