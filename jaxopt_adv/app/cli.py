@@ -91,14 +91,19 @@ def resolve_optimizers(spec: str, model: str = "mlp") -> list[str]:
     return names
 
 
+def _number(item: str) -> float:
+    """``item`` as a float; NaN where it is not a number (the callers reject NaN)."""
+    try:
+        return float(item)
+    except ValueError:
+        return math.nan
+
+
 def _learning_rates(text: str) -> list[float]:
     """``--lr-grid``: comma-separated positive finite learning rates."""
     values = []
     for item in text.split(","):
-        try:
-            value = float(item)
-        except ValueError:
-            value = math.nan
+        value = _number(item)
         if not (math.isfinite(value) and value > 0):
             raise UsageError(f"--lr-grid: {item.strip()!r} is not a positive learning rate")
         values.append(value)
@@ -165,10 +170,7 @@ def _counts(text: str, flag: str, high: int) -> list[int]:
     """Comma-separated whole numbers from 1 to ``high`` (``"1e6"`` is one)."""
     values = []
     for item in text.split(","):
-        try:
-            value = float(item)
-        except ValueError:
-            value = math.nan
+        value = _number(item)
         if not (math.isfinite(value) and value == int(value) and 1 <= value <= high):
             raise UsageError(f"{flag}: {item.strip()!r} is not a whole number from 1 to {high:,}")
         values.append(int(value))
