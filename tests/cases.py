@@ -493,6 +493,8 @@ _AUTOMAGIC_INVALID = [
             *_count("tam_large_tensor_threshold", minimum=0),
             *_positive("low_rank_emphasis"),
             *_count("warmup_steps"),
+            *_count("frequency_every"),
+            *_count("rank_every"),
             *_nonnegative("weight_decay"),
             *_interval("edge_threshold", "(0, 1)", (0.0, 1.0, _NAN)),
             *_nonnegative("edge_penalty"),

@@ -515,11 +515,12 @@ def lbfgs(
             prev_flat_grad=c["prev_g"],
             prev_loss=c["prev_loss"],
         )
-        moved = jax.tree.map(
-            lambda new, old, param: _placed_like((new - old).astype(old.dtype), param),
+        moved = jax.tree.map(  # in the gradients' dtypes, as every optax transform
+            lambda new, old, param, grad: _placed_like((new - old).astype(grad.dtype), param),
             unravel(c["x"]),
             whole_params,
             params,
+            updates,
         )
         return moved, new_state
 
