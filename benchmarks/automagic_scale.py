@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 import jaxopt_adv
-from jaxopt_adv.came import create_lora_optimizer
+from jaxopt_adv.automagic import create_lora_optimizer
 
 LR = 1e-4
 VARIANTS = {

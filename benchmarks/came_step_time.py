@@ -3,7 +3,7 @@
 Times one jitted ``update + apply_updates`` step (params and state donated, gradients
 reused) of ``jaxopt_adv.came.came``, of ``jaxopt_adv.fast.came`` (the same CAME with each
 matrix scaled by one C++ kernel call: "came kernel") and of the composite
-``jaxopt_adv.came.automagic_came_amp`` against ``optax.adafactor`` (factored second
+``jaxopt_adv.automagic.automagic_came_amp`` against ``optax.adafactor`` (factored second
 moment, no momentum) and ``optax.adam`` on float32 2-D leaves holding 10M / 50M elements
 in all: one square-ish leaf or 200 smaller ones (the composite in its full fine-tune
 preset), or LoRA adapters, pairs of 4096x16 and 16x4096 leaves (the composite in its LoRA
@@ -42,8 +42,9 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_adv import fast
-from jaxopt_adv.came import automagic_came_amp, came, full_finetune_config, lora_config
-from jaxopt_adv.came.penalties import frequency_penalty
+from jaxopt_adv.automagic import automagic_came_amp, full_finetune_config, lora_config
+from jaxopt_adv.automagic.penalties import frequency_penalty
+from jaxopt_adv.came import came
 
 LR = 1e-3
 

@@ -1,5 +1,5 @@
 """Automagic's learning-rate mask: the kernel (``jaxopt_adv.fast.automagic_lr_mask``)
-against the JAX path (``jaxopt_adv.came.lr_mask.automagic_lr_mask``).
+against the JAX path (``jaxopt_adv.automagic.lr_mask.automagic_lr_mask``).
 
 One donated jitted ``update`` of the mask block (warmup steps, sign source ``ref``, with
 and without the spatial bump) over float32 trees of 10M and 50M elements in one matrix
@@ -24,7 +24,7 @@ import jax
 from layouts import copy_seconds, loop_fusions, shapes, tree
 
 from jaxopt_adv import fast
-from jaxopt_adv.came.lr_mask import automagic_lr_mask
+from jaxopt_adv.automagic.lr_mask import automagic_lr_mask
 
 BYTES_PER_ELEMENT = 22
 

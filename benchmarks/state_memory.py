@@ -38,7 +38,7 @@ import optax
 
 from jaxopt_adv import get_optimizer, list_optimizers
 from jaxopt_adv import torch as torch_exact
-from jaxopt_adv.came import create_full_finetune_optimizer, create_lora_optimizer
+from jaxopt_adv.automagic import create_full_finetune_optimizer, create_lora_optimizer
 from jaxopt_adv.mup import infer_infshapes
 
 LR = 1e-3

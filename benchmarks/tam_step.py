@@ -1,5 +1,5 @@
 """TAM and AdaTAM: the kernel (``jaxopt_adv.fast.tam`` / ``fast.adatam``) against the JAX
-path (``jaxopt_adv.came.tam`` / ``adatam``).
+path (``jaxopt_adv.tam.tam`` / ``adatam``).
 
 One donated jitted step (``update`` + ``optax.apply_updates``) over float32 trees of 10M
 and 50M elements in one matrix and in 200, for the ``"dim0"`` (pytorch_optimizer's) and
@@ -27,7 +27,7 @@ import optax
 from layouts import copy_seconds, loop_fusions, shapes, tree
 
 from jaxopt_adv import fast
-from jaxopt_adv.came import adatam, tam
+from jaxopt_adv.tam import adatam, tam
 
 # bytes per element the kernel step must move: (optimizer, correlation) -> bytes
 BYTES_PER_ELEMENT = {

@@ -9,7 +9,7 @@ r"""LoRA fine-tuning of a frozen Flax model with Automagic-CameAMP, against Adam
 
    * AdamW (``optax.adamw``),
    * CAME (``jaxopt_adv.came.came``),
-   * Automagic-CameAMP, LoRA preset (``jaxopt_adv.came.create_lora_optimizer``).
+   * Automagic-CameAMP, LoRA preset (``jaxopt_adv.automagic.create_lora_optimizer``).
 
 Printed per optimizer: the training loss of the rotated task after the last step (full
 training set), the rotated test accuracy, and the optimizer-state bytes per trainable
@@ -33,7 +33,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxopt_adv.came import came, create_lora_optimizer
+from jaxopt_adv.automagic import create_lora_optimizer
+from jaxopt_adv.came import came
 from jaxopt_adv.datasets import load_dataset
 from jaxopt_adv.train import fit
 

@@ -2,7 +2,8 @@
 
 Families:
   * :mod:`jaxopt_adv.torch` -- optimizers that reproduce ``torch.optim`` step for step.
-  * :mod:`jaxopt_adv.came` -- CAME and the Automagic-CameAMP optimizer as optax blocks.
+  * :mod:`jaxopt_adv.came` -- CAME; :mod:`jaxopt_adv.tam` -- TAM/AdaTAM;
+    :mod:`jaxopt_adv.automagic` -- Automagic-CameAMP and its blocks.
   * :mod:`jaxopt_adv.mup` -- muP width transfer: torch-exact ``mu_adam`` / ``mu_adamw`` /
     ``mu_sgd`` (PyPI ``mup`` rules), shape inference, ``MuReadout`` and the init rescale,
     the coordinate check.
@@ -27,7 +28,19 @@ Every user-facing factory is registered by name: :func:`get_optimizer`,
 :func:`list_optimizers`.
 """
 
-from jaxopt_adv import came, correction, interop, local, localized, models, mup, sigprop, torch
+from jaxopt_adv import (
+    automagic,
+    came,
+    correction,
+    interop,
+    local,
+    localized,
+    models,
+    mup,
+    sigprop,
+    tam,
+    torch,
+)
 from jaxopt_adv.correction import (
     create_fer_optimizer,
     create_gradient_correction_optimizer,
@@ -46,6 +59,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "REGISTRY",
+    "automagic",
     "came",
     "describe",
     "correction",
@@ -65,5 +79,6 @@ __all__ = [
     "mup",
     "sigprop",
     "sigprop_optimizer",
+    "tam",
     "torch",
 ]

@@ -15,10 +15,12 @@ import optax
 
 from jaxopt_adv import fast
 from jaxopt_adv import torch as torch_exact
-from jaxopt_adv.came import adatam, automagic_came_amp, came, tam
+from jaxopt_adv.automagic import automagic_came_amp
+from jaxopt_adv.came import came
 from jaxopt_adv.correction import create_fer_optimizer, create_gradient_correction_optimizer
 from jaxopt_adv.local import sigprop_optimizer
 from jaxopt_adv.mup import mu_adam, mu_adamw, mu_sgd
+from jaxopt_adv.tam import adatam, tam
 
 OptimizerFactory = Callable[..., optax.GradientTransformation]
 

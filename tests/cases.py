@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from jaxopt_adv import get_optimizer
-from jaxopt_adv.came import AutomagicConfig
+from jaxopt_adv.automagic import AutomagicConfig
 from jaxopt_adv.mup import infer_infshapes
 from tests.helpers.trees import as_matrices
 

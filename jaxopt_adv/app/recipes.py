@@ -37,7 +37,7 @@ import optax
 from flax import nnx
 
 from jaxopt_adv import torch as torch_exact
-from jaxopt_adv.came import AutomagicConfig
+from jaxopt_adv.automagic import AutomagicConfig
 from jaxopt_adv.correction import create_fer_optimizer, fer_loss
 from jaxopt_adv.datasets import Dataset
 from jaxopt_adv.localized import LocalizedMLP, create_localized_optimizer

@@ -1,81 +1,69 @@
-"""CAME and the Automagic-CameAMP optimizer, as composable optax blocks.
+"""CAME: confidence-guided adaptive memory efficient optimization (Luo et al., ACL 2023).
 
-Optimizers: :func:`came` (official CAME), :func:`tam` / :func:`adatam` (torque-aware
-momentum), :func:`automagic_came_amp` (with :func:`create_lora_optimizer` and
-:func:`create_full_finetune_optimizer`). Blocks of the Automagic-CameAMP composite, each usable on its own in an
-``optax.chain``: :func:`agr` (adaptive gradient regularisation), :func:`frequency_penalty`,
-:func:`low_rank_penalty`, :func:`grams`, :func:`cautious`, :func:`edge_damping`,
-:func:`orthogonalize_update`, :func:`automagic_lr_mask`, :func:`selective_projection_decay`;
-:func:`~jaxopt_adv.came.composition.with_reference_grads` hands the processed and the
-raw gradient to the blocks that need them.
+:func:`came` is the optimizer (``pytorch_optimizer.CAME``'s numbers), :func:`scale_by_came`
+its scaling block. Automagic-CameAMP and its blocks moved to :mod:`jaxopt_adv.automagic`,
+TAM/AdaTAM to :mod:`jaxopt_adv.tam`; their old names here still resolve, with a
+``DeprecationWarning``.
 """
 
-from jaxopt_adv.came.agr import agr, edge_strength, laplacian
-from jaxopt_adv.came.automagic import (
-    AutomagicConfig,
-    automagic_came_amp,
-    automagic_stats,
-    create_full_finetune_optimizer,
-    create_lora_optimizer,
-    full_finetune_config,
-    lora_config,
-    with_torch_layout,
-)
-from jaxopt_adv.came.came import ScaleByCameState, came, scale_by_came
-from jaxopt_adv.came.composition import phase_of, with_reference_grads
-from jaxopt_adv.came.direction import (
-    EdgeDampingState,
-    cautious,
-    edge_damping,
-    grams,
-    orthogonalize_update,
-)
-from jaxopt_adv.came.lr_mask import AutomagicLrMaskState, automagic_lr_mask
-from jaxopt_adv.came.penalties import frequency_penalty, low_rank_penalty
-from jaxopt_adv.came.spd import SelectiveProjectionDecayState, selective_projection_decay
-from jaxopt_adv.came.tam import (
-    ScaleByAdaTamState,
-    ScaleByTamState,
-    adatam,
-    scale_by_adatam,
-    scale_by_tam,
-    tam,
-    torque_aware_momentum_update,
-)
+from __future__ import annotations
 
-__all__ = [
+import importlib
+import warnings
+from typing import Any
+
+from jaxopt_adv.came.came import ScaleByCameState, came, scale_by_came
+
+__all__ = ["ScaleByCameState", "came", "scale_by_came"]
+
+_MOVED_TO_TAM = (
+    "ScaleByAdaTamState",
+    "ScaleByTamState",
+    "adatam",
+    "scale_by_adatam",
+    "scale_by_tam",
+    "tam",
+    "torque_aware_momentum_update",
+)
+_MOVED_TO_AUTOMAGIC = (
     "AutomagicConfig",
-    "automagic_came_amp",
-    "automagic_stats",
-    "create_full_finetune_optimizer",
-    "create_lora_optimizer",
-    "full_finetune_config",
-    "lora_config",
-    "with_torch_layout",
     "AutomagicLrMaskState",
     "EdgeDampingState",
-    "ScaleByAdaTamState",
-    "ScaleByCameState",
-    "ScaleByTamState",
     "SelectiveProjectionDecayState",
-    "adatam",
     "agr",
+    "automagic_came_amp",
     "automagic_lr_mask",
-    "came",
+    "automagic_stats",
     "cautious",
+    "create_full_finetune_optimizer",
+    "create_lora_optimizer",
     "edge_damping",
     "edge_strength",
     "frequency_penalty",
+    "full_finetune_config",
     "grams",
     "laplacian",
+    "lora_config",
     "low_rank_penalty",
     "orthogonalize_update",
     "phase_of",
-    "scale_by_adatam",
-    "scale_by_came",
-    "scale_by_tam",
     "selective_projection_decay",
-    "tam",
-    "torque_aware_momentum_update",
     "with_reference_grads",
-]
+    "with_torch_layout",
+)
+_MOVED = {name: "jaxopt_adv.tam" for name in _MOVED_TO_TAM} | {
+    name: "jaxopt_adv.automagic" for name in _MOVED_TO_AUTOMAGIC
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Resolves a name that moved out of this package, with a ``DeprecationWarning``."""
+    if name not in _MOVED:
+        raise AttributeError(f"module 'jaxopt_adv.came' has no attribute {name!r}")
+    home = _MOVED[name]
+    warnings.warn(
+        f"jaxopt_adv.came.{name} moved to {home}.{name}; the old name will be removed",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(home), name)

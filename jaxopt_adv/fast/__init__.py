@@ -11,7 +11,7 @@ call on many-leaf trees). The kernels are
 compiled on first use (:mod:`.build`); where they cannot be used the step takes the
 pure-JAX path (:func:`unavailable_reason`).
 :func:`came` and :func:`scale_by_came` are CAME with each matrix scaled by one kernel
-call in four passes (agreeing with :mod:`jaxopt_adv.came` to rounding).
+call in four passes (agreeing with :mod:`jaxopt_adv.automagic` to rounding).
 :func:`automagic_lr_mask` is Automagic's per-element learning-rate mask with each
 leaf's step in one kernel pass (bit-identical outputs; ``avg_lr`` to rounding).
 :func:`tam`, :func:`adatam`, :func:`scale_by_tam` and :func:`scale_by_adatam` are

@@ -1,4 +1,4 @@
-// Automagic's per-element learning-rate mask (jaxopt_adv.came.lr_mask) in one pass per
+// Automagic's per-element learning-rate mask (jaxopt_adv.automagic.lr_mask) in one pass per
 // leaf, for XLA:CPU through the XLA FFI.
 //
 // XLA compiles the mask step of a leaf into four whole-leaf loops (the new mask, the new

@@ -1,7 +1,7 @@
 """Automagic's learning-rate mask with each leaf's step as one C++ pass on CPU (``lr_mask.cc``).
 
 :func:`automagic_lr_mask` takes the arguments of
-:func:`jaxopt_adv.came.lr_mask.automagic_lr_mask` and keeps its state. On a
+:func:`jaxopt_adv.automagic.lr_mask.automagic_lr_mask` and keeps its state. On a
 single-device CPU process every non-empty leaf whose update, sign source and mask share
 a float32/float64 dtype is stepped by an XLA FFI call that reads the update, the source,
 the mask and the polarity once and writes the scaled update, the mask and the polarity
@@ -23,8 +23,8 @@ import numpy as np
 import optax
 
 from jaxopt_adv._common import scalar_dtype
-from jaxopt_adv.came.lr_mask import automagic_lr_mask as jax_automagic_lr_mask
-from jaxopt_adv.came.lr_mask import mask_bump, mask_schedule, sign_source
+from jaxopt_adv.automagic.lr_mask import automagic_lr_mask as jax_automagic_lr_mask
+from jaxopt_adv.automagic.lr_mask import mask_bump, mask_schedule, sign_source
 from jaxopt_adv.fast import build, selfcheck
 
 __all__ = ["automagic_lr_mask"]
@@ -124,7 +124,7 @@ def automagic_lr_mask(
     mask_dtype: Any = "float32",
     kernel: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
-    """:func:`jaxopt_adv.came.lr_mask.automagic_lr_mask` with each leaf's mask step in one
+    """:func:`jaxopt_adv.automagic.lr_mask.automagic_lr_mask` with each leaf's mask step in one
     CPU kernel pass.
 
     Same arguments, state and results (``avg_lr`` to rounding), plus ``kernel`` (static;
@@ -145,7 +145,7 @@ def automagic_lr_mask(
     References:
       Ostris, Automagic optimizer (ai-toolkit ``toolkit/optimizers/automagic.py``);
       gesen2egee / hinablue Automagic-CameAMP (sd-scripts); parity-tested as
-      :func:`jaxopt_adv.came.lr_mask.automagic_lr_mask` is.
+      :func:`jaxopt_adv.automagic.lr_mask.automagic_lr_mask` is.
     """
     inner = jax_automagic_lr_mask(
         lr,

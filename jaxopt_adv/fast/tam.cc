@@ -1,4 +1,4 @@
-// Torque-aware momentum (jaxopt_adv.came.tam: scale_by_tam and scale_by_adatam) for
+// Torque-aware momentum (jaxopt_adv.tam.tam: scale_by_tam and scale_by_adatam) for
 // XLA:CPU, called through the XLA FFI.
 //
 // A leaf's correlation c between the momentum m and the gradient g is one of
@@ -13,7 +13,7 @@
 // and the row rule does both for each row while the row is in cache. AdaTAM's update
 // m / (sqrt(v) + eps) is left to XLA, which fuses it into the parameters' update. Sums are taken in
 // double per task of a fixed partition and added in task order: results do not depend on
-// the thread count. The arithmetic is jaxopt_adv.came.tam's, not XLA's code for it, so the
+// the thread count. The arithmetic is jaxopt_adv.tam.tam's, not XLA's code for it, so the
 // results agree with the XLA path to rounding, not bit for bit.
 
 #include <algorithm>

@@ -1,7 +1,7 @@
 """TAM and AdaTAM with each leaf's momentum step as one C++ kernel call on CPU (``tam.cc``).
 
 :func:`scale_by_tam`, :func:`scale_by_adatam`, :func:`tam` and :func:`adatam` take the
-arguments of their :mod:`jaxopt_adv.came.tam` namesakes and keep their state, so
+arguments of their :mod:`jaxopt_adv.tam.tam` namesakes and keep their state, so
 checkpoints, ``optax.inject_hyperparams`` and composition work unchanged. On a
 single-device CPU process every non-empty float32/float64 leaf whose state shares its
 dtype is stepped by an XLA FFI call that reads the gradient and the momentum twice (once
@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_adv.came.tam import CORRELATIONS, tam_chain
-from jaxopt_adv.came.tam import scale_by_adatam as jax_scale_by_adatam
-from jaxopt_adv.came.tam import scale_by_tam as jax_scale_by_tam
 from jaxopt_adv.fast import build, selfcheck
+from jaxopt_adv.tam.tam import CORRELATIONS, tam_chain
+from jaxopt_adv.tam.tam import scale_by_adatam as jax_scale_by_adatam
+from jaxopt_adv.tam.tam import scale_by_tam as jax_scale_by_tam
 
 __all__ = ["adatam", "scale_by_adatam", "scale_by_tam", "tam"]
 
@@ -159,7 +159,7 @@ def scale_by_tam(
     mu_dtype: Any = None,
     kernel: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
-    """:func:`jaxopt_adv.came.tam.scale_by_tam` with each leaf stepped by the CPU kernel.
+    """:func:`jaxopt_adv.tam.tam.scale_by_tam` with each leaf stepped by the CPU kernel.
 
     Same arguments, state and results (to rounding); ``kernel=False`` (static) always
     takes the JAX path. Use it under ``jax.jit`` with the state donated, so that the
@@ -178,7 +178,7 @@ def scale_by_tam(
 
     References:
       Malviya et al., "Torque-Aware Momentum", arXiv 2412.18790, 2024; parity-tested
-      against ``pytorch_optimizer.TAM`` (4.1.0) as :func:`jaxopt_adv.came.tam.tam` is.
+      against ``pytorch_optimizer.TAM`` (4.1.0) as :func:`jaxopt_adv.tam.tam.tam` is.
     """
     inner = jax_scale_by_tam(
         b1,
@@ -210,7 +210,7 @@ def scale_by_adatam(
     mu_dtype: Any = None,
     kernel: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
-    """:func:`jaxopt_adv.came.tam.scale_by_adatam` with each leaf stepped by the CPU kernel.
+    """:func:`jaxopt_adv.tam.tam.scale_by_adatam` with each leaf stepped by the CPU kernel.
 
     Same arguments, state and results (to rounding), plus ``kernel`` (static; ``False``
     always takes the JAX path).
@@ -226,7 +226,7 @@ def scale_by_adatam(
 
     References:
       Malviya et al., "Torque-Aware Momentum", arXiv 2412.18790, 2024; parity-tested
-      against ``pytorch_optimizer.AdaTAM`` (4.1.0) as :func:`jaxopt_adv.came.tam.adatam`
+      against ``pytorch_optimizer.AdaTAM`` (4.1.0) as :func:`jaxopt_adv.tam.tam.adatam`
       is.
     """
     inner = jax_scale_by_adatam(
@@ -266,10 +266,10 @@ def tam(
     mu_dtype: Any = None,
     kernel: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
-    """:func:`jaxopt_adv.came.tam.tam` with the momentum step in the CPU kernel.
+    """:func:`jaxopt_adv.tam.tam.tam` with the momentum step in the CPU kernel.
 
     Same arguments, state and steps (to rounding), plus ``kernel`` (static; ``False``
-    always takes the JAX path). See :func:`jaxopt_adv.came.tam.tam` for the arguments.
+    always takes the JAX path). See :func:`jaxopt_adv.tam.tam.tam` for the arguments.
 
     Example:
       >>> import jax
@@ -323,10 +323,10 @@ def adatam(
     mu_dtype: Any = None,
     kernel: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
-    """:func:`jaxopt_adv.came.tam.adatam` with the momentum step in the CPU kernel.
+    """:func:`jaxopt_adv.tam.tam.adatam` with the momentum step in the CPU kernel.
 
     Same arguments, state and steps (to rounding), plus ``kernel`` (static; ``False``
-    always takes the JAX path). See :func:`jaxopt_adv.came.tam.adatam` for the arguments.
+    always takes the JAX path). See :func:`jaxopt_adv.tam.tam.adatam` for the arguments.
 
     Example:
       >>> import jax.numpy as jnp

@@ -13,7 +13,7 @@ import pytest
 import pytorch_optimizer
 
 from jaxopt_adv import fast
-from jaxopt_adv.came import automagic_stats
+from jaxopt_adv.automagic import automagic_stats
 from jaxopt_adv.came.came import ScaleByCameState, came, scale_by_came
 from jaxopt_adv.registry import get_optimizer
 from tests.cases import CASES_BY_NAME

@@ -18,8 +18,8 @@ import optax
 import pytest
 
 from jaxopt_adv import fast
-from jaxopt_adv.came import adatam, tam
 from jaxopt_adv.fast import build, selfcheck
+from jaxopt_adv.tam import adatam, tam
 
 ROOT = Path(__file__).resolve().parents[2]
 TAM_MODULE = sys.modules["jaxopt_adv.fast.tam"]  # ``fast.tam`` is the function

@@ -1,5 +1,5 @@
 """``fast.automagic_lr_mask``: the kernel's scaled updates, masks and polarities are the
-JAX path's (``jaxopt_adv.came.lr_mask.automagic_lr_mask``) bit for bit, and ``avg_lr``
+JAX path's (``jaxopt_adv.automagic.lr_mask.automagic_lr_mask``) bit for bit, and ``avg_lr``
 agrees to rounding, across warmup and the frozen phase, every sign source, the spatial
 bump, schedules, injected hyperparameters, float32 and float64, NaN inputs, and 0-d,
 1-element and empty leaves."""
@@ -15,7 +15,7 @@ import optax
 import pytest
 
 from jaxopt_adv import fast
-from jaxopt_adv.came.lr_mask import automagic_lr_mask
+from jaxopt_adv.automagic.lr_mask import automagic_lr_mask
 from jaxopt_adv.fast import selfcheck
 from tests.fast.common import assert_bit_identical
 from tests.helpers.x64 import x64

@@ -51,7 +51,7 @@ def rank_aware_factor(shape: Sequence[int]) -> float:
     singular values, ``min(m, n)``; the factor therefore depends on the shape alone.
 
     Example:
-      >>> from jaxopt_adv.came.spd import rank_aware_factor
+      >>> from jaxopt_adv.automagic.spd import rank_aware_factor
       >>> round(rank_aware_factor((3, 5)), 6), rank_aware_factor((7,))
       (1.907856, 1.0)
     """
@@ -110,7 +110,7 @@ def selective_projection_decay(
 
     Receives the final update ``d`` (optax sign, learning rate applied: ``p + d`` is the
     next iterate), the ``params`` and the raw gradient as the extra argument
-    ``raw_grads`` (:func:`~jaxopt_adv.came.composition.with_reference_grads` provides it).
+    ``raw_grads`` (:func:`~jaxopt_adv.automagic.composition.with_reference_grads` provides it).
     Per leaf, with :math:`\tilde p = p + d`:
 
     .. math::
@@ -147,7 +147,7 @@ def selective_projection_decay(
 
     Example:
       >>> import jax.numpy as jnp, optax
-      >>> from jaxopt_adv.came.spd import selective_projection_decay
+      >>> from jaxopt_adv.automagic.spd import selective_projection_decay
       >>> tx = selective_projection_decay(0.5)
       >>> p = jnp.array([3.0, 4.0])
       >>> u, _ = tx.update(p / 5, tx.init(p), p, raw_grads=p)  # moves away from 0
@@ -189,7 +189,7 @@ def selective_projection_decay(
         if raw_grads is None:
             raise ValueError(
                 "selective_projection_decay needs the raw gradient as the extra argument "
-                "raw_grads=...; wrap the chain in jaxopt_adv.came.composition."
+                "raw_grads=...; wrap the chain in jaxopt_adv.automagic.composition."
                 "with_reference_grads or pass it to update()."
             )
         active = True if active_steps is None else state.count + 1 < active_steps

@@ -38,7 +38,7 @@ def laplacian(x: jax.Array) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.agr import laplacian
+      >>> from jaxopt_adv.automagic.agr import laplacian
       >>> laplacian(jnp.array([[0., 0., 0., 0.], [0., 1., 0., 0.], [0., 0., 0., 0.]]))
       Array([[ 0.,  0.,  0.,  0.],
              [ 0., -4.,  1.,  0.],
@@ -76,7 +76,7 @@ def edge_strength(x: jax.Array, threshold: Any = 0.6, scale: Any = 0.1) -> jax.A
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.agr import edge_strength
+      >>> from jaxopt_adv.automagic.agr import edge_strength
       >>> edge_strength(jnp.array([[0., 0., 0., 0.], [0., 1., 0., 0.], [0., 0., 0., 0.]]))[1]
       Array([0. , 0.4, 0.1, 0. ], dtype=float32)
     """
@@ -167,7 +167,7 @@ def agr(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.agr import agr
+      >>> from jaxopt_adv.automagic.agr import agr
       >>> tx = agr(eps=0.0)
       >>> u, _ = tx.update(jnp.array([1.0, -3.0]), tx.init(jnp.zeros(2)))
       >>> u

@@ -2,7 +2,7 @@ r"""Direction control: Grams, Cautious masking, edge damping and OrthoGrad.
 
 These blocks change an update's direction, not its optimizer state. Grams and Cautious
 compare the update with a *reference gradient* they read from the extra argument
-``ref_grads`` -- :func:`jaxopt_adv.came.composition.with_reference_grads` provides it
+``ref_grads`` -- :func:`jaxopt_adv.automagic.composition.with_reference_grads` provides it
 (the processed gradient), or pass ``ref_grads=grads`` to ``update`` yourself:
 
 .. math::
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_adv._common import check, check_interval, check_nonnegative, tree_map_multi
-from jaxopt_adv.came.agr import edge_strength
+from jaxopt_adv.automagic.agr import edge_strength
 
 __all__ = [
     "ORTHOGONALIZE_RULES",
@@ -55,7 +55,7 @@ def _ref_grads(name: str, updates: Any, extra_args: dict[str, Any]) -> Any:
         raise ValueError(
             f"{name} needs the reference gradient as the extra argument `ref_grads` (its "
             "signs steer the update): wrap the chain in "
-            "jaxopt_adv.came.composition.with_reference_grads(pre, body), or call "
+            "jaxopt_adv.automagic.composition.with_reference_grads(pre, body), or call "
             "update(updates, state, params, ref_grads=grads). The updates' own signs are no "
             f"substitute: {name} would then do nothing."
         )
@@ -100,7 +100,7 @@ def grams() -> optax.GradientTransformationExtraArgs:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.direction import grams
+      >>> from jaxopt_adv.automagic.direction import grams
       >>> tx = grams()
       >>> u, _ = tx.update(jnp.array([2.0, -1.0, 3.0]), tx.init(jnp.zeros(3)),
       ...                  ref_grads=jnp.array([-0.1, -0.2, 0.0]))
@@ -179,7 +179,7 @@ def cautious(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.direction import cautious
+      >>> from jaxopt_adv.automagic.direction import cautious
       >>> tx = cautious()
       >>> u, _ = tx.update(jnp.array([1.0, 1.0, 2.0, 1.0]), tx.init(jnp.zeros(4)),
       ...                  ref_grads=jnp.array([1.0, -1.0, 1.0, -1.0]))
@@ -271,7 +271,7 @@ def edge_damping(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.direction import edge_damping
+      >>> from jaxopt_adv.automagic.direction import edge_damping
       >>> tx = edge_damping()
       >>> u = jnp.zeros((3, 3)).at[1, 1].set(10.0)
       >>> out, state = tx.update(u, tx.init(u))
@@ -368,7 +368,7 @@ def orthogonalize_update(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.direction import orthogonalize_update
+      >>> from jaxopt_adv.automagic.direction import orthogonalize_update
       >>> tx = orthogonalize_update()
       >>> params = jnp.array([1.0, 0.0])
       >>> u, _ = tx.update(jnp.array([3.0, 4.0]), tx.init(params), params)

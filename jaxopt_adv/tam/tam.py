@@ -81,7 +81,7 @@ def normalize_dim0(x: chex.Array) -> chex.Array:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.tam import normalize_dim0
+      >>> from jaxopt_adv.tam.tam import normalize_dim0
       >>> normalize_dim0(jnp.array([[3.0, 0.0], [4.0, 0.0]]))
       Array([[0.6, 0. ],
              [0.8, 0. ]], dtype=float32)
@@ -227,7 +227,7 @@ def torque_aware_momentum_update(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.tam import torque_aware_momentum_update
+      >>> from jaxopt_adv.tam.tam import torque_aware_momentum_update
       >>> g = jnp.array([1.0, -1.0])
       >>> m, s = torque_aware_momentum_update(g, g, jnp.zeros(2), eps=0.0)
       >>> m, s
@@ -314,7 +314,7 @@ def scale_by_tam(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.tam import scale_by_tam
+      >>> from jaxopt_adv.tam.tam import scale_by_tam
       >>> tx = scale_by_tam(eps=0.0)
       >>> state = tx.init(jnp.zeros(2))
       >>> u, state = tx.update(jnp.array([1.0, -1.0]), state)
@@ -394,7 +394,7 @@ def scale_by_adatam(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.tam import scale_by_adatam
+      >>> from jaxopt_adv.tam.tam import scale_by_adatam
       >>> tx = scale_by_adatam(b2=0.75, eps=0.0)
       >>> state = tx.init(jnp.zeros(2))
       >>> u, state = tx.update(jnp.array([1.0, -1.0]), state)
@@ -519,7 +519,7 @@ def tam(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.tam import tam
+      >>> from jaxopt_adv.tam.tam import tam
       >>> opt = tam(0.1, eps=0.0)
       >>> params = jnp.ones(2)
       >>> updates, state = opt.update(jnp.array([1.0, -1.0]), opt.init(params), params)
@@ -597,7 +597,7 @@ def adatam(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.tam import adatam
+      >>> from jaxopt_adv.tam.tam import adatam
       >>> opt = adatam(0.1, b2=0.75, eps=0.0)
       >>> params = jnp.ones(2)
       >>> updates, state = opt.update(jnp.array([1.0, -1.0]), opt.init(params), params)

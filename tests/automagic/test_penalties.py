@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxopt_adv.came.agr import agr
-from jaxopt_adv.came.penalties import (
+from jaxopt_adv.automagic.agr import agr
+from jaxopt_adv.automagic.penalties import (
     frequency_penalty,
     frequency_penalty_leaf,
     low_rank_penalty,

@@ -113,7 +113,7 @@ def _extra(extra_args: dict, name: str, polarity_source: str, spatial: bool) -> 
         raise ValueError(
             f"automagic_lr_mask(polarity_source={polarity_source!r}, spatial={spatial}) "
             f"needs the extra argument {name}=...; wrap the chain in "
-            "jaxopt_adv.came.composition.with_reference_grads or pass it to update()."
+            "jaxopt_adv.automagic.composition.with_reference_grads or pass it to update()."
         )
     return value
 
@@ -238,13 +238,13 @@ def automagic_lr_mask(
     Returns:
       An ``optax.GradientTransformationExtraArgs``. It reads ``ref_grads`` (for
       ``polarity_source="ref"`` or ``spatial``) and ``raw_grads`` (for ``"raw"``) from the
-      extra arguments, as :func:`~jaxopt_adv.came.composition.with_reference_grads`
+      extra arguments, as :func:`~jaxopt_adv.automagic.composition.with_reference_grads`
       provides them. ``state.avg_lr`` holds each leaf's mean effective learning rate
       (torch ``avg_lr``) for logging.
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.lr_mask import automagic_lr_mask
+      >>> from jaxopt_adv.automagic.lr_mask import automagic_lr_mask
       >>> tx = automagic_lr_mask(lr=0.1, max_lr=1.0, lr_bump=0.01, polarity_source="update")
       >>> state = tx.init(jnp.zeros(2))
       >>> u, state = tx.update(jnp.array([1.0, -1.0]), state)

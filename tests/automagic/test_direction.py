@@ -12,9 +12,9 @@ import torch
 from pytorch_optimizer import Grams, OrthoGrad
 from pytorch_optimizer.base.optimizer import BaseOptimizer
 
-from jaxopt_adv.came.agr import edge_strength
-from jaxopt_adv.came.composition import with_reference_grads
-from jaxopt_adv.came.direction import (
+from jaxopt_adv.automagic.agr import edge_strength
+from jaxopt_adv.automagic.composition import with_reference_grads
+from jaxopt_adv.automagic.direction import (
     cautious,
     cautious_update,
     edge_damping,

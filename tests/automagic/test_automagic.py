@@ -8,7 +8,7 @@ import optax
 import pytest
 import torch
 
-from jaxopt_adv.came import (
+from jaxopt_adv.automagic import (
     AutomagicConfig,
     automagic_came_amp,
     automagic_stats,

@@ -7,8 +7,8 @@ import optax
 import pytest
 import torch
 
-from jaxopt_adv.came.composition import with_reference_grads
-from jaxopt_adv.came.lr_mask import automagic_lr_mask, spatial_variance_leaf
+from jaxopt_adv.automagic.composition import with_reference_grads
+from jaxopt_adv.automagic.lr_mask import automagic_lr_mask, spatial_variance_leaf
 from tests.harness import run_parity
 from tests.reference.torch_lr_mask import AutomagicLrMaskSGD
 

@@ -5,7 +5,7 @@ The original implementation (hinablue's "refactored" Automagic_CameAMP for kohya
 sd-scripts, commit 863c5b5) was deleted upstream as "not work": its confidence term is
 ``(m - m)^2 = 0``, which makes the first update about 1e10 times too large, and several
 of its features are no-ops. This module builds a corrected ("fixed") version of it from
-the blocks of :mod:`jaxopt_adv.came`:
+the blocks of :mod:`jaxopt_adv.automagic`:
 
 .. code-block:: text
 
@@ -73,24 +73,24 @@ from jaxopt_adv._common import (
     scalar_dtype,
     tree_map_multi,
 )
-from jaxopt_adv.came.agr import agr
+from jaxopt_adv.automagic.agr import agr
+from jaxopt_adv.automagic.composition import EARLY, phase_of, with_reference_grads
+from jaxopt_adv.automagic.direction import (
+    cautious_update,
+    edge_damping_update,
+    grams_update,
+    orthogonalize,
+)
+from jaxopt_adv.automagic.lr_mask import AutomagicLrMaskState, automagic_lr_mask
+from jaxopt_adv.automagic.penalties import frequency_penalty, low_rank_penalty
+from jaxopt_adv.automagic.spd import selective_projection_decay
 from jaxopt_adv.came.came import (
     came_confidence,
     came_precondition,
     init_second_moments,
     rms_clip,
 )
-from jaxopt_adv.came.composition import EARLY, phase_of, with_reference_grads
-from jaxopt_adv.came.direction import (
-    cautious_update,
-    edge_damping_update,
-    grams_update,
-    orthogonalize,
-)
-from jaxopt_adv.came.lr_mask import AutomagicLrMaskState, automagic_lr_mask
-from jaxopt_adv.came.penalties import frequency_penalty, low_rank_penalty
-from jaxopt_adv.came.spd import selective_projection_decay
-from jaxopt_adv.came.tam import CORRELATIONS, torque_aware_momentum_update
+from jaxopt_adv.tam.tam import CORRELATIONS, torque_aware_momentum_update
 
 __all__ = [
     "AutomagicCameState",
@@ -301,7 +301,7 @@ def scale_by_automagic_came(config: AutomagicConfig) -> optax.GradientTransforma
 
     with :math:`v` and :math:`r` factored over the last two axes (``factored=True``; no
     confidence for leaves with fewer than two axes, as official CAME) or elementwise.
-    TAM is :func:`~jaxopt_adv.came.tam.torque_aware_momentum_update` (``variant="fixed"``,
+    TAM is :func:`~jaxopt_adv.tam.tam.torque_aware_momentum_update` (``variant="fixed"``,
     emphasis ``low_rank_emphasis`` on 2-D leaves when ``lora_rank_penalty``).
     ``came_enabled=False`` skips the second-moment scaling (``u = g``).
 
@@ -573,7 +573,7 @@ def automagic_came_amp(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came import automagic_came_amp, automagic_stats
+      >>> from jaxopt_adv.automagic import automagic_came_amp, automagic_stats
       >>> opt = automagic_came_amp(1e-4)
       >>> params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
       >>> state = opt.init(params)
@@ -708,7 +708,7 @@ def create_lora_optimizer(
     :func:`create_full_finetune_optimizer`.
 
     Example:
-      >>> from jaxopt_adv.came import create_lora_optimizer
+      >>> from jaxopt_adv.automagic import create_lora_optimizer
       >>> opt = create_lora_optimizer(1e-4, warmup_steps=100, edge_suppression=False)
     """
     mask = overrides.pop("weight_decay_mask", None)

@@ -49,7 +49,7 @@ def radius_mask(h: int, w: int, radius_ratio: Any = 0.3) -> jax.Array:
     at trace time, as torch does in Python floats; an injected ratio is evaluated traced.
 
     Example:
-      >>> from jaxopt_adv.came.penalties import radius_mask
+      >>> from jaxopt_adv.automagic.penalties import radius_mask
       >>> radius_mask(4, 4, 0.3).astype(int)
       Array([[1, 1, 1, 1],
              [1, 1, 0, 1],
@@ -179,7 +179,7 @@ def frequency_penalty(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.penalties import frequency_penalty
+      >>> from jaxopt_adv.automagic.penalties import frequency_penalty
       >>> g = jnp.full((4, 4), 1e-3)
       >>> for mode in ("highpass", "faithful"):
       ...     tx = frequency_penalty(mode=mode)
@@ -259,7 +259,7 @@ def low_rank_penalty(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.penalties import low_rank_penalty
+      >>> from jaxopt_adv.automagic.penalties import low_rank_penalty
       >>> p = jnp.diag(jnp.array([3.0, 2.0, 0.5]))
       >>> tx = low_rank_penalty(strength=1.0, rank=2)
       >>> u, _ = tx.update(jnp.zeros((3, 3)), tx.init(p), p)

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxopt_adv.came.agr import agr, edge_strength, laplacian
+from jaxopt_adv.automagic.agr import agr, edge_strength, laplacian
 from jaxopt_adv.torch import adamw, sgd
 from tests.harness import make_params, precision, run_parity
 from tests.reference import torch_agr

@@ -7,8 +7,8 @@ import optax
 import pytest
 import torch
 
-from jaxopt_adv.came.composition import with_reference_grads
-from jaxopt_adv.came.spd import rank_aware_factor, selective_projection_decay, spd_leaf
+from jaxopt_adv.automagic.composition import with_reference_grads
+from jaxopt_adv.automagic.spd import rank_aware_factor, selective_projection_decay, spd_leaf
 from jaxopt_adv.torch import scale_by_adam
 from tests.harness import make_params, run_parity
 from tests.reference.torch_spd import AdamSPD

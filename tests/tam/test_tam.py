@@ -11,8 +11,8 @@ import torch
 from pytorch_optimizer import TAM, AdaTAM
 
 from jaxopt_adv._common import tree_map_multi
-from jaxopt_adv.came.composition import with_reference_grads
-from jaxopt_adv.came.tam import (
+from jaxopt_adv.automagic.composition import with_reference_grads
+from jaxopt_adv.tam.tam import (
     ScaleByTamState,
     adatam,
     auto_correlation,

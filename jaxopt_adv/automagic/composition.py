@@ -41,7 +41,7 @@ def with_reference_grads(
 
     Example:
       >>> import jax.numpy as jnp, optax
-      >>> from jaxopt_adv.came.composition import with_reference_grads
+      >>> from jaxopt_adv.automagic.composition import with_reference_grads
       >>> tx = with_reference_grads(optax.scale(2.0), optax.identity())
       >>> u, _ = tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))
       >>> u
@@ -73,7 +73,7 @@ def phase_of(count: chex.Array, warmup_steps: int) -> chex.Array:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.came.composition import phase_of
+      >>> from jaxopt_adv.automagic.composition import phase_of
       >>> phase_of(jnp.arange(0, 12, 2), 4)
       Array([0, 1, 2, 2, 3, 3], dtype=int32)
     """
