@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_adv._common import check, check_interval, check_nonnegative, unshard_trailing_axes
+from jaxopt_adv._grouping import tree_map_grouped
 
 __all__ = ["agr", "agr_leaf", "edge_strength", "laplacian"]
 
@@ -213,6 +214,6 @@ def agr(
                 edge_scale=edge_scale,
             )
 
-        return jax.tree.map(leaf, updates), state
+        return tree_map_grouped(lambda g: (leaf(g),), 1, updates)[0], state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

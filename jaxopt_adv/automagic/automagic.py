@@ -71,8 +71,8 @@ from jaxopt_adv._common import (
     filled_like,
     requires_float_params,
     scalar_dtype,
-    tree_map_multi,
 )
+from jaxopt_adv._grouping import tree_map_grouped
 from jaxopt_adv.automagic.agr import agr
 from jaxopt_adv.automagic.composition import EARLY, phase_of, with_reference_grads
 from jaxopt_adv.automagic.direction import (
@@ -400,7 +400,7 @@ def scale_by_automagic_came(config: AutomagicConfig) -> optax.GradientTransforma
                 r,
             )
 
-        out, *rest = tree_map_multi(leaf, 9, updates, *state[1:])
+        out, *rest = tree_map_grouped(leaf, 9, updates, *state[1:])
         return out, AutomagicCameState(count, *rest)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -460,7 +460,7 @@ def automagic_direction(config: AutomagicConfig) -> optax.GradientTransformation
             late = cautious_update(u, g, 1e-3, background, 0.5)
             return jnp.where(early, c, late).astype(u.dtype), h
 
-        out, history = tree_map_multi(leaf, 2, updates, ref_grads, params, state.edge_history)
+        out, history = tree_map_grouped(leaf, 2, updates, ref_grads, params, state.edge_history)
         return out, AutomagicDirectionState(optax.safe_increment(state.count), history)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -28,6 +28,7 @@ import optax
 from jax import lax
 
 from jaxopt_adv._common import check, check_nonnegative, is_concrete_number, is_static_zero
+from jaxopt_adv._grouping import tree_map_grouped
 
 __all__ = [
     "frequency_penalty",
@@ -211,9 +212,9 @@ def frequency_penalty(
         del params, extra_args
         if is_static_zero(strength):
             return updates, state
-        out = jax.tree.map(
-            lambda g: frequency_penalty_leaf(g, strength, radius_ratio, mode), updates
-        )
+        out = tree_map_grouped(
+            lambda g: (frequency_penalty_leaf(g, strength, radius_ratio, mode),), 1, updates
+        )[0]
         return out, state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -294,9 +295,9 @@ def low_rank_penalty(
             raise ValueError("low_rank_penalty needs params: call update(updates, state, params)")
         if is_static_zero(strength):
             return updates, state
-        out = jax.tree.map(
-            lambda g, p: low_rank_penalty_leaf(g, p, strength, rank, mode), updates, params
-        )
+        out = tree_map_grouped(
+            lambda g, p: (low_rank_penalty_leaf(g, p, strength, rank, mode),), 1, updates, params
+        )[0]
         return out, state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

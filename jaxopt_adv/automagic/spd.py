@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check, check_count, check_nonnegative, tree_map_multi
+from jaxopt_adv._common import check, check_count, check_nonnegative
+from jaxopt_adv._grouping import tree_map_grouped
 
 __all__ = [
     "SelectiveProjectionDecayState",
@@ -202,10 +203,12 @@ def selective_projection_decay(
             return out, saved
 
         if anchor == "zeros":
-            out = jax.tree.map(lambda d, p, g: leaf(d, p, g, None)[0], updates, params, raw_grads)
+            out = tree_map_grouped(
+                lambda d, p, g: leaf(d, p, g, None)[:1], 1, updates, params, raw_grads
+            )[0]
             new_anchor = None
         else:
-            out, new_anchor = tree_map_multi(leaf, 2, updates, params, raw_grads, state.anchor)
+            out, new_anchor = tree_map_grouped(leaf, 2, updates, params, raw_grads, state.anchor)
         return out, SelectiveProjectionDecayState(optax.safe_increment(state.count), new_anchor)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
