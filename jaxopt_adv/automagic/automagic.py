@@ -73,6 +73,7 @@ from jaxopt_adv._common import (
     scalar_dtype,
 )
 from jaxopt_adv._grouping import tree_map_grouped
+from jaxopt_adv._state import find_state
 from jaxopt_adv.automagic.agr import agr
 from jaxopt_adv.automagic.composition import EARLY, phase_of, with_reference_grads
 from jaxopt_adv.automagic.direction import (
@@ -752,16 +753,7 @@ def automagic_stats(opt_state: Any, config: AutomagicConfig | None = None) -> di
       rate of the last step, weighted by leaf size.
     """
     config = AutomagicConfig() if config is None else config
-    found = [
-        node
-        for node in jax.tree.leaves(
-            opt_state, is_leaf=lambda x: isinstance(x, AutomagicLrMaskState)
-        )
-        if isinstance(node, AutomagicLrMaskState)
-    ]
-    if len(found) != 1:
-        raise ValueError(f"expected one Automagic lr-mask state, found {len(found)}")
-    mask_state = found[0]
+    mask_state = find_state(opt_state, AutomagicLrMaskState)
     sizes = [math.prod(np.shape(m)) for m in jax.tree.leaves(mask_state.lr_mask)]
     weighted = sum(a * n for a, n in zip(jax.tree.leaves(mask_state.avg_lr), sizes, strict=True))
     return {

@@ -53,6 +53,7 @@ from jaxopt_adv._common import (
     fresh_array,
     scalar_dtype,
 )
+from jaxopt_adv._state import find_state
 from jaxopt_adv.torch.adam import adam
 
 __all__ = [
@@ -166,12 +167,7 @@ def fer_state(opt_state: Any) -> FERState:
     Raises:
       ValueError: when there is none.
     """
-    if isinstance(opt_state, FERState):
-        return opt_state
-    found = optax.tree_utils.tree_get(opt_state, "FERState")
-    if found is None:
-        raise ValueError("no FERState in this optimizer state (build it with jaxopt_adv.fer)")
-    return found
+    return find_state(opt_state, FERState, " (build it with jaxopt_adv.fer)")
 
 
 def fer_loss(

@@ -47,6 +47,7 @@ import optax
 from flax import nnx
 
 from jaxopt_adv._common import NO_PARAMS_MSG, check, check_interval, check_nonnegative
+from jaxopt_adv._state import find_state, replace_state
 from jaxopt_adv.models.layers import Linear
 from jaxopt_adv.torch.sgd import sgd
 
@@ -129,12 +130,7 @@ def localized_state(opt_state: Any) -> LocalizedState:
     Raises:
       ValueError: when there is none.
     """
-    if isinstance(opt_state, LocalizedState):
-        return opt_state
-    found = optax.tree_utils.tree_get(opt_state, "LocalizedState")
-    if found is None:
-        raise ValueError("no LocalizedState in this optimizer state (see localized_learning)")
-    return found
+    return find_state(opt_state, LocalizedState, " (see localized_learning)")
 
 
 def _candidate_kernels(tree: Any, layers: Sequence[tuple[str, ...]]) -> dict[int, chex.Array]:
@@ -163,15 +159,6 @@ def _candidate_leaves(tree: Any, layers: Sequence[tuple[str, ...]]) -> list[dict
     return found
 
 
-def _replace(opt_state: Any, new: LocalizedState) -> Any:
-    """``opt_state`` with its (single) :class:`LocalizedState` replaced by ``new``."""
-    return jax.tree.map(
-        lambda s: new if isinstance(s, LocalizedState) else s,
-        opt_state,
-        is_leaf=lambda s: isinstance(s, LocalizedState),
-    )
-
-
 def get_boundary(opt_state: Any) -> chex.Array:
     """``T``, the number of leading candidate layers that are localized (int32 scalar)."""
     return localized_state(opt_state).num_localized
@@ -190,8 +177,8 @@ def set_boundary(opt_state: Any, num_localized: Any) -> Any:
     """
     state = localized_state(opt_state)
     size = state.epoch_sq_norm.shape[0]
-    new = state._replace(num_localized=jnp.clip(jnp.asarray(num_localized, jnp.int32), 0, size))
-    return _replace(opt_state, new)
+    num_localized = jnp.clip(jnp.asarray(num_localized, jnp.int32), 0, size)
+    return replace_state(opt_state, LocalizedState, num_localized=num_localized)
 
 
 def advance_boundary(opt_state: Any, *, threshold: Any = 0.5) -> Any:
@@ -209,12 +196,13 @@ def advance_boundary(opt_state: Any, *, threshold: Any = 0.5) -> Any:
     index = jnp.minimum(t, size - 1)
     now, before = state.epoch_sq_norm[index], state.previous_sq_norm[index]
     stable = (before > 0) & (now < threshold**2 * before) & (t < size)
-    new = state._replace(
+    return replace_state(
+        opt_state,
+        LocalizedState,
         num_localized=t + stable.astype(jnp.int32),
         epoch_sq_norm=jnp.zeros_like(state.epoch_sq_norm),
         previous_sq_norm=state.epoch_sq_norm,
     )
-    return _replace(opt_state, new)
 
 
 def _check_localized_args(
