@@ -12,16 +12,11 @@ bit for bit (``-0.0 != 0.0`` here), and the kernels must have run for the whole 
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from jaxopt_adv import fast
-from tests.fast.common import assert_bit_identical
+from tests.helpers.fast_paths import F32, F64, expected_reason, run_both
 from tests.helpers.x64 import x64
 
-F32, F64 = jnp.float32, jnp.float64
 # name: (shape, dtype with x64); without x64 every leaf is float32
 TREE = {  # (the 0-d leaf only with x64, the 1-element one only without: compile time)
     "big_4d": ((4, 5, 40, 50), F32),
@@ -30,7 +25,6 @@ TREE = {  # (the 0-d leaf only with x64, the 1-element one only without: compile
     "one": ((1, 1), None),
 }
 TINY = ("scalar", "one")
-SCALES = (5.0, 1.0, 0.5, 2.0, 0.1, 3.0, 0.2)
 
 CASES = {
     "torch.adam": {
@@ -136,49 +130,6 @@ def layout(wide: bool, exclude: tuple[str, ...] = (), dtype=None) -> dict[str, t
     if not wide:
         leaves.pop("scalar", None)
     return {k: (s, dtype or d) for k, (s, d) in leaves.items() if dtype or d}
-
-
-def make_tree(rng: np.random.Generator, leaves: dict, scale: float = 1.0) -> dict:
-    return {k: jnp.asarray(scale * rng.standard_normal(s), d) for k, (s, d) in leaves.items()}
-
-
-def gradients(rng: np.random.Generator, leaves: dict, t: int) -> dict[str, jax.Array]:
-    out = {}
-    for k, (s, d) in leaves.items():
-        g = np.asarray(SCALES[t % len(SCALES)] * rng.standard_normal(s), d)
-        if g.size >= 4:
-            tiny = np.finfo(g.dtype).smallest_subnormal
-            g.reshape(-1)[:4] = [0.0, -0.0, 3 * tiny, -tiny]
-        out[k] = jnp.asarray(g)
-    return out
-
-
-def expected_reason(expected_when_available: str | None = None) -> str | None:
-    """What ``explain`` must say: the expected reason, or why the kernels are unavailable
-    on this host (then every step is the XLA path and still must match)."""
-    reason = fast.unavailable_reason()
-    return expected_when_available if reason is None else reason
-
-
-def run_both(name, kwargs, leaves, *, inject=False, steps=20, seed=0):
-    """20 steps of the kernel and of the XLA path from the same start; compare each."""
-    kwargs = {"learning_rate": 0.05, **kwargs}
-    ours = fast.fused(name, inject_hyperparams=inject, **kwargs)
-    theirs = fast.fused(name, inject_hyperparams=inject, kernel=False, **kwargs)
-    rng = np.random.default_rng(seed)
-    params = make_tree(rng, leaves)
-    state = ours.init(params)
-    lowered = jax.jit(ours.step).lower(params, params, state)
-    # the reason only when the program has no kernel call (saves a trace per test)
-    explained = None if "jaxopt_adv_" in lowered.as_text() else ours.explain(params, params, state)
-    step_ours, step_theirs = lowered.compile(), jax.jit(theirs.step)
-    a, b = (params, state), (params, state)
-    for t in range(steps):
-        grads = gradients(rng, leaves, t)
-        a = step_ours(a[0], grads, a[1])
-        b = step_theirs(b[0], grads, b[1])
-        assert_bit_identical(a, b, f"step {t + 1}")
-    return explained
 
 
 @pytest.mark.parametrize("wide", [False, True], ids=["float32", "float64+float32"])

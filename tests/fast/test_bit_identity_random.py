@@ -21,7 +21,7 @@ import pytest
 
 from jaxopt_adv.fast import selfcheck
 from jaxopt_adv.fast import step as fast_step
-from tests.fast.test_bit_identity import F32, F64, expected_reason, run_both
+from tests.helpers.fast_paths import F32, F64, expected_reason, run_both
 from tests.helpers.x64 import x64
 
 DRAWS = int(os.environ.get("JAXOPT_ADV_FAST_DRAWS", "5"))

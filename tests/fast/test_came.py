@@ -18,6 +18,7 @@ from jaxopt_adv import fast
 from jaxopt_adv.came.came import came, scale_by_came
 from jaxopt_adv.fast import build, selfcheck
 from tests.harness import run_parity
+from tests.helpers.fast_paths import compiled, max_relative_error, step_fn
 from tests.helpers.x64 import x64
 
 # (rows, cols) split into several tasks of one matrix, many small matrices per task,
@@ -25,25 +26,6 @@ from tests.helpers.x64 import x64
 SHAPES = [(600, 700), (3, 300, 500), (2, 3, 4, 5), (70000, 3), (2, 100000), (1, 9), (9, 1)]
 CAME_MODULE = sys.modules["jaxopt_adv.fast.came"]  # ``fast.came`` is the function
 KWARGS = {"weight_decay": 0.1, "clip_threshold": 0.1, "b1": 0.8, "b2": 0.99, "b3": 0.999}
-
-
-def step_fn(tx, **jit_options):
-    """The jitted ``update + apply_updates`` step of ``tx``."""
-
-    def step(params, state, grads):
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    return jax.jit(step, **jit_options)
-
-
-def max_relative_error(ours, theirs) -> float:
-    worst = 0.0
-    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        if b.size:
-            worst = max(worst, float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30)))
-    return worst
 
 
 def run_both(shapes, dtype, steps=25, **kwargs):
@@ -116,12 +98,6 @@ def test_parity_with_official_came_on_a_large_leaf():
         fast.came(0.05, **kwargs), official, state_map=state_map, params=params, stream=stream
     )
     assert report.max_error <= 1e-10
-
-
-def compiled(tx, params):
-    state = tx.init(params)
-    step = step_fn(tx, donate_argnums=(0, 1))
-    return step.lower(params, state, params).compile().as_text()
 
 
 def test_one_custom_call_and_the_apply_loop_per_matrix():

@@ -16,7 +16,7 @@ import torch
 
 from jaxopt_adv import fast
 from tests.harness import find_state_field, make_params, precision, run_parity, torch_betas
-from tests.torch_exact.test_rmsprop import (
+from tests.helpers.rmsprop_overflow import (
     HUGE_GRADIENT,
     HUGE_PARAMS,
     huge_gradient_stream,

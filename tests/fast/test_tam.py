@@ -14,11 +14,11 @@ from pytorch_optimizer import TAM, AdaTAM
 from jaxopt_adv import fast
 from jaxopt_adv.fast import build
 from jaxopt_adv.tam import adatam, scale_by_adatam, scale_by_tam, tam
-from tests.fast.test_came import compiled, max_relative_error, step_fn
 from tests.harness import run_parity
+from tests.helpers.fast_paths import compiled, max_relative_error, step_fn
+from tests.helpers.tam_cases import ADATAM_CASES, ADATAM_STATE, TAM_CASES, TAM_STATE, torch_kwargs
 from tests.helpers.x64 import x64
 from tests.reference.torch_tam import TorqueAwareMomentumSGD
-from tests.tam.test_tam import ADATAM_CASES, ADATAM_STATE, TAM_CASES, TAM_STATE, torch_kwargs
 
 # split into tasks: column sums in two row blocks (1800 x 600), in column blocks
 # (3 x 40000), sums of a long vector in two chunks; plus the harness's small shapes

@@ -23,31 +23,8 @@ from jaxopt_adv.tam.tam import (
     torque_aware_momentum_update,
 )
 from tests.harness import make_params, precision, run_parity
+from tests.helpers.tam_cases import ADATAM_CASES, ADATAM_STATE, TAM_CASES, TAM_STATE, torch_kwargs
 from tests.reference.torch_tam import TorqueAwareMomentumSGD, correlation
-
-TAM_STATE = {"mu": "momentum_buffer", "s": "s"}
-ADATAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq", "s": "s"}
-
-TAM_CASES = {
-    "plain": {},
-    "hyper_decoupled": {"b1": 0.5, "decay_rate": 0.3, "eps": 1e-3, "weight_decay": 0.1},
-    "fixed_decay_maximize": {"weight_decay": 0.05, "fixed_decay": True, "maximize": True},
-}
-ADATAM_CASES = {
-    "plain": {},
-    "hyper_decoupled": {"b1": 0.5, "b2": 0.9, "decay_rate": 0.3, "eps": 1e-3, "weight_decay": 0.1},
-    "coupled_maximize": {"weight_decay": 0.1, "weight_decouple": False, "maximize": True},
-    "fixed_decay": {"weight_decay": 0.05, "fixed_decay": True},
-}
-
-
-def torch_kwargs(kwargs, first="momentum"):
-    kwargs = dict(kwargs)
-    b1 = kwargs.pop("b1", 0.9)
-    if first == "momentum":
-        return {"momentum": b1, **kwargs}
-    return {"betas": (b1, kwargs.pop("b2", 0.999)), **kwargs}
-
 
 TAM_RUNS = [(c, "float64") for c in TAM_CASES] + [
     ("hyper_decoupled", "float32"),

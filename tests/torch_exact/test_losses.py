@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from jaxopt_adv.torch import losses as ours
 from tests.harness import precision
-from tests.torch_exact.test_functional import (
+from tests.helpers.functional_parity import (
     PRECISIONS,
     elementwise_error,
     relative_error,

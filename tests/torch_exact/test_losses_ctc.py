@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from jaxopt_adv.torch.ctc import ctc_loss
 from tests.harness import precision
-from tests.torch_exact import test_functional
-from tests.torch_exact.test_functional import PRECISIONS, relative_error, run_parity
+from tests.helpers import functional_parity
+from tests.helpers.functional_parity import PRECISIONS, relative_error, run_parity
 
 T, N, C = 12, 4, 5
 
@@ -41,7 +41,7 @@ def ctc_data(blank: int = 0, concatenated: bool = False, seed: int = 0) -> dict:
 @pytest.mark.parametrize("blank, concatenated", [(0, False), (C - 1, True), (2, False)])
 def test_ctc_loss(blank, concatenated, reduction, dtype, monkeypatch):
     # torch's float32 kernel sums its alpha * beta products in another order: 3e-6 seen.
-    monkeypatch.setitem(test_functional.TOLERANCE, "float32", 1e-5)
+    monkeypatch.setitem(functional_parity.TOLERANCE, "float32", 1e-5)
     run_parity(
         ctc_loss,
         F.ctc_loss,

@@ -26,7 +26,7 @@ from jaxopt_adv.torch.lr_cyclic import (
 from jaxopt_adv.torch.lr_factor import constant_lr, lambda_lr, multiplicative_lr, polynomial_lr
 from jaxopt_adv.torch.lr_scheduler import exponential_lr, reduce_lr_on_plateau
 from tests.harness import gradient_stream, make_params, precision, run_parity
-from tests.torch_exact.test_lr_scheduler import (
+from tests.helpers.lr_schedules import (
     LR,
     assert_sequence_close,
     ours_values,

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from jaxopt_adv.torch import rmsprop
-from tests.harness import find_state_field, gradient_stream, run_parity
+from tests.harness import find_state_field, run_parity
+from tests.helpers.rmsprop_overflow import (
+    HUGE_GRADIENT,
+    HUGE_PARAMS,
+    huge_gradient_stream,
+    torch_rmsprop_step,
+)
 
 CASES = {
     "plain": {},
@@ -51,27 +57,6 @@ def test_parity_with_schedule(kwargs):
         schedule=schedule,
         state_map=_state_map(kwargs),
     )
-
-
-def huge_gradient_stream():
-    """The harness's stream with a float32 gradient of 3e19 on the first step: its square
-    overflows float32, ``(1 - alpha) * g * g`` (torch's order) does not."""
-    stream = gradient_stream(20)
-    stream[0]["matrix"][0, 0] = 3e19
-    return stream
-
-
-HUGE_PARAMS = np.array([1.0, -1.0, 0.5], np.float32)
-HUGE_GRADIENT = np.array([3e19, -2.0, 0.5], np.float32)
-
-
-def torch_rmsprop_step(alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """torch's params and ``square_avg`` after one float32 step on ``HUGE_GRADIENT``."""
-    param = torch.tensor(HUGE_PARAMS, requires_grad=True)
-    param.grad = torch.tensor(HUGE_GRADIENT)
-    optimizer = torch.optim.RMSprop([param], lr=0.01, alpha=alpha)
-    optimizer.step()
-    return param.detach().numpy(), optimizer.state[param]["square_avg"].numpy()
 
 
 @pytest.mark.parametrize("alpha", [0.99, 1.0])

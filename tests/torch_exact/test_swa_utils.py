@@ -37,8 +37,8 @@ from jaxopt_adv.torch.swa_utils import (
     update_bn,
 )
 from tests.harness import TOLERANCE, absolute_error, max_abs, precision
+from tests.helpers.lr_schedules import LR, assert_sequence_close, ours_values
 from tests.helpers.twins import inputs, make_pair
-from tests.torch_exact.test_lr_scheduler import LR, assert_sequence_close, ours_values
 
 STEPS = 24
 

@@ -15,7 +15,6 @@ import inspect
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
 
@@ -24,6 +23,7 @@ from jaxopt_adv import torch as torch_exact
 from jaxopt_adv.train import CheckpointError, restore_checkpoint, save_checkpoint
 from tests.cases import CASES, CASES_BY_NAME
 from tests.harness import named_tuples
+from tests.helpers.bit_exact import assert_bit_exact
 
 # the keys tests/cases.py's muP infshapes cover
 SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": ()}
@@ -129,21 +129,6 @@ variants = [
     for case in CASES
     for i, (overrides, text) in enumerate(STATE_CHANGING.get(case.name, []))
 ]
-
-
-def bits(x):
-    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-        x = jax.random.key_data(x)
-    x = np.asarray(x)
-    return x.dtype, x.shape, x.tobytes()
-
-
-def assert_bit_exact(got, expected):
-    assert jax.tree.structure(got) == jax.tree.structure(expected)
-    for (path, x), y in zip(
-        jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(expected), strict=True
-    ):
-        assert bits(x) == bits(y), jax.tree_util.keystr(path)
 
 
 @cases

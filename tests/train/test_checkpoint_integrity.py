@@ -23,7 +23,7 @@ from jaxopt_adv.train import (
     save_checkpoint,
 )
 from jaxopt_adv.train.checkpoint import FORMAT_WITHOUT_DIGESTS
-from tests.train.test_checkpoint_all import assert_bit_exact
+from tests.helpers.bit_exact import assert_bit_exact
 
 
 def _tree(leaf: np.ndarray) -> dict:
