@@ -45,6 +45,7 @@ __all__ = [
     "skip_at_static_zero",
     "torch_decay_power",
     "torch_scalar",
+    "torch_step",
     "tree_map_multi",
     "unshard_trailing_axes",
     "with_gradient_dtype",
@@ -321,6 +322,20 @@ def torch_scalar(x: jax.Array, torch_default_dtype: np.dtype | None) -> jax.Arra
     if torch_default_dtype is None or jnp.dtype(x.dtype).itemsize <= torch_default_dtype.itemsize:
         return x
     return x.astype(torch_default_dtype).astype(x.dtype)
+
+
+def torch_step(count: jax.Array, torch_default_dtype: np.dtype | None) -> jax.Array:
+    """The float step ``t`` that torch holds after ``count`` steps, in :func:`scalar_dtype`.
+
+    torch counts steps in a 0-d tensor of its default dtype (``state["step"]``); a float32
+    one stops at ``2**24`` (``2**24 + 1`` rounds back to it), so under torch's default
+    float32 the step scalars that depend on ``t`` stop moving after 16,777,216 steps. A
+    float64 counter is exact for every int32 ``count``; ``None``: the exact count.
+    """
+    t = count.astype(scalar_dtype())
+    if torch_default_dtype is None or torch_default_dtype.itemsize > 4:
+        return t
+    return jnp.minimum(t, float(2**24))
 
 
 def torch_decay_power(

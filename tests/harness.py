@@ -158,6 +158,7 @@ def run_parity(
     params: dict[str, np.ndarray] | None = None,
     stream: Sequence[dict[str, np.ndarray]] | None = None,
     torch_default: str | None = None,
+    resume: tuple[int, int] | None = None,
 ) -> ParityReport:
     """Replay the gradient stream through both optimizers and compare after every step.
 
@@ -177,6 +178,9 @@ def run_parity(
         :func:`gradient_stream`; ``num_steps`` is then ignored).
       torch_default: torch's default dtype during the run (default: ``dtype``); the
         transform's ``torch_default_dtype`` must name the same one to match.
+      resume: ``(count, torch_step)``: after the first step, every ``count`` field of our
+        state is set to ``count`` and torch's ``state["step"]`` to ``torch_step``, as in a
+        run that goes on after that many steps (torch's float32 counter stops at 2**24).
 
     Returns:
       The report of max relative errors.
@@ -217,6 +221,10 @@ def run_parity(
                 for group in optimizer.param_groups:
                     group["lr"] = float(schedule(t))
             optimizer.step()
+            if resume is not None and t == 0:
+                state = optax.tree.set(state, count=jnp.asarray(resume[0], jnp.int32))
+                for p in t_params:
+                    optimizer.state[p]["step"].fill_(resume[1])
 
             for p, k in zip(t_params, names, strict=True):
                 record(f"param:{k}", params[k], p.detach().numpy())

@@ -49,7 +49,7 @@ from jaxopt_adv.fast import build, flat, selfcheck
 from jaxopt_adv.torch.adadelta import adadelta
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adam_bias_corrections, adamw
-from jaxopt_adv.torch.adamax import adamax
+from jaxopt_adv.torch.adamax import adamax, adamax_bias_correction
 from jaxopt_adv.torch.asgd import AsgdState, asgd, asgd_coefficients
 from jaxopt_adv.torch.nadam import ScaleByNadamState, nadam, nadam_coefficients
 from jaxopt_adv.torch.radam import ScaleByRadamState, radam, radam_scalars
@@ -460,10 +460,9 @@ def _adamax_plan(hp: dict, old_inner: Any, new_inner: Any, checked: Callable) ->
     c1 = 1 - b1
     traced = not all(is_concrete_number(v) for v in (b1, b2, eps, wd))
     all_traced = not any(is_concrete_number(v) for v in (b1, b2, eps, wd))
-    # optax.scale_by_adamax's bias correction (optax.tree.bias_correction), from the new
-    # count, with the same ops
+    # scale_by_adamax's bias correction, from the new count, with the same ops
     count = _find(new_inner, optax.ScaleByAdamState).count
-    bc1 = 1 - b1**count
+    bc1 = adamax_bias_correction(b1, count, hp["torch_default_dtype"])
 
     def group(leaf, n_leaves):
         dtype = np.dtype(leaf.dtype)

@@ -17,15 +17,18 @@ Python doubles and holds others in 0-d tensors of its default dtype
 (``torch.get_default_dtype()``, float32 unless a script sets it), whatever the
 parameters' dtype. Torch-exact means torch's rounding, so by default (``"float32"``,
 torch's default) :func:`adam`, :func:`adamw`, :func:`nadam`, :func:`radam`,
-:func:`asgd`, :func:`sparse_adam` and their ``scale_by_*`` blocks reproduce it:
+:func:`asgd`, :func:`sparse_adam`, :func:`adamax`, :func:`adafactor` and their
+``scale_by_*`` blocks reproduce it:
 
-- Adam/AdamW/NAdam/RAdam/SparseAdam bias corrections are ``1 - beta ** t`` in doubles (float64
-  runs); RAdam's :math:`\rho_t` is torch's double-precision formula, cancellation
+- Adam/AdamW/NAdam/RAdam/SparseAdam/Adamax bias corrections are ``1 - beta ** t`` in
+  doubles (float64 runs); RAdam's :math:`\rho_t` is torch's double-precision formula, cancellation
   included (with ``b2 = 1 - 1e-9`` torch rectifies from step 4 where the exact
   :math:`\rho_t` would wait for step 6);
 - NAdam's ``mu_product`` is multiplied and held in the default dtype (float32: 1e-9
   relative from the float64 product after 20 steps);
-- ASGD's ``eta`` and ``mu`` are rounded to the default dtype (float32: 2e-8).
+- ASGD's ``eta`` and ``mu`` are rounded to the default dtype (float32: 2e-8);
+- Adamax's and Adafactor's step counter stops at ``2**24`` under float32 (torch's
+  float32 ``state["step"]``); every other step scalar of theirs is a Python double.
 
 ``torch_default_dtype="float64"`` reproduces a script that called
 ``torch.set_default_dtype(torch.float64)``; ``None`` keeps the more accurate forms

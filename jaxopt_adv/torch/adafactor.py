@@ -15,9 +15,10 @@ from jaxopt_adv._common import (
     check_interval,
     check_learning_rate,
     check_nonnegative,
+    check_torch_default_dtype,
     check_tuple,
     filled_like,
-    scalar_dtype,
+    torch_step,
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
@@ -54,8 +55,10 @@ def scale_by_torch_adafactor(
     eps: tuple[Any, Any],
     d: Any,
     weight_decay: Any,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     """torch's Adafactor step (learning rate and weight decay included); see :func:`adafactor`."""
+    step_dtype = check_torch_default_dtype(torch_default_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByAdafactorState:
         row, col, variance = tree_map_multi(_init_leaf, 3, params)
@@ -66,7 +69,7 @@ def scale_by_torch_adafactor(
         if params is None:
             raise ValueError(NO_PARAMS_MSG)
         count = optax.safe_increment(state.count)
-        t = count.astype(scalar_dtype())
+        t = torch_step(count, step_dtype)
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         lr = jnp.asarray(lr, t.dtype)
         one_minus_beta2 = jnp.power(t, beta2_decay)
@@ -109,6 +112,7 @@ def adafactor(
     weight_decay: Any = 0.0,
     *,
     maximize: bool = False,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adafactor that reproduces ``torch.optim.Adafactor`` step for step.
 
@@ -129,6 +133,12 @@ def adafactor(
     with :math:`c` = ``beta2_decay`` and :math:`\epsilon_1` = ``eps[0]`` (default: the
     machine epsilon of the leaf's dtype).
 
+    torch evaluates :math:`t^c` and :math:`\min(\eta, t^{-1/2})` in Python doubles from its
+    step counter, a 0-d tensor of its default dtype: under float32 (torch's default) the
+    counter stops at ``2**24``, and so does :math:`t` here (after ``1.5 * 2**24`` steps
+    torch's relative step is up to 1.22 times the exact count's);
+    ``torch_default_dtype=None`` takes the exact count.
+
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``1e-2``; the relative
         step is ``min(learning_rate, 1/sqrt(t))``, so it is a cap, not a factor.
@@ -138,6 +148,9 @@ def adafactor(
       d: clipping threshold of the update's RMS, ``>= 1``.
       weight_decay: decoupled decay ``theta (1 - lr wd)``, ``>= 0``.
       maximize: static; maximise instead of minimise.
+      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
+        ``torch.get_default_dtype()`` of the torch run whose step counter to reproduce
+        (see :mod:`jaxopt_adv.torch`); ``None``: the exact count.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; it needs ``params``.
@@ -172,7 +185,9 @@ def adafactor(
     check_interval(d, "d", 1.0, math.inf, high_open=True)
     check_nonnegative(weight_decay, "weight_decay")
     return torch_chain(
-        scale_by_torch_adafactor(learning_rate, beta2_decay, tuple(eps), d, weight_decay),
+        scale_by_torch_adafactor(
+            learning_rate, beta2_decay, tuple(eps), d, weight_decay, torch_default_dtype
+        ),
         learning_rate=FINAL_UPDATE,
         maximize=maximize,
     )

@@ -71,6 +71,9 @@ CASES = {
         "maximize_l2": {"maximize": True, "weight_decay": 0.05},
         "zero_eps_maximize": {"eps": 0.0, "maximize": True},
         "schedule": {"learning_rate": lambda t: 0.1 / (1 + t), "b1": 0.7},
+        # the bias correction's accurate form (-expm1(t log b1)), and torch's in doubles
+        "accurate": {"b1": 0.999, "torch_default_dtype": None},
+        "torch_float64": {"b1": 1 - 1e-8, "torch_default_dtype": "float64"},
     },
     "torch.nadam": {
         "plain": {},

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from jaxopt_adv.torch import adafactor
-from tests.harness import run_parity
+from tests.harness import PRECISIONS, run_parity
 
 # torch factors the last two dimensions of a leaf of >= 2 dims, keeps a full second
 # moment for 0-D and 1-D leaves; each group is compared with its own state
@@ -36,11 +36,11 @@ def _draw(seed: int) -> dict:
 CASES.update({f"random{seed}": _draw(seed) for seed in range(2)})
 
 
-def _start(shapes: dict, seed: int = 0):
+def _start(shapes: dict, seed: int = 0, num_steps: int = 20):
     rng = np.random.default_rng(seed)
     params = {k: rng.normal(size=s) for k, s in shapes.items()}
     stream = []
-    for t in range(20):
+    for t in range(num_steps):
         g = {k: (0.1 + t % 3) * rng.normal(size=s) for k, s in shapes.items()}
         if t % 4 == 3:  # a zero row: an exactly zero row variance
             g["matrix" if "matrix" in g else "vector"][0] = 0.0
@@ -81,6 +81,28 @@ def test_parity_default_learning_rate_and_schedule(dtype):
         schedule=schedule,
     )
     run_parity(adafactor(), torch.optim.Adafactor, dtype=dtype, params=params, stream=stream)
+
+
+@pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
+@pytest.mark.parametrize("seed", range(2, 4))
+def test_parity_random_under_torch_default_dtype(seed, dtype, torch_default):
+    """Every leaf kind in one tree, 25 steps; then the same after 1.5 * 2**24 steps, where
+    torch's float32 step counter has stopped at 2**24: its t**beta2_decay and
+    min(lr, 1/sqrt(t)) stay there (the relative step is then 1.22 times the exact
+    count's; 8e-4 apart after 25 steps with the exact count)."""
+    kwargs = _draw(seed)
+    params, stream = _start({**FACTORED, **UNFACTORED}, seed, num_steps=25)
+    torch_step = 2**24 if torch_default == "float32" else 3 * 2**23
+    for resume in (None, (3 * 2**23, torch_step)):
+        run_parity(
+            adafactor(0.05, **kwargs, torch_default_dtype=torch_default),
+            lambda p: torch.optim.Adafactor(p, lr=0.05, **kwargs),
+            dtype=dtype,
+            params=params,
+            stream=stream,
+            torch_default=torch_default,
+            resume=resume,
+        )
 
 
 @pytest.mark.parametrize(

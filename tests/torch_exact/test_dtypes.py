@@ -7,7 +7,7 @@ import optax
 import pytest
 import torch
 
-from jaxopt_adv.torch import adam, adamw, asgd, nadam, radam, sgd
+from jaxopt_adv.torch import adafactor, adam, adamax, adamw, asgd, nadam, radam, sgd
 from tests.harness import find_state_field
 
 CASES = [
@@ -46,7 +46,7 @@ def test_moment_dtype(factory, kwargs, field, option, param_dtype, state_dtype):
     )
 
 
-@pytest.mark.parametrize("factory", [adam, adamw, nadam, radam, asgd])
+@pytest.mark.parametrize("factory", [adam, adamw, nadam, radam, asgd, adamax, adafactor])
 @pytest.mark.parametrize("value", ["float16", "bfloat16", "double32", 32, jnp.int32, torch.float16])
 def test_bad_torch_default_dtype(factory, value):
     with pytest.raises(ValueError, match="Invalid torch_default_dtype value"):
