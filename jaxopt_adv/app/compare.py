@@ -207,6 +207,8 @@ class Trainer:
 
     def _epoch_one(self, carry, lr, order, epoch, x, y):
         tx = self.recipe.optimizer(lr)
+        params, rest, opt_state = carry
+        carry = (params, rest, self.recipe.at_epoch_start(opt_state, epoch))
 
         def step(carry, idx):
             params, rest, opt_state = carry

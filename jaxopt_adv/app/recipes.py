@@ -12,8 +12,12 @@ what they are built for, at the same widths:
   (:class:`~jaxopt_adv.mup.MuMLP`, readout at zero, ``mup_rescale_init``) whose base
   shape has every hidden layer at the narrowest width;
 * ``localized_learning`` (not a registry name: it wraps a base optimizer): a
-  :class:`~jaxopt_adv.localized.LocalizedMLP` whose first hidden layer learns by Oja's
-  rule (``num_localized=1``), the rest by SGD with momentum 0.9;
+  :class:`~jaxopt_adv.localized.LocalizedMLP` trained as ``examples/local_rules.py`` does:
+  every layer by SGD with momentum 0.9 for the first 80% of the epochs, then the first
+  hidden layer by Oja's rule (``hebbian_lr`` 1e-4), the rest by SGD. LoCal+SGD localizes a
+  layer once SGD has trained it; Oja's rule from the random initialisation drives the
+  first layer's units towards the inputs' dominant direction, their outputs grow and the
+  SGD layers above diverge (chance accuracy on mnist5k);
 * ``torch.lbfgs``: full batch, as L-BFGS is meant to run: one ``torch.optim.LBFGS.step``
   per epoch, strong Wolfe line search, 5 iterations (``max_iter``; torch's 20 make each
   epoch cost some 20 passes over the data for each rate of a grid);
@@ -40,7 +44,7 @@ from jaxopt_adv import torch as torch_exact
 from jaxopt_adv.automagic import AutomagicConfig
 from jaxopt_adv.correction import create_fer_optimizer, fer_loss
 from jaxopt_adv.datasets import Dataset
-from jaxopt_adv.localized import LocalizedMLP, create_localized_optimizer
+from jaxopt_adv.localized import LocalizedMLP, create_localized_optimizer, set_boundary
 from jaxopt_adv.models import MLP, SmallCNN
 from jaxopt_adv.mup import MuMLP, infer_infshapes, mu_adam, mu_adamw, mu_sgd, mup_rescale_init
 from jaxopt_adv.registry import describe, get_optimizer, list_optimizers
@@ -65,6 +69,10 @@ EXTRA_ROWS = {
 }
 MUP = {"mu_adam": mu_adam, "mu_adamw": mu_adamw, "mu_sgd": mu_sgd}
 LBFGS_ITERATIONS = 5  # per step, one step per epoch
+# localized_learning as examples/local_rules.py trains it: the first hidden layer switches
+# from SGD to Oja's rule at this fraction of the epochs
+LOCALIZED_SWITCH = 0.8
+HEBBIAN_LEARNING_RATE = 1e-4
 MLP_ONLY = ("localized_learning", *MUP)
 # Settings other than the learning rate (the learning rate comes from compare's table or
 # its grid). The LoRA preset's rank penalty of automagic_came_amp (an eigendecomposition
@@ -92,6 +100,8 @@ class Recipe:
       extra_args: ``(loss, aux, batch, value_fn) -> kwargs`` of ``update``;
         ``value_fn(params)`` is the batch loss at other parameters (L-BFGS's closure).
       prepare: applied once to the initial parameters (muP's rescaled init).
+      at_epoch_start: ``(opt_state, epoch) -> opt_state`` before every epoch (``epoch``
+        0-based and traced: localized learning's boundary schedule).
       full_batch: one step per epoch on the whole training split.
     """
 
@@ -101,6 +111,7 @@ class Recipe:
     logits: Callable[[nnx.Module, jax.Array], jax.Array]
     extra_args: Callable[..., dict[str, Any]]
     prepare: Callable[[Any], Any] = lambda params: params
+    at_epoch_start: Callable[[Any, jax.Array], Any] = lambda opt_state, epoch: opt_state
     full_batch: bool = False
 
 
@@ -237,20 +248,26 @@ def _mup(name: str, data: Dataset) -> Recipe:
     )
 
 
-def _localized(data: Dataset) -> Recipe:
+def _localized(data: Dataset, epochs: int) -> Recipe:
     features, classes = data.x_train.shape[1], data.num_classes
     shape = LocalizedMLP(features, MLP_HIDDEN, classes, rngs=nnx.Rngs(0))
+    switch_epoch = int(LOCALIZED_SWITCH * epochs)
 
     def loss(m: nnx.Module, opt_state: Any, batch: Batch):
-        logits, activations = m(batch[0], num_localized=1)
+        # the full backward pass: the optimizer discards layer 0's gradient once localized
+        logits, activations = m(batch[0], num_localized=0)
         return cross_entropy(logits, batch[1]), {"logits": logits, "activations": activations}
+
+    def optimizer(lr: Any) -> optax.GradientTransformation:
+        return create_localized_optimizer(shape, lr, HEBBIAN_LEARNING_RATE, num_localized=0)
 
     return Recipe(
         build=lambda seed: LocalizedMLP(features, MLP_HIDDEN, classes, rngs=nnx.Rngs(seed)),
-        optimizer=lambda lr: create_localized_optimizer(shape, lr, num_localized=1),
+        optimizer=optimizer,
         loss=loss,
         logits=lambda m, x: m(x)[0],
         extra_args=lambda loss, aux, b, f: {"activations": aux["activations"], "value": loss},
+        at_epoch_start=lambda opt_state, epoch: set_boundary(opt_state, epoch >= switch_epoch),
     )
 
 
@@ -291,7 +308,7 @@ def make_recipe(name: str, data: Dataset, model: str, num_samples: int, epochs: 
       data: the data set.
       model: ``"mlp"`` or ``"cnn"``.
       num_samples: the size of the training split (FER's memory).
-      epochs: the length of the run (FER's schedule).
+      epochs: the length of the run (FER's schedule, localized learning's switch).
 
     Raises:
       ValueError: when ``name`` cannot train ``model`` (:func:`cannot_run`).
@@ -306,7 +323,7 @@ def make_recipe(name: str, data: Dataset, model: str, num_samples: int, epochs: 
     if name in MUP:
         return _mup(name, data)
     if name == "localized_learning":
-        return _localized(data)
+        return _localized(data, epochs)
     if name == "torch.lbfgs":
         return _lbfgs(data, model)
     if name == "torch.muon":
