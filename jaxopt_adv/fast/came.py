@@ -24,15 +24,12 @@ import optax
 
 from jaxopt_adv.came.came import came_chain
 from jaxopt_adv.came.came import scale_by_came as jax_scale_by_came
-from jaxopt_adv.fast import build, selfcheck
+from jaxopt_adv.fast import ffi, selfcheck
 
 __all__ = ["came", "scale_by_came"]
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # the state fields the kernel updates, in its operand order after the gradient
 _FIELDS = ("mu", "v_row", "v_col", "r_row", "r_col")
-# leaves per custom call (XLA compiles calls with many aliased operands slowly)
-_LEAVES_PER_CALL = 16
 # The self-check's probes: the defaults and two non-default settings on float32 matrices
 # and a 3-D leaf, three steps of which the last has an Inf, a -Inf and a NaN gradient
 # element; the kernel must agree with the JAX transform to rounding and put the same
@@ -61,14 +58,14 @@ def _probe_mismatches() -> dict[str, str | None]:
 
 def _unavailable_reason() -> str | None:
     """Why the kernel does not scale leaves in this process (see :mod:`.selfcheck`)."""
-    return build.host_reason() or selfcheck.outcome(_probe_mismatches, selfcheck.CAME)
+    return selfcheck.unavailable(_probe_mismatches, selfcheck.CAME)
 
 
 def _kernel_leaf(g: Any, state_arrays: list[Any]) -> bool:
     """Whether the kernel takes this leaf: float32/float64, ndim >= 2, not empty, and
     the momentum and statistics in the leaf's dtype."""
     dtype = np.dtype(g.dtype)
-    if dtype not in _FLOATS or jnp.ndim(g) < 2 or jnp.size(g) == 0:
+    if dtype not in ffi.FLOATS or jnp.ndim(g) < 2 or jnp.size(g) == 0:
         return False
     return all(np.dtype(a.dtype) == dtype for a in state_arrays)
 
@@ -77,20 +74,12 @@ def _call(scalars: list[jax.Array], leaves: list[tuple]) -> list[tuple]:
     """One custom call over ``leaves = [(g, mu, v_row, v_col, r_row, r_col), ...]``;
     returns ``[(out, mu, v_row, v_col, r_row, r_col), ...]`` (the state results alias
     their operands)."""
-    operands = list(scalars)
-    out_types, aliases = [], {}
-    for arrays in leaves:
-        for k, array in enumerate(arrays):
-            if k > 0:
-                aliases[len(operands)] = len(out_types)
-            operands.append(array)
-            out_types.append(jax.ShapeDtypeStruct(jnp.shape(array), array.dtype))
-    call = jax.ffi.ffi_call(
-        "jaxopt_adv_came", out_types, input_output_aliases=aliases, vmap_method="sequential"
-    )
-    outputs = call(*operands)
-    width = len(_FIELDS) + 1
-    return [tuple(outputs[i : i + width]) for i in range(0, len(outputs), width)]
+    call = ffi.Call(scalars)
+    for g, *state_arrays in leaves:
+        call.read(g)
+        call.output(jnp.shape(g), g.dtype)
+        call.update(*state_arrays)
+    return ffi.chunks(call.run("jaxopt_adv_came"), len(_FIELDS) + 1)
 
 
 def scale_by_came(
@@ -127,36 +116,15 @@ def scale_by_came(
     """
     inner = jax_scale_by_came(b1, b2, b3, eps1, eps2, clip_threshold, mu_dtype=mu_dtype)
 
-    def update_fn(updates, state, params=None, **extra_args):
-        # The JAX path's results for every leaf; under jax.jit XLA removes the parts of
-        # the leaves the kernel replaces.
-        out, new_state = inner.update(updates, state, params, **extra_args)
-        if not kernel or _unavailable_reason() is not None:
-            return out, new_state
-        g_leaves, treedef = jax.tree.flatten(updates)
-        old = [treedef.flatten_up_to(getattr(state, name)) for name in _FIELDS]
-        out_leaves = treedef.flatten_up_to(out)
-        new = [treedef.flatten_up_to(getattr(new_state, name)) for name in _FIELDS]
-        groups: dict[np.dtype, list[int]] = {}
-        for i, g in enumerate(g_leaves):
-            if _kernel_leaf(g, [arrays[i] for arrays in old]):
-                groups.setdefault(np.dtype(g.dtype), []).append(i)
-        for dtype, indices in groups.items():
-            values = (b1, 1 - b1, b2, 1 - b2, b3, 1 - b3, eps1, eps2, clip_threshold)
-            scalars = [jnp.asarray(value).astype(dtype) for value in values]
-            for start in range(0, len(indices), _LEAVES_PER_CALL):
-                batch = indices[start : start + _LEAVES_PER_CALL]
-                operands = [(g_leaves[i], *(arrays[i] for arrays in old)) for i in batch]
-                for i, (o, *stats) in zip(batch, _call(scalars, operands), strict=True):
-                    out_leaves[i] = o
-                    for arrays, array in zip(new, stats, strict=True):
-                        arrays[i] = array
-        fields = {
-            name: treedef.unflatten(arrays) for name, arrays in zip(_FIELDS, new, strict=True)
-        }
-        return treedef.unflatten(out_leaves), new_state._replace(**fields)
+    def call(dtype: np.dtype, leaves: list[tuple]) -> list[tuple]:
+        values = (b1, 1 - b1, b2, 1 - b2, b3, 1 - b3, eps1, eps2, clip_threshold)
+        return _call([jnp.asarray(value).astype(dtype) for value in values], leaves)
 
-    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+    def replace(updates, state, out, new_state, extra_args):
+        del extra_args
+        return ffi.step_leaves(updates, state, out, new_state, _FIELDS, _kernel_leaf, call)
+
+    return ffi.with_kernel(inner, kernel, _unavailable_reason, replace)
 
 
 def came(

@@ -25,13 +25,13 @@ import optax
 from jaxopt_adv._common import scalar_dtype
 from jaxopt_adv.automagic.lr_mask import automagic_lr_mask as jax_automagic_lr_mask
 from jaxopt_adv.automagic.lr_mask import mask_bump, mask_schedule, sign_source
-from jaxopt_adv.fast import build, selfcheck
+from jaxopt_adv.fast import ffi, selfcheck
 
 __all__ = ["automagic_lr_mask"]
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-# leaves per custom call (XLA compiles calls with many aliased operands slowly)
-_LEAVES_PER_CALL = 16
+# the state fields the kernel writes (the mean learning rate from its sums)
+_FIELDS = ("lr_mask", "last_polarity", "avg_lr")
+
 # The self-check's probes: the defaults (the sign of ``ref_grads``, warmup) and two
 # non-default settings (the update's sign with the mask frozen after two steps; the sign
 # of ``raw_grads`` with the spatial bump) on a float32 matrix and a 3-D leaf, three steps
@@ -69,14 +69,14 @@ def _probe_mismatches() -> dict[str, str | None]:
 
 def _unavailable_reason() -> str | None:
     """Why the kernel does not step leaves in this process (see :mod:`.selfcheck`)."""
-    return build.host_reason() or selfcheck.outcome(_probe_mismatches, selfcheck.LR_MASK)
+    return selfcheck.unavailable(_probe_mismatches, selfcheck.LR_MASK)
 
 
 def _kernel_leaf(u: Any, source: Any, mask: Any) -> bool:
     """Whether the kernel takes this leaf: not empty, and the update, the sign source and
     the mask in one float32/float64 dtype and shape."""
     dtype = np.dtype(u.dtype)
-    if dtype not in _FLOATS or math.prod(jnp.shape(u)) == 0:
+    if dtype not in ffi.FLOATS or math.prod(jnp.shape(u)) == 0:
         return False
     same = [np.dtype(x.dtype) == dtype and jnp.shape(x) == jnp.shape(u) for x in (source, mask)]
     return all(same)
@@ -88,25 +88,15 @@ def _call(scalars: list[jax.Array], leaves: list[tuple], update_source: bool) ->
     polarity alias their operands (in place where XLA can: a chain's temporaries, donated
     buffers); with ``update_source`` the sign source is ``u`` and is not passed again
     (XLA would otherwise copy ``u`` to keep it for the second operand)."""
-    operands = list(scalars)
-    out_types, aliases = [], {}
+    call = ffi.Call(scalars)
     for u, source, mask, polarity, bump in leaves:
-        aliases[len(operands)] = len(out_types)
-        operands += [u] if update_source else [u, source]
-        out_types.append(jax.ShapeDtypeStruct(jnp.shape(u), u.dtype))
-        aliases[len(operands)] = len(out_types)
-        operands.append(mask)
-        out_types.append(jax.ShapeDtypeStruct(jnp.shape(mask), mask.dtype))
-        aliases[len(operands)] = len(out_types)
-        operands.append(polarity)
-        out_types.append(jax.ShapeDtypeStruct(jnp.shape(polarity), polarity.dtype))
-        operands.append(bump)
-        out_types.append(jax.ShapeDtypeStruct((), u.dtype))
-    call = jax.ffi.ffi_call(
-        "jaxopt_adv_lr_mask", out_types, input_output_aliases=aliases, vmap_method="sequential"
-    )
-    outputs = call(*operands, update_source=np.int64(update_source))
-    return [tuple(outputs[i : i + 4]) for i in range(0, len(outputs), 4)]
+        call.update(u)
+        if not update_source:
+            call.read(source)
+        call.update(mask, polarity)
+        call.read(bump)
+        call.output((), u.dtype)
+    return ffi.chunks(call.run("jaxopt_adv_lr_mask", update_source=update_source), 4)
 
 
 def automagic_lr_mask(
@@ -161,51 +151,36 @@ def automagic_lr_mask(
         mask_dtype=mask_dtype,
     )
 
-    def update_fn(updates, state, params=None, **extra_args):
-        # The JAX path's results for every leaf; under jax.jit XLA removes the parts of
-        # the leaves the kernel replaces.
-        out, new_state = inner.update(updates, state, params, **extra_args)
-        if not kernel or _unavailable_reason() is not None:
-            return out, new_state
+    def replace(updates, state, out, new_state, extra_args):
         source = sign_source(polarity_source, spatial, updates, extra_args)
         warm, increase, ratio, _ = mask_schedule(
             state.count, state.lr_max, group_lr, warmup_steps, persistent_schedule
         )
         u_leaves, treedef = jax.tree.flatten(updates)
         sources = treedef.flatten_up_to(source)
-        masks = treedef.flatten_up_to(state.lr_mask)
-        polarities = treedef.flatten_up_to(state.last_polarity)
+        masks, polarities = ffi.fields_of(state, _FIELDS[:2], treedef)
         svs = treedef.flatten_up_to(state.spatial_variance) if spatial else None
         out_leaves = treedef.flatten_up_to(out)
-        new_masks = treedef.flatten_up_to(new_state.lr_mask)
-        new_polarities = treedef.flatten_up_to(new_state.last_polarity)
-        avg_lr = treedef.flatten_up_to(new_state.avg_lr)
-        groups: dict[np.dtype, list[int]] = {}
-        for i, u in enumerate(u_leaves):
-            if _kernel_leaf(u, sources[i], masks[i]):
-                groups.setdefault(np.dtype(u.dtype), []).append(i)
-        for dtype, indices in groups.items():
+        new = ffi.fields_of(new_state, _FIELDS, treedef)
+
+        def takes(i: int) -> bool:
+            return _kernel_leaf(u_leaves[i], sources[i], masks[i])
+
+        for dtype, batch in ffi.batches_by_dtype(u_leaves, takes):
             # the scalars as lr_mask_leaf casts them
             values = (warm, increase, ratio)
             scalars = [jnp.asarray(value).astype(dtype) for value in values]
             scalars += [jnp.asarray(min_lr, dtype), jnp.asarray(max_lr, dtype)]
-            for start in range(0, len(indices), _LEAVES_PER_CALL):
-                batch = indices[start : start + _LEAVES_PER_CALL]
-                operands = []
-                for i in batch:
-                    sv = svs[i] if spatial else None
-                    bump = mask_bump(lr_bump, detail_preservation, sv, dtype).reshape(-1)
-                    operands.append((u_leaves[i], sources[i], masks[i], polarities[i], bump))
-                results_list = _call(scalars, operands, polarity_source == "update")
-                for i, results in zip(batch, results_list, strict=True):
-                    out_leaves[i], new_masks[i], new_polarities[i], total = results
-                    size = math.prod(jnp.shape(u_leaves[i]))
-                    avg_lr[i] = total.astype(scalar_dtype()) / size
-        fields = {
-            "lr_mask": treedef.unflatten(new_masks),
-            "last_polarity": treedef.unflatten(new_polarities),
-            "avg_lr": treedef.unflatten(avg_lr),
-        }
-        return treedef.unflatten(out_leaves), new_state._replace(**fields)
+            operands = []
+            for i in batch:
+                sv = svs[i] if spatial else None
+                bump = mask_bump(lr_bump, detail_preservation, sv, dtype).reshape(-1)
+                operands.append((u_leaves[i], sources[i], masks[i], polarities[i], bump))
+            results_list = _call(scalars, operands, polarity_source == "update")
+            for i, results in zip(batch, results_list, strict=True):
+                out_leaves[i], new[0][i], new[1][i], total = results
+                size = math.prod(jnp.shape(u_leaves[i]))
+                new[2][i] = total.astype(scalar_dtype()) / size
+        return treedef.unflatten(out_leaves), ffi.with_fields(new_state, _FIELDS, new, treedef)
 
-    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+    return ffi.with_kernel(inner, kernel, _unavailable_reason, replace)

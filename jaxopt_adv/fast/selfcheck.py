@@ -5,14 +5,17 @@ were written against (which products LLVM fuses into FMAs, which divisions XLA t
 into reciprocals, per tree and leaf size). :func:`outcome` runs a set of probe steps
 through both paths on this host (a few seconds, on a fresh thread so that it also works
 while a ``jax.jit`` is tracing) and remembers the result for the process and in a marker
-file next to the compiled library, keyed by the check's module source, the number of
-CPUs the process may use, ``XLA_FLAGS`` and the x64 mode too (the mode changes the dtype
-of counts and scalars, and so XLA's arithmetic: each mode is checked on its own, with the
-mode of the thread that asks). A marker that is not a JSON object of family names to
-``null`` or a reason (truncated, edited, written by another version) is ignored: the
-check runs again and rewrites it. Each check function (the fused kernels' in
-:mod:`jaxopt_adv.fast.step`, TAM's in :mod:`jaxopt_adv.fast.tam`, CAME's in
-:mod:`jaxopt_adv.fast.came`, the Automagic mask's in :mod:`jaxopt_adv.fast.lr_mask`) has a marker of its own; :func:`steps_differ` compares their probe steps.
+file next to the compiled library, keyed by the Python sources of the check's package
+(:mod:`jaxopt_adv.fast`: its probes, plans and plumbing), the number of CPUs the process
+may use, ``XLA_FLAGS`` and the x64 mode too (the mode changes the dtype of counts and
+scalars, and so XLA's arithmetic: each mode is checked on its own, with the mode of the
+thread that asks). A marker that is not a JSON object of family names to ``null`` or a
+reason (truncated, edited, written by another version) is ignored: the check runs again
+and rewrites it. Each check function (the fused kernels' in :mod:`jaxopt_adv.fast.step`
+with its probes in :mod:`jaxopt_adv.fast.probes`, TAM's in :mod:`jaxopt_adv.fast.tam`,
+CAME's in :mod:`jaxopt_adv.fast.came`, the Automagic mask's in
+:mod:`jaxopt_adv.fast.lr_mask`) has a marker of its own; :func:`steps_differ` compares
+their probe steps. :func:`unavailable` adds the host's own reasons (:mod:`.build`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ import numpy as np
 
 from jaxopt_adv.fast import build
 
-__all__ = ["outcome", "parse_marker", "probe_stream", "reset", "steps_differ"]
+__all__ = [
+    "outcome",
+    "parse_marker",
+    "probe_stream",
+    "reset",
+    "steps_differ",
+    "unavailable",
+]
 
 # The probe families: KERNELS gates every kernel; a failed TRACED_MOMENTUM only sends
 # RMSprop with a traced momentum (inject_hyperparams) to the XLA path, a failed ADAGRAD
@@ -66,11 +76,13 @@ def _check_name(check: Callable[..., Any]) -> str:
 
 
 def _check_source(check: Callable[..., Any]) -> bytes:
-    """The source of the module that defines ``check`` (its probes and its kernels'
-    Python side)."""
+    """The sources of the package that defines ``check``: its probes, its kernels' Python
+    side (plans, scalars) and the plumbing they share, wherever in the package they are."""
     filename = getattr(sys.modules.get(check.__module__), "__file__", None)
+    if not filename:
+        return b""
     try:
-        return Path(filename).read_bytes() if filename else b""
+        return b"".join(path.read_bytes() for path in sorted(Path(filename).parent.glob("*.py")))
     except OSError:
         return b""
 
@@ -184,6 +196,13 @@ def outcome(check: Callable[[], dict[str, str | None]], family: str) -> str | No
         if family not in results:
             return f"the self-check does not cover the {family!r} kernels"
         return results[family]
+
+
+def unavailable(check: Callable[[], dict[str, str | None]], family: str) -> str | None:
+    """Why the kernels of ``family`` are not used in this process: the host's reason
+    (:func:`jaxopt_adv.fast.build.host_reason`) or the self-check's (:func:`outcome`),
+    ``None`` when they are used."""
+    return build.host_reason() or outcome(check, family)
 
 
 def probe_stream(

@@ -24,16 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_adv.fast import build, selfcheck
+from jaxopt_adv.fast import ffi, selfcheck
 from jaxopt_adv.tam.tam import CORRELATIONS, tam_chain
 from jaxopt_adv.tam.tam import scale_by_adatam as jax_scale_by_adatam
 from jaxopt_adv.tam.tam import scale_by_tam as jax_scale_by_tam
 
 __all__ = ["adatam", "scale_by_adatam", "scale_by_tam", "tam"]
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-# leaves per custom call (XLA compiles calls with many aliased operands slowly)
-_LEAVES_PER_CALL = 16
 # The self-check's probes: every correlation rule ("auto" with one leaf above the
 # threshold, two below) on float32 leaves, three steps of which the last has an Inf, a
 # -Inf and a NaN gradient element; the kernel must agree with the JAX path to rounding and
@@ -63,14 +60,14 @@ def _probe_differs(ours: Any, theirs: Any, stream: list[dict[str, np.ndarray]]) 
 
 def _unavailable_reason() -> str | None:
     """Why the kernel does not step leaves in this process (see :mod:`.selfcheck`)."""
-    return build.host_reason() or selfcheck.outcome(_probe_mismatches, selfcheck.TAM)
+    return selfcheck.unavailable(_probe_mismatches, selfcheck.TAM)
 
 
 def _kernel_leaf(g: Any, state_arrays: list[Any]) -> bool:
     """Whether the kernel takes this leaf: float32/float64, not empty, and its state in
     the leaf's dtype and shape."""
     dtype = np.dtype(g.dtype)
-    if dtype not in _FLOATS or math.prod(jnp.shape(g)) == 0:
+    if dtype not in ffi.FLOATS or math.prod(jnp.shape(g)) == 0:
         return False
     return all(np.dtype(a.dtype) == dtype and jnp.shape(a) == jnp.shape(g) for a in state_arrays)
 
@@ -81,20 +78,12 @@ def _call(
     """One custom call over ``leaves = [(g, m, s), ...]`` (AdaTAM: ``(g, m, v, s)``);
     returns the new state ``[(m, s), ...]`` (AdaTAM: ``(m, v, s)``), which aliases its
     operands, so it is updated in place when the state is donated."""
-    operands = [*scalars, small]
-    out_types, aliases = [], {}
-    for g, *state in leaves:
-        operands.append(g)
-        for array in state:
-            aliases[len(operands)] = len(out_types)
-            operands.append(array)
-            out_types.append(jax.ShapeDtypeStruct(jnp.shape(array), array.dtype))
-    call = jax.ffi.ffi_call(
-        "jaxopt_adv_tam", out_types, input_output_aliases=aliases, vmap_method="sequential"
-    )
-    outputs = call(*operands, rule=np.int64(rule), adaptive=np.int64(adaptive))
-    width = 3 if adaptive else 2
-    return [tuple(outputs[i : i + width]) for i in range(0, len(outputs), width)]
+    call = ffi.Call([*scalars, small])
+    for g, *state_arrays in leaves:
+        call.read(g)
+        call.update(*state_arrays)
+    outputs = call.run("jaxopt_adv_tam", rule=rule, adaptive=adaptive)
+    return ffi.chunks(outputs, 3 if adaptive else 2)
 
 
 def _with_kernel(
@@ -113,40 +102,24 @@ def _with_kernel(
     adaptive = len(fields) == 3
     rule = CORRELATIONS.index(correlation)
 
-    def update_fn(updates, state, params=None, **extra_args):
-        # The JAX path's results for every leaf; under jax.jit XLA removes the parts of
-        # the leaves the kernel replaces.
-        out, new_state = inner.update(updates, state, params, **extra_args)
-        if not kernel or _unavailable_reason() is not None:
-            return out, new_state
-        g_leaves, treedef = jax.tree.flatten(updates)
-        old = [treedef.flatten_up_to(getattr(state, name)) for name in fields]
-        out_leaves = treedef.flatten_up_to(out)
-        new = [treedef.flatten_up_to(getattr(new_state, name)) for name in fields]
-        groups: dict[np.dtype, list[int]] = {}
-        for i, g in enumerate(g_leaves):
-            if _kernel_leaf(g, [arrays[i] for arrays in old]):
-                groups.setdefault(np.dtype(g.dtype), []).append(i)
-        for dtype, indices in groups.items():
-            scalars = [jnp.asarray(value).astype(dtype) for value in values(state)]
-            for start in range(0, len(indices), _LEAVES_PER_CALL):
-                batch = indices[start : start + _LEAVES_PER_CALL]
-                # auto's choice as auto_correlation makes it (threshold may be traced)
-                sizes = [math.prod(jnp.shape(g_leaves[i])) for i in batch]
-                small = jnp.stack([jnp.asarray(n <= auto_threshold).astype(dtype) for n in sizes])
-                operands = [(g_leaves[i], *(arrays[i] for arrays in old)) for i in batch]
-                for i, results in zip(
-                    batch, _call(scalars, small, operands, rule, adaptive), strict=True
-                ):
-                    out_leaves[i] = direction(*results).astype(g_leaves[i].dtype)
-                    for arrays, array in zip(new, results, strict=True):
-                        arrays[i] = array
-        replaced = {
-            name: treedef.unflatten(arrays) for name, arrays in zip(fields, new, strict=True)
-        }
-        return treedef.unflatten(out_leaves), new_state._replace(**replaced)
+    def replace(updates, state, out, new_state, extra_args):
+        del extra_args
+        scalar_values = values(state)
 
-    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+        def call(dtype: np.dtype, leaves: list[tuple]) -> list[tuple]:
+            scalars = [jnp.asarray(value).astype(dtype) for value in scalar_values]
+            # auto's choice as auto_correlation makes it (threshold may be traced)
+            sizes = [math.prod(jnp.shape(g)) for g, *_ in leaves]
+            small = jnp.stack([jnp.asarray(n <= auto_threshold).astype(dtype) for n in sizes])
+            results = _call(scalars, small, leaves, rule, adaptive)
+            return [
+                (direction(*leaf_state).astype(g.dtype), *leaf_state)
+                for (g, *_), leaf_state in zip(leaves, results, strict=True)
+            ]
+
+        return ffi.step_leaves(updates, state, out, new_state, fields, _kernel_leaf, call)
+
+    return ffi.with_kernel(inner, kernel, _unavailable_reason, replace)
 
 
 def scale_by_tam(

@@ -1,6 +1,6 @@
 """Randomly drawn hyperparameters: the fused step stays bit-identical to the XLA path.
 
-Each optimizer gets ``DRAWS`` draws of :func:`jaxopt_adv.fast.step.random_hyperparameters`
+Each optimizer gets ``DRAWS`` draws of :func:`jaxopt_adv.fast.probes.random_hyperparameters`
 (each numeric hyperparameter a value XLA and LLVM may simplify -- 0, 1, 1/2, a bound of
 its range -- half the time, a random one from its range otherwise; each option on or
 off), given as Python numbers or injected through ``optax.inject_hyperparams``, on
@@ -19,14 +19,13 @@ import os
 import numpy as np
 import pytest
 
-from jaxopt_adv.fast import selfcheck
-from jaxopt_adv.fast import step as fast_step
+from jaxopt_adv.fast import SUPPORTED, probes, selfcheck
 from tests.helpers.fast_paths import F32, F64, expected_reason, run_both
 from tests.helpers.x64 import x64
 
 DRAWS = int(os.environ.get("JAXOPT_ADV_FAST_DRAWS", "5"))
 SEED = int(os.environ.get("JAXOPT_ADV_FAST_DRAW_SEED", "2026"))
-# the configurations the fast path leaves to XLA (see jaxopt_adv/fast/step.py's plans)
+# the configurations the fast path leaves to XLA (see jaxopt_adv/fast/plans.py)
 ROUTED = (
     "eps 0 (XLA computes an approximate rsqrt)",
     "momentum 1 (XLA folds the multiplication away)",
@@ -38,13 +37,13 @@ ROUTED = (
     "RMSprop with injected hyperparameters and a 1-element leaf",
     "Adamax with weight decay 1 and a 1-element leaf",
 )
-PARAMS = [(name, draw) for name in fast_step.SUPPORTED for draw in range(DRAWS)]
+PARAMS = [(name, draw) for name in SUPPORTED for draw in range(DRAWS)]
 
 
 def draw_case(name: str, draw: int) -> tuple[dict, bool, bool, dict]:
     """``(hyperparameters, injected, x64, leaves)`` of one draw."""
-    rng = np.random.default_rng([SEED, list(fast_step.SUPPORTED).index(name), draw])
-    hyperparams = fast_step.random_hyperparameters(name, rng)
+    rng = np.random.default_rng([SEED, list(SUPPORTED).index(name), draw])
+    hyperparams = probes.random_hyperparameters(name, rng)
     inject, wide = (bool(rng.random() < 0.5) for _ in range(2))
     dtype = F64 if wide else F32
     leaves = {"w": ((257, 129), dtype)}
@@ -119,13 +118,13 @@ def test_simplified_constants_bit_identical(name, hyperparams, reason, wide):
 def test_the_self_check_draws_one_configuration_per_optimizer():
     """Besides its fixed probes, the self-check runs one configuration per optimizer from
     random_hyperparameters, in the family that gates that optimizer's kernel."""
-    table = fast_step._probe_table(np.random.default_rng(1))
+    table = probes.probe_table(np.random.default_rng(1))
     drawn = {}
-    for family, probes in table.items():
-        for name, inject, hyperparams, shapes in probes[len(fast_step._PROBES[family]) :]:
+    for family, configurations in table.items():
+        for name, inject, hyperparams, shapes in configurations[len(probes.PROBES[family]) :]:
             drawn[name] = (family, inject, hyperparams, shapes)
-    assert sorted(drawn) == sorted(fast_step.SUPPORTED)
+    assert sorted(drawn) == sorted(SUPPORTED)
     assert drawn["torch.adadelta"][0] == selfcheck.ADADELTA
     assert drawn["torch.rmsprop"][0] == selfcheck.KERNELS
-    again = fast_step._probe_table(np.random.default_rng(2))
+    again = probes.probe_table(np.random.default_rng(2))
     assert again != table  # drawn, not a fixed list
