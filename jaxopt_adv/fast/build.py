@@ -1,5 +1,6 @@
-"""Build, cache and register the one-pass CPU kernels (``kernels.cc``, ``came.cc``,
-``lr_mask.cc``, ``tam.cc``) with XLA.
+"""Build, cache and register the one-pass CPU kernels (the C++ sources in ``csrc/``: one
+file per kernel family, ``adam.cc``, ``sgd.cc``, ..., ``came.cc``, ``lr_mask.cc``,
+``tam.cc``, and their headers) with XLA.
 
 The kernels are compiled on first use with the system C++ compiler into a cache
 directory, keyed by a hash of the sources, the jaxlib version, the compiler (its command
@@ -64,7 +65,8 @@ __all__ = [
     "xla_contracts_fma",
 ]
 
-# FFI target name -> exported handler symbol in kernels.cc.
+# FFI target name -> the handler symbol its family's source in csrc/ exports. A new family
+# is one source file there and one line here.
 TARGETS = {
     "jaxopt_adv_adam": "JaxoptAdvAdam",
     "jaxopt_adv_sgd": "JaxoptAdvSgd",
@@ -95,21 +97,19 @@ CXXFLAGS = (
 )
 
 
+_CSRC = Path(__file__).with_name("csrc")
+
+
 def source_path() -> Path:
-    """The torch-exact kernels' C++ source, shipped next to this module."""
-    return Path(__file__).with_name("kernels.cc")
+    """The elementwise kernels' shared FFI plumbing, ``csrc/elementwise.h``."""
+    return _CSRC / "elementwise.h"
 
 
 def source_paths() -> list[Path]:
-    """Every source of the library: the C++ files compiled into it and their header."""
-    here = Path(__file__).parent
-    return [
-        source_path(),
-        here / "came.cc",
-        here / "lr_mask.cc",
-        here / "tam.cc",
-        here / "common.h",
-    ]
+    """Every source of the library: :func:`source_path`, then the other headers and the
+    C++ files in ``csrc/`` (one per kernel family) in name order."""
+    others = (p for p in _CSRC.iterdir() if p.suffix in (".cc", ".h"))
+    return [source_path(), *sorted(p for p in others if p.name != "elementwise.h")]
 
 
 def cache_dir() -> Path:

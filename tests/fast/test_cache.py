@@ -106,6 +106,25 @@ def test_the_cache_key_includes_the_compiler_and_its_flags(tmp_path, monkeypatch
     assert build.library_path(True, "g++") not in paths
 
 
+def test_the_cache_key_covers_every_source(tmp_path, monkeypatch):
+    """The kernels are one C++ file per family plus shared headers (csrc/): a change to any
+    one of them, or a new family's file, gives another library."""
+    sources = build.source_paths()
+    assert {"elementwise.h", "common.h", "adam.cc", "came.cc"} <= {path.name for path in sources}
+    assert sources == build.source_paths()  # a stable order
+    original = build.library_path(True, "g++")
+    keys = {original}
+    for index, source in enumerate(sources):
+        changed = tmp_path / source.name
+        changed.write_bytes(source.read_bytes() + b"\n// changed\n")
+        edited = [changed if i == index else path for i, path in enumerate(sources)]
+        monkeypatch.setattr(build, "source_paths", lambda edited=edited: edited)
+        keys.add(build.library_path(True, "g++"))
+    monkeypatch.setattr(build, "source_paths", lambda: [*sources, tmp_path / "adam.cc"])
+    keys.add(build.library_path(True, "g++"))
+    assert len(keys) == len(sources) + 2
+
+
 @pytest.mark.parametrize("text", ["[]", '"ok"', "null", '{"k": 1}', "{", "", "\udcff"])
 def test_a_marker_that_is_not_an_outcome_is_checked_again(tmp_path, monkeypatch, text):
     """A marker written by another version, edited or cut short is ignored: the check

@@ -1,4 +1,5 @@
-// What the one-pass kernels (kernels.cc, came.cc, lr_mask.cc) share: the thread-pool
+// What every kernel family (elementwise.h and its families, came.cc, lr_mask.cc, tam.cc)
+// shares: the thread-pool
 // loop, XLA's maximum and minimum, the dtype dispatch and the FFI operand checks.
 // Everything is in an anonymous namespace: each source file gets its own copy.
 #ifndef JAXOPT_ADV_FAST_COMMON_H_
