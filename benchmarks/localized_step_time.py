@@ -1,7 +1,7 @@
 """Step time of localized learning with k localized layers against full backprop.
 
 The model puts ``jax.lax.stop_gradient`` on the output of the last localized layer
-(``jaxopt_adv.localized.LocalizedMLP``), so XLA drops the backward GEMMs of the localized
+(``jaxopt_adv.local.LocalizedMLP``), so XLA drops the backward GEMMs of the localized
 prefix; each localized layer costs one Hebbian GEMM (``x^T y``) instead of two backward
 ones. Same MLP, same batch; the base optimizer is ``jaxopt_adv.torch.sgd(0.01,
 momentum=0.9)`` in every row, k = 0 is full backprop with that optimizer alone.
@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxopt_adv.localized import LocalizedMLP, create_localized_optimizer
+from jaxopt_adv.local import LocalizedMLP, create_localized_optimizer
 from jaxopt_adv.torch import sgd
 
 

@@ -38,8 +38,13 @@ import optax
 from flax import nnx
 
 from jaxopt_adv.datasets import DATASETS, load_dataset
-from jaxopt_adv.localized import LocalizedMLP, create_localized_optimizer, set_boundary
-from jaxopt_adv.sigprop import SigPropNet, sigprop_optimizer
+from jaxopt_adv.local import (
+    LocalizedMLP,
+    SigPropNet,
+    create_localized_optimizer,
+    set_boundary,
+    sigprop_optimizer,
+)
 from jaxopt_adv.torch import adam, sgd
 
 HIDDEN = [512, 256]

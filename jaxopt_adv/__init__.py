@@ -10,10 +10,11 @@ Families:
   * :mod:`jaxopt_adv.correction` -- FER (:func:`fer`, :func:`create_fer_optimizer`) and
     gradient correction (:func:`gradient_correction`,
     :func:`create_gradient_correction_optimizer`).
-  * :mod:`jaxopt_adv.local` -- local learning rules: SigProp (:mod:`jaxopt_adv.sigprop`:
-    :class:`SigPropNet`, :func:`sigprop_optimizer`, :func:`create_sigprop_optimizer`) and
-    Hebbian localized learning (:mod:`jaxopt_adv.localized`: :func:`localized_learning`,
-    :func:`create_localized_optimizer`).
+  * :mod:`jaxopt_adv.local` -- local learning rules: SigProp (:class:`SigPropNet`,
+    :func:`sigprop_optimizer`, :func:`create_sigprop_optimizer`) and Hebbian localized
+    learning (:func:`localized_learning`, :func:`create_localized_optimizer`). The old
+    modules ``jaxopt_adv.sigprop`` and ``jaxopt_adv.localized`` still resolve these
+    names, with a ``DeprecationWarning``.
 
 Utilities:
   * :mod:`jaxopt_adv.models` -- torch's layers and two models (MLP, SmallCNN) in Flax NNX
@@ -28,16 +29,17 @@ Every user-facing factory is registered by name: :func:`get_optimizer`,
 :func:`list_optimizers`.
 """
 
+import importlib
+from typing import Any
+
 from jaxopt_adv import (
     automagic,
     came,
     correction,
     interop,
     local,
-    localized,
     models,
     mup,
-    sigprop,
     tam,
     torch,
 )
@@ -73,12 +75,18 @@ __all__ = [
     "interop",
     "list_optimizers",
     "local",
-    "localized",
     "localized_learning",
     "models",
     "mup",
-    "sigprop",
     "sigprop_optimizer",
     "tam",
     "torch",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The deprecated modules ``sigprop`` and ``localized``, imported on first use (their
+    names warn and resolve to :mod:`jaxopt_adv.local`'s)."""
+    if name not in ("sigprop", "localized"):
+        raise AttributeError(f"module 'jaxopt_adv' has no attribute {name!r}")
+    return importlib.import_module(f"jaxopt_adv.{name}")

@@ -10,10 +10,12 @@ used by the update functions.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +42,7 @@ __all__ = [
     "is_static_zero",
     "log_of",
     "real_value",
+    "renamed_keywords",
     "requires_float_params",
     "scalar_dtype",
     "skip_at_static_zero",
@@ -51,6 +54,8 @@ __all__ = [
     "with_gradient_dtype",
 ]
 
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 # optax's wording; optax keeps its own constant private (``optax.NO_PARAMS_MSG`` does not
 # exist in optax 0.2.8).
@@ -519,3 +524,34 @@ def with_gradient_dtype(
         return cast, state
 
     return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+
+
+def renamed_keywords(**renamed: str) -> Callable[[_F], _F]:
+    """Keep a factory's old keyword names working: ``old="new"`` pairs.
+
+    The decorated factory takes ``old=`` as ``new=`` with a ``DeprecationWarning`` (at
+    the caller's line) and raises ``TypeError`` when both are given. Its signature
+    (``inspect.signature``, ``optax.inject_hyperparams``) shows the new names only.
+    """
+
+    def decorate(factory: _F) -> _F:
+        @functools.wraps(factory)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for old, new in renamed.items():
+                if old not in kwargs:
+                    continue
+                if new in kwargs:
+                    raise TypeError(
+                        f"{factory.__name__}() got both {new}= and {old}=, its deprecated name"
+                    )
+                warnings.warn(
+                    f"{factory.__name__}({old}=...) is deprecated; use {new}=... instead",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                kwargs[new] = kwargs.pop(old)
+            return factory(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -1,18 +1,16 @@
-"""``jaxopt_adv.localized``: the public name of :mod:`jaxopt_adv.local.localized`."""
+"""Deprecated: localized learning's names live in :mod:`jaxopt_adv.local`.
 
-from jaxopt_adv.local.localized import (
-    LocalizedMLP,
-    LocalizedState,
-    advance_boundary,
-    create_localized_optimizer,
-    get_boundary,
-    hebbian_delta,
-    localized_learning,
-    localized_state,
-    set_boundary,
-)
+``from jaxopt_adv.localized import X`` still works, with a ``DeprecationWarning``; write
+``from jaxopt_adv.local import X``.
+"""
 
-__all__ = [
+from __future__ import annotations
+
+from typing import Any
+
+from jaxopt_adv.local._moved import resolve_moved
+
+_MOVED = (
     "LocalizedMLP",
     "LocalizedState",
     "advance_boundary",
@@ -22,4 +20,9 @@ __all__ = [
     "localized_learning",
     "localized_state",
     "set_boundary",
-]
+)
+
+
+def __getattr__(name: str) -> Any:
+    """Resolves an old name from :mod:`jaxopt_adv.local`, with a ``DeprecationWarning``."""
+    return resolve_moved(__name__, name, _MOVED)

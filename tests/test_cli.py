@@ -53,9 +53,13 @@ def test_list_shows_every_optimizer_with_family_paper_and_reference():
     result = run("list")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["name", "family", "paper", "torch", "reference"]
+    assert lines[0].split() == ["name", "family", "paper", "torch", "reference", "fused", "needs"]
     assert [line.split()[0] for line in lines[1:]] == list_optimizers()
-    assert any("Loshchilov & Hutter 2019" in line and "torch.optim.AdamW" in line for line in lines)
+    adamw = next(line for line in lines if line.startswith("torch.adamw "))
+    assert "Loshchilov & Hutter 2019" in adamw and "torch.optim.AdamW" in adamw
+    assert adamw.rstrip().endswith("yes")  # a fused kernel step, needs nothing more
+    lbfgs = next(line for line in lines if line.startswith("torch.lbfgs "))
+    assert " - " in lbfgs and lbfgs.rstrip().endswith("update(value_fn=) (the loss closure)")
 
 
 @pytest.mark.slow

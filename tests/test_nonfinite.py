@@ -29,7 +29,7 @@ from flax import nnx
 
 from jaxopt_adv import get_optimizer, list_optimizers
 from jaxopt_adv.correction.fer import fer_state
-from jaxopt_adv.localized import (
+from jaxopt_adv.local import (
     LocalizedMLP,
     advance_boundary,
     create_localized_optimizer,

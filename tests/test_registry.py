@@ -1,4 +1,4 @@
-"""The registry: one explicit dict, names resolvable, every entry covered and documented."""
+"""The registry: one table, names resolvable, every entry covered and documented."""
 
 import inspect
 from pathlib import Path
@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 import jaxopt_adv
-from jaxopt_adv import REGISTRY, get_optimizer, list_optimizers
+from jaxopt_adv import REGISTRY, fast, get_optimizer, list_optimizers
+from jaxopt_adv.registry import TABLE
 from tests.cases import CASES_BY_NAME, INVALID
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -53,16 +54,39 @@ def test_torch_factories_are_exported():
 
 
 def test_every_registered_optimizer_is_described():
-    assert sorted(jaxopt_adv.registry.INFO) == list_optimizers()
+    assert list(jaxopt_adv.registry.TABLE) == list_optimizers()  # one table, kept sorted
     for name in list_optimizers():
         info = jaxopt_adv.describe(name)
         assert info.family and info.paper and info.torch_reference
+        assert info.factory is get_optimizer(name) is REGISTRY[name]
     with pytest.raises(KeyError, match="torch.adamw"):
         jaxopt_adv.describe("torch.adamww")
 
 
 def test_descriptions_point_at_nothing_that_is_not_installed():
     """``tests/`` is not shipped: a torch reference names a package class or says what it is."""
-    for name, info in jaxopt_adv.registry.INFO.items():
+    for name, info in jaxopt_adv.registry.TABLE.items():
         assert "tests/" not in info.torch_reference, name
         assert not info.torch_reference.endswith(".py"), name
+
+
+def test_registry_is_a_read_only_view_of_the_table():
+    assert dict(REGISTRY) == {name: info.factory for name, info in TABLE.items()}
+    with pytest.raises(TypeError):
+        REGISTRY["mine"] = get_optimizer("torch.sgd")  # type: ignore[index]
+    with pytest.raises(TypeError):
+        TABLE["mine"] = TABLE["torch.sgd"]  # type: ignore[index]
+
+
+def test_fused_column_is_fast_supported():
+    """The column is derived, so it cannot drift from the kernels that exist."""
+    assert {name for name, info in TABLE.items() if info.fused} == set(fast.SUPPORTED)
+    assert all(TABLE[name].factory is factory for name, (factory, _) in fast.SUPPORTED.items())
+
+
+def test_fast_twins_are_registered_beside_their_algorithm():
+    """Every kernel-backed transform of ``jaxopt_adv.fast`` is a registered optimizer."""
+    for name in ("came", "tam", "adatam"):
+        assert get_optimizer(f"fast.{name}") is getattr(fast, name)
+        assert TABLE[f"fast.{name}"].family == TABLE[name].family
+        assert TABLE[f"fast.{name}"].torch_reference == TABLE[name].torch_reference

@@ -4,8 +4,9 @@
   each at its tuned learning rate (``--tune``: tune it now on a validation split);
   accuracy, loss, epoch time, state size, and how closely the torch-exact ones track
   torch. Writes ``results.json``, ``results.csv`` and PNG figures.
-* ``jaxopt-adv list [PATTERN]``: the registered optimizers with family, paper and the
-  torch reference their parity is tested against.
+* ``jaxopt-adv list [PATTERN]``: the registered optimizers with family, paper, the
+  torch reference their parity is tested against, whether :func:`jaxopt_adv.fast.fused`
+  has a kernel step for them, and what they need beyond ``update(grads, state, params)``.
 * ``jaxopt-adv bench``: step time against optax and torch, and the memory floor.
 
 Errors a person can act on (a bad argument, unknown names, torch missing, an unwritable
@@ -188,14 +189,15 @@ def run_list(pattern: str) -> int:
     names = list_optimizers(pattern)
     if not names:
         raise UsageError(f"no registered optimizer matches {pattern!r}")
-    rows = [(n, *describe(n)) for n in names]
-    widths = [
-        max(len(str(row[i])) for row in rows + [("name", "family", "paper", "torch")])
-        for i in range(4)
-    ]
-    header = ("name", "family", "paper", "torch reference")
-    for row in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    header = ("name", "family", "paper", "torch reference", "fused", "needs")
+    rows = [header]
+    for name in names:
+        info = describe(name)
+        fused = "yes" if info.fused else "-"
+        rows.append((name, info.family, info.paper, info.torch_reference, fused, info.needs))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 

@@ -65,7 +65,9 @@ TUNED_LEARNING_RATES: dict[str, float] = {
     "adatam": 0.000316,
     "automagic_came_amp": 0.0316,
     "came": 0.000316,
+    "fast.adatam": 0.000316,  # the kernel twins: their algorithm's rate (same steps)
     "fast.came": 0.000316,
+    "fast.tam": 0.3,
     "fer": 0.01,
     "gradient_correction": 0.01,
     "localized_learning": 0.00949,

@@ -6,13 +6,13 @@ what they are built for, at the same widths:
 
 * ``fer`` (Deng et al., AAAI 2022): the FER loss (:func:`jaxopt_adv.correction.fer_loss`),
   with the batch's logits, labels and dataset indices passed to ``update``;
-* ``sigprop`` (Kohan et al., IEEE TNNLS 2023): a :class:`~jaxopt_adv.sigprop.SigPropNet`
+* ``sigprop`` (Kohan et al., IEEE TNNLS 2023): a :class:`~jaxopt_adv.local.SigPropNet`
   of the same hidden widths trained on its local losses plus the head's cross-entropy;
 * ``mu_adam``, ``mu_adamw``, ``mu_sgd`` (Tensor Programs V): the muP MLP
   (:class:`~jaxopt_adv.mup.MuMLP`, readout at zero, ``mup_rescale_init``) whose base
   shape has every hidden layer at the narrowest width;
 * ``localized_learning`` (not a registry name: it wraps a base optimizer): a
-  :class:`~jaxopt_adv.localized.LocalizedMLP` trained as ``examples/local_rules.py`` does:
+  :class:`~jaxopt_adv.local.LocalizedMLP` trained as ``examples/local_rules.py`` does:
   every layer by SGD with momentum 0.9 for the first 80% of the epochs, then the first
   hidden layer by Oja's rule (``hebbian_lr`` 1e-4), the rest by SGD. LoCal+SGD localizes a
   layer once SGD has trained it; Oja's rule from the random initialisation drives the
@@ -44,11 +44,16 @@ from jaxopt_adv import torch as torch_exact
 from jaxopt_adv.automagic import AutomagicConfig
 from jaxopt_adv.correction import create_fer_optimizer, fer_loss
 from jaxopt_adv.datasets import Dataset
-from jaxopt_adv.localized import LocalizedMLP, create_localized_optimizer, set_boundary
+from jaxopt_adv.local import (
+    LocalizedMLP,
+    SigPropNet,
+    create_localized_optimizer,
+    set_boundary,
+    sigprop_optimizer,
+)
 from jaxopt_adv.models import MLP, SmallCNN
 from jaxopt_adv.mup import MuMLP, infer_infshapes, mu_adam, mu_adamw, mu_sgd, mup_rescale_init
 from jaxopt_adv.registry import describe, get_optimizer, list_optimizers
-from jaxopt_adv.sigprop import SigPropNet, sigprop_optimizer
 
 __all__ = [
     "EXTRA_ROWS",

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxopt_adv._common import renamed_keywords
 from jaxopt_adv.fast import ffi, selfcheck
 from jaxopt_adv.tam.tam import CORRELATIONS, tam_chain
 from jaxopt_adv.tam.tam import scale_by_adatam as jax_scale_by_adatam
@@ -241,8 +242,25 @@ def tam(
 ) -> optax.GradientTransformationExtraArgs:
     """:func:`jaxopt_adv.tam.tam.tam` with the momentum step in the CPU kernel.
 
-    Same arguments, state and steps (to rounding), plus ``kernel`` (static; ``False``
-    always takes the JAX path). See :func:`jaxopt_adv.tam.tam.tam` for the arguments.
+    Same arguments, state and steps (to rounding), plus ``kernel``.
+
+    Args:
+      learning_rate: scalar or schedule (torch ``lr``), default ``1e-3``.
+      b1: momentum factor (torch ``momentum``), in ``[0, 1)``.
+      decay_rate: decay of the smoothed correlation, in ``[0, 1)``.
+      eps: ``>= 0``.
+      weight_decay: decoupled weight decay, ``>= 0``.
+      fixed_decay: static; decay by ``weight_decay`` without the learning rate.
+      maximize: static; ascend instead of descend.
+      correlation: static; see :func:`jaxopt_adv.tam.scale_by_tam`.
+      auto_threshold: numel threshold of ``correlation="auto"``.
+      mu_dtype: optional dtype of the momentum (a leaf whose momentum is in another
+        dtype takes the JAX path).
+      kernel: static; ``False`` always takes the JAX path.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` (it needs ``params`` when
+      ``weight_decay`` is not a Python 0).
 
     Example:
       >>> import jax
@@ -274,12 +292,13 @@ def tam(
         core,
         learning_rate,
         weight_decay,
-        weight_decouple=True,
+        decoupled_weight_decay=True,
         fixed_decay=fixed_decay,
         maximize=maximize,
     )
 
 
+@renamed_keywords(weight_decouple="decoupled_weight_decay")
 def adatam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: Any = 0.9,
@@ -288,7 +307,7 @@ def adatam(
     eps: Any = 1e-8,
     weight_decay: Any = 0.0,
     *,
-    weight_decouple: bool = True,
+    decoupled_weight_decay: bool = True,
     fixed_decay: bool = False,
     maximize: bool = False,
     correlation: str = "dim0",
@@ -298,8 +317,29 @@ def adatam(
 ) -> optax.GradientTransformationExtraArgs:
     """:func:`jaxopt_adv.tam.tam.adatam` with the momentum step in the CPU kernel.
 
-    Same arguments, state and steps (to rounding), plus ``kernel`` (static; ``False``
-    always takes the JAX path). See :func:`jaxopt_adv.tam.tam.adatam` for the arguments.
+    Same arguments, state and steps (to rounding), plus ``kernel``.
+
+    Args:
+      learning_rate: scalar or schedule (torch ``lr``), default ``1e-3``.
+      b1: torch ``betas[0]``, in ``[0, 1)``.
+      b2: torch ``betas[1]``, in ``[0, 1)``.
+      decay_rate: decay of the smoothed correlation, in ``[0, 1)``.
+      eps: ``>= 0``.
+      weight_decay: weight decay, ``>= 0``.
+      decoupled_weight_decay: static; decoupled (default) or coupled L2
+        (``pytorch_optimizer``'s ``weight_decouple``, still accepted with a
+        ``DeprecationWarning``).
+      fixed_decay: static; decoupled decay without the learning rate (needs
+        ``decoupled_weight_decay``).
+      maximize: static; ascend instead of descend.
+      correlation: static; see :func:`jaxopt_adv.tam.scale_by_tam`.
+      auto_threshold: numel threshold of ``correlation="auto"``.
+      mu_dtype: optional dtype of the momentum (a leaf whose momentum is in another
+        dtype takes the JAX path).
+      kernel: static; ``False`` always takes the JAX path.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -328,7 +368,7 @@ def adatam(
         core,
         learning_rate,
         weight_decay,
-        weight_decouple=weight_decouple,
+        decoupled_weight_decay=decoupled_weight_decay,
         fixed_decay=fixed_decay,
         maximize=maximize,
     )

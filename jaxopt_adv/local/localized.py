@@ -90,7 +90,7 @@ def hebbian_delta(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.localized import hebbian_delta
+      >>> from jaxopt_adv.local import hebbian_delta
       >>> x, kernel = jnp.array([[1.0, 0.0, 2.0], [0.0, 1.0, -1.0]]), jnp.zeros((3, 2))
       >>> y = jnp.array([[0.7, -0.2], [-0.1, 0.1]])
       >>> dk, db = hebbian_delta(x, y, kernel, rule="hebb")
@@ -169,7 +169,7 @@ def set_boundary(opt_state: Any, num_localized: Any) -> Any:
 
     Example:
       >>> import jax.numpy as jnp, optax
-      >>> from jaxopt_adv.localized import get_boundary, localized_learning, set_boundary
+      >>> from jaxopt_adv.local import get_boundary, localized_learning, set_boundary
       >>> tx = localized_learning(optax.sgd(0.1), hebbian_lr=1e-3, localized_layers=["a"])
       >>> state = set_boundary(tx.init({"a": {"kernel": jnp.zeros((2, 2))}}), 0)
       >>> int(get_boundary(state))
@@ -297,7 +297,7 @@ def localized_learning(
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
-      >>> from jaxopt_adv.localized import localized_learning
+      >>> from jaxopt_adv.local import localized_learning
       >>> tx = localized_learning(optax.sgd(0.1), hebbian_lr=0.01, localized_layers=["l0"])
       >>> params = {"l0": {"kernel": jnp.zeros((3, 2))}, "l1": {"kernel": jnp.ones((2, 1))}}
       >>> x, y = jnp.ones((4, 3)), jnp.ones((4, 2))
@@ -409,7 +409,7 @@ class LocalizedMLP(nnx.Module):
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
-      >>> from jaxopt_adv.localized import LocalizedMLP
+      >>> from jaxopt_adv.local import LocalizedMLP
       >>> model = LocalizedMLP(4, [8, 8], 3, rngs=nnx.Rngs(0))
       >>> logits, activations = model(jnp.ones((2, 4)), num_localized=1)
       >>> logits.shape, sorted(activations), model.candidates
@@ -472,7 +472,7 @@ def create_localized_optimizer(
 
     Example:
       >>> from flax import nnx
-      >>> from jaxopt_adv.localized import LocalizedMLP, create_localized_optimizer
+      >>> from jaxopt_adv.local import LocalizedMLP, create_localized_optimizer
       >>> model = LocalizedMLP(784, [512, 256], 10, rngs=nnx.Rngs(0))
       >>> tx = create_localized_optimizer(model, lr=0.001, hebbian_lr=0.0001)
 

@@ -33,6 +33,7 @@ With ``batch_norm=True`` or ``dropout > 0`` the mode follows NNX (``model.train(
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -47,6 +48,7 @@ from jaxopt_adv._common import (
     check_interval,
     check_learning_rate,
     check_nonnegative,
+    concrete_scalar,
 )
 from jaxopt_adv.models.batchnorm import BatchNorm
 from jaxopt_adv.models.layers import Conv2d, Linear
@@ -66,6 +68,7 @@ LOSS_KINDS = ("v14", "v9", "topk")
 TARGETS = ("signal", "labels")
 MODES = ("sigprop", "hybrid")
 BASES = ("adam", "sgd")
+DEFAULT_LEARNING_RATE = 1e-3  # of the blocks and head under a named base
 
 
 def _check_choice(value: Any, name: str, choices: Sequence[str]) -> None:
@@ -145,7 +148,7 @@ def sigprop_local_loss(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.sigprop import sigprop_local_loss
+      >>> from jaxopt_adv.local import sigprop_local_loss
       >>> t0 = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
       >>> h1 = jnp.array([[0.4, 0.3], [0.3, -0.38], [0.34, 0.2]])
       >>> t1 = jnp.array([[0.5, 0.1], [-0.2, 0.4], [0.5, 0.1]])
@@ -234,7 +237,7 @@ class SigPropNet(nnx.Module):
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
-      >>> from jaxopt_adv.sigprop import SigPropNet
+      >>> from jaxopt_adv.local import SigPropNet
       >>> model = SigPropNet(4, [8, 6], 3, dropout=0.1, rngs=nnx.Rngs(0))
       >>> logits, local = model(jnp.ones((5, 4)), jnp.array([0, 1, 2, 0, 1]))
       >>> logits.shape, local.shape
@@ -380,7 +383,7 @@ def sigprop_labels(params: Any) -> Any:
     ``signal_ctx`` and ``signal_norm``.
 
     Example:
-      >>> from jaxopt_adv.sigprop import sigprop_labels
+      >>> from jaxopt_adv.local import sigprop_labels
       >>> sigprop_labels({"signal_in": {"kernel": 0.0}, "head": {"kernel": 0.0}})
       {'head': {'kernel': 'net'}, 'signal_in': {'kernel': 'signal'}}
     """
@@ -391,12 +394,40 @@ def sigprop_labels(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(label, params)
 
 
+def _base_transforms(
+    base: str | optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    signal_lr: optax.ScalarOrSchedule,
+    signal_momentum: Any,
+) -> dict[str, optax.GradientTransformation]:
+    """``{"signal": ..., "net": ...}``: the signal generator's and the rest's optimizers."""
+    if isinstance(base, optax.GradientTransformation):
+        value = concrete_scalar(learning_rate)  # traced (injected): checked at init
+        check(
+            not callable(learning_rate)
+            and (value is None or math.isclose(value, DEFAULT_LEARNING_RATE, rel_tol=1e-6)),
+            "Invalid learning_rate: a base transform carries its own learning rate; leave "
+            f"learning_rate at its default (base={type(base).__name__}, "
+            f"learning_rate={learning_rate!r})",
+        )
+        return {"signal": adam(signal_lr, b1=signal_momentum), "net": base}
+    if not isinstance(base, str):
+        raise TypeError(
+            f"base must be one of {', '.join(BASES)} or an optax transform, got "
+            f"{type(base).__name__}"
+        )
+    check(base in BASES, f"Invalid base: {base!r} (choose from {', '.join(BASES)})")
+    if base == "adam":
+        return {"signal": adam(signal_lr, b1=signal_momentum), "net": adam(learning_rate)}
+    return {"signal": sgd(signal_lr, momentum=signal_momentum), "net": sgd(learning_rate)}
+
+
 def sigprop_optimizer(
-    learning_rate: optax.ScalarOrSchedule = 1e-3,
+    learning_rate: optax.ScalarOrSchedule = DEFAULT_LEARNING_RATE,
     signal_lr: optax.ScalarOrSchedule = 1e-3,
     signal_momentum: Any = 0.9,
     *,
-    base: Literal["adam", "sgd"] = "adam",
+    base: Literal["adam", "sgd"] | optax.GradientTransformation = "adam",
 ) -> optax.GradientTransformationExtraArgs:
     """SigProp's optimizers: one for the signal generator, one for the blocks and head.
 
@@ -405,25 +436,35 @@ def sigprop_optimizer(
     ``adam(learning_rate)`` on the rest; for ``base="sgd"``, ``sgd(signal_lr,
     momentum=signal_momentum)`` and ``sgd(learning_rate)``. Both are the torch-exact
     :mod:`jaxopt_adv.torch` versions, elementwise, so one transform over all blocks equals
-    the official per-block optimizers. Feed it the gradient of :meth:`SigPropNet.loss`;
-    unknown extra arguments (the ``advanced_optimizers`` torch package's ``model_output=``,
-    ``loss=``) are ignored.
+    the official per-block optimizers. ``base`` may also be any optax transform (as the
+    ``base`` of :func:`jaxopt_adv.correction.fer` or
+    :func:`jaxopt_adv.correction.gradient_correction`): it updates the blocks and the
+    head with its own learning rate, and the signal generator keeps
+    ``adam(signal_lr, b1=signal_momentum)``. Feed it the gradient of
+    :meth:`SigPropNet.loss`; unknown extra arguments (the ``advanced_optimizers`` torch
+    package's ``model_output=``, ``loss=``) are ignored.
 
     Args:
-      learning_rate: lr of the blocks and the head (the paper's Adam uses 5e-4 for conv
-        nets; 1e-3 suits MLPs).
+      learning_rate: lr of the blocks and the head under a ``"adam"`` / ``"sgd"`` base
+        (the paper's Adam uses 5e-4 for conv nets; 1e-3 suits MLPs); with a transform
+        ``base``, which has its own, it must stay at its default.
       signal_lr: lr of the signal generator.
       signal_momentum: Adam's ``b1`` (or SGD's momentum) of the signal generator, in
         ``[0, 1)``.
-      base: static; ``"adam"`` or ``"sgd"``.
+      base: static; ``"adam"``, ``"sgd"`` or an optax transform for the blocks and head.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
 
+    Raises:
+      ValueError: a bad hyperparameter, an unknown base name, or a ``learning_rate``
+        other than the default with a transform ``base``.
+      TypeError: a ``base`` that is neither a name nor an optax transform.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from flax import nnx
-      >>> from jaxopt_adv.sigprop import SigPropNet, sigprop_optimizer
+      >>> from jaxopt_adv.local import SigPropNet, sigprop_optimizer
       >>> model = SigPropNet(4, [8, 6], 3, rngs=nnx.Rngs(0))
       >>> optimizer = nnx.Optimizer(model, sigprop_optimizer(1e-3, 1e-3, 0.9), wrt=nnx.Param)
       >>> @nnx.jit
@@ -433,6 +474,8 @@ def sigprop_optimizer(
       ...     return loss
       >>> float(step(model, optimizer, jnp.ones((5, 4)), jnp.array([0, 1, 2, 0, 1]))) > 0
       True
+      >>> import optax
+      >>> tx = sigprop_optimizer(signal_lr=1e-3, base=optax.lion(1e-4))  # any optax base
 
     References:
       Kohan, Rietman, Siegelmann, IEEE TNNLS 2023 (arXiv 2204.01723); the per-block
@@ -441,14 +484,7 @@ def sigprop_optimizer(
     check_learning_rate(learning_rate)
     check_learning_rate(signal_lr, "signal_lr")
     check_interval(signal_momentum, "signal_momentum", 0.0, 1.0, high_open=True)
-    check(base in BASES, f"Invalid base: {base!r} (choose from {', '.join(BASES)})")
-    if base == "adam":
-        transforms = {"signal": adam(signal_lr, b1=signal_momentum), "net": adam(learning_rate)}
-    else:
-        transforms = {
-            "signal": sgd(signal_lr, momentum=signal_momentum),
-            "net": sgd(learning_rate),
-        }
+    transforms = _base_transforms(base, learning_rate, signal_lr, signal_momentum)
     return optax.partition(transforms, sigprop_labels)
 
 
@@ -471,7 +507,7 @@ def create_sigprop_optimizer(
 
     Example:
       >>> from flax import nnx
-      >>> from jaxopt_adv.sigprop import SigPropNet, create_sigprop_optimizer
+      >>> from jaxopt_adv.local import SigPropNet, create_sigprop_optimizer
       >>> model = SigPropNet(784, [512, 256], 10, rngs=nnx.Rngs(0))
       >>> tx = create_sigprop_optimizer(model, lr=0.001, signal_lr=0.001)
 

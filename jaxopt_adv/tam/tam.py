@@ -29,6 +29,7 @@ from jaxopt_adv._common import (
     check_interval,
     check_nonnegative,
     is_concrete_number,
+    renamed_keywords,
     skip_at_static_zero,
     tree_map_multi,
     with_gradient_dtype,
@@ -453,7 +454,7 @@ def tam_chain(
     learning_rate: optax.ScalarOrSchedule,
     weight_decay: Any,
     *,
-    weight_decouple: bool,
+    decoupled_weight_decay: bool,
     fixed_decay: bool,
     maximize: bool,
 ) -> optax.GradientTransformationExtraArgs:
@@ -469,10 +470,13 @@ def tam_chain(
             core,
             learning_rate=learning_rate,
             weight_decay=weight_decay,
-            decoupled_weight_decay=weight_decouple,
+            decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize,
         )
-    check(weight_decouple, "fixed_decay=True needs weight_decouple=True (decoupled decay)")
+    check(
+        decoupled_weight_decay,
+        "fixed_decay=True needs decoupled_weight_decay=True (decoupled decay)",
+    )
     check_nonnegative(weight_decay, "weight_decay")
     chain = torch_chain(core, learning_rate=learning_rate, maximize=maximize)
     decay = skip_at_static_zero(weight_decay, optax.add_decayed_weights(-weight_decay))
@@ -531,10 +535,10 @@ def tam(
       2024; mirrors ``pytorch_optimizer.TAM`` (4.1.0).
 
     Warning:
-      There is no ``weight_decouple=False``: in ``pytorch_optimizer.TAM`` (4.1.0) the
-      coupled decay is added to the gradient *after* the momentum has consumed it, so it
-      has no effect at all (``weight_decouple=False`` with any ``weight_decay`` equals
-      ``weight_decay=0``).
+      There is no coupled decay (``pytorch_optimizer.TAM``'s ``weight_decouple=False``):
+      in ``pytorch_optimizer.TAM`` (4.1.0) it is added to the gradient *after* the
+      momentum has consumed it, so it has no effect at all (``weight_decouple=False``
+      with any ``weight_decay`` equals ``weight_decay=0``).
     """
     return tam_chain(
         scale_by_tam(
@@ -547,12 +551,13 @@ def tam(
         ),
         learning_rate,
         weight_decay,
-        weight_decouple=True,
+        decoupled_weight_decay=True,
         fixed_decay=fixed_decay,
         maximize=maximize,
     )
 
 
+@renamed_keywords(weight_decouple="decoupled_weight_decay")
 def adatam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: Any = 0.9,
@@ -561,7 +566,7 @@ def adatam(
     eps: Any = 1e-8,
     weight_decay: Any = 0.0,
     *,
-    weight_decouple: bool = True,
+    decoupled_weight_decay: bool = True,
     fixed_decay: bool = False,
     maximize: bool = False,
     correlation: str = "dim0",
@@ -573,8 +578,8 @@ def adatam(
     .. math::
       \theta_t = \theta_{t-1}(1 - \eta_t\lambda) - \eta_t \frac{m_t}{\sqrt{v_t} + \epsilon}
 
-    with :math:`m_t, v_t` from :func:`scale_by_adatam`. With ``weight_decouple=False`` the
-    decay is coupled instead (:math:`g_t \leftarrow g_t + \lambda\theta_{t-1}` before
+    with :math:`m_t, v_t` from :func:`scale_by_adatam`. With
+    ``decoupled_weight_decay=False`` the decay is coupled instead (:math:`g_t \leftarrow g_t + \lambda\theta_{t-1}` before
     everything, so it also enters the correlation).
 
     Args:
@@ -584,9 +589,11 @@ def adatam(
       decay_rate: decay of the smoothed correlation, in ``[0, 1)``.
       eps: ``>= 0``.
       weight_decay: weight decay, ``>= 0``.
-      weight_decouple: static; decoupled (default, as the reference) or coupled L2.
+      decoupled_weight_decay: static; decoupled (default, as the reference) or coupled
+        L2 (torch's name; ``pytorch_optimizer``'s ``weight_decouple``, still accepted
+        with a ``DeprecationWarning``).
       fixed_decay: static; decoupled decay without the learning rate (needs
-        ``weight_decouple``).
+        ``decoupled_weight_decay``).
       maximize: static; ascend instead of descend.
       correlation: static; see :func:`scale_by_tam`.
       auto_threshold: numel threshold of ``correlation="auto"``.
@@ -610,7 +617,7 @@ def adatam(
 
     Warning:
       See :func:`scale_by_adatam`: no bias correction, so the first steps are large.
-      ``fixed_decay`` with ``weight_decouple=False`` raises here; the reference ignores
+      ``fixed_decay`` with ``decoupled_weight_decay=False`` raises here; the reference ignores
       ``fixed_decay`` then.
     """
     return tam_chain(
@@ -625,7 +632,7 @@ def adatam(
         ),
         learning_rate,
         weight_decay,
-        weight_decouple=weight_decouple,
+        decoupled_weight_decay=decoupled_weight_decay,
         fixed_decay=fixed_decay,
         maximize=maximize,
     )

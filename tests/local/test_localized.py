@@ -16,7 +16,7 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxopt_adv.localized import (
+from jaxopt_adv.local import (
     LocalizedMLP,
     advance_boundary,
     create_localized_optimizer,

@@ -17,15 +17,16 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxopt_adv.local.sigprop import BASES
-from jaxopt_adv.models import MLP
-from jaxopt_adv.sigprop import (
+from jaxopt_adv.local import (
     SigPropNet,
     create_sigprop_optimizer,
     sigprop_labels,
     sigprop_local_loss,
     sigprop_optimizer,
 )
+from jaxopt_adv.local.sigprop import BASES
+from jaxopt_adv.models import MLP
+from jaxopt_adv.torch import adam
 from tests.harness import precision
 from tests.reference.torch_sigprop import TorchSigProp, TorchSigPropNet, local_loss
 
@@ -517,3 +518,55 @@ def local(**kwargs):
 def test_bad_arguments_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_base_may_be_an_optax_transform_like_fer_and_gradient_correction():
+    """A transform ``base`` updates the blocks and head (with its own rate) and the signal
+    generator keeps Adam: ``base=torch adam(lr)`` is ``base="adam"`` at ``lr``, step for
+    step; any other optax transform runs too."""
+    model = SigPropNet(4, [8, 6], 3, rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    x, y = jnp.linspace(-1.0, 1.0, 20).reshape(5, 4), jnp.array([0, 1, 2, 0, 1])
+    grads = nnx.grad(lambda m: m.loss(x, y))(model)
+    named = sigprop_optimizer(0.01, 2e-3, 0.8, base="adam")
+    given = sigprop_optimizer(signal_lr=2e-3, signal_momentum=0.8, base=adam(0.01))
+    named_state, given_state = named.init(params), given.init(params)
+    for _ in range(3):
+        want, named_state = named.update(grads, named_state, params)
+        got, given_state = given.update(grads, given_state, params)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(a, b)
+    lion = sigprop_optimizer(signal_lr=2e-3, base=optax.lion(1e-4, weight_decay=0.0))
+    updates, _ = lion.update(grads, lion.init(params), params)
+    labels = jax.tree.leaves(sigprop_labels(params))
+    net = [u for u, label in zip(jax.tree.leaves(updates), labels, strict=True) if label == "net"]
+    for u in net:  # lion's updates are +-lr (or 0) on the blocks and head
+        np.testing.assert_allclose(np.abs(u[u != 0]), 1e-4, rtol=1e-6)
+    assert any(np.any(u != 0) for u in net)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"learning_rate": 0.01, "base": optax.sgd(0.1)}, ValueError, "learning_rate.*own"),
+        ({"learning_rate": lambda t: 1e-3, "base": optax.sgd(0.1)}, ValueError, "own"),
+        ({"base": 3}, TypeError, "base must be one of adam, sgd or an optax transform"),
+        ({"base": optax.sgd}, TypeError, "base must be"),  # a factory, not a transform
+    ],
+)
+def test_a_transform_base_rejects_what_it_would_ignore(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        sigprop_optimizer(**kwargs)
+
+
+def test_a_transform_base_under_inject_hyperparams():
+    """The injected rates are arrays at init and tracers at update: the default passes."""
+    model = SigPropNet(4, [8, 6], 3, rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    grads = jax.tree.map(jnp.ones_like, params)
+    injected = optax.inject_hyperparams(sigprop_optimizer)(signal_lr=2e-3, base=adam(0.01))
+    plain = sigprop_optimizer(signal_lr=2e-3, base=adam(0.01))
+    got, _ = jax.jit(injected.update)(grads, injected.init(params), params)
+    want, _ = plain.update(grads, plain.init(params), params)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

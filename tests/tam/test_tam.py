@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 import torch
 from pytorch_optimizer import TAM, AdaTAM
 
+from jaxopt_adv import fast
 from jaxopt_adv._common import tree_map_multi
 from jaxopt_adv.automagic.composition import with_reference_grads
 from jaxopt_adv.tam.tam import (
@@ -256,12 +259,38 @@ def test_emphasis_placement():
         (tam, {"auto_threshold": -1}, "Invalid auto_threshold value"),
         (adatam, {"b1": -0.5}, "Invalid beta1 value"),
         (adatam, {"b2": 1.0}, "Invalid beta2 value"),
-        (adatam, {"weight_decouple": False, "fixed_decay": True}, "fixed_decay=True needs"),
+        (
+            adatam,
+            {"decoupled_weight_decay": False, "fixed_decay": True},
+            "fixed_decay=True needs decoupled_weight_decay=True",
+        ),
     ],
 )
 def test_bad_hyperparameters(factory, kwargs, message):
     with pytest.raises(ValueError, match=message):
         factory(**kwargs)
+
+
+@pytest.mark.parametrize("factory", [adatam, fast.adatam], ids=["adatam", "fast.adatam"])
+def test_weight_decouple_is_a_deprecated_name_of_decoupled_weight_decay(factory):
+    """pytorch_optimizer's ``weight_decouple`` (the released keyword) still works, warns,
+    and builds the same optimizer; given with the new name it is an error."""
+    assert "weight_decouple" not in inspect.signature(factory).parameters
+    params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), make_params())
+    grads = jax.tree.map(lambda p: 0.5 * p + 0.1, params)
+
+    def first_update(opt):
+        return jax.tree.leaves(opt.update(grads, opt.init(params), params)[0])
+
+    with pytest.warns(DeprecationWarning, match=r"weight_decouple=.*decoupled_weight_decay="):
+        old = first_update(factory(0.01, weight_decay=0.1, weight_decouple=False))
+    new = first_update(factory(0.01, weight_decay=0.1, decoupled_weight_decay=False))
+    for got, want in zip(old, new, strict=True):
+        np.testing.assert_array_equal(got, want)
+    decoupled = first_update(factory(0.01, weight_decay=0.1))  # the default
+    assert any(not np.array_equal(a, b) for a, b in zip(old, decoupled, strict=True))
+    with pytest.raises(TypeError, match="both decoupled_weight_decay= and weight_decouple="):
+        factory(0.01, decoupled_weight_decay=False, weight_decouple=False)
 
 
 def test_bad_variant_and_correlation_in_pure_functions():

@@ -84,11 +84,19 @@ STATE_CHANGING = {
         ({"mu_dtype": jnp.bfloat16}, "ScaleByTamState.mu ['conv']) is float32"),
     ],
     "adatam": [
-        ({"weight_decouple": True}, "ScaleByAdaTamState"),
+        ({"decoupled_weight_decay": True}, "ScaleByAdaTamState"),
         ({"mu_dtype": jnp.bfloat16}, "the target expects bfloat16"),
     ],
     "came": [({"mu_dtype": jnp.bfloat16}, "ScaleByCameState.mu ['conv']) is float32")],
     "fast.came": [({"mu_dtype": jnp.bfloat16}, "ScaleByCameState.mu ['conv']) is float32")],
+    "fast.tam": [
+        ({"fixed_decay": True}, "ScaleByTamState"),
+        ({"mu_dtype": jnp.bfloat16}, "ScaleByTamState.mu ['conv']) is float32"),
+    ],
+    "fast.adatam": [
+        ({"decoupled_weight_decay": True}, "ScaleByAdaTamState"),
+        ({"mu_dtype": jnp.bfloat16}, "the target expects bfloat16"),
+    ],
     "torch.sgd": [
         ({"momentum": None}, "only in the checkpoint: [1] SgdMomentumState.count"),
         ({"accumulator_dtype": jnp.bfloat16}, "the target expects bfloat16"),
