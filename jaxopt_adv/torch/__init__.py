@@ -44,7 +44,7 @@ from jaxopt_adv.torch.adadelta import adadelta, scale_by_adadelta
 from jaxopt_adv.torch.adafactor import ScaleByAdafactorState, adafactor
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw, scale_by_adam
-from jaxopt_adv.torch.adamax import adamax
+from jaxopt_adv.torch.adamax import adamax, scale_by_adamax
 from jaxopt_adv.torch.asgd import AsgdState, asgd, asgd_update
 from jaxopt_adv.torch.clip import (
     ClipGradNormState,
@@ -158,6 +158,7 @@ __all__ = [
     "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_adamax",
     "scale_by_muon",
     "scale_by_nadam",
     "scale_by_radam",
