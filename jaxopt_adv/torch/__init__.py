@@ -27,13 +27,14 @@ torch's default) :func:`adam`, :func:`adamw`, :func:`nadam`, :func:`radam`,
 - NAdam's ``mu_product`` is multiplied and held in the default dtype (float32: 1e-9
   relative from the float64 product after 20 steps);
 - ASGD's ``eta`` and ``mu`` are rounded to the default dtype (float32: 2e-8);
-- Adamax's and Adafactor's step counter stops at ``2**24`` under float32 (torch's
-  float32 ``state["step"]``); every other step scalar of theirs is a Python double.
+- the step counter stops at ``2**24`` under float32 (torch's float32
+  ``state["step"]``; SparseAdam's is a Python int); Adamax's and Adafactor's other step
+  scalars are Python doubles.
 
 ``torch_default_dtype="float64"`` reproduces a script that called
 ``torch.set_default_dtype(torch.float64)``; ``None`` keeps the more accurate forms
 (bias corrections as ``-expm1(t log beta)``, the cancellation-free series of
-:math:`\rho_t`, unrounded scalars). In float32 runs the scalars are float32 here
+:math:`\rho_t`, unrounded scalars, the exact step count). In float32 runs the scalars are float32 here
 (JAX has no double there): bias corrections take the accurate form whatever the option,
 the closest float32 can come to torch's doubles. ``jaxopt_adv.fast``'s fused step
 computes the same scalars, bit for bit.
@@ -44,7 +45,7 @@ from jaxopt_adv.torch.adadelta import adadelta, scale_by_adadelta
 from jaxopt_adv.torch.adafactor import ScaleByAdafactorState, adafactor
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adamw, scale_by_adam
-from jaxopt_adv.torch.adamax import adamax
+from jaxopt_adv.torch.adamax import adamax, scale_by_adamax
 from jaxopt_adv.torch.asgd import AsgdState, asgd, asgd_update
 from jaxopt_adv.torch.clip import (
     ClipGradNormState,
@@ -158,6 +159,7 @@ __all__ = [
     "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_adamax",
     "scale_by_muon",
     "scale_by_nadam",
     "scale_by_radam",

@@ -12,8 +12,8 @@ from jaxopt_adv._common import (
     check_beta,
     check_nonnegative,
     check_torch_default_dtype,
-    scalar_dtype,
     torch_decay_power,
+    torch_step,
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import torch_chain
@@ -41,8 +41,8 @@ def adam_bias_corrections(
 ) -> tuple[chex.Array, chex.Array]:
     r"""Step ``count``'s :math:`1-\beta_1^t` and :math:`1-\beta_2^t` (shared with the
     fused CPU step, which must compute them with the same ops)."""
-    t = count.astype(scalar_dtype())
     dtype = check_torch_default_dtype(torch_default_dtype)
+    t = torch_step(count, dtype)
     return torch_decay_power(b1, t, dtype)[1], torch_decay_power(b2, t, dtype)[1]
 
 

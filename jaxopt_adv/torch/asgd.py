@@ -15,6 +15,7 @@ from jaxopt_adv._common import (
     check_torch_default_dtype,
     scalar_dtype,
     torch_scalar,
+    torch_step,
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
@@ -56,10 +57,10 @@ def asgd_coefficients(
       (0.10000000149011612, 1.0)
     """
     lr = jnp.asarray(_learning_rate_at(learning_rate, jnp.maximum(count - 1, 0)))
-    c = count.astype(scalar_dtype(lr.dtype))
+    dtype = check_torch_default_dtype(torch_default_dtype)
+    c = torch_step(count, dtype).astype(scalar_dtype(lr.dtype))
     eta = lr / (1 + lambd * lr * c) ** alpha
     mu = jnp.where(c == 0, 1, 1 / jnp.maximum(1, c - t0))
-    dtype = check_torch_default_dtype(torch_default_dtype)
     return torch_scalar(eta, dtype), torch_scalar(mu, dtype)
 
 

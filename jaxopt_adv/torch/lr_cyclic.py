@@ -22,7 +22,7 @@ from jaxopt_adv._common import (
     is_concrete_number,
     scalar_dtype,
 )
-from jaxopt_adv.torch._schedule import Schedule, as_count, check_count
+from jaxopt_adv.torch._schedule import Schedule, TorchRule, as_count, check_count, with_rule
 
 _INT32_MAX = 2**31 - 1
 
@@ -90,7 +90,7 @@ def cosine_annealing_warm_restarts(
         weight = jnp.sin(math.pi / 2 * ((t_i - t_cur) / t_i)) ** 2
         return eta_min + (learning_rate - eta_min) * weight
 
-    return schedule
+    return with_rule(schedule, TorchRule("CosineAnnealingWarmRestarts", None))
 
 
 ScaleFn = Callable[[jax.Array], Any]
@@ -230,7 +230,8 @@ def cyclic_lr(
     def value(height):
         return base_lr + (max_lr - base_lr) * height
 
-    return _cyclic(step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode, value)
+    schedule = _cyclic(step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode, value)
+    return with_rule(schedule, TorchRule("CyclicLR", None))
 
 
 def cyclic_momentum(

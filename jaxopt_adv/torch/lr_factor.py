@@ -15,7 +15,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_adv._common import check, check_interval, check_learning_rate, scalar_dtype
-from jaxopt_adv.torch._schedule import Schedule, as_count, check_count
+from jaxopt_adv.torch._schedule import (
+    Schedule,
+    TorchRule,
+    as_count,
+    check_count,
+    scaling,
+    with_rule,
+)
 
 LrLambda = Callable[[jax.Array], Any]
 
@@ -56,7 +63,7 @@ def lambda_lr(learning_rate: Any, lr_lambda: LrLambda) -> Schedule:
         factor = jnp.asarray(lr_lambda(k), scalar_dtype())
         return learning_rate * jnp.broadcast_to(factor, k.shape)  # a constant lambda too
 
-    return schedule
+    return with_rule(schedule, TorchRule("LambdaLR", None))
 
 
 def multiplicative_lr(learning_rate: Any, lr_lambda: LrLambda) -> Schedule:
@@ -89,20 +96,28 @@ def multiplicative_lr(learning_rate: Any, lr_lambda: LrLambda) -> Schedule:
     check_learning_rate(learning_rate)
     _check_lambda(lr_lambda)
 
+    def product(k, lr, first):
+        """``lr * lr_lambda(first) * ... * lr_lambda(k)``, multiplied in torch's order."""
+
+        def body(i, value):
+            return value * jnp.asarray(lr_lambda(i), value.dtype)
+
+        return jax.lax.fori_loop(jnp.full_like(k, first), k + 1, body, lr)
+
     def schedule(count):
         k, _ = as_count(count)
-        dtype = scalar_dtype()
+        start = jnp.asarray(learning_rate, scalar_dtype())
+        return jnp.vectorize(lambda k_one: product(k_one, start, 1))(k)  # one loop per count
 
-        def body(i, lr):
-            return lr * jnp.asarray(lr_lambda(i), dtype)
+    def restart(k, lr):
+        # after a milestone torch multiplies the lr it finds by lr_lambda(0) first
+        return jnp.vectorize(lambda k_one, lr_one: product(k_one, lr_one, 0))(k, lr)
 
-        def product(k_one):
-            start = jnp.asarray(learning_rate, dtype)
-            return jax.lax.fori_loop(jnp.ones_like(k_one), k_one + 1, body, start)
+    def step_factor(k):
+        return jnp.where(k == 0, 1.0, lr_lambda(k))
 
-        return jnp.vectorize(product)(k)  # one loop per count of a batch
-
-    return schedule
+    rule = scaling("MultiplicativeLR", step_factor, restart=restart)
+    return with_rule(schedule, rule)
 
 
 def constant_lr(learning_rate: Any, factor: Any = 1.0 / 3, total_iters: int = 5) -> Schedule:
@@ -151,7 +166,20 @@ def constant_lr(learning_rate: Any, factor: Any = 1.0 / 3, total_iters: int = 5)
             return jnp.broadcast_to(reduced, k.shape)
         return jnp.where(k < total_iters, reduced, reduced * (1.0 / factor))
 
-    return schedule
+    safe_factor = factor if total_iters > 0 else 1.0  # factor 0 only with total_iters 0
+
+    def step_factor(k):
+        undo = (k == total_iters) & (total_iters > 0)
+        return jnp.where(k == 0, factor, jnp.where(undo, 1.0 / safe_factor, 1.0))
+
+    # after a milestone torch restarts it with its closed form: lr * (factor + (1 -
+    # factor)) from then on when total_iters = 0
+    restart = None
+    if total_iters == 0:
+        restart = lambda k, lr: jnp.broadcast_to(  # noqa: E731
+            learning_rate * jnp.asarray(factor + (1 - factor), scalar_dtype()), k.shape
+        )
+    return with_rule(schedule, scaling("ConstantLR", step_factor, restart=restart))
 
 
 def polynomial_lr(learning_rate: Any, total_iters: int = 5, power: Any = 1.0) -> Schedule:
@@ -194,4 +222,14 @@ def polynomial_lr(learning_rate: Any, total_iters: int = 5, power: Any = 1.0) ->
         left = (total_iters - jnp.minimum(k, total_iters)).astype(dtype)
         return learning_rate * jnp.power(left / total_iters, jnp.asarray(power, dtype))
 
-    return schedule
+    safe_iters = max(total_iters, 1)  # no step of torch's divides by 0 (k > total_iters)
+
+    def step_factor(k):
+        t = k.astype(scalar_dtype())
+        ratio = (1.0 - t / safe_iters) / (1.0 - (t - 1) / safe_iters)
+        return jnp.where((k == 0) | (k > total_iters), 1.0, ratio ** jnp.asarray(power, t.dtype))
+
+    # torch restarts it after a milestone with its closed form, which divides by
+    # total_iters
+    restart = "PolynomialLR(total_iters=0) divides by zero" if total_iters == 0 else None
+    return with_rule(schedule, scaling("PolynomialLR", step_factor, restart=restart))

@@ -49,7 +49,7 @@ from jaxopt_adv._common import (
     is_concrete_number,
     scalar_dtype,
 )
-from jaxopt_adv.torch._schedule import Schedule
+from jaxopt_adv.torch._schedule import Schedule, TorchRule, scaling, with_rule
 from jaxopt_adv.torch._schedule import as_count as _count
 from jaxopt_adv.torch._schedule import check_count as _check_count
 from jaxopt_adv.torch.lr_compose import chained_scheduler as chained_scheduler
@@ -98,7 +98,10 @@ def step_lr(learning_rate: Any, step_size: int, gamma: Any = 0.1) -> Schedule:
         power = (k // step_size).astype(scalar_dtype())
         return learning_rate * jnp.power(jnp.asarray(gamma, scalar_dtype()), power)
 
-    return schedule
+    def factor(k):
+        return jnp.where((k == 0) | (k % step_size != 0), 1.0, gamma)
+
+    return with_rule(schedule, scaling("StepLR", factor))
 
 
 def multistep_lr(learning_rate: Any, milestones: Iterable[int], gamma: Any = 0.1) -> Schedule:
@@ -139,7 +142,11 @@ def multistep_lr(learning_rate: Any, milestones: Iterable[int], gamma: Any = 0.1
         passed = jnp.sum(k[..., None] >= marks, axis=-1).astype(scalar_dtype())
         return learning_rate * jnp.power(jnp.asarray(gamma, scalar_dtype()), passed)
 
-    return schedule
+    def factor(k):
+        repeats = jnp.sum(k[..., None] == marks, axis=-1).astype(scalar_dtype())
+        return jnp.where(repeats > 0, jnp.power(jnp.asarray(gamma, scalar_dtype()), repeats), 1.0)
+
+    return with_rule(schedule, scaling("MultiStepLR", factor))
 
 
 def exponential_lr(learning_rate: Any, gamma: Any) -> Schedule:
@@ -171,7 +178,10 @@ def exponential_lr(learning_rate: Any, gamma: Any) -> Schedule:
         _, t = _count(count)
         return learning_rate * jnp.power(jnp.asarray(gamma, t.dtype), t)
 
-    return schedule
+    def factor(k):
+        return jnp.where(k == 0, 1.0, gamma)
+
+    return with_rule(schedule, scaling("ExponentialLR", factor))
 
 
 def cosine_annealing_lr(learning_rate: Any, T_max: int, eta_min: Any = 0.0) -> Schedule:  # noqa: N803
@@ -223,7 +233,17 @@ def cosine_annealing_lr(learning_rate: Any, T_max: int, eta_min: Any = 0.0) -> S
         weight = jnp.sin(math.pi / (2 * T_max) * d) ** 2
         return eta_min + (learning_rate - eta_min) * weight
 
-    return schedule
+    def step(k, lr):
+        # torch's recursion: a ratio of cosines, applied to lr - eta_min, and an
+        # addition on the step after each minimum (where that ratio is 0 / 0)
+        t = k.astype(lr.dtype)
+        ratio = (1 + jnp.cos(math.pi * t / T_max)) / (1 + jnp.cos(math.pi * (t - 1) / T_max))
+        after_minimum = (k - 1 - T_max) % (2 * T_max) == 0
+        rise = lr + (learning_rate - eta_min) * (1 - math.cos(math.pi / T_max)) / 2
+        moved = jnp.where(after_minimum, rise, ratio * (lr - eta_min) + eta_min)
+        return jnp.where(k == 0, lr, moved)
+
+    return with_rule(schedule, TorchRule("CosineAnnealingLR", step, product=False))
 
 
 def linear_lr(
@@ -274,7 +294,16 @@ def linear_lr(
             factor = end_factor + (start_factor - end_factor) * left / total_iters
         return learning_rate * factor
 
-    return schedule
+    def step_factor(k):
+        t = k.astype(scalar_dtype())
+        slope = end_factor - start_factor
+        ramp = 1.0 + slope / (total_iters * start_factor + (t - 1) * slope)
+        return jnp.where(k == 0, start_factor, jnp.where(k > total_iters, 1.0, ramp))
+
+    # torch restarts it after a milestone with its closed form, which divides by
+    # total_iters
+    restart = "LinearLR(total_iters=0) divides by zero" if total_iters == 0 else None
+    return with_rule(schedule, scaling("LinearLR", step_factor, restart=restart))
 
 
 def _one_cycle_phase_ends(total_steps: int, pct_start: float, three_phase: bool) -> list[float]:
@@ -438,7 +467,8 @@ def one_cycle_lr(
         values = [(initial_lr, max_lr), (max_lr, initial_lr), (initial_lr, min_lr)]
     else:
         values = [(initial_lr, max_lr), (max_lr, min_lr)]
-    return _one_cycle(total_steps, pct_start, anneal_strategy, three_phase, values)
+    schedule = _one_cycle(total_steps, pct_start, anneal_strategy, three_phase, values)
+    return with_rule(schedule, TorchRule("OneCycleLR", None))
 
 
 def one_cycle_momentum(

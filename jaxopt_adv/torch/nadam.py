@@ -13,6 +13,7 @@ from jaxopt_adv._common import (
     check_torch_default_dtype,
     scalar_dtype,
     torch_decay_power,
+    torch_step,
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import torch_chain
@@ -46,7 +47,7 @@ def nadam_coefficients(
     computed and held in float32 (its value, in ``mu_product``'s dtype), as torch's is.
     """
     dtype = check_torch_default_dtype(torch_default_dtype)
-    t = count.astype(mu_product.dtype)
+    t = torch_step(count, dtype).astype(mu_product.dtype)
     mu_t = b1 * (1 - 0.5 * torch_decay_power(0.96, t * momentum_decay, dtype)[0])
     mu_next = b1 * (1 - 0.5 * torch_decay_power(0.96, (t + 1) * momentum_decay, dtype)[0])
     if dtype is None or dtype.itemsize >= mu_product.dtype.itemsize:

@@ -13,8 +13,8 @@ from jaxopt_adv._common import (
     check_torch_default_dtype,
     decay_power,
     log_of,
-    scalar_dtype,
     torch_decay_power,
+    torch_step,
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import torch_chain
@@ -89,8 +89,8 @@ def radam_scalars(
     r"""Step ``count``'s :math:`1-\beta_1^t`, :math:`r_t` and
     :math:`r_t\sqrt{1-\beta_2^t}` (shared with the fused CPU step, which must compute
     them with the same ops)."""
-    t = count.astype(scalar_dtype())
     dtype = check_torch_default_dtype(torch_default_dtype)
+    t = torch_step(count, dtype)
     bc1 = torch_decay_power(b1, t, dtype)[1]
     rect = rectification(b2, t, torch_default_dtype)
     return bc1, rect, rect * jnp.sqrt(torch_decay_power(b2, t, dtype)[1])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from jaxopt_adv.torch import adafactor, adam, adamax, adamw, asgd, nadam, radam, sgd
-from tests.harness import find_state_field
+from tests.harness import PRECISIONS, find_state_field, run_parity, torch_betas
 
 CASES = [
     (adam, {"learning_rate": 0.1}, "mu", "mu_dtype"),
@@ -62,3 +62,55 @@ def test_torch_default_dtype_spellings(value):
     params = jnp.ones(3)
     updates, _ = tx.update(jnp.ones(3), tx.init(params), params)
     np.testing.assert_allclose(updates, nadam(0.1).update(jnp.ones(3), tx.init(params), params)[0])
+
+
+# after 1.5 * 2**24 steps: torch's float32 step counter (its default dtype) stopped at
+# 2**24, its float64 one did not; b2 = 1 - 1e-9 keeps 1 - b2**t away from 1 there
+LONG_RUN = 3 * 2**23
+STOPPED = [
+    (adam, torch.optim.Adam, {"b2": 1 - 1e-9}),
+    (adamw, torch.optim.AdamW, {"b2": 1 - 1e-9, "weight_decay": 0.1}),
+    (nadam, torch.optim.NAdam, {"b2": 1 - 1e-9, "momentum_decay": 1e-7}),
+    (radam, torch.optim.RAdam, {"b2": 1 - 1e-7}),  # float32 runs: rho_t in float32
+    (asgd, torch.optim.ASGD, {"lambd": 1e-4, "t0": 1e6}),
+]
+
+
+def _asgd_resumed(params, kwargs, torch_step):
+    """torch's ASGD whose ``eta`` and ``mu`` (computed at the end of each step from the
+    counter) are those it holds after ``torch_step`` steps once the harness sets it."""
+    optimizer = torch.optim.ASGD(params, lr=0.05, **kwargs)
+    step = optimizer.step
+
+    def resumed_step(*args, **kw):
+        for state in optimizer.state.values():
+            if float(state["step"]) == torch_step:
+                lr, lambd, alpha = 0.05, kwargs["lambd"], 0.75
+                state["eta"].fill_(lr / ((1 + lambd * lr * torch_step) ** alpha))
+                state["mu"].fill_(1 / max(1, torch_step - kwargs["t0"]))
+        return step(*args, **kw)
+
+    optimizer.step = resumed_step
+    return optimizer
+
+
+@pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
+@pytest.mark.parametrize(
+    "factory, torch_cls, kwargs", STOPPED, ids=lambda v: getattr(v, "__name__", "")
+)
+def test_step_counter_stops_at_2_24_under_float32(factory, torch_cls, kwargs, dtype, torch_default):
+    """The bias corrections (NAdam's momentum schedule, ASGD's eta and mu) use torch's
+    step counter, which stops at 2**24 under its default float32."""
+    torch_step = 2**24 if torch_default == "float32" else LONG_RUN
+    if factory is asgd:
+        torch_factory = lambda p: _asgd_resumed(p, kwargs, torch_step)  # noqa: E731
+    else:
+        torch_factory = lambda p: torch_cls(p, lr=0.05, **torch_betas(kwargs))  # noqa: E731
+    run_parity(
+        factory(0.05, **kwargs, torch_default_dtype=torch_default),
+        torch_factory,
+        dtype=dtype,
+        num_steps=25,
+        torch_default=torch_default,
+        resume=(LONG_RUN, torch_step),
+    )

@@ -352,8 +352,8 @@ def test_composed_sequence_matches_torch(name, dtype, tolerance):
 
 
 def random_pair(rng):
-    """A chainable scheduler with arguments drawn at random (``total_iters >= 1``: see
-    ``test_sequential_restart_with_zero_total_iters``)."""
+    """A chainable scheduler with arguments drawn at random (``total_iters >= 1``; every
+    kind, zero included, is drawn in ``test_lr_compose.py``)."""
     kind = int(rng.integers(0, 6))
     if kind == 0:
         return pair("step_lr", torch_sched.StepLR, int(rng.integers(1, 15)),
@@ -396,18 +396,6 @@ def test_sequential_sgd_parity_with_torch_scheduler():
     )
 
 
-def test_chained_product_is_not_torch_for_an_overwriting_scheduler():
-    """As documented: torch's LambdaLR overwrites the lr in a chain (no product)."""
-    pairs = [pair("exponential_lr", torch_sched.ExponentialLR, 0.9),
-             pair("lambda_lr", torch_sched.LambdaLR, inverse_sqrt)]  # fmt: skip
-    ours_factory, torch_factory = chained(pairs)
-    lrs = torch_values(torch_factory, 10)[0]
-    np.testing.assert_allclose(lrs, [LR * inverse_sqrt(k) for k in range(10)], rtol=1e-15)
-    with precision("float64"):
-        values = ours_values(ours_factory(LR), 10)
-    assert abs(values[5] / lrs[5] - 0.9**5) < 1e-12
-
-
 @pytest.mark.parametrize(
     "factory, args, error, message",
     [
@@ -436,29 +424,6 @@ def test_torch_rejects_bad_composed_arguments():
         torch_sched.SequentialLR(optimizer, [exp, exp], [])
     with pytest.raises(ValueError, match="at least one"):
         torch_sched.ChainedScheduler([])
-
-
-def test_sequential_restart_with_zero_total_iters():
-    """torch restarts a later scheduler with its closed form: ConstantLR(total_iters=0)
-    then gives the base lr (not ``factor * lr``), and LinearLR(total_iters=0) divides by
-    zero. Documented in sequential_lr; our schedules keep their own count-0 value."""
-    steps = 6
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=LR)
-    exp = torch_sched.ExponentialLR(optimizer, 0.9)
-    linear = torch_sched.LinearLR(optimizer, 0.5, 1.0, 0)
-    scheduler = torch_sched.SequentialLR(optimizer, [exp, linear], [2])
-    optimizer.step()
-    scheduler.step()
-    with pytest.raises(ZeroDivisionError):
-        scheduler.step()
-    constant = pair("constant_lr", torch_sched.ConstantLR, 0.5, 0)
-    ours_factory, torch_factory = sequential(
-        [pair("exponential_lr", torch_sched.ExponentialLR, 0.9), constant], [2]
-    )
-    lrs = torch_values(torch_factory, steps)[0]
-    np.testing.assert_allclose(lrs[2:], LR, rtol=1e-15)
-    with precision("float64"):
-        np.testing.assert_allclose(ours_values(ours_factory(LR), steps)[2:], 0.5 * LR)
 
 
 # ---------------------------------------------------------------------------------- CyclicLR
