@@ -38,8 +38,10 @@ def test_all_trains_every_registered_optimizer(tuned):
     assert len(names) == len(set(names))
     for record in records:
         assert record["lr_grid"] == list(GRID) and record["tuned"]
+        assert record["grid_extensions"] == 0  # a grid the user gave is never extended
         assert 0.0 <= record["test_accuracy"] <= 1.0 and 0.0 <= record["val_accuracy"] <= 1.0
     assert (out / "lr_sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    assert any(r["learning_rate"] in (GRID[0], GRID[-1]) for r in records)  # edges chosen
 
 
 @pytest.mark.slow
@@ -66,10 +68,52 @@ def test_vmapped_grid_equals_separate_runs(tuned, name):
     np.testing.assert_allclose(separate, record["grid_val_loss"], rtol=1e-4)
 
 
+@pytest.mark.slow
+def test_lbfgs_grid_members_do_not_interact(tuned):
+    """Vmapped, L-BFGS's while_loops (iterations, line search) run until every rate's has
+    stopped: each rate of the grid trains as it does alone in a program of the same size.
+    (Not alone in a program of one: XLA rounds a program of one member differently, and
+    full-batch strong-Wolfe decisions amplify that to 2% of the validation loss at 1e-2.)"""
+    records, _ = tuned
+    record = next(r for r in records if r["optimizer"] == "torch.lbfgs")
+    data = load_dataset("digits")
+    splits = compare.split_data(data, "mlp")
+    recipe = recipes.make_recipe("torch.lbfgs", data, "mlp", len(splits.y_train), EPOCHS)
+    trainer = compare.Trainer(recipe, splits, EPOCHS, batch_size=128)
+    alone = [trainer.run([compare.Member(0, lr)] * len(GRID)).val_loss[-1, 0] for lr in GRID]
+    np.testing.assert_allclose(alone, record["grid_val_loss"], rtol=1e-6)
+
+
 def test_default_grid_is_seven_points_around_the_rate():
     grid = compare.lr_grid(1e-3)
     assert len(grid) == 7 and grid[3] == pytest.approx(1e-3)
     np.testing.assert_allclose(np.diff(np.log10(grid)), 0.5)
+
+
+def test_default_grid_grows_past_its_best_end(monkeypatch):
+    """A default grid far too low for SGD: the best rate is its top, so the grid grows by
+    two rates upwards (at most twice) and the choice is the best of the grown grid."""
+    center = 1e-4
+    monkeypatch.setitem(compare.TUNED_LEARNING_RATES, "torch.sgd", center)
+    data = load_dataset("digits")
+    config = compare.CompareConfig(data="digits", epochs=EPOCHS, seeds=1, tune=True)
+    splits = compare.split_data(data, "mlp")
+    record, _ = compare.train_optimizer("torch.sgd", config, data, splits, lambda line: None)
+    extensions = record["grid_extensions"]
+    points = compare.GRID_POINTS + compare.EXTENSION_POINTS * extensions
+    assert extensions >= 1
+    np.testing.assert_allclose(record["lr_grid"], compare.lr_grid(center, 2 * points - 7)[-points:])
+    losses = [np.inf if v is None else v for v in record["grid_val_loss"]]
+    best = int(np.argmin(losses))
+    assert record["learning_rate"] == record["lr_grid"][best]
+    assert best < len(losses) - 1 or extensions == compare.GRID_EXTENSIONS
+
+
+def test_grid_extension_is_two_rates_past_the_best_end():
+    grid = [1e-3, 1e-2, 1e-1]
+    np.testing.assert_allclose(compare.grid_extension(grid, 0), [1e-4, 1e-5])
+    np.testing.assert_allclose(compare.grid_extension(grid, 2), [1.0, 10.0])
+    assert compare.grid_extension(grid, 1) == []
 
 
 def test_every_name_has_a_tuned_default_rate():

@@ -8,7 +8,9 @@ Runs of one optimizer train together in one compiled program, ``jax.vmap`` over 
 members ``(seed, learning rate)``: every seed of the comparison at once, and with
 ``--tune`` first a grid of learning rates (7 points a factor ``sqrt(10)`` apart around
 the optimizer's rate in :data:`TUNED_LEARNING_RATES`, or ``--lr-grid``) from the same
-initial weights on the same batches (seed 0). The rate with the lowest final
+initial weights on the same batches (seed 0). When the default grid's best rate is at
+one of its ends, the grid grows by two rates past that end (at most twice), as careful
+tuning does; a ``--lr-grid`` is never extended. The rate with the lowest final
 validation loss is then trained on the other seeds (the grid's member is seed 0's run).
 Without ``--tune`` each optimizer trains at its rate in :data:`TUNED_LEARNING_RATES`.
 
@@ -55,6 +57,8 @@ __all__ = [
 DEFAULT_OPTIMIZERS = ("torch.sgd", "torch.adamw", "came", "gradient_correction")
 GRID_POINTS = 7
 GRID_FACTOR = math.sqrt(10.0)  # between neighbouring points of the default grid
+GRID_EXTENSIONS = 2  # at most, each by EXTENSION_POINTS rates past the grid's best end
+EXTENSION_POINTS = 2
 VALIDATION_FRACTION = 0.1
 
 # The learning rate of each optimizer found by
@@ -290,6 +294,48 @@ def best_index(val_loss: np.ndarray) -> int:
     return int(np.argmin(final))
 
 
+def grid_extension(grid: Sequence[float], best: int) -> list[float]:
+    """:data:`EXTENSION_POINTS` rates past the end of the ascending ``grid`` where its best
+    member ``best`` lies, at the grid's spacing there; none when ``best`` is inside."""
+    if best == 0:
+        factor = grid[0] / grid[1]
+    elif best == len(grid) - 1:
+        factor = grid[-1] / grid[-2]
+    else:
+        return []
+    return [float(grid[best] * factor**k) for k in range(1, EXTENSION_POINTS + 1)]
+
+
+def merge_runs(first: GridRun, second: GridRun) -> GridRun:
+    """The two programs' members as one run, in ascending learning rate."""
+    members = first.members + second.members
+    order = np.argsort([m.learning_rate for m in members], kind="stable")
+    keys = ("train_loss", "step_loss", "val_loss", "val_accuracy", "test_accuracy")
+    curves = {k: np.concatenate([getattr(first, k), getattr(second, k)], axis=1) for k in keys}
+    return GridRun(
+        members=[members[i] for i in order],
+        **{k: v[:, order] for k, v in curves.items()},
+        epoch_time_s=first.epoch_time_s + second.epoch_time_s,
+        state_bytes_per_param=first.state_bytes_per_param,
+    )
+
+
+def tune(trainer: Trainer, grid: Sequence[float], extend: bool) -> tuple[GridRun, int]:
+    """Seed 0 trained at every rate of the ascending ``grid``, the grid extended past its
+    best end while ``extend`` (at most :data:`GRID_EXTENSIONS` times); the run and the
+    number of extensions."""
+    run = trainer.run([Member(0, lr) for lr in grid])
+    extensions = 0
+    while extend and extensions < GRID_EXTENSIONS:
+        rates = [m.learning_rate for m in run.members]
+        more = grid_extension(rates, best_index(run.val_loss))
+        if not more:
+            break
+        run = merge_runs(run, trainer.run([Member(0, lr) for lr in more]))
+        extensions += 1
+    return run, extensions
+
+
 def _select(run: GridRun, index: int) -> dict[str, np.ndarray]:
     keys = ("train_loss", "step_loss", "val_loss", "val_accuracy", "test_accuracy")
     return {k: getattr(run, k)[:, index] for k in keys}
@@ -304,10 +350,12 @@ def train_optimizer(
     tuning = None
     start = time.perf_counter()
     if config.tune:
-        grid = list(config.lr_grid or lr_grid(default_learning_rate(name)))
-        tuning = trainer.run([Member(0, lr) for lr in grid])
-        chosen = grid[best_index(tuning.val_loss)]
-        runs = [_select(tuning, grid.index(chosen))]
+        default_grid = config.lr_grid is None
+        grid = sorted(lr_grid(default_learning_rate(name)) if default_grid else config.lr_grid)
+        tuning, extensions = tune(trainer, grid, extend=default_grid)
+        grid = [m.learning_rate for m in tuning.members]
+        best = best_index(tuning.val_loss)
+        chosen, runs = grid[best], [_select(tuning, best)]
         seeds = range(1, config.seeds)
     else:
         chosen, runs, seeds = default_learning_rate(name), [], range(config.seeds)
@@ -340,6 +388,7 @@ def train_optimizer(
     }
     if tuning is not None:
         record["lr_grid"] = grid
+        record["grid_extensions"] = extensions
         record["grid_val_loss"] = [_finite_or_none(v) for v in tuning.val_loss[-1]]
         record["grid_val_accuracy"] = tuning.val_accuracy[-1].tolist()
     say(
