@@ -10,7 +10,7 @@ import pytest
 from jaxopt_adv.app import compare, recipes, report
 from jaxopt_adv.app.cli import main
 from jaxopt_adv.datasets import load_dataset
-from jaxopt_adv.localized import get_boundary
+from jaxopt_adv.local import get_boundary
 from jaxopt_adv.registry import list_optimizers
 
 GRID = (1e-3, 3e-3, 1e-2)
