@@ -1,15 +1,16 @@
 """The XLA FFI plumbing the CPU kernels share.
 
-Every kernel family (the fused torch optimizers of :mod:`.step`, CAME's scaling in
-:mod:`.came`, TAM's momentum in :mod:`.tam`, Automagic's mask in :mod:`.lr_mask`) runs
-the same way: the leaves a kernel takes are grouped by dtype, each group is cut into
-calls of at most :data:`LEAVES_PER_CALL` leaves, each call passes the group's scalars
-and the leaves' arrays to one ``jax.ffi.ffi_call`` whose state results alias their
-operands (updated in place when the buffers are donated), and the results are written
-back into the leaves' trees. :class:`Call` builds one call's operands, result types and
-aliases; :func:`batches_by_dtype`, :func:`fields_of` and :func:`with_fields` are the
-grouping and the write-back; :func:`with_kernel` and :func:`step_leaves` are the whole
-skeleton of a transform whose leaves a kernel steps (CAME's, TAM's).
+Every kernel family (the fused torch optimizers of :mod:`jaxopt_adv.fast.step`, CAME's
+scaling in :mod:`jaxopt_adv.fast.came`, TAM's momentum in :mod:`jaxopt_adv.fast.tam`,
+Automagic's mask in :mod:`jaxopt_adv.fast.lr_mask`) runs the same way: the leaves a
+kernel takes are grouped by dtype, each group is cut into calls of at most
+:data:`LEAVES_PER_CALL` leaves, each call passes the group's scalars and the leaves'
+arrays to one ``jax.ffi.ffi_call`` whose state results alias their operands (updated in
+place when the buffers are donated), and the results are written back into the leaves'
+trees. :class:`Call` builds one call's operands, result types and aliases;
+:func:`batches_by_dtype`, :func:`fields_of` and :func:`with_fields` are the grouping
+and the write-back; :func:`with_kernel` and :func:`step_leaves` are the whole skeleton
+of a transform whose leaves a kernel steps (CAME's, TAM's).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The kernels' scalar operands, as XLA:CPU computes them in the transforms' programs.
 
-The fused kernels (:mod:`.step`) reproduce XLA's arithmetic bit for bit, so their scalar
+The fused kernels (:mod:`jaxopt_adv.fast.step`) reproduce XLA's arithmetic bit for bit, so their scalar
 operands must be the values XLA multiplies by (a hyperparameter cast as ``value * leaf``
 casts it, ``-lr`` as ``optax.scale_by_learning_rate`` has it) and their variant flags
 must follow XLA's rewrites of the same program (a constant 1 multiplied away, ``x * a +
