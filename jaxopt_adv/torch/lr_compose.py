@@ -4,7 +4,7 @@ Both take schedules ``count -> lr`` (those of :mod:`jaxopt_adv.torch.lr_schedule
 optax schedule) and return one; as there, ``schedule(k)`` is the lr torch uses for its
 k-th update (0-based) with the composed scheduler stepped once after every
 ``optimizer.step()``. The schedules of this package carry a
-:class:`~jaxopt_adv.torch._schedule.TorchRule` (how their torch scheduler moves the lr:
+``TorchRule`` (``jaxopt_adv.torch._schedule``; how their torch scheduler moves the lr:
 it scales it, or overwrites it), which tells these which of torch's rules applies.
 """
 
