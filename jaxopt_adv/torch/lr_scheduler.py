@@ -184,6 +184,15 @@ def exponential_lr(learning_rate: Any, gamma: Any) -> Schedule:
     return with_rule(schedule, scaling("ExponentialLR", factor))
 
 
+def _half_cosine(k: jax.Array, T_max: int, dtype: Any) -> jax.Array:  # noqa: N803
+    """``(1 + cos(pi k / T_max)) / 2`` as ``sin^2(pi d / (2 T_max))``, ``d`` the distance (an
+    exact integer) from ``k`` to the nearest odd multiple of ``T_max``: no cancellation near
+    the minima, no large float32 argument; in float64 it agrees with torch's form to
+    ~1e-15."""
+    d = jnp.abs(k % (2 * T_max) - T_max).astype(dtype)
+    return jnp.sin(math.pi / (2 * T_max) * d) ** 2
+
+
 def cosine_annealing_lr(learning_rate: Any, T_max: int, eta_min: Any = 0.0) -> Schedule:  # noqa: N803
     r"""Cosine annealing without restarts (``torch.optim.lr_scheduler.CosineAnnealingLR``).
 
@@ -226,18 +235,17 @@ def cosine_annealing_lr(learning_rate: Any, T_max: int, eta_min: Any = 0.0) -> S
 
     def schedule(count):
         k, _ = _count(count)
-        # (1 + cos(pi k / T)) / 2 = sin^2(pi d / (2T)), d = distance (an exact integer) from
-        # k to the nearest odd multiple of T: no cancellation near the minima, no large
-        # float32 argument; in float64 it agrees with torch's form to ~1e-15.
-        d = jnp.abs(k % (2 * T_max) - T_max).astype(scalar_dtype())
-        weight = jnp.sin(math.pi / (2 * T_max) * d) ** 2
+        weight = _half_cosine(k, T_max, scalar_dtype())
         return eta_min + (learning_rate - eta_min) * weight
 
     def step(k, lr):
         # torch's recursion: a ratio of cosines, applied to lr - eta_min, and an
         # addition on the step after each minimum (where that ratio is 0 / 0)
         t = k.astype(lr.dtype)
-        ratio = (1 + jnp.cos(math.pi * t / T_max)) / (1 + jnp.cos(math.pi * (t - 1) / T_max))
+        if t.dtype == jnp.float64:  # torch's form, to its rounding
+            ratio = (1 + jnp.cos(math.pi * t / T_max)) / (1 + jnp.cos(math.pi * (t - 1) / T_max))
+        else:  # 1 + cos(pi k / T) = 2 sin^2(pi d / 2T), d as in the closed form: no cancellation
+            ratio = _half_cosine(k, T_max, t.dtype) / _half_cosine(k - 1, T_max, t.dtype)
         after_minimum = (k - 1 - T_max) % (2 * T_max) == 0
         rise = lr + (learning_rate - eta_min) * (1 - math.cos(math.pi / T_max)) / 2
         moved = jnp.where(after_minimum, rise, ratio * (lr - eta_min) + eta_min)
