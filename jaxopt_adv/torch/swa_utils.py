@@ -47,7 +47,7 @@ from flax import nnx
 
 from jaxopt_adv._common import check, check_interval, check_learning_rate, scalar_dtype
 from jaxopt_adv.models.batchnorm import BatchNorm
-from jaxopt_adv.torch._schedule import Schedule, as_count, check_count
+from jaxopt_adv.torch._schedule import Schedule, TorchRule, as_count, check_count, with_rule
 
 __all__ = [
     "AveragedModel",
@@ -448,7 +448,17 @@ def swa_lr(
         alpha = _anneal(anneal_strategy, t)
         return swa_lr * alpha + learning_rate * (1 - alpha)
 
-    return schedule
+    def step(k: jax.Array, lr: jax.Array) -> jax.Array:
+        # SWALR.get_lr: recover the lr it started from out of the current one, then anneal
+        k = (jnp.maximum(k, 1) if anneal_epochs == 0 else k).astype(lr.dtype)
+        before = _anneal(anneal_strategy, jnp.clip((k - 1) / span, 0.0, 1.0))
+        done = before == 1
+        start = jnp.where(done, swa_lr, (lr - before * swa_lr) / jnp.where(done, 1.0, 1 - before))
+        alpha = _anneal(anneal_strategy, jnp.clip(k / span, 0.0, 1.0))
+        return swa_lr * alpha + start * (1 - alpha)
+
+    # in a chained_scheduler torch's SWALR moves the lr it finds (affinely), step by step
+    return with_rule(schedule, TorchRule("SWALR", step, product=False))
 
 
 # ------------------------------------------------------------------------------ update_bn

@@ -322,3 +322,29 @@ def test_float32_recursion_keeps_float32_accuracy(name):
         values = ours_values(schedule(), STEPS)
         assert values.dtype == np.float32
     assert_sequence_close(values, torch_values(torch_factory, STEPS)[0], 3e-6)
+
+
+@pytest.mark.parametrize("strategy", ["cos", "linear"])
+@pytest.mark.parametrize("anneal_epochs", [0, 1, 7])
+@pytest.mark.parametrize("swa_first", [False, True])
+def test_swa_lr_in_a_chain_moves_the_lr_it_finds(strategy, anneal_epochs, swa_first):
+    """torch's SWALR recovers its start from the current lr at every step, so after a
+    decay in the same chain it anneals from the decayed lr, not from the base."""
+    from torch.optim.swa_utils import SWALR
+
+    from jaxopt_adv.torch.swa_utils import swa_lr
+
+    def ours_chain():
+        items = [ours.exponential_lr(LR, 0.9), swa_lr(LR, 0.05, anneal_epochs, strategy)]
+        return chained_scheduler(items[::-1] if swa_first else items, LR)
+
+    def torch_chain(o):
+        items = [
+            lambda: torch_sched.ExponentialLR(o, 0.9),
+            lambda: SWALR(o, 0.05, anneal_epochs, strategy),
+        ]
+        return torch_sched.ChainedScheduler(
+            [make() for make in (items[::-1] if swa_first else items)]
+        )
+
+    compare(ours_chain, torch_chain)
