@@ -1,8 +1,11 @@
 """Automagic-CameAMP at fine-tuning scale: trace + compile time and step time against
-``jaxopt_adv.torch.adam`` on a LoRA-shaped tree (JAX only, CPU).
+``jaxopt_adv.torch.adam`` (and ``optax.adamw``'s compile time) on three layouts (JAX only, CPU).
 
-The tree is ``--layers`` x (q, k, v, o) x (down ``r x d``, up ``d x r``) float32 leaves
-(default 25 x 4 x 2 = 200 leaves of 8x512 / 512x8). Each optimizer's step
+``--layout lora``: ``--layers`` x (q, k, v, o) x (down ``r x d``, up ``d x r``) float32
+leaves (default 25 x 4 x 2 = 200 leaves of 8x512 / 512x8), the LoRA preset.
+``--layout lora_wide``: 12 x 4 x 2 = 96 leaves of 16x4096 / 4096x16 (6.3M elements).
+``--layout full``: a full fine-tune, 50 weights of 512x512 and 50 bias vectors of 512,
+the full fine-tune preset. Each optimizer's step
 (``update + apply_updates``, params and state donated) is jitted; "compile s" is the
 wall time of ``lower(...).compile()``, the step time the mean of ``--steps`` steps after
 ``--warmup`` steps, optimizers alternating step by step so all see the same machine
@@ -14,8 +17,8 @@ no spatial awareness: no spatial lr bump).
 
 Usage:
   python benchmarks/automagic_scale.py                  # 200 leaves of 8x512 / 512x8
-  python benchmarks/automagic_scale.py --layers 12 --rank 16 --dim 4096
-  python benchmarks/automagic_scale.py --variants gated  # the preset alone
+  python benchmarks/automagic_scale.py --layout lora_wide --variants gated
+  python benchmarks/automagic_scale.py --layout full --variants gated
 """
 
 from __future__ import annotations
@@ -29,15 +32,18 @@ import jax.numpy as jnp
 import optax
 
 import jaxopt_adv
-from jaxopt_adv.automagic import create_lora_optimizer
+from jaxopt_adv.automagic import create_full_finetune_optimizer, create_lora_optimizer
 
 LR = 1e-4
+# layout: (layers, LoRA rank or None, width)
+LAYOUTS = {"lora": (25, 8, 512), "lora_wide": (12, 16, 4096), "full": (50, None, 512)}
 VARIANTS = {
     "gated": {},
     "every_step": {"frequency_every": 1, "rank_every": 1},
     "no_penalties": {"frequency_penalty": 0.0, "lora_rank_penalty": False},
     "no_edge": {"frequency_penalty": 0.0, "lora_rank_penalty": False, "edge_suppression": False},
     "no_spatial": {"spatial_awareness": False, "lora_rank_penalty": False},
+    "kernel": {"kernel": True},
 }
 
 
@@ -49,6 +55,20 @@ def lora_tree(layers: int, rank: int, dim: int) -> dict[str, jax.Array]:
         for proj in "qkvo"
         for part in ("down", "up")
     }
+    return _normal_tree(shapes)
+
+
+def full_tree(layers: int, dim: int) -> dict[str, jax.Array]:
+    """``layers`` x (weight ``dim x dim``, bias ``dim``), seeded normal values."""
+    shapes = {
+        f"{layer}.{part}": shape
+        for layer in range(layers)
+        for part, shape in (("w", (dim, dim)), ("b", (dim,)))
+    }
+    return _normal_tree(shapes)
+
+
+def _normal_tree(shapes: dict[str, tuple[int, ...]]) -> dict[str, jax.Array]:
     keys = jax.random.split(jax.random.key(0), len(shapes))
     return {
         name: 0.02 * jax.random.normal(k, s, jnp.float32)
@@ -71,18 +91,22 @@ def compiled_step(tx: optax.GradientTransformation, params, grads):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=25)
-    parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--layout", choices=LAYOUTS, default="lora")
+    parser.add_argument("--layers", type=int, help="default: 25 (lora), 12 (lora_wide), 50 (full)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=12)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
-    params = lora_tree(args.layers, args.rank, args.dim)
+    layers, rank, dim = LAYOUTS[args.layout]
+    layers = args.layers or layers
+    if args.layout == "full":
+        params, factory = full_tree(layers, dim), create_full_finetune_optimizer
+    else:
+        params, factory = lora_tree(layers, rank, dim), create_lora_optimizer
     grads = jax.tree.map(lambda p: 0.1 * jnp.sin(p * 1e3), params)
-    txs = {"adam": jaxopt_adv.torch.adam(LR)}
+    txs = {"adam": jaxopt_adv.torch.adam(LR), "optax.adamw": optax.adamw(LR)}
     for name in args.variants.split(","):
-        txs[name] = create_lora_optimizer(LR, **VARIANTS[name])
+        txs[name] = factory(LR, **VARIANTS[name])
     runners, compile_s = {}, {}
     for name, tx in txs.items():
         fresh = jax.tree.map(jnp.copy, params)
@@ -97,15 +121,19 @@ def main() -> None:
             if i >= args.warmup:
                 total[name] += time.perf_counter() - start
     ms = {name: 1e3 * t / args.steps for name, t in total.items()}
+    size = sum(p.size for p in jax.tree.leaves(params))
     print(
         f"jax {jax.__version__}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
-        f"{len(params)} leaves ({args.rank}x{args.dim} / {args.dim}x{args.rank}), "
+        f"layout {args.layout}: {len(params)} leaves, {size:,} elements; "
         f"mean of {args.steps} steps after {args.warmup}"
     )
-    print("| optimizer | compile s | step ms | step / adam |")
-    print("|---|---|---|---|")
+    print("| optimizer | compile s | compile / adamw | step ms | step / adam |")
+    print("|---|---|---|---|---|")
     for name in runners:
-        print(f"| {name} | {compile_s[name]:.1f} | {ms[name]:.2f} | {ms[name] / ms['adam']:.2f} |")
+        print(
+            f"| {name} | {compile_s[name]:.1f} | {compile_s[name] / compile_s['optax.adamw']:.1f} "
+            f"| {ms[name]:.2f} | {ms[name] / ms['adam']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_adv._common import check, check_interval, check_nonnegative, unshard_trailing_axes
-from jaxopt_adv._grouping import tree_map_grouped
 
 __all__ = ["agr", "agr_leaf", "edge_strength", "laplacian"]
 
@@ -214,6 +213,6 @@ def agr(
                 edge_scale=edge_scale,
             )
 
-        return tree_map_grouped(lambda g: (leaf(g),), 1, updates)[0], state
+        return jax.tree.map(leaf, updates), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -51,7 +51,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import chex
 import jax
@@ -61,54 +61,38 @@ import optax
 
 from jaxopt_adv._common import (
     check,
-    check_beta,
     check_count,
     check_interval,
     check_nonnegative,
-    check_tuple,
     concrete_scalar,
-    decay_power,
-    filled_like,
     requires_float_params,
-    scalar_dtype,
 )
-from jaxopt_adv._grouping import tree_map_grouped
 from jaxopt_adv._state import find_state
 from jaxopt_adv.automagic.agr import agr
-from jaxopt_adv.automagic.composition import EARLY, phase_of, with_reference_grads
-from jaxopt_adv.automagic.direction import (
-    cautious_update,
-    edge_damping_update,
-    grams_update,
-    orthogonalize,
+from jaxopt_adv.automagic.body import (
+    CAME_OPTIONS,
+    automagic_direction,
+    check_came_options,
+    scale_by_automagic_came,
 )
+from jaxopt_adv.automagic.composition import phase_of, with_reference_grads
 from jaxopt_adv.automagic.lr_mask import AutomagicLrMaskState, automagic_lr_mask
 from jaxopt_adv.automagic.penalties import frequency_penalty, low_rank_penalty
 from jaxopt_adv.automagic.spd import selective_projection_decay
-from jaxopt_adv.came.came import (
-    came_confidence,
-    came_precondition,
-    init_second_moments,
-    rms_clip,
-)
-from jaxopt_adv.tam.tam import CORRELATIONS, torque_aware_momentum_update
 
 __all__ = [
-    "AutomagicCameState",
     "AutomagicConfig",
-    "AutomagicDirectionState",
     "automagic_came_amp",
-    "automagic_direction",
     "automagic_stats",
     "create_full_finetune_optimizer",
     "create_lora_optimizer",
     "full_finetune_config",
     "lora_config",
-    "scale_by_automagic_came",
     "with_torch_layout",
 ]
 
 _RANK = 10  # the original's rank threshold: singular values beyond the 10th are penalised
+_AGR_EPS = 1e-10  # added to AGR's absolute-gradient sum (the original's value)
 _ANCHORS = (None, "zeros", "init")
 _LAYOUTS = ("native", "flax")
 _MASK_DTYPES = ("float32", "float64", "bfloat16")
@@ -168,12 +152,7 @@ class AutomagicConfig:
     layout: str = "native"
 
     def __post_init__(self) -> None:
-        check_tuple(self.betas, "betas", 3)
-        for i, beta in enumerate(self.betas):
-            check_beta(beta, i, f"betas[{i}]")
-        check_tuple(self.eps, "eps", 2)
-        for i, eps in enumerate(self.eps):
-            check_nonnegative(eps, f"eps[{i}]")
+        check_came_options(**{name: getattr(self, name) for name in CAME_OPTIONS})
         check_interval(self.min_lr, "min_lr", 0.0, math.inf, low_open=True, high_open=True)
         check_nonnegative(self.max_lr, "max_lr")
         if concrete_scalar(self.min_lr) is not None and concrete_scalar(self.max_lr) is not None:
@@ -188,22 +167,6 @@ class AutomagicConfig:
         check_interval(
             self.edge_threshold, "edge_threshold", 0.0, 1.0, low_open=True, high_open=True
         )
-        check_interval(
-            self.clip_threshold, "clip_threshold", 0.0, math.inf, low_open=True, high_open=True
-        )
-        check_interval(self.beta1_decay, "beta1_decay", 0.0, 1.0, low_open=True)
-        check_interval(self.beta1_floor, "beta1_floor", 0.0, 1.0, high_open=True)
-        check_interval(self.tam_momentum, "tam_momentum", 0.0, 1.0, high_open=True)
-        check_interval(self.tam_decay, "tam_decay", 0.0, 1.0, high_open=True)
-        check_count(self.tam_large_tensor_threshold, "tam_large_tensor_threshold", minimum=0)
-        check_interval(
-            self.low_rank_emphasis,
-            "low_rank_emphasis",
-            0.0,
-            math.inf,
-            low_open=True,
-            high_open=True,
-        )
         for name in (
             "weight_decay",
             "edge_penalty",
@@ -213,7 +176,6 @@ class AutomagicConfig:
         ):
             check_nonnegative(getattr(self, name), name)
         for name, allowed in (
-            ("tam_correlation", CORRELATIONS),
             ("spd_anchor", _ANCHORS),
             ("layout", _LAYOUTS),
             ("mask_dtype", _MASK_DTYPES),
@@ -225,246 +187,32 @@ class AutomagicConfig:
             )
 
     @property
+    def came_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~jaxopt_adv.automagic.body.scale_by_automagic_came`
+        this config sets."""
+        emphasis = self.low_rank_emphasis if self.lora_rank_penalty else 1.0
+        names = (*CAME_OPTIONS, "factored", "came_enabled", "warmup_steps")
+        return {**{name: getattr(self, name) for name in names}, "low_rank_emphasis": emphasis}
+
+    @property
+    def direction_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~jaxopt_adv.automagic.body.automagic_direction`
+        this config sets."""
+        names = (
+            "warmup_steps",
+            "edge_suppression",
+            "edge_threshold",
+            "edge_penalty",
+            "background_regularization",
+        )
+        return {name: getattr(self, name) for name in names}
+
+    @property
     def anchor(self) -> str:
         """The SPD anchor: ``spd_anchor``, or ``"init"`` / ``"zeros"`` by ``full_finetune``."""
         if self.spd_anchor is not None:
             return self.spd_anchor
         return "init" if self.full_finetune else "zeros"
-
-
-# ------------------------------------------------------------------ CAME with phases
-
-
-class AutomagicCameState(NamedTuple):
-    """State of :func:`scale_by_automagic_came`."""
-
-    count: chex.Array  # int32 scalar
-    mu: optax.Updates  # momentum m
-    s: optax.Updates  # TAM's smoothed correlation, at its true size (see _correlation_axes)
-    v_row: optax.Updates  # factored second moment (ndim >= 2), else (0,)
-    v_col: optax.Updates
-    v: optax.Updates  # elementwise second moment (ndim < 2, or factored=False)
-    r_row: optax.Updates  # factored residual (confidence), ndim >= 2
-    r_col: optax.Updates
-    r: optax.Updates  # elementwise residual (factored=False), else (0,)
-
-
-def _stat_dtype(dtype: Any) -> Any:
-    return jnp.promote_types(jnp.float32, dtype)
-
-
-def _placeholder(p: chex.Array) -> chex.Array:
-    return jnp.zeros((0,), _stat_dtype(p.dtype))
-
-
-def _correlation_axes(shape: tuple[int, ...], config: AutomagicConfig) -> tuple[int | None, ...]:
-    """The param axes TAM's smoothed correlation really has (it is broadcast elsewhere).
-
-    ``"dim0"`` is elementwise; ``"cosine"`` one scalar; ``"row_cosine"`` one per row;
-    ``"auto"`` a scalar up to ``tam_large_tensor_threshold`` elements or for 0-d/1-D
-    leaves, else one per row. Storing ``s`` at that size is exact and saves 4 bytes per
-    element for every leaf but the ``"dim0"`` rule. In :func:`filled_like`'s ``axes``
-    form (``None``: a kept axis of size 1), so ``s`` is sharded like the param's rows.
-    """
-    rule, ndim = config.tam_correlation, len(shape)
-    per_row = (*range(ndim - 1), None) if ndim >= 2 else ()
-    if rule == "dim0":
-        return tuple(range(ndim))
-    if rule == "cosine":
-        return ()
-    if rule == "row_cosine":
-        return per_row
-    return () if math.prod(shape) <= config.tam_large_tensor_threshold else per_row
-
-
-def _compact(x: chex.Array, shape: tuple[int, ...]) -> chex.Array:
-    """``x`` (constant along the axes ``shape`` lacks) reduced down to ``shape``.
-
-    A max over constant values is exact, and unlike slicing it works on explicitly
-    sharded axes.
-    """
-    if x.shape == shape:
-        return x
-    if shape == ():
-        return jnp.max(x, initial=0.0) if x.size == 0 else jnp.max(x)
-    return jnp.max(x, axis=-1, keepdims=True)
-
-
-def scale_by_automagic_came(config: AutomagicConfig) -> optax.GradientTransformationExtraArgs:
-    r"""CAME's scaling and confidence around Automagic's phased momentum.
-
-    .. math::
-      u = \operatorname{clip}_{\mathrm{rms}}\bigl(g / \sqrt{v}\bigr), \qquad
-      m = \begin{cases} \text{TAM}(m, s, u) & t < w/2 \\
-          \beta_{1,t} m + (1 - \beta_{1,t}) u,\ \beta_{1,t} = \max(\beta_1 \delta^t, f)
-          & \text{else} \end{cases}, \qquad
-      U = m \big/ \sqrt{r},\ r \leftarrow \mathrm{EMA}_{\beta_3}\bigl((u - m)^2 + \epsilon_2\bigr)
-
-    with :math:`v` and :math:`r` factored over the last two axes (``factored=True``; no
-    confidence for leaves with fewer than two axes, as official CAME) or elementwise.
-    TAM is :func:`~jaxopt_adv.tam.tam.torque_aware_momentum_update` (``variant="fixed"``,
-    emphasis ``low_rank_emphasis`` on 2-D leaves when ``lora_rank_penalty``).
-    ``came_enabled=False`` skips the second-moment scaling (``u = g``).
-
-    Args:
-      config: the :class:`AutomagicConfig`.
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` (no learning rate, ascent direction).
-    """
-    b1, b2, b3 = config.betas
-    eps1, eps2 = config.eps
-    factored, enabled = config.factored, config.came_enabled
-    w = config.warmup_steps
-
-    def init_fn(params: optax.Params) -> AutomagicCameState:
-        def placeholders():
-            return jax.tree.map(_placeholder, params)
-
-        def elementwise():
-            return jax.tree.map(lambda p: filled_like(p, 0.0, _stat_dtype(p.dtype)), params)
-
-        if factored:
-            v_row, v_col, v, r_row, r_col = init_second_moments(params)
-            if not enabled:  # no second moment: only the confidence factors
-                v_row, v_col, v = placeholders(), placeholders(), placeholders()
-            r = placeholders()
-        else:
-            v_row, v_col, r_row, r_col = (placeholders() for _ in range(4))
-            v = elementwise() if enabled else placeholders()
-            r = elementwise()
-        return AutomagicCameState(
-            count=jnp.zeros([], jnp.int32),
-            mu=optax.tree.zeros_like(params),
-            s=jax.tree.map(
-                lambda p: filled_like(p, 0.0, p.dtype, axes=_correlation_axes(p.shape, config)),
-                params,
-            ),
-            v_row=v_row,
-            v_col=v_col,
-            v=v,
-            r_row=r_row,
-            r_col=r_col,
-            r=r,
-        )
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        count = optax.safe_increment(state.count)
-        early = phase_of(state.count, w) == EARLY
-        t = count.astype(scalar_dtype())
-        beta1_t = jnp.maximum(b1 * decay_power(config.beta1_decay, t)[0], config.beta1_floor)
-
-        def leaf(g, m, s, v_row, v_col, v, r_row, r_col, r):
-            x = g.astype(_stat_dtype(g.dtype))
-            if not enabled:
-                u = x
-            elif factored:
-                u, v_row, v_col, v = came_precondition(x, v_row, v_col, v, b2, eps1)
-                u = rms_clip(u, config.clip_threshold)
-            else:  # elementwise second moment for every leaf
-                v = (b2 * v + (1 - b2) * (jnp.square(x) + eps1)).astype(v.dtype)
-                u = rms_clip(jax.lax.rsqrt(v) * x, config.clip_threshold)
-            emphasis = (
-                config.low_rank_emphasis if (config.lora_rank_penalty and x.ndim == 2) else 1.0
-            )
-            m_tam, s_tam = torque_aware_momentum_update(
-                u,
-                m.astype(u.dtype),
-                jnp.broadcast_to(s.astype(u.dtype), u.shape),
-                b1=config.tam_momentum,
-                decay_rate=config.tam_decay,
-                eps=eps1,
-                correlation=config.tam_correlation,
-                auto_threshold=config.tam_large_tensor_threshold,
-                emphasis=emphasis,
-                variant="fixed",
-            )
-            bt = beta1_t.astype(u.dtype)
-            m_ema = bt * m.astype(u.dtype) + (1 - bt) * u
-            m_new = jnp.where(early, m_tam, m_ema)
-            s_new = jnp.where(early, _compact(s_tam, s.shape), s.astype(u.dtype))
-            if factored:
-                out, r_row, r_col = came_confidence(u, m_new, r_row, r_col, b3, eps2)
-            else:
-                r = (b3 * r + (1 - b3) * (jnp.square(u - m_new) + eps2)).astype(r.dtype)
-                out = m_new * jax.lax.rsqrt(r)
-            return (
-                out.astype(g.dtype),
-                m_new.astype(m.dtype),
-                s_new.astype(s.dtype),
-                v_row,
-                v_col,
-                v,
-                r_row,
-                r_col,
-                r,
-            )
-
-        out, *rest = tree_map_grouped(leaf, 9, updates, *state[1:])
-        return out, AutomagicCameState(count, *rest)
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-# --------------------------------------------------------------------- direction
-
-
-class AutomagicDirectionState(NamedTuple):
-    """State of :func:`automagic_direction`."""
-
-    count: chex.Array  # int32 scalar
-    edge_history: optax.Updates  # H of the early-phase edge damping (ndim >= 2), else (0,)
-
-
-def automagic_direction(config: AutomagicConfig) -> optax.GradientTransformationExtraArgs:
-    """Automagic's direction control, selected by phase.
-
-    Early phase (``t < w // 2``): Grams ``|U| sign(g')`` with ``g'`` the processed
-    gradient (``ref_grads``), damped where its edge strength has been high
-    (``edge_suppression``), then OrthoGrad against the params (``rule="automagic"``;
-    skipped for one-element leaves, whose update is always parallel to the weight).
-    Later: the Cautious mask ``1[U g' > 0] / max(mean, 1e-3)``, halved when the
-    gradient's variance is below 1e-6 (``background_regularization``).
-
-    Needs ``params`` and the extra argument ``ref_grads``.
-    """
-    w = config.warmup_steps
-    background = 1e-6 if config.background_regularization else None
-
-    def init_fn(params: optax.Params) -> AutomagicDirectionState:
-        def history(p):
-            if config.edge_suppression and p.ndim >= 2:
-                return filled_like(p, 0.0, _stat_dtype(p.dtype))
-            return _placeholder(p)
-
-        return AutomagicDirectionState(jnp.zeros([], jnp.int32), jax.tree.map(history, params))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        ref_grads = extra_args.get("ref_grads")
-        if params is None or ref_grads is None:
-            raise ValueError(
-                "automagic_direction needs params and the extra argument ref_grads "
-                "(use it inside with_reference_grads)"
-            )
-        early = phase_of(state.count, w) == EARLY
-
-        def leaf(u, g, p, h):
-            c = grams_update(u, g)
-            if config.edge_suppression and u.ndim >= 2:
-                c, h_new = edge_damping_update(
-                    c, h, 0.9, config.edge_threshold, config.edge_penalty, 0.1
-                )
-                h = jnp.where(early, h_new, h)
-            if p.size > 1:  # a one-element update is always parallel to its weight
-                c = orthogonalize(c, p, 1e-30, rule="automagic")
-            late = cautious_update(u, g, 1e-3, background, 0.5)
-            return jnp.where(early, c, late).astype(u.dtype), h
-
-        out, history = tree_map_grouped(leaf, 2, updates, ref_grads, params, state.edge_history)
-        return out, AutomagicDirectionState(optax.safe_increment(state.count), history)
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # ------------------------------------------------------------------------ layout
@@ -616,7 +364,7 @@ def automagic_came_amp(
             edge=config.edge_suppression,
             edge_threshold=config.edge_threshold,
             edge_scale=config.edge_penalty,
-            eps=1e-10,
+            eps=_AGR_EPS,
             # alpha < 1: the edge factor must not flip a stiff entry's sign (see above)
             cap_alpha=True,
         )
@@ -648,8 +396,8 @@ def automagic_came_amp(
     else:
         lr_mask_block = automagic_lr_mask
     body = optax.chain(
-        scale_by_automagic_came(config),
-        automagic_direction(config),
+        scale_by_automagic_came(**config.came_options),
+        automagic_direction(**config.direction_options),
         lr_mask_block(
             initial,
             config.min_lr,

@@ -25,8 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check, check_interval, check_nonnegative
-from jaxopt_adv._grouping import tree_map_grouped
+from jaxopt_adv._common import check, check_interval, check_nonnegative, tree_map_multi
 from jaxopt_adv.automagic.agr import edge_strength
 
 __all__ = [
@@ -209,7 +208,7 @@ def cautious(
         def leaf(u, g):
             return cautious_update(u, g, mean_floor, background_threshold, background_factor)
 
-        return tree_map_grouped(lambda u, g: (leaf(u, g),), 1, updates, ref_grads)[0], state
+        return jax.tree.map(leaf, updates, ref_grads), state
 
     return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update_fn)
 
@@ -300,7 +299,7 @@ def edge_damping(
         def leaf(u, h):
             return edge_damping_update(u, h, decay, threshold, scale, floor)
 
-        out, history = tree_map_grouped(leaf, 2, updates, state.edge_history)
+        out, history = tree_map_multi(leaf, 2, updates, state.edge_history)
         return out, EdgeDampingState(optax.safe_increment(state.count), history)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -390,7 +389,6 @@ def orthogonalize_update(
         del extra_args
         if params is None:
             raise ValueError(_NO_PARAMS_MSG)
-        out = tree_map_grouped(lambda u, w: (orthogonalize(u, w, eps, rule),), 1, updates, params)
-        return out[0], state
+        return jax.tree.map(lambda u, w: orthogonalize(u, w, eps, rule), updates, params), state
 
     return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update_fn)

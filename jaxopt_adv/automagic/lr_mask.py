@@ -25,8 +25,8 @@ from jaxopt_adv._common import (
     filled_like,
     fresh_array,
     scalar_dtype,
+    tree_map_multi,
 )
-from jaxopt_adv._grouping import tree_map_grouped
 
 __all__ = [
     "AutomagicLrMaskState",
@@ -326,14 +326,10 @@ def automagic_lr_mask(
             return out, mask, polarity, jnp.mean(lr_eff.astype(sdt))
 
         svs = state.spatial_variance if spatial else state.lr_mask  # placeholder, unread
-        out, mask, polarity, avg_lr = tree_map_grouped(
+        out, mask, polarity, avg_lr = tree_map_multi(
             leaf, 4, updates, source, state.lr_mask, state.last_polarity, svs, state.avg_lr
         )
-        new_sv = (
-            tree_map_grouped(lambda r, v: (spatial_variance_leaf(r, v),), 1, ref, svs)[0]
-            if spatial
-            else None
-        )
+        new_sv = jax.tree.map(spatial_variance_leaf, ref, svs) if spatial else None
         new_state = AutomagicLrMaskState(
             optax.safe_increment(state.count), mask, polarity, new_sv, new_lr_max, avg_lr
         )

@@ -28,7 +28,6 @@ import optax
 from jax import lax
 
 from jaxopt_adv._common import check, check_nonnegative, is_concrete_number, is_static_zero
-from jaxopt_adv._grouping import tree_map_grouped
 
 __all__ = [
     "frequency_penalty",
@@ -212,9 +211,9 @@ def frequency_penalty(
         del params, extra_args
         if is_static_zero(strength):
             return updates, state
-        out = tree_map_grouped(
-            lambda g: (frequency_penalty_leaf(g, strength, radius_ratio, mode),), 1, updates
-        )[0]
+        out = jax.tree.map(
+            lambda g: frequency_penalty_leaf(g, strength, radius_ratio, mode), updates
+        )
         return out, state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -295,9 +294,9 @@ def low_rank_penalty(
             raise ValueError("low_rank_penalty needs params: call update(updates, state, params)")
         if is_static_zero(strength):
             return updates, state
-        out = tree_map_grouped(
-            lambda g, p: (low_rank_penalty_leaf(g, p, strength, rank, mode),), 1, updates, params
-        )[0]
+        out = jax.tree.map(
+            lambda g, p: low_rank_penalty_leaf(g, p, strength, rank, mode), updates, params
+        )
         return out, state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

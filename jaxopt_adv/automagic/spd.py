@@ -25,8 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check, check_count, check_nonnegative
-from jaxopt_adv._grouping import tree_map_grouped
+from jaxopt_adv._common import check, check_count, check_nonnegative, tree_map_multi
 
 __all__ = [
     "SelectiveProjectionDecayState",
@@ -203,12 +202,10 @@ def selective_projection_decay(
             return out, saved
 
         if anchor == "zeros":
-            out = tree_map_grouped(
-                lambda d, p, g: leaf(d, p, g, None)[:1], 1, updates, params, raw_grads
-            )[0]
+            out = jax.tree.map(lambda d, p, g: leaf(d, p, g, None)[0], updates, params, raw_grads)
             new_anchor = None
         else:
-            out, new_anchor = tree_map_grouped(leaf, 2, updates, params, raw_grads, state.anchor)
+            out, new_anchor = tree_map_multi(leaf, 2, updates, params, raw_grads, state.anchor)
         return out, SelectiveProjectionDecayState(optax.safe_increment(state.count), new_anchor)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
