@@ -1,7 +1,7 @@
 """One fused pass per step: torch-exact optimizers as CPU kernels.
 
 The kernels cover Adam/AdamW, SGD, RMSprop, Adagrad, Adadelta, Adamax, NAdam/NAdamW,
-RAdam/RAdamW, Rprop and ASGD.
+RAdam/RAdamW, Rprop, ASGD and SparseAdam.
 
 ``optax``'s contract returns *updates* that ``optax.apply_updates`` adds to the
 parameters; XLA:CPU compiles ``update + apply_updates`` of Adam into three loops per
@@ -46,6 +46,7 @@ import optax
 
 from jaxopt_adv._common import is_concrete_number, is_static_zero, scalar_dtype
 from jaxopt_adv.fast import build, flat, selfcheck
+from jaxopt_adv.fast.sparse_adam_plan import sparse_adam_plan
 from jaxopt_adv.torch.adadelta import adadelta
 from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adam_bias_corrections, adamw
@@ -56,6 +57,7 @@ from jaxopt_adv.torch.radam import ScaleByRadamState, radam, radam_scalars
 from jaxopt_adv.torch.rmsprop import rmsprop
 from jaxopt_adv.torch.rprop import ScaleByRpropState, rprop
 from jaxopt_adv.torch.sgd import SgdMomentumState, sgd
+from jaxopt_adv.torch.sparse_adam import sparse_adam
 
 __all__ = ["SUPPORTED", "FusedOptimizer", "available", "fused", "jit_step", "unavailable_reason"]
 
@@ -72,6 +74,7 @@ SUPPORTED: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] = 
     "torch.adadelta": (adadelta, "adadelta"),
     "torch.rprop": (rprop, "rprop"),
     "torch.asgd": (asgd, "asgd"),
+    "torch.sparse_adam": (sparse_adam, "sparse_adam"),
 }
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # XLA compiles one custom call with hundreds of aliased operands slowly (2 s for 200 Adam
@@ -193,7 +196,7 @@ class _Plan:
     """What one optimizer's kernel needs.
 
     Leaves are grouped by ``group(leaf, n_leaves)`` (their dtype, and for Adam the form
-    XLA gives the bias corrections, see ``kernels.cc``); ``scalars(group)`` and
+    XLA gives the bias corrections, see ``csrc/adam.cc``); ``scalars(group)`` and
     ``flags(group)`` give each group's operands and ``flags`` attribute.
     """
 
@@ -704,6 +707,7 @@ _PLANNERS = {
     "radam": _radam_plan,
     "rprop": _rprop_plan,
     "asgd": _asgd_plan,
+    "sparse_adam": sparse_adam_plan,
 }
 
 
@@ -805,29 +809,33 @@ class FusedOptimizer:
         return flat.flatten(state, jax.eval_shape(self.tx.init, params), params)
 
     def step(
-        self, params: optax.Params, grads: optax.Updates, state: optax.OptState
+        self, params: optax.Params, grads: optax.Updates, state: optax.OptState, **extra_args
     ) -> tuple[optax.Params, optax.OptState]:
-        """One optimizer step: ``(new_params, new_state)``."""
-        return self._step(params, grads, state, None)
+        """One optimizer step: ``(new_params, new_state)``; ``extra_args`` (SparseAdam's
+        ``mask``) go to the transform's ``update``, and a step given one that holds an
+        array takes the XLA path."""
+        return self._step(params, grads, state, None, extra_args)
 
     def explain(
-        self, params: optax.Params, grads: optax.Updates, state: optax.OptState
+        self, params: optax.Params, grads: optax.Updates, state: optax.OptState, **extra_args
     ) -> str | None:
         """``None`` when every leaf of ``params`` would go through the kernel, else why not
         (abstract evaluation: nothing is computed)."""
         reasons: list[str] = []
-        jax.eval_shape(lambda p, g, s: self._step(p, g, s, reasons), params, grads, state)
+        jax.eval_shape(
+            lambda p, g, s, e: self._step(p, g, s, reasons, e), params, grads, state, extra_args
+        )
         return "; ".join(dict.fromkeys(reasons)) or None
 
     # ------------------------------------------------------------------------------
 
-    def _step(self, params, grads, state, report: list[str] | None):
+    def _step(self, params, grads, state, report: list[str] | None, extra_args: dict):
         given = state
         template = None
         if self.flat_state and flat.applies(params):
             template = jax.eval_shape(self.tx.init, params)
             state = flat.unflatten(state, template, params)
-        updates, new_state = self.tx.update(grads, state, params)
+        updates, new_state = self.tx.update(grads, state, params, **extra_args)
 
         def finish(new_params, new_state):
             if template is not None:
@@ -841,6 +849,8 @@ class FusedOptimizer:
 
         if not self.kernel:
             return reference("kernel=False")
+        if given := sorted(k for k, v in extra_args.items() if jax.tree.leaves(v)):
+            return reference(f"the argument {', '.join(given)} (the kernels take none)")
         reason = build.host_reason() if self._probe else unavailable_reason()
         if reason is not None:
             return reference(reason)
@@ -1139,6 +1149,22 @@ _PROBES: dict[str, list[tuple[str, bool, dict[str, Any], dict[str, tuple[int, ..
         ("torch.asgd", False, {"learning_rate": 0.05, "lambd": 0.01, "t0": 0.0}, {"a": (7,)}),
         ("torch.asgd", True, {"learning_rate": 0.05, "t0": 2.0}, {"a": (33, 7), "o": (1,)}),
     ],
+    # SparseAdam (a traced learning rate: injected, a schedule): maximize, b1 = 1/2, leaves
+    # of odd and even sizes, a 0-d and a 1-element leaf
+    selfcheck.SPARSE_ADAM: [
+        (
+            "torch.sparse_adam",
+            True,
+            {"learning_rate": 0.05, "maximize": True, "b1": 0.5},
+            {"a": (40001,), "c": (3, 5), "s": ()},
+        ),
+        (
+            "torch.sparse_adam",
+            False,
+            {"learning_rate": optax.exponential_decay(0.05, 1, 0.9)},
+            {"a": (33, 7), "b": (40000,), "o": (1,)},
+        ),
+    ],
 }
 
 
@@ -1169,8 +1195,13 @@ _DRAWS: dict[str, tuple[tuple[float, ...], Callable[[np.random.Generator], float
     "lambd": ((0.0, 1.0), _log_uniform(1e-5, 1.0)),
     "t0": ((0.0, 1.0), lambda rng: float(rng.integers(2, 6))),
 }
-# ASGD's alpha is an exponent (>= 0), not RMSprop's constant in [0, 1]
-_ASGD_ALPHA = ((0.0, 1.0, 0.5), _log_uniform(1e-2, 2.0))
+# (optimizer, hyperparameter) -> its draws where they differ from _DRAWS: ASGD's alpha is
+# an exponent (>= 0), not RMSprop's constant in [0, 1]; SparseAdam takes lr, eps > 0
+_OWN_DRAWS = {
+    ("torch.asgd", "alpha"): ((0.0, 1.0, 0.5), _log_uniform(1e-2, 2.0)),
+    ("torch.sparse_adam", "learning_rate"): ((1.0, 0.5, 2.0), _log_uniform(1e-4, 4.0)),
+    ("torch.sparse_adam", "eps"): ((1.0,), _log_uniform(1e-12, 2.0)),
+}
 _OPTIONS = ("amsgrad", "maximize", "centered", "nesterov", "decoupled_weight_decay")
 
 
@@ -1183,7 +1214,7 @@ def random_hyperparameters(name: str, rng: np.random.Generator) -> dict[str, Any
     parameters = inspect.signature(factory).parameters
     out: dict[str, Any] = {}
     for key in parameters:
-        draws = _ASGD_ALPHA if (name, key) == ("torch.asgd", "alpha") else _DRAWS.get(key)
+        draws = _OWN_DRAWS.get((name, key), _DRAWS.get(key))
         if draws is not None:
             special, draw = draws
             out[key] = float(rng.choice(special)) if rng.random() < 0.5 else draw(rng)
@@ -1216,6 +1247,7 @@ _CHECKED_BY = {
     "radam": selfcheck.RADAM,
     "rprop": selfcheck.RPROP,
     "asgd": selfcheck.ASGD,
+    "sparse_adam": selfcheck.SPARSE_ADAM,
 }
 
 
@@ -1300,9 +1332,10 @@ def fused(
       optimizer: ``"torch.adam"``, ``"torch.adamw"``, ``"torch.sgd"``,
         ``"torch.rmsprop"``, ``"torch.adagrad"``, ``"torch.adadelta"``,
         ``"torch.adamax"``, ``"torch.nadam"``, ``"torch.radam"``, ``"torch.rprop"``,
-        ``"torch.asgd"`` (the ``torch.`` prefix may be left out), or one of the factories
-        ``jaxopt_adv.torch.adam`` / ``adamw`` / ``sgd`` / ``rmsprop`` / ``adagrad`` /
-        ``adadelta`` / ``adamax`` / ``nadam`` / ``radam`` / ``rprop`` / ``asgd``.
+        ``"torch.asgd"``, ``"torch.sparse_adam"`` (the ``torch.`` prefix may be left
+        out), or one of the factories ``jaxopt_adv.torch.adam`` / ``adamw`` / ``sgd`` /
+        ``rmsprop`` / ``adagrad`` / ``adadelta`` / ``adamax`` / ``nadam`` / ``radam`` /
+        ``rprop`` / ``asgd`` / ``sparse_adam``.
       inject_hyperparams: static; build the transform with
         ``optax.inject_hyperparams`` (hyperparameters live in the state and can be
         changed between steps without recompiling).
@@ -1332,9 +1365,9 @@ def fused(
 
     References:
       ``torch.optim.Adam`` / ``AdamW`` / ``SGD`` / ``RMSprop`` / ``Adagrad`` /
-      ``Adadelta`` / ``Adamax`` / ``NAdam`` / ``RAdam`` / ``Rprop`` / ``ASGD`` (torch 2.13,
-      with ``fused=True`` where torch has it) are the one-pass kernels this mirrors; the
-      arithmetic is ``jaxopt_adv.torch``'s.
+      ``Adadelta`` / ``Adamax`` / ``NAdam`` / ``RAdam`` / ``Rprop`` / ``ASGD`` /
+      ``SparseAdam`` (torch 2.13, with ``fused=True`` where torch has it) are the
+      one-pass kernels this mirrors; the arithmetic is ``jaxopt_adv.torch``'s.
 
     Warning:
       The kernels run on the CPU backend of a single-device process. Elsewhere (GPU,

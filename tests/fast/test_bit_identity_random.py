@@ -21,6 +21,7 @@ import pytest
 
 from jaxopt_adv.fast import selfcheck
 from jaxopt_adv.fast import step as fast_step
+from jaxopt_adv.fast.sparse_adam_plan import CONSTANT_LEARNING_RATE
 from tests.fast.test_bit_identity import F32, F64, expected_reason, run_both
 from tests.helpers.x64 import x64
 
@@ -37,6 +38,7 @@ ROUTED = (
     "NAdamW with injected hyperparameters, maximize and a 1-element leaf",
     "RMSprop with injected hyperparameters and a 1-element leaf",
     "Adamax with weight decay 1 and a 1-element leaf",
+    CONSTANT_LEARNING_RATE,
 )
 PARAMS = [(name, draw) for name in fast_step.SUPPORTED for draw in range(DRAWS)]
 

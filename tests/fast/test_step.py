@@ -372,7 +372,8 @@ def test_a_failed_family_self_check_sends_only_that_family_to_the_xla_path(
     monkeypatch, name, family
 ):
     """The Adagrad, Adamax, NAdam, RAdam, Rprop, Adadelta and ASGD probes are families of
-    their own: a mismatch there leaves the other kernels in use."""
+    their own: a mismatch there leaves the other kernels in use (SparseAdam's:
+    tests/fast/test_sparse_adam.py)."""
     assert fast.available(), fast.unavailable_reason()  # as on this project's machines
     reason = "the kernels differ from XLA on this host (a probe)"
     monkeypatch.setitem(selfcheck._RESULT[False], family, reason)
