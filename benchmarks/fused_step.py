@@ -2,7 +2,7 @@
 
 For each size (elements, float32) and layout (one leaf, or split over many), one donated
 jitted step of Adam, AdamW, SGD-momentum, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam,
-Rprop and ASGD, five ways:
+Rprop, ASGD and SparseAdam, five ways:
 
 - ``fused``: ``jaxopt_adv.fast.fused(...)`` through ``fast.jit_step`` (one C++ pass);
 - ``flat``: the same with ``flat_state=True`` (each state field one array: fewer arrays
@@ -75,6 +75,25 @@ OPTIMIZERS["rprop"] = (28, ("torch.rprop", {}), ("rprop", {}), ("Rprop", {}))
 # ASGD reads p, g, ax and writes p, ax; optax has no ASGD: optax.sgd with momentum moves
 # the same bytes (p, g, trace)
 OPTIMIZERS["asgd"] = (20, ("torch.asgd", {}), ("sgd", {"momentum": 0.9}), ("ASGD", {}))
+
+
+def _traced_lr(count):
+    """``LR`` at every step, computed from the step count: a traced learning rate (the
+    SparseAdam kernel's; a constant one takes the XLA path)."""
+    import jax.numpy as jnp
+
+    return jnp.where(count >= 0, LR, 0.0)
+
+
+# SparseAdam (dense random gradients: every element takes part, its slowest case) reads p,
+# g, mu, nu and writes p, mu, nu; optax has no SparseAdam: optax.adam moves the same
+# bytes; torch's SparseAdam takes sparse gradients only (and has no fused=True)
+OPTIMIZERS["sparse_adam"] = (
+    28,
+    ("torch.sparse_adam", {"learning_rate": _traced_lr}),
+    ("adam", {}),
+    ("SparseAdam", {}),
+)
 JAX_IMPLS = ("fused", "flat", "xla", "optax")
 
 
@@ -94,7 +113,8 @@ def step_and_init(name: str, impl: str):
 
         return step, tx.init
     kernel, flat_state = impl in ("fused", "flat"), impl == "flat"
-    opt = fast.fused(ours, kernel=kernel, flat_state=flat_state, learning_rate=LR, **kwargs)
+    kwargs = {"learning_rate": LR, **kwargs}
+    opt = fast.fused(ours, kernel=kernel, flat_state=flat_state, **kwargs)
     return opt.step, opt.init
 
 

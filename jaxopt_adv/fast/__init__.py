@@ -2,7 +2,8 @@
 
 :func:`fused` builds a torch-exact optimizer (``torch.adam``, ``torch.adamw``,
 ``torch.sgd``, ``torch.rmsprop``, ``torch.adagrad``, ``torch.adadelta``, ``torch.adamax``,
-``torch.nadam``, ``torch.radam``, ``torch.rprop``, ``torch.asgd``) whose
+``torch.nadam``, ``torch.radam``, ``torch.rprop``, ``torch.asgd``,
+``torch.sparse_adam``) whose
 ``step(params, grads, state)`` runs one C++ kernel that reads and writes every array
 once, bit-identical to the optax transform's ``update`` + ``optax.apply_updates`` under
 ``jax.jit``; :func:`jit_step` jits it with params and state donated; ``flat_state=True``

@@ -78,6 +78,7 @@ TARGETS = {
     "jaxopt_adv_radam": "JaxoptAdvRadam",
     "jaxopt_adv_adadelta": "JaxoptAdvAdadelta",
     "jaxopt_adv_asgd": "JaxoptAdvAsgd",
+    "jaxopt_adv_sparse_adam": "JaxoptAdvSparseAdam",
     "jaxopt_adv_came": "JaxoptAdvCame",
     "jaxopt_adv_lr_mask": "JaxoptAdvLrMask",
     "jaxopt_adv_tam": "JaxoptAdvTam",

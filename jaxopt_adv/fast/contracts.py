@@ -33,6 +33,7 @@ __all__ = [
     "RmspropArgs",
     "RpropArgs",
     "SgdArgs",
+    "SparseAdamArgs",
 ]
 
 
@@ -152,6 +153,17 @@ class AsgdArgs(NamedTuple):
     alpha: Any
     t0: Any
     weight_decay: Any
+    maximize: bool
+    torch_default_dtype: Any
+
+
+class SparseAdamArgs(NamedTuple):
+    """What SparseAdam's kernel reads (``jaxopt_adv.torch.sparse_adam``)."""
+
+    learning_rate: Any
+    b1: Any
+    b2: Any
+    eps: Any
     maximize: bool
     torch_default_dtype: Any
 

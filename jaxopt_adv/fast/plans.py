@@ -39,6 +39,7 @@ from jaxopt_adv.fast.contracts import (
     RmspropArgs,
     RpropArgs,
     SgdArgs,
+    SparseAdamArgs,
 )
 from jaxopt_adv.fast.scalars import (
     flag_bits,
@@ -59,8 +60,9 @@ from jaxopt_adv.torch.radam import ScaleByRadamState, radam, radam_scalars
 from jaxopt_adv.torch.rmsprop import rmsprop
 from jaxopt_adv.torch.rprop import ScaleByRpropState, rprop
 from jaxopt_adv.torch.sgd import SgdMomentumState, sgd
+from jaxopt_adv.torch.sparse_adam import ScaleBySparseAdamState, sparse_adam, sparse_adam_factor
 
-__all__ = ["BY_NAME", "FUSED", "SUPPORTED", "Plan"]
+__all__ = ["BY_NAME", "CONSTANT_LEARNING_RATE", "FUSED", "SUPPORTED", "Plan"]
 
 
 @dataclass
@@ -537,6 +539,53 @@ def _asgd_plan(args: AsgdArgs, old_inner: Any, new_inner: Any, checked: Callable
     return Plan("jaxopt_adv_asgd", fields, scalars, flags, group=group)
 
 
+CONSTANT_LEARNING_RATE = (
+    "SparseAdam with a constant learning rate (XLA's rounding of the step varies by leaf "
+    "shape; a schedule of the step count or inject_hyperparams runs the kernel)"
+)
+
+
+def _sparse_adam_plan(
+    args: SparseAdamArgs, old_inner: Any, new_inner: Any, checked: Callable
+) -> Plan:
+    """An element takes part in a step where its gradient is nonzero: the kernel computes
+    every element's step and keeps the old moments and parameter elsewhere, as XLA's
+    select does. It runs with a traced learning rate (a schedule of the step count,
+    ``inject_hyperparams=True``, under ``jax.jit``); a constant one takes the XLA path."""
+    b1, b2 = args.b1, args.b2
+    learning_rate = args.learning_rate
+    if callable(learning_rate):  # the value optax.scale_by_schedule multiplies by
+        learning_rate = learning_rate(find_state(old_inner, optax.ScaleByScheduleState).count)
+    # a number, or an array that is not traced (a schedule returning one): an XLA constant
+    constant_learning_rate = not isinstance(learning_rate, jax.core.Tracer)
+    # the transform's factor, from the new count, with the same ops
+    count = find_state(new_inner, ScaleBySparseAdamState).count
+    factor = sparse_adam_factor(b1, b2, count, args.torch_default_dtype)
+
+    def scalars(key):
+        (dtype,) = key
+        if constant_learning_rate:
+            # XLA computes p + select(active, u, 0) * (-lr); LLVM folds a constant product
+            # into the select's arms in some loops of a leaf and not in others (by shape),
+            # so whether it is one FMA varies; a traced one is always fused (the kernel's)
+            return CONSTANT_LEARNING_RATE
+        step = learning_step(args.learning_rate, old_inner, dtype)
+        if isinstance(step, str):
+            return step
+        if (mismatch := checked(selfcheck.SPARSE_ADAM)) is not None:
+            return mismatch
+        named = [("1 - b1", 1 - b1), ("1 - b2", 1 - b2), ("eps", args.eps)]
+        rest = scalar_list(named, dtype)
+        # scale_by_sparse_adam casts the factor to the moments' (the leaf's) dtype
+        return rest if isinstance(rest, str) else [step, *rest, factor.astype(dtype)]
+
+    def flags(key):
+        return flag_bits(args.maximize)
+
+    fields = [(ScaleBySparseAdamState, "mu"), (ScaleBySparseAdamState, "nu")]
+    return Plan("jaxopt_adv_sparse_adam", fields, scalars, flags)
+
+
 # ------------------------------------------------------------------ the fused optimizers
 
 _INITIAL_STATE = "fills the state at init (tx.init); the kernel reads the state"
@@ -563,6 +612,7 @@ RPROP = Family(
     {"learning_rate": f"the initial step size: {_INITIAL_STATE}"},
 )
 ASGD = Family("asgd", AsgdArgs, _asgd_plan, selfcheck.ASGD)
+SPARSE_ADAM = Family("sparse_adam", SparseAdamArgs, _sparse_adam_plan, selfcheck.SPARSE_ADAM)
 
 # one declaration per fused optimizer (checked against its factory's signature here)
 FUSED: tuple[Fused, ...] = (
@@ -577,6 +627,7 @@ FUSED: tuple[Fused, ...] = (
     Fused("torch.adadelta", adadelta, ADADELTA),
     Fused("torch.rprop", rprop, RPROP),
     Fused("torch.asgd", asgd, ASGD),
+    Fused("torch.sparse_adam", sparse_adam, SPARSE_ADAM),
 )
 BY_NAME: dict[str, Fused] = {fused.name: fused for fused in FUSED}
 # registered name -> (factory, kernel family name)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import optax
 
 from jaxopt_adv.fast import selfcheck
 from jaxopt_adv.fast.plans import BY_NAME, FUSED
@@ -167,6 +168,22 @@ PROBES: dict[str, list[tuple[str, bool, dict[str, Any], dict[str, tuple[int, ...
         ("torch.asgd", False, {"learning_rate": 0.05, "lambd": 0.01, "t0": 0.0}, {"a": (7,)}),
         ("torch.asgd", True, {"learning_rate": 0.05, "t0": 2.0}, {"a": (33, 7), "o": (1,)}),
     ],
+    # SparseAdam (a traced learning rate: injected, a schedule): maximize, b1 = 1/2, leaves
+    # of odd and even sizes, a 0-d and a 1-element leaf
+    selfcheck.SPARSE_ADAM: [
+        (
+            "torch.sparse_adam",
+            True,
+            {"learning_rate": 0.05, "maximize": True, "b1": 0.5},
+            {"a": (40001,), "c": (3, 5), "s": ()},
+        ),
+        (
+            "torch.sparse_adam",
+            False,
+            {"learning_rate": optax.exponential_decay(0.05, 1, 0.9)},
+            {"a": (33, 7), "b": (40000,), "o": (1,)},
+        ),
+    ],
 }
 
 
@@ -197,8 +214,13 @@ _DRAWS: dict[str, tuple[tuple[float, ...], Callable[[np.random.Generator], float
     "lambd": ((0.0, 1.0), _log_uniform(1e-5, 1.0)),
     "t0": ((0.0, 1.0), lambda rng: float(rng.integers(2, 6))),
 }
-# ASGD's alpha is an exponent (>= 0), not RMSprop's constant in [0, 1]
-_ASGD_ALPHA = ((0.0, 1.0, 0.5), _log_uniform(1e-2, 2.0))
+# (optimizer, hyperparameter) -> its draws where they differ from _DRAWS: ASGD's alpha is
+# an exponent (>= 0), not RMSprop's constant in [0, 1]; SparseAdam takes lr, eps > 0
+_OWN_DRAWS = {
+    ("torch.asgd", "alpha"): ((0.0, 1.0, 0.5), _log_uniform(1e-2, 2.0)),
+    ("torch.sparse_adam", "learning_rate"): ((1.0, 0.5, 2.0), _log_uniform(1e-4, 4.0)),
+    ("torch.sparse_adam", "eps"): ((1.0,), _log_uniform(1e-12, 2.0)),
+}
 _OPTIONS = ("amsgrad", "maximize", "centered", "nesterov", "decoupled_weight_decay")
 
 
@@ -211,7 +233,7 @@ def random_hyperparameters(name: str, rng: np.random.Generator) -> dict[str, Any
     parameters = inspect.signature(factory).parameters
     out: dict[str, Any] = {}
     for key in parameters:
-        draws = _ASGD_ALPHA if (name, key) == ("torch.asgd", "alpha") else _DRAWS.get(key)
+        draws = _OWN_DRAWS.get((name, key), _DRAWS.get(key))
         if draws is not None:
             special, draw = draws
             out[key] = float(rng.choice(special)) if rng.random() < 0.5 else draw(rng)

@@ -45,7 +45,7 @@ __all__ = [
 
 # The probe families: KERNELS gates every kernel; a failed TRACED_MOMENTUM only sends
 # RMSprop with a traced momentum (inject_hyperparams) to the XLA path, a failed ADAGRAD
-# (ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD) only that optimizer. TAM (TAM and AdaTAM's
+# (ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD, SPARSE_ADAM) only that optimizer. TAM (TAM and AdaTAM's
 # kernel), CAME and LR_MASK (Automagic's learning-rate mask) are checked by their own probes
 # (:mod:`.tam`, :mod:`.came`, :mod:`.lr_mask`).
 KERNELS = "kernels"
@@ -57,7 +57,19 @@ RADAM = "radam"
 RPROP = "rprop"
 ASGD = "asgd"
 ADADELTA = "adadelta"
-FAMILIES = (KERNELS, TRACED_MOMENTUM, ADAGRAD, ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD)
+SPARSE_ADAM = "sparse_adam"
+FAMILIES = (
+    KERNELS,
+    TRACED_MOMENTUM,
+    ADAGRAD,
+    ADAMAX,
+    NADAM,
+    RADAM,
+    RPROP,
+    ADADELTA,
+    ASGD,
+    SPARSE_ADAM,
+)
 TAM = "tam"
 CAME = "came"
 LR_MASK = "lr_mask"

@@ -1,7 +1,7 @@
 """One fused pass per step: torch-exact optimizers as CPU kernels.
 
 The kernels cover Adam/AdamW, SGD, RMSprop, Adagrad, Adadelta, Adamax, NAdam/NAdamW,
-RAdam/RAdamW, Rprop and ASGD.
+RAdam/RAdamW, Rprop, ASGD and SparseAdam.
 
 ``optax``'s contract returns *updates* that ``optax.apply_updates`` adds to the
 parameters; XLA:CPU compiles ``update + apply_updates`` of Adam into three loops per
@@ -139,29 +139,33 @@ class FusedOptimizer:
         return flat.flatten(state, jax.eval_shape(self.tx.init, params), params)
 
     def step(
-        self, params: optax.Params, grads: optax.Updates, state: optax.OptState
+        self, params: optax.Params, grads: optax.Updates, state: optax.OptState, **extra_args
     ) -> tuple[optax.Params, optax.OptState]:
-        """One optimizer step: ``(new_params, new_state)``."""
-        return self._step(params, grads, state, None)
+        """One optimizer step: ``(new_params, new_state)``; ``extra_args`` (SparseAdam's
+        ``mask``) go to the transform's ``update``, and a step given one that holds an
+        array takes the XLA path."""
+        return self._step(params, grads, state, None, extra_args)
 
     def explain(
-        self, params: optax.Params, grads: optax.Updates, state: optax.OptState
+        self, params: optax.Params, grads: optax.Updates, state: optax.OptState, **extra_args
     ) -> str | None:
         """``None`` when every leaf of ``params`` would go through the kernel, else why not
         (abstract evaluation: nothing is computed)."""
         reasons: list[str] = []
-        jax.eval_shape(lambda p, g, s: self._step(p, g, s, reasons), params, grads, state)
+        jax.eval_shape(
+            lambda p, g, s, e: self._step(p, g, s, reasons, e), params, grads, state, extra_args
+        )
         return "; ".join(dict.fromkeys(reasons)) or None
 
     # ------------------------------------------------------------------------------
 
-    def _step(self, params, grads, state, report: list[str] | None):
+    def _step(self, params, grads, state, report: list[str] | None, extra_args: dict):
         given = state
         template = None
         if self.flat_state and flat.applies(params):
             template = jax.eval_shape(self.tx.init, params)
             state = flat.unflatten(state, template, params)
-        updates, new_state = self.tx.update(grads, state, params)
+        updates, new_state = self.tx.update(grads, state, params, **extra_args)
 
         def finish(new_params, new_state):
             if template is not None:
@@ -175,6 +179,8 @@ class FusedOptimizer:
 
         if not self.kernel:
             return reference("kernel=False")
+        if given := sorted(k for k, v in extra_args.items() if jax.tree.leaves(v)):
+            return reference(f"the argument {', '.join(given)} (the kernels take none)")
         reason = build.host_reason() if self._probe else unavailable_reason()
         if reason is not None:
             return reference(reason)
@@ -374,9 +380,10 @@ def fused(
       optimizer: ``"torch.adam"``, ``"torch.adamw"``, ``"torch.sgd"``,
         ``"torch.rmsprop"``, ``"torch.adagrad"``, ``"torch.adadelta"``,
         ``"torch.adamax"``, ``"torch.nadam"``, ``"torch.radam"``, ``"torch.rprop"``,
-        ``"torch.asgd"`` (the ``torch.`` prefix may be left out), or one of the factories
-        ``jaxopt_adv.torch.adam`` / ``adamw`` / ``sgd`` / ``rmsprop`` / ``adagrad`` /
-        ``adadelta`` / ``adamax`` / ``nadam`` / ``radam`` / ``rprop`` / ``asgd``.
+        ``"torch.asgd"``, ``"torch.sparse_adam"`` (the ``torch.`` prefix may be left
+        out), or one of the factories ``jaxopt_adv.torch.adam`` / ``adamw`` / ``sgd`` /
+        ``rmsprop`` / ``adagrad`` / ``adadelta`` / ``adamax`` / ``nadam`` / ``radam`` /
+        ``rprop`` / ``asgd`` / ``sparse_adam``.
       inject_hyperparams: static; build the transform with
         ``optax.inject_hyperparams`` (hyperparameters live in the state and can be
         changed between steps without recompiling).
@@ -406,9 +413,9 @@ def fused(
 
     References:
       ``torch.optim.Adam`` / ``AdamW`` / ``SGD`` / ``RMSprop`` / ``Adagrad`` /
-      ``Adadelta`` / ``Adamax`` / ``NAdam`` / ``RAdam`` / ``Rprop`` / ``ASGD`` (torch 2.13,
-      with ``fused=True`` where torch has it) are the one-pass kernels this mirrors; the
-      arithmetic is ``jaxopt_adv.torch``'s.
+      ``Adadelta`` / ``Adamax`` / ``NAdam`` / ``RAdam`` / ``Rprop`` / ``ASGD`` /
+      ``SparseAdam`` (torch 2.13, with ``fused=True`` where torch has it) are the
+      one-pass kernels this mirrors; the arithmetic is ``jaxopt_adv.torch``'s.
 
     Warning:
       The kernels run on the CPU backend of a single-device process. Elsewhere (GPU,

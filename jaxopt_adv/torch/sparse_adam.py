@@ -42,6 +42,15 @@ def participating(g: jax.Array, mask: Any) -> jax.Array:
     return active | jnp.broadcast_to(mask, g.shape)
 
 
+def sparse_adam_factor(b1: Any, b2: Any, count: chex.Array, torch_default_dtype: Any) -> chex.Array:
+    r"""Step ``count``'s :math:`\sqrt{1-\beta_2^t} / (1-\beta_1^t)` (shared with the fused
+    CPU step, which must compute it with the same ops)."""
+    t = count.astype(scalar_dtype())
+    dtype = check_torch_default_dtype(torch_default_dtype)
+    _, bc1 = torch_decay_power(b1, t, dtype)
+    return jnp.sqrt(torch_decay_power(b2, t, dtype)[1]) / bc1
+
+
 def scale_by_sparse_adam(
     b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, *, torch_default_dtype: Any = "float32"
 ) -> optax.GradientTransformationExtraArgs:
@@ -85,7 +94,7 @@ def scale_by_sparse_adam(
     check_beta(b1, 0, "b1")
     check_beta(b2, 1, "b2")
     check_interval(eps, "eps", 0.0, math.inf, low_open=True, high_open=True, torch_name="epsilon")
-    dtype = check_torch_default_dtype(torch_default_dtype)
+    check_torch_default_dtype(torch_default_dtype)
 
     def init_fn(params: optax.Params) -> ScaleBySparseAdamState:
         return ScaleBySparseAdamState(
@@ -97,9 +106,7 @@ def scale_by_sparse_adam(
     def update_fn(updates, state, params=None, *, mask=None, **extra_args):
         del params, extra_args
         count = optax.safe_increment(state.count)
-        t = count.astype(scalar_dtype())
-        _, bc1 = torch_decay_power(b1, t, dtype)
-        factor = jnp.sqrt(torch_decay_power(b2, t, dtype)[1]) / bc1
+        factor = sparse_adam_factor(b1, b2, count, torch_default_dtype)
         masks = jax.tree.map(lambda _: None, updates) if mask is None else mask
 
         def leaf(g, m, v, leaf_mask):

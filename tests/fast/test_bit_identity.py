@@ -1,6 +1,6 @@
 """The fused CPU step is bit-identical to ``tx.update`` + ``optax.apply_updates`` under jit.
 
-Every option combination of the ten kernels runs 20 steps twice: on a float32 tree
+Every option combination of the eleven kernels runs 20 steps twice: on a float32 tree
 (x64 off) and, with ``jax_enable_x64``, on a tree of float64 and float32 leaves (the
 float32 bias corrections are then converted from float64). The trees hold leaves above
 the thread pool's chunk size (a 4-D one of even size, and one of odd size: XLA emits odd
@@ -122,6 +122,23 @@ CASES = {
         "schedule_l2": {"learning_rate": lambda t: 0.1 / (1 + t), "weight_decay": 0.05},
         "accurate": {"t0": 5.0, "lambd": 0.1, "torch_default_dtype": None},
     },
+    # a traced learning rate (a constant one takes the XLA path: test_sparse_adam.py); the
+    # gradients' zeros and negative zeros leave their elements untouched
+    "torch.sparse_adam": {
+        "plain": {"learning_rate": lambda t: 0.05 * 0.9**t},
+        "betas_eps": {"learning_rate": lambda t: 0.1 / (1 + t), "b1": 0.5, "b2": 0.9, "eps": 1e-3},
+        "zero_betas_maximize": {
+            "learning_rate": lambda t: 0.1 / (1 + t),
+            "b1": 0.0,
+            "b2": 0.0,
+            "maximize": True,
+        },
+        "accurate": {
+            "learning_rate": lambda t: 0.05 * 0.9**t,
+            "torch_default_dtype": None,
+            "b2": 1 - 1e-9,
+        },
+    },
 }
 PARAMS = [(name, case) for name, cases in CASES.items() for case in cases]
 
@@ -167,6 +184,8 @@ INJECTED = [
     ("torch.asgd", {"t0": 4.0}, False),
     ("torch.asgd", {"maximize": True, "t0": 2.0}, False),
     ("torch.asgd", {"lambd": 0.01, "weight_decay": 0.1, "maximize": True, "t0": 0.0}, True),
+    ("torch.sparse_adam", {"b1": 0.5}, False),
+    ("torch.sparse_adam", {"maximize": True, "eps": 1e-3}, True),
 ]
 
 
@@ -286,6 +305,26 @@ SHAPED = [
     ("torch.adam", {"b2": 1 - 1e-9, "torch_default_dtype": None}, {"w": ((33, 65), F64)}, True),
     ("torch.radam", {"b2": 1 - 1e-9}, {"w": ((33, 65), F64), "s": ((), F64)}, True),
     ("torch.radam", {"b2": 1 - 1e-9, "torch_default_dtype": None}, {"w": ((33, 65), F64)}, True),
+    # one leaf (odd and even sizes); 1-element and 0-d leaves; b2 = 1 - 1e-9 (only 1 - b2
+    # enters the kernel)
+    (
+        "torch.sparse_adam",
+        {"learning_rate": lambda t: 0.1 / (1 + t)},
+        {"w": ((40001,), F32)},
+        False,
+    ),
+    (
+        "torch.sparse_adam",
+        {"learning_rate": lambda t: 0.1 / (1 + t), "maximize": True},
+        {"w": ((40000,), F32), "o": ((1,), F32), "s": ((), F32)},
+        False,
+    ),
+    (
+        "torch.sparse_adam",
+        {"learning_rate": lambda t: 0.05 * 0.9**t, "b2": 1 - 1e-9},
+        {"w": ((33, 65), F32), "s": ((), F64)},
+        True,
+    ),
 ]
 
 

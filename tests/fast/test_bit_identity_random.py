@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from jaxopt_adv.fast import SUPPORTED, probes, selfcheck
+from jaxopt_adv.fast.plans import CONSTANT_LEARNING_RATE
 from tests.helpers.fast_paths import F32, F64, expected_reason, run_both
 from tests.helpers.x64 import x64
 
@@ -36,6 +37,7 @@ ROUTED = (
     "NAdamW with injected hyperparameters, maximize and a 1-element leaf",
     "RMSprop with injected hyperparameters and a 1-element leaf",
     "Adamax with weight decay 1 and a 1-element leaf",
+    CONSTANT_LEARNING_RATE,
 )
 PARAMS = [(name, draw) for name in SUPPORTED for draw in range(DRAWS)]
 

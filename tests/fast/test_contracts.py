@@ -63,6 +63,7 @@ def test_supported_is_derived_from_one_declaration_per_fused_optimizer():
         "torch.adadelta",
         "torch.rprop",
         "torch.asgd",
+        "torch.sparse_adam",
     }
 
 

@@ -72,13 +72,14 @@ def _torch_grad(g: np.ndarray, rows, dtype) -> torch.Tensor:
     )
 
 
-def run_sparse_parity(kwargs: dict, dtype: str, use_mask: bool) -> float:
-    """20 steps of both; params, exp_avg and exp_avg_sq compared after every step."""
+def run_sparse_parity(kwargs: dict, dtype: str, use_mask: bool, make_tx=sparse_adam) -> float:
+    """20 steps of both; params, exp_avg and exp_avg_sq compared after every step.
+    ``make_tx(learning_rate, **kwargs)``: the transform under test."""
     rng = np.random.default_rng(0)
     start = {k: rng.normal(size=s) for k, s in SHAPES.items()}
     errors, scales = {}, {}
     with precision(dtype):
-        tx = sparse_adam(0.05, **kwargs)
+        tx = make_tx(0.05, **kwargs)
         params = {k: jnp.asarray(v, dtype) for k, v in start.items()}
         state = tx.init(params)
 
