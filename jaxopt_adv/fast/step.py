@@ -849,8 +849,8 @@ class FusedOptimizer:
 
         if not self.kernel:
             return reference("kernel=False")
-        if given := sorted(k for k, v in extra_args.items() if jax.tree.leaves(v)):
-            return reference(f"the argument {', '.join(given)} (the kernels take none)")
+        if extra := sorted(k for k, v in extra_args.items() if jax.tree.leaves(v)):
+            return reference(f"the argument {', '.join(extra)} (the kernels take none)")
         reason = build.host_reason() if self._probe else unavailable_reason()
         if reason is not None:
             return reference(reason)

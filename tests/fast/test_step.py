@@ -240,18 +240,18 @@ def test_schedule_and_factory_arguments():
         fast.fused("came")
 
 
-# per optimizer: a negative learning rate, and a negative weight decay (Rprop has none:
-# inverted etas instead)
+# per optimizer: a negative learning rate, and a negative weight decay (Rprop and
+# SparseAdam have none: inverted etas, an eps of 0 instead)
+OTHER_BAD = {
+    "torch.rprop": ({"etas": (1.2, 0.5)}, "etas"),
+    "torch.sparse_adam": ({"eps": 0.0}, "eps"),
+}
 BAD_HYPERPARAMETERS = [
     (name, hyperparams, text)
     for name in sorted(fast.SUPPORTED)
     for hyperparams, text in [
         ({"learning_rate": -0.1}, "learning_rate must be in"),
-        (
-            ({"etas": (1.2, 0.5)}, "etas")
-            if name == "torch.rprop"
-            else ({"weight_decay": -1.0}, "weight_decay")
-        ),
+        OTHER_BAD.get(name, ({"weight_decay": -1.0}, "weight_decay")),
     ]
 ]
 
