@@ -73,6 +73,7 @@ def test_flat_layout_is_bit_identical_to_the_tree_layout(name, kwargs):
         ("torch.adam", {"weight_decay": 0.1, "amsgrad": True}, False),
         ("torch.sgd", {"momentum": 0.9, "dampening": 0.3}, True),
         ("torch.adamw", {}, True),
+        ("torch.sparse_adam", {"maximize": True}, True),
     ],
 )
 def test_flat_layout_float64_and_injected_hyperparameters(name, kwargs, inject):

@@ -88,6 +88,19 @@ def test_mask_and_a_constant_learning_rate_take_the_xla_path_with_their_reason()
         assert_bit_identical((params, state), (expected_params, expected), f"step {t + 1}")
 
 
+def test_flat_state_with_a_mask_takes_the_xla_path():
+    opt = fast.fused("torch.sparse_adam", learning_rate=SCHEDULE, flat_state=True)
+    params = {"a": jnp.ones((3, 2)), "b": jnp.ones(4)}
+    grads = {"a": jnp.zeros((3, 2)).at[1, 0].set(0.5), "b": jnp.ones(4)}
+    state = opt.init(params)
+    mask = {"a": jnp.array([True, True, False]), "b": None}
+    reason = "the argument mask (the kernels take none)"
+    assert opt.explain(params, grads, state, mask=mask) == expected_reason(reason)
+    assert opt.explain(params, grads, state) == expected_reason()
+    new_params, _ = jax.jit(opt.step)(params, grads, state, mask=mask)
+    np.testing.assert_array_equal(np.asarray(new_params["a"])[2], 1.0)  # masked out, no grad
+
+
 def test_non_finite_gradients_give_the_same_values():
     """inf and NaN gradients take part (they are nonzero), as in the transform."""
     ours = fast.fused("torch.sparse_adam", learning_rate=SCHEDULE, maximize=True)
