@@ -30,14 +30,13 @@ OptimizerFactory = Callable[..., optax.GradientTransformation]
 class OptimizerInfo(NamedTuple):
     """One row of the catalogue (what ``jaxopt-adv list`` shows).
 
-    Attributes:
-      factory: call it with hyperparameters to get the optax transform.
-      family: the subpackage it comes from (``torch-exact``, ``came``, ``tam``, ...).
-      paper: the paper (and the original implementation where it matters).
-      torch_reference: the independent torch implementation its parity is tested against.
-      needs: what it takes beyond ``update(grads, state, params)`` ("" for nothing).
-      fused: :func:`jaxopt_adv.fast.fused` has a one-pass CPU kernel step for it
-        (derived from :data:`jaxopt_adv.fast.SUPPORTED`).
+    ``factory``: call it with hyperparameters to get the optax transform; ``family``: the
+    subpackage it comes from (``torch-exact``, ``came``, ``tam``, ...); ``paper``: the
+    paper (and the original implementation where it matters); ``torch_reference``: the
+    independent torch implementation its parity is tested against; ``needs``: what it
+    takes beyond ``update(grads, state, params)`` ("" for nothing); ``fused``:
+    :func:`jaxopt_adv.fast.fused` has a one-pass CPU kernel step for it (derived from
+    :data:`jaxopt_adv.fast.SUPPORTED`).
     """
 
     factory: OptimizerFactory
