@@ -10,7 +10,7 @@ import jaxopt_adv.came
 import jaxopt_adv.tam
 
 MOVED = [(name, jaxopt_adv.automagic) for name in jaxopt_adv.automagic.__all__] + [
-    (name, jaxopt_adv.tam) for name in jaxopt_adv.tam.__all__ if name != "CORRELATIONS"
+    (name, jaxopt_adv.tam) for name in jaxopt_adv.tam.__all__
 ]
 
 
