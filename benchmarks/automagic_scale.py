@@ -12,7 +12,7 @@ wall time of ``lower(...).compile()``, the step time the mean of ``--steps`` ste
 state. The composite runs in variants that switch its blocks off one group at a time,
 for a per-block breakdown: ``gated`` (the preset: penalties every 10th step),
 ``every_step`` (``frequency_every = rank_every = 1``), ``no_penalties`` (no frequency or
-rank penalty), ``no_edge`` (additionally no edge suppression), and ``no_spatial`` (also
+rank penalty), ``no_edge`` (additionally no edge suppression), ``no_spatial`` (also
 no spatial awareness: no spatial lr bump), and ``kernel`` (the preset with
 ``kernel=True``: the lr mask stepped by ``jaxopt_adv.fast.automagic_lr_mask``).
 
