@@ -12,8 +12,9 @@ wall time of ``lower(...).compile()``, the step time the mean of ``--steps`` ste
 state. The composite runs in variants that switch its blocks off one group at a time,
 for a per-block breakdown: ``gated`` (the preset: penalties every 10th step),
 ``every_step`` (``frequency_every = rank_every = 1``), ``no_penalties`` (no frequency or
-rank penalty), ``no_edge`` (additionally no edge suppression), and ``no_spatial`` (also
-no spatial awareness: no spatial lr bump).
+rank penalty), ``no_edge`` (additionally no edge suppression), ``no_spatial`` (also
+no spatial awareness: no spatial lr bump), and ``kernel`` (the preset with
+``kernel=True``: the lr mask stepped by ``jaxopt_adv.fast.automagic_lr_mask``).
 
 Usage:
   python benchmarks/automagic_scale.py                  # 200 leaves of 8x512 / 512x8
