@@ -6,13 +6,12 @@ bfloat16), a Flax ``Dense`` loss is trained ``k + 1`` steps with and without
 ``MultiSteps(k)``; the updates of both must have the same dtypes, and applying them must
 keep the parameters' dtypes. Prints one JSON line per failure and exits non-zero if any.
 
-optax runs its test eagerly. Here one jitted program initialises the parameters and both
-states, and one jitted step computes the gradient, both updates and the new parameters
-(the dtypes are those of the eager run: jit changes no dtype), so each (optimizer, gradient
-dtype, parameter dtype) compiles a few programs instead of one small executable per
-operation, and XLA compiles them with ``jax_disable_most_optimizations`` (the check reads
-dtypes only). The registry took 207 s of CPU time (about 8 s per optimizer) instead
-of some 630 s eagerly (20-36 s per optimizer).
+optax runs its test eagerly. Here, per optimizer, one jitted program initialises the
+parameters and both states of all nine (parameter dtype, gradient dtype) runs, and one
+jitted step computes, for each run, the gradient, both updates and the new parameters (the
+dtypes are those of the eager run: jit changes no dtype), so each optimizer compiles two
+programs instead of one small executable per operation, and XLA compiles them with
+``jax_disable_most_optimizations`` (the check reads dtypes only).
 
 The crash this guards against: run eagerly over the whole registry in one process, the
 interpreter died inside XLA:CPU ("LLVM compilation error: Cannot allocate memory", then a
@@ -29,12 +28,11 @@ allocation of code memory fails. A minimal reproducer needs no optimizer: eager
 float32 added 1,697 mappings, about 8.5 per shape, and keeps growing with n.
 ``jax.clear_caches()`` released them (back to +60 after the four optimizers above, +14
 after the reproducer), so it stays after each optimizer here, although the jitted check
-compiles only some 18 programs per optimizer.
+compiles only two programs per optimizer.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 
@@ -47,7 +45,7 @@ from jaxopt_adv import get_optimizer
 from jaxopt_adv.mup import infer_infshapes
 from tests.cases import CASES
 
-DTYPES = (jnp.float32, jnp.float16, jnp.bfloat16)
+DTYPES = ("float32", "float16", "bfloat16")  # (by name: the keys of a dict pytree)
 K_STEPS = 4
 
 
@@ -82,18 +80,23 @@ def case_kwargs(case, loss: Loss, data: jax.Array) -> dict:
     return kwargs
 
 
-def both_steps(loss: Loss, base, multi, grad_dtype, extra_args: dict):
-    """One jitted step: the gradient cast to ``grad_dtype``, the plain and the MultiSteps
-    updates from it, and the parameters with the MultiSteps updates applied."""
+def all_steps(loss: Loss, base, multi, extra_args: dict):
+    """One jitted step of every (parameter dtype, gradient dtype) run: for each, the
+    gradient cast to the run's gradient dtype, the plain and the MultiSteps updates from
+    it, and the parameters with the MultiSteps updates applied."""
 
     @jax.jit
-    def step(params, state, multi_state, data):
-        grads = jax.grad(lambda p: loss.apply({"params": p}, data))(params)
-        grads = jax.tree.map(lambda g: g.astype(grad_dtype), grads)  # mimic varying dtypes
-        updates, state = base.update(grads, state, params, **extra_args)
-        multi_updates, multi_state = multi.update(grads, multi_state, params, **extra_args)
-        new_params = optax.apply_updates(params, multi_updates)
-        return updates, state, multi_updates, multi_state, new_params
+    def step(runs, data):
+        out = {}
+        for (param_dtype, grad_dtype), (params, state, multi_state) in runs.items():
+            x = data.astype(param_dtype)
+            grads = jax.grad(lambda p, x=x: loss.apply({"params": p}, x))(params)
+            grads = jax.tree.map(lambda g, d=grad_dtype: g.astype(d), grads)  # varying dtypes
+            updates, state = base.update(grads, state, params, **extra_args)
+            multi_updates, multi_state = multi.update(grads, multi_state, params, **extra_args)
+            new_params = optax.apply_updates(params, multi_updates)
+            out[param_dtype, grad_dtype] = updates, state, multi_updates, multi_state, new_params
+        return out
 
     return step
 
@@ -116,30 +119,29 @@ def check_case(case, failures: list[dict], batch: int, features: int) -> None:
         return
     multi = optax.MultiSteps(base, K_STEPS)
 
-    @functools.partial(jax.jit, static_argnames="param_dtype")
-    def init(data, param_dtype):
-        params = loss.init(jax.random.key(0), data, param_dtype=param_dtype)["params"]
-        return params, base.init(params), multi.init(params)
-
-    for grad_dtype in DTYPES:
-        step = both_steps(loss, base, multi, grad_dtype, case.extra_args)
+    @jax.jit
+    def init(data):
+        """Every (parameter dtype, gradient dtype) run's params and both states."""
+        runs = {}
         for param_dtype in DTYPES:
-            data = data.astype(param_dtype)
-            params, state, multi_state = init(data, param_dtype)
-            for _ in range(K_STEPS + 1):
-                updates, state, multi_updates, multi_state, new_params = step(
-                    params, state, multi_state, data
-                )
-                where = {
-                    "case": case.name,
-                    "grad_dtype": jnp.dtype(grad_dtype).name,
-                    "param_dtype": jnp.dtype(param_dtype).name,
-                }
-                if dtypes_of(updates) != dtypes_of(multi_updates):
-                    failures.append({**where, "problem": "MultiSteps changed the updates' dtypes"})
-                if dtypes_of(new_params) != dtypes_of(params):
-                    failures.append({**where, "problem": "updates changed the params' dtypes"})
-                params = new_params
+            x = data.astype(param_dtype)
+            params = loss.init(jax.random.key(0), x, param_dtype=param_dtype)["params"]
+            for grad_dtype in DTYPES:
+                runs[param_dtype, grad_dtype] = params, base.init(params), multi.init(params)
+        return runs
+
+    runs = init(data)
+    step = all_steps(loss, base, multi, case.extra_args)
+    for _ in range(K_STEPS + 1):
+        out = step(runs, data)
+        for (param_dtype, grad_dtype), (params, _, _) in runs.items():
+            updates, state, multi_updates, multi_state, new_params = out[param_dtype, grad_dtype]
+            where = {"case": case.name, "grad_dtype": grad_dtype, "param_dtype": param_dtype}
+            if dtypes_of(updates) != dtypes_of(multi_updates):
+                failures.append({**where, "problem": "MultiSteps changed the updates' dtypes"})
+            if dtypes_of(new_params) != dtypes_of(params):
+                failures.append({**where, "problem": "updates changed the params' dtypes"})
+            runs[param_dtype, grad_dtype] = new_params, state, multi_state
 
 
 def main(argv: list[str]) -> int:
