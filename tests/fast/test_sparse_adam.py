@@ -19,9 +19,9 @@ from jaxopt_adv import fast
 from jaxopt_adv.fast import selfcheck
 from jaxopt_adv.fast.plans import CONSTANT_LEARNING_RATE
 from tests.fast.common import assert_bit_identical
-from tests.fast.test_bit_identity import F32, F64, expected_reason
+from tests.helpers.fast_paths import F32, F64, expected_reason
+from tests.helpers.sparse_adam_parity import CASES, run_sparse_parity
 from tests.helpers.x64 import x64
-from tests.torch_exact.test_sparse_adam import CASES, run_sparse_parity
 
 ROWS, COLS = 300, 129
 SCHEDULE = optax.exponential_decay(0.05, 1, 0.9)  # a traced learning rate: the kernel's

@@ -15,7 +15,7 @@ from torch.optim import lr_scheduler as torch_sched
 from jaxopt_adv.torch import lr_scheduler as ours
 from jaxopt_adv.torch.lr_compose import chained_scheduler, sequential_lr
 from tests.harness import precision
-from tests.torch_exact.test_lr_scheduler import LR, assert_sequence_close, ours_values, torch_values
+from tests.helpers.lr_schedules import LR, assert_sequence_close, ours_values, torch_values
 
 STEPS = 70
 
