@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxopt_adv.local._moved import resolve_moved
+from jaxopt_adv._moved import resolve_moved
 
 _MOVED = (
     "SigPropNet",
@@ -21,4 +21,4 @@ _MOVED = (
 
 def __getattr__(name: str) -> Any:
     """Resolves an old name from :mod:`jaxopt_adv.local`, with a ``DeprecationWarning``."""
-    return resolve_moved(__name__, name, _MOVED)
+    return resolve_moved(__name__, name, ("jaxopt_adv.local",), only=_MOVED)

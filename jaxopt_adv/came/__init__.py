@@ -8,10 +8,9 @@ TAM/AdaTAM to :mod:`jaxopt_adv.tam`; their old names here still resolve, with a
 
 from __future__ import annotations
 
-import importlib
-import warnings
 from typing import Any
 
+from jaxopt_adv._moved import resolve_moved
 from jaxopt_adv.came.came import ScaleByCameState, came, scale_by_came
 
 __all__ = ["ScaleByCameState", "came", "scale_by_came"]
@@ -22,13 +21,4 @@ _NEW_HOMES = ("jaxopt_adv.automagic", "jaxopt_adv.tam")
 
 def __getattr__(name: str) -> Any:
     """Resolves a name that moved out of this package, with a ``DeprecationWarning``."""
-    for home in _NEW_HOMES:
-        module = importlib.import_module(home)
-        if name in module.__all__:
-            warnings.warn(
-                f"jaxopt_adv.came.{name} moved to {home}.{name}; the old name will be removed",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            return getattr(module, name)
-    raise AttributeError(f"module 'jaxopt_adv.came' has no attribute {name!r}")
+    return resolve_moved(__name__, name, _NEW_HOMES)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 DEPRECATION_FILES = {
     "jaxopt_adv/sigprop.py",
     "jaxopt_adv/localized.py",
-    "jaxopt_adv/local/_moved.py",
+    "jaxopt_adv/_moved.py",
     "jaxopt_adv/__init__.py",
     "docs/algorithms.md",  # its Naming section
 }
