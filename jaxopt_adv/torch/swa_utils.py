@@ -403,7 +403,12 @@ def swa_lr(
 
         sequential_lr([base, swa_lr(base(m), swa_lr=0.05)], milestones=[m])
 
-    called with the epoch count (``count // steps_per_epoch``).
+    called with the epoch count (``count // steps_per_epoch``). That is the loop above, not
+    torch's ``SequentialLR([..., SWALR])``, which restarts SWALR from the lr it finds at
+    the milestone (``ExponentialLR(0.9)`` then ``SWALR(0.05, 5)`` at milestone 7 from lr
+    0.1: torch anneals from 0.0531, this from the ``learning_rate`` given): not reproduced.
+    In a :func:`~jaxopt_adv.torch.lr_compose.chained_scheduler` it is torch's SWALR (it
+    anneals from the lr it finds at every step).
 
     Args:
       learning_rate: the lr :math:`\eta_0` to anneal from, a number ``>= 0`` (not a
