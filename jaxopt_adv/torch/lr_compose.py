@@ -80,9 +80,8 @@ def sequential_lr(schedules: Sequence[Schedule], milestones: Sequence[int]) -> S
     ``constant_lr(total_iters=0)`` gives the base lr (torch's closed form; at count 0 of
     the run it keeps ``factor * lr``); ``linear_lr`` and ``polynomial_lr`` with
     ``total_iters=0`` make torch divide by zero there, so they raise ``ValueError`` here.
-    :func:`~jaxopt_adv.torch.swa_utils.swa_lr` after a milestone follows the manual SWA
-    loop its docstring shows, not torch's restart of SWALR (which anneals from the lr it
-    finds there): that pairing is not reproduced. Build every schedule with the same base lr, as torch's schedulers share one
+    :func:`~jaxopt_adv.torch.swa_utils.swa_lr` after a milestone anneals from the lr it
+    finds there, as torch restarts SWALR. Build every schedule with the same base lr, as torch's schedulers share one
     optimizer.
 
     Args:

@@ -401,14 +401,14 @@ def swa_lr(
     ``if epoch > swa_start: swa_scheduler.step() else: scheduler.step()`` (both stepped
     once per epoch, SWALR built on the same optimizer) is, with ``m = swa_start + 1``::
 
-        sequential_lr([base, swa_lr(base(m), swa_lr=0.05)], milestones=[m])
+        optax.join_schedules([base, swa_lr(base(m), swa_lr=0.05)], boundaries=[m])
 
-    called with the epoch count (``count // steps_per_epoch``). That is the loop above, not
-    torch's ``SequentialLR([..., SWALR])``, which restarts SWALR from the lr it finds at
-    the milestone (``ExponentialLR(0.9)`` then ``SWALR(0.05, 5)`` at milestone 7 from lr
-    0.1: torch anneals from 0.0531, this from the ``learning_rate`` given): not reproduced.
-    In a :func:`~jaxopt_adv.torch.lr_compose.chained_scheduler` it is torch's SWALR (it
-    anneals from the lr it finds at every step).
+    called with the epoch count (``count // steps_per_epoch``). Inside
+    :func:`~jaxopt_adv.torch.lr_compose.sequential_lr` it is torch's
+    ``SequentialLR([..., SWALR])``: after a milestone it anneals from the lr it finds there
+    (its ``learning_rate`` is not used), and in a
+    :func:`~jaxopt_adv.torch.lr_compose.chained_scheduler` it anneals from the lr it finds
+    at every step, as torch's SWALR.
 
     Args:
       learning_rate: the lr :math:`\eta_0` to anneal from, a number ``>= 0`` (not a
@@ -432,7 +432,7 @@ def swa_lr(
     if callable(learning_rate):
         raise TypeError(
             "swa_lr: learning_rate is the lr SWALR anneals from, a number; to follow a "
-            "base schedule, compose with sequential_lr([base, swa_lr(base(m), ...)], [m])"
+            "base schedule, compose with optax.join_schedules([base, swa_lr(base(m), ...)], [m])"
         )
     if callable(swa_lr):
         raise TypeError("swa_lr must be a number, not a schedule")
@@ -462,8 +462,15 @@ def swa_lr(
         alpha = _anneal(anneal_strategy, jnp.clip(k / span, 0.0, 1.0))
         return swa_lr * alpha + start * (1 - alpha)
 
-    # in a chained_scheduler torch's SWALR moves the lr it finds (affinely), step by step
-    return with_rule(schedule, TorchRule("SWALR", step, product=False))
+    def restart(j: jax.Array, lr: jax.Array) -> jax.Array:
+        # SequentialLR restarts SWALR at a milestone: it anneals from the lr it finds there
+        j = (jnp.maximum(j, 1) if anneal_epochs == 0 else j).astype(lr.dtype)
+        alpha = _anneal(anneal_strategy, jnp.clip(j / span, 0.0, 1.0))
+        return swa_lr * alpha + lr * (1 - alpha)
+
+    # in a chained_scheduler torch's SWALR moves the lr it finds (affinely), step by step;
+    # after a milestone of a sequential_lr it anneals from the lr it finds there
+    return with_rule(schedule, TorchRule("SWALR", step, product=False, restart=restart))
 
 
 # ------------------------------------------------------------------------------ update_bn

@@ -348,3 +348,26 @@ def test_swa_lr_in_a_chain_moves_the_lr_it_finds(strategy, anneal_epochs, swa_fi
         )
 
     compare(ours_chain, torch_chain)
+
+
+@pytest.mark.parametrize("strategy", ["cos", "linear"])
+@pytest.mark.parametrize("anneal_epochs", [0, 1, 7])
+@pytest.mark.parametrize("milestone", [1, 9])
+def test_swa_lr_after_a_milestone_anneals_from_the_lr_it_finds(strategy, anneal_epochs, milestone):
+    """torch's SequentialLR restarts SWALR at a milestone; SWALR recovers its start from
+    the lr it finds there (here ExponentialLR's), not from the base lr."""
+    from torch.optim.swa_utils import SWALR
+
+    from jaxopt_adv.torch.swa_utils import swa_lr
+
+    compare(
+        lambda: sequential_lr(
+            [ours.exponential_lr(LR, 0.9), swa_lr(LR, 0.05, anneal_epochs, strategy)],
+            [milestone],
+        ),
+        lambda o: torch_sched.SequentialLR(
+            o,
+            [torch_sched.ExponentialLR(o, 0.9), SWALR(o, 0.05, anneal_epochs, strategy)],
+            [milestone],
+        ),
+    )

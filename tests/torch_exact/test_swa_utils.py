@@ -26,7 +26,6 @@ import jaxopt_adv
 from jaxopt_adv.interop import load_torch_state_dict
 from jaxopt_adv.models import BatchNorm
 from jaxopt_adv.torch import lr_scheduler
-from jaxopt_adv.torch.lr_compose import sequential_lr
 from jaxopt_adv.torch.swa_utils import (
     averaged_model,
     get_ema_avg_fn,
@@ -316,7 +315,7 @@ def test_swa_lr_per_group_is_one_schedule_per_group():
 @pytest.mark.parametrize("swa_start", [0, 9])
 def test_swa_lr_after_a_base_schedule_as_torch_loop(swa_start):
     """torch's documented loop: ``if epoch > swa_start: swa_scheduler.step() else:
-    scheduler.step()``, composed here with ``sequential_lr``."""
+    scheduler.step()``, composed here with ``optax.join_schedules``."""
     epochs = 40
     param = torch.zeros(2, requires_grad=True)
     optimizer = torch.optim.SGD([param], lr=LR)
@@ -334,7 +333,7 @@ def test_swa_lr_after_a_base_schedule_as_torch_loop(swa_start):
     with precision("float64"):
         base = lr_scheduler.cosine_annealing_lr(LR, T_max=30)
         m = swa_start + 1
-        schedule = sequential_lr([base, swa_lr(base(m), 0.02, anneal_epochs=6)], [m])
+        schedule = optax.join_schedules([base, swa_lr(base(m), 0.02, anneal_epochs=6)], [m])
         values = ours_values(schedule, epochs)
     assert_sequence_close(values, expected, 1e-12)
 
@@ -465,7 +464,7 @@ def test_update_bn_cumulative_average_on_our_batchnorm():
         (lambda: swa_lr(0.1, 0.05, anneal_epochs=2.5), ValueError, "anneal_epochs"),
         (lambda: swa_lr(0.1, -0.05), ValueError, "swa_lr"),
         (lambda: swa_lr(-0.1, 0.05), ValueError, "learning_rate"),
-        (lambda: swa_lr(lambda k: 0.1, 0.05), TypeError, "sequential_lr"),
+        (lambda: swa_lr(lambda k: 0.1, 0.05), TypeError, "join_schedules"),
         (lambda: swa_lr(0.1, lambda k: 0.05), TypeError, "swa_lr"),
         (lambda: update_bn([], {"w": jnp.zeros(2)}), TypeError, "model"),
     ],
