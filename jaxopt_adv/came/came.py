@@ -30,6 +30,7 @@ from jaxopt_adv._common import (
     tree_map_multi,
     with_gradient_dtype,
 )
+from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
 
 __all__ = [
     "ScaleByCameState",
@@ -63,6 +64,7 @@ class ScaleByCameState(NamedTuple):
     v: optax.Updates  # exp_avg_sq (ndim < 2), like the param
     r_row: optax.Updates  # exp_avg_res_row, shape[:-1]
     r_col: optax.Updates  # exp_avg_res_col, shape[:-2] + shape[-1:]
+    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
 
 
 # ----------------------------------------------------------------- per-leaf building blocks
@@ -287,6 +289,7 @@ def scale_by_came(
             v=v,
             r_row=r_row,
             r_col=r_col,
+            slots=leaf_slots(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -302,9 +305,9 @@ def scale_by_came(
             )
             return out.astype(g.dtype), m, v_row, v_col, v, r_row, r_col
 
-        # state[1:] = mu, v_row, v_col, v, r_row, r_col: leaf's argument order
-        out, *moments = tree_map_multi(leaf, 7, updates, *state[1:])
-        return out, ScaleByCameState(optax.safe_increment(state.count), *moments)
+        moments = (state.mu, state.v_row, state.v_col, state.v, state.r_row, state.r_col)
+        out, *moments = tree_map_grouped(leaf, 7, state.slots, updates, *moments)
+        return out, ScaleByCameState(optax.safe_increment(state.count), *moments, state.slots)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -25,6 +25,8 @@ LR = 0.05
 LAYOUTS = {
     "factored": {"matrix": (5, 4), "conv": (3, 2, 3, 3)},
     "unfactored": {"vector": (7,), "scalar": ()},
+    # leaves of one shape go through one vmapped trace (jaxopt_adv._grouping)
+    "repeated": {"matrix": (5, 4), "m2": (5, 4), "m3": (5, 4), "t1": (4, 5), "t2": (4, 5)},
 }
 STATE_MAPS = {
     "factored": {
@@ -36,6 +38,7 @@ STATE_MAPS = {
     },
     "unfactored": {"mu": "exp_avg", "v": "exp_avg_sq"},
 }
+STATE_MAPS["repeated"] = STATE_MAPS["factored"]
 CONFIGS = {
     "defaults": {},  # no weight decay, clip_threshold 1
     # no momentum: m = u exactly, so the instability is exactly eps2 (its rounding error
@@ -283,12 +286,14 @@ def test_state_is_linear_in_rows_plus_cols():
     for field in ("v_row", "v_col", "r_row", "r_col"):
         assert getattr(state, field)["b"].shape == (0,)  # zero-size placeholders
     assert state.v["w"].shape == state.v["conv"].shape == (0,)
+    assert state_bytes(state.slots) == 4 * 3  # one int32 slot per leaf
     total = state_bytes(state)
     adam = state_bytes(jax.eval_shape(optax.adam(1e-3).init, params))
-    assert total == 4 + 4 * (rows * cols + 8 * 64 * 15 + n) + factored_stats + 4 * n
-    # the matrix: 4 B per element plus 8 B per row and per column, half of Adam's 8
+    assert total == 4 + 4 * (rows * cols + 8 * 64 * 15 + n) + factored_stats + 4 * n + 4 * 3
+    # the matrix: 4 B per element plus 8 B per row and per column (and its slot), half of
+    # Adam's 8
     matrix = state_bytes([getattr(state, f)["w"] for f in ScaleByCameState._fields[1:]])
-    assert matrix / (rows * cols) == 4 + 8 * (rows + cols) / (rows * cols) < 4.01
+    assert matrix / (rows * cols) == 4 + (8 * (rows + cols) + 4) / (rows * cols) < 4.01
     assert total < 0.51 * adam
 
 
