@@ -31,9 +31,9 @@ from jaxopt_adv._common import (
     is_concrete_number,
     renamed_keywords,
     skip_at_static_zero,
-    tree_map_multi,
     with_gradient_dtype,
 )
+from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
 from jaxopt_adv.torch._chain import torch_chain
 
 __all__ = [
@@ -257,6 +257,7 @@ class ScaleByTamState(NamedTuple):
     count: chex.Array  # int32 scalar
     mu: optax.Updates  # pytorch_optimizer ``momentum_buffer``
     s: optax.Updates  # smoothed correlation, pytorch_optimizer ``s``
+    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
 
 
 class ScaleByAdaTamState(NamedTuple):
@@ -266,6 +267,7 @@ class ScaleByAdaTamState(NamedTuple):
     mu: optax.Updates  # pytorch_optimizer ``exp_avg`` (a sum of d, not an average)
     nu: optax.Updates  # pytorch_optimizer ``exp_avg_sq``
     s: optax.Updates  # smoothed correlation, pytorch_optimizer ``s``
+    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
 
 
 def _check_tam_args(b1, decay_rate, eps, correlation, auto_threshold, b1_name) -> None:
@@ -334,6 +336,7 @@ def scale_by_tam(
             count=jnp.zeros([], jnp.int32),
             mu=optax.tree.zeros_like(params, dtype=mu_dtype),
             s=optax.tree.zeros_like(params),
+            slots=leaf_slots(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -354,8 +357,8 @@ def scale_by_tam(
             )
             return m_new.astype(g.dtype), m_new.astype(m.dtype), s_new.astype(s.dtype)
 
-        out, mu, s = tree_map_multi(leaf, 3, updates, state.mu, state.s)
-        return out, ScaleByTamState(optax.safe_increment(state.count), mu, s)
+        out, mu, s = tree_map_grouped(leaf, 3, state.slots, updates, state.mu, state.s)
+        return out, ScaleByTamState(optax.safe_increment(state.count), mu, s, state.slots)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -423,6 +426,7 @@ def scale_by_adatam(
             mu=optax.tree.zeros_like(params, dtype=mu_dtype),
             nu=optax.tree.zeros_like(params),
             s=optax.tree.zeros_like(params),
+            slots=leaf_slots(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -443,8 +447,11 @@ def scale_by_adatam(
             out = m_new / (jnp.sqrt(v) + eps)
             return out.astype(g.dtype), m_new.astype(m.dtype), v, s_new.astype(s.dtype)
 
-        out, mu, nu, s = tree_map_multi(leaf, 4, updates, state.mu, state.nu, state.s)
-        return out, ScaleByAdaTamState(optax.safe_increment(state.count), mu, nu, s)
+        out, mu, nu, s = tree_map_grouped(
+            leaf, 4, state.slots, updates, state.mu, state.nu, state.s
+        )
+        count = optax.safe_increment(state.count)
+        return out, ScaleByAdaTamState(count, mu, nu, s, state.slots)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -14,6 +14,7 @@ from pytorch_optimizer import TAM, AdaTAM
 
 from jaxopt_adv import fast
 from jaxopt_adv._common import tree_map_multi
+from jaxopt_adv._grouping import leaf_slots
 from jaxopt_adv.automagic.composition import with_reference_grads
 from jaxopt_adv.tam.tam import (
     ScaleByTamState,
@@ -27,6 +28,7 @@ from jaxopt_adv.tam.tam import (
 )
 from tests.harness import make_params, precision, run_parity
 from tests.helpers.tam_cases import ADATAM_CASES, ADATAM_STATE, TAM_CASES, TAM_STATE, torch_kwargs
+from tests.helpers.trees import repeated_shapes_run
 from tests.reference.torch_tam import TorqueAwareMomentumSGD, correlation
 
 TAM_RUNS = [(c, "float64") for c in TAM_CASES] + [
@@ -58,6 +60,27 @@ def test_adatam_parity(case, dtype):
         lambda p: AdaTAM(p, lr=0.01, **torch_kwargs(kwargs, "betas")),
         dtype=dtype,
         state_map=ADATAM_STATE,
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("factory", [tam, fast.tam, adatam, fast.adatam])
+def test_parity_on_leaves_of_repeated_shapes(factory, dtype):
+    """Leaves of one shape go through one vmapped trace (jaxopt_adv._grouping)."""
+    params, stream = repeated_shapes_run()
+    if factory in (tam, fast.tam):
+        kwargs, reference, state_map = TAM_CASES["hyper_decoupled"], TAM, TAM_STATE
+        torch_args = torch_kwargs(kwargs)
+    else:
+        kwargs, reference, state_map = ADATAM_CASES["hyper_decoupled"], AdaTAM, ADATAM_STATE
+        torch_args = torch_kwargs(kwargs, "betas")
+    run_parity(
+        factory(0.02, **kwargs),
+        lambda p: reference(p, lr=0.02, **torch_args),
+        dtype=dtype,
+        state_map=state_map,
+        params=params,
+        stream=stream,
     )
 
 
@@ -171,7 +194,7 @@ def momentum_rule(learning_rate, *, emphasis=1.0, **kwargs):
 
     def init_fn(params):
         zeros = optax.tree.zeros_like(params)
-        return ScaleByTamState(jnp.zeros([], jnp.int32), zeros, zeros)
+        return ScaleByTamState(jnp.zeros([], jnp.int32), zeros, zeros, leaf_slots(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         def leaf(g, m, s):
@@ -180,7 +203,7 @@ def momentum_rule(learning_rate, *, emphasis=1.0, **kwargs):
             return m, m, s
 
         out, mu, s = tree_map_multi(leaf, 3, updates, state.mu, state.s)
-        return out, ScaleByTamState(optax.safe_increment(state.count), mu, s)
+        return out, ScaleByTamState(optax.safe_increment(state.count), mu, s, state.slots)
 
     body = optax.GradientTransformationExtraArgs(init_fn, update_fn)
     return optax.chain(body, optax.scale_by_learning_rate(learning_rate))
