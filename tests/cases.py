@@ -96,8 +96,8 @@ def _mup_infshapes(base: dict, target: dict):
 # m_in 2 != m_out 3, vector m = 3, HWIO conv m = 3, scalar) and _Model under nnx.Optimizer.
 _MUP_INFSHAPES = {
     **_mup_infshapes(
-        {"matrix": (2, 1), "vector": (1,), "conv": (2, 2, 1, 1), "scalar": ()},
-        {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": ()},
+        {"matrix": (2, 1), "vector": (1,), "conv": (2, 2, 1, 1), "scalar": (), "matrix2": (2, 1)},
+        {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": (), "matrix2": (4, 3)},
     ),
     "hidden": _mup_infshapes({"kernel": (3, 2), "bias": (2,)}, {"kernel": (3, 4), "bias": (4,)}),
     "out": _mup_infshapes({"kernel": (2, 2), "bias": (2,)}, {"kernel": (4, 2), "bias": (2,)}),

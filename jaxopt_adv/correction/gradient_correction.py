@@ -40,8 +40,8 @@ from jaxopt_adv._common import (
     check_tuple,
     filled_like,
     scalar_dtype,
-    tree_map_multi,
 )
+from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
 from jaxopt_adv.torch.adam import adam
 
 __all__ = [
@@ -62,6 +62,7 @@ class GradientCorrectionState(NamedTuple):
     prev_update: optax.Updates | None  # u_{t-1}, the corrected update (GC-W)
     a: optax.Updates | None  # GC-W's per-tensor correction weight, 0-d per leaf
     base_state: optax.OptState
+    slots: optax.Updates | None  # GC-W: int32 per leaf, its place among the leaves of its shape
 
 
 def tensor_cosine(x: chex.Array, y: chex.Array, eps: Any = 1e-12) -> chex.Array:
@@ -207,6 +208,7 @@ def gradient_correction(
             prev_update=optax.tree.zeros_like(params) if use_gcw else None,
             a=weights,
             base_state=base.init(params),
+            slots=leaf_slots(params) if use_gcw else None,
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -224,18 +226,21 @@ def gradient_correction(
         prev_update, weights = None, None
         if use_gcw:
 
-            def leaf(u, g, prev_u, a):
-                a = correction_weight_step(
-                    a, g, prev_u, gcw_lr=gcw_lr, gcw_bounds=gcw_bounds, eps=eps
+            def weight(g, prev_u, a):
+                return (
+                    correction_weight_step(
+                        a, g, prev_u, gcw_lr=gcw_lr, gcw_bounds=gcw_bounds, eps=eps
+                    ),
                 )
-                u = ((1 + a) * u).astype(u.dtype)
-                return u, u.astype(prev_u.dtype), a
 
-            updates, prev_update, weights = tree_map_multi(
-                leaf, 3, updates, grads, state.prev_update, state.a
-            )
+            # the weights' reductions run once per group of like leaves; the elementwise
+            # scaling stays per leaf, where XLA fuses it with the base's update
+            (weights,) = tree_map_grouped(weight, 1, state.slots, grads, state.prev_update, state.a)
+            updates = jax.tree.map(lambda u, a: ((1 + a) * u).astype(u.dtype), updates, weights)
+            prev_update = jax.tree.map(lambda u, p: u.astype(p.dtype), updates, state.prev_update)
+        count = optax.safe_increment(state.count)
         new_state = GradientCorrectionState(
-            optax.safe_increment(state.count), prev_grad, prev_update, weights, base_state
+            count, prev_grad, prev_update, weights, base_state, state.slots
         )
         return updates, new_state
 

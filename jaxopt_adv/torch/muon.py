@@ -17,9 +17,9 @@ from jaxopt_adv._common import (
     check_nonnegative,
     check_tuple,
     concrete_scalar,
-    tree_map_multi,
     unshard_trailing_axes,
 )
+from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
 from jaxopt_adv.torch._chain import torch_chain
 from jaxopt_adv.torch._twin import torch_twin
 
@@ -32,6 +32,7 @@ class ScaleByMuonState(NamedTuple):
 
     count: chex.Array  # int32 scalar
     momentum_buffer: optax.Updates  # torch ``momentum_buffer``
+    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
 
 
 def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
@@ -200,7 +201,8 @@ def scale_by_muon(
 
     def init_fn(params: optax.Params) -> ScaleByMuonState:
         _check_matrices(params)
-        return ScaleByMuonState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params))
+        zeros = optax.tree.zeros_like(params)
+        return ScaleByMuonState(jnp.zeros([], jnp.int32), zeros, leaf_slots(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -212,8 +214,9 @@ def scale_by_muon(
             out = adjusted_ratio(g.shape, adjust_lr_fn) * ortho.astype(buf.dtype)
             return out.astype(g.dtype), buf
 
-        out, buf = tree_map_multi(leaf, 2, updates, state.momentum_buffer)
-        return out, ScaleByMuonState(optax.safe_increment(state.count), buf)
+        # one batched Newton-Schulz per group of like matrices (jaxopt_adv._grouping)
+        out, buf = tree_map_grouped(leaf, 2, state.slots, updates, state.momentum_buffer)
+        return out, ScaleByMuonState(optax.safe_increment(state.count), buf, state.slots)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -53,9 +53,20 @@ RUNS = [(b, o) for b in ("sgd", "adam") for o in OPTIONS] + [("adam_l2", "both")
 
 
 def stream_with_frozen_leaf(num_steps=20):
-    """The harness stream plus a leaf whose gradient is always zero (zero-norm cosines)."""
-    params = {**make_params(), "frozen": np.linspace(-1.0, 1.0, 3)}
-    stream = [{**g, "frozen": np.zeros(3)} for g in gradient_stream(num_steps)]
+    """The harness stream plus a leaf whose gradient is always zero (zero-norm cosines),
+    and a second matrix and frozen leaf of the same shapes (their weights' cosines go
+    through one vmapped trace per shape)."""
+    params = make_params()
+    params = {
+        **params,
+        "matrix2": 0.5 * params["matrix"] + 1.0,
+        "frozen": np.linspace(-1.0, 1.0, 3),
+        "frozen2": np.linspace(2.0, 1.0, 3),
+    }
+    stream = [
+        {**g, "matrix2": -0.7 * g["matrix"][::-1], "frozen": np.zeros(3), "frozen2": np.zeros(3)}
+        for g in gradient_stream(num_steps)
+    ]
     return params, stream
 
 

@@ -8,11 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": ()}
+# "matrix2" repeats a shape, so per-leaf maths also runs through jaxopt_adv._grouping
+SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": (), "matrix2": (4, 3)}
 
 
 def make_params(dtype=jnp.float32) -> dict[str, jax.Array]:
-    """A matrix, a vector, an HWIO conv kernel and a scalar, normal random values."""
+    """Two matrices, a vector, an HWIO conv kernel and a scalar, normal random values."""
     keys = jax.random.split(jax.random.key(0), len(SHAPES))
     return {
         k: jax.random.normal(key, s, dtype)

@@ -9,8 +9,17 @@ from jaxopt_adv.torch import muon
 from tests.harness import run_parity
 
 # several aspect ratios (wide, tall, square, a row, a column); inner dimensions stay
-# small, where the bfloat16 Newton-Schulz products are torch's to the bit
-SHAPES = {"wide": (4, 7), "tall": (6, 3), "square": (5, 5), "row": (1, 6), "column": (8, 1)}
+# small, where the bfloat16 Newton-Schulz products are torch's to the bit; "wide2" and
+# "square2" repeat shapes, so those matrices go through one batched Newton-Schulz
+SHAPES = {
+    "wide": (4, 7),
+    "tall": (6, 3),
+    "square": (5, 5),
+    "row": (1, 6),
+    "column": (8, 1),
+    "wide2": (4, 7),
+    "square2": (5, 5),
+}
 MUON_STATE = {"momentum_buffer": "momentum_buffer"}
 
 CASES = {
