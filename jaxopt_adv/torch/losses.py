@@ -24,16 +24,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxopt_adv._common import check
-from jaxopt_adv.torch.ctc import ctc_loss
-from jaxopt_adv.torch.functional import (
-    _BCE_EPSILON,
+from jaxopt_adv.torch._loss_common import (
+    BCE_EPSILON,
     Reduction,
-    _as_float,
-    _check_reduction,
-    _elementwise_weight,
-    _float_pair,
-    _reduce,
+    as_float,
+    check_reduction,
+    elementwise_weight,
+    float_pair,
+    reduce_loss,
 )
+from jaxopt_adv.torch.ctc import ctc_loss
 
 __all__ = [
     "cosine_embedding_loss",
@@ -99,15 +99,15 @@ def margin_ranking_loss(
     References:
       ``torch.nn.functional.margin_ranking_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input1, input2 = _float_pair(input1, input2)
+    check_reduction(reduction)
+    input1, input2 = float_pair(input1, input2)
     check(
         jnp.shape(target) == input1.shape,
         f"margin_ranking_loss: target shape {jnp.shape(target)} must equal the input "
         f"shape {input1.shape}",
     )
     target = jnp.asarray(target).astype(input1.dtype)
-    return _reduce(_hinge(-target * (input1 - input2) + margin), reduction)
+    return reduce_loss(_hinge(-target * (input1 - input2) + margin), reduction)
 
 
 def hinge_embedding_loss(
@@ -132,12 +132,12 @@ def hinge_embedding_loss(
     References:
       ``torch.nn.functional.hinge_embedding_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
+    check_reduction(reduction)
+    input, target = float_pair(input, target)
     zeros = jnp.zeros_like(input)
     margin_term = jnp.where(target != 1, _hinge(margin - input), zeros)
     self_term = jnp.where(target != -1, input, zeros)
-    return _reduce(margin_term + self_term, reduction)
+    return reduce_loss(margin_term + self_term, reduction)
 
 
 def soft_margin_loss(input: Any, target: Any, reduction: Reduction = "mean") -> jax.Array:
@@ -160,9 +160,9 @@ def soft_margin_loss(input: Any, target: Any, reduction: Reduction = "mean") -> 
     References:
       ``torch.nn.functional.soft_margin_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
-    return _reduce(jnp.log1p(jnp.exp(-input * target)), reduction)
+    check_reduction(reduction)
+    input, target = float_pair(input, target)
+    return reduce_loss(jnp.log1p(jnp.exp(-input * target)), reduction)
 
 
 def cosine_embedding_loss(
@@ -189,8 +189,8 @@ def cosine_embedding_loss(
     References:
       ``torch.nn.functional.cosine_embedding_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input1, input2 = _float_pair(input1, input2)
+    check_reduction(reduction)
+    input1, input2 = float_pair(input1, input2)
     target = jnp.asarray(target)
     check(
         input1.ndim in (1, 2) and target.ndim == input1.ndim - 1,
@@ -201,7 +201,7 @@ def cosine_embedding_loss(
         target.shape == input1.shape[:-1],
         f"cosine_embedding_loss: target shape {target.shape} must be {input1.shape[:-1]}",
     )
-    eps = jnp.asarray(_BCE_EPSILON, input1.dtype)
+    eps = jnp.asarray(BCE_EPSILON, input1.dtype)
     product = jnp.sum(input1 * input2, axis=-1)
     square1 = jnp.sum(input1 * input1, axis=-1) + eps
     square2 = jnp.sum(input2 * input2, axis=-1) + eps
@@ -210,7 +210,7 @@ def cosine_embedding_loss(
     loss = jnp.where(target == 1, 1 - cos, zeros) + jnp.where(
         target == -1, _hinge(cos - margin), zeros
     )
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
 # ------------------------------------------------------------------ likelihoods
@@ -249,8 +249,8 @@ def poisson_nll_loss(
     References:
       ``torch.nn.functional.poisson_nll_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
+    check_reduction(reduction)
+    input, target = float_pair(input, target)
     if log_input:
         loss = jnp.exp(input) - target * input
     else:
@@ -260,7 +260,7 @@ def poisson_nll_loss(
         safe = jnp.where(large, target, jnp.ones_like(target))
         stirling = safe * jnp.log(safe) - safe + 0.5 * jnp.log(2 * math.pi * safe)
         loss = loss + jnp.where(large, stirling, jnp.zeros_like(stirling))
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
 def _gaussian_var(var: Any, input: jax.Array) -> jax.Array:
@@ -272,7 +272,7 @@ def _gaussian_var(var: Any, input: jax.Array) -> jax.Array:
         check(
             bool(np.all(np.asarray(var) >= 0)), "gaussian_nll_loss: var has negative entry/entries"
         )
-    var = _as_float(var).astype(input.dtype)
+    var = as_float(var).astype(input.dtype)
     if var.shape == input.shape:
         return var
     if var.shape == input.shape[:-1]:
@@ -321,14 +321,14 @@ def gaussian_nll_loss(
     References:
       ``torch.nn.functional.gaussian_nll_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
+    check_reduction(reduction)
+    input, target = float_pair(input, target)
     var = _gaussian_var(var, input)
     var = var + jax.lax.stop_gradient(jnp.maximum(var, eps) - var)
     loss = 0.5 * (jnp.log(var) + (input - target) ** 2 / var)
     if full:
         loss = loss + 0.5 * math.log(2 * math.pi)
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
 # ---------------------------------------------------------------- multi-class margins
@@ -354,14 +354,14 @@ def multilabel_soft_margin_loss(
     References:
       ``torch.nn.functional.multilabel_soft_margin_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
-    weight = _elementwise_weight(weight, input.shape, "weight", input.dtype)
+    check_reduction(reduction)
+    input, target = float_pair(input, target)
+    weight = elementwise_weight(weight, input.shape, "weight", input.dtype)
     loss = -(target * jax.nn.log_sigmoid(input) + (1 - target) * jax.nn.log_sigmoid(-input))
     if weight is not None:
         loss = loss * weight
     loss = jnp.sum(loss, axis=-1) / input.shape[-1]
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
 def multilabel_margin_loss(input: Any, target: Any, reduction: Reduction = "mean") -> jax.Array:
@@ -385,8 +385,8 @@ def multilabel_margin_loss(input: Any, target: Any, reduction: Reduction = "mean
     References:
       ``torch.nn.functional.multilabel_margin_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input = _as_float(input)
+    check_reduction(reduction)
+    input = as_float(input)
     target = _labels(target)
     check(
         input.ndim in (1, 2) and target.shape == input.shape,
@@ -402,7 +402,7 @@ def multilabel_margin_loss(input: Any, target: Any, reduction: Reduction = "mean
     z = 1 - target_score[..., :, None] + input[..., None, :]  # [..., listed j, class i]
     keep = listed[..., :, None] & ~is_target[..., None, :]
     loss = jnp.sum(jnp.where(keep, _positive_part(z), 0), axis=(-2, -1)) / classes
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
 def multi_margin_loss(
@@ -432,9 +432,9 @@ def multi_margin_loss(
     References:
       ``torch.nn.functional.multi_margin_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     check(p in (1, 2), f"multi_margin_loss: only p == 1 and p == 2 supported, got p={p}")
-    input = _as_float(input)
+    input = as_float(input)
     target = _labels(target)
     check(
         input.ndim in (1, 2) and target.shape == input.shape[:-1],
@@ -455,7 +455,7 @@ def multi_margin_loss(
         h = h * weight[target][..., None]
     others = target[..., None] != jnp.arange(classes)
     loss = jnp.sum(jnp.where(others, h, 0), axis=-1) / classes
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
 # --------------------------------------------------------------------------- triplet
@@ -496,7 +496,7 @@ def _triplet(
     swap: bool,
     reduction: str,
 ) -> jax.Array:
-    anchor, positive, negative = (_as_float(x) for x in (anchor, positive, negative))
+    anchor, positive, negative = (as_float(x) for x in (anchor, positive, negative))
     check(
         anchor.ndim == positive.ndim == negative.ndim,
         f"triplet_margin_loss: anchor, positive and negative must have the same number of "
@@ -506,7 +506,7 @@ def _triplet(
     dist_neg = distance(anchor, negative)
     if swap:
         dist_neg = jnp.minimum(dist_neg, distance(positive, negative))
-    return _reduce(_hinge(margin + dist_pos - dist_neg), reduction)
+    return reduce_loss(_hinge(margin + dist_pos - dist_neg), reduction)
 
 
 def triplet_margin_loss(
@@ -542,7 +542,7 @@ def triplet_margin_loss(
     References:
       ``torch.nn.functional.triplet_margin_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     check(p > 0, f"triplet_margin_loss: p must be > 0, got {p}")
 
     def distance(x: jax.Array, y: jax.Array) -> jax.Array:
@@ -579,7 +579,7 @@ def triplet_margin_with_distance_loss(
     References:
       ``torch.nn.functional.triplet_margin_with_distance_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if _is_concrete(margin):
         check(bool(np.all(np.asarray(margin) > 0)), f"margin must be greater than 0, got {margin}")
     distance = pairwise_distance if distance_function is None else distance_function
