@@ -17,6 +17,7 @@ from jaxopt_adv._common import (
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
 
 
@@ -53,6 +54,7 @@ def update_moments(g, m, v, b1, b2):
     return m, v
 
 
+@shared_arg_docs
 def scale_by_adam(
     b1: Any = 0.9,
     b2: Any = 0.999,
@@ -85,10 +87,6 @@ def scale_by_adam(
       b2: second-moment decay, in ``[0, 1)``.
       eps: added to the bias-corrected root, ``>= 0``.
       amsgrad: static; use torch's AMSGrad.
-      mu_dtype: optional dtype of the first moment.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -145,6 +143,7 @@ def scale_by_adam(
 
 
 @torch_twin("Adam")
+@shared_arg_docs
 def adam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: Any = 0.9,
@@ -169,18 +168,11 @@ def adam(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``1e-3``.
-      b1: torch ``betas[0]``, in ``[0, 1)``.
-      b2: torch ``betas[1]``, in ``[0, 1)``.
       eps: added outside the square root, ``>= 0``.
       weight_decay: L2 coefficient, coupled into the gradient unless
         ``decoupled_weight_decay``; ``>= 0``.
       amsgrad: static; torch's AMSGrad (see :func:`scale_by_adam`).
-      maximize: static; maximise instead of minimise.
       decoupled_weight_decay: static; decay the weights as AdamW does.
-      mu_dtype: optional dtype of the first moment.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -222,6 +214,7 @@ def adam(
 
 
 @torch_twin("AdamW")
+@shared_arg_docs
 def adamw(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: Any = 0.9,
@@ -242,16 +235,9 @@ def adamw(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``1e-3``.
-      b1: torch ``betas[0]``, in ``[0, 1)``.
-      b2: torch ``betas[1]``, in ``[0, 1)``.
       eps: added outside the square root, ``>= 0``.
       weight_decay: decoupled decay, default ``1e-2`` as in torch; ``>= 0``.
       amsgrad: static; torch's AMSGrad.
-      maximize: static; maximise instead of minimise.
-      mu_dtype: optional dtype of the first moment.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; it needs ``params``.

@@ -18,6 +18,7 @@ from jaxopt_adv._common import (
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
 from jaxopt_adv.torch.adam import check_adam_args, update_moments
 
@@ -96,6 +97,7 @@ def radam_scalars(
     return bc1, rect, rect * jnp.sqrt(torch_decay_power(b2, t, dtype)[1])
 
 
+@shared_arg_docs
 def scale_by_radam(
     b1: Any = 0.9,
     b2: Any = 0.999,
@@ -118,10 +120,6 @@ def scale_by_radam(
       b1: first-moment decay, in ``[0, 1)``.
       b2: second-moment decay, in ``[0, 1)``.
       eps: added to the *raw* root :math:`\sqrt{v_t}`, ``>= 0``.
-      mu_dtype: optional dtype of the first moment.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -175,6 +173,7 @@ def scale_by_radam(
 
 
 @torch_twin("RAdam")
+@shared_arg_docs
 def radam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: Any = 0.9,
@@ -195,16 +194,9 @@ def radam(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``1e-3``.
-      b1: torch ``betas[0]``, in ``[0, 1)``.
-      b2: torch ``betas[1]``, in ``[0, 1)``.
       eps: added to the raw root, ``>= 0``.
       weight_decay: L2 coefficient, ``>= 0``.
       decoupled_weight_decay: static; AdamW-style decay.
-      maximize: static; maximise instead of minimise.
-      mu_dtype: optional dtype of the first moment.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.

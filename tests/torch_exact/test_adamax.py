@@ -6,6 +6,7 @@ import torch
 
 from jaxopt_adv.torch import adamax
 from tests.harness import PRECISIONS, run_parity, torch_betas
+from tests.helpers.torch_optim_tests import case_parity_test, rejection_test
 
 STATE = {"mu": "exp_avg", "nu": "exp_inf"}
 # 1.5 * 2**24 steps: torch's float32 step counter stopped at 2**24 long before
@@ -18,16 +19,9 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", CASES)
-def test_parity(case, dtype):
-    kwargs = CASES[case]
-    run_parity(
-        adamax(0.05, **kwargs),
-        lambda p: torch.optim.Adamax(p, lr=0.05, **torch_betas(kwargs)),
-        dtype=dtype,
-        state_map=STATE,
-    )
+test_parity = case_parity_test(
+    adamax, torch.optim.Adamax, CASES, learning_rate=0.05, state_map=STATE, to_torch=torch_betas
+)
 
 
 def _draw(seed: int) -> dict:
@@ -97,8 +91,8 @@ def test_parity_with_schedule():
     run_parity(adamax(schedule), lambda p: torch.optim.Adamax(p, lr=0.1), schedule=schedule)
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
+test_bad_hyperparameters = rejection_test(
+    adamax,
     [
         ({"learning_rate": -1.0}, "Invalid learning rate"),
         ({"b1": 1.0}, "Invalid beta parameter at index 0"),
@@ -106,6 +100,3 @@ def test_parity_with_schedule():
         ({"weight_decay": -1.0}, "Invalid weight_decay value"),
     ],
 )
-def test_bad_hyperparameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        adamax(**kwargs)
