@@ -30,11 +30,19 @@ class ScaleByAdamState(NamedTuple):
     nu_max: optax.Updates  # torch ``max_exp_avg_sq`` (amsgrad); ``None`` leaves otherwise
 
 
-def check_adam_args(b1: Any, b2: Any, eps: Any) -> None:
-    """torch's checks for ``betas`` and ``eps``, shared by the Adam family."""
+def check_adam_args(b1: Any, b2: Any, eps: Any, torch_default_dtype: Any) -> None:
+    """torch's checks for ``betas`` and ``eps``, and the ``torch_default_dtype`` argument,
+    shared by the Adam family."""
     check_beta(b1, 0, "b1")
     check_beta(b2, 1, "b2")
     check_nonnegative(eps, "eps", "epsilon")
+    check_torch_default_dtype(torch_default_dtype)
+
+
+def zero_moments(params: optax.Params, mu_dtype: Any = None) -> tuple[optax.Updates, optax.Updates]:
+    """Adam's first and second moments before the first step: zeros like ``params``, the
+    first in ``mu_dtype`` when one is given."""
+    return optax.tree.zeros_like(params, dtype=mu_dtype), optax.tree.zeros_like(params)
 
 
 def adam_bias_corrections(
@@ -110,17 +118,13 @@ def scale_by_adam(
       ``bias_correction_nu=False``, drops the correction); neither equals torch's
       ``sqrt(max_s v_s) / sqrt(1 - b2^t)``.
     """
-    check_adam_args(b1, b2, eps)
-    check_torch_default_dtype(torch_default_dtype)
+    check_adam_args(b1, b2, eps, torch_default_dtype)
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByAdamState:
-        return ScaleByAdamState(
-            count=jnp.zeros([], jnp.int32),
-            mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-            nu=optax.tree.zeros_like(params),
-            nu_max=optax.tree.zeros_like(params) if amsgrad else None,
-        )
+        mu, nu = zero_moments(params, mu_dtype)
+        nu_max = optax.tree.zeros_like(params) if amsgrad else None
+        return ScaleByAdamState(jnp.zeros([], jnp.int32), mu, nu, nu_max)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

@@ -13,7 +13,7 @@ from jaxopt_adv._common import check_torch_default_dtype, torch_decay_power, tor
 from jaxopt_adv.torch._chain import torch_chain
 from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
-from jaxopt_adv.torch.adam import check_adam_args
+from jaxopt_adv.torch.adam import check_adam_args, zero_moments
 
 
 def adamax_bias_correction(b1: Any, count: chex.Array, torch_default_dtype: Any) -> chex.Array:
@@ -57,12 +57,10 @@ def scale_by_adamax(
       >>> u
       Array([ 1., -1.], dtype=float32)
     """
-    check_adam_args(b1, b2, eps)
-    check_torch_default_dtype(torch_default_dtype)
+    check_adam_args(b1, b2, eps, torch_default_dtype)
 
     def init_fn(params: optax.Params) -> optax.ScaleByAdamState:
-        mu, nu = optax.tree.zeros_like(params), optax.tree.zeros_like(params)
-        return optax.ScaleByAdamState(jnp.zeros([], jnp.int32), mu, nu)
+        return optax.ScaleByAdamState(jnp.zeros([], jnp.int32), *zero_moments(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

@@ -19,7 +19,7 @@ from jaxopt_adv._common import (
 from jaxopt_adv.torch._chain import torch_chain
 from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
-from jaxopt_adv.torch.adam import check_adam_args, update_moments
+from jaxopt_adv.torch.adam import check_adam_args, update_moments, zero_moments
 
 
 class ScaleByNadamState(NamedTuple):
@@ -111,18 +111,13 @@ def scale_by_nadam(
       :math:`\psi \to \infty`); with torch's default :math:`\psi = 0.004` the momentum is
       about 0.45 early in training, so ``optax.nadam`` is a different optimizer.
     """
-    check_adam_args(b1, b2, eps)
+    check_adam_args(b1, b2, eps, torch_default_dtype)
     check_nonnegative(momentum_decay, "momentum_decay")
-    check_torch_default_dtype(torch_default_dtype)
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByNadamState:
-        return ScaleByNadamState(
-            count=jnp.zeros([], jnp.int32),
-            mu_product=jnp.ones([], scalar_dtype()),
-            mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-            nu=optax.tree.zeros_like(params),
-        )
+        mu, nu = zero_moments(params, mu_dtype)
+        return ScaleByNadamState(jnp.zeros([], jnp.int32), jnp.ones([], scalar_dtype()), mu, nu)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

@@ -20,7 +20,7 @@ from jaxopt_adv._common import (
 from jaxopt_adv.torch._chain import torch_chain
 from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
-from jaxopt_adv.torch.adam import check_adam_args, update_moments
+from jaxopt_adv.torch.adam import check_adam_args, update_moments, zero_moments
 
 
 class ScaleByRadamState(NamedTuple):
@@ -143,16 +143,11 @@ def scale_by_radam(
       (13x at step 6 with :math:`\beta_2=0.999`). optax also rectifies at
       :math:`\rho_t \ge 5`, torch at :math:`\rho_t > 5`.
     """
-    check_adam_args(b1, b2, eps)
-    check_torch_default_dtype(torch_default_dtype)
+    check_adam_args(b1, b2, eps, torch_default_dtype)
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByRadamState:
-        return ScaleByRadamState(
-            count=jnp.zeros([], jnp.int32),
-            mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-            nu=optax.tree.zeros_like(params),
-        )
+        return ScaleByRadamState(jnp.zeros([], jnp.int32), *zero_moments(params, mu_dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

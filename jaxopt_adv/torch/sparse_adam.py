@@ -20,6 +20,7 @@ from jaxopt_adv._common import (
 from jaxopt_adv.torch._chain import torch_chain
 from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
+from jaxopt_adv.torch.adam import zero_moments
 
 
 class ScaleBySparseAdamState(NamedTuple):
@@ -96,11 +97,7 @@ def scale_by_sparse_adam(
     check_torch_default_dtype(torch_default_dtype)
 
     def init_fn(params: optax.Params) -> ScaleBySparseAdamState:
-        return ScaleBySparseAdamState(
-            jnp.zeros([], jnp.int32),
-            optax.tree.zeros_like(params),
-            optax.tree.zeros_like(params),
-        )
+        return ScaleBySparseAdamState(jnp.zeros([], jnp.int32), *zero_moments(params))
 
     def update_fn(updates, state, params=None, *, mask=None, **extra_args):
         del params, extra_args
