@@ -40,10 +40,8 @@ def _torch_step(count: int, torch_default: str) -> float:
     return float(min(count, 2**24)) if torch_default == "float32" else float(count)
 
 
-@pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
-@pytest.mark.parametrize("seed", range(3))
-def test_parity_random_under_torch_default_dtype(seed, dtype, torch_default):
-    kwargs = _draw(seed)
+def _run_25_steps(kwargs: dict, dtype: str, torch_default: str, **more) -> None:
+    """25 steps of ``adamax(0.05, **kwargs)`` against torch's under ``torch_default``."""
     run_parity(
         adamax(0.05, **kwargs, torch_default_dtype=torch_default),
         lambda p: torch.optim.Adamax(p, lr=0.05, **torch_betas(kwargs)),
@@ -51,7 +49,14 @@ def test_parity_random_under_torch_default_dtype(seed, dtype, torch_default):
         state_map=STATE,
         num_steps=25,
         torch_default=torch_default,
+        **more,
     )
+
+
+@pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
+@pytest.mark.parametrize("seed", range(3))
+def test_parity_random_under_torch_default_dtype(seed, dtype, torch_default):
+    _run_25_steps(_draw(seed), dtype, torch_default)
 
 
 @pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
@@ -60,15 +65,8 @@ def test_step_counter_stops_at_2_24_under_float32(dtype, torch_default):
     default float32: with b1 = 1 - 1e-8 that is 1 - b1**t = 0.155 instead of 0.222.
     (The float32 run also checks that b1 rounding to 1 gives no infinite step.)"""
     kwargs = {"b1": 1 - 1e-8, "weight_decay": 0.05}
-    run_parity(
-        adamax(0.05, **kwargs, torch_default_dtype=torch_default),
-        lambda p: torch.optim.Adamax(p, lr=0.05, **torch_betas(kwargs)),
-        dtype=dtype,
-        state_map=STATE,
-        num_steps=25,
-        torch_default=torch_default,
-        resume=(LONG_RUN, _torch_step(LONG_RUN, torch_default)),
-    )
+    resume = (LONG_RUN, _torch_step(LONG_RUN, torch_default))
+    _run_25_steps(kwargs, dtype, torch_default, resume=resume)
 
 
 def test_accurate_form_is_not_torchs():
