@@ -4,9 +4,7 @@ Each ``Case`` gives example hyperparameters that switch on the optimizer's optio
 blocks (so the contract covers them), plus settings under which it must converge on a
 quadratic and on Rosenbrock. ``INVALID`` lists, per optimizer, hyperparameter values its
 factory must reject at construction. A new family adds its rows to both; ``test_registry``
-fails when a registered name has no case or no invalid values. ``WRONG_KINDS`` (values that
-are not real numbers) and ``CONCRETE_ARRAYS`` (the ways a number arrives as an array) apply
-to every numeric hyperparameter of every optimizer.
+fails when a registered name has no case or no invalid values.
 """
 
 from __future__ import annotations
@@ -686,26 +684,3 @@ INVALID: dict[str, list[Invalid]] = {
 
 
 INVALID |= {twin: INVALID[name] for twin, name in FAST_TWINS.items()}
-
-
-# Not real numbers: each must be a TypeError naming the argument, wherever a number is
-# expected (a bool is not accepted as 0 / 1).
-WRONG_KINDS: dict[str, Any] = {
-    "True": True,
-    "False": False,
-    "np.bool_": np.bool_(True),
-    "complex": complex(0.5, 0.5),
-    "np.complex64": np.complex64(0.5),
-    "str": "0.1",
-    "None": None,
-    "bool_array": np.array(True),
-    "complex_array": jnp.asarray(0.5 + 0.5j),
-}
-
-# Concrete containers of a number: their value is validated as the number's would be
-# (``jnp.asarray`` is what ``optax.inject_hyperparams`` hands the factory at ``init``).
-CONCRETE_ARRAYS: dict[str, Any] = {
-    "np.asarray": np.asarray,
-    "numpy_scalar": lambda value: np.asarray(value)[()],  # np.float64 / np.int64
-    "jnp.asarray": jnp.asarray,
-}

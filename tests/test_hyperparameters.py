@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import numbers
 import re
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,15 +21,30 @@ import optax
 import pytest
 
 from jaxopt_adv import get_optimizer, list_optimizers
-from tests.cases import (
-    CASES,
-    CASES_BY_NAME,
-    CONCRETE_ARRAYS,
-    INVALID,
-    WRONG_KINDS,
-    numeric_arguments,
-)
+from tests.cases import CASES, CASES_BY_NAME, INVALID, numeric_arguments
 from tests.helpers.trees import make_grads, make_params
+
+# Not real numbers: each must be a TypeError naming the argument, wherever a number is
+# expected (a bool is not accepted as 0 / 1).
+WRONG_KINDS: dict[str, Any] = {
+    "True": True,
+    "False": False,
+    "np.bool_": np.bool_(True),
+    "complex": complex(0.5, 0.5),
+    "np.complex64": np.complex64(0.5),
+    "str": "0.1",
+    "None": None,
+    "bool_array": np.array(True),
+    "complex_array": jnp.asarray(0.5 + 0.5j),
+}
+
+# Concrete containers of a number: their value is validated as the number's would be
+# (``jnp.asarray`` is what ``optax.inject_hyperparams`` hands the factory at ``init``).
+CONCRETE_ARRAYS: dict[str, Any] = {
+    "np.asarray": np.asarray,
+    "numpy_scalar": lambda value: np.asarray(value)[()],  # np.float64 / np.int64
+    "jnp.asarray": jnp.asarray,
+}
 
 ENTRIES = [(name, entry) for name in sorted(INVALID) for entry in INVALID[name]]
 

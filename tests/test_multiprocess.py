@@ -134,7 +134,7 @@ def test_every_torch_exact_optimizer_and_came_slice_their_state_on_a_4_device_me
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     result = subprocess.run(
-        [sys.executable, "-m", "tests.zero_check"],
+        [sys.executable, "-m", "tests.helpers.zero_check"],
         cwd=ROOT,
         env=env,
         capture_output=True,

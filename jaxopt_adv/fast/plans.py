@@ -86,6 +86,16 @@ class Plan:
     group: Callable[[Any, int], tuple] = lambda leaf, n_leaves: (np.dtype(leaf.dtype),)
 
 
+def _rooted_step(learning_rate: Any, old_inner: Any, eps: Any, dtype: np.dtype) -> Any:
+    """``-lr`` (:func:`learning_step`) for a step that divides by ``sqrt(.) + eps``, or why
+    the kernel cannot take it: with ``eps`` a static 0 XLA drops the ``+ 0`` and computes
+    ``x / sqrt(v)`` as ``x * rsqrt(v)``, an approximate rsqrt not mirrored here."""
+    step = learning_step(learning_rate, old_inner, dtype)
+    if isinstance(step, str) or not is_static_zero(eps):
+        return step
+    return "eps 0 (XLA computes an approximate rsqrt)"
+
+
 def _adam_plan(args: AdamArgs, old_inner: Any, new_inner: Any, checked: Callable) -> Plan:
     b1, b2, eps, wd = args.b1, args.b2, args.eps, args.weight_decay
     decay = not is_static_zero(wd)
@@ -191,12 +201,9 @@ def _rmsprop_plan(args: RmspropArgs, old_inner: Any, new_inner: Any, checked: Ca
 
     def scalars(key):
         dtype = key[0]
-        step = learning_step(args.learning_rate, old_inner, dtype)
+        step = _rooted_step(args.learning_rate, old_inner, eps, dtype)
         if isinstance(step, str):
             return step
-        if is_static_zero(eps):
-            # 1 / (sqrt(nu) + 0) -> rsqrt(nu): XLA's approximate rsqrt, not mirrored here
-            return "eps 0 (XLA computes an approximate rsqrt)"
         named = [("weight_decay", wd if decay else 0.0), ("alpha", alpha), ("1 - alpha", c)]
         named += [("eps", eps), ("momentum", momentum)]
         rest = scalar_list(named, dtype)
@@ -249,12 +256,9 @@ def _adagrad_plan(args: AdagradArgs, old_inner: Any, new_inner: Any, checked: Ca
 
     def scalars(key):
         (dtype,) = key
-        step = learning_step(args.learning_rate, old_inner, dtype)
+        step = _rooted_step(args.learning_rate, old_inner, eps, dtype)
         if isinstance(step, str):
             return step
-        if is_static_zero(eps):
-            # g / (sqrt(S) + 0) -> g * rsqrt(S): XLA's approximate rsqrt, not mirrored here
-            return "eps 0 (XLA computes an approximate rsqrt)"
         if (mismatch := checked(selfcheck.ADAGRAD)) is not None:
             return mismatch
         rest = scalar_list([("weight_decay", wd if decay else 0.0), ("eps", eps)], dtype)
@@ -394,12 +398,9 @@ def _nadam_plan(args: NadamArgs, old_inner: Any, new_inner: Any, checked: Callab
 
     def scalars(key):
         dtype, reciprocal, _ = key
-        step = learning_step(args.learning_rate, old_inner, dtype)
+        step = _rooted_step(args.learning_rate, old_inner, eps, dtype)
         if isinstance(step, str):
             return step
-        if is_static_zero(eps):
-            # x / (sqrt(v) + 0) -> x * rsqrt(v): XLA's approximate rsqrt, not mirrored here
-            return "eps 0 (XLA computes an approximate rsqrt)"
         if (mismatch := checked(selfcheck.NADAM)) is not None:
             return mismatch
         rest = moment_scalars(wd if decay else 0.0, b1, b2, eps, dtype)
@@ -445,12 +446,9 @@ def _radam_plan(args: RadamArgs, old_inner: Any, new_inner: Any, checked: Callab
 
     def scalars(key):
         dtype, reciprocal, _ = key
-        step = learning_step(args.learning_rate, old_inner, dtype)
+        step = _rooted_step(args.learning_rate, old_inner, eps, dtype)
         if isinstance(step, str):
             return step
-        if is_static_zero(eps):
-            # x / (sqrt(v) + 0) -> x * rsqrt(v): XLA's approximate rsqrt, not mirrored here
-            return "eps 0 (XLA computes an approximate rsqrt)"
         if decoupled and is_static_one(wd, dtype):
             # wd * p + u -> p + u, and LLVM then contracts u's product: not mirrored here
             return "decoupled weight decay 1 (XLA multiplies it away)"

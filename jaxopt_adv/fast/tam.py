@@ -242,20 +242,11 @@ def tam(
 ) -> optax.GradientTransformationExtraArgs:
     """:func:`jaxopt_adv.tam.tam.tam` with the momentum step in the CPU kernel.
 
-    Same arguments, state and steps (to rounding), plus ``kernel``.
+    Same arguments (documented there), state and steps (to rounding), plus ``kernel``.
 
     Args:
-      learning_rate: scalar or schedule (torch ``lr``), default ``1e-3``.
-      b1: momentum factor (torch ``momentum``), in ``[0, 1)``.
-      decay_rate: decay of the smoothed correlation, in ``[0, 1)``.
-      eps: ``>= 0``.
-      weight_decay: decoupled weight decay, ``>= 0``.
-      fixed_decay: static; decay by ``weight_decay`` without the learning rate.
-      maximize: static; ascend instead of descend.
-      correlation: static; see :func:`jaxopt_adv.tam.scale_by_tam`.
-      auto_threshold: numel threshold of ``correlation="auto"``.
-      mu_dtype: optional dtype of the momentum (a leaf whose momentum is in another
-        dtype takes the JAX path).
+      mu_dtype: as :func:`jaxopt_adv.tam.tam.tam`'s; a leaf whose momentum is in another
+        dtype takes the JAX path.
       kernel: static; ``False`` always takes the JAX path.
 
     Returns:
@@ -317,25 +308,11 @@ def adatam(
 ) -> optax.GradientTransformationExtraArgs:
     """:func:`jaxopt_adv.tam.tam.adatam` with the momentum step in the CPU kernel.
 
-    Same arguments, state and steps (to rounding), plus ``kernel``.
+    Same arguments (documented there), state and steps (to rounding), plus ``kernel``.
 
     Args:
-      learning_rate: scalar or schedule (torch ``lr``), default ``1e-3``.
-      b1: torch ``betas[0]``, in ``[0, 1)``.
-      b2: torch ``betas[1]``, in ``[0, 1)``.
-      decay_rate: decay of the smoothed correlation, in ``[0, 1)``.
-      eps: ``>= 0``.
-      weight_decay: weight decay, ``>= 0``.
-      decoupled_weight_decay: static; decoupled (default) or coupled L2
-        (``pytorch_optimizer``'s ``weight_decouple``, still accepted with a
-        ``DeprecationWarning``).
-      fixed_decay: static; decoupled decay without the learning rate (needs
-        ``decoupled_weight_decay``).
-      maximize: static; ascend instead of descend.
-      correlation: static; see :func:`jaxopt_adv.tam.scale_by_tam`.
-      auto_threshold: numel threshold of ``correlation="auto"``.
-      mu_dtype: optional dtype of the momentum (a leaf whose momentum is in another
-        dtype takes the JAX path).
+      mu_dtype: as :func:`jaxopt_adv.tam.tam.adatam`'s; a leaf whose momentum is in
+        another dtype takes the JAX path.
       kernel: static; ``False`` always takes the JAX path.
 
     Returns:

@@ -9,6 +9,7 @@ import optax
 
 from jaxopt_adv._common import check_interval, check_nonnegative, tree_map_multi
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
 
 
@@ -70,6 +71,7 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> optax.GradientTransfor
 
 
 @torch_twin("Adadelta")
+@shared_arg_docs
 def adadelta(
     learning_rate: optax.ScalarOrSchedule = 1.0,
     rho: Any = 0.9,
@@ -93,7 +95,6 @@ def adadelta(
       rho: decay of both running averages, in ``[0, 1]``.
       eps: added inside the roots, ``>= 0``.
       weight_decay: coupled L2 coefficient, ``>= 0``.
-      maximize: static; maximise instead of minimise.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.

@@ -22,6 +22,7 @@ from jaxopt_adv._common import (
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
+from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
 from jaxopt_adv.torch.muon import lerp
 
@@ -104,6 +105,7 @@ def scale_by_torch_adafactor(
 
 
 @torch_twin("Adafactor")
+@shared_arg_docs
 def adafactor(
     learning_rate: optax.ScalarOrSchedule = 1e-2,
     beta2_decay: Any = -0.8,
@@ -147,7 +149,6 @@ def adafactor(
         ``eps2 >= 0`` the parameter scale.
       d: clipping threshold of the update's RMS, ``>= 1``.
       weight_decay: decoupled decay ``theta (1 - lr wd)``, ``>= 0``.
-      maximize: static; maximise instead of minimise.
       torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
         ``torch.get_default_dtype()`` of the torch run whose step counter to reproduce
         (see :mod:`jaxopt_adv.torch`); ``None``: the exact count.

@@ -11,6 +11,7 @@ import optax
 
 from jaxopt_adv._common import check_nonnegative, filled_like, scalar_dtype, tree_map_multi
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
 
 
@@ -84,6 +85,7 @@ def scale_by_adagrad(
 
 
 @torch_twin("Adagrad")
+@shared_arg_docs
 def adagrad(
     learning_rate: optax.ScalarOrSchedule = 1e-2,
     lr_decay: Any = 0.0,
@@ -104,7 +106,6 @@ def adagrad(
       weight_decay: coupled L2 coefficient, ``>= 0``.
       initial_accumulator_value: start of the sum of squares, ``>= 0``.
       eps: added outside the square root, ``>= 0``.
-      maximize: static; maximise instead of minimise.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.

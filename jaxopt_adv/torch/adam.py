@@ -17,6 +17,7 @@ from jaxopt_adv._common import (
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
 
 
@@ -29,11 +30,19 @@ class ScaleByAdamState(NamedTuple):
     nu_max: optax.Updates  # torch ``max_exp_avg_sq`` (amsgrad); ``None`` leaves otherwise
 
 
-def check_adam_args(b1: Any, b2: Any, eps: Any) -> None:
-    """torch's checks for ``betas`` and ``eps``, shared by the Adam family."""
+def check_adam_args(b1: Any, b2: Any, eps: Any, torch_default_dtype: Any) -> None:
+    """torch's checks for ``betas`` and ``eps``, and the ``torch_default_dtype`` argument,
+    shared by the Adam family."""
     check_beta(b1, 0, "b1")
     check_beta(b2, 1, "b2")
     check_nonnegative(eps, "eps", "epsilon")
+    check_torch_default_dtype(torch_default_dtype)
+
+
+def zero_moments(params: optax.Params, mu_dtype: Any = None) -> tuple[optax.Updates, optax.Updates]:
+    """Adam's first and second moments before the first step: zeros like ``params``, the
+    first in ``mu_dtype`` when one is given."""
+    return optax.tree.zeros_like(params, dtype=mu_dtype), optax.tree.zeros_like(params)
 
 
 def adam_bias_corrections(
@@ -53,6 +62,7 @@ def update_moments(g, m, v, b1, b2):
     return m, v
 
 
+@shared_arg_docs
 def scale_by_adam(
     b1: Any = 0.9,
     b2: Any = 0.999,
@@ -85,10 +95,6 @@ def scale_by_adam(
       b2: second-moment decay, in ``[0, 1)``.
       eps: added to the bias-corrected root, ``>= 0``.
       amsgrad: static; use torch's AMSGrad.
-      mu_dtype: optional dtype of the first moment.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -112,17 +118,13 @@ def scale_by_adam(
       ``bias_correction_nu=False``, drops the correction); neither equals torch's
       ``sqrt(max_s v_s) / sqrt(1 - b2^t)``.
     """
-    check_adam_args(b1, b2, eps)
-    check_torch_default_dtype(torch_default_dtype)
+    check_adam_args(b1, b2, eps, torch_default_dtype)
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByAdamState:
-        return ScaleByAdamState(
-            count=jnp.zeros([], jnp.int32),
-            mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-            nu=optax.tree.zeros_like(params),
-            nu_max=optax.tree.zeros_like(params) if amsgrad else None,
-        )
+        mu, nu = zero_moments(params, mu_dtype)
+        nu_max = optax.tree.zeros_like(params) if amsgrad else None
+        return ScaleByAdamState(jnp.zeros([], jnp.int32), mu, nu, nu_max)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -145,6 +147,7 @@ def scale_by_adam(
 
 
 @torch_twin("Adam")
+@shared_arg_docs
 def adam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: Any = 0.9,
@@ -169,18 +172,11 @@ def adam(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``1e-3``.
-      b1: torch ``betas[0]``, in ``[0, 1)``.
-      b2: torch ``betas[1]``, in ``[0, 1)``.
       eps: added outside the square root, ``>= 0``.
       weight_decay: L2 coefficient, coupled into the gradient unless
         ``decoupled_weight_decay``; ``>= 0``.
       amsgrad: static; torch's AMSGrad (see :func:`scale_by_adam`).
-      maximize: static; maximise instead of minimise.
       decoupled_weight_decay: static; decay the weights as AdamW does.
-      mu_dtype: optional dtype of the first moment.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -222,6 +218,7 @@ def adam(
 
 
 @torch_twin("AdamW")
+@shared_arg_docs
 def adamw(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: Any = 0.9,
@@ -242,16 +239,9 @@ def adamw(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``1e-3``.
-      b1: torch ``betas[0]``, in ``[0, 1)``.
-      b2: torch ``betas[1]``, in ``[0, 1)``.
       eps: added outside the square root, ``>= 0``.
       weight_decay: decoupled decay, default ``1e-2`` as in torch; ``>= 0``.
       amsgrad: static; torch's AMSGrad.
-      maximize: static; maximise instead of minimise.
-      mu_dtype: optional dtype of the first moment.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; it needs ``params``.

@@ -11,8 +11,9 @@ import optax
 
 from jaxopt_adv._common import check_torch_default_dtype, torch_decay_power, torch_step
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
-from jaxopt_adv.torch.adam import check_adam_args
+from jaxopt_adv.torch.adam import check_adam_args, zero_moments
 
 
 def adamax_bias_correction(b1: Any, count: chex.Array, torch_default_dtype: Any) -> chex.Array:
@@ -22,6 +23,7 @@ def adamax_bias_correction(b1: Any, count: chex.Array, torch_default_dtype: Any)
     return torch_decay_power(b1, torch_step(count, dtype), dtype)[1]
 
 
+@shared_arg_docs
 def scale_by_adamax(
     b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, *, torch_default_dtype: Any = "float32"
 ) -> optax.GradientTransformationExtraArgs:
@@ -43,9 +45,6 @@ def scale_by_adamax(
       b1: first-moment decay, in ``[0, 1)``.
       b2: decay of the infinity norm, in ``[0, 1)``.
       eps: added to ``|g|`` inside the max, ``>= 0``.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with an ``optax.ScaleByAdamState``.
@@ -58,12 +57,10 @@ def scale_by_adamax(
       >>> u
       Array([ 1., -1.], dtype=float32)
     """
-    check_adam_args(b1, b2, eps)
-    check_torch_default_dtype(torch_default_dtype)
+    check_adam_args(b1, b2, eps, torch_default_dtype)
 
     def init_fn(params: optax.Params) -> optax.ScaleByAdamState:
-        mu, nu = optax.tree.zeros_like(params), optax.tree.zeros_like(params)
-        return optax.ScaleByAdamState(jnp.zeros([], jnp.int32), mu, nu)
+        return optax.ScaleByAdamState(jnp.zeros([], jnp.int32), *zero_moments(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -78,6 +75,7 @@ def scale_by_adamax(
 
 
 @torch_twin("Adamax")
+@shared_arg_docs
 def adamax(
     learning_rate: optax.ScalarOrSchedule = 2e-3,
     b1: Any = 0.9,
@@ -101,14 +99,8 @@ def adamax(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``2e-3``.
-      b1: torch ``betas[0]``, in ``[0, 1)``.
-      b2: torch ``betas[1]``, in ``[0, 1)``.
       eps: added to ``|g|`` inside the max, ``>= 0``.
       weight_decay: coupled L2 coefficient, ``>= 0``.
-      maximize: static; maximise instead of minimise.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.

@@ -19,6 +19,7 @@ from jaxopt_adv._common import (
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
+from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
 
 
@@ -64,6 +65,7 @@ def asgd_coefficients(
     return torch_scalar(eta, dtype), torch_scalar(mu, dtype)
 
 
+@shared_arg_docs
 def asgd_update(
     learning_rate: optax.ScalarOrSchedule = 1e-2,
     lambd: Any = 1e-4,
@@ -91,9 +93,6 @@ def asgd_update(
       lambd: decay term :math:`\lambda`, ``>= 0``.
       alpha: power for the eta update, ``>= 0``.
       t0: step at which averaging starts, ``>= 0`` (``inf``: never).
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -142,6 +141,7 @@ def asgd_update(
 
 
 @torch_twin("ASGD")
+@shared_arg_docs
 def asgd(
     learning_rate: optax.ScalarOrSchedule = 1e-2,
     lambd: Any = 1e-4,
@@ -162,10 +162,6 @@ def asgd(
       alpha: power for the eta update, ``>= 0``, default ``0.75``.
       t0: point at which averaging starts, ``>= 0``, default ``1e6``.
       weight_decay: coupled L2 coefficient, ``>= 0``.
-      maximize: static; maximise instead of minimise.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` that needs ``params``.

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxopt_adv._common import check
-from jaxopt_adv.torch.functional import Reduction, _check_reduction
+from jaxopt_adv.torch._loss_common import Reduction, check_reduction
 
 __all__ = ["ctc_loss"]
 
@@ -120,7 +120,7 @@ def ctc_loss(
       Graves, Fernández, Gomez, Schmidhuber, "Connectionist temporal classification",
       ICML 2006; ``torch.nn.functional.ctc_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     log_probs = jnp.asarray(log_probs)
     if not isinstance(input_lengths, jax.core.Tracer):  # NumPy: not staged inside a jit
         check(

@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.special import xlogy
 
 from jaxopt_adv._common import (
@@ -37,6 +36,16 @@ from jaxopt_adv._common import (
     check_nonnegative,
     is_concrete_number,
     is_static_zero,
+)
+from jaxopt_adv.torch._loss_common import (
+    BCE_EPSILON,
+    Reduction,
+    abs_with_zero_slope,
+    as_float,
+    check_reduction,
+    elementwise_weight,
+    float_pair,
+    reduce_loss,
 )
 
 __all__ = [
@@ -51,74 +60,7 @@ __all__ = [
     "smooth_l1_loss",
 ]
 
-Reduction = Literal["mean", "sum", "none"]
-_REDUCTIONS = ("mean", "sum", "none")
-# ATen's loss kernels floor p(1 - p) with the float literal ``1e-12``: a float32 number
-# (9.99999996e-13), used as is for float64 tensors too.
-_BCE_EPSILON = np.float32(1e-12)
 _LOG_FLOOR = -100.0  # torch clamps each log of the binary cross-entropy at -100
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _check_reduction(reduction: str, allowed: tuple[str, ...] = _REDUCTIONS) -> None:
-    check(
-        reduction in allowed,
-        f"{reduction!r} is not a valid value for reduction (reduction must be one of {allowed})",
-    )
-
-
-def _as_float(x: Any) -> jax.Array:
-    """``x`` as an array of an inexact dtype (integer and bool targets become floats)."""
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(float)
-
-
-def _float_pair(input: Any, target: Any) -> tuple[jax.Array, jax.Array]:
-    """``input`` and ``target`` of equal shapes, in the dtype of the floating one(s).
-
-    Integer or bool targets (0/1 labels) take the input's dtype, so they never promote a
-    float32 loss to float64 under x64.
-    """
-    input, target = jnp.asarray(input), jnp.asarray(target)
-    check(
-        input.shape == target.shape,
-        f"target shape {target.shape} must equal input shape {input.shape} "
-        "(torch broadcasts some losses with a warning; jaxopt_adv raises)",
-    )
-    floats = [x.dtype for x in (input, target) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    dtype = jnp.result_type(*floats) if floats else jnp.result_type(float)
-    return input.astype(dtype), target.astype(dtype)
-
-
-def _elementwise_weight(weight: Any, shape: tuple[int, ...], name: str, dtype: Any) -> Any:
-    """``weight`` as an array that broadcasts to ``shape`` (``None`` stays ``None``)."""
-    if weight is None:
-        return None
-    weight = jnp.asarray(weight, dtype)
-    try:
-        broadcast = jnp.broadcast_shapes(weight.shape, shape)
-    except ValueError:
-        broadcast = None
-    check(
-        broadcast == tuple(shape),
-        f"{name} shape {weight.shape} must broadcast to the input shape {tuple(shape)}",
-    )
-    return weight
-
-
-def _reduce(loss: jax.Array, reduction: str) -> jax.Array:
-    if reduction == "mean":
-        return jnp.mean(loss)
-    if reduction == "sum":
-        return jnp.sum(loss)
-    return loss
-
-
-def _abs_with_zero_slope(x: jax.Array) -> jax.Array:
-    """``|x|`` whose derivative is ``sign(x)``: 0 at 0 like torch (``jnp.abs`` gives 1)."""
-    return x * jnp.sign(x)
 
 
 # ----------------------------------------------------------------- regression losses
@@ -151,9 +93,9 @@ def mse_loss(input: Any, target: Any, reduction: Reduction = "mean") -> jax.Arra
       torch broadcasts ``input`` and ``target`` of different shapes (with a warning);
       this raises ``ValueError``. ``optax.losses.l2_loss`` is half of this loss.
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
-    return _reduce(jnp.square(input - target), reduction)
+    check_reduction(reduction)
+    input, target = float_pair(input, target)
+    return reduce_loss(jnp.square(input - target), reduction)
 
 
 def l1_loss(input: Any, target: Any, reduction: Reduction = "mean") -> jax.Array:
@@ -187,9 +129,9 @@ def l1_loss(input: Any, target: Any, reduction: Reduction = "mean") -> jax.Array
     Warning:
       Shapes must match (torch broadcasts with a warning).
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
-    return _reduce(_abs_with_zero_slope(input - target), reduction)
+    check_reduction(reduction)
+    input, target = float_pair(input, target)
+    return reduce_loss(abs_with_zero_slope(input - target), reduction)
 
 
 def smooth_l1_loss(
@@ -229,15 +171,15 @@ def smooth_l1_loss(
       ``optax.losses.huber_loss(delta=beta)`` is ``beta`` times this loss, and ``nan`` at
       ``beta = 0`` once divided by ``beta``.
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     check_nonnegative(beta, "beta", allow_inf=True)  # torch accepts inf
-    input, target = _float_pair(input, target)
+    input, target = float_pair(input, target)
     d = input - target
-    abs_d = _abs_with_zero_slope(d)
+    abs_d = abs_with_zero_slope(d)
     # A safe divisor keeps the unused quadratic branch (and its gradient) finite at beta=0.
     safe_beta = jnp.where(beta > 0, beta, 1.0).astype(d.dtype)
     loss = jnp.where(abs_d < beta, 0.5 * d * d / safe_beta, abs_d - 0.5 * beta)
-    return _reduce(loss.astype(d.dtype), reduction)
+    return reduce_loss(loss.astype(d.dtype), reduction)
 
 
 def huber_loss(
@@ -269,13 +211,13 @@ def huber_loss(
       Huber, "Robust Estimation of a Location Parameter", Ann. Math. Statist. 1964;
       mirrors ``torch.nn.functional.huber_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     check_interval(delta, "delta", 0.0, math.inf, low_open=True)
-    input, target = _float_pair(input, target)
+    input, target = float_pair(input, target)
     d = input - target
     abs_d = jnp.abs(d)  # its slope at 0 is never used: the quadratic branch holds there
     loss = jnp.where(abs_d < delta, 0.5 * d * d, delta * (abs_d - 0.5 * delta))
-    return _reduce(loss.astype(d.dtype), reduction)
+    return reduce_loss(loss.astype(d.dtype), reduction)
 
 
 # ----------------------------------------------------------------- binary losses
@@ -306,7 +248,7 @@ def _clamped_bce_fwd(p: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple]:
 def _clamped_bce_bwd(residuals: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
     p, y = residuals
     # torch's slope, not the clamped formula's: finite (+-1e12 at most) at p = 0 and 1.
-    floor = jnp.asarray(_BCE_EPSILON, p.dtype)
+    floor = jnp.asarray(BCE_EPSILON, p.dtype)
     grad_p = g * (p - y) / jnp.maximum(p * (1 - p), floor)
     # torch's target slope is -logit(p), unclamped: +inf at p = 0, -inf at p = 1.
     grad_y = -g * jnp.log(p / (1 - p))
@@ -361,13 +303,13 @@ def binary_cross_entropy(
       ``nan`` at ``p in {0, 1}``. Gradients with respect to ``weight`` (the unweighted
       loss) exist here; torch refuses to compute them.
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
+    check_reduction(reduction)
+    input, target = float_pair(input, target)
     loss = _clamped_binary_cross_entropy(input, target)
-    weight = _elementwise_weight(weight, input.shape, "weight", input.dtype)
+    weight = elementwise_weight(weight, input.shape, "weight", input.dtype)
     if weight is not None:
         loss = weight * loss
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
 def binary_cross_entropy_with_logits(
@@ -413,17 +355,17 @@ def binary_cross_entropy_with_logits(
       no such argument. Gradients with respect to ``weight`` and ``pos_weight`` exist here;
       torch refuses to compute them.
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
-    weight = _elementwise_weight(weight, input.shape, "weight", input.dtype)
-    pos_weight = _elementwise_weight(pos_weight, input.shape, "pos_weight", input.dtype)
+    check_reduction(reduction)
+    input, target = float_pair(input, target)
+    weight = elementwise_weight(weight, input.shape, "weight", input.dtype)
+    pos_weight = elementwise_weight(pos_weight, input.shape, "pos_weight", input.dtype)
     log_sigmoid = jax.nn.log_sigmoid(input)  # stable: softplus through logaddexp
     if pos_weight is not None:
         log_sigmoid = (1 + (pos_weight - 1) * target) * log_sigmoid
     loss = (1 - target) * input - log_sigmoid
     if weight is not None:
         loss = weight * loss
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
 # --------------------------------------------------------------- classification losses
@@ -545,8 +487,8 @@ def nll_loss(
       (as in torch; the gradient is 0). A label outside ``[0, C)`` gives ``nan`` instead
       of torch's ``IndexError``.
     """
-    _check_reduction(reduction)
-    input, target = _as_float(input), jnp.asarray(target)
+    check_reduction(reduction)
+    input, target = as_float(input), jnp.asarray(target)
     _check_class_target(input, target)
     rows = _rows(input)
     weight = _class_weight(weight, rows.shape[1], input.dtype)
@@ -621,9 +563,9 @@ def cross_entropy(
       weighted losses is not torch's weighted mean. A class label outside ``[0, C)``
       gives ``nan`` instead of torch's ``IndexError``.
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     check_interval(label_smoothing, "label_smoothing", 0.0, 1.0)
-    input, target = _as_float(input), jnp.asarray(target)
+    input, target = as_float(input), jnp.asarray(target)
     check(input.ndim >= 1, f"input must have a class axis; got shape {input.shape}")
     probability_target = jnp.issubdtype(target.dtype, jnp.floating)
     if probability_target:
@@ -710,8 +652,8 @@ def kl_div(
       ``'mean'`` divides by the number of elements, not the batch size (torch warns about
       it): ``'batchmean'`` is the KL divergence. Shapes must match (torch broadcasts).
     """
-    _check_reduction(reduction, ("mean", "batchmean", "sum", "none"))
-    input, target = _float_pair(input, target)
+    check_reduction(reduction, ("mean", "batchmean", "sum", "none"))
+    input, target = float_pair(input, target)
     if log_target:
         loss = jnp.exp(target) * (target - input)
     else:
@@ -719,4 +661,4 @@ def kl_div(
     if reduction == "batchmean":
         total = jnp.sum(loss)
         return total / input.shape[0] if input.ndim > 0 else total
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)

@@ -24,16 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxopt_adv._common import check
+from jaxopt_adv.torch import _loss_common as common
 from jaxopt_adv.torch.ctc import ctc_loss
-from jaxopt_adv.torch.functional import (
-    _BCE_EPSILON,
-    Reduction,
-    _as_float,
-    _check_reduction,
-    _elementwise_weight,
-    _float_pair,
-    _reduce,
-)
 
 __all__ = [
     "cosine_embedding_loss",
@@ -80,7 +72,7 @@ def _labels(target: Any, name: str = "target") -> jax.Array:
 
 
 def margin_ranking_loss(
-    input1: Any, input2: Any, target: Any, margin: Any = 0.0, reduction: Reduction = "mean"
+    input1: Any, input2: Any, target: Any, margin: Any = 0.0, reduction: common.Reduction = "mean"
 ) -> jax.Array:
     r"""Margin ranking loss, as ``torch.nn.functional.margin_ranking_loss``.
 
@@ -99,19 +91,19 @@ def margin_ranking_loss(
     References:
       ``torch.nn.functional.margin_ranking_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input1, input2 = _float_pair(input1, input2)
+    common.check_reduction(reduction)
+    input1, input2 = common.float_pair(input1, input2)
     check(
         jnp.shape(target) == input1.shape,
         f"margin_ranking_loss: target shape {jnp.shape(target)} must equal the input "
         f"shape {input1.shape}",
     )
     target = jnp.asarray(target).astype(input1.dtype)
-    return _reduce(_hinge(-target * (input1 - input2) + margin), reduction)
+    return common.reduce_loss(_hinge(-target * (input1 - input2) + margin), reduction)
 
 
 def hinge_embedding_loss(
-    input: Any, target: Any, margin: Any = 1.0, reduction: Reduction = "mean"
+    input: Any, target: Any, margin: Any = 1.0, reduction: common.Reduction = "mean"
 ) -> jax.Array:
     r"""Hinge embedding loss, as ``torch.nn.functional.hinge_embedding_loss``.
 
@@ -132,15 +124,15 @@ def hinge_embedding_loss(
     References:
       ``torch.nn.functional.hinge_embedding_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
+    common.check_reduction(reduction)
+    input, target = common.float_pair(input, target)
     zeros = jnp.zeros_like(input)
     margin_term = jnp.where(target != 1, _hinge(margin - input), zeros)
     self_term = jnp.where(target != -1, input, zeros)
-    return _reduce(margin_term + self_term, reduction)
+    return common.reduce_loss(margin_term + self_term, reduction)
 
 
-def soft_margin_loss(input: Any, target: Any, reduction: Reduction = "mean") -> jax.Array:
+def soft_margin_loss(input: Any, target: Any, reduction: common.Reduction = "mean") -> jax.Array:
     r"""Soft margin loss, as ``torch.nn.functional.soft_margin_loss``.
 
     .. math::
@@ -160,13 +152,13 @@ def soft_margin_loss(input: Any, target: Any, reduction: Reduction = "mean") -> 
     References:
       ``torch.nn.functional.soft_margin_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
-    return _reduce(jnp.log1p(jnp.exp(-input * target)), reduction)
+    common.check_reduction(reduction)
+    input, target = common.float_pair(input, target)
+    return common.reduce_loss(jnp.log1p(jnp.exp(-input * target)), reduction)
 
 
 def cosine_embedding_loss(
-    input1: Any, input2: Any, target: Any, margin: Any = 0.0, reduction: Reduction = "mean"
+    input1: Any, input2: Any, target: Any, margin: Any = 0.0, reduction: common.Reduction = "mean"
 ) -> jax.Array:
     r"""Cosine embedding loss, as ``torch.nn.functional.cosine_embedding_loss``.
 
@@ -189,8 +181,8 @@ def cosine_embedding_loss(
     References:
       ``torch.nn.functional.cosine_embedding_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input1, input2 = _float_pair(input1, input2)
+    common.check_reduction(reduction)
+    input1, input2 = common.float_pair(input1, input2)
     target = jnp.asarray(target)
     check(
         input1.ndim in (1, 2) and target.ndim == input1.ndim - 1,
@@ -201,7 +193,7 @@ def cosine_embedding_loss(
         target.shape == input1.shape[:-1],
         f"cosine_embedding_loss: target shape {target.shape} must be {input1.shape[:-1]}",
     )
-    eps = jnp.asarray(_BCE_EPSILON, input1.dtype)
+    eps = jnp.asarray(common.BCE_EPSILON, input1.dtype)
     product = jnp.sum(input1 * input2, axis=-1)
     square1 = jnp.sum(input1 * input1, axis=-1) + eps
     square2 = jnp.sum(input2 * input2, axis=-1) + eps
@@ -210,7 +202,7 @@ def cosine_embedding_loss(
     loss = jnp.where(target == 1, 1 - cos, zeros) + jnp.where(
         target == -1, _hinge(cos - margin), zeros
     )
-    return _reduce(loss, reduction)
+    return common.reduce_loss(loss, reduction)
 
 
 # ------------------------------------------------------------------ likelihoods
@@ -222,7 +214,7 @@ def poisson_nll_loss(
     log_input: bool = True,
     full: bool = False,
     eps: Any = 1e-8,
-    reduction: Reduction = "mean",
+    reduction: common.Reduction = "mean",
 ) -> jax.Array:
     r"""Poisson negative log-likelihood, as ``torch.nn.functional.poisson_nll_loss``.
 
@@ -249,8 +241,8 @@ def poisson_nll_loss(
     References:
       ``torch.nn.functional.poisson_nll_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
+    common.check_reduction(reduction)
+    input, target = common.float_pair(input, target)
     if log_input:
         loss = jnp.exp(input) - target * input
     else:
@@ -260,7 +252,7 @@ def poisson_nll_loss(
         safe = jnp.where(large, target, jnp.ones_like(target))
         stirling = safe * jnp.log(safe) - safe + 0.5 * jnp.log(2 * math.pi * safe)
         loss = loss + jnp.where(large, stirling, jnp.zeros_like(stirling))
-    return _reduce(loss, reduction)
+    return common.reduce_loss(loss, reduction)
 
 
 def _gaussian_var(var: Any, input: jax.Array) -> jax.Array:
@@ -272,7 +264,7 @@ def _gaussian_var(var: Any, input: jax.Array) -> jax.Array:
         check(
             bool(np.all(np.asarray(var) >= 0)), "gaussian_nll_loss: var has negative entry/entries"
         )
-    var = _as_float(var).astype(input.dtype)
+    var = common.as_float(var).astype(input.dtype)
     if var.shape == input.shape:
         return var
     if var.shape == input.shape[:-1]:
@@ -291,7 +283,7 @@ def gaussian_nll_loss(
     var: Any,
     full: bool = False,
     eps: Any = 1e-6,
-    reduction: Reduction = "mean",
+    reduction: common.Reduction = "mean",
 ) -> jax.Array:
     r"""Gaussian negative log-likelihood, as ``torch.nn.functional.gaussian_nll_loss``.
 
@@ -321,21 +313,21 @@ def gaussian_nll_loss(
     References:
       ``torch.nn.functional.gaussian_nll_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
+    common.check_reduction(reduction)
+    input, target = common.float_pair(input, target)
     var = _gaussian_var(var, input)
     var = var + jax.lax.stop_gradient(jnp.maximum(var, eps) - var)
     loss = 0.5 * (jnp.log(var) + (input - target) ** 2 / var)
     if full:
         loss = loss + 0.5 * math.log(2 * math.pi)
-    return _reduce(loss, reduction)
+    return common.reduce_loss(loss, reduction)
 
 
 # ---------------------------------------------------------------- multi-class margins
 
 
 def multilabel_soft_margin_loss(
-    input: Any, target: Any, weight: Any = None, reduction: Reduction = "mean"
+    input: Any, target: Any, weight: Any = None, reduction: common.Reduction = "mean"
 ) -> jax.Array:
     r"""Multi-label one-versus-all logistic loss, as ``torch.nn.functional.multilabel_soft_margin_loss``.
 
@@ -354,17 +346,19 @@ def multilabel_soft_margin_loss(
     References:
       ``torch.nn.functional.multilabel_soft_margin_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input, target = _float_pair(input, target)
-    weight = _elementwise_weight(weight, input.shape, "weight", input.dtype)
+    common.check_reduction(reduction)
+    input, target = common.float_pair(input, target)
+    weight = common.elementwise_weight(weight, input.shape, "weight", input.dtype)
     loss = -(target * jax.nn.log_sigmoid(input) + (1 - target) * jax.nn.log_sigmoid(-input))
     if weight is not None:
         loss = loss * weight
     loss = jnp.sum(loss, axis=-1) / input.shape[-1]
-    return _reduce(loss, reduction)
+    return common.reduce_loss(loss, reduction)
 
 
-def multilabel_margin_loss(input: Any, target: Any, reduction: Reduction = "mean") -> jax.Array:
+def multilabel_margin_loss(
+    input: Any, target: Any, reduction: common.Reduction = "mean"
+) -> jax.Array:
     r"""Multi-label hinge loss, as ``torch.nn.functional.multilabel_margin_loss``.
 
     ``target`` lists each sample's classes, ended by the first ``-1``:
@@ -385,8 +379,8 @@ def multilabel_margin_loss(input: Any, target: Any, reduction: Reduction = "mean
     References:
       ``torch.nn.functional.multilabel_margin_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
-    input = _as_float(input)
+    common.check_reduction(reduction)
+    input = common.as_float(input)
     target = _labels(target)
     check(
         input.ndim in (1, 2) and target.shape == input.shape,
@@ -402,7 +396,7 @@ def multilabel_margin_loss(input: Any, target: Any, reduction: Reduction = "mean
     z = 1 - target_score[..., :, None] + input[..., None, :]  # [..., listed j, class i]
     keep = listed[..., :, None] & ~is_target[..., None, :]
     loss = jnp.sum(jnp.where(keep, _positive_part(z), 0), axis=(-2, -1)) / classes
-    return _reduce(loss, reduction)
+    return common.reduce_loss(loss, reduction)
 
 
 def multi_margin_loss(
@@ -411,7 +405,7 @@ def multi_margin_loss(
     p: int = 1,
     margin: Any = 1.0,
     weight: Any = None,
-    reduction: Reduction = "mean",
+    reduction: common.Reduction = "mean",
 ) -> jax.Array:
     r"""Multi-class hinge loss, as ``torch.nn.functional.multi_margin_loss``.
 
@@ -432,9 +426,9 @@ def multi_margin_loss(
     References:
       ``torch.nn.functional.multi_margin_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
+    common.check_reduction(reduction)
     check(p in (1, 2), f"multi_margin_loss: only p == 1 and p == 2 supported, got p={p}")
-    input = _as_float(input)
+    input = common.as_float(input)
     target = _labels(target)
     check(
         input.ndim in (1, 2) and target.shape == input.shape[:-1],
@@ -455,7 +449,7 @@ def multi_margin_loss(
         h = h * weight[target][..., None]
     others = target[..., None] != jnp.arange(classes)
     loss = jnp.sum(jnp.where(others, h, 0), axis=-1) / classes
-    return _reduce(loss, reduction)
+    return common.reduce_loss(loss, reduction)
 
 
 # --------------------------------------------------------------------------- triplet
@@ -496,7 +490,7 @@ def _triplet(
     swap: bool,
     reduction: str,
 ) -> jax.Array:
-    anchor, positive, negative = (_as_float(x) for x in (anchor, positive, negative))
+    anchor, positive, negative = (common.as_float(x) for x in (anchor, positive, negative))
     check(
         anchor.ndim == positive.ndim == negative.ndim,
         f"triplet_margin_loss: anchor, positive and negative must have the same number of "
@@ -506,7 +500,7 @@ def _triplet(
     dist_neg = distance(anchor, negative)
     if swap:
         dist_neg = jnp.minimum(dist_neg, distance(positive, negative))
-    return _reduce(_hinge(margin + dist_pos - dist_neg), reduction)
+    return common.reduce_loss(_hinge(margin + dist_pos - dist_neg), reduction)
 
 
 def triplet_margin_loss(
@@ -517,7 +511,7 @@ def triplet_margin_loss(
     p: Any = 2.0,
     eps: Any = 1e-6,
     swap: bool = False,
-    reduction: Reduction = "mean",
+    reduction: common.Reduction = "mean",
 ) -> jax.Array:
     r"""Triplet margin loss, as ``torch.nn.functional.triplet_margin_loss``.
 
@@ -542,7 +536,7 @@ def triplet_margin_loss(
     References:
       ``torch.nn.functional.triplet_margin_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
+    common.check_reduction(reduction)
     check(p > 0, f"triplet_margin_loss: p must be > 0, got {p}")
 
     def distance(x: jax.Array, y: jax.Array) -> jax.Array:
@@ -559,7 +553,7 @@ def triplet_margin_with_distance_loss(
     distance_function: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     margin: Any = 1.0,
     swap: bool = False,
-    reduction: Reduction = "mean",
+    reduction: common.Reduction = "mean",
 ) -> jax.Array:
     r"""Triplet loss with any distance, as ``torch.nn.functional.triplet_margin_with_distance_loss``.
 
@@ -579,7 +573,7 @@ def triplet_margin_with_distance_loss(
     References:
       ``torch.nn.functional.triplet_margin_with_distance_loss`` (torch 2.13).
     """
-    _check_reduction(reduction)
+    common.check_reduction(reduction)
     if _is_concrete(margin):
         check(bool(np.all(np.asarray(margin) > 0)), f"margin must be greater than 0, got {margin}")
     distance = pairwise_distance if distance_function is None else distance_function

@@ -17,8 +17,9 @@ from jaxopt_adv._common import (
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
-from jaxopt_adv.torch.adam import check_adam_args, update_moments
+from jaxopt_adv.torch.adam import check_adam_args, update_moments, zero_moments
 
 
 class ScaleByNadamState(NamedTuple):
@@ -60,6 +61,7 @@ def nadam_coefficients(
     return mu_product, grad_coef, mom_coef, bc2
 
 
+@shared_arg_docs
 def scale_by_nadam(
     b1: Any = 0.9,
     b2: Any = 0.999,
@@ -87,10 +89,6 @@ def scale_by_nadam(
       b2: second-moment decay, in ``[0, 1)``.
       eps: added outside the square root, ``>= 0``.
       momentum_decay: :math:`\psi`, ``>= 0`` (torch default ``4e-3``).
-      mu_dtype: optional dtype of the first moment.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -113,18 +111,13 @@ def scale_by_nadam(
       :math:`\psi \to \infty`); with torch's default :math:`\psi = 0.004` the momentum is
       about 0.45 early in training, so ``optax.nadam`` is a different optimizer.
     """
-    check_adam_args(b1, b2, eps)
+    check_adam_args(b1, b2, eps, torch_default_dtype)
     check_nonnegative(momentum_decay, "momentum_decay")
-    check_torch_default_dtype(torch_default_dtype)
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByNadamState:
-        return ScaleByNadamState(
-            count=jnp.zeros([], jnp.int32),
-            mu_product=jnp.ones([], scalar_dtype()),
-            mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-            nu=optax.tree.zeros_like(params),
-        )
+        mu, nu = zero_moments(params, mu_dtype)
+        return ScaleByNadamState(jnp.zeros([], jnp.int32), jnp.ones([], scalar_dtype()), mu, nu)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -146,6 +139,7 @@ def scale_by_nadam(
 
 
 @torch_twin("NAdam")
+@shared_arg_docs
 def nadam(
     learning_rate: optax.ScalarOrSchedule = 2e-3,
     b1: Any = 0.9,
@@ -167,17 +161,10 @@ def nadam(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``2e-3``.
-      b1: torch ``betas[0]``, in ``[0, 1)``.
-      b2: torch ``betas[1]``, in ``[0, 1)``.
       eps: added outside the square root, ``>= 0``.
       weight_decay: L2 coefficient, ``>= 0``.
       momentum_decay: :math:`\psi`, ``>= 0``.
       decoupled_weight_decay: static; AdamW-style decay.
-      maximize: static; maximise instead of minimise.
-      mu_dtype: optional dtype of the first moment.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.

@@ -18,8 +18,9 @@ from jaxopt_adv._common import (
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
-from jaxopt_adv.torch.adam import check_adam_args, update_moments
+from jaxopt_adv.torch.adam import check_adam_args, update_moments, zero_moments
 
 
 class ScaleByRadamState(NamedTuple):
@@ -96,6 +97,7 @@ def radam_scalars(
     return bc1, rect, rect * jnp.sqrt(torch_decay_power(b2, t, dtype)[1])
 
 
+@shared_arg_docs
 def scale_by_radam(
     b1: Any = 0.9,
     b2: Any = 0.999,
@@ -118,10 +120,6 @@ def scale_by_radam(
       b1: first-moment decay, in ``[0, 1)``.
       b2: second-moment decay, in ``[0, 1)``.
       eps: added to the *raw* root :math:`\sqrt{v_t}`, ``>= 0``.
-      mu_dtype: optional dtype of the first moment.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -145,16 +143,11 @@ def scale_by_radam(
       (13x at step 6 with :math:`\beta_2=0.999`). optax also rectifies at
       :math:`\rho_t \ge 5`, torch at :math:`\rho_t > 5`.
     """
-    check_adam_args(b1, b2, eps)
-    check_torch_default_dtype(torch_default_dtype)
+    check_adam_args(b1, b2, eps, torch_default_dtype)
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByRadamState:
-        return ScaleByRadamState(
-            count=jnp.zeros([], jnp.int32),
-            mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-            nu=optax.tree.zeros_like(params),
-        )
+        return ScaleByRadamState(jnp.zeros([], jnp.int32), *zero_moments(params, mu_dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -175,6 +168,7 @@ def scale_by_radam(
 
 
 @torch_twin("RAdam")
+@shared_arg_docs
 def radam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: Any = 0.9,
@@ -195,16 +189,9 @@ def radam(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``1e-3``.
-      b1: torch ``betas[0]``, in ``[0, 1)``.
-      b2: torch ``betas[1]``, in ``[0, 1)``.
       eps: added to the raw root, ``>= 0``.
       weight_decay: L2 coefficient, ``>= 0``.
       decoupled_weight_decay: static; AdamW-style decay.
-      maximize: static; maximise instead of minimise.
-      mu_dtype: optional dtype of the first moment.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.

@@ -10,6 +10,7 @@ import optax
 
 from jaxopt_adv._common import check_interval, check_nonnegative
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
 
 
@@ -42,6 +43,7 @@ def _scale_by_rms(alpha: Any, eps: Any, centered: bool) -> optax.GradientTransfo
 
 
 @torch_twin("RMSprop")
+@shared_arg_docs
 def rmsprop(
     learning_rate: optax.ScalarOrSchedule = 1e-2,
     alpha: Any = 0.99,
@@ -78,7 +80,6 @@ def rmsprop(
         the state's structure never depends on the value, as under
         ``optax.inject_hyperparams``; ``None`` is static.
       centered: static; normalise by the estimated variance of the gradient.
-      maximize: static; maximise instead of minimise.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.

@@ -19,6 +19,7 @@ from jaxopt_adv._common import (
     tree_map_multi,
 )
 from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
+from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
 
 
@@ -111,6 +112,7 @@ def scale_by_rprop(
 
 
 @torch_twin("Rprop")
+@shared_arg_docs
 def rprop(
     learning_rate: optax.ScalarOrSchedule = 1e-2,
     etas: tuple[Any, Any] = (0.5, 1.2),
@@ -128,7 +130,6 @@ def rprop(
         read once, at step 0.
       etas: multiplicative decrease and increase factors, default ``(0.5, 1.2)``.
       step_sizes: minimal and maximal step size, default ``(1e-6, 50)``.
-      maximize: static; maximise instead of minimise.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.

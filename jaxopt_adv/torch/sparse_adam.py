@@ -18,7 +18,9 @@ from jaxopt_adv._common import (
     torch_decay_power,
 )
 from jaxopt_adv.torch._chain import torch_chain
+from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
+from jaxopt_adv.torch.adam import zero_moments
 
 
 class ScaleBySparseAdamState(NamedTuple):
@@ -51,6 +53,7 @@ def sparse_adam_factor(b1: Any, b2: Any, count: chex.Array, torch_default_dtype:
     return jnp.sqrt(torch_decay_power(b2, t, dtype)[1]) / bc1
 
 
+@shared_arg_docs
 def scale_by_sparse_adam(
     b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, *, torch_default_dtype: Any = "float32"
 ) -> optax.GradientTransformationExtraArgs:
@@ -71,9 +74,6 @@ def scale_by_sparse_adam(
       b1: first-moment decay, in ``[0, 1)``.
       b2: second-moment decay, in ``[0, 1)``.
       eps: added to the root, ``> 0``.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
@@ -97,11 +97,7 @@ def scale_by_sparse_adam(
     check_torch_default_dtype(torch_default_dtype)
 
     def init_fn(params: optax.Params) -> ScaleBySparseAdamState:
-        return ScaleBySparseAdamState(
-            jnp.zeros([], jnp.int32),
-            optax.tree.zeros_like(params),
-            optax.tree.zeros_like(params),
-        )
+        return ScaleBySparseAdamState(jnp.zeros([], jnp.int32), *zero_moments(params))
 
     def update_fn(updates, state, params=None, *, mask=None, **extra_args):
         del params, extra_args
@@ -140,6 +136,7 @@ def scale_by_sparse_adam(
 
 
 @torch_twin("SparseAdam")
+@shared_arg_docs
 def sparse_adam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: Any = 0.9,
@@ -161,13 +158,7 @@ def sparse_adam(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``1e-3``; ``> 0``.
-      b1: torch ``betas[0]``, in ``[0, 1)``.
-      b2: torch ``betas[1]``, in ``[0, 1)``.
       eps: added to the root, ``> 0``.
-      maximize: static; maximise instead of minimise.
-      torch_default_dtype: ``"float32"`` (default), ``"float64"`` or ``None``: the
-        ``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars
-        to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` takes ``mask=``.

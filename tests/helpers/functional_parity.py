@@ -1,5 +1,6 @@
-"""The torch.nn.functional parity harness (values and one random VJP compared with torch)
-that tests/torch_exact/test_functional.py, test_losses.py and test_losses_ctc.py share.
+"""The torch.nn.functional parity harness (values and one random VJP compared with torch,
+a weight's gradient with torch's finite differences) that tests/torch_exact/
+test_functional.py, test_losses.py and test_losses_ctc.py share.
 
 The error of a quantity is ``max|ours - torch| / max|torch|`` over its finite elements;
 ``nan`` and ``inf`` must sit at the same places (with the same signs) in both.
@@ -122,3 +123,35 @@ def run_parity(
     worst = max(errors, key=errors.get)
     assert errors[worst] <= TOLERANCE[dtype], f"{worst}: {errors[worst]:.3e} ({errors})"
     return Parity(errors, np.asarray(value), {k: np.asarray(g) for k, g in grads.items()})
+
+
+def torch_finite_difference(torch_fn, arrays: dict, name: str, options: dict) -> np.ndarray:
+    """Central differences of torch's float64 loss with respect to ``arrays[name]``."""
+    tensors = {
+        k: torch.tensor(v, dtype=torch.float64 if is_float(v) else torch.int64)
+        for k, v in arrays.items()
+    }
+    base = tensors[name]
+    grad = np.zeros(base.shape)
+    for index in np.ndindex(*base.shape):
+        h = 1e-6 * max(1.0, abs(float(base[index])))
+        values = []
+        for sign in (1, -1):
+            shifted = base.clone()
+            shifted[index] += sign * h
+            values.append(float(torch_fn(**{**tensors, name: shifted}, **options)))
+        grad[index] = (values[0] - values[1]) / (2 * h)
+    return grad
+
+
+def check_weight_gradient(our_fn, torch_fn, arrays: dict, name: str, options: dict) -> None:
+    """Our gradient w.r.t. a weight torch does not differentiate == torch's loss slope."""
+    reference = torch_finite_difference(torch_fn, arrays, name, options)
+    with precision("float64"):
+        args = {k: jnp.asarray(v) for k, v in arrays.items()}
+
+        def loss(w):
+            return our_fn(**{**args, name: w}, **options)
+
+        grad = jax.grad(loss)(args[name])
+    np.testing.assert_allclose(grad, reference, rtol=1e-7, atol=1e-9)

@@ -1,11 +1,11 @@
 """torch.optim.Adadelta parity for jaxopt_adv.torch.adadelta."""
 
 import optax
-import pytest
 import torch
 
 from jaxopt_adv.torch import adadelta
 from tests.harness import run_parity
+from tests.helpers.torch_optim_tests import case_parity_test, rejection_test
 
 CASES = {
     "defaults": {},
@@ -14,16 +14,9 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", CASES)
-def test_parity(case, dtype):
-    kwargs = CASES[case]
-    run_parity(
-        adadelta(**kwargs),
-        lambda p: torch.optim.Adadelta(p, **kwargs),
-        dtype=dtype,
-        state_map={"e_g": "square_avg", "e_x": "acc_delta"},
-    )
+test_parity = case_parity_test(
+    adadelta, torch.optim.Adadelta, CASES, state_map={"e_g": "square_avg", "e_x": "acc_delta"}
+)
 
 
 def test_parity_with_schedule():
@@ -37,8 +30,8 @@ def test_optax_adadelta_default_ascends():
     assert report.max_error > 1e-3
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
+test_bad_hyperparameters = rejection_test(
+    adadelta,
     [
         ({"learning_rate": -1.0}, "Invalid learning rate"),
         ({"rho": 1.5}, "Invalid rho value"),
@@ -46,6 +39,3 @@ def test_optax_adadelta_default_ascends():
         ({"weight_decay": -1.0}, "Invalid weight_decay value"),
     ],
 )
-def test_bad_hyperparameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        adadelta(**kwargs)

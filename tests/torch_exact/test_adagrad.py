@@ -1,11 +1,11 @@
 """torch.optim.Adagrad parity for jaxopt_adv.torch.adagrad."""
 
 import optax
-import pytest
 import torch
 
 from jaxopt_adv.torch import adagrad
 from tests.harness import run_parity
+from tests.helpers.torch_optim_tests import case_parity_test, rejection_test
 
 CASES = {
     "plain": {},
@@ -15,16 +15,9 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", CASES)
-def test_parity(case, dtype):
-    kwargs = CASES[case]
-    run_parity(
-        adagrad(0.1, **kwargs),
-        lambda p: torch.optim.Adagrad(p, lr=0.1, **kwargs),
-        dtype=dtype,
-        state_map={"sum_of_squares": "sum"},
-    )
+test_parity = case_parity_test(
+    adagrad, torch.optim.Adagrad, CASES, learning_rate=0.1, state_map={"sum_of_squares": "sum"}
+)
 
 
 def test_parity_with_schedule_and_lr_decay():
@@ -41,8 +34,8 @@ def test_optax_adagrad_differs():
     assert report.max_error > 1e-3
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
+test_bad_hyperparameters = rejection_test(
+    adagrad,
     [
         ({"learning_rate": -1.0}, "Invalid learning rate"),
         ({"lr_decay": -1.0}, "Invalid lr_decay value"),
@@ -51,6 +44,3 @@ def test_optax_adagrad_differs():
         ({"weight_decay": -1.0}, "Invalid weight_decay value"),
     ],
 )
-def test_bad_hyperparameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        adagrad(**kwargs)

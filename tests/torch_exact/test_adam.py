@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from jaxopt_adv.torch import adam, adamw
-from tests.harness import PRECISIONS, run_parity, torch_betas
+from tests.harness import run_parity, torch_betas
+from tests.helpers.torch_optim_tests import case_parity_test
 
 ADAM_STATE = {"mu": "exp_avg", "nu": "exp_avg_sq"}
 AMSGRAD_STATE = {**ADAM_STATE, "nu_max": "max_exp_avg_sq"}
@@ -21,17 +22,15 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
-@pytest.mark.parametrize("case", CASES)
-def test_adam_parity(case, dtype, torch_default):
-    kwargs = CASES[case]
-    run_parity(
-        adam(0.05, **kwargs, torch_default_dtype=torch_default),
-        lambda p: torch.optim.Adam(p, lr=0.05, **torch_betas(kwargs)),
-        dtype=dtype,
-        state_map=AMSGRAD_STATE if kwargs.get("amsgrad") else ADAM_STATE,
-        torch_default=torch_default,
-    )
+test_adam_parity = case_parity_test(
+    adam,
+    torch.optim.Adam,
+    CASES,
+    learning_rate=0.05,
+    state_map=lambda kwargs: AMSGRAD_STATE if kwargs.get("amsgrad") else ADAM_STATE,
+    to_torch=torch_betas,
+    torch_default_dtype=True,
+)
 
 
 @pytest.mark.parametrize("factory", [adam, adamw])

@@ -6,6 +6,7 @@ import torch
 
 from jaxopt_adv.torch import adamax
 from tests.harness import PRECISIONS, run_parity, torch_betas
+from tests.helpers.torch_optim_tests import case_parity_test, rejection_test
 
 STATE = {"mu": "exp_avg", "nu": "exp_inf"}
 # 1.5 * 2**24 steps: torch's float32 step counter stopped at 2**24 long before
@@ -18,16 +19,9 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", CASES)
-def test_parity(case, dtype):
-    kwargs = CASES[case]
-    run_parity(
-        adamax(0.05, **kwargs),
-        lambda p: torch.optim.Adamax(p, lr=0.05, **torch_betas(kwargs)),
-        dtype=dtype,
-        state_map=STATE,
-    )
+test_parity = case_parity_test(
+    adamax, torch.optim.Adamax, CASES, learning_rate=0.05, state_map=STATE, to_torch=torch_betas
+)
 
 
 def _draw(seed: int) -> dict:
@@ -46,10 +40,8 @@ def _torch_step(count: int, torch_default: str) -> float:
     return float(min(count, 2**24)) if torch_default == "float32" else float(count)
 
 
-@pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
-@pytest.mark.parametrize("seed", range(3))
-def test_parity_random_under_torch_default_dtype(seed, dtype, torch_default):
-    kwargs = _draw(seed)
+def _run_25_steps(kwargs: dict, dtype: str, torch_default: str, **more) -> None:
+    """25 steps of ``adamax(0.05, **kwargs)`` against torch's under ``torch_default``."""
     run_parity(
         adamax(0.05, **kwargs, torch_default_dtype=torch_default),
         lambda p: torch.optim.Adamax(p, lr=0.05, **torch_betas(kwargs)),
@@ -57,7 +49,14 @@ def test_parity_random_under_torch_default_dtype(seed, dtype, torch_default):
         state_map=STATE,
         num_steps=25,
         torch_default=torch_default,
+        **more,
     )
+
+
+@pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
+@pytest.mark.parametrize("seed", range(3))
+def test_parity_random_under_torch_default_dtype(seed, dtype, torch_default):
+    _run_25_steps(_draw(seed), dtype, torch_default)
 
 
 @pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
@@ -66,15 +65,8 @@ def test_step_counter_stops_at_2_24_under_float32(dtype, torch_default):
     default float32: with b1 = 1 - 1e-8 that is 1 - b1**t = 0.155 instead of 0.222.
     (The float32 run also checks that b1 rounding to 1 gives no infinite step.)"""
     kwargs = {"b1": 1 - 1e-8, "weight_decay": 0.05}
-    run_parity(
-        adamax(0.05, **kwargs, torch_default_dtype=torch_default),
-        lambda p: torch.optim.Adamax(p, lr=0.05, **torch_betas(kwargs)),
-        dtype=dtype,
-        state_map=STATE,
-        num_steps=25,
-        torch_default=torch_default,
-        resume=(LONG_RUN, _torch_step(LONG_RUN, torch_default)),
-    )
+    resume = (LONG_RUN, _torch_step(LONG_RUN, torch_default))
+    _run_25_steps(kwargs, dtype, torch_default, resume=resume)
 
 
 def test_accurate_form_is_not_torchs():
@@ -97,8 +89,8 @@ def test_parity_with_schedule():
     run_parity(adamax(schedule), lambda p: torch.optim.Adamax(p, lr=0.1), schedule=schedule)
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
+test_bad_hyperparameters = rejection_test(
+    adamax,
     [
         ({"learning_rate": -1.0}, "Invalid learning rate"),
         ({"b1": 1.0}, "Invalid beta parameter at index 0"),
@@ -106,6 +98,3 @@ def test_parity_with_schedule():
         ({"weight_decay": -1.0}, "Invalid weight_decay value"),
     ],
 )
-def test_bad_hyperparameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        adamax(**kwargs)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from jaxopt_adv.torch import asgd
-from tests.harness import PRECISIONS, run_parity
+from tests.harness import run_parity
+from tests.helpers.torch_optim_tests import case_parity_test, rejection_test
 
 CASES = {
     "defaults": {},
@@ -15,17 +16,14 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
-@pytest.mark.parametrize("case", CASES)
-def test_parity(case, dtype, torch_default):
-    kwargs = CASES[case]
-    run_parity(
-        asgd(0.05, **kwargs, torch_default_dtype=torch_default),
-        lambda p: torch.optim.ASGD(p, lr=0.05, **kwargs),
-        dtype=dtype,
-        state_map={"ax": "ax"},
-        torch_default=torch_default,
-    )
+test_parity = case_parity_test(
+    asgd,
+    torch.optim.ASGD,
+    CASES,
+    learning_rate=0.05,
+    state_map={"ax": "ax"},
+    torch_default_dtype=True,
+)
 
 
 def test_eta_and_mu_are_torchs_float32():
@@ -55,16 +53,13 @@ def test_parity_with_schedule():
     )
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
+test_bad_hyperparameters = rejection_test(
+    asgd,
     [
         ({"learning_rate": -1.0}, "Invalid learning rate"),
         ({"weight_decay": -1.0}, "Invalid weight_decay value"),
     ],
 )
-def test_bad_hyperparameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        asgd(**kwargs)
 
 
 def test_needs_params():

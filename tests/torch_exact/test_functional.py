@@ -26,8 +26,8 @@ from tests.helpers.functional_parity import (
     DTYPES,
     PRECISIONS,
     REDUCTIONS,
+    check_weight_gradient,
     elementwise_error,
-    is_float,
     precisions,
     relative_error,
     run_parity,
@@ -49,38 +49,6 @@ def case_grid(cases: dict) -> list:
 
 # torch warns that kl_div's 'mean' is not the KL divergence; we mirror 'mean' on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
-
-
-def torch_finite_difference(torch_fn, arrays: dict, name: str, options: dict) -> np.ndarray:
-    """Central differences of torch's float64 loss with respect to ``arrays[name]``."""
-    tensors = {
-        k: torch.tensor(v, dtype=torch.float64 if is_float(v) else torch.int64)
-        for k, v in arrays.items()
-    }
-    base = tensors[name]
-    grad = np.zeros(base.shape)
-    for index in np.ndindex(*base.shape):
-        h = 1e-6 * max(1.0, abs(float(base[index])))
-        values = []
-        for sign in (1, -1):
-            shifted = base.clone()
-            shifted[index] += sign * h
-            values.append(float(torch_fn(**{**tensors, name: shifted}, **options)))
-        grad[index] = (values[0] - values[1]) / (2 * h)
-    return grad
-
-
-def check_weight_gradient(our_fn, torch_fn, arrays: dict, name: str, options: dict) -> None:
-    """Our gradient w.r.t. a weight torch does not differentiate == torch's loss slope."""
-    reference = torch_finite_difference(torch_fn, arrays, name, options)
-    with precision("float64"):
-        args = {k: jnp.asarray(v) for k, v in arrays.items()}
-
-        def loss(w):
-            return our_fn(**{**args, name: w}, **options)
-
-        grad = jax.grad(loss)(args[name])
-    np.testing.assert_allclose(grad, reference, rtol=1e-7, atol=1e-9)
 
 
 # ---------------------------------------------------------------------------- data

@@ -1,11 +1,11 @@
 """torch.optim.NAdam parity for jaxopt_adv.torch.nadam."""
 
 import optax
-import pytest
 import torch
 
 from jaxopt_adv.torch import nadam
-from tests.harness import PRECISIONS, run_parity, torch_betas
+from tests.harness import run_parity, torch_betas
+from tests.helpers.torch_optim_tests import case_parity_test, rejection_test
 
 STATE = {"mu": "exp_avg", "nu": "exp_avg_sq", "mu_product": "mu_product"}
 CASES = {
@@ -17,17 +17,15 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
-@pytest.mark.parametrize("case", CASES)
-def test_parity(case, dtype, torch_default):
-    kwargs = CASES[case]
-    run_parity(
-        nadam(0.05, **kwargs, torch_default_dtype=torch_default),
-        lambda p: torch.optim.NAdam(p, lr=0.05, **torch_betas(kwargs)),
-        dtype=dtype,
-        state_map=STATE,
-        torch_default=torch_default,
-    )
+test_parity = case_parity_test(
+    nadam,
+    torch.optim.NAdam,
+    CASES,
+    learning_rate=0.05,
+    state_map=STATE,
+    to_torch=torch_betas,
+    torch_default_dtype=True,
+)
 
 
 def test_mu_product_is_torchs_float32():
@@ -69,8 +67,8 @@ def test_optax_nadam_differs():
     assert report.max_error > 1e-3
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
+test_bad_hyperparameters = rejection_test(
+    nadam,
     [
         ({"learning_rate": -1.0}, "Invalid learning rate"),
         ({"b2": 1.0}, "Invalid beta parameter at index 1"),
@@ -79,6 +77,3 @@ def test_optax_nadam_differs():
         ({"momentum_decay": -1.0}, "Invalid momentum_decay value"),
     ],
 )
-def test_bad_hyperparameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        nadam(**kwargs)

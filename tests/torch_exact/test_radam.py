@@ -8,7 +8,8 @@ import torch
 
 from jaxopt_adv.torch import radam
 from jaxopt_adv.torch.radam import _rho, rectification
-from tests.harness import PRECISIONS, precision, run_parity, torch_betas
+from tests.harness import precision, run_parity, torch_betas
+from tests.helpers.torch_optim_tests import case_parity_test, rejection_test
 
 STATE = {"mu": "exp_avg", "nu": "exp_avg_sq"}
 CASES = {
@@ -20,17 +21,15 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype, torch_default", PRECISIONS)
-@pytest.mark.parametrize("case", CASES)
-def test_parity(case, dtype, torch_default):
-    kwargs = CASES[case]
-    run_parity(
-        radam(0.05, **kwargs, torch_default_dtype=torch_default),
-        lambda p: torch.optim.RAdam(p, lr=0.05, **torch_betas(kwargs)),
-        dtype=dtype,
-        state_map=STATE,
-        torch_default=torch_default,
-    )
+test_parity = case_parity_test(
+    radam,
+    torch.optim.RAdam,
+    CASES,
+    learning_rate=0.05,
+    state_map=STATE,
+    to_torch=torch_betas,
+    torch_default_dtype=True,
+)
 
 
 @pytest.mark.parametrize("torch_default", ["float32", "float64"])
@@ -64,8 +63,8 @@ def test_optax_radam_differs_in_eps():
     assert report.max_error > 1e-6
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
+test_bad_hyperparameters = rejection_test(
+    radam,
     [
         ({"learning_rate": -1.0}, "Invalid learning rate"),
         ({"b1": -0.5}, "Invalid beta parameter at index 0"),
@@ -73,9 +72,6 @@ def test_optax_radam_differs_in_eps():
         ({"weight_decay": -1.0}, "Invalid weight_decay value"),
     ],
 )
-def test_bad_hyperparameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        radam(**kwargs)
 
 
 @pytest.mark.parametrize("b2", [0.9, 0.99, 0.999, 0.9999])

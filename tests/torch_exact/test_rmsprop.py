@@ -15,6 +15,7 @@ from tests.helpers.rmsprop_overflow import (
     huge_gradient_stream,
     torch_rmsprop_step,
 )
+from tests.helpers.torch_optim_tests import case_parity_test, rejection_test
 
 CASES = {
     "plain": {},
@@ -35,16 +36,9 @@ def _state_map(kwargs):
     return state
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", CASES)
-def test_parity(case, dtype):
-    kwargs = CASES[case]
-    run_parity(
-        rmsprop(0.01, **kwargs),
-        lambda p: torch.optim.RMSprop(p, lr=0.01, **kwargs),
-        dtype=dtype,
-        state_map=_state_map(kwargs),
-    )
+test_parity = case_parity_test(
+    rmsprop, torch.optim.RMSprop, CASES, learning_rate=0.01, state_map=_state_map
+)
 
 
 @pytest.mark.parametrize("kwargs", [{"momentum": 0.9}, {"momentum": 0.9, "centered": True}])
@@ -94,8 +88,8 @@ def test_optax_rmsprop_differs_under_schedule():
     assert report.max_error > 1e-3
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
+test_bad_hyperparameters = rejection_test(
+    rmsprop,
     [
         ({"learning_rate": -1.0}, "Invalid learning rate"),
         ({"alpha": 1.5}, "Invalid alpha value"),
@@ -104,6 +98,3 @@ def test_optax_rmsprop_differs_under_schedule():
         ({"weight_decay": -1.0}, "Invalid weight_decay value"),
     ],
 )
-def test_bad_hyperparameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        rmsprop(**kwargs)

@@ -1,11 +1,11 @@
 """torch.optim.Rprop parity for jaxopt_adv.torch.rprop."""
 
 import optax
-import pytest
 import torch
 
 from jaxopt_adv.torch import rprop
 from tests.harness import run_parity
+from tests.helpers.torch_optim_tests import case_parity_test, rejection_test
 
 STATE = {"prev": "prev", "step_size": "step_size"}
 CASES = {
@@ -15,16 +15,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", CASES)
-def test_parity(case, dtype):
-    kwargs = CASES[case]
-    run_parity(
-        rprop(0.05, **kwargs),
-        lambda p: torch.optim.Rprop(p, lr=0.05, **kwargs),
-        dtype=dtype,
-        state_map=STATE,
-    )
+test_parity = case_parity_test(rprop, torch.optim.Rprop, CASES, learning_rate=0.05, state_map=STATE)
 
 
 def test_schedule_read_once():
@@ -38,8 +29,8 @@ def test_optax_rprop_differs():
     assert report.max_error > 1e-3
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
+test_bad_hyperparameters = rejection_test(
+    rprop,
     [
         ({"learning_rate": -1.0}, "Invalid learning rate"),
         ({"etas": (1.2, 0.5)}, r"Invalid etas\[0\] value"),
@@ -47,6 +38,3 @@ def test_optax_rprop_differs():
         ({"step_sizes": (1.0, 0.1)}, r"Invalid step_sizes\[1\] value"),
     ],
 )
-def test_bad_hyperparameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        rprop(**kwargs)

@@ -8,6 +8,7 @@ import torch
 
 from jaxopt_adv.torch import scale_by_sgd_momentum, sgd
 from tests.harness import run_parity
+from tests.helpers.torch_optim_tests import case_parity_test, rejection_test
 
 CASES = {
     "plain": {},
@@ -19,16 +20,13 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", CASES)
-def test_parity(case, dtype):
-    kwargs = CASES[case]
-    run_parity(
-        sgd(0.05, **kwargs),
-        lambda p: torch.optim.SGD(p, lr=0.05, **kwargs),
-        dtype=dtype,
-        state_map={"trace": "momentum_buffer"} if "momentum" in kwargs else {},
-    )
+test_parity = case_parity_test(
+    sgd,
+    torch.optim.SGD,
+    CASES,
+    learning_rate=0.05,
+    state_map=lambda kwargs: {"trace": "momentum_buffer"} if "momentum" in kwargs else {},
+)
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"momentum": 0.9, "dampening": 0.2, "nesterov": False}])
@@ -48,8 +46,8 @@ def test_optax_sgd_differs_with_dampening():
     assert report.max_error > 1e-3
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
+test_bad_hyperparameters = rejection_test(
+    sgd,
     [
         ({"learning_rate": -1.0}, "Invalid learning rate"),
         ({"momentum": -0.1}, "Invalid momentum value"),
@@ -59,9 +57,6 @@ def test_optax_sgd_differs_with_dampening():
         ({"learning_rate": float("nan")}, "Invalid learning rate"),
     ],
 )
-def test_bad_hyperparameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        sgd(**kwargs)
 
 
 @pytest.mark.parametrize("momentum", [0.0, jnp.asarray(0.0)], ids=["python", "array"])

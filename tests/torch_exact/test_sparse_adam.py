@@ -12,6 +12,7 @@ import pytest
 from jaxopt_adv.torch import sparse_adam
 from tests.harness import find_state_field
 from tests.helpers.sparse_adam_parity import CASES, run_sparse_parity
+from tests.helpers.torch_optim_tests import rejection_test
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -44,8 +45,8 @@ def test_mask_with_more_axes_than_its_leaf_is_rejected():
         tx.update(jnp.zeros(3), state, mask=jnp.zeros((3, 1), bool))
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
+test_bad_hyperparameters = rejection_test(
+    sparse_adam,
     [
         ({"learning_rate": 0.0}, "Invalid learning rate value"),
         ({"b1": 1.0}, "Invalid beta parameter at index 0"),
@@ -53,6 +54,3 @@ def test_mask_with_more_axes_than_its_leaf_is_rejected():
         ({"eps": 0.0}, "Invalid epsilon value"),
     ],
 )
-def test_bad_hyperparameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        sparse_adam(**kwargs)

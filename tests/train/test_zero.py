@@ -1,5 +1,5 @@
 """train.zero: which dimension each leaf is sliced along, and argument checks (the sliced
-runs themselves: tests/zero_check.py, tests/test_multiprocess.py)."""
+runs themselves: tests/helpers/zero_check.py, tests/test_multiprocess.py)."""
 
 import jax
 import jax.numpy as jnp

@@ -16,54 +16,28 @@ enum AdagradFlags : unsigned {
 };
 
 template <typename T>
-struct AdagradScalars {
+struct AdagradScalars : Maximize<T> {
+  // step: -lr; lr_scale: 1 / (1 + (t - 1) lr_decay)
   T step, wd, eps, lr_scale;
-  typename SignMask<T>::Type flip;
+  std::array<T*, 4> Fields() { return {&step, &wd, &eps, &lr_scale}; }
 };
 
-// in: p, g, sum; out: p, sum.
-template <typename T, unsigned F>
-void AdagradRange(const AdagradScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
-  const T* p_in = leaf.in[0];
-  const T* g_in = leaf.in[1];
-  const T* sum_in = leaf.in[2];
-  T* p_out = leaf.out[0];
-  T* sum_out = leaf.out[1];
-#pragma GCC ivdep
-  for (int64_t i = lo; i < hi; ++i) {
-    const T p = p_in[i];
-    T g = g_in[i];
-    g = FlipSign(g, s.flip);
-    if constexpr ((F & kAdagradDecay) != 0) g = Mad(s.wd, p, g);
-    const T sum = Mad(g, g, sum_in[i]);
-    sum_out[i] = sum;
-    // torch's order: (decay * g) / (sqrt(sum) + eps), no reciprocal
-    const T u = (s.lr_scale * g) / (std::sqrt(sum) + s.eps);
-    p_out[i] = Mad(s.step, u, p);
-  }
-}
-
-// The scalar operands, in order:
-//   step: -lr
-//   wd: weight decay
-//   eps
-//   lr_scale: 1 / (1 + (t - 1) lr_decay)
-struct Adagrad {
-  static constexpr size_t kScalars = 4;
-  static constexpr unsigned kVariants = kAdagradVariants;
-  template <typename T>
-  using Scalars = AdagradScalars<T>;
-
-  template <typename T>
-  static std::array<T*, kScalars> Fields(Scalars<T>& s) {
-    return {&s.step, &s.wd, &s.eps, &s.lr_scale};
-  }
-
-  static int InArity(int64_t variant) { return 3; }
-
+struct Adagrad : ElementwiseFamily<AdagradScalars, kAdagradVariants, 3> {
+  // in: p, g, sum; out: p, sum.
   template <typename T, unsigned F>
-  static void Run(const Scalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
-    AdagradRange<T, F>(s, l, lo, hi);
+  static void Run(const AdagradScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+    const auto [p_in, g_in, sum_in] = Inputs<3>(leaf);
+    const auto [p_out, sum_out] = Outputs<2>(leaf);
+#pragma GCC ivdep
+    for (int64_t i = lo; i < hi; ++i) {
+      const T p = p_in[i];
+      const T g = Gradient<(F & kAdagradDecay) != 0>(s, p, g_in[i]);
+      const T sum = Mad(g, g, sum_in[i]);
+      sum_out[i] = sum;
+      // torch's order: (decay * g) / (sqrt(sum) + eps), no reciprocal
+      const T u = (s.lr_scale * g) / (std::sqrt(sum) + s.eps);
+      p_out[i] = Mad(s.step, u, p);
+    }
   }
 };
 

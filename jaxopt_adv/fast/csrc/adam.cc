@@ -31,29 +31,21 @@ enum AdamFlags : unsigned {
 };
 
 template <typename T>
-struct AdamScalars {
+struct AdamScalars : Maximize<T> {
+  // step: -lr; s1: 1 / (1 - b1^t) or 1 - b1^t; s2: 1 / sqrt(1 - b2^t) or sqrt(1 - b2^t)
   T step, wd, b1, c1, b2, c2, eps, s1, s2;
-  typename SignMask<T>::Type flip;
+  std::array<T*, 9> Fields() { return {&step, &wd, &b1, &c1, &b2, &c2, &eps, &s1, &s2}; }
 };
 
 // in: p, g, mu, nu[, nu_max]; out: p, mu, nu[, nu_max].
 template <typename T, unsigned F>
 void AdamRange(const AdamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
-  const T* p_in = leaf.in[0];
-  const T* g_in = leaf.in[1];
-  const T* mu_in = leaf.in[2];
-  const T* nu_in = leaf.in[3];
-  const T* vmax_in = leaf.in[4];
-  T* p_out = leaf.out[0];
-  T* mu_out = leaf.out[1];
-  T* nu_out = leaf.out[2];
-  T* vmax_out = leaf.out[3];
+  const auto [p_in, g_in, mu_in, nu_in, vmax_in] = Inputs<5>(leaf);
+  const auto [p_out, mu_out, nu_out, vmax_out] = Outputs<4>(leaf);
 #pragma GCC ivdep
   for (int64_t i = lo; i < hi; ++i) {
     const T p = p_in[i];
-    T g = g_in[i];
-    g = FlipSign(g, s.flip);
-    if constexpr ((F & kAdamCoupledDecay) != 0) g = Mad(s.wd, p, g);
+    const T g = Gradient<(F & kAdamCoupledDecay) != 0>(s, p, g_in[i]);
     T m, v;
     AdamMoments<(F & kAdamFactoredMu) != 0, (F & kAdamSquareFirst) != 0>(
         s.b1, s.c1, s.b2, s.c2, mu_in[i], nu_in[i], g, &m, &v);
@@ -81,32 +73,12 @@ void AdamRange(const AdamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t
   }
 }
 
-// The scalar operands, in order:
-//   step: -lr
-//   wd: weight decay
-//   b1
-//   c1: 1 - b1
-//   b2
-//   c2: 1 - b2
-//   eps
-//   s1: 1 / (1 - b1^t) or 1 - b1^t
-//   s2: 1 / sqrt(1 - b2^t) or sqrt(1 - b2^t)
-struct Adam {
-  static constexpr size_t kScalars = 9;
-  static constexpr unsigned kVariants = kAdamVariants;
-  template <typename T>
-  using Scalars = AdamScalars<T>;
-
-  template <typename T>
-  static std::array<T*, kScalars> Fields(Scalars<T>& s) {
-    return {&s.step, &s.wd, &s.b1, &s.c1, &s.b2, &s.c2, &s.eps, &s.s1, &s.s2};
-  }
-
+struct Adam : ElementwiseFamily<AdamScalars, kAdamVariants> {
   static int InArity(int64_t variant) { return (variant & kAdamAmsgrad) != 0 ? 5 : 4; }
 
   // Combinations the Python side never asks for compile to an empty body.
   template <typename T, unsigned F>
-  static void Run(const Scalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+  static void Run(const AdamScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
     constexpr unsigned kBothDecays = kAdamCoupledDecay | kAdamDecoupledDecay;
     if constexpr ((F & kBothDecays) != kBothDecays) AdamRange<T, F>(s, l, lo, hi);
   }

@@ -24,73 +24,42 @@ enum AdamaxFlags : unsigned {
 };
 
 template <typename T>
-struct AdamaxScalars {
+struct AdamaxScalars : Maximize<T> {
+  // step: -lr; s1: 1 / (1 - b1^t) or 1 - b1^t
   T step, wd, b1, c1, b2, eps, s1;
-  typename SignMask<T>::Type flip;
+  std::array<T*, 7> Fields() { return {&step, &wd, &b1, &c1, &b2, &eps, &s1}; }
 };
 
-// in: p, g, mu, nu; out: p, mu, nu.
-template <typename T, unsigned F>
-void AdamaxRange(const AdamaxScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
-  const T* p_in = leaf.in[0];
-  const T* g_in = leaf.in[1];
-  const T* mu_in = leaf.in[2];
-  const T* nu_in = leaf.in[3];
-  T* p_out = leaf.out[0];
-  T* mu_out = leaf.out[1];
-  T* nu_out = leaf.out[2];
-#pragma GCC ivdep
-  for (int64_t i = lo; i < hi; ++i) {
-    const T p = p_in[i];
-    T g = g_in[i];
-    g = FlipSign(g, s.flip);
-    if constexpr ((F & kAdamaxDecay) != 0) g = Mad(s.wd, p, g);
-    T m;
-    if constexpr ((F & kAdamaxFactoredMu) != 0) {
-      m = (mu_in[i] + g) * s.b1;
-    } else if constexpr ((F & kAdamaxFuseGradProduct) != 0) {
-      m = Mad(s.c1, g, s.b1 * mu_in[i]);
-    } else {
-      m = Mad(s.b1, mu_in[i], s.c1 * g);
-    }
-    // optax's infinity moment: max(|g| + eps, b2 * nu), XLA's maximum
-    const T u = XlaMax(std::fabs(g) + s.eps, s.b2 * nu_in[i]);
-    T d;
-    if constexpr ((F & kAdamaxReciprocalBc1) != 0) {
-      d = (m * s.s1) / u;
-    } else {
-      d = m / (s.s1 * u);
-    }
-    p_out[i] = Mad(s.step, d, p);
-    mu_out[i] = m;
-    nu_out[i] = u;
-  }
-}
-
-// The scalar operands, in order:
-//   step: -lr
-//   wd: weight decay
-//   b1
-//   c1: 1 - b1
-//   b2
-//   eps
-//   s1: 1 / (1 - b1^t) or 1 - b1^t
-struct Adamax {
-  static constexpr size_t kScalars = 7;
-  static constexpr unsigned kVariants = kAdamaxVariants;
-  template <typename T>
-  using Scalars = AdamaxScalars<T>;
-
-  template <typename T>
-  static std::array<T*, kScalars> Fields(Scalars<T>& s) {
-    return {&s.step, &s.wd, &s.b1, &s.c1, &s.b2, &s.eps, &s.s1};
-  }
-
-  static int InArity(int64_t variant) { return 4; }
-
+struct Adamax : ElementwiseFamily<AdamaxScalars, kAdamaxVariants, 4> {
+  // in: p, g, mu, nu; out: p, mu, nu.
   template <typename T, unsigned F>
-  static void Run(const Scalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
-    AdamaxRange<T, F>(s, l, lo, hi);
+  static void Run(const AdamaxScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+    const auto [p_in, g_in, mu_in, nu_in] = Inputs<4>(leaf);
+    const auto [p_out, mu_out, nu_out] = Outputs<3>(leaf);
+#pragma GCC ivdep
+    for (int64_t i = lo; i < hi; ++i) {
+      const T p = p_in[i];
+      const T g = Gradient<(F & kAdamaxDecay) != 0>(s, p, g_in[i]);
+      T m;
+      if constexpr ((F & kAdamaxFactoredMu) != 0) {
+        m = (mu_in[i] + g) * s.b1;
+      } else if constexpr ((F & kAdamaxFuseGradProduct) != 0) {
+        m = Mad(s.c1, g, s.b1 * mu_in[i]);
+      } else {
+        m = Mad(s.b1, mu_in[i], s.c1 * g);
+      }
+      // optax's infinity moment: max(|g| + eps, b2 * nu), XLA's maximum
+      const T u = XlaMax(std::fabs(g) + s.eps, s.b2 * nu_in[i]);
+      T d;
+      if constexpr ((F & kAdamaxReciprocalBc1) != 0) {
+        d = (m * s.s1) / u;
+      } else {
+        d = m / (s.s1 * u);
+      }
+      p_out[i] = Mad(s.step, d, p);
+      mu_out[i] = m;
+      nu_out[i] = u;
+    }
   }
 };
 

@@ -20,26 +20,22 @@ enum AsgdFlags : unsigned {
 };
 
 template <typename T>
-struct AsgdScalars {
-  // decay = 1 - lambd * eta; whole != 0: the average restarts at the new parameters
-  // (mu == 1), as XLA's select takes them
+struct AsgdScalars : Maximize<T> {
+  // decay = 1 - lambd * eta; whole != 0 (where mu == 1): the average restarts at the
+  // new parameters, as XLA's select takes them
   T wd, decay, eta, mu, whole;
-  typename SignMask<T>::Type flip;
+  std::array<T*, 5> Fields() { return {&wd, &decay, &eta, &mu, &whole}; }
 };
 
 // in: p, g, ax; out: p, ax.
 template <typename T, unsigned F, bool kWhole>
 void AsgdLoop(const AsgdScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
-  const T* p_in = leaf.in[0];
-  const T* g_in = leaf.in[1];
-  const T* ax_in = leaf.in[2];
-  T* p_out = leaf.out[0];
-  T* ax_out = leaf.out[1];
+  const auto [p_in, g_in, ax_in] = Inputs<3>(leaf);
+  const auto [p_out, ax_out] = Outputs<2>(leaf);
 #pragma GCC ivdep
   for (int64_t i = lo; i < hi; ++i) {
     const T p = p_in[i];
-    T g = FlipSign(g_in[i], s.flip);
-    if constexpr ((F & kAsgdDecay) != 0) g = Mad(s.wd, p, g);
+    const T g = Gradient<(F & kAsgdDecay) != 0>(s, p, g_in[i]);
     T new_p;
     if constexpr ((F & kAsgdFuseGradProduct) != 0) {
       new_p = Mad(-s.eta, g, p * s.decay);
@@ -57,37 +53,14 @@ void AsgdLoop(const AsgdScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t 
   }
 }
 
-template <typename T, unsigned F>
-void AsgdRange(const AsgdScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
-  if (s.whole != T(0)) {
-    AsgdLoop<T, F, true>(s, leaf, lo, hi);
-  } else {
-    AsgdLoop<T, F, false>(s, leaf, lo, hi);
-  }
-}
-
-// The scalar operands, in order:
-//   wd: weight decay
-//   decay: 1 - lambd * eta
-//   eta
-//   mu
-//   whole: 1 where mu == 1, else 0
-struct Asgd {
-  static constexpr size_t kScalars = 5;
-  static constexpr unsigned kVariants = kAsgdVariants;
-  template <typename T>
-  using Scalars = AsgdScalars<T>;
-
-  template <typename T>
-  static std::array<T*, kScalars> Fields(Scalars<T>& s) {
-    return {&s.wd, &s.decay, &s.eta, &s.mu, &s.whole};
-  }
-
-  static int InArity(int64_t variant) { return 3; }
-
+struct Asgd : ElementwiseFamily<AsgdScalars, kAsgdVariants, 3> {
   template <typename T, unsigned F>
-  static void Run(const Scalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
-    AsgdRange<T, F>(s, l, lo, hi);
+  static void Run(const AsgdScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+    if (s.whole != T(0)) {
+      AsgdLoop<T, F, true>(s, l, lo, hi);
+    } else {
+      AsgdLoop<T, F, false>(s, l, lo, hi);
+    }
   }
 };
 

@@ -40,6 +40,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -151,6 +152,32 @@ inline void AdamMoments(T b1, T c1, T b2, T c2, T mu, T nu, T g, T* m, T* v) {
     g2 = (c2 * g) * g;
   }
   *v = Mad(b2, nu, g2);
+}
+
+// The gradient a step uses: g with its sign flipped under maximize, plus wd * p where
+// kDecay (torch's coupled, L2 weight decay).
+template <bool kDecay, typename S, typename T>
+inline T Gradient(const S& s, T p, T g) {
+  g = FlipSign(g, s.flip);
+  if constexpr (kDecay) g = Mad(s.wd, p, g);
+  return g;
+}
+
+// The first N input arrays of a leaf (p, g, then the state arrays), for a structured
+// binding: `const auto [p_in, g_in] = Inputs<2>(leaf);`.
+template <size_t N, typename T>
+std::array<const T*, N> Inputs(const Leaf<T>& leaf) {
+  std::array<const T*, N> in{};
+  for (size_t k = 0; k < N; ++k) in[k] = leaf.in[k];
+  return in;
+}
+
+// The first N output arrays of a leaf (p, then the state arrays).
+template <size_t N, typename T>
+std::array<T*, N> Outputs(const Leaf<T>& leaf) {
+  std::array<T*, N> out{};
+  for (size_t k = 0; k < N; ++k) out[k] = leaf.out[k];
+  return out;
 }
 
 // ----------------------------------------------------------------- FFI plumbing
@@ -310,14 +337,32 @@ ffi::Error ReadScalars(const ffi::AnyBuffer* in, const std::array<T*, K>& fields
   return ffi::Error::Success();
 }
 
-// A family is a struct with
-//   kScalars             the number of 0-d scalar operands before the leaves;
+// The base of a family's scalar operands: `flip`, the sign mask of maximize (set by
+// RunKernel from the flags; not an operand).
+template <typename T>
+struct Maximize {
+  typename SignMask<T>::Type flip;
+};
+
+// A family is a struct deriving from ElementwiseFamily<ScalarsT, kVariants[, kArity]>:
+//   ScalarsT<T>          derives from Maximize<T>; its Fields() are pointers to the 0-d
+//                        scalar operands' fields, in operand order (their number is
+//                        kScalars);
 //   kVariants            the number of compiled variants (flags >> 1 < kVariants);
-//   Scalars<T>           the scalar operands, in order, and `flip` (set from maximize);
-//   Fields(Scalars<T>&)  pointers to the scalar operands' fields, in operand order;
-//   InArity(variant)     the arrays per leaf in (p, g, then the state arrays);
+//   InArity(variant)     the arrays per leaf in (p, g, then the state arrays): kArity,
+//                        unless the family defines its own;
+// and the family defines
 //   Run<T, F>(s, leaf, lo, hi)   variant F's step of the elements [lo, hi) of a leaf.
 // JAXOPT_ADV_ELEMENTWISE_HANDLER(Symbol, Family) exports its FFI handler as `Symbol`.
+template <template <typename> class ScalarsT, unsigned Variants, int Arity = 0>
+struct ElementwiseFamily {
+  template <typename T>
+  using Scalars = ScalarsT<T>;
+  static constexpr unsigned kVariants = Variants;
+  static constexpr size_t kScalars =
+      std::tuple_size<decltype(std::declval<ScalarsT<float>&>().Fields())>::value;
+  static int InArity(int64_t) { return Arity; }
+};
 
 // A table of Family::Run<T, F> for every flag combination F < kVariants, indexed by F.
 template <typename Family, typename T, size_t... Fs>
@@ -334,7 +379,7 @@ ffi::Error RunKernel(ffi::ThreadPool& pool, const ffi::AnyBuffer* in,
                      const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
                      int64_t flags) {
   typename Family::template Scalars<T> scalars;
-  if (ffi::Error error = ReadScalars(in, Family::Fields(scalars)); error.failure()) {
+  if (ffi::Error error = ReadScalars(in, scalars.Fields()); error.failure()) {
     return error;
   }
   const int64_t variant = flags >> 1;

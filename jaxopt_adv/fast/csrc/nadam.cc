@@ -26,27 +26,22 @@ enum NadamFlags : unsigned {
 };
 
 template <typename T>
-struct NadamScalars {
+struct NadamScalars : Maximize<T> {
+  // step: -lr; s2: 1 / (1 - b2^t) or 1 - b2^t; gc, mc: the gradient's and the
+  // moment's coefficients
   T step, wd, b1, c1, b2, c2, eps, s2, gc, mc;
-  typename SignMask<T>::Type flip;
+  std::array<T*, 10> Fields() { return {&step, &wd, &b1, &c1, &b2, &c2, &eps, &s2, &gc, &mc}; }
 };
 
 // in: p, g, mu, nu; out: p, mu, nu.
 template <typename T, unsigned F>
 void NadamRange(const NadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
-  const T* p_in = leaf.in[0];
-  const T* g_in = leaf.in[1];
-  const T* mu_in = leaf.in[2];
-  const T* nu_in = leaf.in[3];
-  T* p_out = leaf.out[0];
-  T* mu_out = leaf.out[1];
-  T* nu_out = leaf.out[2];
+  const auto [p_in, g_in, mu_in, nu_in] = Inputs<4>(leaf);
+  const auto [p_out, mu_out, nu_out] = Outputs<3>(leaf);
 #pragma GCC ivdep
   for (int64_t i = lo; i < hi; ++i) {
     const T p = p_in[i];
-    T g = g_in[i];
-    g = FlipSign(g, s.flip);
-    if constexpr ((F & kNadamCoupledDecay) != 0) g = Mad(s.wd, p, g);
+    const T g = Gradient<(F & kNadamCoupledDecay) != 0>(s, p, g_in[i]);
     T m, v;
     AdamMoments<(F & kNadamFactoredMu) != 0, (F & kNadamSquareFirst) != 0>(
         s.b1, s.c1, s.b2, s.c2, mu_in[i], nu_in[i], g, &m, &v);
@@ -70,33 +65,10 @@ void NadamRange(const NadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64
   }
 }
 
-// The scalar operands, in order:
-//   step: -lr
-//   wd: weight decay
-//   b1
-//   c1: 1 - b1
-//   b2
-//   c2: 1 - b2
-//   eps
-//   s2: 1 / (1 - b2^t) or 1 - b2^t
-//   gc: gradient coefficient
-//   mc: momentum coefficient
-struct Nadam {
-  static constexpr size_t kScalars = 10;
-  static constexpr unsigned kVariants = kNadamVariants;
-  template <typename T>
-  using Scalars = NadamScalars<T>;
-
-  template <typename T>
-  static std::array<T*, kScalars> Fields(Scalars<T>& s) {
-    return {&s.step, &s.wd, &s.b1, &s.c1, &s.b2, &s.c2, &s.eps, &s.s2, &s.gc, &s.mc};
-  }
-
-  static int InArity(int64_t variant) { return 4; }
-
+struct Nadam : ElementwiseFamily<NadamScalars, kNadamVariants, 4> {
   // Combinations the Python side never asks for compile to an empty body.
   template <typename T, unsigned F>
-  static void Run(const Scalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+  static void Run(const NadamScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
     constexpr unsigned kBothDecays = kNadamCoupledDecay | kNadamDecoupledDecay;
     if constexpr ((F & kBothDecays) != kBothDecays) NadamRange<T, F>(s, l, lo, hi);
   }

@@ -25,11 +25,14 @@ enum RadamFlags : unsigned {
 };
 
 template <typename T>
-struct RadamScalars {
-  // rect: the rectification factor, 0 where the variance is intractable (then the step
-  // is the bias-corrected momentum); scale = rect * sqrt(1 - b2^t)
+struct RadamScalars : Maximize<T> {
+  // step: -lr; s1: 1 / (1 - b1^t) or 1 - b1^t; rect: the rectification factor, 0 where
+  // the variance is intractable (then the step is the bias-corrected momentum);
+  // scale = rect * sqrt(1 - b2^t)
   T step, wd, b1, c1, b2, c2, eps, s1, rect, scale;
-  typename SignMask<T>::Type flip;
+  std::array<T*, 10> Fields() {
+    return {&step, &wd, &b1, &c1, &b2, &c2, &eps, &s1, &rect, &scale};
+  }
 };
 
 // in: p, g, mu, nu; out: p, mu, nu. kRectified: the step of rho_t > 5 (XLA computes
@@ -37,19 +40,12 @@ struct RadamScalars {
 // vectorizes, where GCC keeps a select whose one side divides as a branch).
 template <typename T, unsigned F, bool kRectified>
 void RadamLoop(const RadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
-  const T* p_in = leaf.in[0];
-  const T* g_in = leaf.in[1];
-  const T* mu_in = leaf.in[2];
-  const T* nu_in = leaf.in[3];
-  T* p_out = leaf.out[0];
-  T* mu_out = leaf.out[1];
-  T* nu_out = leaf.out[2];
+  const auto [p_in, g_in, mu_in, nu_in] = Inputs<4>(leaf);
+  const auto [p_out, mu_out, nu_out] = Outputs<3>(leaf);
 #pragma GCC ivdep
   for (int64_t i = lo; i < hi; ++i) {
     const T p = p_in[i];
-    T g = g_in[i];
-    g = FlipSign(g, s.flip);
-    if constexpr ((F & kRadamCoupledDecay) != 0) g = Mad(s.wd, p, g);
+    const T g = Gradient<(F & kRadamCoupledDecay) != 0>(s, p, g_in[i]);
     T m, v;
     AdamMoments<(F & kRadamFactoredMu) != 0, (F & kRadamSquareFirst) != 0>(
         s.b1, s.c1, s.b2, s.c2, mu_in[i], nu_in[i], g, &m, &v);
@@ -71,44 +67,18 @@ void RadamLoop(const RadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_
   }
 }
 
-template <typename T, unsigned F>
-void RadamRange(const RadamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
-  if (s.rect > 0) {
-    RadamLoop<T, F, true>(s, leaf, lo, hi);
-  } else {
-    RadamLoop<T, F, false>(s, leaf, lo, hi);
-  }
-}
-
-// The scalar operands, in order:
-//   step: -lr
-//   wd: weight decay
-//   b1
-//   c1: 1 - b1
-//   b2
-//   c2: 1 - b2
-//   eps
-//   s1: 1 / (1 - b1^t) or 1 - b1^t
-//   rect: rectification factor (0: none)
-//   scale: rect * sqrt(1 - b2^t)
-struct Radam {
-  static constexpr size_t kScalars = 10;
-  static constexpr unsigned kVariants = kRadamVariants;
-  template <typename T>
-  using Scalars = RadamScalars<T>;
-
-  template <typename T>
-  static std::array<T*, kScalars> Fields(Scalars<T>& s) {
-    return {&s.step, &s.wd, &s.b1, &s.c1, &s.b2, &s.c2, &s.eps, &s.s1, &s.rect, &s.scale};
-  }
-
-  static int InArity(int64_t variant) { return 4; }
-
+struct Radam : ElementwiseFamily<RadamScalars, kRadamVariants, 4> {
   // Combinations the Python side never asks for compile to an empty body.
   template <typename T, unsigned F>
-  static void Run(const Scalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+  static void Run(const RadamScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
     constexpr unsigned kBothDecays = kRadamCoupledDecay | kRadamDecoupledDecay;
-    if constexpr ((F & kBothDecays) != kBothDecays) RadamRange<T, F>(s, l, lo, hi);
+    if constexpr ((F & kBothDecays) != kBothDecays) {
+      if (s.rect > 0) {
+        RadamLoop<T, F, true>(s, l, lo, hi);
+      } else {
+        RadamLoop<T, F, false>(s, l, lo, hi);
+      }
+    }
   }
 };
 

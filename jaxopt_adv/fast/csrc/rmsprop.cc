@@ -29,9 +29,9 @@ enum RmspropFlags : unsigned {
 };
 
 template <typename T>
-struct RmspropScalars {
-  T step, wd, alpha, c, eps, momentum;
-  typename SignMask<T>::Type flip;
+struct RmspropScalars : Maximize<T> {
+  T step, wd, alpha, c, eps, momentum;  // step = -lr, c = 1 - alpha
+  std::array<T*, 6> Fields() { return {&step, &wd, &alpha, &c, &eps, &momentum}; }
 };
 
 // in: p, g, nu[, mu][, trace]; out: p, nu[, mu][, trace].
@@ -39,21 +39,14 @@ template <typename T, unsigned F>
 void RmspropRange(const RmspropScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
   constexpr bool kCentered = (F & kRmsCentered) != 0;
   constexpr int kTrace = kCentered ? 4 : 3;
-  const T* p_in = leaf.in[0];
-  const T* g_in = leaf.in[1];
-  const T* nu_in = leaf.in[2];
-  const T* mu_in = leaf.in[3];
+  const auto [p_in, g_in, nu_in, mu_in] = Inputs<4>(leaf);
+  const auto [p_out, nu_out, mu_out] = Outputs<3>(leaf);
   const T* t_in = leaf.in[kTrace];
-  T* p_out = leaf.out[0];
-  T* nu_out = leaf.out[1];
-  T* mu_out = leaf.out[2];
   T* t_out = leaf.out[kTrace - 1];
 #pragma GCC ivdep
   for (int64_t i = lo; i < hi; ++i) {
     const T p = p_in[i];
-    T g = g_in[i];
-    g = FlipSign(g, s.flip);
-    if constexpr ((F & kRmsDecay) != 0) g = Mad(s.wd, p, g);
+    const T g = Gradient<(F & kRmsDecay) != 0>(s, p, g_in[i]);
     // torch's order, ((1 - alpha) g) g: g^2 alone may overflow
     const T v = Mad(s.alpha, nu_in[i], (s.c * g) * g);
     nu_out[i] = v;
@@ -88,30 +81,13 @@ void RmspropRange(const RmspropScalars<T>& s, const Leaf<T>& leaf, int64_t lo, i
   }
 }
 
-// The scalar operands, in order:
-//   step: -lr
-//   wd: weight decay
-//   alpha
-//   c: 1 - alpha
-//   eps
-//   momentum
-struct Rmsprop {
-  static constexpr size_t kScalars = 6;
-  static constexpr unsigned kVariants = kRmsVariants;
-  template <typename T>
-  using Scalars = RmspropScalars<T>;
-
-  template <typename T>
-  static std::array<T*, kScalars> Fields(Scalars<T>& s) {
-    return {&s.step, &s.wd, &s.alpha, &s.c, &s.eps, &s.momentum};
-  }
-
+struct Rmsprop : ElementwiseFamily<RmspropScalars, kRmsVariants> {
   static int InArity(int64_t variant) {
     return 3 + ((variant & kRmsCentered) != 0 ? 1 : 0) + ((variant & kRmsMomentum) != 0 ? 1 : 0);
   }
 
   template <typename T, unsigned F>
-  static void Run(const Scalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+  static void Run(const RmspropScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
     RmspropRange<T, F>(s, l, lo, hi);
   }
 };

@@ -24,25 +24,21 @@ enum SgdFlags : unsigned {
 };
 
 template <typename T>
-struct SgdScalars {
+struct SgdScalars : Maximize<T> {
+  // step: -lr; coef: the gradient's coefficient in the buffer
   T step, wd, momentum, coef;
-  typename SignMask<T>::Type flip;
+  std::array<T*, 4> Fields() { return {&step, &wd, &momentum, &coef}; }
 };
 
 // in: p, g[, buf]; out: p[, buf].
 template <typename T, unsigned F>
 void SgdRange(const SgdScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
-  const T* p_in = leaf.in[0];
-  const T* g_in = leaf.in[1];
-  const T* b_in = leaf.in[2];
-  T* p_out = leaf.out[0];
-  T* b_out = leaf.out[1];
+  const auto [p_in, g_in, b_in] = Inputs<3>(leaf);
+  const auto [p_out, b_out] = Outputs<2>(leaf);
 #pragma GCC ivdep
   for (int64_t i = lo; i < hi; ++i) {
     const T p = p_in[i];
-    T g = g_in[i];
-    g = FlipSign(g, s.flip);
-    if constexpr ((F & kSgdDecay) != 0) g = Mad(s.wd, p, g);
+    const T g = Gradient<(F & kSgdDecay) != 0>(s, p, g_in[i]);
     T d = g;
     if constexpr ((F & kSgdMomentum) != 0) {
       const T b = Mad(s.momentum, b_in[i], s.coef * g);
@@ -59,27 +55,12 @@ void SgdRange(const SgdScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t h
   }
 }
 
-// The scalar operands, in order:
-//   step: -lr
-//   wd: weight decay
-//   momentum
-//   coef: gradient coefficient
-struct Sgd {
-  static constexpr size_t kScalars = 4;
-  static constexpr unsigned kVariants = kSgdVariants;
-  template <typename T>
-  using Scalars = SgdScalars<T>;
-
-  template <typename T>
-  static std::array<T*, kScalars> Fields(Scalars<T>& s) {
-    return {&s.step, &s.wd, &s.momentum, &s.coef};
-  }
-
+struct Sgd : ElementwiseFamily<SgdScalars, kSgdVariants> {
   static int InArity(int64_t variant) { return (variant & kSgdMomentum) != 0 ? 3 : 2; }
 
   // Combinations the Python side never asks for compile to an empty body.
   template <typename T, unsigned F>
-  static void Run(const Scalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
+  static void Run(const SgdScalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
     if constexpr ((F & kSgdMaybeZeroMomentum) != 0) {
       if (s.momentum != T(0)) {  // a nonzero momentum at run time: the buffer's direction
         Run<T, F & ~unsigned{kSgdMaybeZeroMomentum}>(s, l, lo, hi);

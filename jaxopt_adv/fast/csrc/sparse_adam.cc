@@ -23,63 +23,34 @@ namespace {
 constexpr unsigned kSparseAdamVariants = 1;
 
 template <typename T>
-struct SparseAdamScalars {
-  // factor = sqrt(1 - b2^t) / (1 - b1^t)
+struct SparseAdamScalars : Maximize<T> {
+  // step = -lr, c1 = 1 - b1, c2 = 1 - b2, factor = sqrt(1 - b2^t) / (1 - b1^t)
   T step, c1, c2, eps, factor;
-  typename SignMask<T>::Type flip;
+  std::array<T*, 5> Fields() { return {&step, &c1, &c2, &eps, &factor}; }
 };
 
-// in: p, g, mu, nu; out: p, mu, nu.
-template <typename T, unsigned F>
-void SparseAdamRange(const SparseAdamScalars<T>& s, const Leaf<T>& leaf, int64_t lo,
-                     int64_t hi) {
-  const T* p_in = leaf.in[0];
-  const T* g_in = leaf.in[1];
-  const T* mu_in = leaf.in[2];
-  const T* nu_in = leaf.in[3];
-  T* p_out = leaf.out[0];
-  T* mu_out = leaf.out[1];
-  T* nu_out = leaf.out[2];
-#pragma GCC ivdep
-  for (int64_t i = lo; i < hi; ++i) {
-    const T p = p_in[i];
-    const T g = FlipSign(g_in[i], s.flip);
-    const T mu = mu_in[i];
-    const T nu = nu_in[i];
-    const bool active = g != T(0);  // NaN takes part, as in the transform
-    // m + (g - m) (1 - b1) and v + (g g - v) (1 - b2), torch's in-place lerp order; LLVM
-    // contracts the square into its subtraction
-    const T m = Mad(g - mu, s.c1, mu);
-    const T v = Mad(Mad(g, g, -nu), s.c2, nu);
-    const T u = s.factor * (m / (std::sqrt(v) + s.eps));
-    p_out[i] = Mad(active ? u : T(0), s.step, p);
-    mu_out[i] = active ? m : mu;
-    nu_out[i] = active ? v : nu;
-  }
-}
-
-// The scalar operands, in order:
-//   step: -lr
-//   c1: 1 - b1
-//   c2: 1 - b2
-//   eps
-//   factor: sqrt(1 - b2^t) / (1 - b1^t)
-struct SparseAdam {
-  static constexpr size_t kScalars = 5;
-  static constexpr unsigned kVariants = kSparseAdamVariants;
-  template <typename T>
-  using Scalars = SparseAdamScalars<T>;
-
-  template <typename T>
-  static std::array<T*, kScalars> Fields(Scalars<T>& s) {
-    return {&s.step, &s.c1, &s.c2, &s.eps, &s.factor};
-  }
-
-  static int InArity(int64_t variant) { return 4; }
-
+struct SparseAdam : ElementwiseFamily<SparseAdamScalars, kSparseAdamVariants, 4> {
+  // in: p, g, mu, nu; out: p, mu, nu.
   template <typename T, unsigned F>
-  static void Run(const Scalars<T>& s, const Leaf<T>& l, int64_t lo, int64_t hi) {
-    SparseAdamRange<T, F>(s, l, lo, hi);
+  static void Run(const SparseAdamScalars<T>& s, const Leaf<T>& leaf, int64_t lo, int64_t hi) {
+    const auto [p_in, g_in, mu_in, nu_in] = Inputs<4>(leaf);
+    const auto [p_out, mu_out, nu_out] = Outputs<3>(leaf);
+#pragma GCC ivdep
+    for (int64_t i = lo; i < hi; ++i) {
+      const T p = p_in[i];
+      const T g = FlipSign(g_in[i], s.flip);
+      const T mu = mu_in[i];
+      const T nu = nu_in[i];
+      const bool active = g != T(0);  // NaN takes part, as in the transform
+      // m + (g - m) (1 - b1) and v + (g g - v) (1 - b2), torch's in-place lerp order;
+      // LLVM contracts the square into its subtraction
+      const T m = Mad(g - mu, s.c1, mu);
+      const T v = Mad(Mad(g, g, -nu), s.c2, nu);
+      const T u = s.factor * (m / (std::sqrt(v) + s.eps));
+      p_out[i] = Mad(active ? u : T(0), s.step, p);
+      mu_out[i] = active ? m : mu;
+      nu_out[i] = active ? v : nu;
+    }
   }
 };
 
