@@ -18,7 +18,10 @@ stays float32 (never downcast by a step, so a jitted or scanned loop keeps one
 compilation) and everything is finite; ``optax.apply_updates`` then adds the bfloat16
 updates to the float32 masters in float32.
 
-The examples are derandomized (reproducible in CI) and few: every one recompiles.
+The examples are derandomized (reproducible in CI) and few: every one recompiles. Every
+test here runs under the ``quick_compilation`` fixture (XLA's optimisations mostly off):
+it checks finiteness, dtypes and structure, not the numbers (the parity tests do, with
+XLA's optimisations on), and compilation is most of its run time.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from hypothesis import strategies as st
 from jaxopt_adv import get_optimizer
 from jaxopt_adv.mup import infer_infshapes
 from tests.cases import CASES
+
+pytestmark = pytest.mark.usefixtures("quick_compilation")
 
 # every example compiles the optimizer afresh: few examples, and no shrinking (a failure
 # is reported as drawn; shrinking would recompile for minutes)

@@ -6,6 +6,10 @@ same dtypes, and 2 more steps from the restored state equal 2 more from the orig
 (through the same compiled step: the restored state also has the original avals).
 Restoring into another configuration of the same optimizer, or another optimizer, raises
 ``CheckpointError`` naming what differs.
+
+Every test here runs under the ``quick_compilation`` fixture (XLA's optimisations mostly
+off): a checkpoint is compared bit for bit with the state it saved, and a resumed run with
+the original run through the same compiled step, which optimisation does not change.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from jaxopt_adv.train import CheckpointError, restore_checkpoint, save_checkpoin
 from tests.cases import CASES, CASES_BY_NAME
 from tests.harness import named_tuples
 from tests.helpers.bit_exact import assert_bit_exact
+
+pytestmark = pytest.mark.usefixtures("quick_compilation")
 
 # the keys tests/cases.py's muP infshapes cover
 SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": ()}
