@@ -6,6 +6,9 @@ transform must give the unwrapped single-device numbers (float32, <= 1e-6 relati
 the parameters replicated, and leave each device at most 0.6 of the state's bytes (every
 param-shaped leaf and CAME's and Adafactor's row statistics sliced, the rest replicated).
 Prints one JSON line per failure and exits non-zero if there is any.
+
+XLA compiles with ``jax_disable_most_optimizations`` (as ``sharding_check`` does): both
+runs compared are compiled with the same settings, and the run time is mostly compilation.
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ def check(name: str, failures: list[dict]) -> None:
 
 def main(names: list[str]) -> int:
     assert jax.device_count() == 4, jax.devices()
+    jax.config.update("jax_disable_most_optimizations", True)
     failures: list[dict] = []
     for name in names or NAMES:
         check(name, failures)
