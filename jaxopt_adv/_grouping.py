@@ -104,7 +104,10 @@ def _call_stacked(
     if len(outputs) != n_out:
         raise ValueError(f"fn returned {len(outputs)} values, expected n_out={n_out}")
     return [
-        tuple(jax.lax.dynamic_index_in_dim(out, slot, keepdims=False) for out in outputs)
+        tuple(
+            None if out is None else jax.lax.dynamic_index_in_dim(out, slot, keepdims=False)
+            for out in outputs
+        )
         for slot in slots
     ]
 
@@ -115,7 +118,7 @@ def tree_map_grouped(
     """:func:`~jaxopt_adv._common.tree_map_multi`, traced once per group of like leaves.
 
     ``fn`` must treat each leaf alone (no reduction across leaves) and return an
-    ``n_out``-tuple of arrays. ``slots`` is :func:`leaf_slots` of the params ``tree``
+    ``n_out``-tuple of arrays (or ``None`` for an output a leaf does not have). ``slots`` is :func:`leaf_slots` of the params ``tree``
     is shaped like. Leaves of one shape whose arguments all share shape and dtype (and
     equal non-array arguments) go through one ``jax.vmap``-ed call; the results are the
     per-leaf calls' up to the rounding of batched reductions. Other leaves (a shape met

@@ -21,6 +21,7 @@ from jaxopt_adv._common import (
     torch_step,
     tree_map_multi,
 )
+from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
 from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
 from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
@@ -34,6 +35,7 @@ class ScaleByAdafactorState(NamedTuple):
     row_var: optax.Updates  # torch ``row_var`` (shape ``[..., R, 1]``), leaves of >= 2 dims
     col_var: optax.Updates  # torch ``col_var`` (shape ``[..., 1, C]``), leaves of >= 2 dims
     variance: optax.Updates  # torch ``variance``, 0-D and 1-D leaves
+    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
 
 
 def _rms(x: jax.Array) -> jax.Array:
@@ -63,7 +65,8 @@ def scale_by_torch_adafactor(
 
     def init_fn(params: optax.Params) -> ScaleByAdafactorState:
         row, col, variance = tree_map_multi(_init_leaf, 3, params)
-        return ScaleByAdafactorState(jnp.zeros([], jnp.int32), row, col, variance)
+        count = jnp.zeros([], jnp.int32)
+        return ScaleByAdafactorState(count, row, col, variance, leaf_slots(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
@@ -96,10 +99,9 @@ def scale_by_torch_adafactor(
             out = -(lr * weight_decay).astype(p.dtype) * p - step
             return out, row, col, variance
 
-        out, row, col, variance = tree_map_multi(
-            leaf, 4, updates, params, state.row_var, state.col_var, state.variance
-        )
-        return out, ScaleByAdafactorState(count, row, col, variance)
+        moments = (state.row_var, state.col_var, state.variance)
+        out, row, col, variance = tree_map_grouped(leaf, 4, state.slots, updates, params, *moments)
+        return out, ScaleByAdafactorState(count, row, col, variance, state.slots)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

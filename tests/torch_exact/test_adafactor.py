@@ -9,8 +9,15 @@ from tests.harness import PRECISIONS, run_parity
 
 # torch factors the last two dimensions of a leaf of >= 2 dims, keeps a full second
 # moment for 0-D and 1-D leaves; each group is compared with its own state
-FACTORED = {"matrix": (5, 4), "tall": (7, 2), "stack": (3, 4, 5)}
-UNFACTORED = {"vector": (7,), "scalar": ()}
+# "matrix2", "tall2" and "vector2" repeat shapes: those leaves go through one vmapped trace
+FACTORED = {
+    "matrix": (5, 4),
+    "tall": (7, 2),
+    "stack": (3, 4, 5),
+    "matrix2": (5, 4),
+    "tall2": (7, 2),
+}
+UNFACTORED = {"vector": (7,), "scalar": (), "vector2": (7,)}
 FACTORED_STATE = {"row_var": "row_var", "col_var": "col_var"}
 UNFACTORED_STATE = {"variance": "variance"}
 
