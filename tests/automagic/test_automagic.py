@@ -153,17 +153,20 @@ def test_gated_steps_are_the_ungated_blocks():
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_parity_with_the_lr_mask_kernel(dtype):
-    """``kernel=True`` (the mask stepped by ``jaxopt_adv.fast.automagic_lr_mask``): the
-    same torch parity, and the kernel is in the compiled step."""
+@pytest.mark.parametrize("name", ["lora", "full_finetune"])
+def test_parity_with_the_kernels(name, dtype):
+    """``kernel=True`` (the scaling stepped by ``jaxopt_adv.fast.scale_by_automagic_came``,
+    the mask by ``jaxopt_adv.fast.automagic_lr_mask``): the same torch parity, and both
+    kernels are in the compiled step."""
     from jaxopt_adv import fast
 
-    config = CONFIGS["lora"](dtype)
+    config = CONFIGS[name](dtype)
     opt = automagic_came_amp(1e-2, config, kernel=True)
     with precision(dtype):
         params = {k: jnp.asarray(v, dtype) for k, v in _params().items()}
         text = jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
-    assert ("jaxopt_adv_lr_mask" in text) == (fast.unavailable_reason() is None)
+    for target in ("jaxopt_adv_lr_mask", "jaxopt_adv_automagic"):
+        assert (target in text) == (fast.unavailable_reason() is None)
     run_parity(
         opt,
         lambda p: AutomagicCameAMP(p, 1e-2, **_torch_options(config, dtype)),
