@@ -13,8 +13,11 @@ state. The composite runs in variants that switch its blocks off one group at a 
 for a per-block breakdown: ``gated`` (the preset: penalties every 10th step),
 ``every_step`` (``frequency_every = rank_every = 1``), ``no_penalties`` (no frequency or
 rank penalty), ``no_edge`` (additionally no edge suppression), ``no_spatial`` (also
-no spatial awareness: no spatial lr bump), and ``kernel`` (the preset with
-``kernel=True``: the lr mask stepped by ``jaxopt_adv.fast.automagic_lr_mask``).
+no spatial awareness: no spatial lr bump), ``kernel`` (the preset with ``kernel=True``:
+the scaling stepped by ``jaxopt_adv.fast.scale_by_automagic_came``, the lr mask by
+``jaxopt_adv.fast.automagic_lr_mask``), and ``kernel_no_penalties`` /
+``kernel_no_spatial`` (``kernel=True`` with the blocks of ``no_penalties`` /
+``no_spatial`` off).
 
 Usage:
   python benchmarks/automagic_scale.py                  # 200 leaves of 8x512 / 512x8
@@ -45,6 +48,8 @@ VARIANTS = {
     "no_edge": {"frequency_penalty": 0.0, "lora_rank_penalty": False, "edge_suppression": False},
     "no_spatial": {"spatial_awareness": False, "lora_rank_penalty": False},
     "kernel": {"kernel": True},
+    "kernel_no_penalties": {"frequency_penalty": 0.0, "lora_rank_penalty": False, "kernel": True},
+    "kernel_no_spatial": {"spatial_awareness": False, "lora_rank_penalty": False, "kernel": True},
 }
 
 

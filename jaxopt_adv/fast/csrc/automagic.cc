@@ -25,6 +25,9 @@
 namespace {
 
 constexpr double kCosineEps = 1e-10;  // added to each norm of Automagic's cosines
+// A call over fewer elements runs on the calling thread: its passes are too short to pay
+// for waking the pool's threads four times (LoRA factors of a few thousand elements).
+constexpr int64_t kAutomagicParallel = int64_t{1} << 19;
 
 template <typename T>
 struct AutomagicScalars {
@@ -89,6 +92,7 @@ void Step(ffi::ThreadPool& pool, const AutomagicScalars<T>& s,
   const int64_t n = static_cast<int64_t>(tasks.size());
   std::vector<double> partial(partial_size);
   const bool early = s.early != T(0);
+  if (total < kAutomagicParallel) total = 0;  // ParallelFor's "too small to split"
 
   // 1. second moment
   UpdateSecondMoment(pool, tasks, total, s.eps1, s.b2, s.c2, partial, leaves);
