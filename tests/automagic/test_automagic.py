@@ -469,3 +469,20 @@ def test_body_blocks_take_their_own_keyword_arguments():
         automagic_direction(edge_threshold=1.5)
     with pytest.raises(ValueError, match="warmup_steps"):
         automagic_direction(0)
+
+
+def test_the_gated_rank_penalty_is_not_in_the_program_where_it_is_the_identity():
+    """Rank-8 LoRA factors have no singular values beyond rank 10: the rank penalty passes
+    them through (``test_penalties``), JAX drops the gated ``lax.cond`` whose branches
+    both forward their operands, and the program is the one without the penalty (no
+    compile cost to save by skipping it statically); a 12x16 matrix keeps it."""
+
+    def program(shapes, strength):
+        opt = create_lora_optimizer(1e-3, rank_penalty_strength=strength)
+        params = {k: jnp.ones(s) for k, s in shapes.items()}
+        return jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
+
+    lora = {"down": (8, 48), "up": (48, 8), "bias": (8,)}
+    assert program(lora, 0.01) == program(lora, 0.0)
+    wide = {**lora, "matrix": (12, 16)}
+    assert program(wide, 0.01) != program(wide, 0.0)
