@@ -250,3 +250,23 @@ def test_leaves_left_to_jax_next_to_kernel_leaves():
     # XLA fuses the tree-wide blocks around the kernel differently: rounding
     assert max_relative_error(a, b) <= 1e-5
     assert jax.tree.structure(a[1]) == jax.tree.structure(b[1])
+
+
+def test_a_failed_self_check_or_host_takes_the_jax_path(monkeypatch):
+    """A self-check failure (or a host without the kernels) leaves every leaf to JAX (the
+    mask kernel still runs: its ``avg_lr`` is summed in float64, so to rounding)."""
+    params = {"w": jnp.linspace(-1.0, 1.0, 8 * 48).reshape(8, 48)}
+    grads = {"w": jnp.cos(params["w"])}
+    assert kernel_in(create_lora_optimizer(1e-2, kernel=True), params)
+    reason = "the kernels differ from XLA on this host (a probe)"
+    monkeypatch.setitem(selfcheck._RESULT[False], selfcheck.AUTOMAGIC, reason)
+    assert AUTOMAGIC_MODULE._unavailable_reason() == reason
+    ours = create_lora_optimizer(1e-2, kernel=True)
+    theirs = create_lora_optimizer(1e-2, kernel=False)
+    assert not kernel_in(ours, params)
+    got = step_fn(ours)(params, ours.init(params), grads)
+    want = step_fn(theirs)(params, theirs.init(params), grads)
+    assert max_relative_error(got, want) <= 1e-6
+    monkeypatch.undo()
+    monkeypatch.setattr(build, "host_reason", lambda: "disabled for the test")
+    assert not kernel_in(create_lora_optimizer(1e-2, kernel=True), params)
