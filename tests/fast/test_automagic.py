@@ -266,7 +266,7 @@ def test_a_failed_self_check_or_host_takes_the_jax_path(monkeypatch):
     assert not kernel_in(ours, params)
     got = step_fn(ours)(params, ours.init(params), grads)
     want = step_fn(theirs)(params, theirs.init(params), grads)
-    assert max_relative_error(got, want) <= 1e-6
+    assert max_relative_error(got, want) <= 1e-5
     monkeypatch.undo()
     monkeypatch.setattr(build, "host_reason", lambda: "disabled for the test")
     assert not kernel_in(create_lora_optimizer(1e-2, kernel=True), params)
