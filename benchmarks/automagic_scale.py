@@ -13,8 +13,16 @@ state. The composite runs in variants that switch its blocks off one group at a 
 for a per-block breakdown: ``gated`` (the preset: penalties every 10th step),
 ``every_step`` (``frequency_every = rank_every = 1``), ``no_penalties`` (no frequency or
 rank penalty), ``no_edge`` (additionally no edge suppression), ``no_spatial`` (also
-no spatial awareness: no spatial lr bump), and ``kernel`` (the preset with
-``kernel=True``: the lr mask stepped by ``jaxopt_adv.fast.automagic_lr_mask``).
+no spatial awareness: no spatial lr bump), ``kernel`` (the preset with ``kernel=True``:
+the scaling stepped by ``jaxopt_adv.fast.scale_by_automagic_came``, the lr mask by
+``jaxopt_adv.fast.automagic_lr_mask``), and ``kernel_no_penalties`` /
+``kernel_no_spatial`` (``kernel=True`` with the blocks of ``no_penalties`` /
+``no_spatial`` off).
+
+``--blocks`` times each block of the ``kernel=True`` composite alone instead (jitted,
+its state donated, interleaved with Adam step by step): AGR, the frequency penalty (as
+on a step where it runs), the scaling (XLA and kernel), the direction control, the lr
+mask (XLA and kernel), SPD, and the composite (gated, ``kernel=True``) for reference.
 
 Usage:
   python benchmarks/automagic_scale.py                  # 200 leaves of 8x512 / 512x8
@@ -33,7 +41,18 @@ import jax.numpy as jnp
 import optax
 
 import jaxopt_adv
-from jaxopt_adv.automagic import create_full_finetune_optimizer, create_lora_optimizer
+from jaxopt_adv import fast
+from jaxopt_adv.automagic import (
+    create_full_finetune_optimizer,
+    create_lora_optimizer,
+    full_finetune_config,
+    lora_config,
+)
+from jaxopt_adv.automagic.agr import agr
+from jaxopt_adv.automagic.body import automagic_direction, scale_by_automagic_came
+from jaxopt_adv.automagic.lr_mask import automagic_lr_mask
+from jaxopt_adv.automagic.penalties import frequency_penalty
+from jaxopt_adv.automagic.spd import selective_projection_decay
 
 LR = 1e-4
 # layout: (layers, LoRA rank or None, width)
@@ -45,6 +64,8 @@ VARIANTS = {
     "no_edge": {"frequency_penalty": 0.0, "lora_rank_penalty": False, "edge_suppression": False},
     "no_spatial": {"spatial_awareness": False, "lora_rank_penalty": False},
     "kernel": {"kernel": True},
+    "kernel_no_penalties": {"frequency_penalty": 0.0, "lora_rank_penalty": False, "kernel": True},
+    "kernel_no_spatial": {"spatial_awareness": False, "lora_rank_penalty": False, "kernel": True},
 }
 
 
@@ -90,6 +111,48 @@ def compiled_step(tx: optax.GradientTransformation, params, grads):
     return compiled, time.perf_counter() - start, state
 
 
+def block_steps(config, params, grads) -> dict[str, tuple]:
+    """Each block of the composite alone: ``name -> (tx, extra update arguments)``."""
+    mask_args = (LR, config.min_lr, config.max_lr, config.lr_bump)
+    mask_kwargs = {
+        "warmup_steps": config.warmup_steps,
+        "spatial": config.spatial_awareness,
+        "detail_preservation": config.detail_preservation,
+    }
+    refs = {"ref_grads": grads, "raw_grads": grads}
+    return {
+        "agr (tree, edge)": (
+            agr(scope="tree", edge=config.edge_suppression, eps=1e-10, cap_alpha=True),
+            {},
+        ),
+        "frequency penalty": (frequency_penalty(config.frequency_penalty), {}),
+        "scaling, XLA": (scale_by_automagic_came(**config.came_options), {}),
+        "scaling, kernel": (fast.scale_by_automagic_came(**config.came_options), {}),
+        "direction": (automagic_direction(**config.direction_options), refs),
+        "lr mask, XLA": (automagic_lr_mask(*mask_args, **mask_kwargs), refs),
+        "lr mask, kernel": (fast.automagic_lr_mask(*mask_args, **mask_kwargs), refs),
+        "spd": (
+            selective_projection_decay(
+                config.weight_decay,
+                config.anchor,
+                rank_aware=config.lora_rank_penalty,
+                active_steps=config.warmup_steps,
+            ),
+            {"raw_grads": grads},
+        ),
+    }
+
+
+def compiled_block(tx, params, grads, extra):
+    """(compiled ``update(grads, state, params, extra)`` with the state donated, compile
+    seconds, fresh state)."""
+    state = tx.init(params)
+    start = time.perf_counter()
+    update = jax.jit(lambda g, s, p, e: tx.update(g, s, p, **e), donate_argnums=(1,))
+    compiled = update.lower(grads, state, params, extra).compile()
+    return compiled, time.perf_counter() - start, state
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layout", choices=LAYOUTS, default="lora")
@@ -97,7 +160,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=12)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--blocks", action="store_true", help="time each block alone")
     args = parser.parse_args()
+    if args.blocks:
+        run_blocks(args)
+        return
     layers, rank, dim = LAYOUTS[args.layout]
     layers = args.layers or layers
     if args.layout == "full":
@@ -135,6 +202,49 @@ def main() -> None:
             f"| {name} | {compile_s[name]:.1f} | {compile_s[name] / compile_s['optax.adamw']:.1f} "
             f"| {ms[name]:.2f} | {ms[name] / ms['adam']:.2f} |"
         )
+
+
+def run_blocks(args) -> None:
+    """``--blocks``: each block alone against Adam's step, interleaved."""
+    layers, rank, dim = LAYOUTS[args.layout]
+    layers = args.layers or layers
+    if args.layout == "full":
+        params, config = full_tree(layers, dim), full_finetune_config()
+        factory = create_full_finetune_optimizer
+    else:
+        params, config = lora_tree(layers, rank, dim), lora_config()
+        factory = create_lora_optimizer
+    grads = jax.tree.map(lambda p: 0.1 * jnp.sin(p * 1e3), params)
+    runners, compile_s = {}, {}
+    for name, tx in (("adam", jaxopt_adv.torch.adam(LR)), ("composite", factory(LR, kernel=True))):
+        fresh = jax.tree.map(jnp.copy, params)
+        compiled, compile_s[name], state = compiled_step(tx, fresh, grads)
+        runners[name] = (compiled, [fresh, state])
+    for name, (tx, extra) in block_steps(config, params, grads).items():
+        compiled, compile_s[name], state = compiled_block(tx, params, grads, extra)
+        runners[name] = (compiled, [state, extra])
+    total = dict.fromkeys(runners, 0.0)
+    for i in range(args.warmup + args.steps):
+        for name, (compiled, live) in runners.items():
+            start = time.perf_counter()
+            if name in ("adam", "composite"):
+                live[0], live[1] = compiled(live[0], live[1], grads)
+            else:
+                out, live[0] = compiled(grads, live[0], params, live[1])
+                jax.block_until_ready(out)
+            jax.block_until_ready(live)
+            if i >= args.warmup:
+                total[name] += time.perf_counter() - start
+    ms = {name: 1e3 * t / args.steps for name, t in total.items()}
+    print(
+        f"jax {jax.__version__}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+        f"layout {args.layout}: {len(params)} leaves; blocks alone, mean of {args.steps} "
+        f"steps after {args.warmup}"
+    )
+    print("| block | compile s | step ms | step / adam |")
+    print("|---|---|---|---|")
+    for name in runners:
+        print(f"| {name} | {compile_s[name]:.1f} | {ms[name]:.2f} | {ms[name] / ms['adam']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -312,10 +312,15 @@ def automagic_came_amp(
       config: an :class:`AutomagicConfig` (default: its defaults, the LoRA preset's
         values); see :func:`lora_config`, :func:`full_finetune_config`.
       weight_decay_mask: optional mask (tree or callable) of the leaves SPD decays.
-      kernel: static; step the learning-rate mask with
-        :func:`jaxopt_adv.fast.automagic_lr_mask` (one C++ pass per leaf on CPU, the
-        same state). Its outputs are the JAX block's bit for bit, but XLA then fuses
-        the blocks around it differently, so steps agree to rounding.
+      kernel: static; step the body's CPU kernels: the scaling (CAME, TAM or the
+        decaying EMA, confidence) with :func:`jaxopt_adv.fast.scale_by_automagic_came`
+        (four C++ passes per matrix: float32/float64 leaves with ``ndim >= 2``, with
+        ``factored``, ``came_enabled`` and a ``tam_correlation`` other than ``"dim0"``)
+        and the learning-rate mask with :func:`jaxopt_adv.fast.automagic_lr_mask` (one
+        pass per leaf). The state is the same (a checkpoint saved with either setting
+        resumes with the other); steps agree with ``kernel=False`` to rounding. Leaves
+        the kernels do not take (0-d/1-D, bfloat16) and every leaf on other hosts
+        (sharded, multi-device, no compiler) take the JAX blocks.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -393,10 +398,11 @@ def automagic_came_amp(
         spd = optax.masked(spd, weight_decay_mask, mask_compatible_extra_args=True)
     if kernel:  # imported here: jaxopt_adv.fast imports this package
         from jaxopt_adv.fast import automagic_lr_mask as lr_mask_block
+        from jaxopt_adv.fast import scale_by_automagic_came as scaling
     else:
-        lr_mask_block = automagic_lr_mask
+        lr_mask_block, scaling = automagic_lr_mask, scale_by_automagic_came
     body = optax.chain(
-        scale_by_automagic_came(**config.came_options),
+        scaling(**config.came_options),
         automagic_direction(**config.direction_options),
         lr_mask_block(
             initial,

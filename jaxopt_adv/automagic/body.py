@@ -135,6 +135,17 @@ def _placeholder(p: chex.Array) -> chex.Array:
     return jnp.zeros((0,), _stat_dtype(p.dtype))
 
 
+def momentum_schedule(
+    count: chex.Array, warmup_steps: int, b1: Any, beta1_decay: Any, beta1_floor: Any
+) -> tuple[chex.Array, chex.Array]:
+    """``(early, beta1_t)`` of the step after ``count`` steps: whether it is in the early
+    (TAM) phase, and the decaying EMA's ``max(b1 * beta1_decay^t, beta1_floor)``, ``t =
+    count + 1``."""
+    early = phase_of(count, warmup_steps) == EARLY
+    t = optax.safe_increment(count).astype(scalar_dtype())
+    return early, jnp.maximum(b1 * decay_power(beta1_decay, t)[0], beta1_floor)
+
+
 def _correlation_axes(shape: tuple[int, ...], rule: str, threshold: int) -> tuple[int | None, ...]:
     """The param axes TAM's smoothed correlation really has (it is broadcast elsewhere).
 
@@ -272,10 +283,7 @@ def scale_by_automagic_came(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        count = optax.safe_increment(state.count)
-        early = phase_of(state.count, warmup_steps) == EARLY
-        t = count.astype(scalar_dtype())
-        beta1_t = jnp.maximum(b1 * decay_power(beta1_decay, t)[0], beta1_floor)
+        early, beta1_t = momentum_schedule(state.count, warmup_steps, b1, beta1_decay, beta1_floor)
 
         def leaf(g, m, s, v_row, v_col, v, r_row, r_col, r):
             x = g.astype(_stat_dtype(g.dtype))
@@ -333,6 +341,7 @@ def scale_by_automagic_came(
             state.r_col,
             state.r,
         )
+        count = optax.safe_increment(state.count)
         return out, AutomagicCameState(count, mu, s, v_row, v_col, v, r_row, r_col, r)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

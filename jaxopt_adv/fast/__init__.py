@@ -14,13 +14,17 @@ pure-JAX path (:func:`unavailable_reason`).
 :func:`came` and :func:`scale_by_came` are CAME with each matrix scaled by one kernel
 call in four passes (agreeing with :mod:`jaxopt_adv.automagic` to rounding).
 :func:`automagic_lr_mask` is Automagic's per-element learning-rate mask with each
-leaf's step in one kernel pass (bit-identical outputs; ``avg_lr`` to rounding).
+leaf's step in one kernel pass (bit-identical outputs; ``avg_lr`` to rounding);
+:func:`scale_by_automagic_came` is Automagic-CameAMP's scaling (CAME, torque-aware
+momentum or the decaying EMA, confidence) with each matrix stepped by one kernel call in
+four passes (to rounding).
 :func:`tam`, :func:`adatam`, :func:`scale_by_tam` and :func:`scale_by_adatam` are
 torque-aware momentum with each leaf's step in one kernel call (to rounding).
 :func:`tune_malloc` keeps XLA:CPU's large step temporaries on the heap (glibc), which
 speeds up steps that materialise whole-leaf intermediates (CAME, Adafactor).
 """
 
+from jaxopt_adv.fast.automagic import scale_by_automagic_came
 from jaxopt_adv.fast.came import came, scale_by_came
 from jaxopt_adv.fast.lr_mask import automagic_lr_mask
 from jaxopt_adv.fast.malloc import tune_malloc
@@ -44,6 +48,7 @@ __all__ = [
     "fused",
     "jit_step",
     "scale_by_adatam",
+    "scale_by_automagic_came",
     "scale_by_came",
     "scale_by_tam",
     "tam",

@@ -82,6 +82,7 @@ TARGETS = {
     "jaxopt_adv_came": "JaxoptAdvCame",
     "jaxopt_adv_lr_mask": "JaxoptAdvLrMask",
     "jaxopt_adv_tam": "JaxoptAdvTam",
+    "jaxopt_adv_automagic": "JaxoptAdvAutomagic",
 }
 # -ffp-contract=off: no multiply-add contraction beyond the explicit std::fma calls that
 # mirror XLA's; -fno-math-errno lets sqrt vectorize (it only skips setting errno).

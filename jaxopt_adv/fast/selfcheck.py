@@ -14,7 +14,8 @@ reason (truncated, edited, written by another version) is ignored: the check run
 and rewrites it. Each check function (the fused kernels' in :mod:`jaxopt_adv.fast.step`
 with its probes in :mod:`jaxopt_adv.fast.probes`, TAM's in :mod:`jaxopt_adv.fast.tam`,
 CAME's in :mod:`jaxopt_adv.fast.came`, the Automagic mask's in
-:mod:`jaxopt_adv.fast.lr_mask`) has a marker of its own; :func:`steps_differ` compares
+:mod:`jaxopt_adv.fast.lr_mask`, Automagic-CameAMP's scaling's in
+:mod:`jaxopt_adv.fast.automagic`) has a marker of its own; :func:`steps_differ` compares
 their probe steps. :func:`unavailable` adds the host's own reasons (:mod:`.build`).
 """
 
@@ -46,8 +47,9 @@ __all__ = [
 # The probe families: KERNELS gates every kernel; a failed TRACED_MOMENTUM only sends
 # RMSprop with a traced momentum (inject_hyperparams) to the XLA path, a failed ADAGRAD
 # (ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD, SPARSE_ADAM) only that optimizer. TAM (TAM and AdaTAM's
-# kernel), CAME and LR_MASK (Automagic's learning-rate mask) are checked by their own probes
-# (:mod:`.tam`, :mod:`.came`, :mod:`.lr_mask`).
+# kernel), CAME, LR_MASK (Automagic's learning-rate mask) and AUTOMAGIC (Automagic-CameAMP's
+# scaling) are checked by their own probes (:mod:`.tam`, :mod:`.came`, :mod:`.lr_mask`,
+# :mod:`.automagic`).
 KERNELS = "kernels"
 TRACED_MOMENTUM = "rmsprop_traced_momentum"
 ADAGRAD = "adagrad"
@@ -73,6 +75,7 @@ FAMILIES = (
 TAM = "tam"
 CAME = "came"
 LR_MASK = "lr_mask"
+AUTOMAGIC = "automagic"
 
 _LOCK = threading.Lock()
 # x64 mode -> family -> None or why the family's kernels are not used

@@ -153,17 +153,20 @@ def test_gated_steps_are_the_ungated_blocks():
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_parity_with_the_lr_mask_kernel(dtype):
-    """``kernel=True`` (the mask stepped by ``jaxopt_adv.fast.automagic_lr_mask``): the
-    same torch parity, and the kernel is in the compiled step."""
+@pytest.mark.parametrize("name", ["lora", "full_finetune"])
+def test_parity_with_the_kernels(name, dtype):
+    """``kernel=True`` (the scaling stepped by ``jaxopt_adv.fast.scale_by_automagic_came``,
+    the mask by ``jaxopt_adv.fast.automagic_lr_mask``): the same torch parity, and both
+    kernels are in the compiled step."""
     from jaxopt_adv import fast
 
-    config = CONFIGS["lora"](dtype)
+    config = CONFIGS[name](dtype)
     opt = automagic_came_amp(1e-2, config, kernel=True)
     with precision(dtype):
         params = {k: jnp.asarray(v, dtype) for k, v in _params().items()}
         text = jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
-    assert ("jaxopt_adv_lr_mask" in text) == (fast.unavailable_reason() is None)
+    for target in ("jaxopt_adv_lr_mask", "jaxopt_adv_automagic"):
+        assert (target in text) == (fast.unavailable_reason() is None)
     run_parity(
         opt,
         lambda p: AutomagicCameAMP(p, 1e-2, **_torch_options(config, dtype)),
@@ -466,3 +469,20 @@ def test_body_blocks_take_their_own_keyword_arguments():
         automagic_direction(edge_threshold=1.5)
     with pytest.raises(ValueError, match="warmup_steps"):
         automagic_direction(0)
+
+
+def test_the_gated_rank_penalty_is_not_in_the_program_where_it_is_the_identity():
+    """Rank-8 LoRA factors have no singular values beyond rank 10: the rank penalty passes
+    them through (``test_penalties``), JAX drops the gated ``lax.cond`` whose branches
+    both forward their operands, and the program is the one without the penalty (no
+    compile cost to save by skipping it statically); a 12x16 matrix keeps it."""
+
+    def program(shapes, strength):
+        opt = create_lora_optimizer(1e-3, rank_penalty_strength=strength)
+        params = {k: jnp.ones(s) for k, s in shapes.items()}
+        return jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
+
+    lora = {"down": (8, 48), "up": (48, 8), "bias": (8,)}
+    assert program(lora, 0.01) == program(lora, 0.0)
+    wide = {**lora, "matrix": (12, 16)}
+    assert program(wide, 0.01) != program(wide, 0.0)
