@@ -27,6 +27,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxopt_adv._common import filled_like
+
 __all__ = ["MAX_GROUPED_SIZE", "leaf_slots", "tree_map_grouped"]
 
 # Leaves up to this many elements are grouped. Measured with CAME on 96-200 leaf LoRA
@@ -49,7 +51,8 @@ def leaf_slots(params: Any) -> Any:
 
     Kept in the optimizer state so that :func:`tree_map_grouped` reads each leaf's results
     back at a runtime index. Every slot is a fresh buffer (a donated state must not share
-    them).
+    them); a 0-d param's slot is placed like the param, as every per-leaf scalar of a
+    state.
 
     Example:
       >>> import jax.numpy as jnp
@@ -61,7 +64,7 @@ def leaf_slots(params: Any) -> Any:
     slots: list[Any] = [None] * len(leaves)
     for members in _shape_groups(leaves).values():
         for position, index in enumerate(members):
-            slots[index] = jnp.full((), position, jnp.int32)
+            slots[index] = filled_like(leaves[index], position, jnp.int32, ())
     return treedef.unflatten(slots)
 
 

@@ -89,3 +89,19 @@ def test_results_land_at_their_slots_not_their_stack_order():
 
 def test_empty_tree():
     assert tree_map_grouped(lambda x: (x, x), 2, {}, {}) == ({}, {})
+
+
+def test_explicitly_sharded_leaves_are_mapped_one_by_one():
+    """Stacking would have to merge the leaves' placements: sharded leaves stay apart."""
+    mesh = jax.make_mesh((1,), ("x",), axis_types=(jax.sharding.AxisType.Explicit,))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("x"))
+    shapes = [jax.ShapeDtypeStruct((4, 3), jnp.float32, sharding=sharding)] * 3
+    traced = []
+
+    def fn(g):
+        traced.append(g.shape)
+        return (2 * g,)
+
+    with jax.set_mesh(mesh):
+        jax.eval_shape(lambda t: tree_map_grouped(fn, 1, leaf_slots(t), t), shapes)
+    assert traced == [(4, 3)] * 3
