@@ -40,30 +40,43 @@ TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
 # default float32 (what users run) and under float64, and float32
 PRECISIONS = [("float64", "float32"), ("float64", "float64"), ("float32", "float32")]
 PARAM_SHAPES = {"matrix": (5, 4), "vector": (7,), "conv": (3, 2, 3, 3), "scalar": ()}
+# a tree that repeats its shapes: per-leaf maths goes through jaxopt_adv._grouping's
+# grouped path (one vmapped trace per shape)
+REPEATED_SHAPES = {
+    "matrix": (5, 4),
+    "m2": (5, 4),
+    "m3": (5, 4),
+    "t1": (4, 5),
+    "t2": (4, 5),
+    "vector": (7,),
+    "v2": (7,),
+}
 # Step-varying gradient scale: second-moment maxima move up and down (exercises AMSGrad).
 GRADIENT_SCALES = (5.0, 1.0, 0.5, 2.0, 0.1, 3.0, 0.2, 1.5, 0.05, 4.0)
 
 torch.set_num_threads(1)
 
 
-def make_params(seed: int = 0) -> dict[str, np.ndarray]:
+def make_params(seed: int = 0, shapes: dict = PARAM_SHAPES) -> dict[str, np.ndarray]:
     """Identical float64 starting parameters for both frameworks."""
     rng = np.random.default_rng(seed)
-    return {k: rng.normal(size=s) for k, s in PARAM_SHAPES.items()}
+    return {k: rng.normal(size=s) for k, s in shapes.items()}
 
 
-def gradient_stream(num_steps: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
+def gradient_stream(
+    num_steps: int, seed: int = 1, shapes: dict = PARAM_SHAPES
+) -> list[dict[str, np.ndarray]]:
     """A recorded float64 gradient stream: a persistent direction plus noise, scaled per step.
 
     Every fourth step the first row of the matrix is exactly zero, which exercises the
     ``sign == 0`` / empty-accumulator branches (Rprop, Adagrad).
     """
     rng = np.random.default_rng(seed)
-    drift = {k: rng.normal(size=s) for k, s in PARAM_SHAPES.items()}
+    drift = {k: rng.normal(size=s) for k, s in shapes.items()}
     stream = []
     for t in range(num_steps):
         scale = GRADIENT_SCALES[t % len(GRADIENT_SCALES)]
-        g = {k: scale * (0.5 * drift[k] + rng.normal(size=s)) for k, s in PARAM_SHAPES.items()}
+        g = {k: scale * (0.5 * drift[k] + rng.normal(size=s)) for k, s in shapes.items()}
         if t % 4 == 3:
             g["matrix"][0] = 0.0
         stream.append(g)

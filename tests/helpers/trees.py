@@ -6,7 +6,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 # "matrix2" repeats a shape, so per-leaf maths also runs through jaxopt_adv._grouping
 SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": (), "matrix2": (4, 3)}
@@ -44,32 +43,3 @@ def make_grads(params, step: int) -> dict[str, jax.Array]:
         k: scale * jax.random.normal(key, p.shape, p.dtype)
         for key, (k, p) in zip(keys, params.items(), strict=True)
     }
-
-
-REPEATED_SHAPES = {
-    "matrix": (5, 4),
-    "m2": (5, 4),
-    "m3": (5, 4),
-    "t1": (4, 5),
-    "t2": (4, 5),
-    "vector": (7,),
-    "v2": (7,),
-}
-
-
-def repeated_shapes_run(num_steps: int = 20, seed: int = 0) -> tuple[dict, list[dict]]:
-    """Float64 NumPy params and a gradient stream (drift + noise, step-varying scale) on a
-    tree that repeats its shapes, so per-leaf maths goes through jaxopt_adv._grouping's
-    grouped path; for ``tests.harness.run_parity(params=..., stream=...)``."""
-    from tests.harness import GRADIENT_SCALES
-
-    rng = np.random.default_rng(seed)
-    params = {k: rng.normal(size=s) for k, s in REPEATED_SHAPES.items()}
-    drift = {k: rng.normal(size=s) for k, s in REPEATED_SHAPES.items()}
-    stream = []
-    for t in range(num_steps):
-        scale = GRADIENT_SCALES[t % len(GRADIENT_SCALES)]
-        stream.append(
-            {k: scale * (0.5 * drift[k] + rng.normal(size=s)) for k, s in REPEATED_SHAPES.items()}
-        )
-    return params, stream

@@ -26,9 +26,8 @@ from jaxopt_adv.tam.tam import (
     tam_correlation,
     torque_aware_momentum_update,
 )
-from tests.harness import make_params, precision, run_parity
+from tests.harness import REPEATED_SHAPES, gradient_stream, make_params, precision, run_parity
 from tests.helpers.tam_cases import ADATAM_CASES, ADATAM_STATE, TAM_CASES, TAM_STATE, torch_kwargs
-from tests.helpers.trees import repeated_shapes_run
 from tests.reference.torch_tam import TorqueAwareMomentumSGD, correlation
 
 TAM_RUNS = [(c, "float64") for c in TAM_CASES] + [
@@ -67,7 +66,10 @@ def test_adatam_parity(case, dtype):
 @pytest.mark.parametrize("factory", [tam, fast.tam, adatam, fast.adatam])
 def test_parity_on_leaves_of_repeated_shapes(factory, dtype):
     """Leaves of one shape go through one vmapped trace (jaxopt_adv._grouping)."""
-    params, stream = repeated_shapes_run()
+    params, stream = (
+        make_params(shapes=REPEATED_SHAPES),
+        gradient_stream(20, shapes=REPEATED_SHAPES),
+    )
     if factory in (tam, fast.tam):
         kwargs, reference, state_map = TAM_CASES["hyper_decoupled"], TAM, TAM_STATE
         torch_args = torch_kwargs(kwargs)
