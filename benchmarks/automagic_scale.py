@@ -23,6 +23,9 @@ the scaling stepped by ``jaxopt_adv.fast.scale_by_automagic_came``, the lr mask 
 its state donated, interleaved with Adam step by step): AGR, the frequency penalty (as
 on a step where it runs), the scaling (XLA and kernel), the direction control, the lr
 mask (XLA and kernel), SPD, and the composite (gated, ``kernel=True``) for reference.
+The stateless blocks (AGR, the penalty) get the leaf slots the composite passes them
+(``jaxopt_adv._grouping.with_slots``), so every block runs grouped per shape as in the
+composite.
 
 Usage:
   python benchmarks/automagic_scale.py                  # 200 leaves of 8x512 / 512x8
@@ -42,6 +45,7 @@ import optax
 
 import jaxopt_adv
 from jaxopt_adv import fast
+from jaxopt_adv._grouping import with_slots
 from jaxopt_adv.automagic import (
     create_full_finetune_optimizer,
     create_lora_optimizer,
@@ -122,10 +126,10 @@ def block_steps(config, params, grads) -> dict[str, tuple]:
     refs = {"ref_grads": grads, "raw_grads": grads}
     return {
         "agr (tree, edge)": (
-            agr(scope="tree", edge=config.edge_suppression, eps=1e-10, cap_alpha=True),
+            with_slots(agr(scope="tree", edge=config.edge_suppression, eps=1e-10, cap_alpha=True)),
             {},
         ),
-        "frequency penalty": (frequency_penalty(config.frequency_penalty), {}),
+        "frequency penalty": (with_slots(frequency_penalty(config.frequency_penalty)), {}),
         "scaling, XLA": (scale_by_automagic_came(**config.came_options), {}),
         "scaling, kernel": (fast.scale_by_automagic_came(**config.came_options), {}),
         "direction": (automagic_direction(**config.direction_options), refs),

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxopt_adv._common import filled_like
 
-__all__ = ["MAX_GROUPED_SIZE", "leaf_slots", "tree_map_grouped"]
+__all__ = ["MAX_GROUPED_SIZE", "WithSlotsState", "leaf_slots", "tree_map_grouped", "with_slots"]
 
 # Leaves up to this many elements are grouped. Measured with CAME on 96-200 leaf LoRA
 # trees (2 cores, jax 0.10.2): grouped steps are 2x faster at 4,096 elements a leaf and
@@ -121,10 +122,12 @@ def tree_map_grouped(
     """:func:`~jaxopt_adv._common.tree_map_multi`, traced once per group of like leaves.
 
     ``fn`` must treat each leaf alone (no reduction across leaves) and return an
-    ``n_out``-tuple of arrays (or ``None`` for an output a leaf does not have). ``slots`` is :func:`leaf_slots` of the params ``tree``
-    is shaped like. Leaves of one shape whose arguments all share shape and dtype (and
-    equal non-array arguments) go through one ``jax.vmap``-ed call; the results are the
-    per-leaf calls' up to the rounding of batched reductions. Other leaves (a shape met
+    ``n_out``-tuple of arrays (or ``None`` for an output a leaf does not have).
+    ``slots`` is :func:`leaf_slots` of the params ``tree`` is shaped like, or ``None``
+    to map every leaf one by one (a stateless block called without slots). Leaves of
+    one shape whose arguments all share shape and dtype (and equal non-array arguments)
+    go through one ``jax.vmap``-ed call; the results are the per-leaf calls' up to the
+    rounding of batched reductions. Other leaves (a shape met
     once, more than :data:`MAX_GROUPED_SIZE` elements, mixed dtypes, explicitly sharded
     arrays) are mapped one by one.
 
@@ -139,6 +142,9 @@ def tree_map_grouped(
     if not leaves:
         return tuple(treedef.unflatten([]) for _ in range(n_out))
     rows = list(zip(leaves, *(treedef.flatten_up_to(r) for r in rest), strict=True))
+    if slots is None:
+        outputs = [tuple(fn(*row)) for row in rows]
+        return tuple(treedef.unflatten(list(col)) for col in zip(*outputs, strict=True))
     slot_leaves = treedef.flatten_up_to(slots)
     results: list[tuple | None] = [None] * len(rows)
     for members in _shape_groups(leaves).values():
@@ -151,3 +157,40 @@ def tree_map_grouped(
         for index, out in zip(members, outs, strict=True):
             results[index] = out
     return tuple(treedef.unflatten(list(col)) for col in zip(*results, strict=True))
+
+
+class WithSlotsState(NamedTuple):
+    """State of :func:`with_slots`."""
+
+    inner: Any  # the wrapped transform's state
+    slots: optax.Updates  # leaf_slots(params)
+
+
+def with_slots(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """``inner`` given the extra argument ``slots`` (:func:`leaf_slots` of the params,
+    kept in the state).
+
+    A stateless block whose per-leaf maths goes through :func:`tree_map_grouped` reads its
+    slots from that extra argument (Automagic-CameAMP's AGR and penalties, to which the
+    composite passes its body's slots); used on its own, this wrapper gives them.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_adv.automagic.agr import agr
+      >>> tx = with_slots(agr(eps=0.0))
+      >>> u, _ = tx.update(jnp.array([1.0, -3.0]), tx.init(jnp.zeros(2)))
+      >>> u
+      Array([ 0.75, -0.75], dtype=float32)
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def init_fn(params: optax.Params) -> WithSlotsState:
+        return WithSlotsState(inner.init(params), leaf_slots(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        out, inner_state = inner.update(
+            updates, state.inner, params, **{**extra_args, "slots": state.slots}
+        )
+        return out, WithSlotsState(inner_state, state.slots)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

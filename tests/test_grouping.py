@@ -4,10 +4,11 @@ runtime slots."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxopt_adv._common import tree_map_multi
-from jaxopt_adv._grouping import MAX_GROUPED_SIZE, leaf_slots, tree_map_grouped
+from jaxopt_adv._grouping import MAX_GROUPED_SIZE, leaf_slots, tree_map_grouped, with_slots
 from tests.helpers.x64 import x64
 
 
@@ -85,6 +86,42 @@ def test_results_land_at_their_slots_not_their_stack_order():
     assert [float(out[k][0, 0]) for k in "abc"] == [2.0, 1.0, 0.0]
     (out,) = tree_map_grouped(lambda x: (x,), 1, leaf_slots(g), g)
     assert [float(out[k][0, 0]) for k in "abc"] == [0.0, 1.0, 2.0]
+
+
+def test_without_slots_every_leaf_is_mapped_alone():
+    """``slots=None`` (a stateless block called without slots): one trace per leaf, the
+    per-leaf map's results."""
+    traced = []
+
+    def fn(g, m):
+        traced.append(g.shape)
+        return heavy(g, m, 1.0)
+
+    g, m = tree(SHAPES), tree(SHAPES, seed=1)
+    grouped = tree_map_grouped(fn, 2, None, g, m)
+    assert sorted(traced) == sorted(SHAPES.values())
+    for ours, theirs in zip(grouped, tree_map_multi(fn, 2, g, m), strict=True):
+        for k in SHAPES:
+            np.testing.assert_array_equal(ours[k], theirs[k])
+
+
+def test_with_slots_hands_a_stateless_block_its_slots():
+    """with_slots keeps leaf_slots(params) in its state and passes them as ``slots``."""
+    seen = []
+
+    def update_fn(updates, state, params=None, **extra_args):
+        seen.append(extra_args.get("slots"))
+        return updates, state
+
+    tx = with_slots(optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update_fn))
+    params = tree(SHAPES)
+    state = tx.init(params)
+    out, state = tx.update(params, state, params, other=1)
+    assert out is params
+    assert {k: int(v) for k, v in seen[0].items()} == {
+        k: int(v) for k, v in leaf_slots(params).items()
+    }
+    assert state.slots is seen[0]
 
 
 def test_empty_tree():

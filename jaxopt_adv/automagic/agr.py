@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_adv._common import check, check_interval, check_nonnegative, unshard_trailing_axes
+from jaxopt_adv._grouping import tree_map_grouped
 
 __all__ = ["agr", "agr_leaf", "edge_strength", "laplacian"]
 
@@ -163,7 +164,11 @@ def agr(
         AGR; Automagic-CameAMP turns it on).
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with ``optax.EmptyState``.
+      An ``optax.GradientTransformationExtraArgs`` with ``optax.EmptyState``. Given the
+      extra argument ``slots`` (:func:`~jaxopt_adv._grouping.leaf_slots` of the params, as
+      :func:`~jaxopt_adv.automagic.automagic.automagic_came_amp` passes it), leaves of one
+      shape are processed as one group (:func:`~jaxopt_adv._grouping.tree_map_grouped`);
+      without it, one by one. The results are the same to rounding.
 
     Example:
       >>> import jax.numpy as jnp
@@ -195,15 +200,19 @@ def agr(
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
+        del params
+        slots = extra_args.get("slots")
         leaves = jax.tree.leaves(updates)
-        tree_total = sum(_abs_sum(g) for g in leaves) if scope == "tree" and leaves else None
         tree_count = sum(int(jnp.size(g)) for g in leaves)
+        tree_total = None
+        if scope == "tree" and leaves:
+            (sums,) = tree_map_grouped(lambda g: (_abs_sum(g),), 1, slots, updates)
+            tree_total = sum(jax.tree.leaves(sums))
 
         def leaf(g):
             total = tree_total if scope == "tree" else _abs_sum(g)
             count = (tree_count if scope == "tree" else int(jnp.size(g))) if cap_alpha else None
-            return agr_leaf(
+            shrunk = agr_leaf(
                 g,
                 total,
                 eps,
@@ -212,7 +221,8 @@ def agr(
                 edge_threshold=edge_threshold,
                 edge_scale=edge_scale,
             )
+            return (shrunk,)
 
-        return jax.tree.map(leaf, updates), state
+        return tree_map_grouped(leaf, 1, slots, updates)[0], state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

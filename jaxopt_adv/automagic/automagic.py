@@ -23,6 +23,12 @@ the rank penalty on those with ``count % rank_every == 0`` (``count``: the steps
 before this one; default 10 for both), under ``lax.cond``, with nothing cached in between,
 as the original's later commit 733d821 did with its ``step % k`` gating.
 
+Every block runs its per-leaf maths once per group of same-shape leaves
+(:func:`~jaxopt_adv._grouping.tree_map_grouped`), so the compiled step grows with the
+number of distinct shapes, not of leaves: the stateful blocks keep
+:func:`~jaxopt_adv._grouping.leaf_slots` in their states, and the stateless AGR and
+penalties get the CAME block's as the extra argument ``slots``.
+
 Differences from the original, all deliberate:
 confidence is CAME's ``(u - m)^2`` (factored over the last two axes by default, which also
 cuts the state to ~17 bytes per element in the LoRA preset); TAM keeps its smoothed
@@ -290,6 +296,12 @@ def _body_step(body_state: tuple) -> chex.Array:
     return body_state[0].count
 
 
+def _body_slots(body_state: tuple) -> Any:
+    """The leaf slots of the composite's body (its CAME block's), for the stateless
+    pre-processing blocks."""
+    return body_state[0].slots
+
+
 def automagic_came_amp(
     learning_rate: optax.ScalarOrSchedule = 1e-6,
     config: AutomagicConfig | None = None,
@@ -419,7 +431,8 @@ def automagic_came_amp(
         optax.scale(-1.0),
         spd,
     )
-    tx = requires_float_params(with_reference_grads(optax.chain(*pre), body, step_of=_body_step))
+    tx = with_reference_grads(optax.chain(*pre), body, step_of=_body_step, slots_of=_body_slots)
+    tx = requires_float_params(tx)
     return with_torch_layout(tx) if config.layout == "flax" else tx
 
 

@@ -27,8 +27,8 @@ from jaxopt_adv._common import (
     decay_power,
     filled_like,
     scalar_dtype,
-    tree_map_multi,
 )
+from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
 from jaxopt_adv.automagic.composition import EARLY, phase_of
 from jaxopt_adv.automagic.direction import (
     cautious_update,
@@ -125,6 +125,7 @@ class AutomagicCameState(NamedTuple):
     r_row: optax.Updates  # factored residual (confidence), ndim >= 2
     r_col: optax.Updates
     r: optax.Updates  # elementwise residual (factored=False), else (0,)
+    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
 
 
 def _stat_dtype(dtype: Any) -> Any:
@@ -279,6 +280,7 @@ def scale_by_automagic_came(
             r_row=r_row,
             r_col=r_col,
             r=r,
+            slots=leaf_slots(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -328,9 +330,10 @@ def scale_by_automagic_came(
                 r,
             )
 
-        out, mu, s, v_row, v_col, v, r_row, r_col, r = tree_map_multi(
+        out, mu, s, v_row, v_col, v, r_row, r_col, r = tree_map_grouped(
             leaf,
             9,
+            state.slots,
             updates,
             state.mu,
             state.s,
@@ -342,7 +345,8 @@ def scale_by_automagic_came(
             state.r,
         )
         count = optax.safe_increment(state.count)
-        return out, AutomagicCameState(count, mu, s, v_row, v_col, v, r_row, r_col, r)
+        new_state = AutomagicCameState(count, mu, s, v_row, v_col, v, r_row, r_col, r, state.slots)
+        return out, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -355,6 +359,7 @@ class AutomagicDirectionState(NamedTuple):
 
     count: chex.Array  # int32 scalar
     edge_history: optax.Updates  # H of the early-phase edge damping (ndim >= 2), else (0,)
+    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
 
 
 def automagic_direction(
@@ -399,7 +404,8 @@ def automagic_direction(
                 return filled_like(p, 0.0, _stat_dtype(p.dtype))
             return _placeholder(p)
 
-        return AutomagicDirectionState(jnp.zeros([], jnp.int32), jax.tree.map(history, params))
+        history = jax.tree.map(history, params)
+        return AutomagicDirectionState(jnp.zeros([], jnp.int32), history, leaf_slots(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         ref_grads = extra_args.get("ref_grads")
@@ -422,7 +428,10 @@ def automagic_direction(
             late = cautious_update(u, g, _CAUTIOUS_MEAN_FLOOR, background, _BACKGROUND_FACTOR)
             return jnp.where(early, c, late).astype(u.dtype), h
 
-        out, history = tree_map_multi(leaf, 2, updates, ref_grads, params, state.edge_history)
-        return out, AutomagicDirectionState(optax.safe_increment(state.count), history)
+        out, history = tree_map_grouped(
+            leaf, 2, state.slots, updates, ref_grads, params, state.edge_history
+        )
+        count = optax.safe_increment(state.count)
+        return out, AutomagicDirectionState(count, history, state.slots)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -25,8 +25,8 @@ from jaxopt_adv._common import (
     filled_like,
     fresh_array,
     scalar_dtype,
-    tree_map_multi,
 )
+from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
 
 __all__ = [
     "AutomagicLrMaskState",
@@ -52,6 +52,7 @@ class AutomagicLrMaskState(NamedTuple):
     spatial_variance: optax.Updates | None  # per row (..., 1) for ndim >= 2, () else; spatial only
     lr_max: chex.Array  # scalar: the group learning rate the mask is relative to
     avg_lr: optax.Updates  # per-leaf scalar: mean effective learning rate of the last step
+    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
 
 
 def spatial_variance_leaf(ref: jax.Array, sv: jax.Array) -> jax.Array:
@@ -294,6 +295,7 @@ def automagic_lr_mask(
             spatial_variance=jax.tree.map(sv_init, params) if spatial else None,
             lr_max=fresh_array(lr, sdt),
             avg_lr=jax.tree.map(lambda p: filled_like(p, lr, sdt, ()), params),
+            slots=leaf_slots(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -306,7 +308,7 @@ def automagic_lr_mask(
             state.count, state.lr_max, group_lr, warmup_steps, persistent_schedule
         )
 
-        def leaf(u, s, mask, polarity, sv, avg):
+        def leaf(u, s, mask, polarity, sv, avg, r):
             lr_eff, mask, polarity = lr_mask_leaf(
                 s,
                 mask,
@@ -321,17 +323,34 @@ def automagic_lr_mask(
                 detail_preservation=detail_preservation,
             )
             out = (u * lr_eff).astype(u.dtype)
+            sv = spatial_variance_leaf(r, sv) if spatial else None
             if lr_eff.size == 0:  # no rates to average (a mean would be 0 / 0): keep it
-                return out, mask, polarity, avg
-            return out, mask, polarity, jnp.mean(lr_eff.astype(sdt))
+                return out, mask, polarity, avg, sv
+            return out, mask, polarity, jnp.mean(lr_eff.astype(sdt)), sv
 
-        svs = state.spatial_variance if spatial else state.lr_mask  # placeholder, unread
-        out, mask, polarity, avg_lr = tree_map_multi(
-            leaf, 4, updates, source, state.lr_mask, state.last_polarity, svs, state.avg_lr
+        # without the spatial bump, placeholders (unread) stand in for the variance and ref
+        svs = state.spatial_variance if spatial else state.lr_mask
+        refs = ref if spatial else updates
+        out, mask, polarity, avg_lr, new_sv = tree_map_grouped(
+            leaf,
+            5,
+            state.slots,
+            updates,
+            source,
+            state.lr_mask,
+            state.last_polarity,
+            svs,
+            state.avg_lr,
+            refs,
         )
-        new_sv = jax.tree.map(spatial_variance_leaf, ref, svs) if spatial else None
         new_state = AutomagicLrMaskState(
-            optax.safe_increment(state.count), mask, polarity, new_sv, new_lr_max, avg_lr
+            optax.safe_increment(state.count),
+            mask,
+            polarity,
+            new_sv if spatial else None,
+            new_lr_max,
+            avg_lr,
+            state.slots,
         )
         return out, new_state
 

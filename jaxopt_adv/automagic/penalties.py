@@ -28,6 +28,7 @@ import optax
 from jax import lax
 
 from jaxopt_adv._common import check, check_nonnegative, is_concrete_number, is_static_zero
+from jaxopt_adv._grouping import tree_map_grouped
 
 __all__ = [
     "frequency_penalty",
@@ -175,7 +176,9 @@ def frequency_penalty(
       mode: static; ``"highpass"`` or ``"faithful"``.
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with ``optax.EmptyState``.
+      An ``optax.GradientTransformationExtraArgs`` with ``optax.EmptyState``; given the
+      extra argument ``slots``, leaves of one shape are filtered as one group (see
+      :func:`~jaxopt_adv.automagic.agr.agr`).
 
     Example:
       >>> import jax.numpy as jnp
@@ -208,13 +211,14 @@ def frequency_penalty(
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
+        del params
         if is_static_zero(strength):
             return updates, state
-        out = jax.tree.map(
-            lambda g: frequency_penalty_leaf(g, strength, radius_ratio, mode), updates
-        )
-        return out, state
+
+        def leaf(g):
+            return (frequency_penalty_leaf(g, strength, radius_ratio, mode),)
+
+        return tree_map_grouped(leaf, 1, extra_args.get("slots"), updates)[0], state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -255,7 +259,8 @@ def low_rank_penalty(
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with ``optax.EmptyState``; it needs
-      ``params``.
+      ``params``. Given the extra argument ``slots``, leaves of one shape are processed
+      as one group (see :func:`~jaxopt_adv.automagic.agr.agr`).
 
     Example:
       >>> import jax.numpy as jnp
@@ -289,14 +294,14 @@ def low_rank_penalty(
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
-        del extra_args
         if params is None:
             raise ValueError("low_rank_penalty needs params: call update(updates, state, params)")
         if is_static_zero(strength):
             return updates, state
-        out = jax.tree.map(
-            lambda g, p: low_rank_penalty_leaf(g, p, strength, rank, mode), updates, params
-        )
-        return out, state
+
+        def leaf(g, p):
+            return (low_rank_penalty_leaf(g, p, strength, rank, mode),)
+
+        return tree_map_grouped(leaf, 1, extra_args.get("slots"), updates, params)[0], state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check, check_count, check_nonnegative, tree_map_multi
+from jaxopt_adv._common import check, check_count, check_nonnegative
+from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
 
 __all__ = [
     "SelectiveProjectionDecayState",
@@ -42,6 +43,7 @@ class SelectiveProjectionDecayState(NamedTuple):
 
     count: chex.Array  # int32 scalar: number of updates taken
     anchor: optax.Params | None  # "init": initial params; "current": last iterate; None for "zeros"
+    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
 
 
 def rank_aware_factor(shape: Sequence[int]) -> float:
@@ -178,7 +180,7 @@ def selective_projection_decay(
             stored = jax.tree.map(jnp.array, params)
         else:
             stored = optax.tree.zeros_like(params)
-        return SelectiveProjectionDecayState(jnp.zeros([], jnp.int32), stored)
+        return SelectiveProjectionDecayState(jnp.zeros([], jnp.int32), stored, leaf_slots(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is None:
@@ -201,11 +203,17 @@ def selective_projection_decay(
             saved = (p + out).astype(p.dtype) if anchor == "current" else a
             return out, saved
 
+        slots = state.slots
         if anchor == "zeros":
-            out = jax.tree.map(lambda d, p, g: leaf(d, p, g, None)[0], updates, params, raw_grads)
+            (out,) = tree_map_grouped(
+                lambda d, p, g: leaf(d, p, g, None)[:1], 1, slots, updates, params, raw_grads
+            )
             new_anchor = None
         else:
-            out, new_anchor = tree_map_multi(leaf, 2, updates, params, raw_grads, state.anchor)
-        return out, SelectiveProjectionDecayState(optax.safe_increment(state.count), new_anchor)
+            out, new_anchor = tree_map_grouped(
+                leaf, 2, slots, updates, params, raw_grads, state.anchor
+            )
+        count = optax.safe_increment(state.count)
+        return out, SelectiveProjectionDecayState(count, new_anchor, slots)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -6,9 +6,10 @@ import numpy as np
 import optax
 import pytest
 
+from jaxopt_adv._grouping import with_slots
 from jaxopt_adv.automagic.agr import agr, edge_strength, laplacian
 from jaxopt_adv.torch import adamw, sgd
-from tests.harness import make_params, precision, run_parity
+from tests.harness import REPEATED_SHAPES, gradient_stream, make_params, precision, run_parity
 from tests.reference import torch_agr
 
 LR = 0.1
@@ -27,11 +28,14 @@ LR = 0.1
     ],
 )
 def test_sgd_parity(scope, edge, eps, cap_alpha, dtype):
+    """Given slots, on a tree that repeats shapes (grouped per shape)."""
     options = dict(scope=scope, edge=edge, eps=eps, cap_alpha=cap_alpha)
     run_parity(
-        optax.chain(agr(**options), sgd(LR)),
+        optax.chain(with_slots(agr(**options)), sgd(LR)),
         lambda p: torch_agr.AGRSGD(p, lr=LR, **options),
         dtype=dtype,
+        params=make_params(shapes=REPEATED_SHAPES),
+        stream=gradient_stream(20, shapes=REPEATED_SHAPES),
     )
 
 

@@ -9,7 +9,7 @@ import torch
 
 from jaxopt_adv.automagic.composition import with_reference_grads
 from jaxopt_adv.automagic.lr_mask import automagic_lr_mask, spatial_variance_leaf
-from tests.harness import run_parity
+from tests.harness import REPEATED_SHAPES, gradient_stream, make_params, run_parity
 from tests.reference.torch_lr_mask import AutomagicLrMaskSGD
 
 WARMUP = 8
@@ -61,6 +61,7 @@ def reference(group_lr=False, mask_dtype="float32", **kwargs):
     [(c, d) for c in CASES for d in ("float64", "float32")] + [("mask_float64", "float64")],
 )
 def test_lr_mask_parity(case, dtype):
+    """On a tree that repeats shapes: the mask's per-leaf maths runs grouped."""
     kwargs = CASES[case] if case in CASES else MASK_FLOAT64
     state_map = {"lr_mask": "lr_mask", "last_polarity": "last_polarity", "avg_lr": "avg_lr"}
     state_map["lr_max"] = "lr_max"
@@ -70,9 +71,10 @@ def test_lr_mask_parity(case, dtype):
         ours(**kwargs),
         reference(**kwargs),
         dtype=dtype,
-        num_steps=len(GROUP_LR),
         state_map=state_map,
         schedule=schedule if kwargs.get("group_lr") else None,
+        params=make_params(shapes=REPEATED_SHAPES),
+        stream=gradient_stream(len(GROUP_LR), shapes=REPEATED_SHAPES),
     )
 
 

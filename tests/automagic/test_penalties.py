@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxopt_adv._grouping import with_slots
 from jaxopt_adv.automagic.agr import agr
 from jaxopt_adv.automagic.penalties import (
     frequency_penalty,
@@ -40,15 +41,25 @@ def stream(shapes, num_steps=20, seed=1):
     return out
 
 
+# shapes repeat: with slots (with_slots) the per-leaf maths runs grouped per shape
 FREQ_SHAPES = {
     "m54": (5, 4),
+    "m54b": (5, 4),
     "m79": (7, 9),
+    "m79b": (7, 9),
     "m88": (8, 8),
     "v": (7,),
     "conv": (3, 2, 3, 3),
     "s": (),
 }
-RANK_SHAPES = {"m54": (5, 4), "m1216": (12, 16), "m2011": (20, 11), "v": (7,), "s": ()}
+RANK_SHAPES = {
+    "m54": (5, 4),
+    "m1216": (12, 16),
+    "m1216b": (12, 16),
+    "m2011": (20, 11),
+    "v": (7,),
+    "s": (),
+}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -56,7 +67,7 @@ RANK_SHAPES = {"m54": (5, 4), "m1216": (12, 16), "m2011": (20, 11), "v": (7,), "
 def test_frequency_parity(mode, dtype):
     options = dict(strength=0.3, radius_ratio=0.3, mode=mode)
     run_parity(
-        optax.chain(frequency_penalty(0.3, 0.3, mode=mode), sgd(LR)),
+        optax.chain(with_slots(frequency_penalty(0.3, 0.3, mode=mode)), sgd(LR)),
         lambda p: PenaltySGD(p, lr=LR, frequency=options),
         dtype=dtype,
         params=make(FREQ_SHAPES, 0),
@@ -69,7 +80,7 @@ def test_frequency_parity(mode, dtype):
 def test_rank_parity(mode, rank, dtype):
     options = dict(strength=0.5, rank=rank, mode=mode)
     run_parity(
-        optax.chain(low_rank_penalty(0.5, rank, mode=mode), sgd(LR)),
+        optax.chain(with_slots(low_rank_penalty(0.5, rank, mode=mode)), sgd(LR)),
         lambda p: PenaltySGD(p, lr=LR, rank=options),
         dtype=dtype,
         params=make(RANK_SHAPES, 0),
@@ -84,9 +95,13 @@ def test_preprocessing_chain_parity(dtype):
     agr_options = dict(scope="tree", edge=True, edge_threshold=0.6, edge_scale=0.1, eps=1e-10)
     run_parity(
         optax.chain(
-            agr(**agr_options),
-            frequency_penalty(mode="faithful"),
-            low_rank_penalty(mode="faithful"),
+            with_slots(
+                optax.chain(
+                    agr(**agr_options),
+                    frequency_penalty(mode="faithful"),
+                    low_rank_penalty(mode="faithful"),
+                )
+            ),
             sgd(LR),
         ),
         lambda p: PenaltySGD(

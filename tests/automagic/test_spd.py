@@ -10,7 +10,7 @@ import torch
 from jaxopt_adv.automagic.composition import with_reference_grads
 from jaxopt_adv.automagic.spd import rank_aware_factor, selective_projection_decay, spd_leaf
 from jaxopt_adv.torch import scale_by_adam
-from tests.harness import make_params, run_parity
+from tests.harness import REPEATED_SHAPES, gradient_stream, make_params, run_parity
 from tests.reference.torch_spd import AdamSPD
 
 LR, WD = 0.05, 0.3
@@ -56,6 +56,8 @@ def test_adam_spd_parity(case, dtype):
         torch_adam_spd(**kwargs),
         dtype=dtype,
         state_map=state_map,
+        params=make_params(shapes=REPEATED_SHAPES),  # grouped per shape
+        stream=gradient_stream(20, shapes=REPEATED_SHAPES),
     )
 
 
