@@ -32,7 +32,7 @@ def table(state_memory):
 def state_bytes(table, name, label="defaults"):
     """{tree: total state bytes}"""
     rows, elements = table
-    return {tree: rows[name, label][tree] * elements[tree] for tree in elements}
+    return {tree: round(rows[name, label][tree] * elements[tree]) for tree in elements}
 
 
 def test_every_registered_optimizer_has_a_row(table):
