@@ -204,10 +204,7 @@ def agr(
         slots = extra_args.get("slots")
         leaves = jax.tree.leaves(updates)
         tree_count = sum(int(jnp.size(g)) for g in leaves)
-        tree_total = None
-        if scope == "tree" and leaves:
-            (sums,) = tree_map_grouped(lambda g: (_abs_sum(g),), 1, slots, updates)
-            tree_total = sum(jax.tree.leaves(sums))
+        tree_total = sum(_abs_sum(g) for g in leaves) if scope == "tree" and leaves else None
 
         def leaf(g):
             total = tree_total if scope == "tree" else _abs_sum(g)
