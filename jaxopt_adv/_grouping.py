@@ -30,7 +30,14 @@ import optax
 
 from jaxopt_adv._common import filled_like
 
-__all__ = ["MAX_GROUPED_SIZE", "WithSlotsState", "leaf_slots", "tree_map_grouped", "with_slots"]
+__all__ = [
+    "MAX_GROUPED_SIZE",
+    "WithSlotsState",
+    "leaf_slots",
+    "sum_grouped",
+    "tree_map_grouped",
+    "with_slots",
+]
 
 # Leaves up to this many elements are grouped. Measured with CAME on 96-200 leaf LoRA
 # trees (2 cores, jax 0.10.2): grouped steps are 2x faster at 4,096 elements a leaf and
@@ -157,6 +164,32 @@ def tree_map_grouped(
         for index, out in zip(members, outs, strict=True):
             results[index] = out
     return tuple(treedef.unflatten(list(col)) for col in zip(*results, strict=True))
+
+
+def sum_grouped(total: Callable[[jax.Array], jax.Array], leaves: list[Any]) -> jax.Array:
+    """``sum(total(x) for x in leaves)`` for a whole-array sum ``total`` (``total`` of a
+    stack is the sum of its rows' ``total``), one reduction per group of like leaves.
+
+    A reduction per leaf is a loop per leaf, and XLA:CPU's compile time of a sum of many
+    grows faster than their number (about 30 s for ``sum |g|`` over 200 LoRA leaves, 3 s
+    stacked per shape). Leaves of one shape and dtype are stacked first (explicitly
+    sharded ones are reduced alone); no slots are needed, nothing is read back.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> float(sum_grouped(jnp.sum, [jnp.ones((2, 3)), jnp.ones(4), jnp.ones((2, 3))]))
+      16.0
+    """
+    groups: dict[Hashable, list[Any]] = {}
+    alone: list[Any] = []
+    for leaf in leaves:
+        key = _key(leaf)
+        (alone if key is None else groups.setdefault(key, [])).append(leaf)
+    sums = [total(x) for x in alone]
+    sums += [
+        total(jnp.stack(group)) if len(group) > 1 else total(group[0]) for group in groups.values()
+    ]
+    return sum(sums[1:], sums[0])
 
 
 class WithSlotsState(NamedTuple):

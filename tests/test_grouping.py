@@ -8,7 +8,13 @@ import optax
 import pytest
 
 from jaxopt_adv._common import tree_map_multi
-from jaxopt_adv._grouping import MAX_GROUPED_SIZE, leaf_slots, tree_map_grouped, with_slots
+from jaxopt_adv._grouping import (
+    MAX_GROUPED_SIZE,
+    leaf_slots,
+    sum_grouped,
+    tree_map_grouped,
+    with_slots,
+)
 from tests.helpers.x64 import x64
 
 
@@ -122,6 +128,22 @@ def test_with_slots_hands_a_stateless_block_its_slots():
         k: int(v) for k, v in leaf_slots(params).items()
     }
     assert state.slots is seen[0]
+
+
+def test_sum_grouped_reduces_once_per_group():
+    """One reduction per (shape, dtype) group; the sum of the per-leaf sums."""
+    reduced = []
+
+    def total(x):
+        reduced.append(x.shape)
+        return jnp.sum(jnp.abs(x))
+
+    with x64(True):
+        leaves = jax.tree.leaves(tree(SHAPES, jnp.float64))
+        got = sum_grouped(total, leaves)
+        want = sum(float(jnp.sum(jnp.abs(x))) for x in leaves)
+    assert float(got) == pytest.approx(want, rel=1e-14)
+    assert sorted(reduced) == sorted([(3, 3, 8), (2, 8, 3), (5,), ()])
 
 
 def test_empty_tree():

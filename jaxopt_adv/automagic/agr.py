@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_adv._common import check, check_interval, check_nonnegative, unshard_trailing_axes
-from jaxopt_adv._grouping import tree_map_grouped
+from jaxopt_adv._grouping import sum_grouped, tree_map_grouped
 
 __all__ = ["agr", "agr_leaf", "edge_strength", "laplacian"]
 
@@ -204,7 +204,8 @@ def agr(
         slots = extra_args.get("slots")
         leaves = jax.tree.leaves(updates)
         tree_count = sum(int(jnp.size(g)) for g in leaves)
-        tree_total = sum(_abs_sum(g) for g in leaves) if scope == "tree" and leaves else None
+        # the tree-wide sum: one reduction per shape group, not per leaf (compile time)
+        tree_total = sum_grouped(_abs_sum, leaves) if scope == "tree" and leaves else None
 
         def leaf(g):
             total = tree_total if scope == "tree" else _abs_sum(g)
