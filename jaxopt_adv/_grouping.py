@@ -173,7 +173,8 @@ def sum_grouped(total: Callable[[jax.Array], jax.Array], leaves: list[Any]) -> j
     A reduction per leaf is a loop per leaf, and XLA:CPU's compile time of a sum of many
     grows faster than their number (about 30 s for ``sum |g|`` over 200 LoRA leaves, 3 s
     stacked per shape). Leaves of one shape and dtype are stacked first (explicitly
-    sharded ones are reduced alone); no slots are needed, nothing is read back.
+    sharded ones and those above :data:`MAX_GROUPED_SIZE` elements, whose stack would
+    be a large copy, are reduced alone); no slots are needed, nothing is read back.
 
     Example:
       >>> import jax.numpy as jnp
@@ -183,7 +184,7 @@ def sum_grouped(total: Callable[[jax.Array], jax.Array], leaves: list[Any]) -> j
     groups: dict[Hashable, list[Any]] = {}
     alone: list[Any] = []
     for leaf in leaves:
-        key = _key(leaf)
+        key = _key(leaf) if math.prod(jnp.shape(leaf)) <= MAX_GROUPED_SIZE else None
         (alone if key is None else groups.setdefault(key, [])).append(leaf)
     sums = [total(x) for x in alone]
     sums += [

@@ -138,12 +138,14 @@ def test_sum_grouped_reduces_once_per_group():
         reduced.append(x.shape)
         return jnp.sum(jnp.abs(x))
 
+    big = (MAX_GROUPED_SIZE + 1,)
     with x64(True):
-        leaves = jax.tree.leaves(tree(SHAPES, jnp.float64))
+        leaves = jax.tree.leaves(tree({**SHAPES, "big1": big, "big2": big}, jnp.float64))
         got = sum_grouped(total, leaves)
         want = sum(float(jnp.sum(jnp.abs(x))) for x in leaves)
     assert float(got) == pytest.approx(want, rel=1e-14)
-    assert sorted(reduced) == sorted([(3, 3, 8), (2, 8, 3), (5,), ()])
+    # the big leaves alone (a stack of them would be a large copy)
+    assert sorted(reduced) == sorted([(3, 3, 8), (2, 8, 3), (5,), (), big, big])
 
 
 def test_empty_tree():
