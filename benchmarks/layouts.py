@@ -95,9 +95,14 @@ def alternating_medians_ms(steps: int, runs: dict[str, Callable[[], float]]) -> 
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
-def measured_columns(ms: dict[str, float], floor_ms: float, fusions: dict[str, float]) -> str:
-    """The row's :data:`MEASURED_COLUMNS` from the medians, the floor and the fusions."""
-    return (
-        f"{ms['kernel']:.2f} | {ms['jax']:.2f} | {ms['jax'] / ms['kernel']:.2f} | "
-        f"{floor_ms / ms['kernel']:.2f} | {fusions['kernel']:.0f} / {fusions['jax']:.0f}"
-    )
+def print_row(cells: list, ms: dict[str, float], fusions: dict[str, float], floor_ms: float):
+    """Prints a table row: ``cells``, then the :data:`MEASURED_COLUMNS` from the medians,
+    the memory floor and the fusions."""
+    measured = [
+        f"{ms['kernel']:.2f}",
+        f"{ms['jax']:.2f}",
+        f"{ms['jax'] / ms['kernel']:.2f}",
+        f"{floor_ms / ms['kernel']:.2f}",
+        f"{fusions['kernel']:.0f} / {fusions['jax']:.0f}",
+    ]
+    print("| " + " | ".join(str(cell) for cell in [*cells, *measured]) + " |")

@@ -19,7 +19,7 @@ import time
 from functools import partial
 
 import jax
-from layouts import alternating_medians_ms, layouts, loop_fusions, measured_columns, start, tree
+from layouts import alternating_medians_ms, layouts, loop_fusions, print_row, start, tree
 
 from jaxopt_adv import fast
 from jaxopt_adv.automagic.lr_mask import automagic_lr_mask
@@ -67,10 +67,7 @@ def main() -> None:
         for spatial in (False, True):
             ms, fusions = measure(layout, leaves, spatial, args.steps)
             floor_ms = 1e3 * BYTES_PER_ELEMENT * elements / bandwidth
-            print(
-                f"| {elements:,} | {leaves} | {spatial} | "
-                f"{measured_columns(ms, floor_ms, fusions)} |"
-            )
+            print_row([f"{elements:,}", leaves, spatial], ms, fusions, floor_ms)
 
 
 if __name__ == "__main__":

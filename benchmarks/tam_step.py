@@ -22,7 +22,7 @@ from functools import partial
 
 import jax
 import optax
-from layouts import alternating_medians_ms, layouts, loop_fusions, measured_columns, start, tree
+from layouts import alternating_medians_ms, layouts, loop_fusions, print_row, start, tree
 
 from jaxopt_adv import fast
 from jaxopt_adv.tam import adatam, tam
@@ -78,10 +78,7 @@ def main() -> None:
         for (name, correlation), nbytes in BYTES_PER_ELEMENT.items():
             ms, fusions = measure(name, correlation, layout, leaves, args.steps)
             floor_ms = 1e3 * nbytes * elements / bandwidth
-            print(
-                f"| {name} | {correlation} | {elements:,} | {leaves} | "
-                f"{measured_columns(ms, floor_ms, fusions)} |"
-            )
+            print_row([name, correlation, f"{elements:,}", leaves], ms, fusions, floor_ms)
 
 
 if __name__ == "__main__":
