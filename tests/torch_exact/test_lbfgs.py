@@ -236,3 +236,22 @@ def test_a_checkpoint_without_offsets_is_refused(tmp_path):
     path = save_checkpoint(tmp_path / "old", {"opt_state": old})
     with pytest.raises(CheckpointError, match=r"only in the target: .*LbfgsState\.offsets"):
         restore_checkpoint(path, {"opt_state": jax.eval_shape(tx.init, params)})
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_the_closure_appears_twice_in_the_program(line_search_fn):
+    """The loss at the params, and one evaluation site: torch's three line-search
+    evaluations (first trial, bracketing, zoom) share one loop body, so a large model's
+    loss and gradient are traced and compiled once, not three times."""
+    params = {"w": jnp.ones((3, 4)), "b": jnp.ones(4)}
+    tx = lbfgs(0.5, max_iter=3, line_search_fn=line_search_fn)
+    traced = []
+
+    def value_fn(p):
+        traced.append(None)
+        return sum(0.5 * jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(p))
+
+    jax.make_jaxpr(lambda p, s, g: tx.update(g, s, p, value_fn=value_fn))(
+        params, tx.init(params), params
+    )
+    assert len(traced) == 2
