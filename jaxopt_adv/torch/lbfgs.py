@@ -188,7 +188,23 @@ def strong_wolfe(
         zooming = ~s["done"] & (s["ls_iter"] < max_ls) & wide
         return (s["phase"] != _ZOOMING) | zooming
 
+    def select(condition, x, y):
+        return jax.tree.map(lambda a, b: jnp.where(condition, a, b), x, y)
+
+    def settled(s):
+        """``s`` with its last evaluation folded into the bracket (and the phase moved on)."""
+        b, phase = s["bracket"], s["phase"]
+        t_new, f_new, g_new = s["evaluated"]
+        new = (t_new, f_new, g_new, jnp.dot(g_new, d))
+        zoom = phase == _ZOOMING
+        shifted = _Bracket(*(_pair(v[1], n) for v, n in zip(b, new, strict=True)))
+        after_zoom, done = zoomed(b, *new)
+        bracketing = end_of_bracketing({**s, "bracket": shifted, "phase": _phase(_BRACKETING)})
+        after = {**s, "bracket": after_zoom, "done": done}
+        return select(s["pending"], select(zoom, after, bracketing), s) | {"pending": False}
+
     def step(s):
+        s = settled(s)
         b, phase = s["bracket"], s["phase"]
         t_bracketing = cubic_interpolate(
             b.t[0],
@@ -204,21 +220,16 @@ def strong_wolfe(
             phase == _INITIAL, s["t0"], jnp.where(phase == _BRACKETING, t_bracketing, t_zoom)
         )
         f_new, g_new = evaluate(t_new)
-        gtd_new = jnp.dot(g_new, d)
-        zoom = phase == _ZOOMING
-        new = (t_new, f_new, g_new, gtd_new)
-        shifted = _Bracket(*(_pair(v[1], n) for v, n in zip(b, new, strict=True)))
-        after_zoom, done = zoomed(b, t_new, f_new, g_new, gtd_new)
-        s = {
+        return {
             **s,
-            "bracket": jax.tree.map(lambda z, a: jnp.where(zoom, z, a), after_zoom, shifted),
+            # read back by the next round only, so that XLA computes the loss and the
+            # gradient once rather than inside each test that reads them
+            "evaluated": (t_new, f_new, g_new),
+            "pending": jnp.asarray(True),
             "ls_iter": s["ls_iter"] + (phase != _INITIAL),
             "evals": s["evals"] + 1,
-            "done": jnp.where(zoom, done, s["done"]),
-            "insuf_progress": jnp.where(zoom, insuf_progress, s["insuf_progress"]),
-            "phase": _phase(jnp.where(zoom, _ZOOMING, _BRACKETING)),
+            "insuf_progress": jnp.where(phase == _ZOOMING, insuf_progress, s["insuf_progress"]),
         }
-        return jax.lax.cond(zoom, lambda s: s, end_of_bracketing, s)
 
     # the first trial shifts in after (0, f, g, gtd): bracketing starts from [0, t]
     start = _Bracket(*(_pair(v, v) for v in (jnp.zeros_like(t), f, g, gtd)))
@@ -230,8 +241,10 @@ def strong_wolfe(
         "evals": jnp.zeros([], jnp.int32),
         "done": jnp.zeros([], bool),
         "insuf_progress": jnp.zeros([], bool),
+        "evaluated": (t, f, g),
+        "pending": jnp.asarray(False),
     }
-    s = jax.lax.while_loop(searching, step, s)
+    s = settled(jax.lax.while_loop(lambda s: searching(settled(s)), step, s))
     b = s["bracket"]
     low = low_index(b)
     return b.f[low], b.g[low], b.t[low], s["evals"]
