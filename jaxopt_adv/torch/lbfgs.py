@@ -188,23 +188,30 @@ def strong_wolfe(
         zooming = ~s["done"] & (s["ls_iter"] < max_ls) & wide
         return (s["phase"] != _ZOOMING) | zooming
 
-    def select(condition, x, y):
-        return jax.tree.map(lambda a, b: jnp.where(condition, a, b), x, y)
-
     def settled(s):
         """``s`` with its last evaluation folded into the bracket (and the phase moved on)."""
-        b, phase = s["bracket"], s["phase"]
-        t_new, f_new, g_new = s["evaluated"]
-        new = (t_new, f_new, g_new, jnp.dot(g_new, d))
-        zoom = phase == _ZOOMING
-        shifted = _Bracket(*(_pair(v[1], n) for v, n in zip(b, new, strict=True)))
-        after_zoom, done = zoomed(b, *new)
-        bracketing = end_of_bracketing({**s, "bracket": shifted, "phase": _phase(_BRACKETING)})
-        after = {**s, "bracket": after_zoom, "done": done}
-        return select(s["pending"], select(zoom, after, bracketing), s) | {"pending": False}
 
-    def step(s):
-        s = settled(s)
+        def fold(s):
+            b = s["bracket"]
+            t_new, f_new, g_new = s["evaluated"]
+            new = (t_new, f_new, g_new, jnp.dot(g_new, d))
+
+            def after_zoom(s):
+                bracket, done = zoomed(b, *new)
+                return {**s, "bracket": bracket, "done": done}
+
+            def after_bracketing(s):
+                shifted = _Bracket(*(_pair(v[1], n) for v, n in zip(b, new, strict=True)))
+                return end_of_bracketing({**s, "bracket": shifted, "phase": _phase(_BRACKETING)})
+
+            return jax.lax.cond(s["phase"] == _ZOOMING, after_zoom, after_bracketing, s)
+
+        return jax.lax.cond(s["pending"], fold, lambda s: s, s) | {"pending": jnp.asarray(False)}
+
+    def trial(s):
+        """Evaluate the phase's next step length; the result is read back by the next
+        round only, so that XLA computes the loss and the gradient once rather than
+        inside each test that reads them."""
         b, phase = s["bracket"], s["phase"]
         t_bracketing = cubic_interpolate(
             b.t[0],
@@ -222,14 +229,17 @@ def strong_wolfe(
         f_new, g_new = evaluate(t_new)
         return {
             **s,
-            # read back by the next round only, so that XLA computes the loss and the
-            # gradient once rather than inside each test that reads them
             "evaluated": (t_new, f_new, g_new),
             "pending": jnp.asarray(True),
             "ls_iter": s["ls_iter"] + (phase != _INITIAL),
             "evals": s["evals"] + 1,
             "insuf_progress": jnp.where(phase == _ZOOMING, insuf_progress, s["insuf_progress"]),
         }
+
+    def step(s):
+        s = settled(s)
+        go = searching(s)
+        return jax.lax.cond(go, trial, lambda s: s, s) | {"go": go}
 
     # the first trial shifts in after (0, f, g, gtd): bracketing starts from [0, t]
     start = _Bracket(*(_pair(v, v) for v in (jnp.zeros_like(t), f, g, gtd)))
@@ -243,8 +253,9 @@ def strong_wolfe(
         "insuf_progress": jnp.zeros([], bool),
         "evaluated": (t, f, g),
         "pending": jnp.asarray(False),
+        "go": jnp.asarray(True),
     }
-    s = settled(jax.lax.while_loop(lambda s: searching(settled(s)), step, s))
+    s = jax.lax.while_loop(lambda s: s["go"], step, s)  # ends with nothing pending
     b = s["bracket"]
     low = low_index(b)
     return b.f[low], b.g[low], b.t[low], s["evals"]
