@@ -15,13 +15,11 @@ the leaves per leaf in each variant's optimized HLO.
 
 from __future__ import annotations
 
-import argparse
-import math
-import statistics
 import time
+from functools import partial
 
 import jax
-from layouts import copy_seconds, loop_fusions, shapes, tree
+from layouts import alternating_medians_ms, layouts, loop_fusions, print_row, start, tree
 
 from jaxopt_adv import fast
 from jaxopt_adv.automagic.lr_mask import automagic_lr_mask
@@ -39,54 +37,37 @@ def runner(tx, layout):
     return step, tx.init(params)
 
 
+def measure(layout: list, leaves: int, spatial: bool, steps: int) -> tuple[dict, dict]:
+    """The kernel's and the JAX path's median milliseconds and loop fusions per leaf."""
+    kw = {"lr": 1e-6, "warmup_steps": 10**6, "spatial": spatial}
+    variants = {
+        "kernel": runner(fast.automagic_lr_mask(**kw), layout),
+        "jax": runner(automagic_lr_mask(**kw), layout),
+    }
+    u, r = tree(layout, 1), tree(layout, 2)
+    fusions = {  # lowering donates nothing
+        k: loop_fusions(step.lower(u, state, u).compile().as_text(), leaves, layout)
+        for k, (step, state) in variants.items()
+    }
+    states = {k: state for k, (_, state) in variants.items()}
+
+    def run(k: str) -> float:
+        fresh = jax.block_until_ready([x.copy() for x in u])
+        start_time = time.perf_counter()
+        out, states[k] = variants[k][0](fresh, states[k], r)
+        jax.block_until_ready((out, states[k]))
+        return time.perf_counter() - start_time
+
+    return alternating_medians_ms(steps, {k: partial(run, k) for k in variants}), fusions
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1e7,5e7")
-    parser.add_argument("--leaves", default="1,200")
-    parser.add_argument("--steps", type=int, default=10)
-    args = parser.parse_args()
-    fast.tune_malloc()  # XLA's large temporaries stay on the heap (see fast.tune_malloc)
-    print(f"kernels: {fast.unavailable_reason() or 'used'}")
-    print(
-        "| elements | leaves | spatial | kernel ms | jax ms | jax/kernel | floor/kernel "
-        "| loop fusions per leaf (kernel / jax) |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for total in (int(float(s)) for s in args.sizes.split(",")):
-        bandwidth = 8 * total / copy_seconds(total, args.steps)  # read + write, bytes/s
-        for leaves in (int(n) for n in args.leaves.split(",")):
-            layout = shapes(total, leaves)
-            elements = sum(math.prod(s) for s in layout)
-            for spatial in (False, True):
-                kw = {"lr": 1e-6, "warmup_steps": 10**6, "spatial": spatial}
-                variants = {
-                    "kernel": runner(fast.automagic_lr_mask(**kw), layout),
-                    "jax": runner(automagic_lr_mask(**kw), layout),
-                }
-                u, r = tree(layout, 1), tree(layout, 2)
-                fusions = {  # lowering donates nothing
-                    k: loop_fusions(step.lower(u, state, u).compile().as_text(), leaves, layout)
-                    for k, (step, state) in variants.items()
-                }
-                states = {k: state for k, (_, state) in variants.items()}
-                times: dict[str, list[float]] = {k: [] for k in variants}
-                for t in range(args.steps + 2):
-                    for k, (step, _) in variants.items():
-                        fresh = jax.block_until_ready([x.copy() for x in u])
-                        start = time.perf_counter()
-                        out, states[k] = step(fresh, states[k], r)
-                        jax.block_until_ready((out, states[k]))
-                        if t >= 2:  # compile and warm up
-                            times[k].append(time.perf_counter() - start)
-                ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-                floor_ms = 1e3 * BYTES_PER_ELEMENT * elements / bandwidth
-                print(
-                    f"| {elements:,} | {leaves} | {spatial} | {ms['kernel']:.2f} | "
-                    f"{ms['jax']:.2f} | {ms['jax'] / ms['kernel']:.2f} | "
-                    f"{floor_ms / ms['kernel']:.2f} | "
-                    f"{fusions['kernel']:.0f} / {fusions['jax']:.0f} |"
-                )
-                del variants, states
+    args = start(__doc__, "elements | leaves | spatial")
+    for leaves, layout, elements, bandwidth in layouts(args):
+        for spatial in (False, True):
+            ms, fusions = measure(layout, leaves, spatial, args.steps)
+            floor_ms = 1e3 * BYTES_PER_ELEMENT * elements / bandwidth
+            print_row([f"{elements:,}", leaves, spatial], ms, fusions, floor_ms)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,12 @@ printed: the loop fusions over the leaves per leaf in each variant's optimized H
 
 from __future__ import annotations
 
-import argparse
-import math
-import statistics
 import time
+from functools import partial
 
 import jax
 import optax
-from layouts import copy_seconds, loop_fusions, shapes, tree
+from layouts import alternating_medians_ms, layouts, loop_fusions, print_row, start, tree
 
 from jaxopt_adv import fast
 from jaxopt_adv.tam import adatam, tam
@@ -50,52 +48,37 @@ def runner(tx, layout):
     return jax.jit(step, donate_argnums=(0, 1)), params, tx.init(params)
 
 
+def measure(
+    name: str, correlation: str, layout: list, leaves: int, steps: int
+) -> tuple[dict, dict]:
+    """The kernel's and the JAX path's median milliseconds and loop fusions per leaf."""
+    grads = tree(layout, 1)
+    ours, theirs = FACTORIES[name]
+    variants = {
+        "kernel": runner(ours(1e-4, correlation=correlation), layout),
+        "jax": runner(theirs(1e-4, correlation=correlation), layout),
+    }
+    fusions = {  # lowering donates nothing
+        k: loop_fusions(step.lower(p, s, grads).compile().as_text(), leaves, layout)
+        for k, (step, p, s) in variants.items()
+    }
+    carry = {k: (p, s) for k, (_, p, s) in variants.items()}
+
+    def run(k: str) -> float:
+        start_time = time.perf_counter()
+        carry[k] = jax.block_until_ready(variants[k][0](*carry[k], grads))
+        return time.perf_counter() - start_time
+
+    return alternating_medians_ms(steps, {k: partial(run, k) for k in variants}), fusions
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1e7,5e7")
-    parser.add_argument("--leaves", default="1,200")
-    parser.add_argument("--steps", type=int, default=10)
-    args = parser.parse_args()
-    fast.tune_malloc()  # XLA's large temporaries stay on the heap (see fast.tune_malloc)
-    print(f"kernels: {fast.unavailable_reason() or 'used'}")
-    print(
-        "| optimizer | correlation | elements | leaves | kernel ms | jax ms | jax/kernel "
-        "| floor/kernel | loop fusions per leaf (kernel / jax) |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for total in (int(float(s)) for s in args.sizes.split(",")):
-        bandwidth = 8 * total / copy_seconds(total, args.steps)  # read + write, bytes/s
-        for leaves in (int(n) for n in args.leaves.split(",")):
-            layout = shapes(total, leaves)
-            elements = sum(math.prod(s) for s in layout)
-            grads = tree(layout, 1)
-            for (name, correlation), nbytes in BYTES_PER_ELEMENT.items():
-                ours, theirs = FACTORIES[name]
-                variants = {
-                    "kernel": runner(ours(1e-4, correlation=correlation), layout),
-                    "jax": runner(theirs(1e-4, correlation=correlation), layout),
-                }
-                fusions = {  # lowering donates nothing
-                    k: loop_fusions(step.lower(p, s, grads).compile().as_text(), leaves, layout)
-                    for k, (step, p, s) in variants.items()
-                }
-                carry = {k: (p, s) for k, (_, p, s) in variants.items()}
-                times: dict[str, list[float]] = {k: [] for k in variants}
-                for t in range(args.steps + 2):
-                    for k, (step, _, _) in variants.items():
-                        start = time.perf_counter()
-                        carry[k] = jax.block_until_ready(step(*carry[k], grads))
-                        if t >= 2:  # compile and warm up
-                            times[k].append(time.perf_counter() - start)
-                ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-                floor_ms = 1e3 * nbytes * elements / bandwidth
-                print(
-                    f"| {name} | {correlation} | {elements:,} | {leaves} | "
-                    f"{ms['kernel']:.2f} | {ms['jax']:.2f} | {ms['jax'] / ms['kernel']:.2f} | "
-                    f"{floor_ms / ms['kernel']:.2f} | "
-                    f"{fusions['kernel']:.0f} / {fusions['jax']:.0f} |"
-                )
-                del variants, carry
+    args = start(__doc__, "optimizer | correlation | elements | leaves")
+    for leaves, layout, elements, bandwidth in layouts(args):
+        for (name, correlation), nbytes in BYTES_PER_ELEMENT.items():
+            ms, fusions = measure(name, correlation, layout, leaves, args.steps)
+            floor_ms = 1e3 * nbytes * elements / bandwidth
+            print_row([name, correlation, f"{elements:,}", leaves], ms, fusions, floor_ms)
 
 
 if __name__ == "__main__":

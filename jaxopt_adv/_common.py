@@ -225,6 +225,12 @@ def check_nonnegative(
     )
 
 
+def check_positive(value: Any, name: str, torch_name: str | None = None) -> None:
+    """``value`` a finite number above 0, ``(0, inf)``, with torch's wording
+    ``Invalid <name> value: <value>``."""
+    check_interval(value, name, 0.0, math.inf, low_open=True, high_open=True, torch_name=torch_name)
+
+
 def check_beta(value: Any, index: int, name: str) -> None:
     """``0 <= beta < 1`` with torch's wording ``Invalid beta parameter at index i``."""
     check(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 
@@ -31,3 +31,15 @@ def resolve_moved(
                 )
                 return getattr(package, name)
     raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+
+def moved_getattr(module: str, home: str, origin: str) -> Callable[[str], Any]:
+    """The ``__getattr__`` of a deprecated module ``module`` whose names are those of
+    ``origin.__all__``, now imported from the package ``home``."""
+
+    def getattr_(name: str) -> Any:
+        only = importlib.import_module(origin).__all__
+        return resolve_moved(module, name, (home,), only=only)
+
+    getattr_.__doc__ = f"Resolves an old name from :mod:`{home}`, with a ``DeprecationWarning``."
+    return getattr_

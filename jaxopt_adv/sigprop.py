@@ -4,21 +4,6 @@
 ``from jaxopt_adv.local import X``.
 """
 
-from __future__ import annotations
+from jaxopt_adv._moved import moved_getattr
 
-from typing import Any
-
-from jaxopt_adv._moved import resolve_moved
-
-_MOVED = (
-    "SigPropNet",
-    "create_sigprop_optimizer",
-    "sigprop_labels",
-    "sigprop_local_loss",
-    "sigprop_optimizer",
-)
-
-
-def __getattr__(name: str) -> Any:
-    """Resolves an old name from :mod:`jaxopt_adv.local`, with a ``DeprecationWarning``."""
-    return resolve_moved(__name__, name, ("jaxopt_adv.local",), only=_MOVED)
+__getattr__ = moved_getattr(__name__, "jaxopt_adv.local", "jaxopt_adv.local.sigprop")

@@ -35,108 +35,70 @@ class Spec(NamedTuple):
 
 _FOREACH = {"foreach": None, "differentiable": False}
 _CAPTURABLE = {**_FOREACH, "capturable": False}
-_ADAM_FIELDS = (
-    Field("exp_avg", torch_exact.ScaleByAdamState, "mu"),
-    Field("exp_avg_sq", torch_exact.ScaleByAdamState, "nu"),
-    Field("max_exp_avg_sq", torch_exact.ScaleByAdamState, "nu_max"),
+
+
+def _fields(state_type: type, **names: str) -> tuple[Field, ...]:
+    """A :class:`Field` of ``state_type`` for each ``torch_key=name``, in order."""
+    return tuple(Field(torch_key, state_type, name) for torch_key, name in names.items())
+
+
+def _tensor_step(
+    fields: tuple[Field, ...], scalars: tuple[str, ...] = (), flags: dict[str, Any] = _CAPTURABLE
+) -> Spec:
+    """A torch class that keeps its ``step`` as a tensor (capturable by default)."""
+    return Spec(fields, "tensor", scalars, flags)
+
+
+_ADAM = _tensor_step(
+    _fields(torch_exact.ScaleByAdamState, exp_avg="mu", exp_avg_sq="nu", max_exp_avg_sq="nu_max"),
+    flags={**_CAPTURABLE, "fused": None},
 )
-_ADAM = Spec(_ADAM_FIELDS, "tensor", (), {**_CAPTURABLE, "fused": None})
 SPECS: dict[str, Spec] = {
     "SGD": Spec(
-        (Field("momentum_buffer", torch_exact.SgdMomentumState, "trace"),),
+        _fields(torch_exact.SgdMomentumState, momentum_buffer="trace"),
         "none",
         (),
         {**_FOREACH, "fused": None},
     ),
     "Adam": _ADAM,
     "AdamW": _ADAM,
-    "Adamax": Spec(
-        (
-            Field("exp_avg", optax.ScaleByAdamState, "mu"),
-            Field("exp_inf", optax.ScaleByAdamState, "nu"),
-        ),
-        "tensor",
-        (),
-        _CAPTURABLE,
+    "Adamax": _tensor_step(_fields(optax.ScaleByAdamState, exp_avg="mu", exp_inf="nu")),
+    "NAdam": _tensor_step(
+        _fields(torch_exact.ScaleByNadamState, exp_avg="mu", exp_avg_sq="nu"), ("mu_product",)
     ),
-    "NAdam": Spec(
+    "RAdam": _tensor_step(_fields(torch_exact.ScaleByRadamState, exp_avg="mu", exp_avg_sq="nu")),
+    "RMSprop": _tensor_step(
         (
-            Field("exp_avg", torch_exact.ScaleByNadamState, "mu"),
-            Field("exp_avg_sq", torch_exact.ScaleByNadamState, "nu"),
-        ),
-        "tensor",
-        ("mu_product",),
-        _CAPTURABLE,
+            *_fields(optax.ScaleByRmsState, square_avg="nu"),
+            *_fields(optax.ScaleByRStdDevState, square_avg="nu", grad_avg="mu"),
+            *_fields(optax.TraceState, momentum_buffer="trace"),
+        )
     ),
-    "RAdam": Spec(
-        (
-            Field("exp_avg", torch_exact.ScaleByRadamState, "mu"),
-            Field("exp_avg_sq", torch_exact.ScaleByRadamState, "nu"),
-        ),
-        "tensor",
-        (),
-        _CAPTURABLE,
+    "Adagrad": _tensor_step(
+        _fields(torch_exact.ScaleByAdagradState, sum="sum_of_squares"),
+        flags={**_FOREACH, "fused": None},
     ),
-    "RMSprop": Spec(
-        (
-            Field("square_avg", optax.ScaleByRmsState, "nu"),
-            Field("square_avg", optax.ScaleByRStdDevState, "nu"),
-            Field("grad_avg", optax.ScaleByRStdDevState, "mu"),
-            Field("momentum_buffer", optax.TraceState, "trace"),
-        ),
-        "tensor",
-        (),
-        _CAPTURABLE,
+    "Adadelta": _tensor_step(
+        _fields(optax.ScaleByAdaDeltaState, square_avg="e_g", acc_delta="e_x")
     ),
-    "Adagrad": Spec(
-        (Field("sum", torch_exact.ScaleByAdagradState, "sum_of_squares"),),
-        "tensor",
-        (),
-        {**_FOREACH, "fused": None},
+    "ASGD": _tensor_step(_fields(torch_exact.AsgdState, ax="ax"), ("eta", "mu")),
+    "Rprop": _tensor_step(
+        _fields(torch_exact.ScaleByRpropState, prev="prev", step_size="step_size")
     ),
-    "Adadelta": Spec(
-        (
-            Field("square_avg", optax.ScaleByAdaDeltaState, "e_g"),
-            Field("acc_delta", optax.ScaleByAdaDeltaState, "e_x"),
+    "Adafactor": _tensor_step(
+        _fields(
+            torch_exact.ScaleByAdafactorState,
+            row_var="row_var",
+            col_var="col_var",
+            variance="variance",
         ),
-        "tensor",
-        (),
-        _CAPTURABLE,
-    ),
-    "ASGD": Spec((Field("ax", torch_exact.AsgdState, "ax"),), "tensor", ("eta", "mu"), _CAPTURABLE),
-    "Rprop": Spec(
-        (
-            Field("prev", torch_exact.ScaleByRpropState, "prev"),
-            Field("step_size", torch_exact.ScaleByRpropState, "step_size"),
-        ),
-        "tensor",
-        (),
-        _CAPTURABLE,
-    ),
-    "Adafactor": Spec(
-        (
-            Field("row_var", torch_exact.ScaleByAdafactorState, "row_var"),
-            Field("col_var", torch_exact.ScaleByAdafactorState, "col_var"),
-            Field("variance", torch_exact.ScaleByAdafactorState, "variance"),
-        ),
-        "tensor",
-        (),
-        {"foreach": None},
+        flags={"foreach": None},
     ),
     "SparseAdam": Spec(
-        (
-            Field("exp_avg", torch_exact.ScaleBySparseAdamState, "mu"),
-            Field("exp_avg_sq", torch_exact.ScaleBySparseAdamState, "nu"),
-        ),
-        "int",
-        (),
-        {},
+        _fields(torch_exact.ScaleBySparseAdamState, exp_avg="mu", exp_avg_sq="nu"), "int", (), {}
     ),
     "Muon": Spec(
-        (Field("momentum_buffer", torch_exact.ScaleByMuonState, "momentum_buffer"),),
-        "none",
-        (),
-        {},
+        _fields(torch_exact.ScaleByMuonState, momentum_buffer="momentum_buffer"), "none", (), {}
     ),
 }
 # our factory arguments that are not torch hyperparameters

@@ -71,16 +71,44 @@ def gradient_stream(
     Every fourth step the first row of the matrix is exactly zero, which exercises the
     ``sign == 0`` / empty-accumulator branches (Rprop, Adagrad).
     """
-    rng = np.random.default_rng(seed)
+    return drifting_stream(np.random.default_rng(seed), num_steps, shapes)
+
+
+def drifting_stream(
+    rng: np.random.Generator, num_steps: int, shapes: dict
+) -> list[dict[str, np.ndarray]]:
+    """:func:`gradient_stream`'s gradients drawn from ``rng`` (the zero row every fourth
+    step is the matrix's, or the vector's in a tree without ``"matrix"``)."""
     drift = {k: rng.normal(size=s) for k, s in shapes.items()}
     stream = []
     for t in range(num_steps):
         scale = GRADIENT_SCALES[t % len(GRADIENT_SCALES)]
         g = {k: scale * (0.5 * drift[k] + rng.normal(size=s)) for k, s in shapes.items()}
         if t % 4 == 3:
-            g["matrix"][0] = 0.0
+            g["matrix" if "matrix" in g else "vector"][0] = 0.0
         stream.append(g)
     return stream
+
+
+def sine_steps(
+    tx: optax.GradientTransformation, params: Any, traces: list, num_steps: int = 4
+) -> tuple[Any, Any]:
+    """``num_steps`` jitted steps of ``tx`` (and ``optax.apply_updates``) from ``params``
+    on the gradients ``sin(p (t + 1))``, ``t`` a traced step number in the params' dtype;
+    each trace of the step appends to ``traces``. Returns the params and the state."""
+
+    @jax.jit
+    def step(params, state, t):
+        traces.append(1)
+        grads = jax.tree.map(lambda p: jnp.sin(p * (t + 1.0)), params)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    state = tx.init(params)
+    dtype = jax.tree.leaves(params)[0].dtype
+    for t in range(num_steps):
+        params, state = step(params, state, jnp.asarray(t, dtype))
+    return params, state
 
 
 @contextlib.contextmanager

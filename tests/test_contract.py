@@ -274,9 +274,11 @@ def test_update_dtype_follows_gradient(case, dtype):
     params = case.params(make_params(dtype))
     state = tx.init(params)
     init_dtypes = jax.tree.map(jnp.result_type, state)
+    # one compiled update for both steps (eager, every operation compiles on its own)
+    update = jax.jit(lambda g, s, p: tx.update(g, s, p, **case.extra_args))
     for t in range(2):
         grads = make_grads(params, t)
-        updates, state = tx.update(grads, state, params, **case.extra_args)
+        updates, state = update(grads, state, params)
         jax.tree.map(lambda u, g: _assert_dtype(u, g.dtype), updates, grads)
         params = optax.apply_updates(params, updates)
         jax.tree.map(lambda x: _assert_dtype(x, dtype), params)
@@ -294,8 +296,10 @@ def test_multisteps_accumulates(case):
     tx = optax.MultiSteps(build(case), every_k_schedule=k)
     params = case.params(make_params())
     state = tx.init(params)
+    # one compiled update for the k steps (eager, every operation compiles on its own)
+    update = jax.jit(lambda g, s, p: tx.update(g, s, p, **case.extra_args))
     for t in range(k):
-        updates, state = tx.update(make_grads(params, t), state, params, **case.extra_args)
+        updates, state = update(make_grads(params, t), state, params)
         norms = [float(jnp.max(jnp.abs(u))) for u in jax.tree.leaves(updates)]
         if t < k - 1:
             assert max(norms) == 0.0
@@ -393,7 +397,9 @@ def test_nonfinite_gradient(case):
     tx = build(case)
     params = case.params(make_params())
     nan_grads = jax.tree.map(lambda g: g.at[...].set(jnp.nan), make_grads(params, 0))
-    updates, _ = tx.update(nan_grads, tx.init(params), params, **case.extra_args)
+    # jitted: eager, every operation of the update compiles on its own
+    plain_update = jax.jit(lambda g, s, p: tx.update(g, s, p, **case.extra_args)[0])
+    updates = plain_update(nan_grads, tx.init(params), params)
     assert all(bool(jnp.all(jnp.isnan(u))) for u in jax.tree.leaves(updates))
 
     guarded = optax.apply_if_finite(tx, max_consecutive_errors=3)

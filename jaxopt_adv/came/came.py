@@ -21,9 +21,9 @@ from jax import lax
 
 from jaxopt_adv._common import (
     check_beta,
-    check_interval,
     check_learning_rate,
     check_nonnegative,
+    check_positive,
     filled_like,
     requires_float_params,
     skip_at_static_zero,
@@ -276,7 +276,7 @@ def scale_by_came(
     check_beta(b3, 2, "b3")
     check_nonnegative(eps1, "eps1")
     check_nonnegative(eps2, "eps2")
-    check_interval(clip_threshold, "clip_threshold", 0.0, math.inf, low_open=True, high_open=True)
+    check_positive(clip_threshold, "clip_threshold")
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByCameState:

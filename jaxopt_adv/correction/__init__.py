@@ -11,42 +11,9 @@ torch package.
   paper was withdrawn.
 """
 
-from jaxopt_adv.correction.fer import (
-    FERState,
-    create_fer_optimizer,
-    distillation_loss,
-    fer,
-    fer_loss,
-    fer_memory,
-    fer_state,
-    fer_weight_at,
-    get_fer_stats,
-    write_memory,
-)
-from jaxopt_adv.correction.gradient_correction import (
-    GradientCorrectionState,
-    correction_weight_step,
-    create_gradient_correction_optimizer,
-    extrapolate_gradient,
-    gradient_correction,
-    tensor_cosine,
-)
+from jaxopt_adv.correction import fer as _fer
+from jaxopt_adv.correction import gradient_correction as _gradient_correction
+from jaxopt_adv.correction.fer import *  # noqa: F403 (as fer.__all__ lists them)
+from jaxopt_adv.correction.gradient_correction import *  # noqa: F403 (as its __all__ lists them)
 
-__all__ = [
-    "FERState",
-    "GradientCorrectionState",
-    "correction_weight_step",
-    "create_fer_optimizer",
-    "create_gradient_correction_optimizer",
-    "distillation_loss",
-    "extrapolate_gradient",
-    "fer",
-    "fer_loss",
-    "fer_memory",
-    "fer_state",
-    "fer_weight_at",
-    "get_fer_stats",
-    "gradient_correction",
-    "tensor_cosine",
-    "write_memory",
-]
+__all__ = [*_fer.__all__, *_gradient_correction.__all__]

@@ -35,7 +35,6 @@ permutation sampler), with a fixed batch size.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -49,6 +48,7 @@ from jaxopt_adv._common import (
     check_count,
     check_interval,
     check_nonnegative,
+    check_positive,
     concrete_scalar,
     fresh_array,
     scalar_dtype,
@@ -263,7 +263,7 @@ def _check_fer_args(
     check_count(num_epochs, "num_epochs")
     check_interval(fer_weight, "fer_weight", 0.0, 1.0)
     check_nonnegative(consistency_threshold, "consistency_threshold")
-    check_interval(temperature, "temperature", 0.0, math.inf, low_open=True, high_open=True)
+    check_positive(temperature, "temperature")
     check_count(warmup_epochs, "warmup_epochs", minimum=0)
     epochs = concrete_scalar(num_epochs)
     if epochs is not None:  # a warm-up of every epoch would leave FER off

@@ -143,20 +143,11 @@ def came(
 ) -> optax.GradientTransformationExtraArgs:
     """:func:`jaxopt_adv.came.came` with the matrices scaled by the CPU kernel.
 
-    Same arguments, state and steps (to rounding), plus ``kernel``.
+    Same arguments (documented there), state and steps (to rounding), plus ``kernel``.
 
     Args:
-      learning_rate: scalar or schedule (torch ``lr``), ``>= 0``.
-      b1: momentum decay, in ``[0, 1)``.
-      b2: second-moment decay, in ``[0, 1)``.
-      b3: instability decay, in ``[0, 1)``.
-      eps1: added to ``g^2``, ``>= 0``.
-      eps2: added to the instability, ``>= 0``.
-      clip_threshold: RMS threshold of the scaled update, ``> 0``.
-      weight_decay: decoupled decay, ``>= 0``; a Python ``0`` skips the decay.
-      weight_decay_mask: optional mask (tree or callable) of the leaves to decay.
-      mu_dtype: static; optional dtype of the first moment (a leaf whose momentum is in
-        another dtype takes the JAX path).
+      mu_dtype: static; as :func:`jaxopt_adv.came.came`'s; a leaf whose momentum is in
+        another dtype takes the JAX path.
       kernel: static; ``False`` always takes the JAX path.
 
     Returns:

@@ -9,38 +9,8 @@
   :class:`LocalizedMLP`, :func:`advance_boundary`, :func:`set_boundary`.
 """
 
-from jaxopt_adv.local.localized import (
-    LocalizedMLP,
-    LocalizedState,
-    advance_boundary,
-    create_localized_optimizer,
-    get_boundary,
-    hebbian_delta,
-    localized_learning,
-    localized_state,
-    set_boundary,
-)
-from jaxopt_adv.local.sigprop import (
-    SigPropNet,
-    create_sigprop_optimizer,
-    sigprop_labels,
-    sigprop_local_loss,
-    sigprop_optimizer,
-)
+from jaxopt_adv.local import localized, sigprop
+from jaxopt_adv.local.localized import *  # noqa: F403 (as localized.__all__ lists them)
+from jaxopt_adv.local.sigprop import *  # noqa: F403 (as sigprop.__all__ lists them)
 
-__all__ = [
-    "LocalizedMLP",
-    "LocalizedState",
-    "SigPropNet",
-    "advance_boundary",
-    "create_localized_optimizer",
-    "get_boundary",
-    "hebbian_delta",
-    "localized_learning",
-    "localized_state",
-    "set_boundary",
-    "create_sigprop_optimizer",
-    "sigprop_labels",
-    "sigprop_local_loss",
-    "sigprop_optimizer",
-]
+__all__ = [*localized.__all__, *sigprop.__all__]

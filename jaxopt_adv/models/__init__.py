@@ -10,36 +10,19 @@ Images are NHWC, features last. Weights move to and from torch with
 :mod:`jaxopt_adv.interop`.
 """
 
+from jaxopt_adv.models import layers
 from jaxopt_adv.models.batchnorm import BatchNorm, ChannelwiseScaling
 from jaxopt_adv.models.cnn import SmallCNN
 from jaxopt_adv.models.criteria import class_nll_loss, mse_loss
-from jaxopt_adv.models.layers import (
-    Conv2d,
-    Dropout,
-    Flatten,
-    Linear,
-    LogSoftmax,
-    MaxPool2d,
-    ReLU,
-    Softmax,
-    torch_default_init,
-)
+from jaxopt_adv.models.layers import *  # noqa: F403 (the layers, as layers.__all__ lists them)
 from jaxopt_adv.models.mlp import MLP
 
 __all__ = [
     "MLP",
     "BatchNorm",
     "ChannelwiseScaling",
-    "Conv2d",
-    "Dropout",
-    "Flatten",
-    "Linear",
-    "LogSoftmax",
-    "MaxPool2d",
-    "ReLU",
     "SmallCNN",
-    "Softmax",
     "class_nll_loss",
     "mse_loss",
-    "torch_default_init",
+    *layers.__all__,
 ]

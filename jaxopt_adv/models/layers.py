@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -92,6 +93,22 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return pair
 
 
+def _torch_options(
+    fan_in: int, use_bias: bool, param_dtype: jnp.dtype, rngs: nnx.Rngs
+) -> dict[str, Any]:
+    """The keyword arguments of an ``nnx`` layer that make it torch's: the kernel and the
+    bias drawn by :func:`torch_default_init` from ``fan_in``, full-precision products."""
+    init = torch_default_init(fan_in)
+    return {
+        "use_bias": use_bias,
+        "param_dtype": param_dtype,
+        "precision": jax.lax.Precision.HIGHEST,
+        "kernel_init": init,
+        "bias_init": init,
+        "rngs": rngs,
+    }
+
+
 class Linear(nnx.Linear):
     r"""Fully connected layer :math:`y = x W + b` initialised like ``torch.nn.Linear``.
 
@@ -128,17 +145,8 @@ class Linear(nnx.Linear):
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
-        init = torch_default_init(in_features)
-        super().__init__(
-            in_features,
-            out_features,
-            use_bias=use_bias,
-            param_dtype=param_dtype,
-            precision=jax.lax.Precision.HIGHEST,
-            kernel_init=init,
-            bias_init=init,
-            rngs=rngs,
-        )
+        options = _torch_options(in_features, use_bias, param_dtype, rngs)
+        super().__init__(in_features, out_features, **options)
 
 
 class Conv2d(nnx.Conv):
@@ -192,20 +200,9 @@ class Conv2d(nnx.Conv):
         kernel = _pair(kernel_size, "kernel_size")
         strides = _pair(stride, "stride")
         pad_h, pad_w = _pair(padding, "padding")
-        init = torch_default_init(in_channels * kernel[0] * kernel[1])
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel,
-            strides,
-            padding=((pad_h, pad_h), (pad_w, pad_w)),
-            use_bias=use_bias,
-            param_dtype=param_dtype,
-            precision=jax.lax.Precision.HIGHEST,
-            kernel_init=init,
-            bias_init=init,
-            rngs=rngs,
-        )
+        options = _torch_options(in_channels * kernel[0] * kernel[1], use_bias, param_dtype, rngs)
+        padding = ((pad_h, pad_h), (pad_w, pad_w))
+        super().__init__(in_channels, out_channels, kernel, strides, padding=padding, **options)
 
 
 class MaxPool2d(nnx.Module):

@@ -13,6 +13,27 @@ from jaxopt_adv.models.layers import Dropout, Linear, ReLU
 __all__ = ["MLP"]
 
 
+def hidden_stack(
+    in_features: int,
+    hidden_features: Sequence[int],
+    dropout_rate: float | None,
+    *,
+    param_dtype: jnp.dtype,
+    rngs: nnx.Rngs,
+) -> tuple[list[nnx.Module], int]:
+    """``[Linear, ReLU, Dropout] * len(hidden_features)`` from ``in_features`` inputs
+    (without the ``Dropout`` layers when ``dropout_rate`` is ``None``), and its output
+    width."""
+    layers: list[nnx.Module] = []
+    width = in_features
+    for hidden in hidden_features:
+        layers += [Linear(width, hidden, param_dtype=param_dtype, rngs=rngs), ReLU()]
+        if dropout_rate is not None:
+            layers.append(Dropout(dropout_rate, rngs=rngs))
+        width = hidden
+    return layers, width
+
+
 class MLP(nnx.Module):
     r"""Fully connected classifier: ``[Linear, ReLU, Dropout] * len(hidden), Linear``.
 
@@ -62,13 +83,9 @@ class MLP(nnx.Module):
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
-        layers: list[nnx.Module] = []
-        width = in_features
-        for hidden in hidden_features:
-            layers.append(Linear(width, hidden, param_dtype=param_dtype, rngs=rngs))
-            layers.append(ReLU())
-            layers.append(Dropout(dropout_rate, rngs=rngs))
-            width = hidden
+        layers, width = hidden_stack(
+            in_features, hidden_features, dropout_rate, param_dtype=param_dtype, rngs=rngs
+        )
         layers.append(Linear(width, num_classes, param_dtype=param_dtype, rngs=rngs))
         self.layers = nnx.List(layers)
 

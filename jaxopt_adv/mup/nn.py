@@ -30,7 +30,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxopt_adv._common import check
-from jaxopt_adv.models.layers import Linear, ReLU
+from jaxopt_adv.models.layers import Linear
+from jaxopt_adv.models.mlp import hidden_stack
 from jaxopt_adv.mup.infshape import InfShape, paths_and_leaves
 
 __all__ = [
@@ -297,11 +298,9 @@ class MuMLP(nnx.Module):
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ) -> None:
-        layers: list[nnx.Module] = []
-        width = in_features
-        for hidden in hidden_features:
-            layers += [Linear(width, hidden, param_dtype=param_dtype, rngs=rngs), ReLU()]
-            width = hidden
+        layers, width = hidden_stack(
+            in_features, hidden_features, None, param_dtype=param_dtype, rngs=rngs
+        )
         readout = MuReadout(
             width,
             num_classes,

@@ -18,6 +18,8 @@ both :func:`scale_by_tam` / :func:`scale_by_adatam` and the composite call.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import chex
@@ -270,7 +272,12 @@ class ScaleByAdaTamState(NamedTuple):
     slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
 
 
-def _check_tam_args(b1, decay_rate, eps, correlation, auto_threshold, b1_name) -> None:
+def _checked_step(
+    b1: Any, decay_rate: Any, eps: Any, correlation: str, auto_threshold: Any, b1_name: str
+) -> Callable[[chex.Array, chex.Array, chex.Array], tuple[chex.Array, chex.Array]]:
+    """The leaf step ``(g, m, s) -> (m_new, s_new)`` of TAM and AdaTAM
+    (:func:`torque_aware_momentum_update` with these arguments), once they are checked
+    (``b1_name``: torch's name of ``b1``)."""
     check_interval(b1, "b1", 0.0, 1.0, high_open=True, torch_name=b1_name)
     check_interval(decay_rate, "decay_rate", 0.0, 1.0, high_open=True)
     check_nonnegative(eps, "eps")
@@ -279,6 +286,25 @@ def _check_tam_args(b1, decay_rate, eps, correlation, auto_threshold, b1_name) -
         f"Invalid correlation: {correlation!r} (must be one of {CORRELATIONS})",
     )
     check_nonnegative(auto_threshold, "auto_threshold")
+    return functools.partial(
+        torque_aware_momentum_update,
+        b1=b1,
+        decay_rate=decay_rate,
+        eps=eps,
+        correlation=correlation,
+        auto_threshold=auto_threshold,
+    )
+
+
+def _zero_state(params: optax.Params, mu_dtype: Any) -> dict[str, Any]:
+    """The fields TAM's and AdaTAM's states share at the start (the momentum in
+    ``mu_dtype``, ``s`` zero, each leaf's slot)."""
+    return {
+        "count": jnp.zeros([], jnp.int32),
+        "mu": optax.tree.zeros_like(params, dtype=mu_dtype),
+        "s": optax.tree.zeros_like(params),
+        "slots": leaf_slots(params),
+    }
 
 
 def scale_by_tam(
@@ -328,16 +354,11 @@ def scale_by_tam(
       Malviya et al., "Torque-Aware Momentum", arXiv 2412.18790,
       2024; mirrors ``pytorch_optimizer.TAM`` (4.1.0).
     """
-    _check_tam_args(b1, decay_rate, eps, correlation, auto_threshold, "momentum")
+    step = _checked_step(b1, decay_rate, eps, correlation, auto_threshold, "momentum")
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByTamState:
-        return ScaleByTamState(
-            count=jnp.zeros([], jnp.int32),
-            mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-            s=optax.tree.zeros_like(params),
-            slots=leaf_slots(params),
-        )
+        return ScaleByTamState(**_zero_state(params, mu_dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -345,16 +366,7 @@ def scale_by_tam(
 
         def leaf(g, m, s):
             m = jnp.where(first, g.astype(m.dtype), m)  # torch: momentum_buffer = grad.clone()
-            m_new, s_new = torque_aware_momentum_update(
-                g,
-                m,
-                s,
-                b1=b1,
-                decay_rate=decay_rate,
-                eps=eps,
-                correlation=correlation,
-                auto_threshold=auto_threshold,
-            )
+            m_new, s_new = step(g, m, s)
             return m_new.astype(g.dtype), m_new.astype(m.dtype), s_new.astype(s.dtype)
 
         out, mu, s = tree_map_grouped(leaf, 3, state.slots, updates, state.mu, state.s)
@@ -416,33 +428,18 @@ def scale_by_adatam(
       between :math:`0.5/(1-\beta_1)` and :math:`1/(1-\beta_1)` (5 to 10): use
       learning rates about 10x smaller than Adam's.
     """
-    _check_tam_args(b1, decay_rate, eps, correlation, auto_threshold, "beta1")
+    step = _checked_step(b1, decay_rate, eps, correlation, auto_threshold, "beta1")
     check_interval(b2, "b2", 0.0, 1.0, high_open=True, torch_name="beta2")
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByAdaTamState:
-        return ScaleByAdaTamState(
-            count=jnp.zeros([], jnp.int32),
-            mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-            nu=optax.tree.zeros_like(params),
-            s=optax.tree.zeros_like(params),
-            slots=leaf_slots(params),
-        )
+        return ScaleByAdaTamState(nu=optax.tree.zeros_like(params), **_zero_state(params, mu_dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
 
         def leaf(g, m, v, s):
-            m_new, s_new = torque_aware_momentum_update(
-                g,
-                m,
-                s,
-                b1=b1,
-                decay_rate=decay_rate,
-                eps=eps,
-                correlation=correlation,
-                auto_threshold=auto_threshold,
-            )
+            m_new, s_new = step(g, m, s)
             v = (b2 * v + (1.0 - b2) * g * g).astype(v.dtype)
             out = m_new / (jnp.sqrt(v) + eps)
             return out.astype(g.dtype), m_new.astype(m.dtype), v, s_new.astype(s.dtype)

@@ -86,22 +86,10 @@ from jaxopt_adv.torch.sparse_adam import (
     scale_by_sparse_adam,
     sparse_adam,
 )
-from jaxopt_adv.torch.swa_utils import (
-    AveragedModel,
-    AveragedModelState,
-    averaged_model,
-    get_ema_avg_fn,
-    get_ema_multi_avg_fn,
-    get_swa_avg_fn,
-    get_swa_multi_avg_fn,
-    swa_lr,
-    update_bn,
-)
+from jaxopt_adv.torch.swa_utils import *  # noqa: F403 (as swa_utils.__all__ lists them)
 
 __all__ = [
     "AsgdState",
-    "AveragedModel",
-    "AveragedModelState",
     "ClipGradNormState",
     "LbfgsState",
     "ReduceLROnPlateauState",
@@ -122,7 +110,6 @@ __all__ = [
     "adamw",
     "asgd",
     "asgd_update",
-    "averaged_model",
     "chained_scheduler",
     "clip",
     "clip_grad_norm",
@@ -135,10 +122,6 @@ __all__ = [
     "cyclic_momentum",
     "exponential_lr",
     "functional",
-    "get_ema_avg_fn",
-    "get_ema_multi_avg_fn",
-    "get_swa_avg_fn",
-    "get_swa_multi_avg_fn",
     "get_total_norm",
     "lambda_lr",
     "lbfgs",
@@ -170,7 +153,6 @@ __all__ = [
     "sgd",
     "sparse_adam",
     "step_lr",
-    "swa_lr",
     "swa_utils",
-    "update_bn",
+    *swa_utils.__all__,
 ]

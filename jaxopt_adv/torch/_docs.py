@@ -20,6 +20,7 @@ Function = TypeVar("Function", bound=Callable)
 SHARED_ARGS = {
     "b1": "torch ``betas[0]``, in ``[0, 1)``.",
     "b2": "torch ``betas[1]``, in ``[0, 1)``.",
+    "eps": "added outside the square root, ``>= 0``.",
     "maximize": "static; maximise instead of minimise.",
     "mu_dtype": "optional dtype of the first moment.",
     "torch_default_dtype": (
@@ -27,6 +28,7 @@ SHARED_ARGS = {
         "``torch.get_default_dtype()`` of the torch run whose rounding of the step scalars "
         "to reproduce (see :mod:`jaxopt_adv.torch`); ``None``: the more accurate forms."
     ),
+    "weight_decay": "coupled L2 coefficient, ``>= 0``.",
 }
 _WIDTH = 92
 

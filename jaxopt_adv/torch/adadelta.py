@@ -94,7 +94,6 @@ def adadelta(
       learning_rate: scalar or schedule (torch ``lr``), default ``1.0``.
       rho: decay of both running averages, in ``[0, 1]``.
       eps: added inside the roots, ``>= 0``.
-      weight_decay: coupled L2 coefficient, ``>= 0``.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.

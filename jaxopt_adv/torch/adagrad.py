@@ -103,9 +103,7 @@ def adagrad(
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``1e-2``.
       lr_decay: learning-rate decay, ``>= 0``.
-      weight_decay: coupled L2 coefficient, ``>= 0``.
       initial_accumulator_value: start of the sum of squares, ``>= 0``.
-      eps: added outside the square root, ``>= 0``.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.

@@ -172,7 +172,6 @@ def adam(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``1e-3``.
-      eps: added outside the square root, ``>= 0``.
       weight_decay: L2 coefficient, coupled into the gradient unless
         ``decoupled_weight_decay``; ``>= 0``.
       amsgrad: static; torch's AMSGrad (see :func:`scale_by_adam`).
@@ -239,7 +238,6 @@ def adamw(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``1e-3``.
-      eps: added outside the square root, ``>= 0``.
       weight_decay: decoupled decay, default ``1e-2`` as in torch; ``>= 0``.
       amsgrad: static; torch's AMSGrad.
 

@@ -100,7 +100,6 @@ def adamax(
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``2e-3``.
       eps: added to ``|g|`` inside the max, ``>= 0``.
-      weight_decay: coupled L2 coefficient, ``>= 0``.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.

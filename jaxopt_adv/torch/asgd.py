@@ -161,7 +161,6 @@ def asgd(
       lambd: decay term, ``>= 0``, default ``1e-4``.
       alpha: power for the eta update, ``>= 0``, default ``0.75``.
       t0: point at which averaging starts, ``>= 0``, default ``1e6``.
-      weight_decay: coupled L2 coefficient, ``>= 0``.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` that needs ``params``.

@@ -3,16 +3,24 @@
 All of a step's inner iterations (the two-loop recursion, the tolerance checks,
 ``max_eval``) and torch's strong-Wolfe line search run inside ``lax.while_loop`` loops, so the
 update jits. The parameters are handled as one flat vector, as torch does.
+
+The vector is split back into the parameter tree at every closure evaluation. Each leaf's
+piece starts at a *runtime* offset, one int32 scalar per leaf kept in the state
+(:func:`leaf_offsets`): a slice at a constant offset is a separate XLA:CPU computation per
+leaf (about 15 ms of compile each, 3 s for a 200-leaf tree at every evaluation site),
+while slices at runtime offsets of like leaves share one.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -22,6 +30,7 @@ from jaxopt_adv._common import (
     check_learning_rate,
     check_nonnegative,
     check_params,
+    filled_like,
     unshard_trailing_axes,
 )
 from jaxopt_adv.torch._twin import torch_twin
@@ -44,6 +53,7 @@ class LbfgsState(NamedTuple):
     H_diag: chex.Array  # noqa: N815 (torch's name) the initial inverse-Hessian scale
     prev_flat_grad: chex.Array
     prev_loss: chex.Array
+    offsets: Any  # int32 scalar per leaf: where its elements start in the flat vectors
 
 
 def cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
@@ -75,6 +85,13 @@ def _pair(a, b) -> jax.Array:
     return jnp.stack([a, b])
 
 
+_INITIAL, _BRACKETING, _ZOOMING = 0, 1, 2  # the line search's phases
+
+
+def _phase(value: Any) -> jax.Array:
+    return jnp.asarray(value, jnp.int32)
+
+
 def strong_wolfe(
     evaluate: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
     t: jax.Array,
@@ -91,104 +108,29 @@ def strong_wolfe(
 
     ``evaluate(t)`` is the loss and flat gradient at ``x + t d``. Returns ``(f, g, t,
     evaluations)`` of the point it accepts.
+
+    torch's three evaluations (the first trial, each bracketing step, each zoom step) are
+    one ``lax.while_loop`` whose body picks the phase's trial step, evaluates it and
+    applies the result: the closure appears once in the program (its trace and compile
+    cost once, however large the model). During bracketing the bracket holds the previous
+    and the newest point, ``[prev, new]``.
     """
     d_norm = jnp.max(jnp.abs(d))
-    f_new, g_new = evaluate(t)
-    gtd_new = jnp.dot(g_new, d)
 
-    # phase 1: step forward until the interval [t_prev, t] brackets a Wolfe point
-    def bracketing(carry):
-        return ~carry["stop"] & (carry["ls_iter"] < max_ls)
-
-    def bracket_step(c):
-        armijo_fails = (c["f_new"] > f + c1 * c["t"] * gtd) | (
-            (c["ls_iter"] > 1) & (c["f_new"] >= c["f_prev"])
-        )
-        curvature_holds = jnp.abs(c["gtd_new"]) <= -c2 * gtd
-        uphill = c["gtd_new"] >= 0
-        stop = armijo_fails | curvature_holds | uphill
-        done = ~armijo_fails & curvature_holds
-        t_next = cubic_interpolate(
-            c["t_prev"],
-            c["f_prev"],
-            c["gtd_prev"],
-            c["t"],
-            c["f_new"],
-            c["gtd_new"],
-            bounds=(c["t"] + 0.01 * (c["t"] - c["t_prev"]), c["t"] * 10),
-        )
-
-        def advance(c):
-            f_next, g_next = evaluate(t_next)
-            return {
-                **c,
-                "t_prev": c["t"],
-                "f_prev": c["f_new"],
-                "g_prev": c["g_new"],
-                "gtd_prev": c["gtd_new"],
-                "t": t_next,
-                "f_new": f_next,
-                "g_new": g_next,
-                "gtd_new": jnp.dot(g_next, d),
-                "ls_iter": c["ls_iter"] + 1,
-                "evals": c["evals"] + 1,
-            }
-
-        return jax.lax.cond(
-            stop, lambda c: {**c, "stop": jnp.asarray(True), "done": done}, advance, c
-        )
-
-    zero = jnp.zeros_like(t)
-    c = {
-        "t_prev": zero,
-        "f_prev": f,
-        "g_prev": g,
-        "gtd_prev": gtd,
-        "t": t,
-        "f_new": f_new,
-        "g_new": g_new,
-        "gtd_new": gtd_new,
-        "ls_iter": jnp.zeros([], jnp.int32),
-        "evals": jnp.ones([], jnp.int32),
-        "stop": jnp.zeros([], bool),
-        "done": jnp.zeros([], bool),
-    }
-    c = jax.lax.while_loop(bracketing, bracket_step, c)
-    exhausted = ~c["stop"]  # ran out of evaluations: bracket [0, t]
-    done = c["done"]
-    low_t = jnp.where(exhausted, zero, c["t_prev"])
-    low_f = jnp.where(exhausted, f, c["f_prev"])
-    low_g = jnp.where(exhausted, g, c["g_prev"])
-    bracket = _Bracket(
-        # a Wolfe point found at once is a one-point bracket: both ends hold it
-        _pair(jnp.where(done, c["t"], low_t), c["t"]),
-        _pair(jnp.where(done, c["f_new"], low_f), c["f_new"]),
-        _pair(jnp.where(done, c["g_new"], low_g), c["g_new"]),
-        _pair(jnp.where(done, c["gtd_new"], c["gtd_prev"]), c["gtd_new"]),
-    )
-
-    # phase 2: zoom into the bracket
-    def low_index(b):
-        return jnp.where(b.f[0] <= b.f[1], 0, 1)
-
-    def zooming(z):
-        b = z["bracket"]
-        wide = jnp.abs(b.t[1] - b.t[0]) * d_norm >= tolerance_change
-        return ~z["done"] & (z["ls_iter"] < max_ls) & wide
-
-    def zoom_step(z):
-        b = z["bracket"]
+    def zoom_trial(b, insuf_progress):
         t_new = cubic_interpolate(b.t[0], b.f[0], b.gtd[0], b.t[1], b.f[1], b.gtd[1])
         b_max, b_min = jnp.max(b.t), jnp.min(b.t)
         eps = 0.1 * (b_max - b_min)
         near_edge = jnp.minimum(b_max - t_new, t_new - b_min) < eps
-        outside = z["insuf_progress"] | (t_new >= b_max) | (t_new <= b_min)
+        outside = insuf_progress | (t_new >= b_max) | (t_new <= b_min)
         moved = jnp.where(jnp.abs(t_new - b_max) < jnp.abs(t_new - b_min), b_max - eps, b_min + eps)
-        t_new = jnp.where(near_edge & outside, moved, t_new)
-        insuf_progress = near_edge & ~outside
+        return jnp.where(near_edge & outside, moved, t_new), near_edge & ~outside
 
-        f_new, g_new = evaluate(t_new)
-        gtd_new = jnp.dot(g_new, d)
+    def low_index(b):
+        return jnp.where(b.f[0] <= b.f[1], 0, 1)
+
+    def zoomed(b, t_new, f_new, g_new, gtd_new):
+        """The bracket after a zoom evaluation, and whether it satisfies the Wolfe test."""
         low = low_index(b)
         high = 1 - low
         armijo_fails = (f_new > f + c1 * t_new * gtd) | (f_new >= b.f[low])
@@ -209,25 +151,114 @@ def strong_wolfe(
             put(flipped(b.g), target, g_new),
             put(flipped(b.gtd), target, gtd_new),
         )
+        return new, done
+
+    def end_of_bracketing(s):
+        """Bracketing stops at a point that fails Armijo, meets the curvature test or
+        goes uphill (checked while evaluations are left), or when they run out: the
+        bracket to zoom into."""
+        b = s["bracket"]
+        checked = s["ls_iter"] < max_ls
+        armijo_fails = (b.f[1] > f + c1 * b.t[1] * gtd) | ((s["ls_iter"] > 1) & (b.f[1] >= b.f[0]))
+        curvature_holds = jnp.abs(b.gtd[1]) <= -c2 * gtd
+        stop = checked & (armijo_fails | curvature_holds | (b.gtd[1] >= 0))
+        done = stop & ~armijo_fails & curvature_holds
+        exhausted = ~checked  # bracket [0, t]
+        low_t = jnp.where(exhausted, jnp.zeros_like(t), b.t[0])
+        low_f = jnp.where(exhausted, f, b.f[0])
+        low_g = jnp.where(exhausted, g, b.g[0])
+        # a Wolfe point found at once is a one-point bracket: both ends hold it
+        bracket = _Bracket(
+            _pair(jnp.where(done, b.t[1], low_t), b.t[1]),
+            _pair(jnp.where(done, b.f[1], low_f), b.f[1]),
+            _pair(jnp.where(done, b.g[1], low_g), b.g[1]),
+            _pair(jnp.where(done, b.gtd[1], b.gtd[0]), b.gtd[1]),
+        )
+        switch = stop | exhausted
         return {
-            "bracket": new,
-            "ls_iter": z["ls_iter"] + 1,
-            "evals": z["evals"] + 1,
+            **s,
+            "phase": _phase(jnp.where(switch, _ZOOMING, _BRACKETING)),
+            "bracket": jax.tree.map(lambda new, old: jnp.where(switch, new, old), bracket, b),
             "done": done,
-            "insuf_progress": insuf_progress,
         }
 
-    z = {
-        "bracket": bracket,
-        "ls_iter": c["ls_iter"],
-        "evals": c["evals"],
-        "done": done,
+    def searching(s):
+        b = s["bracket"]
+        wide = jnp.abs(b.t[1] - b.t[0]) * d_norm >= tolerance_change
+        zooming = ~s["done"] & (s["ls_iter"] < max_ls) & wide
+        return (s["phase"] != _ZOOMING) | zooming
+
+    def settled(s):
+        """``s`` with its last evaluation folded into the bracket (and the phase moved on)."""
+
+        def fold(s):
+            b = s["bracket"]
+            t_new, f_new, g_new = s["evaluated"]
+            new = (t_new, f_new, g_new, jnp.dot(g_new, d))
+
+            def after_zoom(s):
+                bracket, done = zoomed(b, *new)
+                return {**s, "bracket": bracket, "done": done}
+
+            def after_bracketing(s):
+                shifted = _Bracket(*(_pair(v[1], n) for v, n in zip(b, new, strict=True)))
+                return end_of_bracketing({**s, "bracket": shifted, "phase": _phase(_BRACKETING)})
+
+            return jax.lax.cond(s["phase"] == _ZOOMING, after_zoom, after_bracketing, s)
+
+        return jax.lax.cond(s["pending"], fold, lambda s: s, s) | {"pending": jnp.asarray(False)}
+
+    def trial(s):
+        """Evaluate the phase's next step length; the result is read back by the next
+        round only, so that XLA computes the loss and the gradient once rather than
+        inside each test that reads them."""
+        b, phase = s["bracket"], s["phase"]
+        t_bracketing = cubic_interpolate(
+            b.t[0],
+            b.f[0],
+            b.gtd[0],
+            b.t[1],
+            b.f[1],
+            b.gtd[1],
+            bounds=(b.t[1] + 0.01 * (b.t[1] - b.t[0]), b.t[1] * 10),
+        )
+        t_zoom, insuf_progress = zoom_trial(b, s["insuf_progress"])
+        t_new = jnp.where(
+            phase == _INITIAL, s["t0"], jnp.where(phase == _BRACKETING, t_bracketing, t_zoom)
+        )
+        f_new, g_new = evaluate(t_new)
+        return {
+            **s,
+            "evaluated": (t_new, f_new, g_new),
+            "pending": jnp.asarray(True),
+            "ls_iter": s["ls_iter"] + (phase != _INITIAL),
+            "evals": s["evals"] + 1,
+            "insuf_progress": jnp.where(phase == _ZOOMING, insuf_progress, s["insuf_progress"]),
+        }
+
+    def step(s):
+        s = settled(s)
+        go = searching(s)
+        return jax.lax.cond(go, trial, lambda s: s, s) | {"go": go}
+
+    # the first trial shifts in after (0, f, g, gtd): bracketing starts from [0, t]
+    start = _Bracket(*(_pair(v, v) for v in (jnp.zeros_like(t), f, g, gtd)))
+    s = {
+        "t0": t,
+        "phase": _phase(_INITIAL),
+        "bracket": start,
+        "ls_iter": jnp.zeros([], jnp.int32),
+        "evals": jnp.zeros([], jnp.int32),
+        "done": jnp.zeros([], bool),
         "insuf_progress": jnp.zeros([], bool),
+        "evaluated": (t, f, g),
+        "pending": jnp.asarray(False),
+        "go": jnp.asarray(True),
     }
-    z = jax.lax.while_loop(zooming, zoom_step, z)
-    b = z["bracket"]
+    s = jax.lax.while_loop(lambda s: s["go"], step, s)  # ends with nothing pending
+    b = s["bracket"]
     low = low_index(b)
-    return b.f[low], b.g[low], b.t[low], z["evals"]
+    return b.f[low], b.g[low], b.t[low], s["evals"]
 
 
 def two_loop_direction(g, old_dirs, old_stps, ro, num_old, h_diag) -> jax.Array:
@@ -270,6 +301,44 @@ def _whole(tree: Any) -> Any:
     all the leaves (and keep torch's flat layout), which explicit sharding refuses for
     leaves placed differently."""
     return jax.tree.map(lambda x: unshard_trailing_axes(x, jnp.ndim(x)), tree)
+
+
+def leaf_offsets(params: Any) -> Any:
+    """One int32 scalar per leaf: the index of its first element in the flat vector of
+    ``jax.flatten_util.ravel_pytree(params)`` (the leaves in tree order, as torch's
+    ``_gather_flat_grad`` concatenates its parameters).
+
+    Kept in the state so that :func:`split_flat` slices at runtime offsets. Every offset
+    is a fresh buffer (a donated state must not share them), placed like a per-leaf
+    scalar of a state.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> offsets = leaf_offsets({"a": jnp.zeros((2, 3)), "b": jnp.zeros(4), "c": jnp.ones(2)})
+      >>> [int(offsets[k]) for k in "abc"]
+      [0, 6, 10]
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    starts = np.cumsum([0] + [int(np.prod(jnp.shape(leaf))) for leaf in leaves])
+    check(
+        int(starts[-1]) <= np.iinfo(np.int32).max,
+        f"lbfgs needs params with at most 2**31 - 1 elements in all, got {int(starts[-1])}",
+    )
+    offsets = [
+        filled_like(leaf, int(o), jnp.int32, ()) for leaf, o in zip(leaves, starts, strict=False)
+    ]
+    return treedef.unflatten(offsets)
+
+
+def split_flat(flat: jax.Array, offsets: Any, like: Any) -> Any:
+    """The tree ``like`` (its shapes and dtypes) read from ``flat`` at ``offsets``
+    (:func:`leaf_offsets`): ``ravel_pytree``'s ``unravel`` with runtime offsets."""
+
+    def piece(leaf: Any, offset: jax.Array) -> jax.Array:
+        size = math.prod(jnp.shape(leaf))
+        return jax.lax.dynamic_slice_in_dim(flat, offset, size).reshape(jnp.shape(leaf))
+
+    return jax.tree.map(lambda leaf, o: piece(leaf, o).astype(jnp.result_type(leaf)), like, offsets)
 
 
 def _placed_like(x: jax.Array, param: jax.Array) -> jax.Array:
@@ -335,7 +404,8 @@ def lbfgs(
       An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params`` and the
       keyword ``value_fn``. The state holds ``2 * history_size + 3`` flat copies of the
       parameters, as torch's does (whole on every device: explicitly sharded params are
-      gathered into them, and the updates come back placed like the params).
+      gathered into them, and the updates come back placed like the params), and one
+      int32 per leaf: where the leaf starts in them (:func:`leaf_offsets`).
 
     Example:
       >>> import jax
@@ -379,6 +449,7 @@ def lbfgs(
             H_diag=jnp.ones([], dtype),
             prev_flat_grad=jnp.zeros_like(flat),
             prev_loss=jnp.zeros([], dtype),
+            offsets=leaf_offsets(params),
         )
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
@@ -389,14 +460,17 @@ def lbfgs(
                 "torch.optim.LBFGS.step takes"
             )
         whole_params = _whole(params)
-        x0, unravel = ravel_pytree(whole_params)
+        x0, _ = ravel_pytree(whole_params)
         dtype = x0.dtype
         flat_grad0 = ravel_pytree(_whole(updates))[0].astype(dtype)
-        value_and_grad = jax.value_and_grad(lambda x: value_fn(unravel(x)))
+
+        def unravel(x):
+            return split_flat(x, state.offsets, whole_params)
 
         def evaluate_at(x):
-            loss, grad = value_and_grad(x)
-            return loss.astype(dtype), grad.astype(dtype)
+            # differentiated on the tree and concatenated, as torch's _gather_flat_grad
+            loss, grad = jax.value_and_grad(value_fn)(unravel(x))
+            return loss.astype(dtype), ravel_pytree(grad)[0].astype(dtype)
 
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         lr = jnp.asarray(lr, dtype)
@@ -514,6 +588,7 @@ def lbfgs(
             H_diag=c["h_diag"],
             prev_flat_grad=c["prev_g"],
             prev_loss=c["prev_loss"],
+            offsets=state.offsets,
         )
         moved = jax.tree.map(  # in the gradients' dtypes, as every optax transform
             lambda new, old, param, grad: _placed_like((new - old).astype(grad.dtype), param),

@@ -87,7 +87,6 @@ def scale_by_nadam(
     Args:
       b1: first-moment decay, in ``[0, 1)``.
       b2: second-moment decay, in ``[0, 1)``.
-      eps: added outside the square root, ``>= 0``.
       momentum_decay: :math:`\psi`, ``>= 0`` (torch default ``4e-3``).
 
     Returns:
@@ -161,7 +160,6 @@ def nadam(
 
     Args:
       learning_rate: scalar or schedule (torch ``lr``), default ``2e-3``.
-      eps: added outside the square root, ``>= 0``.
       weight_decay: L2 coefficient, ``>= 0``.
       momentum_decay: :math:`\psi`, ``>= 0``.
       decoupled_weight_decay: static; AdamW-style decay.

@@ -74,7 +74,6 @@ def rmsprop(
       learning_rate: scalar or schedule (torch ``lr``), default ``1e-2``.
       alpha: smoothing constant, in ``[0, 1]``.
       eps: added outside the square root, ``>= 0``.
-      weight_decay: coupled L2 coefficient, ``>= 0``.
       momentum: momentum factor, ``>= 0``, or ``None`` (default): no momentum buffer. A
         number keeps the buffer, 0 included (its steps are torch's at 0), so that
         the state's structure never depends on the value, as under

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import chex
@@ -12,7 +11,7 @@ import optax
 
 from jaxopt_adv._common import (
     check_beta,
-    check_interval,
+    check_positive,
     check_torch_default_dtype,
     scalar_dtype,
     torch_decay_power,
@@ -93,7 +92,7 @@ def scale_by_sparse_adam(
     """
     check_beta(b1, 0, "b1")
     check_beta(b2, 1, "b2")
-    check_interval(eps, "eps", 0.0, math.inf, low_open=True, high_open=True, torch_name="epsilon")
+    check_positive(eps, "eps", torch_name="epsilon")
     check_torch_default_dtype(torch_default_dtype)
 
     def init_fn(params: optax.Params) -> ScaleBySparseAdamState:
@@ -178,15 +177,7 @@ def sparse_adam(
       Kingma, Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
       mirrors ``torch.optim.SparseAdam`` (torch 2.13).
     """
-    check_interval(
-        learning_rate,
-        "learning_rate",
-        0.0,
-        math.inf,
-        low_open=True,
-        high_open=True,
-        torch_name="learning rate",
-    )
+    check_positive(learning_rate, "learning_rate", torch_name="learning rate")
     return torch_chain(
         scale_by_sparse_adam(b1, b2, eps, torch_default_dtype=torch_default_dtype),
         learning_rate=learning_rate,

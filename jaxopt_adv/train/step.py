@@ -22,6 +22,15 @@ from flax.nnx.filterlib import Filter
 
 from jaxopt_adv.fast import FusedOptimizer
 
+__all__ = [
+    "TrainState",
+    "init_train_state",
+    "make_eval_step",
+    "make_train_step",
+    "merge_into",
+    "split_model",
+]
+
 LossFn = Callable[[nnx.Module, Any], tuple[jax.Array, dict[str, jax.Array]]]
 
 

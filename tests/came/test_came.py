@@ -17,7 +17,7 @@ from jaxopt_adv.automagic import automagic_stats
 from jaxopt_adv.came.came import ScaleByCameState, came, scale_by_came
 from jaxopt_adv.registry import get_optimizer
 from tests.cases import CASES_BY_NAME
-from tests.harness import GRADIENT_SCALES, precision, run_parity
+from tests.harness import drifting_stream, precision, run_parity, sine_steps
 
 LR = 0.05
 # leaves CAME factors (over the last two axes) and leaves it keeps elementwise; the
@@ -65,14 +65,7 @@ def params_and_stream(layout: str, num_steps: int = 20, seed: int = 0):
     shapes = LAYOUTS[layout]
     rng = np.random.default_rng(seed)
     params = {k: rng.normal(size=s) for k, s in shapes.items()}
-    drift = {k: rng.normal(size=s) for k, s in shapes.items()}
-    stream = []
-    for t in range(num_steps):
-        scale = GRADIENT_SCALES[t % len(GRADIENT_SCALES)]
-        g = {k: scale * (0.5 * drift[k] + rng.normal(size=s)) for k, s in shapes.items()}
-        if t % 4 == 3:
-            g["matrix" if "matrix" in g else "vector"][0] = 0.0
-        stream.append(g)
+    stream = drifting_stream(rng, num_steps, shapes)
     return params, stream
 
 
@@ -329,17 +322,7 @@ def test_jit_compiles_once(implementation):
     tx = IMPLEMENTATIONS[implementation](optax.linear_schedule(1e-2, 1e-3, 10), weight_decay=1e-2)
     params = {"w": jnp.ones((6, 5)), "b": jnp.ones(5), "s": jnp.ones(())}
     traces = []
-
-    @jax.jit
-    def step(params, state, grads):
-        traces.append(None)
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    state = tx.init(params)
-    for t in range(4):
-        grads = jax.tree.map(lambda p, t=t: jnp.sin(p + t), params)
-        params, state = step(params, state, grads)
+    _, state = sine_steps(tx, params, traces)
     assert len(traces) == 1
     assert int(state[0].count) == 4
 

@@ -18,7 +18,7 @@ from jaxopt_adv import fast
 from jaxopt_adv.came.came import came, scale_by_came
 from jaxopt_adv.fast import build, selfcheck
 from tests.harness import run_parity
-from tests.helpers.fast_paths import compiled, max_relative_error, step_fn
+from tests.helpers.fast_paths import assert_left_to_jax, compiled, max_relative_error, step_fn
 from tests.helpers.x64 import x64
 
 # (rows, cols) split into several tasks of one matrix, many small matrices per task,
@@ -128,13 +128,8 @@ def test_one_custom_call_and_the_apply_loop_per_matrix():
 )
 def test_leaves_left_to_jax(params, kwargs):
     """Leaves the kernel does not take go through the JAX transform, bit for bit."""
-    text = compiled(fast.came(1e-3, **kwargs), params)
-    assert "jaxopt_adv_came" not in text
-    grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.3, p.dtype), params)
     ours, theirs = fast.came(1e-3, **kwargs), came(1e-3, mu_dtype=kwargs.get("mu_dtype"))
-    got = step_fn(ours)(params, ours.init(params), grads)
-    want = step_fn(theirs)(params, theirs.init(params), grads)
-    jax.tree.map(np.testing.assert_array_equal, got, want)
+    assert_left_to_jax(ours, theirs, params, "jaxopt_adv_came")
 
 
 def test_disabled_kernels_leave_every_leaf_to_jax(monkeypatch):

@@ -15,7 +15,7 @@ from jaxopt_adv import fast
 from jaxopt_adv.fast import build
 from jaxopt_adv.tam import adatam, scale_by_adatam, scale_by_tam, tam
 from tests.harness import run_parity
-from tests.helpers.fast_paths import compiled, max_relative_error, step_fn
+from tests.helpers.fast_paths import assert_left_to_jax, compiled, max_relative_error, step_fn
 from tests.helpers.tam_cases import ADATAM_CASES, ADATAM_STATE, TAM_CASES, TAM_STATE, torch_kwargs
 from tests.helpers.x64 import x64
 from tests.reference.torch_tam import TorqueAwareMomentumSGD
@@ -205,14 +205,8 @@ def test_one_custom_call_and_the_apply_loop_per_leaf():
 def test_leaves_left_to_jax(params, kwargs, pair):
     """Leaves the kernel does not take go through the JAX transform, bit for bit."""
     factory, reference = pair
-    text = compiled(factory(1e-3, **kwargs), params)
-    assert "jaxopt_adv_tam" not in text
-    grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.3, p.dtype), params)
-    ours = factory(1e-3, **kwargs)
     theirs = reference(1e-3, mu_dtype=kwargs.get("mu_dtype"))
-    got = step_fn(ours)(params, ours.init(params), grads)
-    want = step_fn(theirs)(params, theirs.init(params), grads)
-    jax.tree.map(np.testing.assert_array_equal, got, want)
+    assert_left_to_jax(factory(1e-3, **kwargs), theirs, params, "jaxopt_adv_tam")
 
 
 def test_disabled_kernels_leave_every_leaf_to_jax(monkeypatch):

@@ -11,13 +11,20 @@ import jax.numpy as jnp
 SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": (), "matrix2": (4, 3)}
 
 
-def make_params(dtype=jnp.float32) -> dict[str, jax.Array]:
-    """Two matrices, a vector, an HWIO conv kernel and a scalar, normal random values."""
-    keys = jax.random.split(jax.random.key(0), len(SHAPES))
+def random_tree(
+    seed: int, shapes: dict[str, tuple[int, ...]], dtype=jnp.float32
+) -> dict[str, jax.Array]:
+    """``{name: normal random array of its shape}`` for ``shapes``, from ``seed``."""
+    keys = jax.random.split(jax.random.key(seed), len(shapes))
     return {
         k: jax.random.normal(key, s, dtype)
-        for key, (k, s) in zip(keys, SHAPES.items(), strict=True)
+        for key, (k, s) in zip(keys, shapes.items(), strict=True)
     }
+
+
+def make_params(dtype=jnp.float32) -> dict[str, jax.Array]:
+    """Two matrices, a vector, an HWIO conv kernel and a scalar, normal random values."""
+    return random_tree(0, SHAPES, dtype)
 
 
 def as_matrices(tree):

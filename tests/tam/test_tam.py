@@ -26,7 +26,14 @@ from jaxopt_adv.tam.tam import (
     tam_correlation,
     torque_aware_momentum_update,
 )
-from tests.harness import REPEATED_SHAPES, gradient_stream, make_params, precision, run_parity
+from tests.harness import (
+    REPEATED_SHAPES,
+    gradient_stream,
+    make_params,
+    precision,
+    run_parity,
+    sine_steps,
+)
 from tests.helpers.tam_cases import ADATAM_CASES, ADATAM_STATE, TAM_CASES, TAM_STATE, torch_kwargs
 from tests.reference.torch_tam import TorqueAwareMomentumSGD, correlation
 
@@ -336,24 +343,12 @@ def test_jit_compiles_once_with_injected_hyperparameters(factory):
     kwargs = {"learning_rate": 0.01, "weight_decay": 0.01, "correlation": "auto"}
     traces = []
 
-    def run(tx, params):
-        @jax.jit
-        def step(params, state, t):
-            traces.append(1)
-            grads = jax.tree.map(lambda p: jnp.sin(p * (t + 1.0)), params)
-            updates, state = tx.update(grads, state, params)
-            return optax.apply_updates(params, updates), state
-
-        state = tx.init(params)
-        for t in range(4):
-            params, state = step(params, state, jnp.asarray(t, params["matrix"].dtype))
-        return params
-
     with precision("float64"):
         params = {k: jnp.asarray(v) for k, v in make_params().items()}
-        got = run(optax.inject_hyperparams(factory)(auto_threshold=20, **kwargs), params)
+        injected = optax.inject_hyperparams(factory)(auto_threshold=20, **kwargs)
+        got, _ = sine_steps(injected, params, traces)
         assert len(traces) == 1
-        expected = run(factory(auto_threshold=20, **kwargs), params)
+        expected, _ = sine_steps(factory(auto_threshold=20, **kwargs), params, traces)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), got, expected)
 
 

@@ -5,6 +5,8 @@ term (a smooth, non-quadratic loss), so every step runs its inner iterations, li
 searches and history updates; params and torch's state are compared after every step.
 """
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,8 @@ import pytest
 import torch
 
 from jaxopt_adv.torch import lbfgs
+from jaxopt_adv.torch.lbfgs import LbfgsState, leaf_offsets, split_flat
+from jaxopt_adv.train import CheckpointError, restore_checkpoint, save_checkpoint
 from tests.harness import TOLERANCE, absolute_error, max_abs, precision
 
 NUM_STEPS = 20
@@ -168,3 +172,109 @@ def test_value_fn_is_required():
 def test_bad_hyperparameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         lbfgs(**kwargs)
+
+
+def test_offsets_are_where_each_leaf_starts_in_the_flat_vector():
+    params = {"a": jnp.zeros((2, 3)), "b": jnp.zeros((0, 4)), "c": jnp.ones(()), "d": jnp.ones(5)}
+    offsets = leaf_offsets(params)
+    assert {k: int(v) for k, v in offsets.items()} == {"a": 0, "b": 6, "c": 6, "d": 7}
+    assert all(v.dtype == jnp.int32 and v.shape == () for v in offsets.values())
+    buffers = [v.unsafe_buffer_pointer() for v in jax.tree.leaves(offsets)]
+    assert len(set(buffers)) == len(buffers)  # fresh buffers: a donated state may hold them
+    rng = np.random.default_rng(0)
+    tree = {k: jnp.asarray(rng.normal(size=v.shape), jnp.float32) for k, v in params.items()}
+    flat, unravel = jax.flatten_util.ravel_pytree(tree)
+    split = jax.jit(split_flat)(flat, offsets, tree)
+    for k in tree:
+        np.testing.assert_array_equal(split[k], unravel(flat)[k])
+
+
+def _static_slices(jaxpr: Any, size: int) -> int:
+    """Static slices (``slice``, ``split``) of a vector of ``size`` elements, in ``jaxpr``
+    and every program nested in it."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("slice", "split") and eqn.invars[0].aval.shape == (size,):
+            count += 1
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    count += _static_slices(inner, size)
+    return count
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_the_flat_vector_is_split_at_runtime_offsets(line_search_fn):
+    """A slice at a constant offset is a separate XLA:CPU computation per leaf (the
+    200-leaf LoRA tree of benchmarks/compile_time.py compiled 2x slower that way): every
+    closure evaluation reads the leaves at the state's runtime offsets instead."""
+    params = {f"w{i}": jnp.full((3, 4), float(i)) for i in range(6)}
+    tx = lbfgs(0.5, max_iter=3, history_size=2, line_search_fn=line_search_fn)
+
+    def value_fn(p):
+        return sum(0.5 * jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(p))
+
+    def step(params, state):
+        return tx.update(jax.grad(value_fn)(params), state, params, value_fn=value_fn)
+
+    jaxpr = jax.make_jaxpr(step)(params, tx.init(params)).jaxpr
+    assert _static_slices(jaxpr, 6 * 12) == 0
+
+
+# the state lbfgs kept before its offsets field, under its class name
+_STATE_WITHOUT_OFFSETS = NamedTuple(
+    "LbfgsState", [(name, Any) for name in LbfgsState._fields if name != "offsets"]
+)
+
+
+def test_a_checkpoint_without_offsets_is_refused(tmp_path):
+    params = {"w": jnp.ones((3, 4)), "b": jnp.ones(4)}
+    tx = lbfgs()
+    state = tx.init(params)
+    old = _STATE_WITHOUT_OFFSETS(*state[:-1])
+    path = save_checkpoint(tmp_path / "old", {"opt_state": old})
+    with pytest.raises(CheckpointError, match=r"only in the target: .*LbfgsState\.offsets"):
+        restore_checkpoint(path, {"opt_state": jax.eval_shape(tx.init, params)})
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_the_closure_appears_twice_in_the_program(line_search_fn):
+    """The loss at the params, and one evaluation site: torch's three line-search
+    evaluations (first trial, bracketing, zoom) share one loop body, so a large model's
+    loss and gradient are traced and compiled once, not three times."""
+    params = {"w": jnp.ones((3, 4)), "b": jnp.ones(4)}
+    tx = lbfgs(0.5, max_iter=3, line_search_fn=line_search_fn)
+    traced = []
+
+    def value_fn(p):
+        traced.append(None)
+        return sum(0.5 * jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(p))
+
+    jax.make_jaxpr(lambda p, s, g: tx.update(g, s, p, value_fn=value_fn))(
+        params, tx.init(params), params
+    )
+    assert len(traced) == 2
+
+
+def test_the_line_search_computes_each_loss_once():
+    """XLA copies a cheap producer into every consumer: a loss ending in a sum over the
+    leaves was recomputed inside each line-search test that read it (7 copies of a
+    fusion with one operand per leaf; 1.7 s of compile on the 200-leaf LoRA tree). The
+    loop reads each evaluation back in its next round, so the sum runs once per site."""
+    leaves = 24
+    params = {f"w{i:02d}": jnp.full((2, 3), 0.1 * i) for i in range(leaves)}
+    tx = lbfgs(0.5, max_iter=3, history_size=2, line_search_fn="strong_wolfe")
+
+    def value_fn(p):
+        return sum(0.5 * jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(p))
+
+    def step(params, state):
+        return tx.update(jax.grad(value_fn)(params), state, params, value_fn=value_fn)
+
+    text = jax.jit(step).lower(params, tx.init(params)).compile().as_text()
+    wide = [
+        c for c in text.split("\n\n") if c.startswith("%fused") and c.count("parameter(") >= leaves
+    ]
+    # the loss at the params, the line search's evaluation, the step's own gradient
+    assert len(wide) <= 3, [c.split("\n")[0][:80] for c in wide]

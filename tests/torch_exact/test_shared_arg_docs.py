@@ -26,6 +26,9 @@ def test_the_shared_description_is_filled_in():
     doc = " ".join(inspect.getdoc(jtorch.adam).split())
     for name in ("b1", "b2", "maximize", "mu_dtype", "torch_default_dtype"):
         assert f"{name}: {SHARED_ARGS[name]}" in doc
+    doc = " ".join(inspect.getdoc(jtorch.adagrad).split())
+    for name in ("eps", "weight_decay"):
+        assert f"{name}: {SHARED_ARGS[name]}" in doc
 
 
 def test_an_entry_for_no_parameter_is_an_error():
