@@ -24,7 +24,7 @@ its state donated, interleaved with Adam step by step): AGR, the frequency penal
 on a step where it runs), the scaling (XLA and kernel), the direction control, the lr
 mask (XLA and kernel), SPD, and the composite (gated, ``kernel=True``) for reference.
 The stateless blocks (AGR, the penalty) get the leaf slots the composite passes them
-(``jaxopt_adv._grouping.with_slots``), so every block runs grouped per shape as in the
+(``jaxopt_adv.grouping.with_slots``), so every block runs grouped per shape as in the
 composite.
 
 Usage:
@@ -45,7 +45,6 @@ import optax
 
 import jaxopt_adv
 from jaxopt_adv import fast
-from jaxopt_adv._grouping import with_slots
 from jaxopt_adv.automagic import (
     create_full_finetune_optimizer,
     create_lora_optimizer,
@@ -57,6 +56,7 @@ from jaxopt_adv.automagic.body import automagic_direction, scale_by_automagic_ca
 from jaxopt_adv.automagic.lr_mask import automagic_lr_mask
 from jaxopt_adv.automagic.penalties import frequency_penalty
 from jaxopt_adv.automagic.spd import selective_projection_decay
+from jaxopt_adv.grouping import with_slots
 
 LR = 1e-4
 # layout: (layers, LoRA rank or None, width)

@@ -50,8 +50,9 @@ class Case:
     # stay Python numbers (``static_args`` of ``optax.inject_hyperparams``, which would
     # turn them into arrays, traced under jit); every other numeric one may be traced
     static_args: tuple[str, ...] = ()
-    # the state holds flat vectors over all the params (torch.optim.LBFGS's layout), so
-    # no state leaf is shaped like a param (the sharding check asserts it)
+    # the state holds flat vectors over all the params (torch.optim.LBFGS's layout) and
+    # per-leaf scalars, so no state leaf is shaped like a param of one or more dimensions
+    # (the sharding check asserts it)
     flat_state: bool = False
     # every param must be a matrix (torch.optim.Muon rejects other shapes): the tests
     # reshape their param trees with ``params``

@@ -40,7 +40,7 @@ TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
 # default float32 (what users run) and under float64, and float32
 PRECISIONS = [("float64", "float32"), ("float64", "float64"), ("float32", "float32")]
 PARAM_SHAPES = {"matrix": (5, 4), "vector": (7,), "conv": (3, 2, 3, 3), "scalar": ()}
-# a tree that repeats its shapes: per-leaf maths goes through jaxopt_adv._grouping's
+# a tree that repeats its shapes: per-leaf maths goes through jaxopt_adv.grouping's
 # grouped path (one vmapped trace per shape)
 REPEATED_SHAPES = {
     "matrix": (5, 4),

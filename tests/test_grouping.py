@@ -1,4 +1,4 @@
-"""jaxopt_adv._grouping: per-leaf maps traced once per group of like leaves, read back at
+"""jaxopt_adv.grouping: per-leaf maps traced once per group of like leaves, read back at
 runtime slots."""
 
 import jax
@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from jaxopt_adv._common import tree_map_multi
-from jaxopt_adv._grouping import (
+from jaxopt_adv.grouping import (
     MAX_GROUPED_SIZE,
     leaf_slots,
     sum_grouped,

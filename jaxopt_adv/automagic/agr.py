@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_adv._common import check, check_interval, check_nonnegative, unshard_trailing_axes
-from jaxopt_adv._grouping import sum_grouped, tree_map_grouped
+from jaxopt_adv.grouping import sum_grouped, tree_map_grouped
 
 __all__ = ["agr", "agr_leaf", "edge_strength", "laplacian"]
 
@@ -165,9 +165,9 @@ def agr(
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with ``optax.EmptyState``. Given the
-      extra argument ``slots`` (:func:`~jaxopt_adv._grouping.leaf_slots` of the params, as
+      extra argument ``slots`` (:func:`~jaxopt_adv.grouping.leaf_slots` of the params, as
       :func:`~jaxopt_adv.automagic.automagic.automagic_came_amp` passes it), leaves of one
-      shape are processed as one group (:func:`~jaxopt_adv._grouping.tree_map_grouped`);
+      shape are processed as one group (:func:`~jaxopt_adv.grouping.tree_map_grouped`);
       without it, one by one. The results are the same to rounding.
 
     Example:

@@ -24,9 +24,9 @@ before this one; default 10 for both), under ``lax.cond``, with nothing cached i
 as the original's later commit 733d821 did with its ``step % k`` gating.
 
 Every block runs its per-leaf maths once per group of same-shape leaves
-(:func:`~jaxopt_adv._grouping.tree_map_grouped`), so the compiled step grows with the
+(:func:`~jaxopt_adv.grouping.tree_map_grouped`), so the compiled step grows with the
 number of distinct shapes, not of leaves: the stateful blocks keep
-:func:`~jaxopt_adv._grouping.leaf_slots` in their states, and the stateless AGR and
+:func:`~jaxopt_adv.grouping.leaf_slots` in their states, and the stateless AGR and
 penalties get the CAME block's as the extra argument ``slots``.
 
 Differences from the original, all deliberate:

@@ -28,7 +28,6 @@ from jaxopt_adv._common import (
     filled_like,
     scalar_dtype,
 )
-from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
 from jaxopt_adv.automagic.composition import EARLY, phase_of
 from jaxopt_adv.automagic.direction import (
     cautious_update,
@@ -42,6 +41,7 @@ from jaxopt_adv.came.came import (
     init_second_moments,
     rms_clip,
 )
+from jaxopt_adv.grouping import leaf_slots, tree_map_grouped
 from jaxopt_adv.tam.tam import CORRELATIONS, torque_aware_momentum_update
 
 __all__ = [

@@ -37,9 +37,9 @@ def with_reference_grads(
         steps taken before this one); ``pre`` then also gets it as the extra argument
         ``step``, so pre-processing can be gated by step without a counter of its own.
       slots_of: optional function of the body's state returning its
-        :func:`~jaxopt_adv._grouping.leaf_slots` tree; ``pre`` then also gets it as the
+        :func:`~jaxopt_adv.grouping.leaf_slots` tree; ``pre`` then also gets it as the
         extra argument ``slots``, so stateless pre-processing groups leaves of one
-        shape (:func:`~jaxopt_adv._grouping.tree_map_grouped`) without slots of its own.
+        shape (:func:`~jaxopt_adv.grouping.tree_map_grouped`) without slots of its own.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state ``(pre_state, body_state)``.

@@ -26,7 +26,7 @@ from jaxopt_adv._common import (
     fresh_array,
     scalar_dtype,
 )
-from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
+from jaxopt_adv.grouping import leaf_slots, tree_map_grouped
 
 __all__ = [
     "AutomagicLrMaskState",

@@ -28,7 +28,7 @@ import optax
 from jax import lax
 
 from jaxopt_adv._common import check, check_nonnegative, is_concrete_number, is_static_zero
-from jaxopt_adv._grouping import tree_map_grouped
+from jaxopt_adv.grouping import tree_map_grouped
 
 __all__ = [
     "frequency_penalty",

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_adv._common import check, check_count, check_nonnegative
-from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
+from jaxopt_adv.grouping import leaf_slots, tree_map_grouped
 
 __all__ = [
     "SelectiveProjectionDecayState",

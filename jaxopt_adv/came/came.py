@@ -30,7 +30,7 @@ from jaxopt_adv._common import (
     tree_map_multi,
     with_gradient_dtype,
 )
-from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
+from jaxopt_adv.grouping import leaf_slots, tree_map_grouped
 
 __all__ = [
     "ScaleByCameState",

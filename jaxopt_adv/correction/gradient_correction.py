@@ -41,7 +41,7 @@ from jaxopt_adv._common import (
     filled_like,
     scalar_dtype,
 )
-from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
+from jaxopt_adv.grouping import leaf_slots, tree_map_grouped
 from jaxopt_adv.torch.adam import adam
 
 __all__ = [

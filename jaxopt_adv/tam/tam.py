@@ -35,7 +35,7 @@ from jaxopt_adv._common import (
     skip_at_static_zero,
     with_gradient_dtype,
 )
-from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
+from jaxopt_adv.grouping import leaf_slots, tree_map_grouped
 from jaxopt_adv.torch._chain import torch_chain
 
 __all__ = [

@@ -21,7 +21,7 @@ from jaxopt_adv._common import (
     torch_step,
     tree_map_multi,
 )
-from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
+from jaxopt_adv.grouping import leaf_slots, tree_map_grouped
 from jaxopt_adv.torch._chain import FINAL_UPDATE, torch_chain
 from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin

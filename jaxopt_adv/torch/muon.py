@@ -19,7 +19,7 @@ from jaxopt_adv._common import (
     concrete_scalar,
     unshard_trailing_axes,
 )
-from jaxopt_adv._grouping import leaf_slots, tree_map_grouped
+from jaxopt_adv.grouping import leaf_slots, tree_map_grouped
 from jaxopt_adv.torch._chain import torch_chain
 from jaxopt_adv.torch._twin import torch_twin
 
@@ -214,7 +214,7 @@ def scale_by_muon(
             out = adjusted_ratio(g.shape, adjust_lr_fn) * ortho.astype(buf.dtype)
             return out.astype(g.dtype), buf
 
-        # one batched Newton-Schulz per group of like matrices (jaxopt_adv._grouping)
+        # one batched Newton-Schulz per group of like matrices (jaxopt_adv.grouping)
         out, buf = tree_map_grouped(leaf, 2, state.slots, updates, state.momentum_buffer)
         return out, ScaleByMuonState(optax.safe_increment(state.count), buf, state.slots)
 

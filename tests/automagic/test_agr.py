@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxopt_adv._grouping import with_slots
 from jaxopt_adv.automagic.agr import agr, edge_strength, laplacian
+from jaxopt_adv.grouping import with_slots
 from jaxopt_adv.torch import adamw, sgd
 from tests.harness import REPEATED_SHAPES, gradient_stream, make_params, precision, run_parity
 from tests.reference import torch_agr

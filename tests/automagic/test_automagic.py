@@ -26,7 +26,7 @@ from tests.harness import precision, run_parity
 from tests.reference.torch_automagic import AutomagicCameAMP
 
 # Shapes repeat (matrix, wide, vector twice), so every block's per-leaf maths runs through
-# jaxopt_adv._grouping's grouped path; the singletons and "big" (above MAX_GROUPED_SIZE
+# jaxopt_adv.grouping's grouped path; the singletons and "big" (above MAX_GROUPED_SIZE
 # elements) through the per-leaf path.
 SHAPES = {
     "matrix": (16, 12),
@@ -231,7 +231,7 @@ def test_one_compilation_across_phases():
 @pytest.mark.parametrize("kernel", [False, True])
 def test_program_grows_with_shapes_not_leaves(kernel):
     """Every block maps its per-leaf maths once per group of same-shape leaves
-    (jaxopt_adv._grouping): four more leaves of a shape add a few read-backs to the
+    (jaxopt_adv.grouping): four more leaves of a shape add a few read-backs to the
     lowered step (+15%), where one graph per leaf doubled it (+95-119%)."""
     opt = create_lora_optimizer(1e-3, kernel=kernel)
 

@@ -6,7 +6,6 @@ import numpy as np
 import optax
 import pytest
 
-from jaxopt_adv._grouping import with_slots
 from jaxopt_adv.automagic.agr import agr
 from jaxopt_adv.automagic.penalties import (
     frequency_penalty,
@@ -15,6 +14,7 @@ from jaxopt_adv.automagic.penalties import (
     low_rank_penalty_leaf,
     radius_mask,
 )
+from jaxopt_adv.grouping import with_slots
 from jaxopt_adv.torch import sgd
 from tests.harness import precision, run_parity
 from tests.reference import torch_penalties

@@ -25,7 +25,7 @@ LR = 0.05
 LAYOUTS = {
     "factored": {"matrix": (5, 4), "conv": (3, 2, 3, 3)},
     "unfactored": {"vector": (7,), "scalar": ()},
-    # leaves of one shape go through one vmapped trace (jaxopt_adv._grouping)
+    # leaves of one shape go through one vmapped trace (jaxopt_adv.grouping)
     "repeated": {"matrix": (5, 4), "m2": (5, 4), "m3": (5, 4), "t1": (4, 5), "t2": (4, 5)},
 }
 STATE_MAPS = {

@@ -7,7 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-# "matrix2" repeats a shape, so per-leaf maths also runs through jaxopt_adv._grouping
+# "matrix2" repeats a shape, so per-leaf maths also runs through jaxopt_adv.grouping
 SHAPES = {"matrix": (4, 3), "vector": (3,), "conv": (2, 2, 3, 3), "scalar": (), "matrix2": (4, 3)}
 
 

@@ -14,8 +14,8 @@ from pytorch_optimizer import TAM, AdaTAM
 
 from jaxopt_adv import fast
 from jaxopt_adv._common import tree_map_multi
-from jaxopt_adv._grouping import leaf_slots
 from jaxopt_adv.automagic.composition import with_reference_grads
+from jaxopt_adv.grouping import leaf_slots
 from jaxopt_adv.tam.tam import (
     ScaleByTamState,
     adatam,
@@ -72,7 +72,7 @@ def test_adatam_parity(case, dtype):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("factory", [tam, fast.tam, adatam, fast.adatam])
 def test_parity_on_leaves_of_repeated_shapes(factory, dtype):
-    """Leaves of one shape go through one vmapped trace (jaxopt_adv._grouping)."""
+    """Leaves of one shape go through one vmapped trace (jaxopt_adv.grouping)."""
     params, stream = (
         make_params(shapes=REPEATED_SHAPES),
         gradient_stream(20, shapes=REPEATED_SHAPES),
