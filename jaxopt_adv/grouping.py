@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import filled_like
+from jaxopt_adv._common import filled_like, tree_map_multi
 
 __all__ = [
     "MAX_GROUPED_SIZE",
@@ -146,12 +146,9 @@ def tree_map_grouped(
       18.0
     """
     leaves, treedef = jax.tree.flatten(tree)
-    if not leaves:
-        return tuple(treedef.unflatten([]) for _ in range(n_out))
+    if slots is None or not leaves:
+        return tree_map_multi(fn, n_out, tree, *rest)
     rows = list(zip(leaves, *(treedef.flatten_up_to(r) for r in rest), strict=True))
-    if slots is None:
-        outputs = [tuple(fn(*row)) for row in rows]
-        return tuple(treedef.unflatten(list(col)) for col in zip(*outputs, strict=True))
     slot_leaves = treedef.flatten_up_to(slots)
     results: list[tuple | None] = [None] * len(rows)
     for members in _shape_groups(leaves).values():
