@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("neuron_example", ROOT / "examples" / "neuron.py")
-neuron = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(neuron)
+from tests.helpers import examples
+
+neuron = examples.load_example("neuron.py", "neuron_example")
 
 torch.set_num_threads(1)
 
@@ -111,14 +105,7 @@ def test_convergence_curves():
 @pytest.mark.slow
 def test_script_prints_results_and_writes_the_png(tmp_path):
     out = tmp_path / "curves.png"
-    result = subprocess.run(
-        [sys.executable, "examples/neuron.py", "--out", str(out), "--epochs", "3"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
+    result = examples.run_example("neuron.py", "--out", str(out), "--epochs", "3")
     assert "updated_weights=[0.1036, -0.1425] updated_bias=-0.0167" in result.stdout
     assert "mse_values=[0.3033, 0.2942]" in result.stdout
     assert "updated_weights=[0.1070, -0.0847] updated_bias=-0.0335" in result.stdout

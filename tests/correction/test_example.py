@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.examples import run_example
+
 ROW = re.compile(
     r"^(Adam|FER\(Adam\)|GC\(Adam\)|SGD-momentum|FER\(SGD\)|GC\(SGD\))\s+"
     r"([0-9.]+) \+- ([0-9.]+)\s+([+-][0-9.]+)?\s*([0-9.]+)$",
@@ -26,23 +24,7 @@ BASE_OF = {
 @pytest.mark.slow
 def test_mnist_advanced_runs(tmp_path):
     out = tmp_path / "curves.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "examples/mnist_advanced.py",
-            "--epochs",
-            "2",
-            "--seeds",
-            "1",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
+    result = run_example("mnist_advanced.py", "--epochs", "2", "--seeds", "1", "--out", str(out))
     rows = {m.group(1): m.groups()[1:] for m in ROW.finditer(result.stdout)}
     assert len(rows) == 6, result.stdout
     accuracy = {name: float(row[0]) for name, row in rows.items()}

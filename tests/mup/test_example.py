@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "mup_transfer.py"
-_spec = importlib.util.spec_from_file_location("mup_transfer", EXAMPLE)
-mup_transfer = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mup_transfer)
+from tests.helpers.examples import load_example, run_example
+
+mup_transfer = load_example("mup_transfer.py", "mup_transfer")
 
 
 def test_parse_lrs():
@@ -22,23 +16,8 @@ def test_parse_lrs():
 
 def test_tiny_sweep(tmp_path):
     out = tmp_path / "sweep.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "examples/mup_transfer.py",
-            "--widths",
-            "16,32",
-            "--lrs=-9,-5",
-            "--steps",
-            "5",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
+    result = run_example(
+        "mup_transfer.py", "--widths", "16,32", "--lrs=-9,-5", "--steps", "5", "--out", str(out)
     )
     rows = {
         (m.group(1), int(m.group(2))): [float(v) for v in m.group(3).split()]

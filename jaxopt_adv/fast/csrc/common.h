@@ -78,17 +78,21 @@ struct SignMask<double> {
   static constexpr Type kValue = uint64_t{1} << 63;
 };
 
+// The bits of `x` read as a `To` of the same size (C++20's std::bit_cast).
+template <typename To, typename From>
+inline To BitCast(From x) {
+  static_assert(sizeof(To) == sizeof(From), "BitCast needs types of one size");
+  To y;
+  std::memcpy(&y, &x, sizeof y);
+  return y;
+}
+
 // XLA's maximum: NaN if either operand is NaN, and max(-0, +0) = +0 (for equal operands
 // the AND of their bits). Written as selects so that the loop vectorizes.
 template <typename T>
 inline T XlaMax(T a, T b) {
   using Bits = typename SignMask<T>::Type;
-  Bits a_bits, b_bits;
-  std::memcpy(&a_bits, &a, sizeof a);
-  std::memcpy(&b_bits, &b, sizeof b);
-  const Bits and_bits = a_bits & b_bits;
-  T both;
-  std::memcpy(&both, &and_bits, sizeof both);
+  const T both = BitCast<T>(BitCast<Bits>(a) & BitCast<Bits>(b));
   T r = a > b ? a : b;
   r = a == b ? both : r;
   r = b != b ? b : r;
@@ -100,12 +104,7 @@ inline T XlaMax(T a, T b) {
 template <typename T>
 inline T XlaMin(T a, T b) {
   using Bits = typename SignMask<T>::Type;
-  Bits a_bits, b_bits;
-  std::memcpy(&a_bits, &a, sizeof a);
-  std::memcpy(&b_bits, &b, sizeof b);
-  const Bits or_bits = a_bits | b_bits;
-  T either;
-  std::memcpy(&either, &or_bits, sizeof either);
+  const T either = BitCast<T>(BitCast<Bits>(a) | BitCast<Bits>(b));
   T r = a < b ? a : b;
   r = a == b ? either : r;
   r = b != b ? b : r;

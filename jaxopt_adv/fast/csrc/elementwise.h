@@ -80,19 +80,9 @@ inline T StepByProduct(T step, T a, T b, T p) {
 
 // x with its sign bit XORed with `mask`: -x for maximize (mask = the sign bit), bit for
 // bit like XLA's negate, and branch-free so that the loop vectorizes.
-inline float FlipSign(float x, uint32_t mask) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  bits ^= mask;
-  std::memcpy(&x, &bits, sizeof bits);
-  return x;
-}
-inline double FlipSign(double x, uint64_t mask) {
-  uint64_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  bits ^= mask;
-  std::memcpy(&x, &bits, sizeof bits);
-  return x;
+template <typename T>
+inline T FlipSign(T x, typename SignMask<T>::Type mask) {
+  return BitCast<T>(BitCast<typename SignMask<T>::Type>(x) ^ mask);
 }
 
 // One leaf: `in` holds p, g and the state arrays; `out` holds p and the state arrays.
