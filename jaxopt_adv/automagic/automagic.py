@@ -85,6 +85,7 @@ from jaxopt_adv.automagic.composition import phase_of, with_reference_grads
 from jaxopt_adv.automagic.lr_mask import AutomagicLrMaskState, automagic_lr_mask
 from jaxopt_adv.automagic.penalties import frequency_penalty, low_rank_penalty
 from jaxopt_adv.automagic.spd import selective_projection_decay
+from jaxopt_adv.grouping import group_tags, with_grouped_leaves
 
 __all__ = [
     "AutomagicConfig",
@@ -296,12 +297,6 @@ def _body_step(body_state: tuple) -> chex.Array:
     return body_state[0].count
 
 
-def _body_slots(body_state: tuple) -> Any:
-    """The leaf slots of the composite's body (its CAME block's), for the stateless
-    pre-processing blocks."""
-    return body_state[0].slots
-
-
 def automagic_came_amp(
     learning_rate: optax.ScalarOrSchedule = 1e-6,
     config: AutomagicConfig | None = None,
@@ -407,7 +402,8 @@ def automagic_came_amp(
         active_steps=config.warmup_steps,
     )
     if weight_decay_mask is not None:
-        spd = optax.masked(spd, weight_decay_mask, mask_compatible_extra_args=True)
+        # the groups are split by mask bit (with_grouped_leaves' tags): one bit a stack
+        spd = optax.masked(spd, group_tags, mask_compatible_extra_args=True)
     if kernel:  # imported here: jaxopt_adv.fast imports this package
         from jaxopt_adv.fast import automagic_lr_mask as lr_mask_block
         from jaxopt_adv.fast import scale_by_automagic_came as scaling
@@ -431,7 +427,9 @@ def automagic_came_amp(
         optax.scale(-1.0),
         spd,
     )
-    tx = with_reference_grads(optax.chain(*pre), body, step_of=_body_step, slots_of=_body_slots)
+    tx = with_reference_grads(optax.chain(*pre), body, step_of=_body_step)
+    # the state stacked per group of like leaves (one mask bit a group)
+    tx = with_grouped_leaves(tx, weight_decay_mask)
     tx = requires_float_params(tx)
     return with_torch_layout(tx) if config.layout == "flax" else tx
 
@@ -521,8 +519,10 @@ def automagic_stats(opt_state: Any, config: AutomagicConfig | None = None) -> di
     """
     config = AutomagicConfig() if config is None else config
     mask_state = find_state(opt_state, AutomagicLrMaskState)
-    sizes = [math.prod(np.shape(m)) for m in jax.tree.leaves(mask_state.lr_mask)]
-    weighted = sum(a * n for a, n in zip(jax.tree.leaves(mask_state.avg_lr), sizes, strict=True))
+    masks, means = jax.tree.leaves(mask_state.lr_mask), jax.tree.leaves(mask_state.avg_lr)
+    sizes = [math.prod(np.shape(m)) for m in masks]
+    # a stacked group's avg_lr holds one mean per member, each over size / members elements
+    weighted = sum(jnp.sum(a) * (n / max(np.size(a), 1)) for a, n in zip(means, sizes, strict=True))
     return {
         "step": mask_state.count,
         "phase": phase_of(jnp.maximum(mask_state.count - 1, 0), config.warmup_steps),

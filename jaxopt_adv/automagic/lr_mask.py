@@ -26,7 +26,7 @@ from jaxopt_adv._common import (
     fresh_array,
     scalar_dtype,
 )
-from jaxopt_adv.grouping import leaf_slots, tree_map_grouped
+from jaxopt_adv.grouping import leaf_slots, tree_map_grouped, tree_map_members
 
 __all__ = [
     "AutomagicLrMaskState",
@@ -290,11 +290,11 @@ def automagic_lr_mask(
 
         return AutomagicLrMaskState(
             count=jnp.zeros([], jnp.int32),
-            lr_mask=jax.tree.map(lambda p: filled_like(p, lr, mask_dtype), params),
-            last_polarity=jax.tree.map(lambda p: filled_like(p, False, bool), params),
-            spatial_variance=jax.tree.map(sv_init, params) if spatial else None,
+            lr_mask=tree_map_members(lambda p: filled_like(p, lr, mask_dtype), params),
+            last_polarity=tree_map_members(lambda p: filled_like(p, False, bool), params),
+            spatial_variance=tree_map_members(sv_init, params) if spatial else None,
             lr_max=fresh_array(lr, sdt),
-            avg_lr=jax.tree.map(lambda p: filled_like(p, lr, sdt, ()), params),
+            avg_lr=tree_map_members(lambda p: filled_like(p, lr, sdt, ()), params),
             slots=leaf_slots(params),
         )
 

@@ -2,6 +2,7 @@
 memory, layout and diagnostics."""
 
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import pytest
 import torch
 from flax import nnx
 
+from jaxopt_adv._state import find_state
 from jaxopt_adv.automagic import (
     AutomagicConfig,
     automagic_came_amp,
@@ -19,8 +21,14 @@ from jaxopt_adv.automagic import (
     create_lora_optimizer,
     lora_config,
 )
-from jaxopt_adv.automagic.body import automagic_direction, scale_by_automagic_came
+from jaxopt_adv.automagic.body import (
+    AutomagicCameState,
+    automagic_direction,
+    scale_by_automagic_came,
+)
+from jaxopt_adv.automagic.lr_mask import AutomagicLrMaskState
 from jaxopt_adv.datasets import load_dataset
+from jaxopt_adv.grouping import ungroup_leaves
 from jaxopt_adv.models import MLP
 from tests.harness import precision, run_parity
 from tests.reference.torch_automagic import AutomagicCameAMP
@@ -38,7 +46,8 @@ SHAPES = {
     "conv": (3, 2, 3, 3),
     "big": (8, 2100),
 }
-STATE = {"mu": "m", "lr_mask": "mask"}
+# the composite keeps its state stacked per group of like leaves; _by_leaf reads it back
+STATE = {"mu_by_leaf": "m", "lr_mask_by_leaf": "mask"}
 # learning rates large enough for the parameters to move visibly in 20 steps
 FAST = {"min_lr": 1e-4, "max_lr": 0.1, "lr_bump": 1e-3, "warmup_steps": 6}
 
@@ -105,13 +114,40 @@ CONFIGS = {
 }
 
 
+class ByLeaf(NamedTuple):
+    """The composite's momentum and lr mask per leaf (its state holds them stacked)."""
+
+    mu_by_leaf: dict
+    lr_mask_by_leaf: dict
+
+
+def _by_leaf(opt: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``opt`` whose state also holds :class:`ByLeaf`, read out of its stacked state."""
+
+    def view(state: Any) -> ByLeaf:
+        return ByLeaf(
+            ungroup_leaves(find_state(state, AutomagicCameState).mu),
+            ungroup_leaves(find_state(state, AutomagicLrMaskState).lr_mask),
+        )
+
+    def init_fn(params):
+        state = opt.init(params)
+        return state, view(state)
+
+    def update_fn(updates, state, params=None):
+        updates, inner = opt.update(updates, state[0], params)
+        return updates, (inner, view(inner))
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", CONFIGS)
 def test_parity_with_torch_reference(name, dtype):
     """20 steps with warm-up 6 cross all four phases (EARLY t<3, LATE, STABLE, MATURE)."""
     config = CONFIGS[name](dtype)
     run_parity(
-        automagic_came_amp(1e-2, config),
+        _by_leaf(automagic_came_amp(1e-2, config)),
         lambda p: AutomagicCameAMP(p, 1e-2, **_torch_options(config, dtype)),
         dtype=dtype,
         params=_params(),
@@ -156,11 +192,14 @@ def test_gated_steps_are_the_ungated_blocks():
             due = (count % 3 == 0, count % 2 == 0)
             seen.add(due)
             twin = variants[due]
-            expected = twin_updates[due](g, (twin.init(params)[0], state[1]), params)
+            # the twin's (empty) pre-processing state, our body's state (state.inner:
+            # (pre, body) inside the grouping wrapper)
+            start = state._replace(inner=(twin.init(params).inner[0], state.inner[1]))
+            expected = twin_updates[due](g, start, params)
             updates, state = update(g, state, params)
             for got, want in zip(
-                jax.tree.leaves((updates, state[1])),
-                jax.tree.leaves((expected[0], expected[1][1])),
+                jax.tree.leaves((updates, state.inner[1])),
+                jax.tree.leaves((expected[0], expected[1].inner[1])),
                 strict=True,
             ):
                 np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
@@ -184,7 +223,7 @@ def test_parity_with_the_kernels(name, dtype):
     for target in ("jaxopt_adv_lr_mask", "jaxopt_adv_automagic"):
         assert (target in text) == (fast.unavailable_reason() is None)
     run_parity(
-        opt,
+        _by_leaf(opt),
         lambda p: AutomagicCameAMP(p, 1e-2, **_torch_options(config, dtype)),
         dtype=dtype,
         params=_params(),
@@ -199,7 +238,7 @@ def test_parity_with_a_schedule():
     schedule = lambda t: 1e-2 * (1 + 0.2 * t) if t < 8 else 1e-2 * 0.5  # noqa: E731
     jax_schedule = lambda t: jnp.where(t < 8, 1e-2 * (1 + 0.2 * t), 5e-3)  # noqa: E731
     run_parity(
-        automagic_came_amp(jax_schedule, config),
+        _by_leaf(automagic_came_amp(jax_schedule, config)),
         lambda p: AutomagicCameAMP(p, 1e-2, **_torch_options(config, "float64")),
         params=_params(),
         stream=_stream(),
@@ -232,9 +271,11 @@ def test_one_compilation_across_phases():
 
 @pytest.mark.parametrize("kernel", [False, True])
 def test_program_grows_with_shapes_not_leaves(kernel):
-    """Every block maps its per-leaf maths once per group of same-shape leaves
-    (jaxopt_adv.grouping): four more leaves of a shape add a few read-backs to the
-    lowered step (+15%), where one graph per leaf doubled it (+95-119%)."""
+    """The composite keeps its state stacked per group of like leaves
+    (jaxopt_adv.grouping.with_grouped_leaves): a leaf more of a shape adds only its
+    read-back (its slot argument, one dynamic slice, its output: about 3 lines of the
+    lowered step), where each block stacking and reading back per leaf added ~53 lines
+    a leaf and one graph per leaf more still."""
     opt = create_lora_optimizer(1e-3, kernel=kernel)
 
     def lines(n):
@@ -242,8 +283,8 @@ def test_program_grows_with_shapes_not_leaves(kernel):
         lowered = jax.jit(opt.update).lower(params, opt.init(params), params)
         return len(lowered.as_text().splitlines())
 
-    two, six = lines(2), lines(6)
-    assert (six - two) / two < 0.25, (two, six)
+    two, twenty = lines(2), lines(20)
+    assert (twenty - two) / 18 <= 5, (two, twenty)
 
 
 def _state_bytes(state) -> int:
@@ -252,8 +293,8 @@ def _state_bytes(state) -> int:
 
 def test_lora_preset_memory():
     """<= 17 bytes of state per element on a 1024 x 1024 leaf (factored CAME), and on a
-    LoRA tree of 8 x 512 / 512 x 8 leaves with its per-leaf scalars (four int32 slots,
-    one per grouped block, the mean lr, TAM's cosine)."""
+    LoRA tree of 8 x 512 / 512 x 8 leaves with its per-leaf scalars (the leaf's position in
+    its stack, the mean lr, TAM's cosine)."""
     params = {"w": jnp.zeros((1024, 1024), jnp.float32)}
     state = jax.eval_shape(create_lora_optimizer(1e-4).init, params)
     per_element = _state_bytes(state) / params["w"].size
@@ -262,7 +303,7 @@ def test_lora_preset_memory():
     lora = {f"{i}{k}": jnp.zeros(s, jnp.float32) for i in range(8) for k, s in shapes.items()}
     state = jax.eval_shape(create_lora_optimizer(1e-4).init, lora)
     slots = [x for x in jax.tree.leaves(state) if x.dtype == jnp.int32 and x.shape == ()]
-    assert len(slots) == 4 * 16 + 4  # four blocks' slots per leaf, four step counters
+    assert len(slots) == 16 + 4  # each leaf's place in its stack, four step counters
     assert _state_bytes(state) / (16 * 8 * 512) <= 17.0
     adamw = _state_bytes(jax.eval_shape(optax.adamw(1e-3).init, params)) / params["w"].size
     assert adamw == pytest.approx(8.0, abs=1e-3) and per_element < 2.2 * adamw
