@@ -72,7 +72,6 @@ def _shape_groups(leaves: list[Any]) -> dict[tuple[int, ...], list[int]]:
     return groups
 
 
-@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class GroupTree:
     """A tree's leaves regrouped, for a composite that keeps its state stacked per group.
@@ -80,18 +79,30 @@ class GroupTree:
     ``stacks[j]`` holds the leaves ``members[j]`` (indices in the original tree's leaf
     order, all of one shape, dtype and tag) stacked on a new leading axis, the *member*
     axis; ``loose`` is the original tree with every stacked leaf replaced by ``None``
-    (the leaves left alone keep their place, path and sharding). ``members``, ``tags``
-    (one per original leaf) and ``treedef`` (the original structure) are static: part of
-    the tree structure. Made by :func:`group_leaves`, undone by :func:`ungroup_leaves`;
+    (the leaves left alone keep their place, path and sharding). ``members`` and ``tags``
+    (one per original leaf) are static: part of the tree structure. Made by
+    :func:`group_leaves`, undone by :func:`ungroup_leaves`;
     :func:`tree_map_grouped` and :func:`tree_map_members` map per-leaf maths over a
     stack's members with ``jax.vmap``.
     """
 
     stacks: tuple[Any, ...]
     loose: Any
-    members: tuple[tuple[int, ...], ...] = dataclasses.field(metadata={"static": True})
-    tags: tuple[Hashable, ...] = dataclasses.field(metadata={"static": True})
-    treedef: Any = dataclasses.field(metadata={"static": True})
+    members: tuple[tuple[int, ...], ...]
+    tags: tuple[Hashable, ...]
+
+
+# The two parts are keyed like a dict's (``['stacks'] [0]``, ``['loose'] ['w']``), so a
+# state leaf's path still ends in its NamedTuple field and its param's name.
+jax.tree_util.register_pytree_with_keys(
+    GroupTree,
+    lambda g: (
+        ((jax.tree_util.DictKey("stacks"), g.stacks), (jax.tree_util.DictKey("loose"), g.loose)),
+        (g.members, g.tags),
+    ),
+    lambda static, parts: GroupTree(*parts, *static),
+    lambda g: ((g.stacks, g.loose), (g.members, g.tags)),
+)
 
 
 def _leaf_tags(tags: Any, tree: Any) -> tuple[Hashable, ...]:
@@ -118,8 +129,8 @@ def group_leaves(
     ``max_size`` elements; explicitly sharded leaves, other leaves and shapes met once
     stay ``loose``. ``tags`` (static; a tree like ``tree``, a prefix of it, or a callable
     of it) splits groups, e.g. by whether weight decay applies. ``like`` (a
-    :class:`GroupTree` of a tree of the same structure, e.g. the params) groups ``tree``
-    the same way (its gradient), whatever its dtypes.
+    :class:`GroupTree` of a tree of the same leaves, e.g. the params) groups ``tree`` the
+    same way (its gradient), whatever its dtypes.
 
     Example:
       >>> import jax.numpy as jnp
@@ -141,7 +152,7 @@ def group_leaves(
     stacked = {index for group in members for index in group}
     stacks = tuple(jnp.stack([leaves[i] for i in group]) for group in members)
     loose = treedef.unflatten([None if i in stacked else x for i, x in enumerate(leaves)])
-    return GroupTree(stacks, loose, members, tags, treedef)
+    return GroupTree(stacks, loose, members, tags)
 
 
 def member_slots(grouped: GroupTree) -> tuple[tuple[jax.Array, ...], ...]:
@@ -153,8 +164,9 @@ def member_slots(grouped: GroupTree) -> tuple[tuple[jax.Array, ...], ...]:
     )
 
 
-def ungroup_leaves(grouped: GroupTree, slots: Any = None) -> Any:
-    """The tree :func:`group_leaves` grouped, each stacked leaf read back out.
+def ungroup_leaves(grouped: GroupTree, treedef: Any, slots: Any = None) -> Any:
+    """The tree of structure ``treedef`` that :func:`group_leaves` grouped, each stacked
+    leaf read back out.
 
     With ``slots`` (:func:`member_slots`, passed in as jit arguments) each leaf is read
     with ``lax.dynamic_index_in_dim`` at its runtime position. XLA:CPU fuses the stack's
@@ -163,13 +175,14 @@ def ungroup_leaves(grouped: GroupTree, slots: Any = None) -> Any:
     at runtime positions they are one computation, compiled once (1.8 s).
 
     Example:
-      >>> import jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp
       >>> tree = {"a": jnp.zeros((2, 3)), "b": jnp.zeros(4), "c": jnp.ones((2, 3))}
       >>> grouped = group_leaves(tree)
-      >>> float(ungroup_leaves(grouped, member_slots(grouped))["c"].sum())
+      >>> treedef = jax.tree.structure(tree)
+      >>> float(ungroup_leaves(grouped, treedef, member_slots(grouped))["c"].sum())
       6.0
     """
-    leaves: list[Any] = [None] * grouped.treedef.num_leaves
+    leaves: list[Any] = [None] * treedef.num_leaves
     for j, (group, stack) in enumerate(zip(grouped.members, grouped.stacks, strict=True)):
         for position, index in enumerate(group):
             if slots is None:
@@ -179,7 +192,7 @@ def ungroup_leaves(grouped: GroupTree, slots: Any = None) -> Any:
                 leaves[index] = jax.lax.dynamic_index_in_dim(stack, slot, keepdims=False)
     loose = iter(jax.tree.leaves(grouped.loose))
     leaves = [next(loose) if leaf is None else leaf for leaf in leaves]
-    return grouped.treedef.unflatten(leaves)
+    return treedef.unflatten(leaves)
 
 
 def group_tags(grouped: GroupTree) -> GroupTree:
@@ -473,6 +486,7 @@ def with_grouped_leaves(
         out, inner_state = inner.update(
             group_leaves(updates, like=grouped), state.inner, grouped, **extra_args
         )
-        return ungroup_leaves(out, state.slots), GroupedState(inner_state, state.slots)
+        updates = ungroup_leaves(out, jax.tree.structure(updates), state.slots)
+        return updates, GroupedState(inner_state, state.slots)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -124,10 +124,12 @@ class ByLeaf(NamedTuple):
 def _by_leaf(opt: optax.GradientTransformation) -> optax.GradientTransformation:
     """``opt`` whose state also holds :class:`ByLeaf`, read out of its stacked state."""
 
+    treedef = jax.tree.structure(dict.fromkeys(SHAPES, 0))
+
     def view(state: Any) -> ByLeaf:
         return ByLeaf(
-            ungroup_leaves(find_state(state, AutomagicCameState).mu),
-            ungroup_leaves(find_state(state, AutomagicLrMaskState).lr_mask),
+            ungroup_leaves(find_state(state, AutomagicCameState).mu, treedef),
+            ungroup_leaves(find_state(state, AutomagicLrMaskState).lr_mask, treedef),
         )
 
     def init_fn(params):
