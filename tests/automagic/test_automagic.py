@@ -21,6 +21,7 @@ from jaxopt_adv.automagic import (
     create_lora_optimizer,
     lora_config,
 )
+from jaxopt_adv.automagic import automagic as automagic_module
 from jaxopt_adv.automagic.body import (
     AutomagicCameState,
     automagic_direction,
@@ -30,6 +31,7 @@ from jaxopt_adv.automagic.lr_mask import AutomagicLrMaskState
 from jaxopt_adv.datasets import load_dataset
 from jaxopt_adv.grouping import ungroup_leaves
 from jaxopt_adv.models import MLP
+from jaxopt_adv.train import CheckpointError, restore_checkpoint, save_checkpoint
 from tests.harness import precision, run_parity
 from tests.reference.torch_automagic import AutomagicCameAMP
 
@@ -373,10 +375,13 @@ def test_flax_layout_equals_torch_layout():
         flax_params = optax.apply_updates(flax_params, u_flax)
 
 
-MASKED = ("matrix", "conv")
+MASKED = ("matrix", "matrix2", "conv")
 
 
 def test_weight_decay_mask_exempts_leaves():
+    """Two leaves of one shape, one exempt from the decay and one not: the composite's
+    groups split by mask bit (neither is stacked with the other), and each gets its own
+    decay."""
     config = AutomagicConfig(**FAST, weight_decay=0.5)
     # the leaves the assertions read: a decayed one and an exempt one
     params = {k: jnp.asarray(v, jnp.float32) for k, v in _params().items() if k in MASKED}
@@ -385,11 +390,31 @@ def test_weight_decay_mask_exempts_leaves():
     no_decay = automagic_came_amp(1e-2, AutomagicConfig(**FAST, weight_decay=0.0))
     decayed = automagic_came_amp(1e-2, config)
     g = {k: jnp.asarray(v, jnp.float32) for k, v in _stream(1)[0].items() if k in MASKED}
-    u_masked, _ = jax.jit(masked.update)(g, masked.init(params), params)
+    state = masked.init(params)
+    assert find_state(state, AutomagicCameState).mu.members == ()  # matrix / matrix2 apart
+    assert find_state(decayed.init(params), AutomagicCameState).mu.members == ((1, 2),)
+    u_masked, _ = jax.jit(masked.update)(g, state, params)
     u_free, _ = jax.jit(no_decay.update)(g, no_decay.init(params), params)
     u_decayed, _ = jax.jit(decayed.update)(g, decayed.init(params), params)
     np.testing.assert_allclose(u_masked["matrix"], u_free["matrix"], rtol=1e-6)
-    np.testing.assert_allclose(u_masked["conv"], u_decayed["conv"], rtol=1e-6)
+    for k in ("matrix2", "conv"):
+        np.testing.assert_allclose(u_masked[k], u_decayed[k], rtol=1e-6)
+    assert not np.allclose(u_free["matrix2"], u_decayed["matrix2"], rtol=1e-6)
+
+
+def test_a_checkpoint_of_the_per_leaf_state_is_refused(tmp_path, monkeypatch):
+    """A checkpoint of the state as it was kept per leaf (each block's per-leaf trees and
+    slots: the composite without its grouping wrapper) does not restore into the stacked
+    state: a CheckpointError names the new layout."""
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in _params().items() if k in MASKED}
+    stacked = create_lora_optimizer(1e-3).init(params)
+    monkeypatch.setattr(automagic_module, "with_grouped_leaves", lambda tx, tags: tx)
+    per_leaf = create_lora_optimizer(1e-3).init(params)
+    assert find_state(per_leaf, AutomagicCameState).slots is not None
+    path = save_checkpoint(tmp_path / "per_leaf", per_leaf)
+    with pytest.raises(CheckpointError, match="holds a different tree") as error:
+        restore_checkpoint(path, stacked)
+    assert "GroupedState.inner" in str(error.value)
 
 
 def test_stats():
@@ -400,6 +425,13 @@ def test_stats():
     stats = automagic_stats(state, config)
     assert int(stats["step"]) == 0 and int(stats["phase"]) == 0
     np.testing.assert_allclose(stats["mean_lr"], 1e-2, rtol=1e-6)
+    # in warm-up the step's rate is the mask: its mean over every element, stacked or not
+    update = jax.jit(opt.update)
+    for g in _stream(2):
+        _, state = update(jax.tree.map(jnp.asarray, g), state, params)
+    masks = jax.tree.leaves(find_state(state, AutomagicLrMaskState).lr_mask)
+    mean = sum(float(jnp.sum(m)) for m in masks) / sum(m.size for m in masks)
+    np.testing.assert_allclose(automagic_stats(state, config)["mean_lr"], mean, rtol=1e-5)
     wrapped = optax.inject_hyperparams(automagic_came_amp)(learning_rate=1e-2, config=config)
     assert int(automagic_stats(wrapped.init(params), config)["step"]) == 0
 
