@@ -23,11 +23,16 @@ the rank penalty on those with ``count % rank_every == 0`` (``count``: the steps
 before this one; default 10 for both), under ``lax.cond``, with nothing cached in between,
 as the original's later commit 733d821 did with its ``step % k`` gating.
 
-Every block runs its per-leaf maths once per group of same-shape leaves
-(:func:`~jaxopt_adv.grouping.tree_map_grouped`), so the compiled step grows with the
-number of distinct shapes, not of leaves: the stateful blocks keep
-:func:`~jaxopt_adv.grouping.leaf_slots` in their states, and the stateless AGR and
-penalties get the CAME block's as the extra argument ``slots``.
+The composite keeps its state stacked per group of like leaves
+(:func:`~jaxopt_adv.grouping.with_grouped_leaves`): ``init`` stacks the params' leaves
+of one shape, dtype and weight-decay mask bit (up to
+:data:`~jaxopt_adv.grouping.MAX_GROUPED_SIZE` elements a leaf; other leaves stay as they
+are) into a :class:`~jaxopt_adv.grouping.GroupTree`, every block holds its state per
+stack and ``jax.vmap``-s its per-leaf maths over the stack's members, and each step
+stacks the gradient and the params once and reads back only the final update. The
+compiled step grows with the number of distinct shapes, not of leaves. A state field
+reads per leaf with ``jaxopt_adv.grouping.ungroup_leaves(field,
+jax.tree.structure(params))``.
 
 Differences from the original, all deliberate:
 confidence is CAME's ``(u - m)^2`` (factored over the last two axes by default, which also
@@ -318,16 +323,21 @@ def automagic_came_amp(
         step 0 initialises the mask), ``> 0``.
       config: an :class:`AutomagicConfig` (default: its defaults, the LoRA preset's
         values); see :func:`lora_config`, :func:`full_finetune_config`.
-      weight_decay_mask: optional mask (tree or callable) of the leaves SPD decays.
+      weight_decay_mask: optional mask (a tree of Python bools, or a callable of the
+        params giving one) of the leaves SPD decays; static, it also splits the groups
+        of stacked leaves.
       kernel: static; step the body's CPU kernels: the scaling (CAME, TAM or the
         decaying EMA, confidence) with :func:`jaxopt_adv.fast.scale_by_automagic_came`
         (four C++ passes per matrix: float32/float64 leaves with ``ndim >= 2``, with
         ``factored``, ``came_enabled`` and a ``tam_correlation`` other than ``"dim0"``)
         and the learning-rate mask with :func:`jaxopt_adv.fast.automagic_lr_mask` (one
         pass per leaf). The state is the same (a checkpoint saved with either setting
-        resumes with the other); steps agree with ``kernel=False`` to rounding. Leaves
-        the kernels do not take (0-d/1-D, bfloat16) and every leaf on other hosts
-        (sharded, multi-device, no compiler) take the JAX blocks.
+        resumes with the other); steps agree with ``kernel=False`` to rounding. The
+        kernels step the leaves kept as they are (above 16,384 elements, or a shape met
+        once); the stacked groups take the JAX blocks ``jax.vmap``-ed over their members
+        (faster than a kernel call per member on 200 LoRA leaves: 3.5x Adam's step
+        against 5.2x). Leaves the kernels do not take (0-d/1-D, bfloat16) and every leaf
+        on other hosts (sharded, multi-device, no compiler) take the JAX blocks.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
