@@ -302,6 +302,24 @@ def _body_step(body_state: tuple) -> chex.Array:
     return body_state[0].count
 
 
+def _mask_bits(mask: Any) -> Callable[[optax.Params], Any]:
+    """``weight_decay_mask`` (a tree or a callable of the params) as Python bools, the
+    static tags :func:`~jaxopt_adv.grouping.with_grouped_leaves` groups by (a NumPy or
+    concrete JAX bool is accepted as ``optax.masked`` accepts it)."""
+
+    def bits(params: optax.Params) -> Any:
+        tree = mask(params) if callable(mask) else mask
+        try:
+            return jax.tree.map(bool, tree)
+        except jax.errors.ConcretizationTypeError as error:
+            raise TypeError(
+                "weight_decay_mask must give concrete bools (it selects the leaves SPD "
+                f"decays and groups the state), got traced values: {error}"
+            ) from error
+
+    return bits
+
+
 def automagic_came_amp(
     learning_rate: optax.ScalarOrSchedule = 1e-6,
     config: AutomagicConfig | None = None,
@@ -439,7 +457,9 @@ def automagic_came_amp(
     )
     tx = with_reference_grads(optax.chain(*pre), body, step_of=_body_step)
     # the state stacked per group of like leaves (one mask bit a group)
-    tx = with_grouped_leaves(tx, weight_decay_mask)
+    tx = with_grouped_leaves(
+        tx, None if weight_decay_mask is None else _mask_bits(weight_decay_mask)
+    )
     tx = requires_float_params(tx)
     return with_torch_layout(tx) if config.layout == "flax" else tx
 

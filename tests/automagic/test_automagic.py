@@ -381,11 +381,11 @@ MASKED = ("matrix", "matrix2", "conv")
 def test_weight_decay_mask_exempts_leaves():
     """Two leaves of one shape, one exempt from the decay and one not: the composite's
     groups split by mask bit (neither is stacked with the other), and each gets its own
-    decay."""
+    decay. The mask's concrete JAX bools (unhashable) group as Python bools."""
     config = AutomagicConfig(**FAST, weight_decay=0.5)
     # the leaves the assertions read: a decayed one and an exempt one
     params = {k: jnp.asarray(v, jnp.float32) for k, v in _params().items() if k in MASKED}
-    mask = {k: k != "matrix" for k in MASKED}
+    mask = {k: jnp.asarray(k != "matrix") for k in MASKED}  # JAX bools, as optax.masked takes
     masked = automagic_came_amp(1e-2, config, weight_decay_mask=mask)
     no_decay = automagic_came_amp(1e-2, AutomagicConfig(**FAST, weight_decay=0.0))
     decayed = automagic_came_amp(1e-2, config)
