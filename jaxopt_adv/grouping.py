@@ -346,6 +346,10 @@ def tree_map_grouped(
     once, more than :data:`MAX_GROUPED_SIZE` elements, mixed dtypes, explicitly sharded
     arrays) are mapped one by one.
 
+    On a :class:`GroupTree` (``rest`` shaped like it, ``slots`` ignored) ``fn`` is
+    ``jax.vmap``-ed over each stack's members and called as it is on the loose leaves:
+    nothing is stacked or read back.
+
     Example:
       >>> import jax.numpy as jnp
       >>> tree = {f"w{i}": jnp.full((2, 3), float(i)) for i in range(4)}

@@ -125,7 +125,7 @@ class AutomagicCameState(NamedTuple):
     r_row: optax.Updates  # factored residual (confidence), ndim >= 2
     r_col: optax.Updates
     r: optax.Updates  # elementwise residual (factored=False), else (0,)
-    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
+    slots: optax.Updates  # int32 per leaf: its place among like leaves (None on a GroupTree)
 
 
 def _stat_dtype(dtype: Any) -> Any:
@@ -360,7 +360,7 @@ class AutomagicDirectionState(NamedTuple):
 
     count: chex.Array  # int32 scalar
     edge_history: optax.Updates  # H of the early-phase edge damping (ndim >= 2), else (0,)
-    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
+    slots: optax.Updates  # int32 per leaf: its place among like leaves (None on a GroupTree)
 
 
 def automagic_direction(

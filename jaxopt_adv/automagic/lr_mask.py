@@ -52,7 +52,7 @@ class AutomagicLrMaskState(NamedTuple):
     spatial_variance: optax.Updates | None  # per row (..., 1) for ndim >= 2, () else; spatial only
     lr_max: chex.Array  # scalar: the group learning rate the mask is relative to
     avg_lr: optax.Updates  # per-leaf scalar: mean effective learning rate of the last step
-    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
+    slots: optax.Updates  # int32 per leaf: its place among like leaves (None on a GroupTree)
 
 
 def spatial_variance_leaf(ref: jax.Array, sv: jax.Array) -> jax.Array:
