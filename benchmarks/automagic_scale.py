@@ -19,13 +19,14 @@ the scaling stepped by ``jaxopt_adv.fast.scale_by_automagic_came``, the lr mask 
 ``kernel_no_spatial`` (``kernel=True`` with the blocks of ``no_penalties`` /
 ``no_spatial`` off).
 
-``--blocks`` times each block of the ``kernel=True`` composite alone instead (jitted,
-its state donated, interleaved with Adam step by step): AGR, the frequency penalty (as
-on a step where it runs), the scaling (XLA and kernel), the direction control, the lr
-mask (XLA and kernel), SPD, and the composite (gated, ``kernel=True``) for reference.
-The stateless blocks (AGR, the penalty) get the leaf slots the composite passes them
-(``jaxopt_adv.grouping.with_slots``), so every block runs grouped per shape as in the
-composite.
+``--blocks`` times each block of the composite alone instead (jitted, its state
+donated, interleaved with Adam step by step): AGR, the frequency penalty (as on a step
+where it runs), the scaling (XLA and kernel), the direction control, the lr mask (XLA
+and kernel), SPD, the grouping itself (the params and gradients stacked per group and
+the updates read back, around an identity), and the composite (gated, ``kernel=False``
+and ``kernel=True``) for reference. The blocks run on the params and gradients grouped
+as the composite groups them (``jaxopt_adv.grouping.group_leaves``: like leaves stacked,
+the state kept stacked), so each runs as inside the composite.
 
 Usage:
   python benchmarks/automagic_scale.py                  # 200 leaves of 8x512 / 512x8
@@ -56,7 +57,7 @@ from jaxopt_adv.automagic.body import automagic_direction, scale_by_automagic_ca
 from jaxopt_adv.automagic.lr_mask import automagic_lr_mask
 from jaxopt_adv.automagic.penalties import frequency_penalty
 from jaxopt_adv.automagic.spd import selective_projection_decay
-from jaxopt_adv.grouping import with_slots
+from jaxopt_adv.grouping import group_leaves, with_grouped_leaves
 
 LR = 1e-4
 # layout: (layers, LoRA rank or None, width)
@@ -116,7 +117,8 @@ def compiled_step(tx: optax.GradientTransformation, params, grads):
 
 
 def block_steps(config, params, grads) -> dict[str, tuple]:
-    """Each block of the composite alone: ``name -> (tx, extra update arguments)``."""
+    """Each block of the composite alone, on the grouped ``params`` and ``grads``:
+    ``name -> (tx, extra update arguments)``."""
     mask_args = (LR, config.min_lr, config.max_lr, config.lr_bump)
     mask_kwargs = {
         "warmup_steps": config.warmup_steps,
@@ -126,10 +128,10 @@ def block_steps(config, params, grads) -> dict[str, tuple]:
     refs = {"ref_grads": grads, "raw_grads": grads}
     return {
         "agr (tree, edge)": (
-            with_slots(agr(scope="tree", edge=config.edge_suppression, eps=1e-10, cap_alpha=True)),
+            agr(scope="tree", edge=config.edge_suppression, eps=1e-10, cap_alpha=True),
             {},
         ),
-        "frequency penalty": (with_slots(frequency_penalty(config.frequency_penalty)), {}),
+        "frequency penalty": (frequency_penalty(config.frequency_penalty), {}),
         "scaling, XLA": (scale_by_automagic_came(**config.came_options), {}),
         "scaling, kernel": (fast.scale_by_automagic_came(**config.came_options), {}),
         "direction": (automagic_direction(**config.direction_options), refs),
@@ -220,21 +222,34 @@ def run_blocks(args) -> None:
         factory = create_lora_optimizer
     grads = jax.tree.map(lambda p: 0.1 * jnp.sin(p * 1e3), params)
     runners, compile_s = {}, {}
-    for name, tx in (("adam", jaxopt_adv.torch.adam(LR)), ("composite", factory(LR, kernel=True))):
+    whole = {
+        "adam": jaxopt_adv.torch.adam(LR),
+        "composite, kernel=False": factory(LR),
+        "composite, kernel=True": factory(LR, kernel=True),
+    }
+    for name, tx in whole.items():
         fresh = jax.tree.map(jnp.copy, params)
         compiled, compile_s[name], state = compiled_step(tx, fresh, grads)
         runners[name] = (compiled, [fresh, state])
-    for name, (tx, extra) in block_steps(config, params, grads).items():
-        compiled, compile_s[name], state = compiled_block(tx, params, grads, extra)
-        runners[name] = (compiled, [state, extra])
+    name = "grouping (stack, read back)"
+    compiled, compile_s[name], state = compiled_block(
+        with_grouped_leaves(optax.identity()), params, grads, {}
+    )
+    runners[name] = (compiled, [state, {}], params, grads)
+    grouped = group_leaves(params)
+    grouped_grads = group_leaves(grads, like=grouped)
+    for name, (tx, extra) in block_steps(config, grouped, grouped_grads).items():
+        compiled, compile_s[name], state = compiled_block(tx, grouped, grouped_grads, extra)
+        runners[name] = (compiled, [state, extra], grouped, grouped_grads)
     total = dict.fromkeys(runners, 0.0)
     for i in range(args.warmup + args.steps):
-        for name, (compiled, live) in runners.items():
+        for name, (compiled, live, *inputs) in runners.items():
             start = time.perf_counter()
-            if name in ("adam", "composite"):
+            if name in whole:
                 live[0], live[1] = compiled(live[0], live[1], grads)
             else:
-                out, live[0] = compiled(grads, live[0], params, live[1])
+                block_params, block_grads = inputs
+                out, live[0] = compiled(block_grads, live[0], block_params, live[1])
                 jax.block_until_ready(out)
             jax.block_until_ready(live)
             if i >= args.warmup:

@@ -1,5 +1,5 @@
 """jaxopt_adv.grouping: per-leaf maps traced once per group of like leaves, read back at
-runtime slots."""
+runtime slots; trees whose like leaves are kept stacked (GroupTree, with_grouped_leaves)."""
 
 import jax
 import jax.numpy as jnp
@@ -10,9 +10,15 @@ import pytest
 from jaxopt_adv._common import tree_map_multi
 from jaxopt_adv.grouping import (
     MAX_GROUPED_SIZE,
+    group_leaves,
+    group_tags,
     leaf_slots,
+    member_slots,
     sum_grouped,
     tree_map_grouped,
+    tree_map_members,
+    ungroup_leaves,
+    with_grouped_leaves,
     with_slots,
 )
 from tests.helpers.x64 import x64
@@ -166,3 +172,71 @@ def test_explicitly_sharded_leaves_are_mapped_one_by_one():
     with jax.set_mesh(mesh):
         jax.eval_shape(lambda t: tree_map_grouped(fn, 1, leaf_slots(t), t), shapes)
     assert traced == [(4, 3)] * 3
+
+
+def test_group_tree_stacks_like_leaves_and_reads_them_back():
+    """Leaves of one shape, dtype and tag are stacked in tree order; singletons, large
+    leaves and other tags stay loose; both read-backs (static and runtime positions)
+    give the tree back."""
+    big = (MAX_GROUPED_SIZE + 1,)
+    t = tree({**SHAPES, "big1": big, "big2": big})
+    tags = {k: k != "e" for k in t}  # "e" (3, 8) apart from "a", "c"
+    grouped = group_leaves(t, tags)
+    names = sorted(t)  # jax orders a dict by key
+    assert [[names[i] for i in m] for m in grouped.members] == [["a", "c"], ["b", "f"]]
+    assert [x.shape for x in grouped.stacks] == [(2, 3, 8), (2, 8, 3)]
+    assert sorted(k for k, v in grouped.loose.items() if v is not None) == [
+        "big1",
+        "big2",
+        "d",
+        "e",
+        "g",
+    ]
+    assert group_tags(grouped).stacks == (True, True) and group_tags(grouped).loose["e"] is False
+    treedef = jax.tree.structure(t)
+    for slots in (None, member_slots(grouped)):
+        back = ungroup_leaves(grouped, treedef, slots)
+        for k in t:
+            np.testing.assert_array_equal(back[k], t[k])
+    with pytest.raises(AssertionError):  # the runtime positions are really read
+        swapped = tuple(tuple(reversed(s)) for s in member_slots(grouped))
+        np.testing.assert_array_equal(ungroup_leaves(grouped, treedef, swapped)["a"], t["a"])
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_map_over_a_group_tree_is_the_per_leaf_map(jit):
+    """On a GroupTree the per-leaf function is vmapped over each stack's members (its
+    leaf-shaped reductions stay per member), called as is on loose leaves; init-style
+    maps (tree_map_members) likewise."""
+    with x64(True):
+        g, m = tree(SHAPES, jnp.float64, 0), tree(SHAPES, jnp.float64, 1)
+        fn = lambda g, m: heavy(g, m, 2.0)  # noqa: E731
+
+        def grouped_map(g, m):
+            grouped = group_leaves(g)
+            outs = tree_map_grouped(fn, 2, None, grouped, group_leaves(m, like=grouped))
+            return [ungroup_leaves(out, jax.tree.structure(g)) for out in outs]
+
+        ours = (jax.jit(grouped_map) if jit else grouped_map)(g, m)
+        for got, want in zip(ours, tree_map_multi(fn, 2, g, m), strict=True):
+            for k in SHAPES:
+                np.testing.assert_allclose(got[k], want[k], rtol=1e-14, atol=0)
+    sizes = tree_map_members(jnp.size, group_leaves(g))
+    assert [int(x) for x in sizes.stacks[0]] == [24, 24, 24] and int(sizes.loose["d"]) == 5
+    assert leaf_slots(group_leaves(g)) is None
+
+
+def test_with_grouped_leaves_keeps_the_state_stacked():
+    """optax.adam wrapped: stacked moments, the per-leaf results (elementwise maths), and
+    a slot per stacked leaf in the state."""
+    params, grads = tree(SHAPES), tree(SHAPES, seed=1)
+    tx = with_grouped_leaves(optax.adam(0.1))
+    state = tx.init(params)
+    assert [x.shape for x in state.inner[0].mu.stacks] == [(3, 3, 8), (2, 8, 3)]
+    assert [len(s) for s in state.slots] == [3, 2]
+    updates, _ = jax.jit(tx.update)(grads, state, params)
+    want, _ = optax.adam(0.1).update(grads, optax.adam(0.1).init(params), params)
+    for k in SHAPES:
+        np.testing.assert_allclose(updates[k], want[k], rtol=1e-6)
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update(grads, state)

@@ -165,10 +165,12 @@ def agr(
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with ``optax.EmptyState``. Given the
-      extra argument ``slots`` (:func:`~jaxopt_adv.grouping.leaf_slots` of the params, as
-      :func:`~jaxopt_adv.automagic.automagic.automagic_came_amp` passes it), leaves of one
-      shape are processed as one group (:func:`~jaxopt_adv.grouping.tree_map_grouped`);
-      without it, one by one. The results are the same to rounding.
+      extra argument ``slots`` (:func:`~jaxopt_adv.grouping.leaf_slots` of the params,
+      as :func:`~jaxopt_adv.grouping.with_slots` passes it), leaves of one shape are
+      processed as one group (:func:`~jaxopt_adv.grouping.tree_map_grouped`); on a
+      :class:`~jaxopt_adv.grouping.GroupTree` (inside
+      :func:`~jaxopt_adv.automagic.automagic.automagic_came_amp`) per member of each
+      stack; otherwise one by one. The results are the same to rounding.
 
     Example:
       >>> import jax.numpy as jnp

@@ -23,11 +23,16 @@ the rank penalty on those with ``count % rank_every == 0`` (``count``: the steps
 before this one; default 10 for both), under ``lax.cond``, with nothing cached in between,
 as the original's later commit 733d821 did with its ``step % k`` gating.
 
-Every block runs its per-leaf maths once per group of same-shape leaves
-(:func:`~jaxopt_adv.grouping.tree_map_grouped`), so the compiled step grows with the
-number of distinct shapes, not of leaves: the stateful blocks keep
-:func:`~jaxopt_adv.grouping.leaf_slots` in their states, and the stateless AGR and
-penalties get the CAME block's as the extra argument ``slots``.
+The composite keeps its state stacked per group of like leaves
+(:func:`~jaxopt_adv.grouping.with_grouped_leaves`): ``init`` stacks the params' leaves
+of one shape, dtype and weight-decay mask bit (up to
+:data:`~jaxopt_adv.grouping.MAX_GROUPED_SIZE` elements a leaf; other leaves stay as they
+are) into a :class:`~jaxopt_adv.grouping.GroupTree`, every block holds its state per
+stack and ``jax.vmap``-s its per-leaf maths over the stack's members, and each step
+stacks the gradient and the params once and reads back only the final update. The
+compiled step grows with the number of distinct shapes, not of leaves. A state field
+reads per leaf with ``jaxopt_adv.grouping.ungroup_leaves(field,
+jax.tree.structure(params))``.
 
 Differences from the original, all deliberate:
 confidence is CAME's ``(u - m)^2`` (factored over the last two axes by default, which also
@@ -85,6 +90,7 @@ from jaxopt_adv.automagic.composition import phase_of, with_reference_grads
 from jaxopt_adv.automagic.lr_mask import AutomagicLrMaskState, automagic_lr_mask
 from jaxopt_adv.automagic.penalties import frequency_penalty, low_rank_penalty
 from jaxopt_adv.automagic.spd import selective_projection_decay
+from jaxopt_adv.grouping import group_tags, with_grouped_leaves
 
 __all__ = [
     "AutomagicConfig",
@@ -296,10 +302,22 @@ def _body_step(body_state: tuple) -> chex.Array:
     return body_state[0].count
 
 
-def _body_slots(body_state: tuple) -> Any:
-    """The leaf slots of the composite's body (its CAME block's), for the stateless
-    pre-processing blocks."""
-    return body_state[0].slots
+def _mask_bits(mask: Any) -> Callable[[optax.Params], Any]:
+    """``weight_decay_mask`` (a tree or a callable of the params) as Python bools, the
+    static tags :func:`~jaxopt_adv.grouping.with_grouped_leaves` groups by (a NumPy or
+    concrete JAX bool is accepted as ``optax.masked`` accepts it)."""
+
+    def bits(params: optax.Params) -> Any:
+        tree = mask(params) if callable(mask) else mask
+        try:
+            return jax.tree.map(bool, tree)
+        except jax.errors.ConcretizationTypeError as error:
+            raise TypeError(
+                "weight_decay_mask must give concrete bools (it selects the leaves SPD "
+                f"decays and groups the state), got traced values: {error}"
+            ) from error
+
+    return bits
 
 
 def automagic_came_amp(
@@ -323,16 +341,21 @@ def automagic_came_amp(
         step 0 initialises the mask), ``> 0``.
       config: an :class:`AutomagicConfig` (default: its defaults, the LoRA preset's
         values); see :func:`lora_config`, :func:`full_finetune_config`.
-      weight_decay_mask: optional mask (tree or callable) of the leaves SPD decays.
+      weight_decay_mask: optional mask (a tree of Python bools, or a callable of the
+        params giving one) of the leaves SPD decays; static, it also splits the groups
+        of stacked leaves.
       kernel: static; step the body's CPU kernels: the scaling (CAME, TAM or the
         decaying EMA, confidence) with :func:`jaxopt_adv.fast.scale_by_automagic_came`
         (four C++ passes per matrix: float32/float64 leaves with ``ndim >= 2``, with
         ``factored``, ``came_enabled`` and a ``tam_correlation`` other than ``"dim0"``)
         and the learning-rate mask with :func:`jaxopt_adv.fast.automagic_lr_mask` (one
         pass per leaf). The state is the same (a checkpoint saved with either setting
-        resumes with the other); steps agree with ``kernel=False`` to rounding. Leaves
-        the kernels do not take (0-d/1-D, bfloat16) and every leaf on other hosts
-        (sharded, multi-device, no compiler) take the JAX blocks.
+        resumes with the other); steps agree with ``kernel=False`` to rounding. The
+        kernels step the leaves kept as they are (above 16,384 elements, or a shape met
+        once); the stacked groups take the JAX blocks ``jax.vmap``-ed over their members
+        (faster than a kernel call per member on 200 LoRA leaves: 3.5x Adam's step
+        against 5.2x). Leaves the kernels do not take (0-d/1-D, bfloat16) and every leaf
+        on other hosts (sharded, multi-device, no compiler) take the JAX blocks.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -407,7 +430,8 @@ def automagic_came_amp(
         active_steps=config.warmup_steps,
     )
     if weight_decay_mask is not None:
-        spd = optax.masked(spd, weight_decay_mask, mask_compatible_extra_args=True)
+        # the groups are split by mask bit (with_grouped_leaves' tags): one bit a stack
+        spd = optax.masked(spd, group_tags, mask_compatible_extra_args=True)
     if kernel:  # imported here: jaxopt_adv.fast imports this package
         from jaxopt_adv.fast import automagic_lr_mask as lr_mask_block
         from jaxopt_adv.fast import scale_by_automagic_came as scaling
@@ -431,7 +455,11 @@ def automagic_came_amp(
         optax.scale(-1.0),
         spd,
     )
-    tx = with_reference_grads(optax.chain(*pre), body, step_of=_body_step, slots_of=_body_slots)
+    tx = with_reference_grads(optax.chain(*pre), body, step_of=_body_step)
+    # the state stacked per group of like leaves (one mask bit a group)
+    tx = with_grouped_leaves(
+        tx, None if weight_decay_mask is None else _mask_bits(weight_decay_mask)
+    )
     tx = requires_float_params(tx)
     return with_torch_layout(tx) if config.layout == "flax" else tx
 
@@ -521,8 +549,10 @@ def automagic_stats(opt_state: Any, config: AutomagicConfig | None = None) -> di
     """
     config = AutomagicConfig() if config is None else config
     mask_state = find_state(opt_state, AutomagicLrMaskState)
-    sizes = [math.prod(np.shape(m)) for m in jax.tree.leaves(mask_state.lr_mask)]
-    weighted = sum(a * n for a, n in zip(jax.tree.leaves(mask_state.avg_lr), sizes, strict=True))
+    masks, means = jax.tree.leaves(mask_state.lr_mask), jax.tree.leaves(mask_state.avg_lr)
+    sizes = [math.prod(np.shape(m)) for m in masks]
+    # a stacked group's avg_lr holds one mean per member, each over size / members elements
+    weighted = sum(jnp.sum(a) * (n / max(np.size(a), 1)) for a, n in zip(means, sizes, strict=True))
     return {
         "step": mask_state.count,
         "phase": phase_of(jnp.maximum(mask_state.count - 1, 0), config.warmup_steps),

@@ -41,7 +41,7 @@ from jaxopt_adv.came.came import (
     init_second_moments,
     rms_clip,
 )
-from jaxopt_adv.grouping import leaf_slots, tree_map_grouped
+from jaxopt_adv.grouping import leaf_slots, tree_map_grouped, tree_map_members
 from jaxopt_adv.tam.tam import CORRELATIONS, torque_aware_momentum_update
 
 __all__ = [
@@ -125,7 +125,7 @@ class AutomagicCameState(NamedTuple):
     r_row: optax.Updates  # factored residual (confidence), ndim >= 2
     r_col: optax.Updates
     r: optax.Updates  # elementwise residual (factored=False), else (0,)
-    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
+    slots: optax.Updates  # int32 per leaf: its place among like leaves (None on a GroupTree)
 
 
 def _stat_dtype(dtype: Any) -> Any:
@@ -252,17 +252,18 @@ def scale_by_automagic_came(
 
     def init_fn(params: optax.Params) -> AutomagicCameState:
         def placeholders():
-            return jax.tree.map(_placeholder, params)
+            return tree_map_members(_placeholder, params)
 
         def elementwise():
-            return jax.tree.map(lambda p: filled_like(p, 0.0, _stat_dtype(p.dtype)), params)
+            return tree_map_members(lambda p: filled_like(p, 0.0, _stat_dtype(p.dtype)), params)
 
         def correlation(p):
             axes = _correlation_axes(p.shape, tam_correlation, tam_large_tensor_threshold)
             return filled_like(p, 0.0, p.dtype, axes=axes)
 
         if factored:
-            v_row, v_col, v, r_row, r_col = init_second_moments(params)
+            # per member of a stacked group (jaxopt_adv.grouping.GroupTree)
+            v_row, v_col, v, r_row, r_col = tree_map_grouped(init_second_moments, 5, None, params)
             if not came_enabled:  # no second moment: only the confidence factors
                 v_row, v_col, v = placeholders(), placeholders(), placeholders()
             r = placeholders()
@@ -273,7 +274,7 @@ def scale_by_automagic_came(
         return AutomagicCameState(
             count=jnp.zeros([], jnp.int32),
             mu=optax.tree.zeros_like(params),
-            s=jax.tree.map(correlation, params),
+            s=tree_map_members(correlation, params),
             v_row=v_row,
             v_col=v_col,
             v=v,
@@ -359,7 +360,7 @@ class AutomagicDirectionState(NamedTuple):
 
     count: chex.Array  # int32 scalar
     edge_history: optax.Updates  # H of the early-phase edge damping (ndim >= 2), else (0,)
-    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
+    slots: optax.Updates  # int32 per leaf: its place among like leaves (None on a GroupTree)
 
 
 def automagic_direction(
@@ -404,7 +405,7 @@ def automagic_direction(
                 return filled_like(p, 0.0, _stat_dtype(p.dtype))
             return _placeholder(p)
 
-        history = jax.tree.map(history, params)
+        history = tree_map_members(history, params)
         return AutomagicDirectionState(jnp.zeros([], jnp.int32), history, leaf_slots(params))
 
     def update_fn(updates, state, params=None, **extra_args):

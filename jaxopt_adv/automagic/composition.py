@@ -26,7 +26,6 @@ def with_reference_grads(
     body: optax.GradientTransformation,
     *,
     step_of: Callable[[Any], chex.Array] | None = None,
-    slots_of: Callable[[Any], Any] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """``body(pre(g))`` where ``body`` also gets ``ref_grads=pre(g)`` and ``raw_grads=g``.
 
@@ -36,10 +35,6 @@ def with_reference_grads(
       step_of: optional function of the body's state returning its step counter (the
         steps taken before this one); ``pre`` then also gets it as the extra argument
         ``step``, so pre-processing can be gated by step without a counter of its own.
-      slots_of: optional function of the body's state returning its
-        :func:`~jaxopt_adv.grouping.leaf_slots` tree; ``pre`` then also gets it as the
-        extra argument ``slots``, so stateless pre-processing groups leaves of one
-        shape (:func:`~jaxopt_adv.grouping.tree_map_grouped`) without slots of its own.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state ``(pre_state, body_state)``.
@@ -63,8 +58,6 @@ def with_reference_grads(
         pre_args = dict(extra_args)
         if step_of is not None:
             pre_args["step"] = step_of(state[1])
-        if slots_of is not None:
-            pre_args["slots"] = slots_of(state[1])
         processed, pre_state = pre.update(updates, state[0], params, **pre_args)
         out, body_state = body.update(
             processed, state[1], params, ref_grads=processed, raw_grads=updates, **extra_args

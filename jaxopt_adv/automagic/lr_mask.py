@@ -26,7 +26,7 @@ from jaxopt_adv._common import (
     fresh_array,
     scalar_dtype,
 )
-from jaxopt_adv.grouping import leaf_slots, tree_map_grouped
+from jaxopt_adv.grouping import leaf_slots, tree_map_grouped, tree_map_members
 
 __all__ = [
     "AutomagicLrMaskState",
@@ -52,7 +52,7 @@ class AutomagicLrMaskState(NamedTuple):
     spatial_variance: optax.Updates | None  # per row (..., 1) for ndim >= 2, () else; spatial only
     lr_max: chex.Array  # scalar: the group learning rate the mask is relative to
     avg_lr: optax.Updates  # per-leaf scalar: mean effective learning rate of the last step
-    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
+    slots: optax.Updates  # int32 per leaf: its place among like leaves (None on a GroupTree)
 
 
 def spatial_variance_leaf(ref: jax.Array, sv: jax.Array) -> jax.Array:
@@ -290,11 +290,11 @@ def automagic_lr_mask(
 
         return AutomagicLrMaskState(
             count=jnp.zeros([], jnp.int32),
-            lr_mask=jax.tree.map(lambda p: filled_like(p, lr, mask_dtype), params),
-            last_polarity=jax.tree.map(lambda p: filled_like(p, False, bool), params),
-            spatial_variance=jax.tree.map(sv_init, params) if spatial else None,
+            lr_mask=tree_map_members(lambda p: filled_like(p, lr, mask_dtype), params),
+            last_polarity=tree_map_members(lambda p: filled_like(p, False, bool), params),
+            spatial_variance=tree_map_members(sv_init, params) if spatial else None,
             lr_max=fresh_array(lr, sdt),
-            avg_lr=jax.tree.map(lambda p: filled_like(p, lr, sdt, ()), params),
+            avg_lr=tree_map_members(lambda p: filled_like(p, lr, sdt, ()), params),
             slots=leaf_slots(params),
         )
 

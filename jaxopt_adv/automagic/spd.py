@@ -43,7 +43,7 @@ class SelectiveProjectionDecayState(NamedTuple):
 
     count: chex.Array  # int32 scalar: number of updates taken
     anchor: optax.Params | None  # "init": initial params; "current": last iterate; None for "zeros"
-    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
+    slots: optax.Updates  # int32 per leaf: its place among like leaves (None on a GroupTree)
 
 
 def rank_aware_factor(shape: Sequence[int]) -> float:

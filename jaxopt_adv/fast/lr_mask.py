@@ -14,6 +14,7 @@ has passed on this host.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -26,6 +27,7 @@ from jaxopt_adv._common import scalar_dtype
 from jaxopt_adv.automagic.lr_mask import automagic_lr_mask as jax_automagic_lr_mask
 from jaxopt_adv.automagic.lr_mask import mask_bump, mask_schedule, sign_source
 from jaxopt_adv.fast import ffi, selfcheck
+from jaxopt_adv.grouping import GroupTree, loose_view, merge_view
 
 __all__ = ["automagic_lr_mask"]
 
@@ -151,11 +153,20 @@ def automagic_lr_mask(
         mask_dtype=mask_dtype,
     )
 
-    def replace(updates, state, out, new_state, extra_args):
-        source = sign_source(polarity_source, spatial, updates, extra_args)
+    fields = (*_FIELDS, "spatial_variance") if spatial else _FIELDS
+
+    def scalars_of(state: Any, dtype: np.dtype) -> list[jax.Array]:
+        """The step's scalars as :func:`lr_mask_leaf` casts them."""
         warm, increase, ratio, _ = mask_schedule(
             state.count, state.lr_max, group_lr, warmup_steps, persistent_schedule
         )
+        scalars = [jnp.asarray(value).astype(dtype) for value in (warm, increase, ratio)]
+        return scalars + [jnp.asarray(min_lr, dtype), jnp.asarray(max_lr, dtype)]
+
+    def bump_of(sv: Any, dtype: np.dtype) -> jax.Array:
+        return mask_bump(lr_bump, detail_preservation, sv, dtype).reshape(-1)
+
+    def step_leaves(updates, source, state, out, new_state):
         u_leaves, treedef = jax.tree.flatten(updates)
         sources = treedef.flatten_up_to(source)
         masks, polarities = ffi.fields_of(state, _FIELDS[:2], treedef)
@@ -167,20 +178,41 @@ def automagic_lr_mask(
             return _kernel_leaf(u_leaves[i], sources[i], masks[i])
 
         for dtype, batch in ffi.batches_by_dtype(u_leaves, takes):
-            # the scalars as lr_mask_leaf casts them
-            values = (warm, increase, ratio)
-            scalars = [jnp.asarray(value).astype(dtype) for value in values]
-            scalars += [jnp.asarray(min_lr, dtype), jnp.asarray(max_lr, dtype)]
-            operands = []
-            for i in batch:
-                sv = svs[i] if spatial else None
-                bump = mask_bump(lr_bump, detail_preservation, sv, dtype).reshape(-1)
-                operands.append((u_leaves[i], sources[i], masks[i], polarities[i], bump))
-            results_list = _call(scalars, operands, polarity_source == "update")
+            operands = [
+                (
+                    u_leaves[i],
+                    sources[i],
+                    masks[i],
+                    polarities[i],
+                    bump_of(svs[i] if spatial else None, dtype),
+                )
+                for i in batch
+            ]
+            results_list = _call(scalars_of(state, dtype), operands, polarity_source == "update")
             for i, results in zip(batch, results_list, strict=True):
                 out_leaves[i], new[0][i], new[1][i], total = results
                 size = math.prod(jnp.shape(u_leaves[i]))
                 new[2][i] = total.astype(scalar_dtype()) / size
         return treedef.unflatten(out_leaves), ffi.with_fields(new_state, _FIELDS, new, treedef)
+
+    def step_grouped(updates, source, state, out, new_state):
+        """The kernel on the loose leaves of :class:`~jaxopt_adv.grouping.GroupTree` s;
+        the stacks keep the JAX path's results (``jax.vmap``-ed over their members)."""
+        out_loose, new_loose = step_leaves(
+            updates.loose,
+            source.loose,
+            loose_view(state, fields),
+            out.loose,
+            loose_view(new_state, fields),
+        )
+        stacks = {name: getattr(new_state, name).stacks for name in fields}
+        out = dataclasses.replace(out, loose=out_loose)
+        return out, merge_view(new_state, fields, new_loose, stacks)
+
+    def replace(updates, state, out, new_state, extra_args):
+        source = sign_source(polarity_source, spatial, updates, extra_args)
+        if isinstance(updates, GroupTree):
+            return step_grouped(updates, source, state, out, new_state)
+        return step_leaves(updates, source, state, out, new_state)
 
     return ffi.with_kernel(inner, kernel, _unavailable_reason, replace)

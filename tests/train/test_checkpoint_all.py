@@ -81,9 +81,12 @@ STATE_CHANGING = {
         (_automagic(factored=False), "AutomagicCameState.v_row"),
         (
             _automagic(full_finetune=True),
-            "only in the target: [1] [4] SelectiveProjectionDecayState.anchor",
+            "only in the target: GroupedState.inner [1] [4] SelectiveProjectionDecayState.anchor",
         ),
-        (_automagic(mask_dtype="bfloat16"), "AutomagicLrMaskState.lr_mask ['conv']) is float32"),
+        (
+            _automagic(mask_dtype="bfloat16"),
+            "AutomagicLrMaskState.lr_mask ['loose'] ['conv']) is float32",
+        ),
     ],
     "tam": [
         ({"fixed_decay": True}, "ScaleByTamState"),
