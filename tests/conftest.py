@@ -47,6 +47,15 @@ def quick_compilation():
         yield
 
 
+@pytest.fixture(scope="module")
+def quick_code_generation():
+    """XLA:CPU's simpler code generator (``tests/helpers/quick.py``) with its optimisations
+    on during the module's tests: for tests of training loops whose run time is mostly
+    compilation, that compare runs with runs of the same settings, not with torch."""
+    with quick.quick_compilation(optimizations=True):
+        yield
+
+
 def slow_first(items: list[pytest.Item]) -> list[pytest.Item]:
     """``items`` with the ones marked ``slow`` first, each group in its own order."""
     slow = [item for item in items if item.get_closest_marker("slow") is not None]

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterator
 
 import jax
+import pytest
 from jax._src import compiler
 
 QUICK_COMPILATION = "jax_disable_most_optimizations"
@@ -39,11 +40,13 @@ def quick_xla_flags(*flags: str) -> str:
 
 
 @contextlib.contextmanager
-def quick_compilation() -> Iterator[None]:
-    """Compile with ``jax_disable_most_optimizations`` (every thread) and ``QUICK_CODEGEN``
-    (this thread) inside the block. On leaving it, JAX's in-memory caches are cleared: the
-    executables compiled inside (eager operations' too) are not reused by code that runs
-    with the default settings afterwards."""
+def quick_compilation(optimizations: bool = False) -> Iterator[None]:
+    """Compile with ``QUICK_CODEGEN`` (this thread) and, unless ``optimizations``,
+    ``jax_disable_most_optimizations`` (every thread) inside the block; with
+    ``optimizations`` (for programs that run long enough for LLVM's optimisations to pay:
+    training loops) only the code generator changes. On leaving the block, JAX's
+    in-memory caches are cleared: the executables compiled inside (eager operations' too)
+    are not reused by code that runs with the default settings afterwards."""
     before = jax.config.read(QUICK_COMPILATION)
     original = compiler.get_compile_options
     thread = threading.get_ident()
@@ -53,7 +56,7 @@ def quick_compilation() -> Iterator[None]:
             env_options_overrides = {**QUICK_CODEGEN, **(env_options_overrides or {})}
         return original(*args, env_options_overrides=env_options_overrides, **kwargs)
 
-    jax.config.update(QUICK_COMPILATION, True)
+    jax.config.update(QUICK_COMPILATION, before or not optimizations)
     compiler.get_compile_options = get_compile_options
     try:
         yield
@@ -61,3 +64,15 @@ def quick_compilation() -> Iterator[None]:
         compiler.get_compile_options = original
         jax.config.update(QUICK_COMPILATION, before)
         jax.clear_caches()
+
+
+def package_fixture(optimizations: bool):
+    """An autouse fixture for a test package's ``conftest.py``: every test of the package
+    runs inside :func:`quick_compilation` (``optimizations`` as given)."""
+
+    @pytest.fixture(autouse=True, scope="package")
+    def quick_package():
+        with quick_compilation(optimizations=optimizations):
+            yield
+
+    return quick_package

@@ -7,14 +7,6 @@ generator compiles faster than its fusion emitters. Both leave the HLO-level pas
 results agree with optimised builds to round-off, far below the parity tolerances.
 """
 
-from __future__ import annotations
+from tests.helpers.quick import package_fixture
 
-import pytest
-
-from tests.helpers import quick
-
-
-@pytest.fixture(autouse=True, scope="package")
-def quick_compilation():
-    with quick.quick_compilation():
-        yield
+quick_compilation = package_fixture(optimizations=False)
