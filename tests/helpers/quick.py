@@ -6,10 +6,13 @@ sides compiled with the same settings).
 Two parts: JAX's ``jax_disable_most_optimizations`` (LLVM at -O0, no expensive passes),
 and ``QUICK_CODEGEN``, XLA:CPU's elemental code generator instead of its fusion emitters
 with each program in one LLVM module (about 5x less compile time for the optimizer steps
-of ``tests/cases.py``: 4.4 -> 0.9 CPU s for eight of them). Results agree with the
-default settings to an ulp of some transcendental functions (tanh, rsqrt, float64 exp),
-far below every tolerance that compares a quick run with something else, and quick runs
-are only ever compared with quick runs bit for bit.
+of ``tests/cases.py``: 4.4 -> 0.9 CPU s for eight of them; 6.3 -> 2.5 with optimisations
+on). Results agree with the default settings to an ulp of some transcendental functions
+(tanh, rsqrt, float64 exp), far below every tolerance that compares a quick run with
+something else, and quick runs are only ever compared with quick runs bit for bit.
+``quick_compilation(optimizations=True)`` (the ``quick_code_generation`` fixture: parity
+tests, training loops) changes only the code generator; with the optimisations off as
+well, float32 runs drift further (L-BFGS no longer follows torch's float32 loss rounding).
 
 The fast kernels' self-check (:mod:`jaxopt_adv.fast.selfcheck`) compares the kernels with
 XLA's default code bit for bit: it must never see ``QUICK_CODEGEN``. It runs on a thread
