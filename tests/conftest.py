@@ -22,9 +22,11 @@ import tempfile
 import jax
 import pytest
 
+from tests.helpers import quick
+
 CACHE_VARIABLE = "JAX_COMPILATION_CACHE_DIR"  # read by jax in every (sub)process
 OWNER_VARIABLE = "JAXOPT_ADV_TEST_JAX_CACHE_OWNER"  # the process that removes it
-QUICK_COMPILATION = "jax_disable_most_optimizations"
+QUICK_COMPILATION = quick.QUICK_COMPILATION
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,15 +38,22 @@ def pytest_configure(config: pytest.Config) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def quick_compilation():
-    """XLA compiles with ``jax_disable_most_optimizations`` during the test: for tests
-    that check dtypes, shapes, structure or traces, which optimisation does not change,
-    and whose run time is mostly compilation."""
-    before = jax.config.read(QUICK_COMPILATION)
-    jax.config.update(QUICK_COMPILATION, True)
-    yield
-    jax.config.update(QUICK_COMPILATION, before)
+    """XLA compiles quickly (``tests/helpers/quick.py``: its optimisations mostly off, its
+    simpler code generator) during the module's tests: for tests that check dtypes, shapes,
+    structure or traces, which neither changes, and whose run time is mostly compilation."""
+    with quick.quick_compilation():
+        yield
+
+
+@pytest.fixture(scope="module")
+def quick_code_generation():
+    """XLA:CPU's simpler code generator (``tests/helpers/quick.py``) with its optimisations
+    on during the module's tests: for tests of training loops whose run time is mostly
+    compilation, that compare runs with runs of the same settings, not with torch."""
+    with quick.quick_compilation(optimizations=True):
+        yield
 
 
 def slow_first(items: list[pytest.Item]) -> list[pytest.Item]:

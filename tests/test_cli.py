@@ -49,10 +49,10 @@ def test_console_script_is_installed():
     assert "torch.optim.Adadelta" in result.stdout
 
 
-def test_list_shows_every_optimizer_with_family_paper_and_reference():
-    result = run("list")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+def test_list_shows_every_optimizer_with_family_paper_and_reference(capsys):
+    # in this process: ``python -m jaxopt_adv`` is run by the compare and bench tests
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["name", "family", "paper", "torch", "reference", "fused", "needs"]
     assert [line.split()[0] for line in lines[1:]] == list_optimizers()
     adamw = next(line for line in lines if line.startswith("torch.adamw "))
@@ -123,10 +123,10 @@ def test_unknown_optimizer_names_close_matches(capsys):
     assert "unknown optimizer 'torch.adamww'" in error and "torch.adamw" in error
 
 
-def test_unknown_data_set_exits_2():
-    result = run("compare", "--data", "cifar10")
-    assert result.returncode == 2
-    assert "mnist5k" in result.stderr and "digits" in result.stderr
+def test_unknown_data_set_exits_2(capsys):
+    status, error = exit_status(["compare", "--data", "cifar10"], capsys)
+    assert status == 2
+    assert "mnist5k" in error and "digits" in error
 
 
 def test_optimizers_that_cannot_train_the_model_say_why(capsys, tmp_path):

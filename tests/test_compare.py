@@ -1,5 +1,11 @@
 """``jaxopt-adv compare --tune``: every optimizer trains, the vmapped grid is the separate
-runs, the chosen rate is the grid's best on validation; the figures' styles."""
+runs, the chosen rate is the grid's best on validation; the figures' styles.
+
+Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
+generator, its optimisations on): the runs are compared with runs of the same settings, and
+compiling each optimizer's training programs is most of the file's run time (the ``tuned``
+run of every optimizer: 76 -> 52 CPU s).
+"""
 
 import json
 import struct
@@ -12,6 +18,8 @@ from jaxopt_adv.app.cli import main
 from jaxopt_adv.datasets import load_dataset
 from jaxopt_adv.local import get_boundary
 from jaxopt_adv.registry import list_optimizers
+
+pytestmark = pytest.mark.usefixtures("quick_code_generation")
 
 GRID = (1e-3, 3e-3, 1e-2)
 EPOCHS = 2

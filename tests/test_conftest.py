@@ -4,10 +4,16 @@ the ``quick_compilation`` fixture."""
 
 from __future__ import annotations
 
+import threading
+
 import jax
+import jax.numpy as jnp
 import pytest
+from jax import monitoring
+from jax._src import compiler
 
 from tests.conftest import QUICK_COMPILATION, slow_first
+from tests.helpers.quick import QUICK_CODEGEN, quick_compilation, quick_xla_flags
 
 
 class Item:
@@ -35,3 +41,53 @@ def test_quick_compilation_turns_most_xla_optimisations_off(request):
     assert not jax.config.read(QUICK_COMPILATION)
     request.getfixturevalue("quick_compilation")
     assert jax.config.read(QUICK_COMPILATION)
+
+
+def _codegen_overrides() -> dict:
+    """The XLA options a compilation on this thread gets on top of the defaults."""
+    options = compiler.get_compile_options(num_replicas=1, num_partitions=1)
+    return dict(options.env_option_overrides)
+
+
+def _compilations(fun) -> int:
+    """How many programs JAX compiles (or loads from its persistent cache) for ``fun()``."""
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(duration)
+
+    monitoring.register_event_duration_secs_listener(listener)
+    try:
+        fun()
+    finally:
+        monitoring.unregister_event_duration_listener(listener)
+    return len(events)
+
+
+def test_quick_code_generation_is_for_this_thread_and_this_block_only():
+    """The quick code generator never reaches another thread (the fast kernels' self-check
+    compares the kernels with XLA's default code on a thread of its own), nor code run
+    after the block: an eager operation compiled inside is compiled again after it. (The
+    module's ``quick_compilation`` fixture may be on around the block, in this worker.)"""
+    x = jnp.linspace(0.5, 1.5, 7)
+    before = (jax.config.read(QUICK_COMPILATION), _codegen_overrides())
+    with quick_compilation():
+        assert jax.config.read(QUICK_COMPILATION)
+        assert _codegen_overrides() == QUICK_CODEGEN
+        other = {}
+        thread = threading.Thread(target=lambda: other.update(_codegen_overrides()))
+        thread.start()
+        thread.join()
+        assert other == {}
+        jnp.arcsinh(x).block_until_ready()  # an eager operation: its own program
+        assert _compilations(lambda: jnp.arcsinh(x).block_until_ready()) == 0  # reused
+    assert (jax.config.read(QUICK_COMPILATION), _codegen_overrides()) == before
+    assert _compilations(lambda: jnp.arcsinh(x).block_until_ready()) == 1
+
+
+def test_quick_xla_flags_spell_the_quick_code_generator():
+    assert quick_xla_flags("--xla_force_host_platform_device_count=8") == (
+        "--xla_force_host_platform_device_count=8 --xla_cpu_use_fusion_emitters=false"
+        " --xla_cpu_parallel_codegen_split_count=1"
+    )

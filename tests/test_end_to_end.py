@@ -7,6 +7,11 @@ once with ``torch.optim.<X>`` and once with ``jaxopt_adv.torch.<x>``. The traini
 of every step must agree to 1e-4 (float32) / 1e-9 (float64) relative; so must the
 evaluation loss after the last step (the CNN in eval mode, i.e. through the running
 statistics both frameworks accumulated).
+
+Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
+generator, its optimisations on: ``tests/helpers/quick.py``): the results move by at most an
+ulp of some transcendental functions, far below the parity tolerances, and compilation is
+most of the file's run time.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from jaxopt_adv.interop import load_torch_state_dict
 from jaxopt_adv.models import MLP, SmallCNN
 from jaxopt_adv.models.torch_twins import TorchMLP, TorchSmallCNN
 from tests.harness import precision, torch_betas
+
+pytestmark = pytest.mark.usefixtures("quick_code_generation")
 
 torch.set_num_threads(1)
 

@@ -4,6 +4,11 @@ Driven by ``tests/cases.py``: every entry of ``INVALID`` must raise a ``ValueErr
 names the argument and its allowed range, for every registered optimizer; and every
 case must build and step with its numeric hyperparameters injected
 (``optax.inject_hyperparams``) or passed as tracers inside ``jax.jit``.
+
+Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
+generator, its optimisations on: ``tests/helpers/quick.py``): the checks compare runs of one
+setting with each other, with tolerances or with exact zeros, NaNs and infinities, which the
+code generator does not change, and compilation is most of the file's run time.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import pytest
 from jaxopt_adv import get_optimizer, list_optimizers
 from tests.cases import CASES, CASES_BY_NAME, INVALID, numeric_arguments
 from tests.helpers.trees import make_grads, make_params
+
+pytestmark = pytest.mark.usefixtures("quick_code_generation")
 
 # Not real numbers: each must be a TypeError naming the argument, wherever a number is
 # expected (a bool is not accepted as 0 / 1).

@@ -1,4 +1,10 @@
-"""torch state_dict <-> Flax NNX: round trips, forward parity, and every error path."""
+"""torch state_dict <-> Flax NNX: round trips, forward parity, and every error path.
+
+Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
+generator, its optimisations on: ``tests/helpers/quick.py``): the results move by at most an
+ulp of some transcendental functions, far below the parity tolerances, and compilation is
+most of the file's run time.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ from jaxopt_adv.models import MLP, BatchNorm, ChannelwiseScaling, Conv2d, Linear
 from jaxopt_adv.models.torch_twins import TorchMLP, TorchSmallCNN
 from tests.harness import precision
 from tests.helpers.twins import CNN_ARGS, MLP_ARGS, inputs, make_pair, randomize_batchnorm
+
+pytestmark = pytest.mark.usefixtures("quick_code_generation")
 
 torch.set_num_threads(1)
 

@@ -7,6 +7,10 @@ jitted ``lax.scan``, a quadratic and a small tanh MLP on a fixed synthetic regre
 batch. The loss must stay finite at every step, parameters and optimizer state must be
 finite at the end, and the final loss must be below where it started (every optimizer
 trains at its defaults on both problems: no exception is needed).
+
+Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
+generator, its optimisations on: ``tests/helpers/quick.py``): finite values and a falling
+loss do not depend on it, and compilation is most of the file's run time.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from tests.cases import CASES
 STEPS = 10_000
 IN, HIDDEN, OUT, BATCH = 8, 16, 4, 32  # the student MLP: 212 parameters
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("quick_code_generation")]
 
 
 def default_optimizer(case, params, base_params) -> optax.GradientTransformation:

@@ -11,6 +11,11 @@
 * Localized learning (not in the registry): its Hebbian updates and epoch norm
   accumulators under a bad gradient and under a bad ``value=`` (the loss), and
   ``reduce_lr_on_plateau`` under a NaN loss (as torch).
+
+Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
+generator, its optimisations on: ``tests/helpers/quick.py``): the checks compare runs of one
+setting with each other, with tolerances or with exact zeros, NaNs and infinities, which the
+code generator does not change, and compilation is most of the file's run time.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from jaxopt_adv.local import (
 from jaxopt_adv.torch.lr_scheduler import reduce_lr_on_plateau
 from tests.cases import CASES, CASES_BY_NAME
 from tests.helpers.trees import make_grads, make_params
+
+pytestmark = pytest.mark.usefixtures("quick_code_generation")
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "nonfinite.md"
 BAD = (1, 2)  # the poisoned element of the (4, 3) "matrix" leaf

@@ -4,6 +4,11 @@ Each case: torch takes 7 steps and is checkpointed (``torch.save``); the JAX tra
 loads the checkpoint and both sides take 12 more steps from the same gradients, compared
 after every step; then the JAX state is exported, a fresh torch optimizer loads it and
 both take 5 more steps, compared after every step (float64, relative 1e-10).
+
+Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
+generator, its optimisations on: ``tests/helpers/quick.py``): the results move by at most an
+ulp of some transcendental functions, far below the parity tolerances, and compilation is
+most of the file's run time.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from jaxopt_adv.interop import (
 )
 from jaxopt_adv.torch import lr_scheduler
 from tests.harness import TOLERANCE, gradient_stream, make_params, precision
+
+pytestmark = pytest.mark.usefixtures("quick_code_generation")
 
 T = jaxopt_adv.torch
 BEFORE, RESUMED, BACK = 7, 12, 5  # torch steps, then JAX steps, then torch again

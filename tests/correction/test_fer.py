@@ -1,4 +1,10 @@
-"""FER: spec 1.6 case, and parity with a torch FER written from spec 1.2."""
+"""FER: spec 1.6 case, and parity with a torch FER written from spec 1.2.
+
+Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
+generator, its optimisations on: ``tests/helpers/quick.py``): the results move by at most an
+ulp of some transcendental functions, far below the parity tolerances, and compilation is
+most of the file's run time.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ from jaxopt_adv.correction import (
 from jaxopt_adv.torch import adam, sgd
 from tests.harness import TOLERANCE, ParityReport, _log, absolute_error, max_abs, precision
 from tests.reference.torch_fer import FERMemory, fer_loss_torch
+
+pytestmark = pytest.mark.usefixtures("quick_code_generation")
 
 LOGITS = [[2.0, 0.5, -1.0], [0.2, 0.1, 1.5]]
 LABELS = [0, 1]

@@ -1,4 +1,10 @@
-"""Gradient correction: spec 2.3 case, parity with a torch wrapper written from the spec."""
+"""Gradient correction: spec 2.3 case, parity with a torch wrapper written from the spec.
+
+Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
+generator, its optimisations on: ``tests/helpers/quick.py``): the results move by at most an
+ulp of some transcendental functions, far below the parity tolerances, and compilation is
+most of the file's run time.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ from tests.harness import (
     run_parity,
 )
 from tests.reference.torch_gradient_correction import GradientCorrection
+
+pytestmark = pytest.mark.usefixtures("quick_code_generation")
 
 STATE_MAP = {"prev_grad": "prev_grad", "prev_update": "prev_update", "a": "a"}
 

@@ -9,13 +9,15 @@ abstract state of ``jax.eval_shape(tx.init, <sharded ShapeDtypeStructs>)`` (whos
 carry shardings on the mesh's ``AbstractMesh``; ``jax.make_mesh`` makes Explicit axes).
 Prints one JSON line per failure and exits non-zero if there is any.
 
-XLA compiles with ``jax_disable_most_optimizations``: the check compares placements and
-the sharded run with the single-device run of the same compilation settings, and its run
-time is mostly compilation. The steps run as one jitted ``lax.scan`` (a scan's carry must
-keep its type, sharding included), so one compilation per layout gives the numbers, the
-state after steps and the scan from the eager init, and the scan from the jitted init
-reuses it (the 28 registered optimizers in one process: 195.4 -> 110.5 s of CPU, against a
-jitted step, a scan with gradients made inside it and the jitted init per layout).
+XLA compiles quickly (``jax_disable_most_optimizations`` and ``tests/helpers/quick.py``'s
+code generator, in ``XLA_FLAGS``): the check compares placements and the sharded run with
+the single-device run of the same compilation settings, and its run time is mostly
+compilation (its three groups and zero_check: 104 -> 51 CPU s with the code generator).
+The steps run as one jitted ``lax.scan`` (a scan's carry must keep its type, sharding
+included), so one compilation per layout gives the numbers, the state after steps and the
+scan from the eager init, and the scan from the jitted init reuses it (the 28 registered
+optimizers in one process: 195.4 -> 110.5 s of CPU, against a jitted step, a scan with
+gradients made inside it and the jitted init per layout).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import sys
 
 if __name__ == "__main__":  # not on import (pytest's doctest collection imports this
     # module in its workers, whose subprocesses would inherit 8 devices)
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    from tests.helpers.quick import quick_xla_flags
+
+    os.environ["XLA_FLAGS"] = quick_xla_flags("--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -7,8 +7,9 @@ the parameters replicated, and leave each device at most 0.6 of the state's byte
 param-shaped leaf and CAME's and Adafactor's row statistics sliced, the rest replicated).
 Prints one JSON line per failure and exits non-zero if there is any.
 
-XLA compiles with ``jax_disable_most_optimizations`` (as ``sharding_check`` does): both
-runs compared are compiled with the same settings, and the run time is mostly compilation.
+XLA compiles quickly, as in ``sharding_check`` (``jax_disable_most_optimizations`` and
+``tests/helpers/quick.py``'s code generator): both runs compared are compiled with the same
+settings, and the run time is mostly compilation.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import os
 import sys
 
 if __name__ == "__main__":  # not on import (pytest's doctest collection imports this module)
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    from tests.helpers.quick import quick_xla_flags
+
+    os.environ["XLA_FLAGS"] = quick_xla_flags("--xla_force_host_platform_device_count=4")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -1,4 +1,10 @@
-"""The jitted, donated train step."""
+"""The jitted, donated train step.
+
+Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
+generator, its optimisations on: ``tests/helpers/quick.py``): the checks compare runs of one
+setting with each other, with tolerances or with exact zeros, NaNs and infinities, which the
+code generator does not change, and compilation is most of the file's run time.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +16,8 @@ from flax import nnx
 import jaxopt_adv
 from jaxopt_adv.train import init_train_state, make_eval_step, make_train_step, split_model
 from tests.train.models import loss_fn, make_data, make_model
+
+pytestmark = pytest.mark.usefixtures("quick_code_generation")
 
 
 def test_step_matches_a_hand_written_update():

@@ -1,0 +1,81 @@
+"""Quick compilation: XLA:CPU settings for tests whose run time is mostly compilation and
+whose checks do not depend on how XLA optimises or generates code (structure, dtypes,
+shardings, a jitted run against an eager one, a resumed run against the original: both
+sides compiled with the same settings).
+
+Two parts: JAX's ``jax_disable_most_optimizations`` (LLVM at -O0, no expensive passes),
+and ``QUICK_CODEGEN``, XLA:CPU's elemental code generator instead of its fusion emitters
+with each program in one LLVM module (about 5x less compile time for the optimizer steps
+of ``tests/cases.py``: 4.4 -> 0.9 CPU s for eight of them; 6.3 -> 2.5 with optimisations
+on). Results agree with the default settings to an ulp of some transcendental functions
+(tanh, rsqrt, float64 exp), far below every tolerance that compares a quick run with
+something else, and quick runs are only ever compared with quick runs bit for bit.
+``quick_compilation(optimizations=True)`` (the ``quick_code_generation`` fixture: parity
+tests, training loops) changes only the code generator; with the optimisations off as
+well, float32 runs drift further (L-BFGS no longer follows torch's float32 loss rounding).
+
+The fast kernels' self-check (:mod:`jaxopt_adv.fast.selfcheck`) compares the kernels with
+XLA's default code bit for bit: it must never see ``QUICK_CODEGEN``. It runs on a thread
+of its own, and :func:`quick_compilation` sets the code generator of the thread that
+enters it only; a subprocess run with :func:`quick_xla_flags` has several devices, where
+the kernels are never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import jax
+import pytest
+from jax._src import compiler
+
+QUICK_COMPILATION = "jax_disable_most_optimizations"
+QUICK_CODEGEN = {"xla_cpu_use_fusion_emitters": False, "xla_cpu_parallel_codegen_split_count": 1}
+
+
+def quick_xla_flags(*flags: str) -> str:
+    """``XLA_FLAGS`` for a subprocess that compiles quickly: ``flags`` and ``QUICK_CODEGEN``
+    (the subprocess sets ``jax_disable_most_optimizations`` itself)."""
+    codegen = [f"--{k}={str(v).lower()}" for k, v in QUICK_CODEGEN.items()]
+    return " ".join([*flags, *codegen])
+
+
+@contextlib.contextmanager
+def quick_compilation(optimizations: bool = False) -> Iterator[None]:
+    """Compile with ``QUICK_CODEGEN`` (this thread) and, unless ``optimizations``,
+    ``jax_disable_most_optimizations`` (every thread) inside the block; with
+    ``optimizations`` (for programs that run long enough for LLVM's optimisations to pay:
+    training loops) only the code generator changes. On leaving the block, JAX's
+    in-memory caches are cleared: the executables compiled inside (eager operations' too)
+    are not reused by code that runs with the default settings afterwards."""
+    before = jax.config.read(QUICK_COMPILATION)
+    original = compiler.get_compile_options
+    thread = threading.get_ident()
+
+    def get_compile_options(*args, env_options_overrides=None, **kwargs):
+        if threading.get_ident() == thread:
+            env_options_overrides = {**QUICK_CODEGEN, **(env_options_overrides or {})}
+        return original(*args, env_options_overrides=env_options_overrides, **kwargs)
+
+    jax.config.update(QUICK_COMPILATION, before or not optimizations)
+    compiler.get_compile_options = get_compile_options
+    try:
+        yield
+    finally:
+        compiler.get_compile_options = original
+        jax.config.update(QUICK_COMPILATION, before)
+        jax.clear_caches()
+
+
+def package_fixture(optimizations: bool):
+    """An autouse fixture for a test package's ``conftest.py``: every test of the package
+    runs inside :func:`quick_compilation` (``optimizations`` as given)."""
+
+    @pytest.fixture(autouse=True, scope="package")
+    def quick_package():
+        with quick_compilation(optimizations=optimizations):
+            yield
+
+    return quick_package
