@@ -8,10 +8,7 @@ of every step must agree to 1e-4 (float32) / 1e-9 (float64) relative; so must th
 evaluation loss after the last step (the CNN in eval mode, i.e. through the running
 statistics both frameworks accumulated).
 
-Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
-generator, its optimisations on: ``tests/helpers/quick.py``): the results move by at most an
-ulp of some transcendental functions, far below the parity tolerances, and compilation is
-most of the file's run time.
+Compiled with ``quick_code_generation`` (``tests/helpers/quick.py``: why that is safe here).
 """
 
 from __future__ import annotations

@@ -5,10 +5,8 @@ names the argument and its allowed range, for every registered optimizer; and ev
 case must build and step with its numeric hyperparameters injected
 (``optax.inject_hyperparams``) or passed as tracers inside ``jax.jit``.
 
-Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
-generator, its optimisations on: ``tests/helpers/quick.py``): the checks compare runs of one
-setting with each other, with tolerances or with exact zeros, NaNs and infinities, which the
-code generator does not change, and compilation is most of the file's run time.
+Compiled with ``quick_code_generation`` (``tests/helpers/quick.py``): runs of one setting are
+compared with each other, with tolerances or with exact zeros, NaNs and infinities.
 """
 
 from __future__ import annotations

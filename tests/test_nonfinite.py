@@ -12,10 +12,8 @@
   accumulators under a bad gradient and under a bad ``value=`` (the loss), and
   ``reduce_lr_on_plateau`` under a NaN loss (as torch).
 
-Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
-generator, its optimisations on: ``tests/helpers/quick.py``): the checks compare runs of one
-setting with each other, with tolerances or with exact zeros, NaNs and infinities, which the
-code generator does not change, and compilation is most of the file's run time.
+Compiled with ``quick_code_generation`` (``tests/helpers/quick.py``): runs of one setting are
+compared with each other, with tolerances or with exact zeros, NaNs and infinities.
 """
 
 from __future__ import annotations

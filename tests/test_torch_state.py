@@ -5,10 +5,7 @@ loads the checkpoint and both sides take 12 more steps from the same gradients, 
 after every step; then the JAX state is exported, a fresh torch optimizer loads it and
 both take 5 more steps, compared after every step (float64, relative 1e-10).
 
-Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
-generator, its optimisations on: ``tests/helpers/quick.py``): the results move by at most an
-ulp of some transcendental functions, far below the parity tolerances, and compilation is
-most of the file's run time.
+Compiled with ``quick_code_generation`` (``tests/helpers/quick.py``: why that is safe here).
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """Gradient correction: spec 2.3 case, parity with a torch wrapper written from the spec.
 
-Every test here runs under the ``quick_code_generation`` fixture (XLA:CPU's simpler code
-generator, its optimisations on: ``tests/helpers/quick.py``): the results move by at most an
-ulp of some transcendental functions, far below the parity tolerances, and compilation is
-most of the file's run time.
+Compiled with ``quick_code_generation`` (``tests/helpers/quick.py``: why that is safe here).
 """
 
 from __future__ import annotations
