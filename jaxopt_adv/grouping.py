@@ -46,9 +46,8 @@ __all__ = [
     "group_leaves",
     "group_tags",
     "leaf_slots",
-    "loose_view",
     "member_slots",
-    "merge_view",
+    "on_loose_leaves",
     "sum_grouped",
     "tree_map_grouped",
     "tree_map_members",
@@ -207,40 +206,47 @@ def group_tags(grouped: GroupTree) -> GroupTree:
     )
 
 
-def loose_view(state: Any, fields: Sequence[str]) -> Any:
-    """A NamedTuple ``state`` with each :class:`GroupTree` field of ``fields`` replaced by
-    its ``loose`` tree (for code that steps loose leaves as plain trees)."""
-    return state._replace(**{name: getattr(state, name).loose for name in fields})
+def on_loose_leaves(
+    step: Callable[..., tuple[Any, Any]],
+    fields: Sequence[str],
+    updates: GroupTree,
+    state: Any,
+    out: GroupTree,
+    new_state: Any,
+    *trees: GroupTree,
+) -> tuple[GroupTree, Any]:
+    """``step(updates, *trees, state, out, new_state) -> (out, new_state)``, a stepper of
+    plain trees (a CPU kernel's, which replaces some leaves of ``out`` and of the
+    NamedTuple ``new_state``'s ``fields``), run on the loose leaves of
+    :class:`GroupTree` s: the stacks keep ``out``'s and ``new_state``'s values.
+    ``state``'s and ``new_state``'s ``fields`` are :class:`GroupTree` s."""
 
+    def loose(s: Any) -> Any:
+        return s._replace(**{name: getattr(s, name).loose for name in fields})
 
-def merge_view(state: Any, fields: Sequence[str], loose: Any, stacks: dict[str, list[Any]]) -> Any:
-    """The inverse of :func:`loose_view`: ``state`` (its fields :class:`GroupTree` s) with
-    each field's loose tree taken from the NamedTuple ``loose`` and its stacks from
-    ``stacks[name]``."""
-    return state._replace(
-        **{
-            name: dataclasses.replace(
-                getattr(state, name), stacks=tuple(stacks[name]), loose=getattr(loose, name)
-            )
-            for name in fields
-        }
+    out_loose, new_loose = step(
+        updates.loose, *(t.loose for t in trees), loose(state), out.loose, loose(new_state)
     )
+    merged = {
+        name: dataclasses.replace(getattr(new_state, name), loose=getattr(new_loose, name))
+        for name in fields
+    }
+    return dataclasses.replace(out, loose=out_loose), new_state._replace(**merged)
 
 
 def _map_members(fn: Callable[..., tuple], n_out: int, tree: GroupTree, *rest: Any) -> tuple:
-    """:func:`tree_map_grouped` on a :class:`GroupTree`: ``fn`` vmapped over each stack's
-    member axis, called as it is on the loose leaves; nothing is stacked or read back."""
-    leaves, treedef = jax.tree.flatten(tree)
-    rows = list(zip(leaves, *(treedef.flatten_up_to(r) for r in rest), strict=True))
-    outputs = []
-    for index, row in enumerate(rows):
-        call = jax.vmap(lambda *args: tuple(fn(*args))) if index < len(tree.stacks) else fn
-        outputs.append(tuple(call(*row)))
-        if len(outputs[-1]) != n_out:
-            raise ValueError(f"fn returned {len(outputs[-1])} values, expected n_out={n_out}")
-    if not outputs:
-        return tuple(treedef.unflatten([]) for _ in range(n_out))
-    return tuple(treedef.unflatten(list(col)) for col in zip(*outputs, strict=True))
+    """:func:`tree_map_grouped` on a :class:`GroupTree` (``rest`` too): ``fn`` vmapped
+    over each stack's member axis, called as it is on the loose leaves; nothing is
+    stacked or read back."""
+
+    def vmapped(*args: jax.Array) -> tuple:
+        return jax.vmap(lambda *a: tuple(fn(*a)))(*args)
+
+    stacks = tree_map_multi(vmapped, n_out, tree.stacks, *(r.stacks for r in rest))
+    loose = tree_map_multi(fn, n_out, tree.loose, *(r.loose for r in rest))
+    return tuple(
+        dataclasses.replace(tree, stacks=s, loose=x) for s, x in zip(stacks, loose, strict=True)
+    )
 
 
 def tree_map_members(fn: Callable[[Any], Any], tree: Any) -> Any:

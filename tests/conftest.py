@@ -50,8 +50,9 @@ def quick_compilation():
 @pytest.fixture(scope="module")
 def quick_code_generation():
     """XLA:CPU's simpler code generator (``tests/helpers/quick.py``) with its optimisations
-    on during the module's tests: for tests of training loops whose run time is mostly
-    compilation, that compare runs with runs of the same settings, not with torch."""
+    on during the module's tests: for tests whose run time is mostly compilation and whose
+    checks hold to an ulp of a few transcendental functions (runs compared with runs of the
+    same settings, or with torch within the parity tolerances)."""
     with quick.quick_compilation(optimizations=True):
         yield
 

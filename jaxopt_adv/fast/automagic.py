@@ -19,7 +19,6 @@ its self-check (:mod:`.selfcheck`) has passed on this host.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -30,7 +29,7 @@ import optax
 from jaxopt_adv.automagic.body import momentum_schedule
 from jaxopt_adv.automagic.body import scale_by_automagic_came as jax_scale_by_automagic_came
 from jaxopt_adv.fast import ffi, selfcheck
-from jaxopt_adv.grouping import GroupTree, loose_view, merge_view
+from jaxopt_adv.grouping import GroupTree, on_loose_leaves
 
 __all__ = ["scale_by_automagic_came"]
 
@@ -95,27 +94,6 @@ def _call(scalars: list[jax.Array], options: jax.Array, leaves: list[tuple]) -> 
         call.output(jnp.shape(g), g.dtype)
         call.update(*state_arrays)
     return ffi.chunks(call.run("jaxopt_adv_automagic"), len(_FIELDS) + 1)
-
-
-def _step_grouped(
-    updates: GroupTree, state: Any, out: GroupTree, new_state: Any, call: Any
-) -> tuple[Any, Any]:
-    """:func:`ffi.step_leaves` on :class:`~jaxopt_adv.grouping.GroupTree` s (the
-    Automagic-CameAMP composite's state): the kernel steps the loose leaves; the stacks
-    keep the JAX path's results (``jax.vmap``-ed over their members, faster than one
-    kernel call a member: see ``benchmarks/RESULTS.md``)."""
-    out_loose, new_loose = ffi.step_leaves(
-        updates.loose,
-        loose_view(state, _FIELDS),
-        out.loose,
-        loose_view(new_state, _FIELDS),
-        _FIELDS,
-        _kernel_leaf,
-        call,
-    )
-    stacks = {name: getattr(new_state, name).stacks for name in _FIELDS}
-    out = dataclasses.replace(out, loose=out_loose)
-    return out, merge_view(new_state, _FIELDS, new_loose, stacks)
 
 
 def scale_by_automagic_came(
@@ -197,8 +175,13 @@ def scale_by_automagic_came(
             )
             return _call(scalars, options, leaves)
 
+        def step(updates, state, out, new_state):
+            return ffi.step_leaves(updates, state, out, new_state, _FIELDS, _kernel_leaf, call)
+
         if isinstance(updates, GroupTree):
-            return _step_grouped(updates, state, out, new_state, call)
-        return ffi.step_leaves(updates, state, out, new_state, _FIELDS, _kernel_leaf, call)
+            # the stacks keep the JAX path's results (vmapped over their members: faster
+            # than one kernel call a member, see benchmarks/RESULTS.md)
+            return on_loose_leaves(step, _FIELDS, updates, state, out, new_state)
+        return step(updates, state, out, new_state)
 
     return ffi.with_kernel(inner, kernel and takes_any, _unavailable_reason, replace)

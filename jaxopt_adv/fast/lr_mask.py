@@ -14,7 +14,6 @@ has passed on this host.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -27,7 +26,7 @@ from jaxopt_adv._common import scalar_dtype
 from jaxopt_adv.automagic.lr_mask import automagic_lr_mask as jax_automagic_lr_mask
 from jaxopt_adv.automagic.lr_mask import mask_bump, mask_schedule, sign_source
 from jaxopt_adv.fast import ffi, selfcheck
-from jaxopt_adv.grouping import GroupTree, loose_view, merge_view
+from jaxopt_adv.grouping import GroupTree, on_loose_leaves
 
 __all__ = ["automagic_lr_mask"]
 
@@ -195,24 +194,11 @@ def automagic_lr_mask(
                 new[2][i] = total.astype(scalar_dtype()) / size
         return treedef.unflatten(out_leaves), ffi.with_fields(new_state, _FIELDS, new, treedef)
 
-    def step_grouped(updates, source, state, out, new_state):
-        """The kernel on the loose leaves of :class:`~jaxopt_adv.grouping.GroupTree` s;
-        the stacks keep the JAX path's results (``jax.vmap``-ed over their members)."""
-        out_loose, new_loose = step_leaves(
-            updates.loose,
-            source.loose,
-            loose_view(state, fields),
-            out.loose,
-            loose_view(new_state, fields),
-        )
-        stacks = {name: getattr(new_state, name).stacks for name in fields}
-        out = dataclasses.replace(out, loose=out_loose)
-        return out, merge_view(new_state, fields, new_loose, stacks)
-
     def replace(updates, state, out, new_state, extra_args):
         source = sign_source(polarity_source, spatial, updates, extra_args)
         if isinstance(updates, GroupTree):
-            return step_grouped(updates, source, state, out, new_state)
+            # the stacks keep the JAX path's results (vmapped over their members)
+            return on_loose_leaves(step_leaves, fields, updates, state, out, new_state, source)
         return step_leaves(updates, source, state, out, new_state)
 
     return ffi.with_kernel(inner, kernel, _unavailable_reason, replace)
