@@ -5,8 +5,8 @@ file per kernel family, ``adam.cc``, ``sgd.cc``, ..., ``came.cc``, ``lr_mask.cc`
 The kernels are compiled on first use with the system C++ compiler into a cache
 directory, keyed by a hash of the sources, the jaxlib version, the compiler (its command
 and ``--version``) and its flags, the host CPU and whether XLA contracts multiply-adds
-into FMAs on it. The sources compile in parallel (one compiler process each) and link
-into a shared library, written under a temporary name and renamed into place (atomic)
+into FMAs on it. The sources compile in two translation units in parallel (one compiler
+process each) and link into a shared library, written under a temporary name and renamed into place (atomic)
 while a lock file is held, so that parallel test workers build it once; its size and
 SHA-256 are recorded beside it (``kernels-<key>.json``) and checked before every load, so
 that a truncated or altered library is rebuilt instead of loaded. It is loaded with
@@ -191,10 +191,36 @@ _REGISTERED: set[str] = set()  # XLA keeps a registration for the whole process
 _HANDLES: list[ctypes.CDLL] = []
 
 
+# The C++ files compile in this many translation units, each #including a share of them:
+# every file alone repeats ~2 s of parsing and instantiating the FFI headers; one unit for
+# all of them would leave a second core idle.
+UNITS = 2
+
+
+def _units(sources: list[Path], directory: Path) -> list[Path]:
+    """Write :data:`UNITS` C++ files into ``directory`` that ``#include`` the ``.cc``
+    files of ``sources`` between them, the largest first to the unit with the fewest
+    bytes so far, and return their paths."""
+    shares: list[list[Path]] = [[] for _ in range(UNITS)]
+    sizes = [0] * UNITS
+    files = (s for s in sources if s.suffix == ".cc")
+    for source in sorted(files, key=lambda s: (-s.stat().st_size, s.name)):
+        k = sizes.index(min(sizes))
+        shares[k].append(source)
+        sizes[k] += source.stat().st_size
+    units = []
+    for k, share in enumerate(shares):
+        unit = directory / f"unit{k}.cc"
+        unit.write_text("".join(f'#include "{source}"\n' for source in sorted(share)))
+        units.append(unit)
+    return units
+
+
 def _compile_commands(
     compiler: str, fma: bool, sources: list[Path], directory: Path
 ) -> list[list[str]]:
-    """One command per C++ source, compiling it to an object file in ``directory``."""
+    """One command per translation unit (:func:`_units`), compiling it to an object file
+    in ``directory``."""
     flags = [flag for flag in CXXFLAGS if flag != "-shared"]
     return [
         [
@@ -204,17 +230,16 @@ def _compile_commands(
             "-I",
             jax.ffi.include_dir(),
             "-c",
-            str(source),
+            str(unit),
             "-o",
-            str(directory / f"{source.stem}.o"),
+            str(unit.with_suffix(".o")),
         ]
-        for source in sources
-        if source.suffix == ".cc"
+        for unit in _units(sources, directory)
     ]
 
 
 def _compile(compiler: str, fma: bool, output: Path) -> None:
-    """Compile the sources in parallel (one process each), then link them into
+    """Compile the translation units in parallel (one process each), then link them into
     ``output``; raise with the compiler's message on failure."""
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
         commands = _compile_commands(compiler, fma, source_paths(), Path(scratch))

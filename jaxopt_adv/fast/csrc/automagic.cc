@@ -24,7 +24,6 @@
 
 namespace {
 
-constexpr double kCosineEps = 1e-10;  // added to each norm of Automagic's cosines
 // A call over fewer elements runs on the calling thread: its passes are too short to pay
 // for waking the pool's threads four times (LoRA factors of a few thousand elements).
 constexpr int64_t kAutomagicParallel = int64_t{1} << 19;
@@ -43,10 +42,6 @@ struct LeafOptions {
   T emphasis;
   bool per_row;
 };
-
-double Cosine(double mm, double uu, double mu) {
-  return mu / ((std::sqrt(mm) + kCosineEps) * (std::sqrt(uu) + kCosineEps));
-}
 
 // Pass 2 of a task: the sums of u^2 (unclipped u), and for a per-leaf cosine in the early
 // phase those of m u and m^2 too, into sums[0..3).

@@ -1,12 +1,15 @@
-// What every kernel family (elementwise.h and its families, came.cc, lr_mask.cc, tam.cc)
-// shares: the thread-pool
-// loop, XLA's maximum and minimum, the dtype dispatch and the FFI operand checks.
-// Everything is in an anonymous namespace: each source file gets its own copy.
+// What every kernel family (elementwise.h and its families, came.cc, lr_mask.cc, tam.cc,
+// automagic.cc) shares: the thread-pool loop, XLA's maximum and minimum, the dtype
+// dispatch, the FFI operand checks and the cosine of two arrays' sums.
+// Everything is in an anonymous namespace. build.py compiles the .cc files in a few
+// translation units that #include several each, so a name defined in one .cc file must
+// not be defined again in another.
 #ifndef JAXOPT_ADV_FAST_COMMON_H_
 #define JAXOPT_ADV_FAST_COMMON_H_
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -141,6 +144,14 @@ ffi::Error ReadScalar(const ffi::AnyBuffer& buffer, T* value) {
   }
   *value = *static_cast<const T*>(buffer.untyped_data());
   return ffi::Error::Success();
+}
+
+// The cosine of Automagic's direction control and of TAM's correlation from the sums of
+// squares of two arrays and of their product (a norm plus 1e-10 in each denominator).
+constexpr double kCosineEps = 1e-10;
+
+inline double Cosine(double aa, double bb, double ab) {
+  return ab / ((std::sqrt(aa) + kCosineEps) * (std::sqrt(bb) + kCosineEps));
 }
 
 }  // namespace

@@ -37,7 +37,6 @@ constexpr int64_t kSumCols = int64_t{1} << 14;
 constexpr int64_t kBlockRows = 8;
 
 constexpr double kNormalizeEps = 1e-12;  // torch.nn.functional.normalize's clamp
-constexpr double kCosineEps = 1e-10;     // added to each norm of Automagic's cosines
 constexpr double kClampedEps = 1e-8;     // F.cosine_similarity's clamp
 
 // Python's CORRELATIONS order.
@@ -108,10 +107,6 @@ template <typename T>
 T Divisor(double sum_of_squares) {
   const T norm = static_cast<T>(std::sqrt(sum_of_squares));
   return XlaMax(norm, static_cast<T>(kNormalizeEps));
-}
-
-double Cosine(double mm, double gg, double mg) {
-  return mg / ((std::sqrt(mm) + kCosineEps) * (std::sqrt(gg) + kCosineEps));
 }
 
 double Clamped(double mm, double gg, double mg) {
