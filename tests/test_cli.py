@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -104,17 +105,48 @@ def test_compare_tiny_run_writes_every_output(tmp_path):
 @pytest.mark.slow
 def test_bench_tiny_run_writes_json_and_png(tmp_path):
     result = run(
-        "bench", "--sizes", "2e4", "--leaves", "1,4", "--steps", "3", "--out", str(tmp_path)
-    )
+        "bench", "--sizes", "2e4", "--leaves", "1,4", "--steps", "3", "--out", str(tmp_path),
+        "--optimizers", "came,adam",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     table = json.loads((tmp_path / "bench.json").read_text())
     assert set(table) == {"20000x1", "20000x4"}
+    assert [name for name in table["20000x4"] if name != "copy_bandwidth_GBps"] == ["adam", "came"]
     row = table["20000x4"]["adam"]
     assert row["ours_ms"] > 0 and row["optax_ms"] > 0 and row["floor_ms"] > 0
     assert "torch_fused_ms" in row and "torch_foreach_ms" in row
     assert "optax_ms" not in table["20000x1"]["came"]  # no optax counterpart
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert "| 20,000 | 4 | adam |" in result.stdout
+
+
+def test_bench_refuses_unknown_optimizers(capsys):
+    status, error = exit_status(["bench", "--optimizers", "adam,lion"], capsys)
+    assert status == 2
+    assert "bench --optimizers: unknown 'lion'" in error and "radam, came, or all" in error
+
+
+def test_every_bench_optimizer_builds_ours_optax_and_torch():
+    """What ``bench`` times (each entry of ``bench.OPTIMIZERS``, whose timed run above
+    covers two of them) exists: our registered factory and optax's counterpart take
+    their settings and step a leaf, and torch.optim has the class."""
+    import optax
+    import torch
+
+    from jaxopt_adv.app import bench
+    from jaxopt_adv.registry import get_optimizer
+
+    params = [jnp.ones(6)]
+    for name, (_, (ours, kwargs), optax_twin, torch_twin) in bench.OPTIMIZERS.items():
+        txs = [get_optimizer(ours)(bench.LR, **kwargs)]
+        if optax_twin is not None:
+            txs.append(getattr(optax, optax_twin[0])(bench.LR, **optax_twin[1]))
+        for tx in txs:
+            updates, _ = tx.update(params, tx.init(params), params)
+            assert jnp.all(jnp.isfinite(updates[0])) and jnp.any(updates[0] != 0), name
+        if torch_twin is not None:
+            p = torch.ones(6, requires_grad=True)
+            getattr(torch.optim, torch_twin[0])([p], lr=bench.LR, **torch_twin[1])
 
 
 def test_unknown_optimizer_names_close_matches(capsys):

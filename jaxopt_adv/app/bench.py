@@ -83,7 +83,7 @@ def random_leaves(sizes: list[int], seed: int) -> list:
     return [jax.random.normal(k, (n,), jnp.float32) for k, n in zip(keys, sizes, strict=True)]
 
 
-def jax_worker(total: int, leaves: int, steps: int) -> dict:
+def jax_worker(total: int, leaves: int, steps: int, names: list[str]) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -92,7 +92,8 @@ def jax_worker(total: int, leaves: int, steps: int) -> dict:
     import jaxopt_adv
 
     pairs = {}
-    for name, (_, (ours, kwargs), optax_twin, _) in OPTIMIZERS.items():
+    for name in names:
+        _, (ours, kwargs), optax_twin, _ = OPTIMIZERS[name]
         pairs[name] = {"jaxopt_adv": jaxopt_adv.get_optimizer(ours)(LR, **kwargs)}
         if optax_twin is not None:
             pairs[name]["optax"] = getattr(optax, optax_twin[0])(LR, **optax_twin[1])
@@ -158,13 +159,14 @@ def jax_worker(total: int, leaves: int, steps: int) -> dict:
 # ------------------------------------------------------------------------- torch worker
 
 
-def torch_worker(total: int, leaves: int, steps: int) -> dict:
+def torch_worker(total: int, leaves: int, steps: int, names: list[str]) -> dict:
     import torch
 
     sizes = leaf_sizes(total, leaves)
     gen = torch.Generator().manual_seed(0)
     kinds = [("default", {}), ("foreach", {"foreach": True}), ("fused", {"fused": True})]
-    variants = {name: twin for name, (*_, twin) in OPTIMIZERS.items() if twin is not None}
+    twins = {name: OPTIMIZERS[name][-1] for name in names}
+    variants = {name: twin for name, twin in twins.items() if twin is not None}
     results: dict[str, Any] = {}
     for name, (cls, settings) in variants.items():
         for kind, kwargs in kinds:
@@ -204,12 +206,12 @@ def stop_workers() -> None:
         _WORKERS.discard(worker)
 
 
-def spawn(framework: str, total: int, leaves: int, steps: int) -> dict:
+def spawn(framework: str, total: int, leaves: int, steps: int, names: list[str]) -> dict:
     """Run one worker process; its timings. Raises RuntimeError with the worker's last
     error line if it fails."""
     cmd = [sys.executable, "-m", "jaxopt_adv.app.bench", "--worker", framework]
     cmd += ["--total", str(total)]
-    cmd += ["--leaves", str(leaves), "--steps", str(steps)]
+    cmd += ["--leaves", str(leaves), "--steps", str(steps), "--optimizers", ",".join(names)]
     worker = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy()
     )
@@ -224,11 +226,12 @@ def spawn(framework: str, total: int, leaves: int, steps: int) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def summarise(samples: dict, total: int) -> dict:
+def summarise(samples: dict, total: int, names: list[str]) -> dict:
     med = {k: statistics.median(v) for k, v in samples.items() if isinstance(v, list)}
     copy_bw = max(2 * 4 * total / med[k] for k in med if k.startswith("copy."))
     rows: dict[str, Any] = {}
-    for name, (bytes_per_element, *_) in OPTIMIZERS.items():
+    for name in names:
+        bytes_per_element = OPTIMIZERS[name][0]
         floor = bytes_per_element * total / copy_bw
         row = {"ours_ms": 1e3 * med[f"jaxopt_adv.{name}"], "floor_ms": 1e3 * floor}
         if f"optax.{name}" in med:
@@ -258,7 +261,7 @@ def markdown(table: dict) -> str:
 
     for key, rows in table.items():
         total, leaves = key.split("x")
-        for name in OPTIMIZERS:
+        for name in (n for n in rows if n in OPTIMIZERS):
             r = rows[name]
             lines.append(
                 f"| {int(total):,} | {leaves} | {name} | {fmt(r['ours_ms'])} | "
@@ -270,18 +273,27 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
-def run(sizes: list[int], layouts: list[int], steps: int, rounds: int, use_torch: bool) -> dict:
-    """The timing table: ``{"<elements>x<leaves>": {optimizer: row, ...}}``."""
+def run(
+    sizes: list[int],
+    layouts: list[int],
+    steps: int,
+    rounds: int,
+    use_torch: bool,
+    names: list[str] | None = None,
+) -> dict:
+    """The timing table: ``{"<elements>x<leaves>": {optimizer: row, ...}}`` for the
+    optimizers ``names`` (keys of :data:`OPTIMIZERS`, in its order; default: all)."""
+    names = list(OPTIMIZERS) if names is None else names
     table = {}
     for total in sizes:
         for leaves in layouts:
             samples: dict[str, list] = {}
             for _ in range(rounds):
                 for framework in ["jax", "torch"] if use_torch else ["jax"]:
-                    for k, v in spawn(framework, total, leaves, steps).items():
+                    for k, v in spawn(framework, total, leaves, steps, names).items():
                         if isinstance(v, list):
                             samples.setdefault(k, []).extend(v)
-            table[f"{total}x{leaves}"] = summarise(samples, total)
+            table[f"{total}x{leaves}"] = summarise(samples, total, names)
             print(f"done {total:,} elements x {leaves} leaves", file=sys.stderr)
     return table
 
@@ -302,11 +314,12 @@ def _figure(table: dict, path: Path) -> None:
         ("torch_fused_ms", "torch fused"),
     )
     for ax, key in zip(axes[0], keys, strict=True):
-        names = list(OPTIMIZERS)
+        names = [n for n in table[key] if n in OPTIMIZERS]
         for j, (column, label) in enumerate(columns):
             values = [table[key][n].get(column, 0.0) for n in names]
             ax.bar([i + 0.2 * j for i in range(len(names))], values, width=0.2, label=label)
-        ax.axhline(table[key]["adam"]["floor_ms"], color="k", ls=":", lw=1, label="Adam floor")
+        floor = table[key][names[0]]["floor_ms"]
+        ax.axhline(floor, color="k", ls=":", lw=1, label=f"{names[0]} floor")
         total, leaves = key.split("x")
         ax.set(title=f"{int(total):,} elements, {leaves} leaves", ylabel="ms per step")
         ax.set_xticks([i + 0.3 for i in range(len(names))], names, rotation=30)
@@ -331,9 +344,10 @@ def main() -> None:
     parser.add_argument("--total", type=int, required=True)
     parser.add_argument("--leaves", type=int, default=1)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
     args = parser.parse_args()
     worker = jax_worker if args.worker == "jax" else torch_worker
-    print(json.dumps(worker(args.total, args.leaves, args.steps)))
+    print(json.dumps(worker(args.total, args.leaves, args.steps, args.optimizers.split(","))))
 
 
 if __name__ == "__main__":

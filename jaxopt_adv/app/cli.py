@@ -112,6 +112,7 @@ def _learning_rates(text: str) -> list[float]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from jaxopt_adv.app.bench import OPTIMIZERS as bench_optimizers
     from jaxopt_adv.app.compare import DEFAULT_OPTIMIZERS
 
     parser = _Parser(prog="jaxopt-adv", description=__doc__.splitlines()[0])
@@ -152,6 +153,11 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="step time against optax and torch")
     bench.add_argument("--sizes", default="1e6,1e7,5e7", help="elements per tree")
     bench.add_argument("--leaves", default="1,200", help="leaf counts")
+    bench.add_argument(
+        "--optimizers",
+        default="all",
+        help="comma-separated names, or 'all' (default): " + ", ".join(bench_optimizers),
+    )
     bench.add_argument("--steps", type=int, default=30)
     bench.add_argument("--rounds", type=int, default=1)
     bench.add_argument("--torch", action=argparse.BooleanOptionalAction, default=None)
@@ -176,6 +182,23 @@ def _counts(text: str, flag: str, high: int) -> list[int]:
             raise UsageError(f"{flag}: {item.strip()!r} is not a whole number from 1 to {high:,}")
         values.append(int(value))
     return values
+
+
+def _bench_names(text: str) -> list[str]:
+    """``bench --optimizers``: ``all`` or comma-separated names of ``bench.OPTIMIZERS``,
+    returned in its order."""
+    from jaxopt_adv.app.bench import OPTIMIZERS
+
+    if text.strip() == "all":
+        return list(OPTIMIZERS)
+    chosen = {item.strip() for item in text.split(",")}
+    unknown = sorted(chosen - set(OPTIMIZERS))
+    if unknown:
+        raise UsageError(
+            f"bench --optimizers: unknown {', '.join(map(repr, unknown))} "
+            f"(choose from {', '.join(OPTIMIZERS)}, or all)"
+        )
+    return [name for name in OPTIMIZERS if name in chosen]
 
 
 def _want_torch(requested: bool | None) -> bool:
@@ -264,12 +287,13 @@ def run_bench(args: argparse.Namespace) -> int:
     leaves = _counts(args.leaves, "--leaves", MAX_BENCH_LEAVES)
     if max(leaves) > min(sizes):
         raise UsageError(f"--leaves {max(leaves)} is more than --sizes {min(sizes)} elements")
+    names = _bench_names(args.optimizers)
     use_torch = _want_torch(args.torch)
     try:
         report.check_writable(args.out)
     except OSError as error:
         raise UsageError(str(error)) from None
-    table = bench.run(sizes, leaves, args.steps, args.rounds, use_torch)
+    table = bench.run(sizes, leaves, args.steps, args.rounds, use_torch, names)
     print(bench.markdown(table))
     written = bench.write_outputs(args.out, table)
     print(f"wrote {', '.join(str(p) for p in written)}")
