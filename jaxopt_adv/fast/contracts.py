@@ -84,6 +84,7 @@ class AdagradArgs(NamedTuple):
     weight_decay: Any
     eps: Any
     maximize: bool
+    torch_default_dtype: Any
 
 
 class AdadeltaArgs(NamedTuple):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_adv._common import is_concrete_number, is_static_zero, scalar_dtype
+from jaxopt_adv._common import is_concrete_number, is_static_zero
 from jaxopt_adv._state import find_state
 from jaxopt_adv.fast import selfcheck
 from jaxopt_adv.fast.contracts import (
@@ -51,7 +51,7 @@ from jaxopt_adv.fast.scalars import (
     xla_loop_is_ragged,
 )
 from jaxopt_adv.torch.adadelta import adadelta
-from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad
+from jaxopt_adv.torch.adagrad import ScaleByAdagradState, adagrad, adagrad_lr_scale
 from jaxopt_adv.torch.adam import ScaleByAdamState, adam, adam_bias_corrections, adamw
 from jaxopt_adv.torch.adamax import adamax, adamax_bias_correction
 from jaxopt_adv.torch.asgd import AsgdState, asgd, asgd_coefficients
@@ -252,7 +252,7 @@ def _adagrad_plan(args: AdagradArgs, old_inner: Any, new_inner: Any, checked: Ca
     decay = not is_static_zero(wd)
     # scale_by_adagrad's learning-rate decay, from the old count, as the transform has it
     count = find_state(old_inner, ScaleByAdagradState).count
-    lr_scale = 1 / (1 + count.astype(scalar_dtype()) * lr_decay)
+    lr_scale = adagrad_lr_scale(lr_decay, count, args.torch_default_dtype)
 
     def scalars(key):
         (dtype,) = key

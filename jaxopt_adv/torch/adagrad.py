@@ -9,7 +9,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_adv._common import check_nonnegative, filled_like, scalar_dtype, tree_map_multi
+from jaxopt_adv._common import (
+    check_nonnegative,
+    check_torch_default_dtype,
+    filled_like,
+    torch_step,
+    tree_map_multi,
+)
 from jaxopt_adv.torch._chain import torch_chain
 from jaxopt_adv.torch._docs import shared_arg_docs
 from jaxopt_adv.torch._twin import torch_twin
@@ -22,16 +28,30 @@ class ScaleByAdagradState(NamedTuple):
     sum_of_squares: optax.Updates  # torch ``sum``
 
 
+def adagrad_lr_scale(lr_decay: Any, count: chex.Array, torch_default_dtype: Any) -> chex.Array:
+    r"""Step ``count + 1``'s :math:`1 / (1 + (t-1)\,\delta)` from torch's step counter
+    :math:`t` (shared with the fused CPU step, which must compute it with the same ops)."""
+    dtype = check_torch_default_dtype(torch_default_dtype)
+    t = torch_step(optax.safe_increment(count), dtype)
+    return 1 / (1 + (t - 1) * lr_decay)
+
+
+@shared_arg_docs
 def scale_by_adagrad(
     lr_decay: Any = 0.0,
     initial_accumulator_value: Any = 0.0,
     eps: Any = 1e-10,
+    *,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adagrad's scaling with torch's eps placement and learning-rate decay.
 
     .. math::
       S_t = S_{t-1} + g_t^2, \quad
       \text{out}_t = \frac{1}{1 + (t-1)\,\delta}\, \frac{g_t}{\sqrt{S_t} + \epsilon}
+
+    torch takes :math:`t` from its step counter, a 0-d tensor of its default dtype: under
+    float32 (torch's default) the counter stops at ``2**24``, and so does :math:`t` here.
 
     Args:
       lr_decay: :math:`\delta`, ``>= 0``.
@@ -61,6 +81,7 @@ def scale_by_adagrad(
     check_nonnegative(lr_decay, "lr_decay")
     check_nonnegative(initial_accumulator_value, "initial_accumulator_value")
     check_nonnegative(eps, "eps", "epsilon")
+    check_torch_default_dtype(torch_default_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByAdagradState:
         return ScaleByAdagradState(
@@ -72,7 +93,7 @@ def scale_by_adagrad(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        decay = 1 / (1 + state.count.astype(scalar_dtype()) * lr_decay)
+        decay = adagrad_lr_scale(lr_decay, state.count, torch_default_dtype)
 
         def leaf(g, s):
             s = (s + g * g).astype(s.dtype)
@@ -94,6 +115,7 @@ def adagrad(
     eps: Any = 1e-10,
     *,
     maximize: bool = False,
+    torch_default_dtype: Any = "float32",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adagrad that reproduces ``torch.optim.Adagrad`` step for step.
 
@@ -126,7 +148,9 @@ def adagrad(
       accumulator (0.1); it is about 1.4e-2 away from torch after 5 steps.
     """
     return torch_chain(
-        scale_by_adagrad(lr_decay, initial_accumulator_value, eps),
+        scale_by_adagrad(
+            lr_decay, initial_accumulator_value, eps, torch_default_dtype=torch_default_dtype
+        ),
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         maximize=maximize,

@@ -16,7 +16,12 @@ CASES = {
 
 
 test_parity = case_parity_test(
-    adagrad, torch.optim.Adagrad, CASES, learning_rate=0.1, state_map={"sum_of_squares": "sum"}
+    adagrad,
+    torch.optim.Adagrad,
+    CASES,
+    learning_rate=0.1,
+    state_map={"sum_of_squares": "sum"},
+    torch_default_dtype=True,
 )
 
 

@@ -7,7 +7,7 @@ import optax
 import pytest
 import torch
 
-from jaxopt_adv.torch import adafactor, adam, adamax, adamw, asgd, nadam, radam, sgd
+from jaxopt_adv.torch import adafactor, adagrad, adam, adamax, adamw, asgd, nadam, radam, sgd
 from tests.harness import PRECISIONS, find_state_field, run_parity, torch_betas
 
 CASES = [
@@ -46,7 +46,7 @@ def test_moment_dtype(factory, kwargs, field, option, param_dtype, state_dtype):
     )
 
 
-@pytest.mark.parametrize("factory", [adam, adamw, nadam, radam, asgd, adamax, adafactor])
+@pytest.mark.parametrize("factory", [adam, adamw, nadam, radam, asgd, adamax, adafactor, adagrad])
 @pytest.mark.parametrize("value", ["float16", "bfloat16", "double32", 32, jnp.int32, torch.float16])
 def test_bad_torch_default_dtype(factory, value):
     with pytest.raises(ValueError, match="Invalid torch_default_dtype value"):
@@ -73,6 +73,7 @@ STOPPED = [
     (nadam, torch.optim.NAdam, {"b2": 1 - 1e-9, "momentum_decay": 1e-7}),
     (radam, torch.optim.RAdam, {"b2": 1 - 1e-7}),  # float32 runs: rho_t in float32
     (asgd, torch.optim.ASGD, {"lambd": 1e-4, "t0": 1e6}),
+    (adagrad, torch.optim.Adagrad, {"lr_decay": 1e-6}),
 ]
 
 
@@ -105,7 +106,8 @@ def test_step_counter_stops_at_2_24_under_float32(factory, torch_cls, kwargs, dt
     if factory is asgd:
         torch_factory = lambda p: _asgd_resumed(p, kwargs, torch_step)  # noqa: E731
     else:
-        torch_factory = lambda p: torch_cls(p, lr=0.05, **torch_betas(kwargs))  # noqa: E731
+        settings = kwargs if factory is adagrad else torch_betas(kwargs)
+        torch_factory = lambda p: torch_cls(p, lr=0.05, **settings)  # noqa: E731
     run_parity(
         factory(0.05, **kwargs, torch_default_dtype=torch_default),
         torch_factory,
