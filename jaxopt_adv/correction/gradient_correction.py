@@ -274,7 +274,8 @@ def gradient_correction(
         else:  # the base sees the leaves, read back at their runtime positions
             updates = ungroup_leaves(updates, treedef, state.slots)
             updates, base_state = base.update(updates, state.base_state, params, **extra_args)
-            updates = group_leaves(updates, like=like)
+            if use_gcw:
+                updates = group_leaves(updates, like=like)
         prev_update, weights = None, None
         if use_gcw:
 
@@ -291,7 +292,9 @@ def gradient_correction(
         new_state = GradientCorrectionState(
             count, prev_grad, prev_update, weights, base_state, state.slots
         )
-        return ungroup_leaves(updates, treedef, state.slots), new_state
+        if isinstance(updates, GroupTree):
+            updates = ungroup_leaves(updates, treedef, state.slots)
+        return updates, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
