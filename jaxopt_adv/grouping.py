@@ -447,6 +447,14 @@ def with_slots(inner: optax.GradientTransformation) -> optax.GradientTransformat
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _state_grouping(state: Any) -> GroupTree | None:
+    """The first :class:`GroupTree` in ``state`` (its stacks' members are the params'
+    grouping), or ``None`` for a state that holds none."""
+    is_group = lambda x: isinstance(x, GroupTree)  # noqa: E731
+    found = [x for x in jax.tree.leaves(state, is_leaf=is_group) if is_group(x)]
+    return found[0] if found else None
+
+
 class GroupedState(NamedTuple):
     """State of :func:`with_grouped_leaves`."""
 
@@ -468,7 +476,9 @@ def with_grouped_leaves(
     leaves at the runtime positions kept in the state (:func:`member_slots`).
     ``inner``'s per-leaf maths must go through :func:`tree_map_grouped` /
     :func:`tree_map_members` (or be elementwise, or a sum over every element); other
-    extra arguments are passed on as they are. ``update`` needs ``params``.
+    extra arguments are passed on as they are. ``update`` needs ``params`` unless
+    ``inner``'s state holds a :class:`GroupTree` (a per-parameter field), whose grouping
+    the updates then take; ``inner`` is then given ``params=None``.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -488,13 +498,16 @@ def with_grouped_leaves(
         return GroupedState(inner.init(grouped), member_slots(grouped))
 
     def update_fn(updates, state, params=None, **extra_args):
-        if params is None:
+        grouped = None
+        if params is not None:
+            grouped = group_leaves(params, tags, max_size=max_size)
+        like = grouped if grouped is not None else _state_grouping(state.inner)
+        if like is None:
             raise ValueError(
                 "with_grouped_leaves needs params: call update(updates, state, params)"
             )
-        grouped = group_leaves(params, tags, max_size=max_size)
         out, inner_state = inner.update(
-            group_leaves(updates, like=grouped), state.inner, grouped, **extra_args
+            group_leaves(updates, like=like), state.inner, grouped, **extra_args
         )
         updates = ungroup_leaves(out, jax.tree.structure(updates), state.slots)
         return updates, GroupedState(inner_state, state.slots)

@@ -32,6 +32,7 @@ import numpy as np
 import optax
 import torch
 
+from jaxopt_adv.grouping import GroupTree, ungroup_leaves
 from tests.helpers.x64 import x64
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
@@ -271,6 +272,8 @@ def run_parity(
                 record(f"param:{k}", params[k], p.detach().numpy())
             for field, torch_key in state_map.items():
                 value = find_state_field(state, field)
+                if isinstance(value, GroupTree):  # a state kept stacked per shape group
+                    value = ungroup_leaves(value, jax.tree.structure(params))
                 for p, k in zip(t_params, names, strict=True):
                     ours_value = value[k] if isinstance(value, dict) else value
                     reference = optimizer.state[p][torch_key]

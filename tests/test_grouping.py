@@ -228,7 +228,7 @@ def test_map_over_a_group_tree_is_the_per_leaf_map(jit):
 
 def test_with_grouped_leaves_keeps_the_state_stacked():
     """optax.adam wrapped: stacked moments, the per-leaf results (elementwise maths), and
-    a slot per stacked leaf in the state."""
+    a slot per stacked leaf in the state; params are needed only by a stateless inner."""
     params, grads = tree(SHAPES), tree(SHAPES, seed=1)
     tx = with_grouped_leaves(optax.adam(0.1))
     state = tx.init(params)
@@ -238,5 +238,8 @@ def test_with_grouped_leaves_keeps_the_state_stacked():
     want, _ = optax.adam(0.1).update(grads, optax.adam(0.1).init(params), params)
     for k in SHAPES:
         np.testing.assert_allclose(updates[k], want[k], rtol=1e-6)
+    # without params the updates take the grouping of the state's stacks
+    np.testing.assert_array_equal(jax.jit(tx.update)(grads, state)[0]["a"], updates["a"])
+    stateless = with_grouped_leaves(optax.scale(2.0))
     with pytest.raises(ValueError, match="needs params"):
-        tx.update(grads, state)
+        stateless.update(grads, stateless.init(params))

@@ -30,13 +30,14 @@ from jaxopt_adv._common import (
     tree_map_multi,
     with_gradient_dtype,
 )
-from jaxopt_adv.grouping import leaf_slots, tree_map_grouped
+from jaxopt_adv.grouping import tree_map_grouped, with_grouped_leaves
 
 __all__ = [
     "ScaleByCameState",
     "came",
     "came_chain",
     "came_confidence",
+    "came_scaling",
     "came_precondition",
     "factored_rsqrt",
     "init_second_moments",
@@ -50,11 +51,13 @@ __all__ = [
 
 
 class ScaleByCameState(NamedTuple):
-    """State of :func:`scale_by_came`; torch names in comments.
+    """State of :func:`came_scaling`; torch names in comments.
 
     Every leaf of the factored fields is a zero-size placeholder for params with
     ``ndim < 2``, and ``v`` is one for params with ``ndim >= 2`` (optax's factorized
-    Adafactor does the same), so the state is a fixed pytree.
+    Adafactor does the same), so the state is a fixed pytree. In :func:`scale_by_came`'s
+    state (``GroupedState.inner``) the per-parameter fields are
+    :class:`~jaxopt_adv.grouping.GroupTree` s: the statistics of like leaves stacked.
     """
 
     count: chex.Array  # int32 scalar (CAME has no bias correction; kept for composites)
@@ -64,7 +67,6 @@ class ScaleByCameState(NamedTuple):
     v: optax.Updates  # exp_avg_sq (ndim < 2), like the param
     r_row: optax.Updates  # exp_avg_res_row, shape[:-1]
     r_col: optax.Updates  # exp_avg_res_col, shape[:-2] + shape[-1:]
-    slots: optax.Updates  # int32 scalar per leaf: its place among the leaves of its shape
 
 
 # ----------------------------------------------------------------- per-leaf building blocks
@@ -236,7 +238,14 @@ def scale_by_came(
 
     State: ``mu`` like the params (``mu_dtype``), and for a ``m x n`` matrix four
     vectors of ``m`` or ``n`` floats, so about 4 bytes per float32 element; the second
-    moment statistics are kept in float32 or wider (float64 for float64 params).
+    moment statistics are kept in float32 or wider (float64 for float64 params). The
+    state is kept stacked per group of like leaves
+    (:func:`~jaxopt_adv.grouping.with_grouped_leaves`: leaves of one shape and dtype, up
+    to :data:`~jaxopt_adv.grouping.MAX_GROUPED_SIZE` elements each, share one buffer a
+    field; the maths is ``jax.vmap``-ed over them), so a tree that repeats a few shapes
+    compiles in time that grows with its shapes, not its leaves; only the update is read
+    back per leaf. A field reads per leaf with ``jaxopt_adv.grouping.ungroup_leaves(
+    state.inner.mu, jax.tree.structure(params))``.
 
     Args:
       b1: momentum decay (torch ``betas[0]``), in ``[0, 1)``.
@@ -248,7 +257,8 @@ def scale_by_came(
       mu_dtype: static; optional dtype of the first moment.
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs``.
+      An ``optax.GradientTransformationExtraArgs`` whose state is a
+      ``jaxopt_adv.grouping.GroupedState`` around a :class:`ScaleByCameState`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -271,6 +281,29 @@ def scale_by_came(
       NaN for good (the row mean feeds every element); wrap the optimizer in
       ``optax.apply_if_finite`` to skip such steps with the state untouched.
     """
+    return with_grouped_leaves(
+        came_scaling(b1, b2, b3, eps1, eps2, clip_threshold, mu_dtype=mu_dtype)
+    )
+
+
+def came_scaling(
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    b3: Any = 0.9999,
+    eps1: Any = 1e-30,
+    eps2: Any = 1e-16,
+    clip_threshold: Any = 1.0,
+    *,
+    mu_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`scale_by_came`'s maths on the tree it is given, its state shaped alike.
+
+    On a plain tree every leaf is scaled by its own trace; on a
+    :class:`~jaxopt_adv.grouping.GroupTree` (what :func:`scale_by_came` passes) the
+    per-leaf maths is ``jax.vmap``-ed over each stack's members, so the state is kept
+    stacked and the compiled step grows with the distinct shapes, not the leaves.
+    Arguments as :func:`scale_by_came`'s (checked here, at construction).
+    """
     check_beta(b1, 0, "b1")
     check_beta(b2, 1, "b2")
     check_beta(b3, 2, "b3")
@@ -280,7 +313,7 @@ def scale_by_came(
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByCameState:
-        v_row, v_col, v, r_row, r_col = init_second_moments(params)
+        v_row, v_col, v, r_row, r_col = tree_map_grouped(init_second_moments, 5, None, params)
         return ScaleByCameState(
             count=jnp.zeros([], jnp.int32),
             mu=optax.tree.zeros_like(params, dtype=mu_dtype),
@@ -289,7 +322,6 @@ def scale_by_came(
             v=v,
             r_row=r_row,
             r_col=r_col,
-            slots=leaf_slots(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -306,8 +338,8 @@ def scale_by_came(
             return out.astype(g.dtype), m, v_row, v_col, v, r_row, r_col
 
         moments = (state.mu, state.v_row, state.v_col, state.v, state.r_row, state.r_col)
-        out, *moments = tree_map_grouped(leaf, 7, state.slots, updates, *moments)
-        return out, ScaleByCameState(optax.safe_increment(state.count), *moments, state.slots)
+        out, *moments = tree_map_grouped(leaf, 7, None, updates, *moments)
+        return out, ScaleByCameState(optax.safe_increment(state.count), *moments)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -4,11 +4,14 @@
 :func:`jaxopt_adv.came.scale_by_came` and :func:`jaxopt_adv.came.came` and keep their
 state, so checkpoints, ``optax.inject_hyperparams`` and composition work unchanged. On a
 single-device CPU process every float32/float64 leaf with ``ndim >= 2`` (and its
-statistics in the same dtype) is scaled by an XLA FFI call that takes four passes over
-the leaf (XLA compiles the transform into five whole-leaf loops with three
-intermediates materialised); the other leaves, and every leaf elsewhere, take the
-transform's own JAX code. Sums are accumulated in float64, so the results agree with the
-JAX path to rounding, not bit for bit. The kernel is used once its self-check
+statistics in the same dtype) that the state does not stack with like leaves (see
+:func:`jaxopt_adv.came.scale_by_came`: a shape and dtype no other leaf has, or more than
+:data:`~jaxopt_adv.grouping.MAX_GROUPED_SIZE` elements) is scaled by an XLA FFI call
+that takes four passes over the leaf (XLA compiles the transform into five whole-leaf
+loops with three intermediates materialised); the other leaves, and every leaf
+elsewhere, take the transform's own JAX code (a stack: vmapped over its members). Sums
+are accumulated in float64, so the results agree with the JAX path to rounding, not bit
+for bit. The kernel is used once its self-check
 (:mod:`.selfcheck`) has passed on this host.
 """
 
@@ -22,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_adv.came.came import came_chain
-from jaxopt_adv.came.came import scale_by_came as jax_scale_by_came
+from jaxopt_adv.came.came import came_chain, came_scaling
 from jaxopt_adv.fast import ffi, selfcheck
+from jaxopt_adv.grouping import GroupTree, on_loose_leaves, with_grouped_leaves
 
 __all__ = ["came", "scale_by_came"]
 
@@ -114,17 +117,23 @@ def scale_by_came(
       ACL 2023; parity-tested against ``came_pytorch.CAME`` 0.1.3 and
       ``pytorch_optimizer.CAME`` as :func:`jaxopt_adv.came.scale_by_came` is.
     """
-    inner = jax_scale_by_came(b1, b2, b3, eps1, eps2, clip_threshold, mu_dtype=mu_dtype)
+    inner = came_scaling(b1, b2, b3, eps1, eps2, clip_threshold, mu_dtype=mu_dtype)
 
     def call(dtype: np.dtype, leaves: list[tuple]) -> list[tuple]:
         values = (b1, 1 - b1, b2, 1 - b2, b3, 1 - b3, eps1, eps2, clip_threshold)
         return _call([jnp.asarray(value).astype(dtype) for value in values], leaves)
 
-    def replace(updates, state, out, new_state, extra_args):
-        del extra_args
+    def step(updates, state, out, new_state):
         return ffi.step_leaves(updates, state, out, new_state, _FIELDS, _kernel_leaf, call)
 
-    return ffi.with_kernel(inner, kernel, _unavailable_reason, replace)
+    def replace(updates, state, out, new_state, extra_args):
+        del extra_args
+        if isinstance(updates, GroupTree):
+            # the stacks keep the JAX path's results (vmapped over their members)
+            return on_loose_leaves(step, _FIELDS, updates, state, out, new_state)
+        return step(updates, state, out, new_state)
+
+    return with_grouped_leaves(ffi.with_kernel(inner, kernel, _unavailable_reason, replace))
 
 
 def came(

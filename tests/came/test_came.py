@@ -4,6 +4,8 @@ zero-size leaves (every CAME-family optimizer of the registry)."""
 
 from __future__ import annotations
 
+import importlib
+
 import came_pytorch
 import jax
 import jax.numpy as jnp
@@ -13,9 +15,12 @@ import pytest
 import pytorch_optimizer
 
 from jaxopt_adv import fast
+from jaxopt_adv._state import find_state
 from jaxopt_adv.automagic import automagic_stats
 from jaxopt_adv.came.came import ScaleByCameState, came, scale_by_came
+from jaxopt_adv.grouping import GroupTree, ungroup_leaves
 from jaxopt_adv.registry import get_optimizer
+from jaxopt_adv.train import CheckpointError, restore_checkpoint, save_checkpoint
 from tests.cases import CASES_BY_NAME
 from tests.harness import drifting_stream, precision, run_parity, sine_steps
 
@@ -108,6 +113,18 @@ def parity(ours, reference, layout, dtype="float64", **kwargs):
     )
 
 
+def came_state(state, params) -> ScaleByCameState:
+    """The CAME statistics of ``state`` per leaf of ``params`` (they are kept stacked per
+    group of like leaves)."""
+    found = find_state(state, ScaleByCameState)
+    treedef = jax.tree.structure(params)
+    return jax.tree.map(
+        lambda field: ungroup_leaves(field, treedef) if isinstance(field, GroupTree) else field,
+        found,
+        is_leaf=lambda x: isinstance(x, GroupTree),
+    )
+
+
 # ------------------------------------------------------------------------------- parity
 
 
@@ -172,13 +189,11 @@ def test_mu_dtype():
     state = tx.init(params)
     grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.3, p.dtype), params)
     updates, state = jax.jit(tx.update)(grads, state, params)
-    came_state = state[0]
-    assert {x.dtype for x in jax.tree.leaves(came_state.mu)} == {jnp.dtype(jnp.bfloat16)}
+    stats = came_state(state, params)
+    assert {x.dtype for x in jax.tree.leaves(stats.mu)} == {jnp.dtype(jnp.bfloat16)}
     # the statistics stay float32 (a bf16 EMA with 1 - b2 = 1e-3 would stall)
     for field in ("v_row", "v_col", "v", "r_row", "r_col"):
-        assert {x.dtype for x in jax.tree.leaves(getattr(came_state, field))} == {
-            jnp.dtype(jnp.float32)
-        }
+        assert {x.dtype for x in jax.tree.leaves(getattr(stats, field))} == {jnp.dtype(jnp.float32)}
     assert updates["w"].dtype == jnp.float32 and updates["b"].dtype == jnp.bfloat16
 
 
@@ -232,7 +247,7 @@ def test_first_step_values():
         grads = {"w": g, "b": g_b}
         state = tx.init(params)
         updates, state = update(grads, state, params)
-        s = state[0]
+        s = came_state(state, params)
         np.testing.assert_allclose(s.v_row["w"], [1.75e-05, 8.346667e-05], rtol=1e-6)
         np.testing.assert_allclose(s.v_col["w"], [5.0e-05, 2.02e-05, 8.125e-05], rtol=1e-6)
         u = s.mu["w"] / 0.1  # m = (1 - b1) u at step 1
@@ -270,8 +285,7 @@ def test_state_is_linear_in_rows_plus_cols():
         "conv": jax.ShapeDtypeStruct((8, 64, 3, 5), jnp.float32),
         "b": jax.ShapeDtypeStruct((n,), jnp.float32),
     }
-    state = jax.eval_shape(came(1e-3).init, params)[0]
-    assert isinstance(state, ScaleByCameState)
+    state = came_state(jax.eval_shape(came(1e-3).init, params), params)
     assert state_bytes(state.mu) == 4 * (rows * cols + 8 * 64 * 3 * 5 + n)
     factored_stats = 2 * 4 * (rows + cols) + 2 * 4 * (8 * 64 * 3 + 8 * 64 * 5)
     assert state_bytes((state.v_row, state.v_col, state.r_row, state.r_col)) == factored_stats
@@ -279,15 +293,63 @@ def test_state_is_linear_in_rows_plus_cols():
     for field in ("v_row", "v_col", "r_row", "r_col"):
         assert getattr(state, field)["b"].shape == (0,)  # zero-size placeholders
     assert state.v["w"].shape == state.v["conv"].shape == (0,)
-    assert state_bytes(state.slots) == 4 * 3  # one int32 slot per leaf
     total = state_bytes(state)
     adam = state_bytes(jax.eval_shape(optax.adam(1e-3).init, params))
-    assert total == 4 + 4 * (rows * cols + 8 * 64 * 15 + n) + factored_stats + 4 * n + 4 * 3
-    # the matrix: 4 B per element plus 8 B per row and per column (and its slot), half of
-    # Adam's 8
+    assert total == 4 + 4 * (rows * cols + 8 * 64 * 15 + n) + factored_stats + 4 * n
+    # the matrix: 4 B per element plus 8 B per row and per column, half of Adam's 8
     matrix = state_bytes([getattr(state, f)["w"] for f in ScaleByCameState._fields[1:]])
-    assert matrix / (rows * cols) == 4 + (8 * (rows + cols) + 4) / (rows * cols) < 4.01
+    assert matrix / (rows * cols) == 4 + 8 * (rows + cols) / (rows * cols) < 4.01
     assert total < 0.51 * adam
+
+
+def test_stacked_state_takes_the_bytes_of_the_per_leaf_state():
+    """Like leaves share one buffer per field; the bytes are the per-leaf state's plus
+    one int32 position per stacked leaf (GroupedState.slots)."""
+    params = {f"w{i}": jax.ShapeDtypeStruct((8, 64), jnp.float32) for i in range(5)}
+    params["b"] = jax.ShapeDtypeStruct((64,), jnp.float32)
+    state = jax.eval_shape(came(1e-3).init, params)
+    stacked = find_state(state, ScaleByCameState)
+    assert stacked.mu.stacks[0].shape == (5, 8, 64) and stacked.v_row.stacks[0].shape == (5, 8)
+    per_leaf = 4 * 5 * (8 * 64 + 2 * (8 + 64)) + 4 * 2 * 64  # w: mu + 4 factors; b: mu + v
+    assert state_bytes(state) == 4 + per_leaf + 4 * 5
+
+
+# ------------------------------------------------------- the state stacked per shape group
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_program_grows_with_shapes_not_leaves(implementation):
+    """The statistics are kept stacked per group of like leaves
+    (jaxopt_adv.grouping.with_grouped_leaves): a leaf more of a shape adds its slot, its
+    gradient's place in the stack, one read-back and its lr scaling, about 5 lines of
+    the lowered step; stacking the gradients and reading the update and six statistics
+    back per leaf (the per-leaf state) added about 18."""
+    opt = IMPLEMENTATIONS[implementation](1e-3)
+
+    def lines(n):
+        params = {f"w{i}": jnp.ones((16, 12)) for i in range(n)} | {"b": jnp.ones(7)}
+        lowered = jax.jit(opt.update).lower(params, opt.init(params), params)
+        return len(lowered.as_text().splitlines())
+
+    two, twenty = lines(2), lines(20)
+    assert (twenty - two) / 18 <= 7, (two, twenty)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_a_checkpoint_of_the_per_leaf_state_is_refused(implementation, tmp_path, monkeypatch):
+    """A checkpoint of the statistics kept per leaf (the scaling without its grouping
+    wrapper) does not restore into the stacked state: a CheckpointError names the new
+    layout."""
+    params = {f"w{i}": jnp.ones((4, 3)) for i in range(3)} | {"b": jnp.ones(3)}
+    stacked = IMPLEMENTATIONS[implementation](LR).init(params)
+    for module in ("jaxopt_adv.came.came", "jaxopt_adv.fast.came"):
+        monkeypatch.setattr(importlib.import_module(module), "with_grouped_leaves", lambda tx: tx)
+    per_leaf = IMPLEMENTATIONS[implementation](LR).init(params)
+    assert find_state(per_leaf, ScaleByCameState).mu["w1"].shape == (4, 3)
+    path = save_checkpoint(tmp_path / "per_leaf", per_leaf)
+    with pytest.raises(CheckpointError, match="holds a different tree") as error:
+        restore_checkpoint(path, stacked)
+    assert "GroupedState.inner" in str(error.value)
 
 
 # ------------------------------------------------------------------ arguments, jit, NaNs
@@ -324,7 +386,7 @@ def test_jit_compiles_once(implementation):
     traces = []
     _, state = sine_steps(tx, params, traces)
     assert len(traces) == 1
-    assert int(state[0].count) == 4
+    assert int(find_state(state, ScaleByCameState).count) == 4
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
@@ -338,7 +400,8 @@ def test_nonfinite_gradient_poisons_the_leaf_unless_skipped(implementation):
     update = jax.jit(tx.update)
     updates, state = update(grads, tx.init(params), params)
     assert bool(jnp.all(jnp.isnan(updates["w"])))
-    assert bool(jnp.isnan(state[0].v_row["w"][1])) and bool(jnp.isnan(state[0].v_col["w"][2]))
+    stats = came_state(state, params)
+    assert bool(jnp.isnan(stats.v_row["w"][1])) and bool(jnp.isnan(stats.v_col["w"][2]))
     assert bool(jnp.all(jnp.isfinite(updates["b"])))
     finite = jax.tree.map(jnp.ones_like, grads)
     updates, _ = update(finite, state, params)

@@ -19,7 +19,9 @@ from jaxopt_adv.correction import (
     gradient_correction,
     tensor_cosine,
 )
+from jaxopt_adv.grouping import GroupTree, leaf_slots, ungroup_leaves
 from jaxopt_adv.torch import adam, sgd
+from jaxopt_adv.train import CheckpointError, restore_checkpoint, save_checkpoint
 from tests.harness import (
     ParityReport,
     _log,
@@ -55,6 +57,20 @@ OPTIONS = {
     "hyper": {"gcw_lr": 0.2, "gcode_alpha": 0.5, "gcw_bounds": (-0.3, 0.1)},
 }
 RUNS = [(b, o) for b in ("sgd", "adam") for o in OPTIONS] + [("adam_l2", "both")]
+
+
+def per_leaf(state: GradientCorrectionState, params) -> GradientCorrectionState:
+    """``state`` with its stacked fields (``prev_grad``, ``prev_update``, ``a``) read per
+    leaf of ``params``."""
+    treedef = jax.tree.structure(params)
+    fields = ("prev_grad", "prev_update", "a")
+    return state._replace(
+        **{
+            f: ungroup_leaves(getattr(state, f), treedef)
+            for f in fields
+            if getattr(state, f) is not None
+        }
+    )
 
 
 def stream_with_frozen_leaf(num_steps=20):
@@ -97,6 +113,26 @@ def test_parity_float64(base, option):
     assert report.num_steps == 20
 
 
+@pytest.mark.parametrize("base", ["sgd", "adam", "adam_l2"])
+def test_parity_float64_with_the_base_stacked(base):
+    """``elementwise_base=True``: the base steps the stacks of like leaves (its state kept
+    stacked too) and gives the torch wrapper's numbers as the per-leaf base does."""
+    ours, theirs = BASES[base]
+    params, stream = stream_with_frozen_leaf()
+    tx = gradient_correction(ours(), elementwise_base=True, gcw_lr=0.2, gcode_alpha=0.5)
+    base_state = jax.eval_shape(tx.init, jax.tree.map(np.float32, params)).base_state
+    is_group = lambda x: isinstance(x, GroupTree)  # noqa: E731
+    assert any(is_group(x) for x in jax.tree.leaves(base_state, is_leaf=is_group))
+    run_parity(
+        tx,
+        lambda p: GradientCorrection(p, theirs, gcw_lr=0.2, gcode_alpha=0.5),
+        dtype="float64",
+        state_map=STATE_MAP,
+        params=params,
+        stream=stream,
+    )
+
+
 @pytest.mark.parametrize("base", ["sgd", "adam"])
 def test_parity_float32(base):
     """Parameters and the learned weight to 1e-5. torch's update is read back as
@@ -126,7 +162,7 @@ def test_weights_move_and_stay_in_bounds():
     seen = []
     for g in stream:
         _, state = update({k: jnp.asarray(v, jnp.float32) for k, v in g.items()}, state)
-        seen.append({k: float(v) for k, v in state.a.items()})
+        seen.append({k: float(v) for k, v in per_leaf(state, params).a.items()})
     values = np.array([[s[k] for k in ("matrix", "vector", "conv", "scalar")] for s in seen])
     low, high = np.float32(-0.3), np.float32(0.1)  # the bounds as float32 weights hold them
     assert values.min() >= low and values.max() <= high
@@ -190,7 +226,10 @@ def test_mlp_parity_float64(base):
                 "b1": (params["b1"], model.hidden.bias.detach().numpy()),
                 "w2": (params["w2"], model.out.weight.detach().numpy().T),
                 "b2": (params["b2"], model.out.bias.detach().numpy()),
-                "a:w1": (state.a["w1"], optimizer.state[model.hidden.weight]["a"].numpy()),
+                "a:w1": (
+                    per_leaf(state, params).a["w1"],
+                    optimizer.state[model.hidden.weight]["a"].numpy(),
+                ),
             }
             for key, (got, expected) in pairs.items():
                 scales[key] = max(scales.get(key, 0.0), max_abs(expected))
@@ -199,7 +238,7 @@ def test_mlp_parity_float64(base):
     report = ParityReport(errors, len(batches))
     _log(report, "float64")  # $JAXOPT_ADV_PARITY_LOG, as run_parity does
     assert report.max_error <= 1e-10, errors
-    assert float(jnp.abs(state.a["w1"])) > 1e-3  # the weight did move
+    assert float(jnp.abs(per_leaf(state, params).a["w1"])) > 1e-3  # the weight did move
 
 
 # ---------------------------------------------------------------- spec case, units
@@ -212,14 +251,15 @@ def test_spec_sanity_case():
         state = tx.init(jnp.zeros(2))
         u0, state = tx.update(jnp.array([0.3, -0.4]), state)
         np.testing.assert_allclose(u0, [-0.03, 0.04], rtol=0, atol=1e-12)
-        assert float(state.a) == 0.0
+        assert float(per_leaf(state, u0).a) == 0.0
         cos = tensor_cosine(jnp.array([0.25, -0.1]), u0)
         np.testing.assert_allclose(cos, -0.85419856, rtol=0, atol=1e-8)
         u1, state = tx.update(jnp.array([0.25, -0.1]), state)
-        np.testing.assert_allclose(state.a, 0.00854199, rtol=0, atol=1e-8)
+        a = per_leaf(state, u1).a
+        np.testing.assert_allclose(a, 0.00854199, rtol=0, atol=1e-8)
         np.testing.assert_allclose(u1, [-0.02470928, 0.00705979], rtol=0, atol=1e-8)
         # GC-ODE's extrapolated gradient is g1 + 0.1 (g1 - g0) = [0.245, -0.07]
-        np.testing.assert_allclose(u1 / (1 + state.a), [-0.0245, 0.007], rtol=1e-12)
+        np.testing.assert_allclose(u1 / (1 + a), [-0.0245, 0.007], rtol=1e-12)
 
 
 def test_options_off_is_the_base_optimizer():
@@ -243,7 +283,7 @@ def test_eps_floors_the_cosine():
     state = tx.init(x)
     _, state = tx.update(x, state)
     _, state = tx.update(x, state)
-    assert float(state.a) == pytest.approx(0.01 * 1e-2 * 1e-8, rel=1e-4)
+    assert float(per_leaf(state, x).a) == pytest.approx(0.01 * 1e-2 * 1e-8, rel=1e-4)
 
 
 def test_jit_matches_eager_and_compiles_once():
@@ -275,7 +315,8 @@ def test_zero_norm_and_empty_leaves_never_give_nan():
             g = {"zero": jnp.zeros((3, 2)), "empty": jnp.zeros((0,)), "w": jnp.full(4, t % 2)}
             updates, state = step(g, state, params)
             assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves((updates, state)))
-        assert float(state.a["zero"]) == 0.0 and float(state.a["empty"]) == 0.0
+        a = per_leaf(state, params).a
+        assert float(a["zero"]) == 0.0 and float(a["empty"]) == 0.0
         np.testing.assert_array_equal(updates["zero"], 0.0)
 
 
@@ -299,6 +340,56 @@ def test_bad_arguments(kwargs, match):
         create_gradient_correction_optimizer(1e-3, **kwargs)
 
 
+def test_elementwise_base_must_be_a_bool():
+    with pytest.raises(TypeError, match="elementwise_base must be a bool"):
+        gradient_correction(optax.sgd(0.1), elementwise_base="yes")
+
+
+# ------------------------------------------------------- the state stacked per shape group
+
+
+@pytest.mark.parametrize(
+    "elementwise_base, per_leaf_lines", [(True, 4), (False, 34)], ids=["stacked", "leaf_base"]
+)
+def test_program_grows_with_shapes_not_leaves(elementwise_base, per_leaf_lines):
+    """The wrapper's state is kept stacked per group of like leaves: around an
+    elementwise base (the factory's torch.adam, whose state is then stacked too) a leaf
+    more of a shape adds about 2 lines of the lowered step (its slot, its place in the
+    stacks, one read-back), where the per-leaf state added about 41; with the base on
+    the leaves, its own per-leaf step (about 20) and the read-backs around it remain
+    (about 31)."""
+    opt = gradient_correction(adam(1e-3), elementwise_base=elementwise_base)
+
+    def lines(n):
+        params = {f"w{i}": jnp.ones((16, 12)) for i in range(n)} | {"b": jnp.ones(7)}
+        lowered = jax.jit(opt.update).lower(params, opt.init(params), params)
+        return len(lowered.as_text().splitlines())
+
+    two, twenty = lines(2), lines(20)
+    assert (twenty - two) / 18 <= per_leaf_lines, (two, twenty)
+
+
+def test_a_checkpoint_of_the_per_leaf_state_is_refused(tmp_path):
+    """A checkpoint of the state as it was kept per leaf (``prev_grad``, ``prev_update``
+    and ``a`` one array per leaf, and a slot per leaf) does not restore into the stacked
+    state: a CheckpointError names the field."""
+    params = {f"w{i}": jnp.ones((4, 3)) for i in range(3)} | {"b": jnp.ones(3)}
+    opt = create_gradient_correction_optimizer(1e-2)
+    stacked = opt.init(params)
+    per_leaf_layout = GradientCorrectionState(
+        count=jnp.zeros([], jnp.int32),
+        prev_grad=optax.tree.zeros_like(params),
+        prev_update=optax.tree.zeros_like(params),
+        a=jax.tree.map(lambda p: jnp.zeros([], p.dtype), params),
+        base_state=adam(1e-2).init(params),
+        slots=leaf_slots(params),
+    )
+    path = save_checkpoint(tmp_path / "per_leaf", per_leaf_layout)
+    with pytest.raises(CheckpointError, match="holds a different tree") as error:
+        restore_checkpoint(path, stacked)
+    assert "GradientCorrectionState" in str(error.value)
+
+
 @pytest.mark.parametrize("bad", [jnp.nan, jnp.inf])
 def test_nonfinite_gradient(bad):
     """A NaN/Inf gradient gives non-finite updates, ``prev_grad`` and ``prev_update``, and
@@ -316,17 +407,17 @@ def test_nonfinite_gradient(bad):
     state = tx.init(params)
     _, state = update(grads[0], state, params)
     _, state = update(grads[1], state, params)
-    weight = state.a["w"]
+    weight = per_leaf(state, params).a["w"]
     assert float(weight) != 0.0
     updates, state = update(poisoned, state, params)
     assert not bool(jnp.all(jnp.isfinite(updates["w"])))
-    assert not bool(jnp.all(jnp.isfinite(state.prev_grad["w"])))
-    assert not bool(jnp.all(jnp.isfinite(state.prev_update["w"])))
-    assert float(state.a["w"]) == float(weight)
+    assert not bool(jnp.all(jnp.isfinite(per_leaf(state, params).prev_grad["w"])))
+    assert not bool(jnp.all(jnp.isfinite(per_leaf(state, params).prev_update["w"])))
+    assert float(per_leaf(state, params).a["w"]) == float(weight)
     updates, state = update(grads[2], state, params)
     # g + alpha (g - NaN) and Adam's moments keep the poisoned element non-finite
     np.testing.assert_array_equal(jnp.isfinite(updates["w"]), [True, False, True])
-    assert float(state.a["w"]) == float(weight)
+    assert float(per_leaf(state, params).a["w"]) == float(weight)
     assert bool(jnp.all(jnp.isfinite(updates["b"])))  # other leaves are unaffected
 
     guarded = optax.apply_if_finite(tx, max_consecutive_errors=3)
@@ -349,12 +440,12 @@ def test_update_dtype_follows_gradient():
     params = {"w": jnp.ones((3, 2), jnp.bfloat16), "v": jnp.ones(4, jnp.float32)}
     tx = gradient_correction(adam(1e-2))
     state = tx.init(params)
-    assert state.a["w"].dtype == jnp.float32  # at least float32, whatever the leaf
+    assert per_leaf(state, params).a["w"].dtype == jnp.float32  # at least float32
     for t in range(3):
         grads = jax.tree.map(lambda p, t=t: jnp.full_like(p, 0.1 * (t + 1)), params)
         updates, state = jax.jit(tx.update)(grads, state, params)
     assert updates["w"].dtype == jnp.bfloat16 and updates["v"].dtype == jnp.float32
-    assert state.prev_update["w"].dtype == jnp.bfloat16
+    assert per_leaf(state, params).prev_update["w"].dtype == jnp.bfloat16
 
 
 def test_factory_is_adam_and_injectable():

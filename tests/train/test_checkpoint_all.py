@@ -96,8 +96,10 @@ STATE_CHANGING = {
         ({"decoupled_weight_decay": True}, "ScaleByAdaTamState"),
         ({"mu_dtype": jnp.bfloat16}, "the target expects bfloat16"),
     ],
-    "came": [({"mu_dtype": jnp.bfloat16}, "ScaleByCameState.mu ['conv']) is float32")],
-    "fast.came": [({"mu_dtype": jnp.bfloat16}, "ScaleByCameState.mu ['conv']) is float32")],
+    "came": [({"mu_dtype": jnp.bfloat16}, "ScaleByCameState.mu ['loose'] ['conv']) is float32")],
+    "fast.came": [
+        ({"mu_dtype": jnp.bfloat16}, "ScaleByCameState.mu ['loose'] ['conv']) is float32")
+    ],
     "fast.tam": [
         ({"fixed_decay": True}, "ScaleByTamState"),
         ({"mu_dtype": jnp.bfloat16}, "ScaleByTamState.mu ['conv']) is float32"),
