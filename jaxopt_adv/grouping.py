@@ -473,12 +473,14 @@ def with_grouped_leaves(
     ``init`` groups the params (:func:`group_leaves` with ``tags`` and ``max_size``) and
     gives ``inner`` the :class:`GroupTree`; each ``update`` groups the params and the
     updates the same way once, runs ``inner`` on them and reads the updates back into
-    leaves at the runtime positions kept in the state (:func:`member_slots`).
-    ``inner``'s per-leaf maths must go through :func:`tree_map_grouped` /
-    :func:`tree_map_members` (or be elementwise, or a sum over every element); other
-    extra arguments are passed on as they are. ``update`` needs ``params`` unless
-    ``inner``'s state holds a :class:`GroupTree` (a per-parameter field), whose grouping
-    the updates then take; ``inner`` is then given ``params=None``.
+    leaves at the runtime positions kept in the state (:func:`member_slots`). Where
+    ``inner``'s state holds a :class:`GroupTree` (a per-parameter field), that is the
+    grouping every ``update`` takes (``init``'s: params given later in another dtype,
+    bfloat16 copies of float32 masters, are stacked like the state), and ``params`` may
+    be left out (``inner`` is then given ``params=None``); otherwise ``update`` groups
+    the ``params`` it is given. ``inner``'s per-leaf maths must go through
+    :func:`tree_map_grouped` / :func:`tree_map_members` (or be elementwise, or a sum
+    over every element); other extra arguments are passed on as they are.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -498,14 +500,16 @@ def with_grouped_leaves(
         return GroupedState(inner.init(grouped), member_slots(grouped))
 
     def update_fn(updates, state, params=None, **extra_args):
-        grouped = None
-        if params is not None:
-            grouped = group_leaves(params, tags, max_size=max_size)
-        like = grouped if grouped is not None else _state_grouping(state.inner)
+        # the state's grouping (init's), not one of the params given now: a params copy in
+        # another dtype (bfloat16 weights of float32 masters) must not regroup them
+        like = _state_grouping(state.inner)
+        if like is None and params is not None:
+            like = group_leaves(params, tags, max_size=max_size)
         if like is None:
             raise ValueError(
                 "with_grouped_leaves needs params: call update(updates, state, params)"
             )
+        grouped = None if params is None else group_leaves(params, like=like)
         out, inner_state = inner.update(
             group_leaves(updates, like=like), state.inner, grouped, **extra_args
         )
