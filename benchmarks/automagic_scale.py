@@ -21,8 +21,8 @@ the scaling stepped by ``jaxopt_adv.fast.scale_by_automagic_came``, the lr mask 
 
 ``--blocks`` times each block of the composite alone instead (jitted, its state
 donated, interleaved with Adam step by step): AGR, the frequency penalty (as on a step
-where it runs), the scaling (XLA and kernel), the direction control, the lr mask (XLA
-and kernel), SPD, the grouping itself (the params and gradients stacked per group and
+where it runs), the scaling (XLA and kernel), the direction control (XLA and kernel), the
+lr mask (XLA and kernel), SPD, the grouping itself (the params and gradients stacked per group and
 the updates read back, around an identity), and the composite (gated, ``kernel=False``
 and ``kernel=True``) for reference. The blocks run on the params and gradients grouped
 as the composite groups them (``jaxopt_adv.grouping.group_leaves``: like leaves stacked,
@@ -57,6 +57,7 @@ from jaxopt_adv.automagic.body import automagic_direction, scale_by_automagic_ca
 from jaxopt_adv.automagic.lr_mask import automagic_lr_mask
 from jaxopt_adv.automagic.penalties import frequency_penalty
 from jaxopt_adv.automagic.spd import selective_projection_decay
+from jaxopt_adv.fast import automagic as fast_automagic
 from jaxopt_adv.grouping import group_leaves, with_grouped_leaves
 
 LR = 1e-4
@@ -134,7 +135,8 @@ def block_steps(config, params, grads) -> dict[str, tuple]:
         "frequency penalty": (frequency_penalty(config.frequency_penalty), {}),
         "scaling, XLA": (scale_by_automagic_came(**config.came_options), {}),
         "scaling, kernel": (fast.scale_by_automagic_came(**config.came_options), {}),
-        "direction": (automagic_direction(**config.direction_options), refs),
+        "direction, XLA": (automagic_direction(**config.direction_options), refs),
+        "direction, kernel": (fast_automagic.automagic_direction(**config.direction_options), refs),
         "lr mask, XLA": (automagic_lr_mask(*mask_args, **mask_kwargs), refs),
         "lr mask, kernel": (fast.automagic_lr_mask(*mask_args, **mask_kwargs), refs),
         "spd": (
