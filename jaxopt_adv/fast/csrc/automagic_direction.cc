@@ -104,35 +104,48 @@ template <typename T>
 void EarlyFirstPass(const DirectionScalars<T>& s, bool with_edge, DirectionLeaf<T>& leaf,
                     const DirectionTask& t, double* sums) {
   const int64_t cols = leaf.cols;
-  std::vector<T> buffer(3 * cols);
-  T* prev = buffer.data();
-  T* cur = prev + cols;
-  T* next = cur + cols;
+  // the Grams of three rows (a row and its neighbours, each computed once) and a Laplacian
+  std::vector<T> buffer(4 * cols);
+  T* slot[3] = {buffer.data(), buffer.data() + cols, buffer.data() + 2 * cols};
+  T* lap = buffer.data() + 3 * cols;
+  int64_t held[3] = {-3, -3, -3};  // the row each slot holds (none yet)
   double wc = 0, ww = 0, cc = 0;
   for (int64_t row = t.lo; row < t.hi; ++row) {
+    // the Grams of row r, in a slot not holding one of this row's three
+    const auto grams_of = [&](int64_t r) -> const T* {
+      for (int k = 0; k < 3; ++k) {
+        if (held[k] == r) return slot[k];
+      }
+      int k = 0;
+      while (held[k] >= row - 1 && held[k] <= row + 1) ++k;
+      GramsRow(leaf, r, slot[k]);
+      held[k] = r;
+      return slot[k];
+    };
     const int64_t i = row % leaf.rows;
     const bool row_term = with_edge && leaf.rows > 2 && i >= 1 && i + 1 < leaf.rows;
-    // the neighbour rows' Grams again from the inputs (they are in cache)
-    GramsRow(leaf, row, cur);
-    if (row_term) {
-      GramsRow(leaf, row - 1, prev);
-      GramsRow(leaf, row + 1, next);
-    }
+    const T* cur = grams_of(row);
     const int64_t at = row * cols;
     const T* w = leaf.w + at;
     T* out = leaf.out + at;
     if (with_edge) {
+      // XLA's order: 0, plus the row term (interior rows), plus the column term
+      if (row_term) {
+        const T* prev = grams_of(row - 1);
+        const T* next = grams_of(row + 1);
+#pragma omp simd
+        for (int64_t j = 0; j < cols; ++j) lap[j] = T(0) + ((next[j] - T(2) * cur[j]) + prev[j]);
+      } else {
+        std::fill(lap, lap + cols, T(0));
+      }
+#pragma omp simd
+      for (int64_t j = 1; j < cols - 1; ++j) {
+        lap[j] = lap[j] + ((cur[j + 1] - T(2) * cur[j]) + cur[j - 1]);
+      }
       const T* h_in = leaf.history + at;
       T* h_out = leaf.new_history + at;
-      const bool col_term = cols > 2;
-      for (int64_t j = 0; j < cols; ++j) {
-        T lap = T(0);
-        if (row_term) lap = lap + ((next[j] - T(2) * cur[j]) + prev[j]);
-        if (col_term && j >= 1 && j + 1 < cols) {
-          lap = lap + ((cur[j + 1] - T(2) * cur[j]) + cur[j - 1]);
-        }
-        out[j] = cur[j] * EdgeFactor(s, lap, h_in[j], h_out + j);
-      }
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) out[j] = cur[j] * EdgeFactor(s, lap[j], h_in[j], h_out + j);
     } else {
 #pragma omp simd
       for (int64_t j = 0; j < cols; ++j) out[j] = cur[j];
