@@ -20,13 +20,14 @@ the scaling stepped by ``jaxopt_adv.fast.scale_by_automagic_came``, the lr mask 
 ``no_spatial`` off).
 
 ``--blocks`` times each block of the composite alone instead (jitted, its state
-donated, interleaved with Adam step by step): AGR (XLA and kernel), the frequency
-penalty (as on a step where it runs), the scaling, the direction control, the lr mask and
-SPD (each XLA and kernel), the grouping itself (the params and gradients stacked per group
-and the updates read back, around an identity), and the composite (gated, ``kernel=False``
-and ``kernel=True``) for reference. The blocks run on the params and gradients grouped as
-the composite groups them (``jaxopt_adv.grouping.group_leaves``: like leaves stacked, the
-state kept stacked), so each runs as inside the composite.
+donated, interleaved with Adam step by step): AGR, the frequency penalty (as on a step
+where it runs), the scaling (XLA and kernel), the direction control (XLA and kernel), the
+lr mask (XLA and kernel), SPD (XLA and kernel), the grouping itself (the params and
+gradients stacked per group and the updates read back, around an identity), and the
+composite (gated, ``kernel=False`` and ``kernel=True``) for reference. The blocks run on
+the params and gradients grouped as the composite groups them
+(``jaxopt_adv.grouping.group_leaves``: like leaves stacked, the state kept stacked), so
+each runs as inside the composite.
 
 Usage:
   python benchmarks/automagic_scale.py                  # 200 leaves of 8x512 / 512x8
@@ -127,12 +128,13 @@ def block_steps(config, params, grads) -> dict[str, tuple]:
         "detail_preservation": config.detail_preservation,
     }
     refs = {"ref_grads": grads, "raw_grads": grads}
-    agr_kwargs = {"scope": "tree", "edge": config.edge_suppression, "cap_alpha": True}
     spd_args = (config.weight_decay, config.anchor)
     spd_kwargs = {"rank_aware": config.lora_rank_penalty, "active_steps": config.warmup_steps}
     return {
-        "agr (tree, edge), XLA": (agr(**agr_kwargs), {}),
-        "agr (tree, edge), kernel": (fast_automagic.agr(**agr_kwargs), {}),
+        "agr (tree, edge)": (
+            agr(scope="tree", edge=config.edge_suppression, eps=1e-10, cap_alpha=True),
+            {},
+        ),
         "frequency penalty": (frequency_penalty(config.frequency_penalty), {}),
         "scaling, XLA": (scale_by_automagic_came(**config.came_options), {}),
         "scaling, kernel": (fast.scale_by_automagic_came(**config.came_options), {}),
