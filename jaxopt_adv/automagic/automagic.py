@@ -344,23 +344,20 @@ def automagic_came_amp(
       weight_decay_mask: optional mask (a tree of Python bools, or a callable of the
         params giving one) of the leaves SPD decays; static, it also splits the groups
         of stacked leaves.
-      kernel: static; step the CPU kernels: AGR with
-        :func:`jaxopt_adv.fast.automagic.agr` (one pass per matrix after XLA's tree-wide
-        sum), the scaling (CAME, TAM or the decaying EMA, confidence) with
-        :func:`jaxopt_adv.fast.scale_by_automagic_came` (four C++ passes per matrix:
-        float32/float64 leaves with ``ndim >= 2``, with ``factored``, ``came_enabled``
-        and a ``tam_correlation`` other than ``"dim0"``), the direction control with
-        :func:`jaxopt_adv.fast.automagic.automagic_direction` (only the phase's
-        direction: three passes per matrix early, two later), the learning-rate mask
-        with :func:`jaxopt_adv.fast.automagic_lr_mask` (one pass per leaf) and SPD with
-        :func:`jaxopt_adv.fast.automagic.selective_projection_decay` (one pass, a second
-        only where it fires; not with a ``weight_decay_mask``). The state is the same (a
-        checkpoint saved with either setting resumes with the other); steps agree with
-        ``kernel=False`` to rounding. The kernels step the leaves kept as they are (above
-        16,384 elements, or a shape met once); the stacked groups take the JAX blocks
-        ``jax.vmap``-ed over their members (faster than a kernel call per member on 200
-        LoRA leaves: 3.5x Adam's step against 5.2x). Leaves the kernels do not take
-        (0-d/1-D, bfloat16) and every leaf
+      kernel: static; step the body's CPU kernels: the scaling (CAME, TAM or the
+        decaying EMA, confidence) with :func:`jaxopt_adv.fast.scale_by_automagic_came`
+        (four C++ passes per matrix: float32/float64 leaves with ``ndim >= 2``, with
+        ``factored``, ``came_enabled`` and a ``tam_correlation`` other than ``"dim0"``),
+        the direction control with :func:`jaxopt_adv.fast.automagic.automagic_direction`
+        (only the phase's direction: three passes per matrix early, two later), the
+        learning-rate mask with :func:`jaxopt_adv.fast.automagic_lr_mask` (one pass per
+        leaf) and SPD with :func:`jaxopt_adv.fast.automagic.selective_projection_decay`
+        (one pass, a second only where it fires; not with a ``weight_decay_mask``). The state is the same (a checkpoint saved with either setting
+        resumes with the other); steps agree with ``kernel=False`` to rounding. The
+        kernels step the leaves kept as they are (above 16,384 elements, or a shape met
+        once); the stacked groups take the JAX blocks ``jax.vmap``-ed over their members
+        (faster than a kernel call per member on 200 LoRA leaves: 3.5x Adam's step
+        against 5.2x). Leaves the kernels do not take (0-d/1-D, bfloat16) and every leaf
         on other hosts (sharded, multi-device, no compiler) take the JAX blocks.
 
     Returns:
@@ -404,12 +401,8 @@ def automagic_came_amp(
         high_open=True,
         torch_name="learning rate",
     )
-    if kernel:  # imported here: jaxopt_adv.fast imports this package
-        from jaxopt_adv.fast.automagic import agr as regularisation
-    else:
-        regularisation = agr
     pre = [
-        regularisation(
+        agr(
             scope="tree",
             edge=config.edge_suppression,
             edge_threshold=config.edge_threshold,

@@ -31,11 +31,6 @@ the masked update in a second later. Its own self-check gates it.
 anchor share its dtype in one pass for the three sums and, only where the decay fires, a
 second that writes the update in place (XLA sums in three loops and writes every step).
 Its own self-check gates it.
-
-:func:`agr` (``automagic_agr.cc``) is :func:`jaxopt_adv.automagic.agr.agr` with
-``scope="tree"``: XLA takes the tree-wide sum of ``|g|``, and every float32/float64 leaf
-with ``ndim >= 2`` in the sum's dtype is shrunk in one pass that reads ``g`` once (its
-neighbour rows from cache, for the edge factor's Laplacian) and writes the result once.
 """
 
 from __future__ import annotations
@@ -47,8 +42,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_adv.automagic.agr import _abs_sum
-from jaxopt_adv.automagic.agr import agr as jax_agr
 from jaxopt_adv.automagic.body import (
     _BACKGROUND_FACTOR,
     _BACKGROUND_VARIANCE,
@@ -64,14 +57,9 @@ from jaxopt_adv.automagic.composition import EARLY, phase_of
 from jaxopt_adv.automagic.spd import rank_aware_factor
 from jaxopt_adv.automagic.spd import selective_projection_decay as jax_selective_projection_decay
 from jaxopt_adv.fast import ffi, selfcheck
-from jaxopt_adv.grouping import GroupTree, on_loose_leaves, sum_grouped
+from jaxopt_adv.grouping import GroupTree, on_loose_leaves
 
-__all__ = [
-    "agr",
-    "automagic_direction",
-    "scale_by_automagic_came",
-    "selective_projection_decay",
-]
+__all__ = ["automagic_direction", "scale_by_automagic_came", "selective_projection_decay"]
 
 # the state fields the kernel updates, in its operand order after the gradient
 _FIELDS = ("mu", "v_row", "v_col", "r_row", "r_col", "s")
@@ -505,121 +493,5 @@ def selective_projection_decay(
             # the stacks keep the JAX path's results (vmapped over their members)
             return on_loose_leaves(step, fields, updates, state, out, new_state, params, raws)
         return step(updates, params, raws, state, out, new_state)
-
-    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
-
-
-# ------------------------------------------------------------------------------ AGR
-
-AGR_TARGET = "jaxopt_adv_automagic_agr"
-
-# AGR's self-check: with and without the edge factor and the cap, float32 leaves (one of
-# three rows, one with a single row per matrix, a vector left to JAX; 91 elements in all,
-# so that each element's share of the sum, and an error in it, is not negligible), three
-# steps whose last has an Inf, a -Inf and a NaN gradient element (the sum is then NaN).
-_AGR_SHAPES = {"w": (6, 8), "small": (3, 5), "c": (3, 1, 7), "b": (7,)}
-_AGR_KWARGS: tuple[dict[str, Any], ...] = (
-    {"scope": "tree", "edge": True, "eps": 1e-10, "cap_alpha": True},
-    {"scope": "tree", "edge": True, "edge_threshold": 0.05, "edge_scale": 2.0},
-    {"scope": "tree", "eps": 0.0, "cap_alpha": True},
-)
-_AGR_STEPS = 3
-
-
-def _agr_probe_mismatches() -> dict[str, str | None]:
-    """AGR's self-check (:mod:`.selfcheck`): the first probe configuration whose kernel
-    steps differ from the JAX transform's, or ``None``."""
-    nonfinite = {("w", (2, 3)): np.inf, ("small", (1, 1)): -np.inf, ("c", (1, 0, 3)): np.nan}
-    streams = [
-        selfcheck.probe_stream(_AGR_SHAPES, n, nonfinite if n == _AGR_STEPS else {})
-        for n in (_AGR_STEPS, 2)
-    ]
-    for kwargs in _AGR_KWARGS:
-        ours = agr(**kwargs)
-        theirs = agr(**kwargs, kernel=False)
-        if any(selfcheck.steps_differ(ours, theirs, st, _PROBE_RTOL) for st in streams):
-            return {selfcheck.AUTOMAGIC_AGR: f"agr {kwargs}"}
-    return {selfcheck.AUTOMAGIC_AGR: None}
-
-
-def _agr_unavailable_reason() -> str | None:
-    """Why the AGR kernel does not step leaves in this process."""
-    return selfcheck.unavailable(_agr_probe_mismatches, selfcheck.AUTOMAGIC_AGR)
-
-
-def _agr_call(scalars: list[jax.Array], leaves: list[Any], edge: bool, cap: bool) -> list[Any]:
-    """One custom call over the gradient ``leaves``; returns their shrunk values."""
-    call = ffi.Call(scalars)
-    for g in leaves:
-        call.read(g)
-        call.output(jnp.shape(g), g.dtype)
-    return call.run(AGR_TARGET, edge=edge, cap=cap)
-
-
-def agr(
-    scope: str = "leaf",
-    edge: bool = False,
-    edge_threshold: float = 0.6,
-    edge_scale: float = 0.1,
-    eps: float = 1e-10,
-    *,
-    cap_alpha: bool = False,
-    kernel: bool = True,
-) -> optax.GradientTransformationExtraArgs:
-    """:func:`jaxopt_adv.automagic.agr.agr` with the matrices shrunk by the CPU kernel
-    (``scope="tree"``; ``"leaf"`` takes the JAX path).
-
-    Same arguments and results (to rounding), plus ``kernel`` (static; ``False`` always
-    takes the JAX path). ``edge_threshold``, ``edge_scale`` and ``eps`` are Python
-    numbers here.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from jaxopt_adv.fast.automagic import agr
-      >>> tx = agr("tree", edge=True, cap_alpha=True)
-      >>> u, _ = tx.update(jnp.array([[1.0, -3.0], [0.0, 4.0]]), tx.init(None))
-      >>> u.tolist()
-      [[0.875, -1.875], [0.0, 2.0]]
-
-    References:
-      Jiang, Shen et al., "Adaptive Gradient Regularization", arXiv 2407.16944, 2024.
-    """
-    inner = jax_agr(scope, edge, edge_threshold, edge_scale, eps, cap_alpha=cap_alpha)
-
-    def step(updates, total, count, state, out, new_state):
-        leaves, treedef = jax.tree.flatten(updates)
-        out_leaves = treedef.flatten_up_to(out)
-
-        def takes(i: int) -> bool:
-            g = leaves[i]
-            return np.dtype(g.dtype) == np.dtype(total.dtype) and jnp.ndim(g) >= 2
-
-        for dtype, batch in ffi.batches_by_dtype(leaves, takes):
-            denom = total + jnp.asarray(eps, dtype)
-            safe = denom != 0
-            values = (jnp.where(safe, denom, 1), safe, edge_threshold, edge_scale)
-            values += (1 - 1 / count,)
-            scalars = [jnp.asarray(value).astype(dtype) for value in values]
-            results = _agr_call(scalars, [leaves[i] for i in batch], edge, cap_alpha)
-            for i, shrunk in zip(batch, results, strict=True):
-                out_leaves[i] = shrunk
-        return treedef.unflatten(out_leaves), new_state
-
-    def update_fn(updates, state, params=None, **extra_args):
-        out, new_state = inner.update(updates, state, params, **extra_args)
-        leaves = jax.tree.leaves(updates)
-        if not kernel or scope != "tree" or not leaves or _agr_unavailable_reason() is not None:
-            return out, new_state
-        # the inner transform's own sum (XLA computes it once)
-        total = sum_grouped(_abs_sum, leaves)
-        count = sum(int(jnp.size(g)) for g in leaves)
-        if total.dtype not in ffi.FLOATS:
-            return out, new_state
-        if isinstance(updates, GroupTree):
-            # the stacks keep the JAX path's results (vmapped over their members)
-            return on_loose_leaves(
-                lambda u, *rest: step(u, total, count, *rest), (), updates, state, out, new_state
-            )
-        return step(updates, total, count, state, out, new_state)
 
     return optax.GradientTransformationExtraArgs(inner.init, update_fn)

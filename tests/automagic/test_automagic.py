@@ -215,8 +215,8 @@ def test_gated_steps_are_the_ungated_blocks():
 @pytest.mark.parametrize("name", ["lora", "full_finetune"])
 def test_parity_with_the_kernels(name, dtype):
     """``kernel=True`` (the scaling stepped by ``jaxopt_adv.fast.scale_by_automagic_came``,
-    the mask by ``jaxopt_adv.fast.automagic_lr_mask``, AGR, the direction and SPD by
-    ``jaxopt_adv.fast.automagic``'s kernels): the same torch parity, and the five kernels
+    the mask by ``jaxopt_adv.fast.automagic_lr_mask``, the direction and SPD by
+    ``jaxopt_adv.fast.automagic``'s kernels): the same torch parity, and the four kernels
     are in the compiled step."""
     from jaxopt_adv import fast
 
@@ -225,7 +225,7 @@ def test_parity_with_the_kernels(name, dtype):
     with precision(dtype):
         params = {k: jnp.asarray(v, dtype) for k, v in _params().items()}
         text = jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
-    targets = ("lr_mask", "automagic", "automagic_direction", "automagic_spd", "automagic_agr")
+    targets = ("lr_mask", "automagic", "automagic_direction", "automagic_spd")
     for target in (f"@jaxopt_adv_{name}(" for name in targets):
         assert (target in text) == (fast.unavailable_reason() is None)
     run_parity(

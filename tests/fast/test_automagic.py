@@ -18,7 +18,6 @@ import pytest
 
 from jaxopt_adv import fast
 from jaxopt_adv.automagic import create_full_finetune_optimizer, create_lora_optimizer
-from jaxopt_adv.automagic.agr import agr
 from jaxopt_adv.automagic.body import automagic_direction, scale_by_automagic_came
 from jaxopt_adv.automagic.spd import selective_projection_decay
 from jaxopt_adv.fast import build, selfcheck
@@ -30,7 +29,6 @@ AUTOMAGIC_MODULE = sys.modules["jaxopt_adv.fast.automagic"]
 TARGET = "jaxopt_adv_automagic"
 DIRECTION_TARGET = "jaxopt_adv_automagic_direction"
 SPD_TARGET = "jaxopt_adv_automagic_spd"
-AGR_TARGET = "jaxopt_adv_automagic_agr"
 TOLERANCE = {jnp.float64: 1e-10, jnp.float32: 1e-5}
 # LoRA factors (one cosine per leaf), a leaf above TAM's auto threshold (one per row), a
 # conv kernel (factored over its last two axes, no emphasis) and a vector (JAX path)
@@ -271,7 +269,7 @@ def test_leaves_left_to_jax_next_to_kernel_leaves():
 
 
 def test_a_failed_self_check_or_host_takes_the_jax_path(monkeypatch):
-    """A self-check failure of the scaling, direction, SPD and AGR kernels (or a host without
+    """A self-check failure of the scaling, direction and SPD kernels (or a host without
     the kernels) leaves every leaf to JAX (the mask kernel still runs: its ``avg_lr`` is
     summed in float64, so to rounding).
 
@@ -283,14 +281,8 @@ def test_a_failed_self_check_or_host_takes_the_jax_path(monkeypatch):
     assert kernel_in(create_lora_optimizer(1e-2, kernel=True), params)
     assert AUTOMAGIC_MODULE._direction_unavailable_reason() is None
     assert AUTOMAGIC_MODULE._spd_unavailable_reason() is None
-    assert AUTOMAGIC_MODULE._agr_unavailable_reason() is None
     reason = "the kernels differ from XLA on this host (a probe)"
-    families = (
-        selfcheck.AUTOMAGIC,
-        selfcheck.AUTOMAGIC_DIRECTION,
-        selfcheck.AUTOMAGIC_SPD,
-        selfcheck.AUTOMAGIC_AGR,
-    )
+    families = (selfcheck.AUTOMAGIC, selfcheck.AUTOMAGIC_DIRECTION, selfcheck.AUTOMAGIC_SPD)
     for family in families:
         monkeypatch.setitem(selfcheck._RESULT[False], family, reason)
     assert AUTOMAGIC_MODULE._unavailable_reason() == reason
@@ -298,7 +290,7 @@ def test_a_failed_self_check_or_host_takes_the_jax_path(monkeypatch):
     theirs = create_lora_optimizer(1e-2, kernel=False)
     assert not kernel_in(ours, params)
     text = lowered(ours, params)
-    assert all(target not in text for target in (DIRECTION_TARGET, SPD_TARGET, AGR_TARGET))
+    assert DIRECTION_TARGET not in text and SPD_TARGET not in text
     got = step_fn(ours)(params, ours.init(params), grads)
     want = step_fn(theirs)(params, theirs.init(params), grads)
     assert max_relative_error(got, want) <= 1e-5
@@ -352,29 +344,26 @@ def test_direction_block_matches_the_jax_transform(shape, options, monkeypatch):
     assert run_direction(shape, jnp.float32, DIRECTION_OPTIONS[options]) <= 1e-5
 
 
-def test_the_composite_steps_its_loose_leaves_with_the_agr_direction_and_spd_kernels():
-    """``kernel=True``: one AGR call and one direction call for the loose matrices of a
-    dtype (the tests' tree: four, in one call each) and one SPD call for its loose leaves
-    (five); none for the stacks, with ``kernel=False``, or for SPD with a
-    ``weight_decay_mask``."""
+def test_the_composite_steps_its_loose_leaves_with_the_direction_and_spd_kernels():
+    """``kernel=True``: one direction call for the loose matrices of a dtype (the tests'
+    tree: four, in one call) and one SPD call for its loose leaves (five); none for the
+    stacks, with ``kernel=False``, or for SPD with a ``weight_decay_mask``."""
     rng = np.random.default_rng(0)
     params = tree_of(rng, TREE, jnp.float32)
     assert AUTOMAGIC_MODULE._direction_unavailable_reason() is None
     assert AUTOMAGIC_MODULE._spd_unavailable_reason() is None
-    assert AUTOMAGIC_MODULE._agr_unavailable_reason() is None
     text = lowered(create_lora_optimizer(1e-2, kernel=True), params)
     assert text.count(f"@{DIRECTION_TARGET}(") == 1
     assert text.count(f"@{SPD_TARGET}(") == 1
-    assert text.count(f"@{AGR_TARGET}(") == 1
     text = lowered(create_lora_optimizer(1e-2), params)
-    assert DIRECTION_TARGET not in text and SPD_TARGET not in text and AGR_TARGET not in text
+    assert DIRECTION_TARGET not in text and SPD_TARGET not in text
     mask = {k: k != "bias" for k in TREE}
     text = lowered(create_lora_optimizer(1e-2, kernel=True, weight_decay_mask=mask), params)
     assert SPD_TARGET not in text and f"@{DIRECTION_TARGET}(" in text
     # 16 like matrices are one stack: the vmapped JAX blocks, no kernel
     stacked = {f"w{i}": jnp.ones((8, 48)) for i in range(16)}
     text = lowered(create_lora_optimizer(1e-2, kernel=True), stacked)
-    assert all(target not in text for target in (DIRECTION_TARGET, SPD_TARGET, AGR_TARGET))
+    assert DIRECTION_TARGET not in text and SPD_TARGET not in text
 
 
 def test_the_direction_self_check_passes_and_catches_a_wrong_kernel(monkeypatch):
@@ -459,62 +448,3 @@ def test_the_spd_self_check_passes_and_catches_a_wrong_kernel(monkeypatch):
     monkeypatch.setattr(AUTOMAGIC_MODULE, "_spd_call", wrong_call)
     mismatch = AUTOMAGIC_MODULE._spd_probe_mismatches()[family]
     assert mismatch is not None and "anchor" in mismatch
-
-
-# ------------------------------------------------------------------------------ AGR
-
-AGR_OPTIONS = {
-    "composite": {"scope": "tree", "edge": True, "eps": 1e-10, "cap_alpha": True},
-    "strong_edges": {"scope": "tree", "edge": True, "edge_threshold": 0.05, "edge_scale": 2.0},
-    "plain": {"scope": "tree", "eps": 0.0, "cap_alpha": True},
-}
-
-
-def run_agr(shapes, dtype, options, steps=4):
-    """``steps`` of the AGR kernel and of its JAX transform on a tree of ``shapes``
-    (gradients with a tenth of their elements ten times larger: edges); the worst
-    relative error of the results."""
-    ours, theirs = AUTOMAGIC_MODULE.agr(**options), agr(**options)
-    rng = np.random.default_rng(0)
-    step_ours, step_theirs = jax.jit(ours.update), jax.jit(theirs.update)
-    worst = 0.0
-    for _ in range(steps):
-        grads = {
-            k: jnp.asarray(rng.standard_normal(s) * (1 + 10 * (rng.random(s) < 0.1)), dtype)
-            for k, s in shapes.items()
-        }
-        got, _ = step_ours(grads, ours.init(grads))
-        want, _ = step_theirs(grads, theirs.init(grads))
-        worst = max(worst, max_relative_error(got, want))
-    return worst
-
-
-@pytest.mark.parametrize(
-    ("shapes", "options"),
-    [
-        ({"big": (700, 500), "x": (2, 3, 400), "b": (9,)}, "composite"),
-        ({"c": (3, 1, 7), "d": (4, 6, 1), "w": (24, 60)}, "strong_edges"),
-        ({"w": (70000, 3), "s": (3, 5)}, "plain"),
-    ],
-)
-def test_agr_block_matches_the_jax_transform(shapes, options, monkeypatch):
-    """Matrices split into tasks on the thread pool, one row or one column per matrix,
-    a vector left to JAX beside them; with and without the edge factor and the cap."""
-    monkeypatch.setattr(selfcheck._CHECKING, "active", True, raising=False)
-    with x64(True):
-        assert run_agr(shapes, jnp.float64, AGR_OPTIONS[options]) <= 1e-12
-    assert run_agr(shapes, jnp.float32, AGR_OPTIONS[options]) <= 1e-6
-
-
-def test_the_agr_self_check_passes_and_catches_a_wrong_kernel(monkeypatch):
-    monkeypatch.setattr(selfcheck._CHECKING, "active", True, raising=False)
-    family = selfcheck.AUTOMAGIC_AGR
-    assert AUTOMAGIC_MODULE._agr_probe_mismatches() == {family: None}
-    real_call = AUTOMAGIC_MODULE._agr_call
-
-    def wrong_call(scalars, leaves, edge, cap):  # a misread edge threshold
-        return real_call([*scalars[:2], scalars[2] * 0.5, *scalars[3:]], leaves, edge, cap)
-
-    monkeypatch.setattr(AUTOMAGIC_MODULE, "_agr_call", wrong_call)
-    mismatch = AUTOMAGIC_MODULE._agr_probe_mismatches()[family]
-    assert mismatch is not None and "edge" in mismatch
