@@ -21,12 +21,13 @@ the scaling stepped by ``jaxopt_adv.fast.scale_by_automagic_came``, the lr mask 
 
 ``--blocks`` times each block of the composite alone instead (jitted, its state
 donated, interleaved with Adam step by step): AGR, the frequency penalty (as on a step
-where it runs), the scaling (XLA and kernel), the direction control, the lr mask (XLA
-and kernel), SPD, the grouping itself (the params and gradients stacked per group and
-the updates read back, around an identity), and the composite (gated, ``kernel=False``
-and ``kernel=True``) for reference. The blocks run on the params and gradients grouped
-as the composite groups them (``jaxopt_adv.grouping.group_leaves``: like leaves stacked,
-the state kept stacked), so each runs as inside the composite.
+where it runs), the scaling (XLA and kernel), the direction control (XLA and kernel), the
+lr mask (XLA and kernel), SPD (XLA and kernel), the grouping itself (the params and
+gradients stacked per group and the updates read back, around an identity), and the
+composite (gated, ``kernel=False`` and ``kernel=True``) for reference. The blocks run on
+the params and gradients grouped as the composite groups them
+(``jaxopt_adv.grouping.group_leaves``: like leaves stacked, the state kept stacked), so
+each runs as inside the composite.
 
 Usage:
   python benchmarks/automagic_scale.py                  # 200 leaves of 8x512 / 512x8
@@ -57,6 +58,7 @@ from jaxopt_adv.automagic.body import automagic_direction, scale_by_automagic_ca
 from jaxopt_adv.automagic.lr_mask import automagic_lr_mask
 from jaxopt_adv.automagic.penalties import frequency_penalty
 from jaxopt_adv.automagic.spd import selective_projection_decay
+from jaxopt_adv.fast import automagic as fast_automagic
 from jaxopt_adv.grouping import group_leaves, with_grouped_leaves
 
 LR = 1e-4
@@ -126,6 +128,8 @@ def block_steps(config, params, grads) -> dict[str, tuple]:
         "detail_preservation": config.detail_preservation,
     }
     refs = {"ref_grads": grads, "raw_grads": grads}
+    spd_args = (config.weight_decay, config.anchor)
+    spd_kwargs = {"rank_aware": config.lora_rank_penalty, "active_steps": config.warmup_steps}
     return {
         "agr (tree, edge)": (
             agr(scope="tree", edge=config.edge_suppression, eps=1e-10, cap_alpha=True),
@@ -134,16 +138,13 @@ def block_steps(config, params, grads) -> dict[str, tuple]:
         "frequency penalty": (frequency_penalty(config.frequency_penalty), {}),
         "scaling, XLA": (scale_by_automagic_came(**config.came_options), {}),
         "scaling, kernel": (fast.scale_by_automagic_came(**config.came_options), {}),
-        "direction": (automagic_direction(**config.direction_options), refs),
+        "direction, XLA": (automagic_direction(**config.direction_options), refs),
+        "direction, kernel": (fast_automagic.automagic_direction(**config.direction_options), refs),
         "lr mask, XLA": (automagic_lr_mask(*mask_args, **mask_kwargs), refs),
         "lr mask, kernel": (fast.automagic_lr_mask(*mask_args, **mask_kwargs), refs),
-        "spd": (
-            selective_projection_decay(
-                config.weight_decay,
-                config.anchor,
-                rank_aware=config.lora_rank_penalty,
-                active_steps=config.warmup_steps,
-            ),
+        "spd, XLA": (selective_projection_decay(*spd_args, **spd_kwargs), {"raw_grads": grads}),
+        "spd, kernel": (
+            fast_automagic.selective_projection_decay(*spd_args, **spd_kwargs),
             {"raw_grads": grads},
         ),
     }

@@ -347,9 +347,12 @@ def automagic_came_amp(
       kernel: static; step the body's CPU kernels: the scaling (CAME, TAM or the
         decaying EMA, confidence) with :func:`jaxopt_adv.fast.scale_by_automagic_came`
         (four C++ passes per matrix: float32/float64 leaves with ``ndim >= 2``, with
-        ``factored``, ``came_enabled`` and a ``tam_correlation`` other than ``"dim0"``)
-        and the learning-rate mask with :func:`jaxopt_adv.fast.automagic_lr_mask` (one
-        pass per leaf). The state is the same (a checkpoint saved with either setting
+        ``factored``, ``came_enabled`` and a ``tam_correlation`` other than ``"dim0"``),
+        the direction control with :func:`jaxopt_adv.fast.automagic.automagic_direction`
+        (only the phase's direction: three passes per matrix early, two later), the
+        learning-rate mask with :func:`jaxopt_adv.fast.automagic_lr_mask` (one pass per
+        leaf) and SPD with :func:`jaxopt_adv.fast.automagic.selective_projection_decay`
+        (one pass, a second only where it fires; not with a ``weight_decay_mask``). The state is the same (a checkpoint saved with either setting
         resumes with the other); steps agree with ``kernel=False`` to rounding. The
         kernels step the leaves kept as they are (above 16,384 elements, or a shape met
         once); the stacked groups take the JAX blocks ``jax.vmap``-ed over their members
@@ -423,7 +426,11 @@ def automagic_came_amp(
                 config.rank_every,
             )
         )
-    spd = selective_projection_decay(
+    if kernel and weight_decay_mask is None:  # imported here: jaxopt_adv.fast imports us
+        from jaxopt_adv.fast.automagic import selective_projection_decay as decay
+    else:
+        decay = selective_projection_decay
+    spd = decay(
         config.weight_decay,
         config.anchor,
         rank_aware=config.lora_rank_penalty,
@@ -435,11 +442,13 @@ def automagic_came_amp(
     if kernel:  # imported here: jaxopt_adv.fast imports this package
         from jaxopt_adv.fast import automagic_lr_mask as lr_mask_block
         from jaxopt_adv.fast import scale_by_automagic_came as scaling
+        from jaxopt_adv.fast.automagic import automagic_direction as direction
     else:
         lr_mask_block, scaling = automagic_lr_mask, scale_by_automagic_came
+        direction = automagic_direction
     body = optax.chain(
         scaling(**config.came_options),
-        automagic_direction(**config.direction_options),
+        direction(**config.direction_options),
         lr_mask_block(
             initial,
             config.min_lr,

@@ -1,5 +1,5 @@
-"""Automagic-CameAMP's scaling with each matrix's step as one C++ kernel call on CPU
-(``automagic.cc``).
+"""Automagic-CameAMP's scaling (``automagic.cc``) and direction control
+(``automagic_direction.cc``) with each matrix's step in one C++ kernel call on CPU.
 
 :func:`scale_by_automagic_came` takes the arguments of
 :func:`jaxopt_adv.automagic.body.scale_by_automagic_came` and keeps its state
@@ -15,6 +15,22 @@ a momentum in another dtype), every leaf of the other configurations and every l
 elsewhere take the transform's own JAX code. Sums are accumulated in float64, so the
 results agree with the JAX path to rounding, not bit for bit. The kernel is used once
 its self-check (:mod:`.selfcheck`) has passed on this host.
+
+:func:`automagic_direction` does the same for
+:func:`jaxopt_adv.automagic.body.automagic_direction` (same arguments and state): every
+float32/float64 leaf with ``ndim >= 2`` and two elements or more whose reference gradient,
+params and edge history share its dtype takes only its phase's passes (XLA computes both
+phases' directions and selects one): Grams, the edge damping's Laplacian and history and
+OrthoGrad's sums in one pass, OrthoGrad's orthogonal norm in a second and the
+projection in a third early; Cautious's count and the gradient's variance in one pass and
+the masked update in a second later. Its own self-check gates it.
+
+:func:`selective_projection_decay` (``automagic_spd.cc``) is
+:func:`jaxopt_adv.automagic.spd.selective_projection_decay` with the ``"zeros"`` or
+``"init"`` anchor, every non-empty float32/float64 leaf whose params, raw gradient and
+anchor share its dtype in one pass for the three sums and, only where the decay fires, a
+second that writes the update in place (XLA sums in three loops and writes every step).
+Its own self-check gates it.
 """
 
 from __future__ import annotations
@@ -26,12 +42,24 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_adv.automagic.body import momentum_schedule
+from jaxopt_adv.automagic.body import (
+    _BACKGROUND_FACTOR,
+    _BACKGROUND_VARIANCE,
+    _CAUTIOUS_MEAN_FLOOR,
+    _EDGE_DECAY,
+    _EDGE_FLOOR,
+    _ORTHOGRAD_EPS,
+    momentum_schedule,
+)
+from jaxopt_adv.automagic.body import automagic_direction as jax_automagic_direction
 from jaxopt_adv.automagic.body import scale_by_automagic_came as jax_scale_by_automagic_came
+from jaxopt_adv.automagic.composition import EARLY, phase_of
+from jaxopt_adv.automagic.spd import rank_aware_factor
+from jaxopt_adv.automagic.spd import selective_projection_decay as jax_selective_projection_decay
 from jaxopt_adv.fast import ffi, selfcheck
 from jaxopt_adv.grouping import GroupTree, on_loose_leaves
 
-__all__ = ["scale_by_automagic_came"]
+__all__ = ["automagic_direction", "scale_by_automagic_came", "selective_projection_decay"]
 
 # the state fields the kernel updates, in its operand order after the gradient
 _FIELDS = ("mu", "v_row", "v_col", "r_row", "r_col", "s")
@@ -185,3 +213,285 @@ def scale_by_automagic_came(
         return step(updates, state, out, new_state)
 
     return ffi.with_kernel(inner, kernel and takes_any, _unavailable_reason, replace)
+
+
+# ------------------------------------------------------------------------ direction
+
+DIRECTION_TARGET = "jaxopt_adv_automagic_direction"
+
+# The direction's self-check: the defaults and the rules switched off, on float32 leaves
+# (a matrix, a small one, a 3-D leaf with a single row per matrix and one column) with
+# warmup_steps=6 (two early steps, then Cautious), five steps whose last has an Inf, a
+# -Inf and a NaN update element; the kernel must agree with the JAX transform to rounding
+# and put the same non-finite values in the same places.
+_DIRECTION_SHAPES = {"w": (24, 60), "small": (3, 5), "c": (3, 1, 7), "d": (4, 6, 1), "b": (7,)}
+_DIRECTION_KWARGS: tuple[dict[str, Any], ...] = (
+    {"warmup_steps": 6},
+    {"warmup_steps": 6, "edge_suppression": False, "background_regularization": False},
+    {"warmup_steps": 6, "edge_threshold": 0.05, "edge_penalty": 2.0},
+)
+_DIRECTION_STEPS = 5
+
+
+def _direction_extra_args(updates: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The probes' ``ref_grads`` (signs that differ from the update's, a background-sized
+    variance on ``small``) and ``params`` (finite)."""
+    refs = {k: np.flip(u, axis=-1) for k, u in updates.items()}
+    refs["small"] = 1e-4 * refs["small"]
+    params = {k: 1.0 + 0.5 * np.nan_to_num(u, posinf=1.0, neginf=-1.0) for k, u in updates.items()}
+    return {"ref_grads": refs, "params": params}
+
+
+def _direction_probe_mismatches() -> dict[str, str | None]:
+    """The direction's self-check (:mod:`.selfcheck`): the first probe configuration
+    whose kernel steps differ from the JAX transform's, or ``None``."""
+    nonfinite = {("w", (2, 3)): np.inf, ("small", (1, 1)): -np.inf, ("c", (1, 0, 3)): np.nan}
+    stream = selfcheck.probe_stream(_DIRECTION_SHAPES, _DIRECTION_STEPS, nonfinite)
+    for kwargs in _DIRECTION_KWARGS:
+        ours = automagic_direction(**kwargs)
+        theirs = automagic_direction(**kwargs, kernel=False)
+        if selfcheck.steps_differ(ours, theirs, stream, _PROBE_RTOL, _direction_extra_args):
+            return {selfcheck.AUTOMAGIC_DIRECTION: f"automagic_direction {kwargs}"}
+    return {selfcheck.AUTOMAGIC_DIRECTION: None}
+
+
+def _direction_unavailable_reason() -> str | None:
+    """Why the direction kernel does not step leaves in this process."""
+    return selfcheck.unavailable(_direction_probe_mismatches, selfcheck.AUTOMAGIC_DIRECTION)
+
+
+def _direction_leaf(u: Any, g: Any, p: Any, h: Any) -> bool:
+    """Whether the direction kernel takes this leaf: float32/float64, ``ndim >= 2``, two
+    elements or more, the reference gradient, the params and the history in its dtype."""
+    dtype = np.dtype(u.dtype)
+    if dtype not in ffi.FLOATS or jnp.ndim(u) < 2 or jnp.size(u) < 2:
+        return False
+    same = [np.dtype(x.dtype) == dtype and jnp.shape(x) == jnp.shape(u) for x in (g, p)]
+    return all(same) and np.dtype(h.dtype) == dtype
+
+
+def _direction_call(
+    scalars: list[jax.Array], leaves: list[tuple], edge: bool, background: bool
+) -> list[tuple]:
+    """One custom call over ``leaves = [(u, g, w, h), ...]``; returns ``[(h', out),
+    ...]`` (the history aliases its operand)."""
+    call = ffi.Call(scalars)
+    for u, g, w, h in leaves:
+        call.read(u, g, w)
+        call.update(h)
+        call.output(jnp.shape(u), u.dtype)
+    results = call.run(DIRECTION_TARGET, edge=edge, background=background)
+    return ffi.chunks(results, 2)
+
+
+def automagic_direction(
+    warmup_steps: int = 500,
+    *,
+    edge_suppression: bool = True,
+    edge_threshold: float = 0.6,
+    edge_penalty: float = 0.1,
+    background_regularization: bool = True,
+    kernel: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`jaxopt_adv.automagic.body.automagic_direction` with the matrices stepped by
+    the CPU kernel.
+
+    Same arguments, state and results (to rounding), plus ``kernel`` (static; ``False``
+    always takes the JAX path). Leaves the kernel does not take (0-d/1-D, one element,
+    bfloat16, the members of stacked groups) take the JAX path.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_adv.fast.automagic import automagic_direction
+      >>> from jaxopt_adv.automagic.body import automagic_direction as reference
+      >>> u, g = jnp.array([[1.0, -2.0], [3.0, 0.5]]), jnp.array([[1.0, 1.0], [-1.0, 1.0]])
+      >>> tx, ref = automagic_direction(), reference()
+      >>> ours = tx.update(u, tx.init(u), u + 1, ref_grads=g)[0]
+      >>> bool(jnp.allclose(ours, ref.update(u, ref.init(u), u + 1, ref_grads=g)[0]))
+      True
+
+    References:
+      Cao et al., "Grams", arXiv 2412.17107; Liang et al., "Cautious Optimizers", arXiv
+      2411.16085; Prieto et al., "Grokking at the Edge of Numerical Stability"
+      (OrthoGrad), arXiv 2501.04697.
+    """
+    inner = jax_automagic_direction(
+        warmup_steps,
+        edge_suppression=edge_suppression,
+        edge_threshold=edge_threshold,
+        edge_penalty=edge_penalty,
+        background_regularization=background_regularization,
+    )
+    fields = ("edge_history",)
+
+    def step(updates, refs, params, state, out, new_state):
+        u_leaves, treedef = jax.tree.flatten(updates)
+        g_leaves = treedef.flatten_up_to(refs)
+        p_leaves = treedef.flatten_up_to(params)
+        (h_leaves,) = ffi.fields_of(state, fields, treedef)
+        out_leaves = treedef.flatten_up_to(out)
+        (new_h,) = ffi.fields_of(new_state, fields, treedef)
+        early = phase_of(state.count, warmup_steps) == EARLY
+
+        def takes(i: int) -> bool:
+            return _direction_leaf(u_leaves[i], g_leaves[i], p_leaves[i], h_leaves[i])
+
+        for dtype, batch in ffi.batches_by_dtype(u_leaves, takes):
+            values = (early, _EDGE_DECAY, 1.0 - _EDGE_DECAY, edge_threshold, edge_penalty)
+            values += (_EDGE_FLOOR, _ORTHOGRAD_EPS, _CAUTIOUS_MEAN_FLOOR)
+            values += (_BACKGROUND_VARIANCE, _BACKGROUND_FACTOR)
+            scalars = [jnp.asarray(value).astype(dtype) for value in values]
+            operands = [(u_leaves[i], g_leaves[i], p_leaves[i], h_leaves[i]) for i in batch]
+            results = _direction_call(
+                scalars, operands, edge_suppression, background_regularization
+            )
+            for i, (history, update) in zip(batch, results, strict=True):
+                out_leaves[i], new_h[i] = update, history
+        return treedef.unflatten(out_leaves), ffi.with_fields(new_state, fields, [new_h], treedef)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        # the JAX path's results for every leaf (it checks params and ref_grads); under
+        # jax.jit XLA removes the parts of the leaves the kernel replaces
+        out, new_state = inner.update(updates, state, params, **extra_args)
+        if not kernel or _direction_unavailable_reason() is not None:
+            return out, new_state
+        refs = extra_args["ref_grads"]
+        if isinstance(updates, GroupTree):
+            # the stacks keep the JAX path's results (vmapped over their members)
+            return on_loose_leaves(step, fields, updates, state, out, new_state, refs, params)
+        return step(updates, refs, params, state, out, new_state)
+
+    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+
+
+# ---------------------------------------------------------------------- projection decay
+
+SPD_TARGET = "jaxopt_adv_automagic_spd"
+
+# SPD's self-check: both anchors (with the rank-aware factor, and a decay that stops
+# after three steps), float32 leaves, five steps whose last has an Inf, a -Inf and a NaN
+# update element; the params pull the candidate away from the anchor on some leaves and
+# toward it on others, so the decay fires on some and not on others.
+_SPD_SHAPES = {"w": (24, 60), "small": (3, 5), "c": (3, 1, 7), "b": (7,), "s": ()}
+_SPD_KWARGS: tuple[dict[str, Any], ...] = (
+    {"weight_decay": 0.3, "anchor": "zeros", "rank_aware": True},
+    {"weight_decay": 0.7, "anchor": "init", "active_steps": 4},
+)
+_SPD_STEPS = 5
+
+
+def _spd_extra_args(updates: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The probes' ``params`` (finite; signs that agree with the update's on some leaves)
+    and ``raw_grads``."""
+    finite = {k: np.nan_to_num(u, posinf=1.0, neginf=-1.0) for k, u in updates.items()}
+    params = {k: (1.0 if k in ("w", "b") else -1.0) * u + 0.25 for k, u in finite.items()}
+    return {"params": params, "raw_grads": {k: u + 0.5 for k, u in params.items()}}
+
+
+def _spd_probe_mismatches() -> dict[str, str | None]:
+    """SPD's self-check (:mod:`.selfcheck`): the first probe configuration whose kernel
+    steps differ from the JAX transform's, or ``None``."""
+    nonfinite = {("w", (2, 3)): np.inf, ("small", (1, 1)): -np.inf, ("c", (1, 0, 3)): np.nan}
+    stream = selfcheck.probe_stream(_SPD_SHAPES, _SPD_STEPS, nonfinite)
+    for kwargs in _SPD_KWARGS:
+        ours = selective_projection_decay(**kwargs)
+        theirs = selective_projection_decay(**kwargs, kernel=False)
+        if selfcheck.steps_differ(ours, theirs, stream, _PROBE_RTOL, _spd_extra_args):
+            return {selfcheck.AUTOMAGIC_SPD: f"selective_projection_decay {kwargs}"}
+    return {selfcheck.AUTOMAGIC_SPD: None}
+
+
+def _spd_unavailable_reason() -> str | None:
+    """Why the SPD kernel does not step leaves in this process."""
+    return selfcheck.unavailable(_spd_probe_mismatches, selfcheck.AUTOMAGIC_SPD)
+
+
+def _spd_leaf(d: Any, *others: Any) -> bool:
+    """Whether the SPD kernel takes this leaf: float32/float64, not empty, the params,
+    the raw gradient (and the anchor) in its dtype and shape."""
+    dtype = np.dtype(d.dtype)
+    if dtype not in ffi.FLOATS or jnp.size(d) == 0:
+        return False
+    return all(np.dtype(x.dtype) == dtype and jnp.shape(x) == jnp.shape(d) for x in others)
+
+
+def _spd_call(scalars: list[jax.Array], decays: jax.Array, leaves: list[tuple]) -> list[Any]:
+    """One custom call over ``leaves = [(d, p, g[, anchor]), ...]``; returns the updates
+    (each aliases its ``d``)."""
+    call = ffi.Call([*scalars, decays])
+    for d, *rest in leaves:
+        call.update(d)
+        call.read(*rest)
+    return call.run(SPD_TARGET, anchor=len(leaves[0]) == 4)
+
+
+def selective_projection_decay(
+    weight_decay: float = 5e-4,
+    anchor: str = "zeros",
+    *,
+    rank_aware: bool = False,
+    active_steps: int | None = None,
+    eps: float = 1e-8,
+    kernel: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`jaxopt_adv.automagic.spd.selective_projection_decay` with each leaf stepped
+    by the CPU kernel (``anchor`` ``"zeros"`` or ``"init"``).
+
+    Same arguments, state and results (to rounding), plus ``kernel`` (static; ``False``,
+    and the ``"current"`` anchor, always take the JAX path). ``weight_decay`` and ``eps``
+    are Python numbers here (the kernel's per-leaf decay is computed at trace time).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_adv.fast.automagic import selective_projection_decay
+      >>> tx = selective_projection_decay(0.5)
+      >>> p = jnp.array([3.0, 4.0])
+      >>> u, _ = tx.update(p / 5, tx.init(p), p, raw_grads=p)  # moves away from 0
+      >>> u.tolist()
+      [0.3, 0.4]
+
+    References:
+      Tian, Huang, Kira, "Rethinking Weight Decay for Robust Fine-Tuning of Foundation
+      Models", NeurIPS 2024, arXiv 2411.01713.
+    """
+    inner = jax_selective_projection_decay(
+        weight_decay, anchor, rank_aware=rank_aware, active_steps=active_steps, eps=eps
+    )
+    fields = ("anchor",) if anchor == "init" else ()
+
+    def step(updates, params, raws, state, out, new_state):
+        d_leaves, treedef = jax.tree.flatten(updates)
+        others = [treedef.flatten_up_to(params), treedef.flatten_up_to(raws)]
+        if anchor == "init":
+            others.append(treedef.flatten_up_to(state.anchor))
+        out_leaves = treedef.flatten_up_to(out)
+        active = True if active_steps is None else state.count + 1 < active_steps
+
+        def takes(i: int) -> bool:
+            return _spd_leaf(d_leaves[i], *(x[i] for x in others))
+
+        for dtype, batch in ffi.batches_by_dtype(d_leaves, takes):
+            scalars = [jnp.asarray(value).astype(dtype) for value in (active, eps)]
+            decays = [
+                weight_decay * rank_aware_factor(jnp.shape(d_leaves[i]))
+                if rank_aware
+                else weight_decay
+                for i in batch
+            ]
+            operands = [(d_leaves[i], *(x[i] for x in others)) for i in batch]
+            results = _spd_call(scalars, jnp.asarray(decays, dtype), operands)
+            for i, update in zip(batch, results, strict=True):
+                out_leaves[i] = update
+        return treedef.unflatten(out_leaves), new_state
+
+    def update_fn(updates, state, params=None, **extra_args):
+        out, new_state = inner.update(updates, state, params, **extra_args)
+        if not kernel or anchor == "current" or _spd_unavailable_reason() is not None:
+            return out, new_state
+        raws = extra_args["raw_grads"]
+        if isinstance(updates, GroupTree):
+            # the stacks keep the JAX path's results (vmapped over their members)
+            return on_loose_leaves(step, fields, updates, state, out, new_state, params, raws)
+        return step(updates, params, raws, state, out, new_state)
+
+    return optax.GradientTransformationExtraArgs(inner.init, update_fn)

@@ -83,6 +83,8 @@ TARGETS = {
     "jaxopt_adv_lr_mask": "JaxoptAdvLrMask",
     "jaxopt_adv_tam": "JaxoptAdvTam",
     "jaxopt_adv_automagic": "JaxoptAdvAutomagic",
+    "jaxopt_adv_automagic_direction": "JaxoptAdvAutomagicDirection",
+    "jaxopt_adv_automagic_spd": "JaxoptAdvAutomagicSpd",
 }
 # -ffp-contract=off: no multiply-add contraction beyond the explicit std::fma calls that
 # mirror XLA's; -fno-math-errno lets sqrt vectorize (it only skips setting errno).

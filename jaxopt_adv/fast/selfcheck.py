@@ -47,9 +47,10 @@ __all__ = [
 # The probe families: KERNELS gates every kernel; a failed TRACED_MOMENTUM only sends
 # RMSprop with a traced momentum (inject_hyperparams) to the XLA path, a failed ADAGRAD
 # (ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD, SPARSE_ADAM) only that optimizer. TAM (TAM and AdaTAM's
-# kernel), CAME, LR_MASK (Automagic's learning-rate mask) and AUTOMAGIC (Automagic-CameAMP's
-# scaling) are checked by their own probes (:mod:`.tam`, :mod:`.came`, :mod:`.lr_mask`,
-# :mod:`.automagic`).
+# kernel), CAME, LR_MASK (Automagic's learning-rate mask), AUTOMAGIC (Automagic-CameAMP's
+# scaling), AUTOMAGIC_DIRECTION (its direction control) and AUTOMAGIC_SPD (its selective
+# projection decay) are checked by their own probes (:mod:`.tam`, :mod:`.came`,
+# :mod:`.lr_mask`, :mod:`.automagic`).
 KERNELS = "kernels"
 TRACED_MOMENTUM = "rmsprop_traced_momentum"
 ADAGRAD = "adagrad"
@@ -76,6 +77,8 @@ TAM = "tam"
 CAME = "came"
 LR_MASK = "lr_mask"
 AUTOMAGIC = "automagic"
+AUTOMAGIC_DIRECTION = "automagic_direction"
+AUTOMAGIC_SPD = "automagic_spd"
 
 _LOCK = threading.Lock()
 # x64 mode -> family -> None or why the family's kernels are not used

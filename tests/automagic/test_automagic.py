@@ -215,8 +215,9 @@ def test_gated_steps_are_the_ungated_blocks():
 @pytest.mark.parametrize("name", ["lora", "full_finetune"])
 def test_parity_with_the_kernels(name, dtype):
     """``kernel=True`` (the scaling stepped by ``jaxopt_adv.fast.scale_by_automagic_came``,
-    the mask by ``jaxopt_adv.fast.automagic_lr_mask``): the same torch parity, and both
-    kernels are in the compiled step."""
+    the mask by ``jaxopt_adv.fast.automagic_lr_mask``, the direction and SPD by
+    ``jaxopt_adv.fast.automagic``'s kernels): the same torch parity, and the four kernels
+    are in the compiled step."""
     from jaxopt_adv import fast
 
     config = CONFIGS[name](dtype)
@@ -224,7 +225,8 @@ def test_parity_with_the_kernels(name, dtype):
     with precision(dtype):
         params = {k: jnp.asarray(v, dtype) for k, v in _params().items()}
         text = jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
-    for target in ("jaxopt_adv_lr_mask", "jaxopt_adv_automagic"):
+    targets = ("lr_mask", "automagic", "automagic_direction", "automagic_spd")
+    for target in (f"@jaxopt_adv_{name}(" for name in targets):
         assert (target in text) == (fast.unavailable_reason() is None)
     run_parity(
         _by_leaf(opt),

@@ -1,5 +1,6 @@
-"""Automagic-CameAMP's scaling kernel (``jaxopt_adv.fast.scale_by_automagic_came``): the
-block against its JAX transform on leaves large enough to be split into tasks and
+"""Automagic-CameAMP's scaling kernel (``jaxopt_adv.fast.scale_by_automagic_came``) and
+direction kernel (``jaxopt_adv.fast.automagic.automagic_direction``): each block against
+its JAX transform on leaves large enough to be split into tasks and
 threads, the whole composite with ``kernel=True`` against ``kernel=False`` every step
 across all four phases (both presets, fixed and random hyperparameters, gated and
 every-step penalties, float64 and float32), checkpoints that cross between the two,
@@ -17,7 +18,8 @@ import pytest
 
 from jaxopt_adv import fast
 from jaxopt_adv.automagic import create_full_finetune_optimizer, create_lora_optimizer
-from jaxopt_adv.automagic.body import scale_by_automagic_came
+from jaxopt_adv.automagic.body import automagic_direction, scale_by_automagic_came
+from jaxopt_adv.automagic.spd import selective_projection_decay
 from jaxopt_adv.fast import build, selfcheck
 from tests.helpers.fast_paths import max_relative_error, step_fn
 from tests.helpers.quick import quick_compilation
@@ -25,6 +27,8 @@ from tests.helpers.x64 import x64
 
 AUTOMAGIC_MODULE = sys.modules["jaxopt_adv.fast.automagic"]
 TARGET = "jaxopt_adv_automagic"
+DIRECTION_TARGET = "jaxopt_adv_automagic_direction"
+SPD_TARGET = "jaxopt_adv_automagic_spd"
 TOLERANCE = {jnp.float64: 1e-10, jnp.float32: 1e-5}
 # LoRA factors (one cosine per leaf), a leaf above TAM's auto threshold (one per row), a
 # conv kernel (factored over its last two axes, no emphasis) and a vector (JAX path)
@@ -81,8 +85,13 @@ def grads_of(rng, shapes, dtype, t):
 
 
 def kernel_in(tx, params) -> bool:
+    return f"@{TARGET}(" in lowered(tx, params)
+
+
+def lowered(tx, params) -> str:
+    """The lowered (StableHLO) text of ``tx``'s jitted update on ``params``."""
     state = tx.init(params)
-    return TARGET in jax.jit(tx.update).lower(params, state, params).as_text()
+    return jax.jit(tx.update).lower(params, state, params).as_text()
 
 
 def run_composites(factory, options, dtype, steps=20):
@@ -260,20 +269,182 @@ def test_leaves_left_to_jax_next_to_kernel_leaves():
 
 
 def test_a_failed_self_check_or_host_takes_the_jax_path(monkeypatch):
-    """A self-check failure (or a host without the kernels) leaves every leaf to JAX (the
-    mask kernel still runs: its ``avg_lr`` is summed in float64, so to rounding)."""
+    """A self-check failure of the scaling, direction and SPD kernels (or a host without
+    the kernels) leaves every leaf to JAX (the mask kernel still runs: its ``avg_lr`` is
+    summed in float64, so to rounding).
+
+    (With the SPD kernel on, this symmetric tree differs by ~1e-5: its SPD condition
+    ``sum(g p)`` is 0 up to rounding, and the kernel's float64 sum and XLA's float32 one
+    give it different signs, so the decay fires on one path only.)"""
     params = {"w": jnp.linspace(-1.0, 1.0, 8 * 48).reshape(8, 48)}
     grads = {"w": jnp.cos(params["w"])}
     assert kernel_in(create_lora_optimizer(1e-2, kernel=True), params)
+    assert AUTOMAGIC_MODULE._direction_unavailable_reason() is None
+    assert AUTOMAGIC_MODULE._spd_unavailable_reason() is None
     reason = "the kernels differ from XLA on this host (a probe)"
-    monkeypatch.setitem(selfcheck._RESULT[False], selfcheck.AUTOMAGIC, reason)
+    families = (selfcheck.AUTOMAGIC, selfcheck.AUTOMAGIC_DIRECTION, selfcheck.AUTOMAGIC_SPD)
+    for family in families:
+        monkeypatch.setitem(selfcheck._RESULT[False], family, reason)
     assert AUTOMAGIC_MODULE._unavailable_reason() == reason
     ours = create_lora_optimizer(1e-2, kernel=True)
     theirs = create_lora_optimizer(1e-2, kernel=False)
     assert not kernel_in(ours, params)
+    text = lowered(ours, params)
+    assert DIRECTION_TARGET not in text and SPD_TARGET not in text
     got = step_fn(ours)(params, ours.init(params), grads)
     want = step_fn(theirs)(params, theirs.init(params), grads)
     assert max_relative_error(got, want) <= 1e-5
     monkeypatch.undo()
     monkeypatch.setattr(build, "host_reason", lambda: "disabled for the test")
-    assert not kernel_in(create_lora_optimizer(1e-2, kernel=True), params)
+    text = lowered(create_lora_optimizer(1e-2, kernel=True), params)
+    assert "@jaxopt_adv_" not in text
+
+
+# ---------------------------------------------------------------------- direction
+
+DIRECTION_OPTIONS = {
+    "defaults": {},
+    "plain": {"edge_suppression": False, "background_regularization": False},
+    "strong_edges": {"edge_threshold": 0.05, "edge_penalty": 2.0},
+}
+
+
+def run_direction(shape, dtype, options, steps=12):
+    """``steps`` of the direction kernel and of its JAX transform (warm-up 12: six early
+    steps, then Cautious), the gradient a quarter of the time background-sized; the worst
+    relative error of the updates and the edge history."""
+    ours = AUTOMAGIC_MODULE.automagic_direction(warmup_steps=12, **options)
+    theirs = automagic_direction(warmup_steps=12, **options)
+    rng = np.random.default_rng(0)
+    params = jnp.asarray(rng.standard_normal(shape), dtype)
+    a = b = ours.init(params)
+    step_ours, step_theirs = jax.jit(ours.update), jax.jit(theirs.update)
+    worst = 0.0
+    for t in range(steps):
+        u = jnp.asarray(rng.standard_normal(shape), dtype)
+        g = jnp.asarray(rng.standard_normal(shape) * 10.0 ** (-(t % 4)), dtype)
+        got, a = step_ours(u, a, params, ref_grads=g)
+        want, b = step_theirs(u, b, params, ref_grads=g)
+        worst = max(worst, max_relative_error((got, a), (want, b)))
+    return worst
+
+
+@pytest.mark.parametrize(
+    ("shape", "options"),
+    [((700, 500), "defaults"), ((3, 300, 200), "strong_edges"), ((70000, 3), "plain")]
+    + [((2, 100000), "defaults"), ((5, 1, 9), "strong_edges"), ((4, 6, 1), "defaults")],
+)
+def test_direction_block_matches_the_jax_transform(shape, options, monkeypatch):
+    """Leaves split into tasks on the thread pool, many matrices per task, one row or one
+    column per matrix; both phases, the edge damping and background halving on and off."""
+    # the kernel used whatever the self-check's outcome, so that a wrong one fails here
+    monkeypatch.setattr(selfcheck._CHECKING, "active", True, raising=False)
+    with x64(True):
+        assert run_direction(shape, jnp.float64, DIRECTION_OPTIONS[options]) <= 1e-10
+    assert run_direction(shape, jnp.float32, DIRECTION_OPTIONS[options]) <= 1e-5
+
+
+def test_the_composite_steps_its_loose_leaves_with_the_direction_and_spd_kernels():
+    """``kernel=True``: one direction call for the loose matrices of a dtype (the tests'
+    tree: four, in one call) and one SPD call for its loose leaves (five); none for the
+    stacks, with ``kernel=False``, or for SPD with a ``weight_decay_mask``."""
+    rng = np.random.default_rng(0)
+    params = tree_of(rng, TREE, jnp.float32)
+    assert AUTOMAGIC_MODULE._direction_unavailable_reason() is None
+    assert AUTOMAGIC_MODULE._spd_unavailable_reason() is None
+    text = lowered(create_lora_optimizer(1e-2, kernel=True), params)
+    assert text.count(f"@{DIRECTION_TARGET}(") == 1
+    assert text.count(f"@{SPD_TARGET}(") == 1
+    text = lowered(create_lora_optimizer(1e-2), params)
+    assert DIRECTION_TARGET not in text and SPD_TARGET not in text
+    mask = {k: k != "bias" for k in TREE}
+    text = lowered(create_lora_optimizer(1e-2, kernel=True, weight_decay_mask=mask), params)
+    assert SPD_TARGET not in text and f"@{DIRECTION_TARGET}(" in text
+    # 16 like matrices are one stack: the vmapped JAX blocks, no kernel
+    stacked = {f"w{i}": jnp.ones((8, 48)) for i in range(16)}
+    text = lowered(create_lora_optimizer(1e-2, kernel=True), stacked)
+    assert DIRECTION_TARGET not in text and SPD_TARGET not in text
+
+
+def test_the_direction_self_check_passes_and_catches_a_wrong_kernel(monkeypatch):
+    monkeypatch.setattr(selfcheck._CHECKING, "active", True, raising=False)
+    family = selfcheck.AUTOMAGIC_DIRECTION
+    assert AUTOMAGIC_MODULE._direction_probe_mismatches() == {family: None}
+    real_call = AUTOMAGIC_MODULE._direction_call
+
+    def wrong_call(scalars, leaves, edge, background):  # a misread edge history decay
+        return real_call([scalars[0], scalars[1] * 0.99, *scalars[2:]], leaves, edge, background)
+
+    monkeypatch.setattr(AUTOMAGIC_MODULE, "_direction_call", wrong_call)
+    mismatch = AUTOMAGIC_MODULE._direction_probe_mismatches()[family]
+    assert mismatch is not None and "warmup_steps" in mismatch
+
+
+def test_a_failed_direction_self_check_takes_the_jax_direction(monkeypatch):
+    params = {"w": jnp.linspace(-1.0, 1.0, 8 * 48).reshape(8, 48)}
+    assert AUTOMAGIC_MODULE._direction_unavailable_reason() is None
+    reason = "the kernels differ from XLA on this host (a probe)"
+    monkeypatch.setitem(selfcheck._RESULT[False], selfcheck.AUTOMAGIC_DIRECTION, reason)
+    assert AUTOMAGIC_MODULE._direction_unavailable_reason() == reason
+    text = lowered(create_lora_optimizer(1e-2, kernel=True), params)
+    assert DIRECTION_TARGET not in text and f"@{TARGET}(" in text
+
+
+# ------------------------------------------------------------ selective projection decay
+
+SPD_OPTIONS = {
+    "zeros": {"weight_decay": 0.3, "anchor": "zeros", "rank_aware": True},
+    "init": {"weight_decay": 0.7, "anchor": "init", "active_steps": 5},
+}
+
+
+def run_spd(shape, dtype, options, steps=8):
+    """``steps`` of the SPD kernel and of its JAX transform, the raw gradient pulling
+    toward the anchor on odd steps and away on even ones (the decay fires on some steps
+    only); the worst relative error of the updates, and the steps where the decay fired."""
+    ours = AUTOMAGIC_MODULE.selective_projection_decay(**options)
+    theirs = selective_projection_decay(**options)
+    rng = np.random.default_rng(0)
+    state = ours.init(jnp.asarray(rng.standard_normal(shape), dtype))
+    step_ours, step_theirs = jax.jit(ours.update), jax.jit(theirs.update)
+    worst, fired = 0.0, 0
+    for t in range(steps):
+        p = rng.standard_normal(shape)
+        d = jnp.asarray(0.1 * rng.standard_normal(shape), dtype)
+        g = jnp.asarray(rng.standard_normal(shape) + (-1) ** t * p, dtype)
+        p = jnp.asarray(p, dtype)
+        got, _ = step_ours(d, state, p, raw_grads=g)
+        want, state = step_theirs(d, state, p, raw_grads=g)
+        worst = max(worst, max_relative_error(got, want))
+        fired += int(not np.array_equal(want, d))
+    return worst, fired
+
+
+@pytest.mark.parametrize(
+    ("shape", "options"),
+    [((700, 500), "zeros"), ((3, 300, 200), "init"), ((5, 1, 9), "init"), ((), "zeros")],
+)
+def test_spd_block_matches_the_jax_transform(shape, options, monkeypatch):
+    """Leaves split into tasks on the thread pool, a small one and a scalar, both
+    anchors; the decay fires on some steps, not on others, and stops after
+    ``active_steps``."""
+    monkeypatch.setattr(selfcheck._CHECKING, "active", True, raising=False)
+    with x64(True):
+        worst, fired = run_spd(shape, jnp.float64, SPD_OPTIONS[options])
+        assert worst <= 1e-10 and 0 < fired < 8
+    worst, fired = run_spd(shape, jnp.float32, SPD_OPTIONS[options])
+    assert worst <= 1e-5 and 0 < fired < 8
+
+
+def test_the_spd_self_check_passes_and_catches_a_wrong_kernel(monkeypatch):
+    monkeypatch.setattr(selfcheck._CHECKING, "active", True, raising=False)
+    family = selfcheck.AUTOMAGIC_SPD
+    assert AUTOMAGIC_MODULE._spd_probe_mismatches() == {family: None}
+    real_call = AUTOMAGIC_MODULE._spd_call
+
+    def wrong_call(scalars, decays, leaves):  # a misread decay
+        return real_call(scalars, decays * 1.01, leaves)
+
+    monkeypatch.setattr(AUTOMAGIC_MODULE, "_spd_call", wrong_call)
+    mismatch = AUTOMAGIC_MODULE._spd_probe_mismatches()[family]
+    assert mismatch is not None and "anchor" in mismatch
