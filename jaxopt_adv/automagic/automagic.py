@@ -352,8 +352,9 @@ def automagic_came_amp(
         (only the phase's direction: three passes per matrix early, two later), the
         learning-rate mask with :func:`jaxopt_adv.fast.automagic_lr_mask` (one pass per
         leaf) and SPD with :func:`jaxopt_adv.fast.automagic.selective_projection_decay`
-        (one pass, a second only where it fires; not with a ``weight_decay_mask``). The state is the same (a checkpoint saved with either setting
-        resumes with the other); steps agree with ``kernel=False`` to rounding. The
+        (one pass, a second only where it fires; not with a ``weight_decay_mask``). The
+        state is the same (a checkpoint saved with either setting resumes with the
+        other); steps agree with ``kernel=False`` to rounding. The
         kernels step the leaves kept as they are (above 16,384 elements, or a shape met
         once); the stacked groups take the JAX blocks ``jax.vmap``-ed over their members
         (faster than a kernel call per member on 200 LoRA leaves: 3.5x Adam's step
