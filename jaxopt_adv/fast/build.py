@@ -6,10 +6,11 @@ The kernels are compiled on first use with the system C++ compiler into a cache
 directory, keyed by a hash of the sources, the jaxlib version, the compiler (its command
 and ``--version``) and its flags, the host CPU and whether XLA contracts multiply-adds
 into FMAs on it. The sources compile in two translation units in parallel (one compiler
-process each) and link into a shared library, written under a temporary name and renamed into place (atomic)
-while a lock file is held, so that parallel test workers build it once; its size and
-SHA-256 are recorded beside it (``kernels-<key>.json``) and checked before every load, so
-that a truncated or altered library is rebuilt instead of loaded. It is loaded with
+process each) and link into a shared library, written under a temporary name and renamed
+into place (atomic) while a lock file is held, so that parallel test workers build it
+once; its size and SHA-256 are recorded beside it (``kernels-<key>.json``) and checked
+before every load, so that a truncated or altered library is rebuilt instead of loaded.
+It is loaded with
 ``ctypes`` and registered with ``jax.ffi.register_ffi_target(..., platform="cpu")``.
 
 Environment variables:
