@@ -10,8 +10,8 @@ process each) and link into a shared library, written under a temporary name and
 into place (atomic) while a lock file is held, so that parallel test workers build it
 once; its size and SHA-256 are recorded beside it (``kernels-<key>.json``) and checked
 before every load, so that a truncated or altered library is rebuilt instead of loaded.
-It is loaded with
-``ctypes`` and registered with ``jax.ffi.register_ffi_target(..., platform="cpu")``.
+It is loaded with ``ctypes`` and registered with
+``jax.ffi.register_ffi_target(..., platform="cpu")``.
 
 Environment variables:
 
