@@ -503,13 +503,14 @@ def with_grouped_leaves(
         # the state's grouping (init's), not one of the params given now: a params copy in
         # another dtype (bfloat16 weights of float32 masters) must not regroup them
         like = _state_grouping(state.inner)
-        if like is None and params is not None:
-            like = group_leaves(params, tags, max_size=max_size)
-        if like is None:
+        if like is None and params is None:
             raise ValueError(
                 "with_grouped_leaves needs params: call update(updates, state, params)"
             )
-        grouped = None if params is None else group_leaves(params, like=like)
+        grouped = None
+        if params is not None:
+            grouped = group_leaves(params, like=like, tags=tags, max_size=max_size)
+        like = grouped if like is None else like
         out, inner_state = inner.update(
             group_leaves(updates, like=like), state.inner, grouped, **extra_args
         )
