@@ -140,14 +140,16 @@ def test_lbfgs_parity_float64_params_torch_default_float32(case):
 
 
 def test_lbfgs_float32_follows_torch_to_float32_loss_rounding():
-    """In float32 the losses' rounding differs between XLA's and torch's reductions, and
-    L-BFGS magnifies it (curvature pairs, the line search's differences of losses): over
-    20 calls params stay within 1e-3 of torch (2.3e-4 measured); near convergence a
-    tolerance test can stop one side an iteration earlier, so the counters are not
-    compared."""
+    """In float32 the losses' rounding differs between XLA's and torch's reductions (and
+    between CPUs: both pick their vector width), and L-BFGS magnifies it (curvature pairs,
+    the line search's differences of losses) once it nears the minimum: over 20 calls
+    params stay within 2e-3 of torch and the direction within 1e-2 (measured: 2.3e-4 and
+    below 1e-3 on an AVX2 host; 7.6e-4 and 5.3e-3 on an AVX-512 one, all of it from the
+    twelfth call, the earlier ones within 1e-5). Near convergence a tolerance test can
+    stop one side an iteration earlier, so the counters are not compared."""
     kwargs = {"max_iter": 4, "history_size": 5}
-    errors = run_lbfgs_parity(kwargs, "float32", tolerance=1e-3, same_counts=False)
-    assert max(errors[k] for k in errors if k.startswith("param")) < 1e-3
+    errors = run_lbfgs_parity(kwargs, "float32", tolerance=1e-2, same_counts=False)
+    assert max(errors[k] for k in errors if k.startswith("param")) < 2e-3
 
 
 def test_value_fn_is_required():
