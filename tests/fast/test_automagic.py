@@ -344,6 +344,23 @@ def test_direction_block_matches_the_jax_transform(shape, options, monkeypatch):
     assert run_direction(shape, jnp.float32, DIRECTION_OPTIONS[options]) <= 1e-5
 
 
+def test_direction_of_an_update_along_the_weights(monkeypatch):
+    """An early-phase update within 1e-4 of the weights' direction: OrthoGrad's orthogonal
+    norm cancels too much to be formed from the sums, and takes its own pass."""
+    monkeypatch.setattr(selfcheck._CHECKING, "active", True, raising=False)
+    options = {"warmup_steps": 100, **DIRECTION_OPTIONS["plain"]}
+    ours = AUTOMAGIC_MODULE.automagic_direction(**options)
+    theirs = automagic_direction(**options)
+    rng = np.random.default_rng(0)
+    with x64(True):
+        w = jnp.asarray(rng.standard_normal((300, 200)))
+        for _ in range(3):
+            u = w * (1.0 + 1e-4 * rng.standard_normal(w.shape))
+            got = jax.jit(ours.update)(u, ours.init(w), w, ref_grads=w)[0]
+            want = jax.jit(theirs.update)(u, theirs.init(w), w, ref_grads=w)[0]
+            assert max_relative_error(got, want) <= 1e-10
+
+
 def test_the_composite_steps_its_loose_leaves_with_the_direction_and_spd_kernels():
     """``kernel=True``: one direction call for the loose matrices of a dtype (the tests'
     tree: four, in one call) and one SPD call for its loose leaves (five); none for the

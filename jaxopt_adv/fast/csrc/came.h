@@ -239,12 +239,19 @@ bool Matches(ffi::DataType type, size_t count, int64_t expected) {
 
 // Reads `slots` operands and results per leaf (CAME's six, then automagic.cc's s), in
 // slot order; extra_size(l, leaf) is the element count of leaf l's slots past kSlots.
+// With a `count`, the first count * slots operands and results are the leaves' and more
+// may follow (automagic_body.cc's); without, every operand and result is a leaf's.
 template <typename T, typename ExtraSize>
 ffi::Error ReadFactoredLeaves(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
                               int slots, const char* layout, ExtraSize extra_size,
-                              std::vector<CameLeaf<T>>* leaves) {
-  if (args.size() % slots != 0 || rets.size() != args.size()) return InvalidArgument(layout);
-  leaves->resize(args.size() / slots);
+                              std::vector<CameLeaf<T>>* leaves, size_t count = 0) {
+  if (count == 0) {
+    if (args.size() % slots != 0 || rets.size() != args.size()) return InvalidArgument(layout);
+    count = args.size() / slots;
+  } else if (args.size() < count * slots || rets.size() < count * slots) {
+    return InvalidArgument(layout);
+  }
+  leaves->resize(count);
   for (size_t l = 0; l < leaves->size(); ++l) {
     CameLeaf<T>& leaf = (*leaves)[l];
     auto g = args.get<ffi::AnyBuffer>(l * slots);
