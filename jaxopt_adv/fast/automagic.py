@@ -21,9 +21,13 @@ its self-check (:mod:`.selfcheck`) has passed on this host.
 float32/float64 leaf with ``ndim >= 2`` and two elements or more whose reference gradient,
 params and edge history share its dtype takes only its phase's passes (XLA computes both
 phases' directions and selects one): Grams, the edge damping's Laplacian and history and
-OrthoGrad's sums in one pass, OrthoGrad's orthogonal norm in a second and the
-projection in a third early; Cautious's count and the gradient's variance in one pass and
-the masked update in a second later. Its own self-check gates it.
+OrthoGrad's sums in one pass (its orthogonal norm formed from them) and the projection
+in a second early (a pass for the orthogonal norm in between only for a leaf whose
+update lies mostly along its weights); Cautious's count and the gradient's
+variance in one pass and the masked update in a second later. Its own self-check gates
+it. Under ``automagic_came_amp(kernel=True)`` the scaling and the direction of a matrix
+run as one kernel call instead (:mod:`jaxopt_adv.fast.automagic_body`), with these two
+blocks as its fallback.
 
 :func:`selective_projection_decay` (``automagic_spd.cc``) is
 :func:`jaxopt_adv.automagic.spd.selective_projection_decay` with the ``"zeros"`` or
