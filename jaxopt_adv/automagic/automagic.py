@@ -367,7 +367,7 @@ def automagic_came_amp(
       kernel: static; step the body's CPU kernels: the scaling (CAME, TAM or the
         decaying EMA, confidence) and the direction control (only the phase's
         direction) with :func:`jaxopt_adv.fast.automagic_body.scale_and_direct`, one C++
-        call for both blocks (five passes per matrix in either phase: float32/float64
+        call for both blocks (five passes per matrix early, four later: float32/float64
         leaves with ``ndim >= 2`` and two elements or more, with ``factored``,
         ``came_enabled`` and a ``tam_correlation`` other than ``"dim0"``; with other
         settings the direction alone with

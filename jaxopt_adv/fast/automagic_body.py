@@ -11,9 +11,11 @@ both kernels of :mod:`jaxopt_adv.fast.automagic` would take is stepped by one XL
 call instead of two: the scaling's update ``m' / sqrt(r)`` is never written, the
 direction's first pass forms it from the new momentum and the confidence factors (early:
 Grams, the edge damping and OrthoGrad's sums; later: Cautious's count and the
-gradient's variance). A matrix takes five passes in either phase instead of the two
-kernels' six, and the passes that read the update read the momentum instead of a
-freshly written array. The other leaves take the two blocks' JAX code; with
+gradient's variance; later the scaling's third pass, which writes the new momentum,
+counts Cautious's kept elements as it goes, since the confidence factors are positive,
+unless a factor is not finite or a product is near underflow). A matrix takes five
+passes early and four later instead of the two kernels' six, and the passes that read
+the update read the momentum instead of a freshly written array. The other leaves take the two blocks' JAX code; with
 the scaling's kernel ruled out by the settings, or this kernel's self-check
 (:mod:`.selfcheck`) failed, the two blocks of :mod:`jaxopt_adv.fast.automagic` run, each
 with its own kernel where it can. Sums are accumulated in float64, so the results agree

@@ -15,8 +15,10 @@ import numpy as np
 import optax
 import pytest
 
+from jaxopt_adv import fast
 from jaxopt_adv.automagic import create_lora_optimizer
 from jaxopt_adv.automagic.body import automagic_direction, scale_by_automagic_came
+from jaxopt_adv.fast import automagic as fast_automagic
 from jaxopt_adv.fast import selfcheck
 from jaxopt_adv.fast.automagic_body import BODY_TARGET, scale_and_direct
 from tests.fast.test_automagic import lowered, random_options
@@ -143,3 +145,41 @@ def test_the_self_check_passes_and_catches_a_wrong_kernel(monkeypatch):
         monkeypatch.setattr(BODY_MODULE, "_call", wrong_call)
         mismatch = BODY_MODULE._probe_mismatches()[family]
         assert mismatch is not None and "warmup_steps" in mismatch
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_later_count_of_products_near_underflow(dtype, monkeypatch):
+    """Later phase: products ``m' g`` that underflow where ``U g`` does not (a row whose
+    confidence factor is 1e8), subnormal reference gradient elements, and an Inf gradient
+    element (NaN confidence factors): the count of ``U g > 0`` takes its own pass there,
+    and agrees with the two kernels' count."""
+    monkeypatch.setattr(selfcheck._CHECKING, "active", True, raising=False)
+    options = {"warmup_steps": 2}
+    ours = scale_and_direct(options, options)
+    theirs = optax.chain(
+        fast.scale_by_automagic_came(**options), fast_automagic.automagic_direction(**options)
+    )
+    rng = np.random.default_rng(0)
+    tiny = float(jnp.finfo(dtype).tiny)
+    with x64(dtype == jnp.float64):
+        params = jnp.asarray(rng.standard_normal((64, 300)), dtype)
+        a = b = theirs.init(params)
+        for t in range(5):
+            g = rng.standard_normal((64, 300))
+            ref = rng.standard_normal((64, 300))
+            # row 0: a tiny gradient, so eps1 sets its second moment (row factor 1e15)
+            # and eps2 its residual (confidence factor 1e8): m' g underflows, U g not
+            g[0] *= 1e-30 if dtype == jnp.float32 else 1e-160
+            ref[0] *= 1e-29 if dtype == jnp.float32 else 1e-165
+            ref[:, ::11] *= tiny * 1e-3  # subnormal (flushed to zero)
+            if t == 4:
+                g[3, 5] = np.inf
+            g, ref = jnp.asarray(g, dtype), jnp.asarray(ref, dtype)
+            got, a = jax.jit(ours.update)(g, a, params, ref_grads=ref)
+            want, b = jax.jit(theirs.update)(g, b, params, ref_grads=ref)
+            for x, y in zip(jax.tree.leaves((got, a)), jax.tree.leaves((want, b)), strict=True):
+                x, y = np.asarray(x), np.asarray(y)
+                np.testing.assert_array_equal(np.isfinite(x), np.isfinite(y))
+                finite = np.isfinite(y)
+                scale = max(float(np.max(np.abs(y[finite]), initial=0.0)), 1e-30)
+                assert np.max(np.abs(x[finite] - y[finite]), initial=0.0) <= 1e-10 * scale

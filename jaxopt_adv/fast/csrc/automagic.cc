@@ -36,8 +36,9 @@ ffi::Error AutomagicTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in,
   if (ffi::Error error = ReadAutomagicLeaves(args, rets, options, &leaves); error.failure()) {
     return error;
   }
-  int64_t total = 0;
-  const std::vector<CameTask> tasks = ScaleToMomentum(pool, s, options, leaves, &total);
+  int64_t partial_size = 0, total = 0;
+  const std::vector<CameTask> tasks = AutomagicTasks(leaves, &partial_size, &total);
+  ScaleToMomentum(pool, s, options, tasks, partial_size, total, leaves);
   // 4. confidence-scaled momentum
   ScaleMomentum(pool, tasks, total, leaves);
   return ffi::Error::Success();

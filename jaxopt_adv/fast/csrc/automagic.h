@@ -112,26 +112,39 @@ T Smoothed(const AutomagicScalars<T>& s, T old, double cosine) {
   return old + s.keep * (static_cast<T>(cosine) - old);
 }
 
-// Passes 1 to 3 over every leaf and the residual's factors: the momentum results hold
-// m', the factors those of CAME's confidence. Returns the tasks; *total is the number
+// The tasks of a call (came.h) and the size of their column sums; *total is the number
 // of elements, 0 below the threading threshold (ParallelFor's "too small to split").
 template <typename T>
-std::vector<CameTask> ScaleToMomentum(ffi::ThreadPool& pool, const AutomagicScalars<T>& s,
-                                      const std::vector<LeafOptions<T>>& options,
-                                      std::vector<CameLeaf<T>>& leaves, int64_t* total) {
-  int64_t partial_size = 0;
-  std::vector<CameTask> tasks = MakeTasks(leaves, &partial_size, total);
+std::vector<CameTask> AutomagicTasks(const std::vector<CameLeaf<T>>& leaves,
+                                     int64_t* partial_size, int64_t* total) {
+  std::vector<CameTask> tasks = MakeTasks(leaves, partial_size, total);
+  if (*total < kAutomagicParallel) *total = 0;
+  return tasks;
+}
+
+// A hook of pass 3 that does nothing.
+struct NoMomentumHook {
+  void operator()(int64_t, int64_t) const {}
+};
+
+// Passes 1 to 3 over every leaf and the residual's factors: the momentum results hold
+// m', the factors those of CAME's confidence. hook(k, row) runs after task k's row has
+// its m' written (the row still in cache).
+template <typename T, typename Hook = NoMomentumHook>
+void ScaleToMomentum(ffi::ThreadPool& pool, const AutomagicScalars<T>& s,
+                     const std::vector<LeafOptions<T>>& options,
+                     const std::vector<CameTask>& tasks, int64_t partial_size, int64_t total,
+                     std::vector<CameLeaf<T>>& leaves, Hook hook = Hook()) {
   const int64_t n = static_cast<int64_t>(tasks.size());
   std::vector<double> partial(partial_size);
   const bool early = s.early != T(0);
-  if (*total < kAutomagicParallel) *total = 0;
 
   // 1. second moment
-  UpdateSecondMoment(pool, tasks, *total, s.eps1, s.b2, s.c2, partial, leaves);
+  UpdateSecondMoment(pool, tasks, total, s.eps1, s.b2, s.c2, partial, leaves);
 
   // 2. rms of the scaled gradient (and a per-leaf cosine's sums)
   std::vector<double> task_sums(3 * n);
-  ParallelFor(pool, n, *total, [&](int64_t k) {
+  ParallelFor(pool, n, total, [&](int64_t k) {
     const bool with_momentum = early && !options[tasks[k].leaf].per_row;
     TaskSums(leaves[tasks[k].leaf], tasks[k], with_momentum, task_sums.data() + 3 * k);
   });
@@ -159,10 +172,11 @@ std::vector<CameTask> ScaleToMomentum(ffi::ThreadPool& pool, const AutomagicScal
   }
 
   // 3. momentum, s and instability
-  ParallelFor(pool, n, *total, [&](int64_t k) {
+  ParallelFor(pool, n, total, [&](int64_t k) {
     const int64_t index = tasks[k].leaf;
     CameLeaf<T>& leaf = leaves[index];
     const LeafOptions<T>& option = options[index];
+    const auto after_row = [&hook, k](int64_t row) { hook(k, row); };
     SumRowsAndColumns(leaf, tasks[k], partial.data(), [&](int64_t row) {
       const int64_t at = row * leaf.cols;
       const T rf = leaf.row_factor[row];
@@ -203,13 +217,12 @@ std::vector<CameTask> ScaleToMomentum(ffi::ThreadPool& pool, const AutomagicScal
         const T d = u - m;
         return static_cast<double>(d * d + eps2);
       };
-    });
+    }, after_row);
   });
   AddColumns(leaves, tasks, partial);
   for (CameLeaf<T>& leaf : leaves) {
     UpdateFactors(leaf, kRowResidual, kColResidual, s.b3, s.c3);
   }
-  return tasks;
 }
 
 }  // namespace

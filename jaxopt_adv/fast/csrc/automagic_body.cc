@@ -11,15 +11,24 @@
 //                                                      reads m', g, w, H; writes out, H'
 //     5. the projected, rescaled update (before it, only for a leaf whose c' lies
 //        mostly along w, the orthogonal norm)                      reads out, w
-//   later (Cautious, background halving):
+//   later (Cautious, background halving): pass 3 also counts m' g > 0 and sums g - g0
+//     and (g - g0)^2 on each row it has just written (the row in cache; g0: the leaf's
+//     first element); the count is Cautious's count of U g > 0, the confidence factors
+//     being positive, unless a factor is not finite and positive or a product comes
+//     within four of the smallest normal number of underflowing (a subnormal product
+//     may be flushed to zero), where the leaf takes
 //     4. the count of U g > 0 and the sums of g - g0 and (g - g0)^2     reads m', g
 //     5. out = U (1[U g > 0] / max(mean, floor)) (factor if var < threshold)
 //                                                                   reads m', g; writes out
 // against the two kernels' 4 + 2 passes in either phase, whose direction passes read
-// the written update. U is formed as automagic.cc's fourth pass forms it, so the
-// results are the two kernels' up to the order of the sums.
+// the written update: five passes early, four later (five where the count needs its
+// own). U is formed as automagic.cc's fourth pass forms it, so the results are the two
+// kernels' up to the order of the sums.
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "automagic.h"
@@ -86,12 +95,73 @@ void BodyCautiousUpdate(const DirectionScalars<T>& s, const CameLeaf<T>& leaf,
   }
 }
 
+// Later phase, per task: from pass 3 (each row's m' still in cache), the count of
+// m' g > 0, the sums of g - g0 and of its square, and the smallest |m'| and |m' g| of the
+// elements where neither is 0.
+template <typename T>
+struct MomentumSums {
+  double kept = 0, first = 0, second = 0;
+  T min_m = std::numeric_limits<T>::infinity();
+  T min_mg = std::numeric_limits<T>::infinity();
+};
+
+template <typename T>
+void MomentumCautiousRow(const CameLeaf<T>& leaf, const DirectionLeaf<T>& direction,
+                         int64_t row, MomentumSums<T>* sums) {
+  const T* m = leaf.out[kMomentum] + row * leaf.cols;
+  const T* g = direction.g + row * leaf.cols;
+  const double g0 = static_cast<double>(direction.g[0]);
+  const T inf = std::numeric_limits<T>::infinity();
+  double kept = 0, first = 0, second = 0;
+  T min_m = inf, min_mg = inf;
+#pragma omp simd reduction(+ : kept, first, second) reduction(min : min_m, min_mg)
+  for (int64_t j = 0; j < leaf.cols; ++j) {
+    const T mg = m[j] * g[j];
+    kept += mg > T(0) ? 1.0 : 0.0;
+    const double x = static_cast<double>(g[j]) - g0;
+    first += x;
+    second += x * x;
+    const bool both = m[j] != T(0) && g[j] != T(0);
+    const T am = both ? std::fabs(m[j]) : inf;
+    const T amg = both ? std::fabs(mg) : inf;
+    min_m = am < min_m ? am : min_m;
+    min_mg = amg < min_mg ? amg : min_mg;
+  }
+  sums->kept += kept;
+  sums->first += first;
+  sums->second += second;
+  sums->min_m = std::min(sums->min_m, min_m);
+  sums->min_mg = std::min(sums->min_mg, min_mg);
+}
+
+// Whether a leaf's count of U g > 0 is its count of m' g > 0: U = (R' factor * C' factor)
+// m' with both factors finite and positive, and no product of the two counts' so small
+// that it rounds to zero in one and not in the other (a margin of four of the smallest
+// normal numbers). Else the count takes a pass of its own.
+template <typename T>
+bool CountFromMomentum(const CameLeaf<T>& leaf, T min_m, T min_mg) {
+  double min_rf = std::numeric_limits<double>::infinity(), min_cf = min_rf;
+  for (const T f : leaf.row_factor) {
+    if (!(std::isfinite(f) && f > T(0))) return false;
+    min_rf = std::min(min_rf, static_cast<double>(f));
+  }
+  for (const T f : leaf.col_factor) {
+    if (!(std::isfinite(f) && f > T(0))) return false;
+    min_cf = std::min(min_cf, static_cast<double>(f));
+  }
+  const double tiny = 4.0 * static_cast<double>(std::numeric_limits<T>::min());
+  const double factor = min_rf * min_cf;
+  return factor >= tiny && static_cast<double>(min_mg) >= tiny &&
+         factor * static_cast<double>(min_m) >= tiny &&
+         factor * static_cast<double>(min_mg) >= tiny;
+}
+
 template <typename T>
 void BodyStep(ffi::ThreadPool& pool, const AutomagicScalars<T>& s, const DirectionScalars<T>& d,
               bool with_edge, bool with_background, const std::vector<LeafOptions<T>>& options,
               std::vector<CameLeaf<T>>& leaves, std::vector<DirectionLeaf<T>>& directions) {
-  int64_t total = 0;
-  const std::vector<CameTask> came_tasks = ScaleToMomentum(pool, s, options, leaves, &total);
+  int64_t partial_size = 0, total = 0;
+  const std::vector<CameTask> came_tasks = AutomagicTasks(leaves, &partial_size, &total);
   // the direction's passes over the same rows
   std::vector<DirectionTask> tasks;
   tasks.reserve(came_tasks.size());
@@ -99,6 +169,7 @@ void BodyStep(ffi::ThreadPool& pool, const AutomagicScalars<T>& s, const Directi
   const int64_t n = static_cast<int64_t>(tasks.size());
   std::vector<double> task_sums(3 * n);
   if (d.early != T(0)) {
+    ScaleToMomentum(pool, s, options, came_tasks, partial_size, total, leaves);
     ParallelFor(pool, n, total, [&](int64_t k) {
       const int64_t l = tasks[k].leaf;
       const CameLeaf<T>& leaf = leaves[l];
@@ -109,14 +180,40 @@ void BodyStep(ffi::ThreadPool& pool, const AutomagicScalars<T>& s, const Directi
     OrthogonalizeLeaves(pool, d, tasks, total, task_sums, directions);
     return;
   }
-  ParallelFor(pool, n, total, [&](int64_t k) {
+  // later: Cautious's sums in pass 3 where the bounds allow (else pass 4)
+  std::vector<MomentumSums<T>> momentum_sums(n);
+  ScaleToMomentum(pool, s, options, came_tasks, partial_size, total, leaves,
+                  [&](int64_t k, int64_t row) {
+                    const int64_t l = tasks[k].leaf;
+                    MomentumCautiousRow(leaves[l], directions[l], row, &momentum_sums[k]);
+                  });
+  const T inf = std::numeric_limits<T>::infinity();
+  std::vector<T> min_m(leaves.size(), inf), min_mg(leaves.size(), inf);
+  for (int64_t k = 0; k < n; ++k) {
+    const MomentumSums<T>& sums = momentum_sums[k];
     const int64_t l = tasks[k].leaf;
-    BodyCautiousSums(leaves[l], directions[l], tasks[k], task_sums.data() + 3 * k);
-    if (with_edge) CopyHistory(directions[l], tasks[k]);
-  });
+    min_m[l] = std::min(min_m[l], sums.min_m);
+    min_mg[l] = std::min(min_mg[l], sums.min_mg);
+    task_sums[3 * k] = sums.kept;
+    task_sums[3 * k + 1] = sums.first;
+    task_sums[3 * k + 2] = sums.second;
+  }
+  std::vector<char> recount(leaves.size());
+  bool any_recount = false;
+  for (size_t l = 0; l < leaves.size(); ++l) {
+    recount[l] = !CountFromMomentum(leaves[l], min_m[l], min_mg[l]);
+    any_recount = any_recount || recount[l];
+  }
+  if (any_recount) {
+    ParallelFor(pool, n, total, [&](int64_t k) {
+      const int64_t l = tasks[k].leaf;
+      if (recount[l]) BodyCautiousSums(leaves[l], directions[l], tasks[k], task_sums.data() + 3 * k);
+    });
+  }
   SetCautiousMasks(d, with_background, tasks, task_sums, directions);
   ParallelFor(pool, n, total, [&](int64_t k) {
     const int64_t l = tasks[k].leaf;
+    if (with_edge) CopyHistory(directions[l], tasks[k]);
     BodyCautiousUpdate(d, leaves[l], directions[l], tasks[k]);
   });
 }

@@ -91,10 +91,17 @@ std::vector<CameTask> MakeTasks(const std::vector<CameLeaf<T>>& leaves, int64_t*
   return tasks;
 }
 
+// A row hook that does nothing.
+struct NoRowHook {
+  void operator()(int64_t) const {}
+};
+
 // Sums x(j) of every row of the task into row_sum and into the task's column sums;
-// make_row(row) returns x (a function of the column j).
-template <typename T, typename MakeRow>
-void SumRowsAndColumns(CameLeaf<T>& leaf, const CameTask& t, double* partial, MakeRow make_row) {
+// make_row(row) returns x (a function of the column j); after_row(row) runs once the
+// row is summed (its results still in cache).
+template <typename T, typename MakeRow, typename AfterRow = NoRowHook>
+void SumRowsAndColumns(CameLeaf<T>& leaf, const CameTask& t, double* partial, MakeRow make_row,
+                       AfterRow after_row = AfterRow()) {
   const int64_t cols = leaf.cols;
   const int64_t first = FirstMatrix(leaf, t);
   double* columns = partial + t.offset;
@@ -110,6 +117,7 @@ void SumRowsAndColumns(CameLeaf<T>& leaf, const CameTask& t, double* partial, Ma
       col[j] += value;
     }
     leaf.row_sum[row] = sum;
+    after_row(row);
   }
 }
 
