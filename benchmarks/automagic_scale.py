@@ -14,18 +14,26 @@ for a per-block breakdown: ``gated`` (the preset: penalties every 10th step),
 ``every_step`` (``frequency_every = rank_every = 1``), ``no_penalties`` (no frequency or
 rank penalty), ``no_edge`` (additionally no edge suppression), ``no_spatial`` (also
 no spatial awareness: no spatial lr bump), ``kernel`` (the preset with ``kernel=True``:
-the scaling stepped by ``jaxopt_adv.fast.scale_by_automagic_came``, the lr mask by
-``jaxopt_adv.fast.automagic_lr_mask``), and ``kernel_no_penalties`` /
+the scaling and direction stepped by ``jaxopt_adv.fast.automagic_body.scale_and_direct``,
+the lr mask by ``jaxopt_adv.fast.automagic_lr_mask``, SPD by
+``jaxopt_adv.fast.automagic.selective_projection_decay``), ``kernel_no_penalties`` /
 ``kernel_no_spatial`` (``kernel=True`` with the blocks of ``no_penalties`` /
-``no_spatial`` off).
+``no_spatial`` off), ``kernel_two_calls`` (``kernel=True`` with the scaling and
+direction as two kernel calls, ``jaxopt_adv.fast.scale_by_automagic_came`` and
+``jaxopt_adv.fast.automagic.automagic_direction``: the step before the one-call kernel),
+and ``kernel_later`` / ``kernel_two_calls_later`` (the same two with ``warmup_steps=2``:
+every timed step in the later phase, Cautious instead of Grams and OrthoGrad; the other
+variants' timed steps are all early-phase ones).
 
 ``--blocks`` times each block of the composite alone instead (jitted, its state
 donated, interleaved with Adam step by step): AGR, the frequency penalty (as on a step
-where it runs), the scaling (XLA and kernel), the direction control (XLA and kernel), the
-lr mask (XLA and kernel), SPD (XLA and kernel), the grouping itself (the params and
-gradients stacked per group and the updates read back, around an identity), and the
-composite (gated, ``kernel=False`` and ``kernel=True``) for reference. The blocks run on
-the params and gradients grouped as the composite groups them
+where it runs), the scaling (XLA and kernel), the direction control (XLA and kernel),
+the two in one block (XLA, their two kernels chained, and
+``jaxopt_adv.fast.automagic_body.scale_and_direct``'s one kernel call), the lr mask
+(XLA and kernel), SPD (XLA and kernel), the grouping itself (the params and gradients
+stacked per group and the updates read back, around an identity), and the composite
+(gated, ``kernel=False`` and ``kernel=True``) for reference. The blocks run on the
+params and gradients grouped as the composite groups them
 (``jaxopt_adv.grouping.group_leaves``: like leaves stacked, the state kept stacked), so
 each runs as inside the composite.
 
@@ -38,6 +46,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 
@@ -59,6 +68,8 @@ from jaxopt_adv.automagic.lr_mask import automagic_lr_mask
 from jaxopt_adv.automagic.penalties import frequency_penalty
 from jaxopt_adv.automagic.spd import selective_projection_decay
 from jaxopt_adv.fast import automagic as fast_automagic
+from jaxopt_adv.fast import automagic_body, selfcheck
+from jaxopt_adv.fast.automagic_body import scale_and_direct
 from jaxopt_adv.grouping import group_leaves, with_grouped_leaves
 
 LR = 1e-4
@@ -73,7 +84,26 @@ VARIANTS = {
     "kernel": {"kernel": True},
     "kernel_no_penalties": {"frequency_penalty": 0.0, "lora_rank_penalty": False, "kernel": True},
     "kernel_no_spatial": {"spatial_awareness": False, "lora_rank_penalty": False, "kernel": True},
+    "kernel_two_calls": {"kernel": True},
+    "kernel_later": {"kernel": True, "warmup_steps": 2},
+    "kernel_two_calls_later": {"kernel": True, "warmup_steps": 2},
 }
+# the variants whose scaling and direction run as two kernel calls
+TWO_CALLS = ("kernel_two_calls", "kernel_two_calls_later")
+
+
+@contextlib.contextmanager
+def two_calls():
+    """While a step compiles: the scaling and direction kernels as two calls (the
+    one-call kernel's self-check outcome overridden)."""
+    automagic_body._unavailable_reason()  # the self-check's own outcome first
+    results = selfcheck._RESULT[bool(jax.config.jax_enable_x64)]
+    saved = results[selfcheck.AUTOMAGIC_BODY]
+    results[selfcheck.AUTOMAGIC_BODY] = "off for the comparison"
+    try:
+        yield
+    finally:
+        results[selfcheck.AUTOMAGIC_BODY] = saved
 
 
 def lora_tree(layers: int, rank: int, dim: int) -> dict[str, jax.Array]:
@@ -140,6 +170,21 @@ def block_steps(config, params, grads) -> dict[str, tuple]:
         "scaling, kernel": (fast.scale_by_automagic_came(**config.came_options), {}),
         "direction, XLA": (automagic_direction(**config.direction_options), refs),
         "direction, kernel": (fast_automagic.automagic_direction(**config.direction_options), refs),
+        "scaling + direction, XLA": (
+            scale_and_direct(config.came_options, config.direction_options, kernel=False),
+            refs,
+        ),
+        "scaling + direction, two kernel calls": (
+            optax.chain(
+                fast.scale_by_automagic_came(**config.came_options),
+                fast_automagic.automagic_direction(**config.direction_options),
+            ),
+            refs,
+        ),
+        "scaling + direction, one kernel call": (
+            scale_and_direct(config.came_options, config.direction_options),
+            refs,
+        ),
         "lr mask, XLA": (automagic_lr_mask(*mask_args, **mask_kwargs), refs),
         "lr mask, kernel": (fast.automagic_lr_mask(*mask_args, **mask_kwargs), refs),
         "spd, XLA": (selective_projection_decay(*spd_args, **spd_kwargs), {"raw_grads": grads}),
@@ -185,7 +230,8 @@ def main() -> None:
     runners, compile_s = {}, {}
     for name, tx in txs.items():
         fresh = jax.tree.map(jnp.copy, params)
-        compiled, compile_s[name], state = compiled_step(tx, fresh, grads)
+        with two_calls() if name in TWO_CALLS else contextlib.nullcontext():
+            compiled, compile_s[name], state = compiled_step(tx, fresh, grads)
         runners[name] = [compiled, fresh, state]
     total = {name: 0.0 for name in runners}
     for i in range(args.warmup + args.steps):

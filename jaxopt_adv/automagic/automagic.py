@@ -297,6 +297,26 @@ def _every(
     return optax.GradientTransformationExtraArgs(inner.init, update_fn)
 
 
+def _spliced_head(
+    chain: optax.GradientTransformationExtraArgs,
+) -> optax.GradientTransformationExtraArgs:
+    """``chain`` (an ``optax.chain`` whose first block's state is a pair: the scaling's and
+    the direction's) with that pair spliced into the chain's state tuple, so that the
+    state is the flat chain's (scaling, direction, mask, scale, SPD) whether the two
+    blocks run as a chain of their own or as one kernel block."""
+
+    def init_fn(params):
+        head, *rest = chain.init(params)
+        return (*head, *rest)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        nested = ((state[0], state[1]), *state[2:])
+        out, (head, *rest) = chain.update(updates, nested, params, **extra_args)
+        return out, (*head, *rest)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def _body_step(body_state: tuple) -> chex.Array:
     """The step counter of the composite's body (its CAME block's)."""
     return body_state[0].count
@@ -345,16 +365,18 @@ def automagic_came_amp(
         params giving one) of the leaves SPD decays; static, it also splits the groups
         of stacked leaves.
       kernel: static; step the body's CPU kernels: the scaling (CAME, TAM or the
-        decaying EMA, confidence) with :func:`jaxopt_adv.fast.scale_by_automagic_came`
-        (four C++ passes per matrix: float32/float64 leaves with ``ndim >= 2``, with
-        ``factored``, ``came_enabled`` and a ``tam_correlation`` other than ``"dim0"``),
-        the direction control with :func:`jaxopt_adv.fast.automagic.automagic_direction`
-        (only the phase's direction: three passes per matrix early, two later), the
-        learning-rate mask with :func:`jaxopt_adv.fast.automagic_lr_mask` (one pass per
-        leaf) and SPD with :func:`jaxopt_adv.fast.automagic.selective_projection_decay`
-        (one pass, a second only where it fires; not with a ``weight_decay_mask``). The
-        state is the same (a checkpoint saved with either setting resumes with the
-        other); steps agree with ``kernel=False`` to rounding. The
+        decaying EMA, confidence) and the direction control (only the phase's
+        direction) with :func:`jaxopt_adv.fast.automagic_body.scale_and_direct`, one C++
+        call for both blocks (five passes per matrix early, four later: float32/float64
+        leaves with ``ndim >= 2`` and two elements or more, with ``factored``,
+        ``came_enabled`` and a ``tam_correlation`` other than ``"dim0"``; with other
+        settings the direction alone with
+        :func:`jaxopt_adv.fast.automagic.automagic_direction`), the learning-rate mask
+        with :func:`jaxopt_adv.fast.automagic_lr_mask` (one pass per leaf) and SPD with
+        :func:`jaxopt_adv.fast.automagic.selective_projection_decay` (one pass, a second
+        only where it fires; not with a ``weight_decay_mask``). The state is the same (a
+        checkpoint saved with either setting resumes with the other); steps agree with
+        ``kernel=False`` to rounding. The
         kernels step the leaves kept as they are (above 16,384 elements, or a shape met
         once); the stacked groups take the JAX blocks ``jax.vmap``-ed over their members
         (faster than a kernel call per member on 200 LoRA leaves: 3.5x Adam's step
@@ -442,14 +464,17 @@ def automagic_came_amp(
         spd = optax.masked(spd, group_tags, mask_compatible_extra_args=True)
     if kernel:  # imported here: jaxopt_adv.fast imports this package
         from jaxopt_adv.fast import automagic_lr_mask as lr_mask_block
-        from jaxopt_adv.fast import scale_by_automagic_came as scaling
-        from jaxopt_adv.fast.automagic import automagic_direction as direction
+        from jaxopt_adv.fast.automagic_body import scale_and_direct
+
+        head = scale_and_direct(config.came_options, config.direction_options)
     else:
-        lr_mask_block, scaling = automagic_lr_mask, scale_by_automagic_came
-        direction = automagic_direction
+        lr_mask_block = automagic_lr_mask
+        head = optax.chain(
+            scale_by_automagic_came(**config.came_options),
+            automagic_direction(**config.direction_options),
+        )
     body = optax.chain(
-        scaling(**config.came_options),
-        direction(**config.direction_options),
+        head,
         lr_mask_block(
             initial,
             config.min_lr,
@@ -465,7 +490,7 @@ def automagic_came_amp(
         optax.scale(-1.0),
         spd,
     )
-    tx = with_reference_grads(optax.chain(*pre), body, step_of=_body_step)
+    tx = with_reference_grads(optax.chain(*pre), _spliced_head(body), step_of=_body_step)
     # the state stacked per group of like leaves (one mask bit a group)
     tx = with_grouped_leaves(
         tx, None if weight_decay_mask is None else _mask_bits(weight_decay_mask)

@@ -17,7 +17,9 @@ call in four passes (agreeing with :mod:`jaxopt_adv.automagic` to rounding).
 leaf's step in one kernel pass (bit-identical outputs; ``avg_lr`` to rounding);
 :func:`scale_by_automagic_came` is Automagic-CameAMP's scaling (CAME, torque-aware
 momentum or the decaying EMA, confidence) with each matrix stepped by one kernel call in
-four passes (to rounding).
+four passes (to rounding); :func:`jaxopt_adv.fast.automagic_body.scale_and_direct` runs
+that scaling and the direction control in one call (five passes early, four later), as
+``automagic_came_amp(kernel=True)`` does.
 :func:`tam`, :func:`adatam`, :func:`scale_by_tam` and :func:`scale_by_adatam` are
 torque-aware momentum with each leaf's step in one kernel call (to rounding).
 :func:`tune_malloc` keeps XLA:CPU's large step temporaries on the heap (glibc), which

@@ -21,9 +21,13 @@ its self-check (:mod:`.selfcheck`) has passed on this host.
 float32/float64 leaf with ``ndim >= 2`` and two elements or more whose reference gradient,
 params and edge history share its dtype takes only its phase's passes (XLA computes both
 phases' directions and selects one): Grams, the edge damping's Laplacian and history and
-OrthoGrad's sums in one pass, OrthoGrad's orthogonal norm in a second and the
-projection in a third early; Cautious's count and the gradient's variance in one pass and
-the masked update in a second later. Its own self-check gates it.
+OrthoGrad's sums in one pass (its orthogonal norm formed from them) and the projection
+in a second early (a pass for the orthogonal norm in between only for a leaf whose
+update lies mostly along its weights); Cautious's count and the gradient's
+variance in one pass and the masked update in a second later. Its own self-check gates
+it. Under ``automagic_came_amp(kernel=True)`` the scaling and the direction of a matrix
+run as one kernel call instead (:mod:`jaxopt_adv.fast.automagic_body`), with these two
+blocks as its fallback.
 
 :func:`selective_projection_decay` (``automagic_spd.cc``) is
 :func:`jaxopt_adv.automagic.spd.selective_projection_decay` with the ``"zeros"`` or
@@ -112,6 +116,48 @@ def _kernel_leaf(g: Any, state_arrays: list[Any]) -> bool:
     return all(np.dtype(a.dtype) == dtype for a in state_arrays)
 
 
+def scaling_scalars(
+    early: Any,
+    beta1_t: Any,
+    dtype: np.dtype,
+    *,
+    betas: tuple[float, float, float],
+    eps: tuple[float, float],
+    clip_threshold: float,
+    tam_momentum: float,
+    tam_decay: float,
+) -> list[jax.Array]:
+    """The scaling kernel's twelve scalars in ``dtype`` (``automagic.h``'s order)."""
+    _, b2, b3 = betas
+    eps1, eps2 = eps
+    bt = beta1_t.astype(dtype)
+    values = (early, bt, 1 - bt, b2, 1 - b2, b3, 1 - b3, eps1, eps2, clip_threshold)
+    values += (tam_momentum, 1 - tam_decay)
+    return [jnp.asarray(value).astype(dtype) for value in values]
+
+
+def leaf_options(leaves: list[tuple], low_rank_emphasis: float, dtype: np.dtype) -> jax.Array:
+    """Per leaf of ``[(g, mu, v_row, v_col, r_row, r_col, s), ...]``: TAM's emphasis (2-D
+    leaves only) and whether ``s`` has one value per row."""
+    return jnp.stack(
+        [
+            jnp.asarray(value, dtype)
+            for g, *_, s in leaves
+            for value in (
+                low_rank_emphasis if jnp.ndim(g) == 2 else 1.0,
+                jnp.ndim(s) == jnp.ndim(g),
+            )
+        ]
+    )
+
+
+def direction_scalars(edge_threshold: float, edge_penalty: float) -> tuple[float, ...]:
+    """The direction kernel's nine scalars after its phase flag
+    (``automagic_direction.h``'s order)."""
+    values = (_EDGE_DECAY, 1.0 - _EDGE_DECAY, edge_threshold, edge_penalty, _EDGE_FLOOR)
+    return (*values, _ORTHOGRAD_EPS, _CAUTIOUS_MEAN_FLOOR, _BACKGROUND_VARIANCE, _BACKGROUND_FACTOR)
+
+
 def _call(scalars: list[jax.Array], options: jax.Array, leaves: list[tuple]) -> list[tuple]:
     """One custom call over ``leaves = [(g, mu, v_row, v_col, r_row, r_col, s), ...]``;
     returns ``[(out, mu, v_row, v_col, r_row, r_col, s), ...]`` (the state results alias
@@ -178,30 +224,17 @@ def scale_by_automagic_came(
         warmup_steps=warmup_steps,
     )
     takes_any = factored and came_enabled and tam_correlation != "dim0"
-    b1, b2, b3 = betas
-    eps1, eps2 = eps
+    arithmetic = {"betas": betas, "eps": eps, "clip_threshold": clip_threshold}
+    arithmetic |= {"tam_momentum": tam_momentum, "tam_decay": tam_decay}
 
     def replace(updates, state, out, new_state, extra_args):
         del extra_args
+        b1 = betas[0]
         early, beta1_t = momentum_schedule(state.count, warmup_steps, b1, beta1_decay, beta1_floor)
 
         def call(dtype: np.dtype, leaves: list[tuple]) -> list[tuple]:
-            bt = beta1_t.astype(dtype)
-            values = (early, bt, 1 - bt, b2, 1 - b2, b3, 1 - b3, eps1, eps2, clip_threshold)
-            values += (tam_momentum, 1 - tam_decay)
-            scalars = [jnp.asarray(value).astype(dtype) for value in values]
-            # per leaf: TAM's emphasis (2-D leaves only) and whether s has one value per row
-            options = jnp.stack(
-                [
-                    jnp.asarray(value, dtype)
-                    for g, *_, s in leaves
-                    for value in (
-                        low_rank_emphasis if jnp.ndim(g) == 2 else 1.0,
-                        jnp.ndim(s) == jnp.ndim(g),
-                    )
-                ]
-            )
-            return _call(scalars, options, leaves)
+            scalars = scaling_scalars(early, beta1_t, dtype, **arithmetic)
+            return _call(scalars, leaf_options(leaves, low_rank_emphasis, dtype), leaves)
 
         def step(updates, state, out, new_state):
             return ffi.step_leaves(updates, state, out, new_state, _FIELDS, _kernel_leaf, call)
@@ -337,9 +370,7 @@ def automagic_direction(
             return _direction_leaf(u_leaves[i], g_leaves[i], p_leaves[i], h_leaves[i])
 
         for dtype, batch in ffi.batches_by_dtype(u_leaves, takes):
-            values = (early, _EDGE_DECAY, 1.0 - _EDGE_DECAY, edge_threshold, edge_penalty)
-            values += (_EDGE_FLOOR, _ORTHOGRAD_EPS, _CAUTIOUS_MEAN_FLOOR)
-            values += (_BACKGROUND_VARIANCE, _BACKGROUND_FACTOR)
+            values = (early, *direction_scalars(edge_threshold, edge_penalty))
             scalars = [jnp.asarray(value).astype(dtype) for value in values]
             operands = [(u_leaves[i], g_leaves[i], p_leaves[i], h_leaves[i]) for i in batch]
             results = _direction_call(

@@ -86,6 +86,7 @@ TARGETS = {
     "jaxopt_adv_automagic": "JaxoptAdvAutomagic",
     "jaxopt_adv_automagic_direction": "JaxoptAdvAutomagicDirection",
     "jaxopt_adv_automagic_spd": "JaxoptAdvAutomagicSpd",
+    "jaxopt_adv_automagic_body": "JaxoptAdvAutomagicBody",
 }
 # -ffp-contract=off: no multiply-add contraction beyond the explicit std::fma calls that
 # mirror XLA's; -fno-math-errno lets sqrt vectorize (it only skips setting errno).

@@ -48,9 +48,10 @@ __all__ = [
 # RMSprop with a traced momentum (inject_hyperparams) to the XLA path, a failed ADAGRAD
 # (ADAMAX, NADAM, RADAM, RPROP, ADADELTA, ASGD, SPARSE_ADAM) only that optimizer. TAM (TAM and AdaTAM's
 # kernel), CAME, LR_MASK (Automagic's learning-rate mask), AUTOMAGIC (Automagic-CameAMP's
-# scaling), AUTOMAGIC_DIRECTION (its direction control) and AUTOMAGIC_SPD (its selective
-# projection decay) are checked by their own probes (:mod:`.tam`, :mod:`.came`,
-# :mod:`.lr_mask`, :mod:`.automagic`).
+# scaling), AUTOMAGIC_DIRECTION (its direction control), AUTOMAGIC_SPD (its selective
+# projection decay) and AUTOMAGIC_BODY (its scaling and direction in one kernel) are
+# checked by their own probes (:mod:`.tam`, :mod:`.came`, :mod:`.lr_mask`,
+# :mod:`.automagic`, :mod:`.automagic_body`).
 KERNELS = "kernels"
 TRACED_MOMENTUM = "rmsprop_traced_momentum"
 ADAGRAD = "adagrad"
@@ -79,6 +80,7 @@ LR_MASK = "lr_mask"
 AUTOMAGIC = "automagic"
 AUTOMAGIC_DIRECTION = "automagic_direction"
 AUTOMAGIC_SPD = "automagic_spd"
+AUTOMAGIC_BODY = "automagic_body"
 
 _LOCK = threading.Lock()
 # x64 mode -> family -> None or why the family's kernels are not used

@@ -214,10 +214,10 @@ def test_gated_steps_are_the_ungated_blocks():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", ["lora", "full_finetune"])
 def test_parity_with_the_kernels(name, dtype):
-    """``kernel=True`` (the scaling stepped by ``jaxopt_adv.fast.scale_by_automagic_came``,
-    the mask by ``jaxopt_adv.fast.automagic_lr_mask``, the direction and SPD by
-    ``jaxopt_adv.fast.automagic``'s kernels): the same torch parity, and the four kernels
-    are in the compiled step."""
+    """``kernel=True`` (the scaling and direction stepped by
+    ``jaxopt_adv.fast.automagic_body``'s kernel, the mask by
+    ``jaxopt_adv.fast.automagic_lr_mask``, SPD by ``jaxopt_adv.fast.automagic``'s kernel):
+    the same torch parity, and the three kernels are in the compiled step."""
     from jaxopt_adv import fast
 
     config = CONFIGS[name](dtype)
@@ -225,7 +225,7 @@ def test_parity_with_the_kernels(name, dtype):
     with precision(dtype):
         params = {k: jnp.asarray(v, dtype) for k, v in _params().items()}
         text = jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
-    targets = ("lr_mask", "automagic", "automagic_direction", "automagic_spd")
+    targets = ("lr_mask", "automagic_body", "automagic_spd")
     for target in (f"@jaxopt_adv_{name}(" for name in targets):
         assert (target in text) == (fast.unavailable_reason() is None)
     run_parity(

@@ -1,14 +1,17 @@
 """Automagic-CameAMP's scaling kernel (``jaxopt_adv.fast.scale_by_automagic_came``) and
 direction kernel (``jaxopt_adv.fast.automagic.automagic_direction``): each block against
 its JAX transform on leaves large enough to be split into tasks and
-threads, the whole composite with ``kernel=True`` against ``kernel=False`` every step
-across all four phases (both presets, fixed and random hyperparameters, gated and
-every-step penalties, float64 and float32), checkpoints that cross between the two,
-non-finite gradients, the self-check, and the leaves and settings left to JAX. The torch
-parity of the composite with ``kernel=True`` runs in ``tests/automagic/test_automagic.py``."""
+threads, the whole composite with ``kernel=True`` (its loose matrices stepped by the
+scaling and direction in one kernel, ``tests/fast/test_automagic_body.py``) against
+``kernel=False`` every step across all four phases (both presets, fixed and random
+hyperparameters, gated and every-step penalties, float64 and float32), checkpoints that
+cross between the two, non-finite gradients, the self-check, and the leaves and settings
+left to JAX. The torch parity of the composite with ``kernel=True`` runs in
+``tests/automagic/test_automagic.py``."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import jax
@@ -26,7 +29,9 @@ from tests.helpers.quick import quick_compilation
 from tests.helpers.x64 import x64
 
 AUTOMAGIC_MODULE = sys.modules["jaxopt_adv.fast.automagic"]
+BODY_MODULE = importlib.import_module("jaxopt_adv.fast.automagic_body")
 TARGET = "jaxopt_adv_automagic"
+BODY_TARGET = "jaxopt_adv_automagic_body"
 DIRECTION_TARGET = "jaxopt_adv_automagic_direction"
 SPD_TARGET = "jaxopt_adv_automagic_spd"
 TOLERANCE = {jnp.float64: 1e-10, jnp.float32: 1e-5}
@@ -85,7 +90,8 @@ def grads_of(rng, shapes, dtype, t):
 
 
 def kernel_in(tx, params) -> bool:
-    return f"@{TARGET}(" in lowered(tx, params)
+    """Whether the composite's scaling and direction kernel is in ``tx``'s program."""
+    return f"@{BODY_TARGET}(" in lowered(tx, params)
 
 
 def lowered(tx, params) -> str:
@@ -107,7 +113,7 @@ def run_composites(factory, options, dtype, steps=20):
     rng = np.random.default_rng(0)
     params = tree_of(rng, TREE, dtype, 0.5)
     with quick_compilation(optimizations=True):
-        assert kernel_in(ours, params) == (AUTOMAGIC_MODULE._unavailable_reason() is None)
+        assert kernel_in(ours, params) == (BODY_MODULE._unavailable_reason() is None)
         a = b = (params, ours.init(params))
         step_ours, step_theirs = step_fn(ours), step_fn(theirs)
         worst = 0.0
@@ -216,6 +222,7 @@ def test_the_kernel_is_used_on_this_host():
     compare the JAX path with itself)."""
     assert build.host_reason() is None, build.host_reason()
     assert AUTOMAGIC_MODULE._unavailable_reason() is None
+    assert BODY_MODULE._unavailable_reason() is None
 
 
 def test_the_self_check_passes_and_catches_a_wrong_kernel(monkeypatch):
@@ -243,8 +250,8 @@ def test_the_self_check_passes_and_catches_a_wrong_kernel(monkeypatch):
     ids=["dim0", "unfactored", "no_came"],
 )
 def test_settings_left_to_jax(options):
-    params = {"w": jnp.ones((8, 48))}
-    assert not kernel_in(create_lora_optimizer(1e-3, **options, kernel=True), params)
+    text = lowered(create_lora_optimizer(1e-3, **options, kernel=True), {"w": jnp.ones((8, 48))})
+    assert f"@{TARGET}(" not in text and BODY_TARGET not in text
 
 
 def test_leaves_left_to_jax_next_to_kernel_leaves():
@@ -257,7 +264,7 @@ def test_leaves_left_to_jax_next_to_kernel_leaves():
     }
     ours = create_lora_optimizer(1e-2, **FAST, kernel=True)
     theirs = create_lora_optimizer(1e-2, **FAST)
-    assert kernel_in(ours, params) == (AUTOMAGIC_MODULE._unavailable_reason() is None)
+    assert kernel_in(ours, params) == (BODY_MODULE._unavailable_reason() is None)
     a = b = (params, ours.init(params))
     for t in range(8):
         grads = jax.tree.map(lambda p, t=t: (0.1 + t) * jnp.cos(p), params)
@@ -269,9 +276,9 @@ def test_leaves_left_to_jax_next_to_kernel_leaves():
 
 
 def test_a_failed_self_check_or_host_takes_the_jax_path(monkeypatch):
-    """A self-check failure of the scaling, direction and SPD kernels (or a host without
-    the kernels) leaves every leaf to JAX (the mask kernel still runs: its ``avg_lr`` is
-    summed in float64, so to rounding).
+    """A self-check failure of the scaling, direction, SPD and scaling-and-direction
+    kernels (or a host without the kernels) leaves every leaf to JAX (the mask kernel
+    still runs: its ``avg_lr`` is summed in float64, so to rounding).
 
     (With the SPD kernel on, this symmetric tree differs by ~1e-5: its SPD condition
     ``sum(g p)`` is 0 up to rounding, and the kernel's float64 sum and XLA's float32 one
@@ -283,13 +290,14 @@ def test_a_failed_self_check_or_host_takes_the_jax_path(monkeypatch):
     assert AUTOMAGIC_MODULE._spd_unavailable_reason() is None
     reason = "the kernels differ from XLA on this host (a probe)"
     families = (selfcheck.AUTOMAGIC, selfcheck.AUTOMAGIC_DIRECTION, selfcheck.AUTOMAGIC_SPD)
+    families += (selfcheck.AUTOMAGIC_BODY,)
     for family in families:
         monkeypatch.setitem(selfcheck._RESULT[False], family, reason)
     assert AUTOMAGIC_MODULE._unavailable_reason() == reason
     ours = create_lora_optimizer(1e-2, kernel=True)
     theirs = create_lora_optimizer(1e-2, kernel=False)
-    assert not kernel_in(ours, params)
     text = lowered(ours, params)
+    assert f"@{TARGET}(" not in text and BODY_TARGET not in text
     assert DIRECTION_TARGET not in text and SPD_TARGET not in text
     got = step_fn(ours)(params, ours.init(params), grads)
     want = step_fn(theirs)(params, theirs.init(params), grads)
@@ -344,26 +352,43 @@ def test_direction_block_matches_the_jax_transform(shape, options, monkeypatch):
     assert run_direction(shape, jnp.float32, DIRECTION_OPTIONS[options]) <= 1e-5
 
 
+def test_direction_of_an_update_along_the_weights(monkeypatch):
+    """An early-phase update within 1e-4 of the weights' direction: OrthoGrad's orthogonal
+    norm cancels too much to be formed from the sums, and takes its own pass."""
+    monkeypatch.setattr(selfcheck._CHECKING, "active", True, raising=False)
+    options = {"warmup_steps": 100, **DIRECTION_OPTIONS["plain"]}
+    ours = AUTOMAGIC_MODULE.automagic_direction(**options)
+    theirs = automagic_direction(**options)
+    rng = np.random.default_rng(0)
+    with x64(True):
+        w = jnp.asarray(rng.standard_normal((300, 200)))
+        for _ in range(3):
+            u = w * (1.0 + 1e-4 * rng.standard_normal(w.shape))
+            got = jax.jit(ours.update)(u, ours.init(w), w, ref_grads=w)[0]
+            want = jax.jit(theirs.update)(u, theirs.init(w), w, ref_grads=w)[0]
+            assert max_relative_error(got, want) <= 1e-10
+
+
 def test_the_composite_steps_its_loose_leaves_with_the_direction_and_spd_kernels():
-    """``kernel=True``: one direction call for the loose matrices of a dtype (the tests'
-    tree: four, in one call) and one SPD call for its loose leaves (five); none for the
-    stacks, with ``kernel=False``, or for SPD with a ``weight_decay_mask``."""
+    """``kernel=True``: one scaling-and-direction call for the loose matrices of a dtype
+    (the tests' tree: four, in one call) and one SPD call for its loose leaves (five);
+    none for the stacks, with ``kernel=False``, or for SPD with a ``weight_decay_mask``."""
     rng = np.random.default_rng(0)
     params = tree_of(rng, TREE, jnp.float32)
-    assert AUTOMAGIC_MODULE._direction_unavailable_reason() is None
+    assert BODY_MODULE._unavailable_reason() is None
     assert AUTOMAGIC_MODULE._spd_unavailable_reason() is None
     text = lowered(create_lora_optimizer(1e-2, kernel=True), params)
-    assert text.count(f"@{DIRECTION_TARGET}(") == 1
+    assert text.count(f"@{BODY_TARGET}(") == 1
     assert text.count(f"@{SPD_TARGET}(") == 1
     text = lowered(create_lora_optimizer(1e-2), params)
-    assert DIRECTION_TARGET not in text and SPD_TARGET not in text
+    assert BODY_TARGET not in text and SPD_TARGET not in text
     mask = {k: k != "bias" for k in TREE}
     text = lowered(create_lora_optimizer(1e-2, kernel=True, weight_decay_mask=mask), params)
-    assert SPD_TARGET not in text and f"@{DIRECTION_TARGET}(" in text
+    assert SPD_TARGET not in text and f"@{BODY_TARGET}(" in text
     # 16 like matrices are one stack: the vmapped JAX blocks, no kernel
     stacked = {f"w{i}": jnp.ones((8, 48)) for i in range(16)}
     text = lowered(create_lora_optimizer(1e-2, kernel=True), stacked)
-    assert DIRECTION_TARGET not in text and SPD_TARGET not in text
+    assert BODY_TARGET not in text and SPD_TARGET not in text
 
 
 def test_the_direction_self_check_passes_and_catches_a_wrong_kernel(monkeypatch):
@@ -381,9 +406,12 @@ def test_the_direction_self_check_passes_and_catches_a_wrong_kernel(monkeypatch)
 
 
 def test_a_failed_direction_self_check_takes_the_jax_direction(monkeypatch):
+    """With the scaling-and-direction kernel off too: the scaling's kernel, the JAX
+    direction."""
     params = {"w": jnp.linspace(-1.0, 1.0, 8 * 48).reshape(8, 48)}
     assert AUTOMAGIC_MODULE._direction_unavailable_reason() is None
     reason = "the kernels differ from XLA on this host (a probe)"
+    monkeypatch.setitem(selfcheck._RESULT[False], selfcheck.AUTOMAGIC_BODY, reason)
     monkeypatch.setitem(selfcheck._RESULT[False], selfcheck.AUTOMAGIC_DIRECTION, reason)
     assert AUTOMAGIC_MODULE._direction_unavailable_reason() == reason
     text = lowered(create_lora_optimizer(1e-2, kernel=True), params)

@@ -3,209 +3,44 @@
 // factored second moment and RMS clip (came.h), then torque-aware momentum (early phase)
 // or the decaying EMA (later), then CAME's confidence. XLA compiles the step into a
 // dozen whole-leaf loops and reductions per leaf, both phases' momenta computed and
-// selected; here a leaf takes the four passes of came.cc and only its phase's momentum:
-//   1. row and column sums of g^2 + eps1                            reads g
-//   2. sum of u^2 (early, one cosine per leaf: also m u and m^2)     reads g (m)
-//   3. the new momentum and s (a row cosine: the row's sums first,
-//      the row in cache), the sums of the instability (u - m')^2     reads g, m; writes m
+// selected; here a leaf takes the three passes of automagic.h, which form the new
+// momentum with only its phase's rule, and a fourth:
 //   4. out = m' rsqrt(R'_i / mean R') rsqrt(C'_j)                    reads m; writes out
-// TAM's correlation is the cosine of the old momentum and the clipped u, one per leaf
-// (s holds one value) or one per row (s holds one per row); its smoothed value s_bar
-// forms d = ((1 + e s_bar) / 2 + eps1) u and m' = b_tam m + d, with the emphasis e given
-// per leaf. Later m' = b1_t m + (1 - b1_t) u. Sums are accumulated in double, so results
-// agree with the XLA path to rounding, not bit for bit.
+// Sums are accumulated in double, so results agree with the XLA path to rounding, not
+// bit for bit.
 
-#include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "automagic.h"
 #include "came.h"
 #include "common.h"
 
 namespace {
 
-// A call over fewer elements runs on the calling thread: its passes are too short to pay
-// for waking the pool's threads four times (LoRA factors of a few thousand elements).
-constexpr int64_t kAutomagicParallel = int64_t{1} << 19;
-
-template <typename T>
-struct AutomagicScalars {
-  T early;                          // 1 in the early (TAM) phase, else 0
-  T b1, c1;                         // the EMA's b1_t and 1 - b1_t
-  T b2, c2, b3, c3, eps1, eps2, clip;
-  T tam_b1, keep;                   // TAM's momentum and 1 - its correlation decay
-};
-
-// Per leaf: TAM's emphasis and whether s holds one value per row (else one per leaf).
-template <typename T>
-struct LeafOptions {
-  T emphasis;
-  bool per_row;
-};
-
-// Pass 2 of a task: the sums of u^2 (unclipped u), and for a per-leaf cosine in the early
-// phase those of m u and m^2 too, into sums[0..3).
-template <typename T>
-void TaskSums(const CameLeaf<T>& leaf, const CameTask& t, bool with_momentum, double* sums) {
-  if (!with_momentum) {
-    sums[0] = SumOfSquares(leaf, t);
-    sums[1] = sums[2] = 0;
-    return;
-  }
-  double uu = 0, mu = 0, mm = 0;
-  for (int64_t row = t.lo; row < t.hi; ++row) {
-    const T rf = leaf.row_factor[row];
-    const T* cf = leaf.col_factor.data() + (row / leaf.rows) * leaf.cols;
-    const T* g = leaf.in[kGrad] + row * leaf.cols;
-    const T* m = leaf.in[kMomentum] + row * leaf.cols;
-#pragma omp simd reduction(+ : uu, mu, mm)
-    for (int64_t j = 0; j < leaf.cols; ++j) {
-      const double u = (rf * cf[j]) * g[j];
-      const double x = m[j];
-      uu += u * u;
-      mu += x * u;
-      mm += x * x;
-    }
-  }
-  sums[0] = uu;
-  sums[1] = mu;
-  sums[2] = mm;
-}
-
-// TAM's smoothed correlation s + (1 - decay) (c - s).
-template <typename T>
-T Smoothed(const AutomagicScalars<T>& s, T old, double cosine) {
-  return old + s.keep * (static_cast<T>(cosine) - old);
-}
-
-template <typename T>
-void Step(ffi::ThreadPool& pool, const AutomagicScalars<T>& s,
-          const std::vector<LeafOptions<T>>& options, std::vector<CameLeaf<T>>& leaves) {
-  int64_t partial_size = 0;
-  int64_t total = 0;
-  const std::vector<CameTask> tasks = MakeTasks(leaves, &partial_size, &total);
-  const int64_t n = static_cast<int64_t>(tasks.size());
-  std::vector<double> partial(partial_size);
-  const bool early = s.early != T(0);
-  if (total < kAutomagicParallel) total = 0;  // ParallelFor's "too small to split"
-
-  // 1. second moment
-  UpdateSecondMoment(pool, tasks, total, s.eps1, s.b2, s.c2, partial, leaves);
-
-  // 2. rms of the scaled gradient (and a per-leaf cosine's sums)
-  std::vector<double> task_sums(3 * n);
-  ParallelFor(pool, n, total, [&](int64_t k) {
-    const bool with_momentum = early && !options[tasks[k].leaf].per_row;
-    TaskSums(leaves[tasks[k].leaf], tasks[k], with_momentum, task_sums.data() + 3 * k);
-  });
-  std::vector<double> leaf_sums(3 * leaves.size(), 0.0);
-  for (int64_t k = 0; k < n; ++k) {
-    for (int i = 0; i < 3; ++i) leaf_sums[3 * tasks[k].leaf + i] += task_sums[3 * k + i];
-  }
-  // one factor (1 + e s_bar) / 2 + eps1 per leaf with a per-leaf cosine
-  std::vector<T> leaf_factor(leaves.size(), T(0));
-  for (size_t l = 0; l < leaves.size(); ++l) {
-    CameLeaf<T>& leaf = leaves[l];
-    const double* sum = leaf_sums.data() + 3 * l;
-    leaf.denom = ClipDenominator(leaf, sum[0], s.clip);
-    if (options[l].per_row) continue;
-    const T old = leaf.in[kCorrelation][0];
-    if (!early) {
-      leaf.out[kCorrelation][0] = old;
-      continue;
-    }
-    // the cosine of m and u = u_unclipped / denom
-    const double denom = static_cast<double>(leaf.denom);
-    const T s_bar = Smoothed(s, old, Cosine(sum[2], sum[0] / (denom * denom), sum[1] / denom));
-    leaf.out[kCorrelation][0] = s_bar;
-    leaf_factor[l] = (T(1) + options[l].emphasis * s_bar) * T(0.5) + s.eps1;
-  }
-
-  // 3. momentum, s and instability
-  ParallelFor(pool, n, total, [&](int64_t k) {
-    const int64_t index = tasks[k].leaf;
-    CameLeaf<T>& leaf = leaves[index];
-    const LeafOptions<T>& option = options[index];
-    SumRowsAndColumns(leaf, tasks[k], partial.data(), [&](int64_t row) {
-      const int64_t at = row * leaf.cols;
-      const T rf = leaf.row_factor[row];
-      const T* cf = leaf.col_factor.data() + (row / leaf.rows) * leaf.cols;
-      const T* g = leaf.in[kGrad] + at;
-      const T* m_in = leaf.in[kMomentum] + at;
-      T* m_out = leaf.out[kMomentum] + at;
-      const T denom = leaf.denom;
-      // early: m' = tam_b1 m + factor u; later: m' = b1_t m + (1 - b1_t) u
-      T keep_m = s.b1, take_u = s.c1;
-      if (early) {
-        keep_m = s.tam_b1;
-        take_u = leaf_factor[index];
-      }
-      if (option.per_row) {
-        const T old = leaf.in[kCorrelation][row];
-        T s_new = old;
-        if (early) {
-          double mm = 0, uu = 0, mu = 0;
-#pragma omp simd reduction(+ : mm, uu, mu)
-          for (int64_t j = 0; j < leaf.cols; ++j) {
-            const double u = ((rf * cf[j]) * g[j]) / denom;
-            const double x = m_in[j];
-            mm += x * x;
-            uu += u * u;
-            mu += x * u;
-          }
-          s_new = Smoothed(s, old, Cosine(mm, uu, mu));
-          take_u = (T(1) + option.emphasis * s_new) * T(0.5) + s.eps1;
-        }
-        leaf.out[kCorrelation][row] = s_new;
-      }
-      const T eps2 = s.eps2;
-      return [rf, cf, g, m_in, m_out, denom, keep_m, take_u, eps2](int64_t j) {
-        const T u = ((rf * cf[j]) * g[j]) / denom;
-        const T m = keep_m * m_in[j] + take_u * u;
-        m_out[j] = m;
-        const T d = u - m;
-        return static_cast<double>(d * d + eps2);
-      };
-    });
-  });
-  AddColumns(leaves, tasks, partial);
-  for (CameLeaf<T>& leaf : leaves) {
-    UpdateFactors(leaf, kRowResidual, kColResidual, s.b3, s.c3);
-  }
-
-  // 4. confidence-scaled momentum
-  ScaleMomentum(pool, tasks, total, leaves);
-}
-
 template <typename T>
 ffi::Error AutomagicTyped(ffi::ThreadPool& pool, const ffi::AnyBuffer* in,
                           const ffi::AnyBuffer& leaf_options, ffi::RemainingArgs args,
                           ffi::RemainingRets rets) {
-  AutomagicScalars<T> s;
-  T* fields[] = {&s.early, &s.b1, &s.c1,   &s.b2,   &s.c2,     &s.b3,
-                 &s.c3,    &s.eps1, &s.eps2, &s.clip, &s.tam_b1, &s.keep};
-  for (int k = 0; k < 12; ++k) {
-    if (ffi::Error error = ReadScalar(in[k], fields[k]); error.failure()) return error;
+  T values[kAutomagicScalars];
+  for (int k = 0; k < kAutomagicScalars; ++k) {
+    if (ffi::Error error = ReadScalar(in[k], values + k); error.failure()) return error;
   }
-  const size_t count = args.size() / (kSlots + 1);
-  if (leaf_options.element_type() != kDataType<T> ||
-      leaf_options.element_count() != 2 * count) {
-    return InvalidArgument("Automagic's leaf options must hold two values per leaf");
-  }
-  const T* flat = static_cast<const T*>(leaf_options.untyped_data());
-  std::vector<LeafOptions<T>> options(count);
-  for (size_t l = 0; l < count; ++l) options[l] = {flat[2 * l], flat[2 * l + 1] != T(0)};
-  std::vector<CameLeaf<T>> leaves;
-  const auto s_size = [&](size_t l, const CameLeaf<T>& leaf) {
-    return options[l].per_row ? leaf.batch * leaf.rows : int64_t{1};
-  };
-  if (ffi::Error error = ReadFactoredLeaves<T>(
-          args, rets, kSlots + 1, "Automagic takes g, m, v_row, v_col, r_row, r_col, s per leaf",
-          s_size, &leaves);
+  const AutomagicScalars<T> s = AutomagicScalarsOf(values);
+  std::vector<LeafOptions<T>> options;
+  if (ffi::Error error = ReadLeafOptions(leaf_options, args.size() / (kSlots + 1), &options);
       error.failure()) {
     return error;
   }
-  Step(pool, s, options, leaves);
+  std::vector<CameLeaf<T>> leaves;
+  if (ffi::Error error = ReadAutomagicLeaves(args, rets, options, &leaves); error.failure()) {
+    return error;
+  }
+  int64_t partial_size = 0, total = 0;
+  const std::vector<CameTask> tasks = AutomagicTasks(leaves, &partial_size, &total);
+  ScaleToMomentum(pool, s, options, tasks, partial_size, total, leaves);
+  // 4. confidence-scaled momentum
+  ScaleMomentum(pool, tasks, total, leaves);
   return ffi::Error::Success();
 }
 

@@ -91,10 +91,17 @@ std::vector<CameTask> MakeTasks(const std::vector<CameLeaf<T>>& leaves, int64_t*
   return tasks;
 }
 
+// A row hook that does nothing.
+struct NoRowHook {
+  void operator()(int64_t) const {}
+};
+
 // Sums x(j) of every row of the task into row_sum and into the task's column sums;
-// make_row(row) returns x (a function of the column j).
-template <typename T, typename MakeRow>
-void SumRowsAndColumns(CameLeaf<T>& leaf, const CameTask& t, double* partial, MakeRow make_row) {
+// make_row(row) returns x (a function of the column j); after_row(row) runs once the
+// row is summed (its results still in cache).
+template <typename T, typename MakeRow, typename AfterRow = NoRowHook>
+void SumRowsAndColumns(CameLeaf<T>& leaf, const CameTask& t, double* partial, MakeRow make_row,
+                       AfterRow after_row = AfterRow()) {
   const int64_t cols = leaf.cols;
   const int64_t first = FirstMatrix(leaf, t);
   double* columns = partial + t.offset;
@@ -110,6 +117,7 @@ void SumRowsAndColumns(CameLeaf<T>& leaf, const CameTask& t, double* partial, Ma
       col[j] += value;
     }
     leaf.row_sum[row] = sum;
+    after_row(row);
   }
 }
 
@@ -239,12 +247,19 @@ bool Matches(ffi::DataType type, size_t count, int64_t expected) {
 
 // Reads `slots` operands and results per leaf (CAME's six, then automagic.cc's s), in
 // slot order; extra_size(l, leaf) is the element count of leaf l's slots past kSlots.
+// With a `count`, the first count * slots operands and results are the leaves' and more
+// may follow (automagic_body.cc's); without, every operand and result is a leaf's.
 template <typename T, typename ExtraSize>
 ffi::Error ReadFactoredLeaves(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
                               int slots, const char* layout, ExtraSize extra_size,
-                              std::vector<CameLeaf<T>>* leaves) {
-  if (args.size() % slots != 0 || rets.size() != args.size()) return InvalidArgument(layout);
-  leaves->resize(args.size() / slots);
+                              std::vector<CameLeaf<T>>* leaves, size_t count = 0) {
+  if (count == 0) {
+    if (args.size() % slots != 0 || rets.size() != args.size()) return InvalidArgument(layout);
+    count = args.size() / slots;
+  } else if (args.size() < count * slots || rets.size() < count * slots) {
+    return InvalidArgument(layout);
+  }
+  leaves->resize(count);
   for (size_t l = 0; l < leaves->size(); ++l) {
     CameLeaf<T>& leaf = (*leaves)[l];
     auto g = args.get<ffi::AnyBuffer>(l * slots);
