@@ -22,3 +22,29 @@ def assert_bit_identical(ours, theirs, where: str = "") -> None:
         if not np.array_equal(bits(a), bits(b)):
             diff = np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
             raise AssertionError(f"{where}: {path} differs (max abs diff {diff:.3e})")
+
+
+def random_options(seed: int) -> dict:
+    """Hyperparameters of the kernel's arithmetic drawn at random (seeded)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "betas": (
+            float(rng.uniform(0.3, 0.95)),
+            float(rng.uniform(0.8, 0.999)),
+            float(rng.uniform(0.9, 0.9999)),
+        ),
+        "eps": (float(10 ** rng.uniform(-30, -8)), float(10 ** rng.uniform(-16, -6))),
+        "clip_threshold": float(rng.uniform(0.2, 2.0)),
+        "beta1_decay": float(rng.uniform(0.9, 1.0)),
+        "beta1_floor": float(rng.uniform(0.0, 0.6)),
+        "tam_momentum": float(rng.uniform(0.5, 0.95)),
+        "tam_decay": float(rng.uniform(0.5, 0.99)),
+        "low_rank_emphasis": float(rng.uniform(0.5, 2.0)),
+        "tam_large_tensor_threshold": int(rng.integers(100, 2000)),
+    }
+
+
+def lowered(tx, params) -> str:
+    """The lowered (StableHLO) text of ``tx``'s jitted update on ``params``."""
+    state = tx.init(params)
+    return jax.jit(tx.update).lower(params, state, params).as_text()

@@ -24,6 +24,7 @@ from jaxopt_adv.automagic import create_full_finetune_optimizer, create_lora_opt
 from jaxopt_adv.automagic.body import automagic_direction, scale_by_automagic_came
 from jaxopt_adv.automagic.spd import selective_projection_decay
 from jaxopt_adv.fast import build, selfcheck
+from tests.fast.common import lowered, random_options
 from tests.helpers.fast_paths import max_relative_error, step_fn
 from tests.helpers.quick import quick_compilation
 from tests.helpers.x64 import x64
@@ -41,26 +42,6 @@ TREE = {"down": (8, 48), "up": (48, 8), "wide": (6, 250), "conv": (3, 2, 3, 3), 
 # warm-up 10: EARLY t < 5 (four torque-aware steps), LATE t < 10, STABLE t < 20, MATURE
 # at t = 20: all four phases in 20 steps
 FAST = {"min_lr": 1e-4, "max_lr": 0.1, "lr_bump": 1e-3, "warmup_steps": 10}
-
-
-def random_options(seed: int) -> dict:
-    """Hyperparameters of the kernel's arithmetic drawn at random (seeded)."""
-    rng = np.random.default_rng(seed)
-    return {
-        "betas": (
-            float(rng.uniform(0.3, 0.95)),
-            float(rng.uniform(0.8, 0.999)),
-            float(rng.uniform(0.9, 0.9999)),
-        ),
-        "eps": (float(10 ** rng.uniform(-30, -8)), float(10 ** rng.uniform(-16, -6))),
-        "clip_threshold": float(rng.uniform(0.2, 2.0)),
-        "beta1_decay": float(rng.uniform(0.9, 1.0)),
-        "beta1_floor": float(rng.uniform(0.0, 0.6)),
-        "tam_momentum": float(rng.uniform(0.5, 0.95)),
-        "tam_decay": float(rng.uniform(0.5, 0.99)),
-        "low_rank_emphasis": float(rng.uniform(0.5, 2.0)),
-        "tam_large_tensor_threshold": int(rng.integers(100, 2000)),
-    }
 
 
 COMPOSITES = {
@@ -92,12 +73,6 @@ def grads_of(rng, shapes, dtype, t):
 def kernel_in(tx, params) -> bool:
     """Whether the composite's scaling and direction kernel is in ``tx``'s program."""
     return f"@{BODY_TARGET}(" in lowered(tx, params)
-
-
-def lowered(tx, params) -> str:
-    """The lowered (StableHLO) text of ``tx``'s jitted update on ``params``."""
-    state = tx.init(params)
-    return jax.jit(tx.update).lower(params, state, params).as_text()
 
 
 def run_composites(factory, options, dtype, steps=20):
@@ -286,6 +261,7 @@ def test_a_failed_self_check_or_host_takes_the_jax_path(monkeypatch):
     params = {"w": jnp.linspace(-1.0, 1.0, 8 * 48).reshape(8, 48)}
     grads = {"w": jnp.cos(params["w"])}
     assert kernel_in(create_lora_optimizer(1e-2, kernel=True), params)
+    assert AUTOMAGIC_MODULE._unavailable_reason() is None  # each family checked first
     assert AUTOMAGIC_MODULE._direction_unavailable_reason() is None
     assert AUTOMAGIC_MODULE._spd_unavailable_reason() is None
     reason = "the kernels differ from XLA on this host (a probe)"
@@ -409,6 +385,7 @@ def test_a_failed_direction_self_check_takes_the_jax_direction(monkeypatch):
     """With the scaling-and-direction kernel off too: the scaling's kernel, the JAX
     direction."""
     params = {"w": jnp.linspace(-1.0, 1.0, 8 * 48).reshape(8, 48)}
+    assert BODY_MODULE._unavailable_reason() is None  # each family checked first
     assert AUTOMAGIC_MODULE._direction_unavailable_reason() is None
     reason = "the kernels differ from XLA on this host (a probe)"
     monkeypatch.setitem(selfcheck._RESULT[False], selfcheck.AUTOMAGIC_BODY, reason)

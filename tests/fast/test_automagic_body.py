@@ -21,7 +21,7 @@ from jaxopt_adv.automagic.body import automagic_direction, scale_by_automagic_ca
 from jaxopt_adv.fast import automagic as fast_automagic
 from jaxopt_adv.fast import selfcheck
 from jaxopt_adv.fast.automagic_body import BODY_TARGET, scale_and_direct
-from tests.fast.test_automagic import lowered, random_options
+from tests.fast.common import lowered, random_options
 from tests.helpers.fast_paths import max_relative_error
 from tests.helpers.x64 import x64
 
@@ -117,6 +117,7 @@ def test_settings_without_the_scaling_kernel_take_the_two_blocks(options):
 
 def test_a_failed_self_check_takes_the_two_kernels(monkeypatch):
     params = {"w": jnp.ones((8, 48))}
+    assert BODY_MODULE._unavailable_reason() is None  # checked on this host
     reason = "the kernels differ from XLA on this host (a probe)"
     monkeypatch.setitem(selfcheck._RESULT[False], selfcheck.AUTOMAGIC_BODY, reason)
     assert BODY_MODULE._unavailable_reason() == reason
