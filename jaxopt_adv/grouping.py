@@ -46,6 +46,7 @@ __all__ = [
     "group_leaves",
     "group_tags",
     "leaf_slots",
+    "loose_fields",
     "member_slots",
     "on_loose_leaves",
     "sum_grouped",
@@ -53,6 +54,7 @@ __all__ = [
     "tree_map_members",
     "ungroup_leaves",
     "with_grouped_leaves",
+    "with_loose_fields",
     "with_slots",
 ]
 
@@ -206,6 +208,22 @@ def group_tags(grouped: GroupTree) -> GroupTree:
     )
 
 
+def loose_fields(state: Any, fields: Sequence[str]) -> Any:
+    """The NamedTuple ``state`` with its :class:`GroupTree` ``fields`` cut to their loose
+    leaves."""
+    return state._replace(**{name: getattr(state, name).loose for name in fields})
+
+
+def with_loose_fields(state: Any, loose: Any, fields: Sequence[str]) -> Any:
+    """``state`` with the loose leaves of its :class:`GroupTree` ``fields`` taken from
+    ``loose`` (a :func:`loose_fields` state); the stacks stay ``state``'s."""
+    trees = {
+        name: dataclasses.replace(getattr(state, name), loose=getattr(loose, name))
+        for name in fields
+    }
+    return state._replace(**trees)
+
+
 def on_loose_leaves(
     step: Callable[..., tuple[Any, Any]],
     fields: Sequence[str],
@@ -221,17 +239,16 @@ def on_loose_leaves(
     :class:`GroupTree` s: the stacks keep ``out``'s and ``new_state``'s values.
     ``state``'s and ``new_state``'s ``fields`` are :class:`GroupTree` s."""
 
-    def loose(s: Any) -> Any:
-        return s._replace(**{name: getattr(s, name).loose for name in fields})
-
     out_loose, new_loose = step(
-        updates.loose, *(t.loose for t in trees), loose(state), out.loose, loose(new_state)
+        updates.loose,
+        *(t.loose for t in trees),
+        loose_fields(state, fields),
+        out.loose,
+        loose_fields(new_state, fields),
     )
-    merged = {
-        name: dataclasses.replace(getattr(new_state, name), loose=getattr(new_loose, name))
-        for name in fields
-    }
-    return dataclasses.replace(out, loose=out_loose), new_state._replace(**merged)
+    return dataclasses.replace(out, loose=out_loose), with_loose_fields(
+        new_state, new_loose, fields
+    )
 
 
 def _map_members(fn: Callable[..., tuple], n_out: int, tree: GroupTree, *rest: Any) -> tuple:

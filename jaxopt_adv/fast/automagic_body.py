@@ -49,7 +49,7 @@ from jaxopt_adv.fast.automagic import (
     scale_by_automagic_came,
     scaling_scalars,
 )
-from jaxopt_adv.grouping import GroupTree
+from jaxopt_adv.grouping import GroupTree, loose_fields, with_loose_fields
 
 __all__ = ["BODY_TARGET", "scale_and_direct"]
 
@@ -128,20 +128,6 @@ def _defaults(function: Any, options: dict[str, Any]) -> dict[str, Any]:
     parameters = inspect.signature(function).parameters.values()
     defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
     return {**defaults, **options}
-
-
-def _loose(state: Any, fields: tuple[str, ...]) -> Any:
-    """A NamedTuple state with its :class:`GroupTree` ``fields`` cut to their loose leaves."""
-    return state._replace(**{name: getattr(state, name).loose for name in fields})
-
-
-def _merged(state: Any, loose: Any, fields: tuple[str, ...]) -> Any:
-    """``state`` with the loose leaves of its :class:`GroupTree` ``fields`` from ``loose``."""
-    trees = {
-        name: dataclasses.replace(getattr(state, name), loose=getattr(loose, name))
-        for name in fields
-    }
-    return state._replace(**trees)
 
 
 def scale_and_direct(
@@ -263,12 +249,13 @@ def scale_and_direct(
             updates.loose,
             refs.loose,
             params.loose,
-            tuple(_loose(s, f) for s, f in zip(state, fields, strict=True)),
+            tuple(loose_fields(s, f) for s, f in zip(state, fields, strict=True)),
             out.loose,
-            tuple(_loose(s, f) for s, f in zip(new_state, fields, strict=True)),
+            tuple(loose_fields(s, f) for s, f in zip(new_state, fields, strict=True)),
         )
         merged = tuple(
-            _merged(s, loose, f) for s, loose, f in zip(new_state, new_loose, fields, strict=True)
+            with_loose_fields(s, loose, f)
+            for s, loose, f in zip(new_state, new_loose, fields, strict=True)
         )
         return dataclasses.replace(out, loose=out_loose), merged
 
