@@ -267,13 +267,20 @@ def _compile(compiler: str, fma: bool, output: Path) -> None:
 
 
 @contextlib.contextmanager
-def _build_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` across processes (POSIX), so that parallel test
-    workers or jobs compile the library once and the others wait for it."""
-    if fcntl is None:  # not POSIX: concurrent builds write identical bytes
+    workers or jobs compile the library (or run a self-check) once and the others wait
+    for it. Where there is no ``fcntl`` (not POSIX) or the lock file cannot be opened (a
+    read-only cache), no lock: the processes then do the same work side by side, and
+    write identical bytes."""
+    try:
+        lock = None if fcntl is None else open(path, "a")  # noqa: SIM115 - closed below
+    except OSError:
+        lock = None
+    if lock is None:
         yield
         return
-    with open(path, "a") as lock:
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -341,7 +348,7 @@ def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
 def _compile_into_cache(compiler: str, fma: bool, path: Path) -> None:
     """Compile the library to ``path`` and record its size and digest beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock")):
         if verified(path):  # built by another process while we waited
             return
         for stale in path.parent.glob(f".{path.stem}-*.tmp"):  # of a killed build

@@ -166,21 +166,28 @@ def _load_or_run(
     x64: bool,
     families: tuple[str, ...],
 ) -> dict[str, str | None]:
-    """The marker's outcome, or (none or an unreadable one) the check's, recorded there."""
-    try:
-        mismatches = parse_marker(marker.read_text())
-    except (OSError, UnicodeDecodeError):
-        mismatches = None
-    if mismatches is not None:
-        return mismatches
-    mismatches = _run(check, x64, families)
+    """The marker's outcome, or (none or an unreadable one) the check's, recorded there.
+    Processes that ask at the same time (parallel test workers, the jobs of one host)
+    wait for the first: the check runs once."""
+    with build.file_lock(marker.with_suffix(".lock")):
+        try:
+            mismatches = parse_marker(marker.read_text())
+        except (OSError, UnicodeDecodeError):
+            mismatches = None
+        if mismatches is None:
+            mismatches = _run(check, x64, families)
+            _write_marker(marker, mismatches)
+    return mismatches
+
+
+def _write_marker(marker: Path, mismatches: dict[str, str | None]) -> None:
+    """``mismatches`` in ``marker``, replaced in one step (readers see all or nothing)."""
     tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(json.dumps(mismatches))
         os.replace(tmp, marker)
     except OSError:
         pass  # a read-only cache: the check runs again in the next process
-    return mismatches
 
 
 def outcome(check: Callable[[], dict[str, str | None]], family: str) -> str | None:

@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import jax
@@ -150,6 +152,40 @@ def test_a_marker_that_is_not_an_outcome_is_checked_again(tmp_path, monkeypatch,
         selfcheck.reset()
     assert runs == [1]
     assert json.loads(marker.read_text()) == {"k": None, "j": "a probe"}
+
+
+def test_processes_asking_at_once_run_the_check_once(tmp_path):
+    """Two askers of one marker (two test workers, two jobs on one host; here two threads,
+    each with a lock file of its own open, as two processes would have) wait for the
+    first: the check runs once and both read its outcome."""
+    marker = tmp_path / "marker.json"
+    started, runs, outcomes = threading.Event(), [], []
+
+    def check():
+        runs.append(1)
+        started.set()
+        time.sleep(0.5)  # the other asker arrives while this check runs
+        return {"k": None, "j": "a probe"}
+
+    def ask():
+        outcomes.append(selfcheck._load_or_run(check, marker, False, ("k",)))
+
+    first = threading.Thread(target=ask)
+    first.start()
+    assert started.wait(30)
+    second = threading.Thread(target=ask)
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert runs == [1]
+    assert outcomes == [{"k": None, "j": "a probe"}] * 2
+
+
+def test_a_read_only_cache_runs_the_check_without_a_lock(tmp_path):
+    """No lock file can be made (a read-only cache): the check runs and is not recorded."""
+    marker = tmp_path / "missing-directory" / "marker.json"
+    assert selfcheck._load_or_run(lambda: {"k": None}, marker, False, ("k",)) == {"k": None}
+    assert not marker.parent.exists()
 
 
 def test_a_family_the_check_does_not_report_is_not_used(tmp_path, monkeypatch):
