@@ -10,7 +10,9 @@ it; the others load it. The pytest workers write only programs that took at leas
 the cache, 394 with the 1 s threshold; the sharding and MultiSteps checks, whose
 subprocesses compile the same small programs, 110 writing every program, 163 with the
 threshold. The cache lives in a temporary directory that the run creates and removes, so
-nothing carries over from one run to the next.
+nothing carries over from one run to the next. Within a pytest process the programs of
+both kinds are also kept in memory by their cache key (``tests/helpers/executables.py``):
+a program another test of the process compiled is not compiled again.
 
 The tests marked ``slow`` run first. The README's ``pytest -n 2 --dist worksteal`` hands
 each worker half of the collection and lets a worker that has run out take the untouched
@@ -27,7 +29,7 @@ import tempfile
 import jax
 import pytest
 
-from tests.helpers import quick
+from tests.helpers import executables, quick
 
 CACHE_VARIABLE = "JAX_COMPILATION_CACHE_DIR"  # read by jax in every (sub)process
 OWNER_VARIABLE = "JAXOPT_ADV_TEST_JAX_CACHE_OWNER"  # the process that removes it
@@ -42,6 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # subprocesses
     jax.config.update("jax_compilation_cache_dir", os.environ[CACHE_VARIABLE])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    executables.install()
 
 
 @pytest.fixture(scope="module")

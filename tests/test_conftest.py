@@ -1,6 +1,7 @@
 """``tests/conftest.py``: the run order (the tests marked ``slow`` first, so that
-pytest-xdist's work stealing never leaves one worker with a long test at the end) and
-the ``quick_compilation`` fixture."""
+pytest-xdist's work stealing never leaves one worker with a long test at the end), the
+``quick_compilation`` fixture, and the executables kept in memory by their cache key
+(``tests/helpers/executables.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from jax import monitoring
 from jax._src import compiler
@@ -91,3 +93,30 @@ def test_quick_xla_flags_spell_the_quick_code_generator():
         "--xla_force_host_platform_device_count=8 --xla_cpu_use_fusion_emitters=false"
         " --xla_cpu_parallel_codegen_split_count=1"
     )
+
+
+def test_a_program_compiled_before_in_this_process_is_not_compiled_again(monkeypatch):
+    """A new function object with the program of one compiled before gets its executable
+    (JAX's own caches, keyed by the function, miss); other compile options are another
+    program."""
+    compiled = []
+    compile_program = compiler.backend_compile_and_load
+
+    def counted(*args, **kwargs):
+        compiled.append(1)
+        return compile_program(*args, **kwargs)
+
+    x = jnp.linspace(0.25, 0.75, 11)
+    monkeypatch.setattr(compiler, "backend_compile_and_load", counted)
+
+    def program(v):
+        return jnp.sinh(v) * 3.0 - 1.0
+
+    first, second = jax.jit(lambda v: program(v)), jax.jit(lambda v: program(v))
+    expected = first(x)
+    assert len(compiled) == 1
+    np.testing.assert_array_equal(second(x), expected)
+    assert len(compiled) == 1
+    other = jax.jit(lambda v: program(v), compiler_options={"xla_cpu_enable_fast_math": True})
+    other(x).block_until_ready()
+    assert len(compiled) == 2
