@@ -155,7 +155,7 @@ def test_the_self_check_runs_in_the_asking_threads_x64_mode(tmp_path, monkeypatc
     finally:
         selfcheck.reset()
     assert seen == [True, False]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["False.json", "True.json"]
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["False.json", "True.json"]
 
 
 def test_more_than_one_device_falls_back():
