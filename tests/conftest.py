@@ -50,8 +50,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="module")
 def quick_compilation():
     """XLA compiles quickly (``tests/helpers/quick.py``: its optimisations mostly off, its
-    simpler code generator) during the module's tests: for tests that check dtypes, shapes,
-    structure or traces, which neither changes, and whose run time is mostly compilation."""
+    simpler code generator) during the module's tests: for tests whose run time is mostly
+    compilation and that check dtypes, shapes, structure or traces, which neither changes,
+    or numbers within tolerances far above the last bits that they do change."""
     with quick.quick_compilation():
         yield
 
@@ -59,10 +60,17 @@ def quick_compilation():
 @pytest.fixture(scope="module")
 def quick_code_generation():
     """XLA:CPU's simpler code generator (``tests/helpers/quick.py``) with its optimisations
-    on during the module's tests: for tests whose run time is mostly compilation and whose
-    checks hold to an ulp of a few transcendental functions (runs compared with runs of the
-    same settings, or with torch within the parity tolerances)."""
+    on during the module's tests: for training loops long enough for the optimisations to
+    pay, and checks that need an infinite loss to round as XLA's default code rounds it."""
     with quick.quick_compilation(optimizations=True):
+        yield
+
+
+@pytest.fixture
+def default_compilation():
+    """XLA's default settings for this test, inside a module or package that compiles
+    quickly: for the few parity tests there that check the code users run."""
+    with quick.default_compilation():
         yield
 
 

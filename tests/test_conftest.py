@@ -15,7 +15,12 @@ from jax import monitoring
 from jax._src import compiler
 
 from tests.conftest import QUICK_COMPILATION, slow_first
-from tests.helpers.quick import QUICK_CODEGEN, quick_compilation, quick_xla_flags
+from tests.helpers.quick import (
+    QUICK_CODEGEN,
+    default_compilation,
+    quick_compilation,
+    quick_xla_flags,
+)
 
 
 class Item:
@@ -86,6 +91,21 @@ def test_quick_code_generation_is_for_this_thread_and_this_block_only():
         assert _compilations(lambda: jnp.arcsinh(x).block_until_ready()) == 0  # reused
     assert (jax.config.read(QUICK_COMPILATION), _codegen_overrides()) == before
     assert _compilations(lambda: jnp.arcsinh(x).block_until_ready()) == 1
+
+
+def test_default_compilation_inside_quick_compilation_is_xlas_default():
+    """Inside a quickly compiled block, ``default_compilation`` compiles with XLA's
+    defaults, and its programs are not reused by the quick code around it."""
+    x = jnp.linspace(0.5, 1.5, 7)
+    with quick_compilation():
+        jnp.arcsinh(x).block_until_ready()
+        with default_compilation():
+            assert not jax.config.read(QUICK_COMPILATION)
+            assert _codegen_overrides() == {}
+            assert _compilations(lambda: jnp.arcsinh(x).block_until_ready()) == 1
+        assert jax.config.read(QUICK_COMPILATION)
+        assert _codegen_overrides() == QUICK_CODEGEN
+        assert _compilations(lambda: jnp.arcsinh(x).block_until_ready()) == 1
 
 
 def test_quick_xla_flags_spell_the_quick_code_generator():

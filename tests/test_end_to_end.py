@@ -8,7 +8,7 @@ of every step must agree to 1e-4 (float32) / 1e-9 (float64) relative; so must th
 evaluation loss after the last step (the CNN in eval mode, i.e. through the running
 statistics both frameworks accumulated).
 
-Compiled with ``quick_code_generation`` (``tests/helpers/quick.py``: why that is safe here).
+Compiled with ``quick_compilation`` (``tests/helpers/quick.py``: why that is safe here).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from jaxopt_adv.models import MLP, SmallCNN
 from jaxopt_adv.models.torch_twins import TorchMLP, TorchSmallCNN
 from tests.harness import precision, torch_betas
 
-pytestmark = pytest.mark.usefixtures("quick_code_generation")
+pytestmark = pytest.mark.usefixtures("quick_compilation")
 
 torch.set_num_threads(1)
 

@@ -5,7 +5,7 @@ names the argument and its allowed range, for every registered optimizer; and ev
 case must build and step with its numeric hyperparameters injected
 (``optax.inject_hyperparams``) or passed as tracers inside ``jax.jit``.
 
-Compiled with ``quick_code_generation`` (``tests/helpers/quick.py``): runs of one setting are
+Compiled with ``quick_compilation`` (``tests/helpers/quick.py``): runs of one setting are
 compared with each other, with tolerances or with exact zeros, NaNs and infinities.
 """
 
@@ -27,7 +27,7 @@ from jaxopt_adv import get_optimizer, list_optimizers
 from tests.cases import CASES, CASES_BY_NAME, INVALID, numeric_arguments
 from tests.helpers.trees import make_grads, make_params
 
-pytestmark = pytest.mark.usefixtures("quick_code_generation")
+pytestmark = pytest.mark.usefixtures("quick_compilation")
 
 # Not real numbers: each must be a TypeError naming the argument, wherever a number is
 # expected (a bool is not accepted as 0 / 1).

@@ -1,6 +1,6 @@
 """torch state_dict <-> Flax NNX: round trips, forward parity, and every error path.
 
-Compiled with ``quick_code_generation`` (``tests/helpers/quick.py``: why that is safe here).
+Compiled with ``quick_compilation`` (``tests/helpers/quick.py``: why that is safe here).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from jaxopt_adv.models.torch_twins import TorchMLP, TorchSmallCNN
 from tests.harness import precision
 from tests.helpers.twins import CNN_ARGS, MLP_ARGS, inputs, make_pair, randomize_batchnorm
 
-pytestmark = pytest.mark.usefixtures("quick_code_generation")
+pytestmark = pytest.mark.usefixtures("quick_compilation")
 
 torch.set_num_threads(1)
 

@@ -5,7 +5,7 @@ loads the checkpoint and both sides take 12 more steps from the same gradients, 
 after every step; then the JAX state is exported, a fresh torch optimizer loads it and
 both take 5 more steps, compared after every step (float64, relative 1e-10).
 
-Compiled with ``quick_code_generation`` (``tests/helpers/quick.py``: why that is safe here).
+Compiled with ``quick_compilation`` (``tests/helpers/quick.py``: why that is safe here).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from jaxopt_adv.interop import (
 from jaxopt_adv.torch import lr_scheduler
 from tests.harness import TOLERANCE, gradient_stream, make_params, precision
 
-pytestmark = pytest.mark.usefixtures("quick_code_generation")
+pytestmark = pytest.mark.usefixtures("quick_compilation")
 
 T = jaxopt_adv.torch
 BEFORE, RESUMED, BACK = 7, 12, 5  # torch steps, then JAX steps, then torch again

@@ -139,6 +139,16 @@ def test_parity(implementation, reference, config, layout, dtype):
     parity(IMPLEMENTATIONS[implementation](LR, **kwargs), factory(kwargs), layout, dtype)
 
 
+@pytest.mark.usefixtures("default_compilation")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_parity_with_xlas_default_compilation(implementation, dtype):
+    """The package compiles quickly (``conftest.py``); the parity with the official
+    implementation also holds compiled with XLA's default settings, the code users run."""
+    kwargs = CONFIGS["clip_0.1_decay_betas"]
+    parity(IMPLEMENTATIONS[implementation](LR, **kwargs), official(kwargs), "factored", dtype)
+
+
 def test_parity_pytorch_optimizer_single_tensor_path():
     """pytorch_optimizer runs its foreach path on CPU by default; its per-tensor loop
     (``foreach=False``, lerp for the momentum) gives the same numbers."""

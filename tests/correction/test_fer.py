@@ -1,6 +1,6 @@
 """FER: spec 1.6 case, and parity with a torch FER written from spec 1.2.
 
-Compiled with ``quick_code_generation`` (``tests/helpers/quick.py``: why that is safe here).
+Compiled with ``quick_compilation`` (``tests/helpers/quick.py``: why that is safe here).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from jaxopt_adv.torch import adam, sgd
 from tests.harness import TOLERANCE, ParityReport, _log, absolute_error, max_abs, precision
 from tests.reference.torch_fer import FERMemory, fer_loss_torch
 
-pytestmark = pytest.mark.usefixtures("quick_code_generation")
+pytestmark = pytest.mark.usefixtures("quick_compilation")
 
 LOGITS = [[2.0, 0.5, -1.0], [0.2, 0.1, 1.5]]
 LABELS = [0, 1]
@@ -238,6 +238,14 @@ def test_parity_with_torch(base, config, dtype):
 def make_fer(**overrides):
     kwargs = {"num_classes": 3, "memory_size": 10, "num_epochs": 4, **overrides}
     return fer(optax.sgd(0.1), **kwargs)
+
+
+@pytest.mark.usefixtures("default_compilation")
+def test_parity_with_xlas_default_compilation():
+    """This module compiles quickly (its ``pytestmark``); the parity with the torch
+    reference also holds compiled with XLA's default settings, the code users run."""
+    test_parity_with_torch("adam", "paper", "float64")
+    test_parity_with_torch("adam", "paper", "float32")
 
 
 def test_warmup_loss_is_cross_entropy_even_for_remembered_samples():

@@ -1,6 +1,6 @@
 """Gradient correction: spec 2.3 case, parity with a torch wrapper written from the spec.
 
-Compiled with ``quick_code_generation`` (``tests/helpers/quick.py``: why that is safe here).
+Compiled with ``quick_compilation`` (``tests/helpers/quick.py``: why that is safe here).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests.harness import (
 )
 from tests.reference.torch_gradient_correction import GradientCorrection
 
-pytestmark = pytest.mark.usefixtures("quick_code_generation")
+pytestmark = pytest.mark.usefixtures("quick_compilation")
 
 STATE_MAP = {"prev_grad": "prev_grad", "prev_update": "prev_update", "a": "a"}
 
@@ -148,6 +148,14 @@ def test_parity_float32(base):
         params=params,
         stream=stream,
     )
+
+
+@pytest.mark.usefixtures("default_compilation")
+def test_parity_with_xlas_default_compilation():
+    """This module compiles quickly (its ``pytestmark``); the parity with the torch
+    reference also holds compiled with XLA's default settings, the code users run."""
+    test_parity_float64("adam_l2", "both")
+    test_parity_float32("adam")
 
 
 def test_weights_move_and_stay_in_bounds():

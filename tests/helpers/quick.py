@@ -10,9 +10,14 @@ of ``tests/cases.py``: 4.4 -> 0.9 CPU s for eight of them; 6.3 -> 2.5 with optim
 on). Results agree with the default settings to an ulp of some transcendental functions
 (tanh, rsqrt, float64 exp), far below every tolerance that compares a quick run with
 something else, and quick runs are only ever compared with quick runs bit for bit.
-``quick_compilation(optimizations=True)`` (the ``quick_code_generation`` fixture: parity
-tests, training loops) changes only the code generator; with the optimisations off as
-well, float32 runs drift further (L-BFGS no longer follows torch's float32 loss rounding).
+The parity tests compile this way too (each of them meets its tolerance with both parts
+as with the code generator alone, at about half the CPU time: ``benchmarks/RESULTS.md``),
+and each parity package runs a few of its cases inside :func:`default_compilation`
+(XLA's defaults), the code users run.
+``quick_compilation(optimizations=True)`` (the ``quick_code_generation`` fixture) changes
+only the code generator: for the training loops that run long enough for LLVM's
+optimisations to pay, and for the non-finite checks, where an infinite loss must round to
+``tanh``'s saturated value bit for bit as it does with the defaults.
 
 The fast kernels' self-check (:mod:`jaxopt_adv.fast.selfcheck`) compares the kernels with
 XLA's default code bit for bit: it must never see ``QUICK_CODEGEN``. It runs on a thread
@@ -33,6 +38,7 @@ from jax._src import compiler
 
 QUICK_COMPILATION = "jax_disable_most_optimizations"
 QUICK_CODEGEN = {"xla_cpu_use_fusion_emitters": False, "xla_cpu_parallel_codegen_split_count": 1}
+DEFAULT_COMPILE_OPTIONS = compiler.get_compile_options  # JAX's own, before any block
 
 
 def quick_xla_flags(*flags: str) -> str:
@@ -65,6 +71,25 @@ def quick_compilation(optimizations: bool = False) -> Iterator[None]:
         yield
     finally:
         compiler.get_compile_options = original
+        jax.config.update(QUICK_COMPILATION, before)
+        jax.clear_caches()
+
+
+@contextlib.contextmanager
+def default_compilation() -> Iterator[None]:
+    """XLA's default settings inside the block, also within :func:`quick_compilation`:
+    for the tests of a quickly compiled package that check the code users run. JAX's
+    in-memory caches are cleared on entering and on leaving, so no executable crosses
+    from one kind of settings to the other."""
+    before = jax.config.read(QUICK_COMPILATION)
+    around = compiler.get_compile_options
+    jax.clear_caches()
+    jax.config.update(QUICK_COMPILATION, False)
+    compiler.get_compile_options = DEFAULT_COMPILE_OPTIONS
+    try:
+        yield
+    finally:
+        compiler.get_compile_options = around
         jax.config.update(QUICK_COMPILATION, before)
         jax.clear_caches()
 

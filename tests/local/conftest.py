@@ -1,11 +1,10 @@
-"""XLA compiles the local-rule tests quickly (``tests/helpers/quick.py``).
-
-The tests run tiny models for a few steps, so compilation (seconds per train step on
-XLA:CPU) is most of their run time; ``jax_disable_most_optimizations`` is JAX's switch for
-programs whose optimisation costs more than it saves, and XLA:CPU's elemental code
-generator compiles faster than its fusion emitters. Both leave the HLO-level passes on:
-results agree with optimised builds to round-off, far below the parity tolerances.
-"""
+"""The local-rule tests (SigProp and localized learning, parity with the torch references)
+compile quickly (``tests/helpers/quick.py``: XLA:CPU's simpler code generator, most of XLA's
+optimisations off): they run tiny models for a few steps, so compilation is most of their
+run time, and the code's results differ from XLA's default code's in the last bits only, far
+below the parity tolerances. ``test_sigprop.py``'s and ``test_localized.py``'s
+``..._with_xlas_default_compilation`` tests check the parity with XLA's default settings
+too, the code users run. The fast kernels' self-check never sees the quick settings."""
 
 from tests.helpers.quick import package_fixture
 

@@ -187,6 +187,13 @@ def test_ten_steps_match_torch_float64(name):
         assert error < 1e-8, error
 
 
+@pytest.mark.usefixtures("default_compilation")
+def test_parity_with_xlas_default_compilation():
+    """The package compiles quickly (``conftest.py``); the parity also holds compiled with
+    XLA's default settings, the code users run."""
+    test_ten_steps_match_torch_float64("oja-pre-T2")
+
+
 def _step(model, optimizer, x, y, num_localized):
     def loss_fn(model):
         logits, activations = model(x, num_localized=num_localized)

@@ -378,6 +378,13 @@ def test_gradients_and_ten_steps_match_torch_float64(name):
         assert error < 1e-8, error
 
 
+@pytest.mark.usefixtures("default_compilation")
+def test_parity_with_xlas_default_compilation():
+    """The package compiles quickly (``conftest.py``); the parity also holds compiled with
+    XLA's default settings, the code users run."""
+    test_gradients_and_ten_steps_match_torch_float64("v14")
+
+
 def test_ten_steps_match_torch_float32():
     """SGD base: with Adam, float32 rounding of near-zero gradients (dead ReLU units) is
     amplified to +-lr by g / (|g| + eps), so Adam parity is checked in float64 only."""

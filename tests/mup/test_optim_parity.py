@@ -94,6 +94,14 @@ class Scheduled:
         self.scheduler.step()
 
 
+@pytest.mark.usefixtures("default_compilation")
+def test_parity_with_xlas_default_compilation():
+    """The package compiles quickly (``conftest.py``); the parity with mup also holds
+    compiled with XLA's default settings, the code users run."""
+    test_parity_with_pypi_mup_torch_layout("adamw", "hyper", "float64")
+    test_parity_with_pypi_mup_torch_layout("sgd", "momentum_dampening_wd", "float32")
+
+
 def test_parity_under_a_schedule():
     """A schedule on ours equals torch LambdaLR over mup's width-scaled param groups."""
     factor = lambda t: 0.9**t  # noqa: E731

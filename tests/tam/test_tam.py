@@ -69,6 +69,15 @@ def test_adatam_parity(case, dtype):
     )
 
 
+@pytest.mark.usefixtures("default_compilation")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_parity_with_xlas_default_compilation(dtype):
+    """The package compiles quickly (``conftest.py``); TAM's and AdaTAM's parity also holds
+    compiled with XLA's default settings, the code users run."""
+    test_tam_parity("hyper_decoupled", dtype)
+    test_adatam_parity("hyper_decoupled", dtype)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("factory", [tam, fast.tam, adatam, fast.adatam])
 def test_parity_on_leaves_of_repeated_shapes(factory, dtype):

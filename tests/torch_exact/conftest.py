@@ -1,9 +1,10 @@
-"""The torch-exact parity tests compile with XLA:CPU's simpler code generator, its
-optimisations on (``tests/helpers/quick.py``): compilation is most of their run time, and
-the generated code differs from the default by at most an ulp of some transcendental
-functions, far below the parity tolerances (float64: 1e-10 relative, float32: 1e-5). The
-fast kernels' self-check never sees it."""
+"""The torch-exact parity tests compile quickly (``tests/helpers/quick.py``: XLA:CPU's simpler
+code generator, most of XLA's optimisations off): compilation is most of their run time, and
+the code's results differ from XLA's default code's in the last bits only, far below the
+parity tolerances (float64: 1e-10 relative, float32: 1e-5). ``test_optim_db.py``'s
+``..._with_xlas_default_compilation`` test checks the parity with XLA's default settings
+too, the code users run. The fast kernels' self-check never sees the quick settings."""
 
 from tests.helpers.quick import package_fixture
 
-quick_code_generation = package_fixture(optimizations=True)
+quick_compilation = package_fixture(optimizations=False)

@@ -1,6 +1,6 @@
 """The jitted, donated train step.
 
-Compiled with ``quick_code_generation`` (``tests/helpers/quick.py``): runs of one setting are
+Compiled with ``quick_compilation`` (``tests/helpers/quick.py``): runs of one setting are
 compared with each other, with tolerances or with exact zeros, NaNs and infinities.
 """
 
@@ -15,7 +15,7 @@ import jaxopt_adv
 from jaxopt_adv.train import init_train_state, make_eval_step, make_train_step, split_model
 from tests.train.models import loss_fn, make_data, make_model
 
-pytestmark = pytest.mark.usefixtures("quick_code_generation")
+pytestmark = pytest.mark.usefixtures("quick_compilation")
 
 
 def test_step_matches_a_hand_written_update():
