@@ -33,7 +33,6 @@ from tests.helpers import executables, quick
 
 CACHE_VARIABLE = "JAX_COMPILATION_CACHE_DIR"  # read by jax in every (sub)process
 OWNER_VARIABLE = "JAXOPT_ADV_TEST_JAX_CACHE_OWNER"  # the process that removes it
-QUICK_COMPILATION = quick.QUICK_COMPILATION
 MIN_COMPILE_SECONDS = 1.0  # the pytest workers do not write programs compiled faster
 
 

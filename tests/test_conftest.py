@@ -14,8 +14,9 @@ import pytest
 from jax import monitoring
 from jax._src import compiler
 
-from tests.conftest import QUICK_COMPILATION, slow_first
+from tests.conftest import slow_first
 from tests.helpers.quick import (
+    OPTIMIZATIONS_OFF,
     QUICK_CODEGEN,
     default_compilation,
     quick_compilation,
@@ -45,9 +46,10 @@ def test_this_run_starts_with_its_slow_tests(request):
 
 
 def test_quick_compilation_turns_most_xla_optimisations_off(request):
-    assert not jax.config.read(QUICK_COMPILATION)
+    assert _codegen_overrides() == {}
     request.getfixturevalue("quick_compilation")
-    assert jax.config.read(QUICK_COMPILATION)
+    assert _codegen_overrides() == {**QUICK_CODEGEN, **OPTIMIZATIONS_OFF}
+    assert not jax.config.read("jax_disable_most_optimizations")  # this thread's alone
 
 
 def _codegen_overrides() -> dict:
@@ -72,39 +74,41 @@ def _compilations(fun) -> int:
     return len(events)
 
 
-def test_quick_code_generation_is_for_this_thread_and_this_block_only():
-    """The quick code generator never reaches another thread (the fast kernels' self-check
-    compares the kernels with XLA's default code on a thread of its own), nor code run
-    after the block: an eager operation compiled inside is compiled again after it. (The
-    module's ``quick_compilation`` fixture may be on around the block, in this worker.)"""
+def test_quick_compilation_is_for_this_thread_and_this_block_only():
+    """The quick settings never reach another thread (the fast kernels' self-check compares
+    the kernels with XLA's default code on a thread of its own), nor code run after the
+    block: an eager operation compiled inside is compiled again after it. (The module's
+    ``quick_compilation`` fixture may be on around the test, in this worker: the test runs
+    inside ``default_compilation``.)"""
     x = jnp.linspace(0.5, 1.5, 7)
-    before = (jax.config.read(QUICK_COMPILATION), _codegen_overrides())
-    with quick_compilation():
-        assert jax.config.read(QUICK_COMPILATION)
-        assert _codegen_overrides() == QUICK_CODEGEN
-        other = {}
-        thread = threading.Thread(target=lambda: other.update(_codegen_overrides()))
-        thread.start()
-        thread.join()
-        assert other == {}
-        jnp.arcsinh(x).block_until_ready()  # an eager operation: its own program
-        assert _compilations(lambda: jnp.arcsinh(x).block_until_ready()) == 0  # reused
-    assert (jax.config.read(QUICK_COMPILATION), _codegen_overrides()) == before
-    assert _compilations(lambda: jnp.arcsinh(x).block_until_ready()) == 1
+    for optimizations, overrides in [
+        (False, {**QUICK_CODEGEN, **OPTIMIZATIONS_OFF}),
+        (True, QUICK_CODEGEN),
+    ]:
+        with default_compilation():
+            with quick_compilation(optimizations=optimizations):
+                assert _codegen_overrides() == overrides
+                other: dict = {}
+                thread = threading.Thread(target=lambda o=other: o.update(_codegen_overrides()))
+                thread.start()
+                thread.join()
+                assert other == {}
+                jnp.arcsinh(x).block_until_ready()  # an eager operation: its own program
+                assert _compilations(lambda: jnp.arcsinh(x).block_until_ready()) == 0
+            assert _codegen_overrides() == {}
+            assert _compilations(lambda: jnp.arcsinh(x).block_until_ready()) == 1
 
 
 def test_default_compilation_inside_quick_compilation_is_xlas_default():
     """Inside a quickly compiled block, ``default_compilation`` compiles with XLA's
     defaults, and its programs are not reused by the quick code around it."""
     x = jnp.linspace(0.5, 1.5, 7)
-    with quick_compilation():
+    with default_compilation(), quick_compilation():
         jnp.arcsinh(x).block_until_ready()
         with default_compilation():
-            assert not jax.config.read(QUICK_COMPILATION)
             assert _codegen_overrides() == {}
             assert _compilations(lambda: jnp.arcsinh(x).block_until_ready()) == 1
-        assert jax.config.read(QUICK_COMPILATION)
-        assert _codegen_overrides() == QUICK_CODEGEN
+        assert _codegen_overrides() == {**QUICK_CODEGEN, **OPTIMIZATIONS_OFF}
         assert _compilations(lambda: jnp.arcsinh(x).block_until_ready()) == 1
 
 

@@ -7,16 +7,17 @@ through both paths on this host (a few seconds, on a fresh thread so that it als
 while a ``jax.jit`` is tracing) and remembers the result for the process and in a marker
 file next to the compiled library, keyed by the Python sources of the check's package
 (:mod:`jaxopt_adv.fast`: its probes, plans and plumbing), the number of CPUs the process
-may use, ``XLA_FLAGS`` and the x64 mode too (the mode changes the dtype of counts and
-scalars, and so XLA's arithmetic: each mode is checked on its own, with the mode of the
-thread that asks). A marker that is not a JSON object of family names to ``null`` or a
-reason (truncated, edited, written by another version) is ignored: the check runs again
-and rewrites it. Each check function (the fused kernels' in :mod:`jaxopt_adv.fast.step`
-with its probes in :mod:`jaxopt_adv.fast.probes`, TAM's in :mod:`jaxopt_adv.fast.tam`,
-CAME's in :mod:`jaxopt_adv.fast.came`, the Automagic mask's in
-:mod:`jaxopt_adv.fast.lr_mask`, Automagic-CameAMP's scaling's in
-:mod:`jaxopt_adv.fast.automagic`) has a marker of its own; :func:`steps_differ` compares
-their probe steps. :func:`unavailable` adds the host's own reasons (:mod:`.build`).
+may use, ``XLA_FLAGS``, JAX's ``jax_disable_most_optimizations`` and the x64 mode too
+(the mode changes the dtype of counts and scalars, and so XLA's arithmetic: each mode is
+checked on its own, with the mode of the thread that asks). A marker that is not a JSON
+object of family names to ``null`` or a reason (truncated, edited, written by another
+version) is ignored: the check runs again and rewrites it. Each check function (the
+fused kernels' in :mod:`jaxopt_adv.fast.step` with its probes in
+:mod:`jaxopt_adv.fast.probes`, TAM's in :mod:`jaxopt_adv.fast.tam`, CAME's in
+:mod:`jaxopt_adv.fast.came`, the Automagic mask's in :mod:`jaxopt_adv.fast.lr_mask`,
+Automagic-CameAMP's scaling's in :mod:`jaxopt_adv.fast.automagic`) has a marker of its
+own; :func:`steps_differ` compares their probe steps. :func:`unavailable` adds the
+host's own reasons (:mod:`.build`).
 """
 
 from __future__ import annotations
@@ -118,8 +119,10 @@ def _marker(library: build.Library, x64: bool, check: Callable[..., Any]) -> Pat
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
     key.update(str(cpus).encode())
-    # and XLA_FLAGS can change its fusion and code generation
+    # and XLA_FLAGS can change its fusion and code generation, as can JAX's switch for most
+    # of XLA's optimisations (LLVM at -O0: a check run so does not decide for the defaults)
     key.update(os.environ.get("XLA_FLAGS", "").encode())
+    key.update(b"O0" if jax.config.read("jax_disable_most_optimizations") else b"")
     key.update(b"x64" if x64 else b"x32")
     return library.path.with_suffix(f".check-{key.hexdigest()[:16]}.json")
 

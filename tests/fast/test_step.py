@@ -158,6 +158,22 @@ def test_the_self_check_runs_in_the_asking_threads_x64_mode(tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["False.json", "True.json"]
 
 
+def test_a_check_with_most_optimisations_off_has_its_own_marker():
+    """With ``jax_disable_most_optimizations`` XLA generates other code (LLVM at -O0),
+    which the kernels do not reproduce: a check run so must not decide for the default
+    settings in later processes. The default settings keep their marker."""
+    library = build.load()
+    assert library is not None, build.failure()  # as on this project's machines
+    default = selfcheck._marker(library, False, len)
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        unoptimised = selfcheck._marker(library, False, len)
+    finally:
+        jax.config.update("jax_disable_most_optimizations", False)
+    assert unoptimised != default
+    assert selfcheck._marker(library, False, len) == default
+
+
 def test_more_than_one_device_falls_back():
     code = (
         "import jax, jax.numpy as jnp\n"

@@ -3,27 +3,29 @@ whose checks do not depend on how XLA optimises or generates code (structure, dt
 shardings, a jitted run against an eager one, a resumed run against the original: both
 sides compiled with the same settings).
 
-Two parts: JAX's ``jax_disable_most_optimizations`` (LLVM at -O0, no expensive passes),
-and ``QUICK_CODEGEN``, XLA:CPU's elemental code generator instead of its fusion emitters
-with each program in one LLVM module (about 5x less compile time for the optimizer steps
-of ``tests/cases.py``: 4.4 -> 0.9 CPU s for eight of them; 6.3 -> 2.5 with optimisations
-on). Results agree with the default settings to an ulp of some transcendental functions
-(tanh, rsqrt, float64 exp), far below every tolerance that compares a quick run with
-something else, and quick runs are only ever compared with quick runs bit for bit.
-The parity tests compile this way too (each of them meets its tolerance with both parts
-as with the code generator alone, at about half the CPU time: ``benchmarks/RESULTS.md``),
-and each parity package runs a few of its cases inside :func:`default_compilation`
-(XLA's defaults), the code users run.
+Two parts: ``OPTIMIZATIONS_OFF``, what JAX's ``jax_disable_most_optimizations`` sets (LLVM
+at -O0, no expensive passes), and ``QUICK_CODEGEN``, XLA:CPU's elemental code generator
+instead of its fusion emitters with each program in one LLVM module (about 5x less compile
+time for the optimizer steps of ``tests/cases.py``: 4.4 -> 0.9 CPU s for eight of them; 6.3
+-> 2.5 with optimisations on). Results agree with the default settings to an ulp of some
+transcendental functions (tanh, rsqrt, float64 exp), far below every tolerance that compares
+a quick run with something else, and quick runs are only ever compared with quick runs bit
+for bit. The parity tests compile this way too (each of them meets its tolerance with both
+parts as with the code generator alone, at about half the CPU time:
+``benchmarks/RESULTS.md``), and each parity package runs a few of its cases inside
+:func:`default_compilation` (XLA's defaults), the code users run.
 ``quick_compilation(optimizations=True)`` (the ``quick_code_generation`` fixture) changes
 only the code generator: for the training loops that run long enough for LLVM's
 optimisations to pay, and for the non-finite checks, where an infinite loss must round to
 ``tanh``'s saturated value bit for bit as it does with the defaults.
 
 The fast kernels' self-check (:mod:`jaxopt_adv.fast.selfcheck`) compares the kernels with
-XLA's default code bit for bit: it must never see ``QUICK_CODEGEN``. It runs on a thread
-of its own, and :func:`quick_compilation` sets the code generator of the thread that
-enters it only; a subprocess run with :func:`quick_xla_flags` has several devices, where
-the kernels are never used.
+XLA's default code bit for bit: it must never see the quick settings. It runs on a thread of
+its own, and :func:`quick_compilation` sets the compile options of the thread that enters it
+only (JAX's global ``jax_disable_most_optimizations`` would reach the check's thread: its
+kernels would then differ from XLA's code, and the fast path would be off for the rest of
+the process); a subprocess run with :func:`quick_xla_flags` has several devices, where the
+kernels are never used.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ import jax
 import pytest
 from jax._src import compiler
 
-QUICK_COMPILATION = "jax_disable_most_optimizations"
 QUICK_CODEGEN = {"xla_cpu_use_fusion_emitters": False, "xla_cpu_parallel_codegen_split_count": 1}
+# what ``jax_disable_most_optimizations`` sets, for the entering thread alone
+OPTIMIZATIONS_OFF = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 DEFAULT_COMPILE_OPTIONS = compiler.get_compile_options  # JAX's own, before any block
 
 
@@ -50,28 +53,26 @@ def quick_xla_flags(*flags: str) -> str:
 
 @contextlib.contextmanager
 def quick_compilation(optimizations: bool = False) -> Iterator[None]:
-    """Compile with ``QUICK_CODEGEN`` (this thread) and, unless ``optimizations``,
-    ``jax_disable_most_optimizations`` (every thread) inside the block; with
-    ``optimizations`` (for programs that run long enough for LLVM's optimisations to pay:
-    training loops) only the code generator changes. On leaving the block, JAX's
-    in-memory caches are cleared: the executables compiled inside (eager operations' too)
-    are not reused by code that runs with the default settings afterwards."""
-    before = jax.config.read(QUICK_COMPILATION)
+    """Compile with ``QUICK_CODEGEN`` and, unless ``optimizations``, ``OPTIMIZATIONS_OFF``
+    inside the block, on this thread only; with ``optimizations`` (for programs that run
+    long enough for LLVM's optimisations to pay: training loops) only the code generator
+    changes. On leaving the block, JAX's in-memory caches are cleared: the executables
+    compiled inside (eager operations' too) are not reused by code that runs with the
+    default settings afterwards."""
     original = compiler.get_compile_options
     thread = threading.get_ident()
+    overrides = QUICK_CODEGEN if optimizations else {**QUICK_CODEGEN, **OPTIMIZATIONS_OFF}
 
     def get_compile_options(*args, env_options_overrides=None, **kwargs):
         if threading.get_ident() == thread:
-            env_options_overrides = {**QUICK_CODEGEN, **(env_options_overrides or {})}
+            env_options_overrides = {**overrides, **(env_options_overrides or {})}
         return original(*args, env_options_overrides=env_options_overrides, **kwargs)
 
-    jax.config.update(QUICK_COMPILATION, before or not optimizations)
     compiler.get_compile_options = get_compile_options
     try:
         yield
     finally:
         compiler.get_compile_options = original
-        jax.config.update(QUICK_COMPILATION, before)
         jax.clear_caches()
 
 
@@ -81,16 +82,13 @@ def default_compilation() -> Iterator[None]:
     for the tests of a quickly compiled package that check the code users run. JAX's
     in-memory caches are cleared on entering and on leaving, so no executable crosses
     from one kind of settings to the other."""
-    before = jax.config.read(QUICK_COMPILATION)
     around = compiler.get_compile_options
     jax.clear_caches()
-    jax.config.update(QUICK_COMPILATION, False)
     compiler.get_compile_options = DEFAULT_COMPILE_OPTIONS
     try:
         yield
     finally:
         compiler.get_compile_options = around
-        jax.config.update(QUICK_COMPILATION, before)
         jax.clear_caches()
 
 
