@@ -87,6 +87,14 @@ def test_training_steps_match_torch(shape, momentum, eps, dtype):
             assert stats["var"][...].dtype == jnp.dtype(dtype)
 
 
+@pytest.mark.usefixtures("default_compilation")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_training_steps_match_torch_with_xlas_default_compilation(dtype):
+    """The package compiles quickly (``conftest.py``); the parity also holds compiled with
+    XLA's default settings, the code users run."""
+    test_training_steps_match_torch((6, 5, 5, 4), 0.1, 1e-5, dtype)
+
+
 def test_eval_mode_uses_and_keeps_the_running_statistics():
     with precision("float64"):
         reference = torch.nn.BatchNorm2d(3)

@@ -80,6 +80,13 @@ def test_conv2d_matches_torch(kernel, stride, padding):
         np.testing.assert_allclose(out, expected, rtol=0, atol=TOL)
 
 
+@pytest.mark.usefixtures("default_compilation")
+def test_conv2d_matches_torch_with_xlas_default_compilation():
+    """The package compiles quickly (``conftest.py``); the parity also holds compiled with
+    XLA's default settings, the code users run."""
+    test_conv2d_matches_torch((3, 2), (2, 1), (1, 2))
+
+
 def test_conv2d_rejects_bad_arguments():
     with pytest.raises(ValueError, match="padding must be"):
         Conv2d(1, 1, 3, padding=-1, rngs=nnx.Rngs(0))
