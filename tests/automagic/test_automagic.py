@@ -149,18 +149,6 @@ def _by_leaf(opt: optax.GradientTransformation) -> optax.GradientTransformation:
 @pytest.mark.parametrize("name", CONFIGS)
 def test_parity_with_torch_reference(name, dtype):
     """20 steps with warm-up 6 cross all four phases (EARLY t<3, LATE, STABLE, MATURE)."""
-    check_reference_parity(name, dtype)
-
-
-@pytest.mark.usefixtures("default_compilation")
-@pytest.mark.parametrize(("name", "dtype"), [("lora", "float32"), ("full_finetune", "float64")])
-def test_parity_with_xlas_default_compilation(name, dtype):
-    """The package compiles quickly (``conftest.py``); the two presets' parity also holds
-    compiled with XLA's default settings, the code users run."""
-    check_reference_parity(name, dtype)
-
-
-def check_reference_parity(name: str, dtype: str) -> None:
     config = CONFIGS[name](dtype)
     run_parity(
         _by_leaf(automagic_came_amp(1e-2, config)),
@@ -170,6 +158,14 @@ def check_reference_parity(name: str, dtype: str) -> None:
         stream=_stream(),
         state_map=STATE,
     )
+
+
+@pytest.mark.usefixtures("default_compilation")
+@pytest.mark.parametrize(("name", "dtype"), [("lora", "float32"), ("full_finetune", "float64")])
+def test_parity_with_xlas_default_compilation(name, dtype):
+    """The package compiles quickly (``conftest.py``); the two presets' parity also holds
+    compiled with XLA's default settings, the code users run."""
+    test_parity_with_torch_reference(name, dtype)
 
 
 def test_gated_steps_are_the_ungated_blocks():

@@ -222,30 +222,6 @@ def run_lbfgs(kwargs: dict[str, Any], tol: float) -> float:
 
 @pytest.mark.parametrize("config", CONFIGURATIONS, ids=[_config_id(c) for c in CONFIGURATIONS])
 def test_optim_db_configuration(config):
-    check_configuration(config)
-
-
-# each optimizer's configuration with the most options, other than ``lr`` first, the last
-# listed among equals (L-BFGS: its strong-Wolfe line search)
-RICHEST = [
-    max(
-        reversed([c for c in CONFIGURATIONS if c[0] == name]),
-        key=lambda c: (len(c[1]), "lr" not in c[1]),
-    )
-    for name in TWINS
-]
-
-
-@pytest.mark.usefixtures("default_compilation")
-@pytest.mark.parametrize("config", RICHEST, ids=[_config_id(c) for c in RICHEST])
-def test_optim_db_configuration_with_xlas_default_compilation(config):
-    """The package compiles quickly (``conftest.py``); each optimizer's configuration with
-    the most options also runs compiled with XLA's default settings, the code users run."""
-    check_configuration(config)
-
-
-def check_configuration(config: tuple[str, dict[str, Any]]) -> None:
-    """25 steps of one configuration, ours against torch's, compared after every step."""
     name, kwargs = config
     tol = TOLERANCE["float64"]
     if name == "LBFGS":
@@ -278,6 +254,25 @@ def check_configuration(config: tuple[str, dict[str, Any]]) -> None:
         tolerance=tol,
         torch_default="float32",
     )
+
+
+# each optimizer's configuration with the most options, other than ``lr`` first, the last
+# listed among equals (L-BFGS: its strong-Wolfe line search)
+RICHEST = [
+    max(
+        reversed([c for c in CONFIGURATIONS if c[0] == name]),
+        key=lambda c: (len(c[1]), "lr" not in c[1]),
+    )
+    for name in TWINS
+]
+
+
+@pytest.mark.usefixtures("default_compilation")
+@pytest.mark.parametrize("config", RICHEST, ids=[_config_id(c) for c in RICHEST])
+def test_optim_db_configuration_with_xlas_default_compilation(config):
+    """The package compiles quickly (``conftest.py``); each optimizer's configuration with
+    the most options also runs compiled with XLA's default settings, the code users run."""
+    test_optim_db_configuration(config)
 
 
 def test_optim_db_is_enumerated():
