@@ -1,4 +1,8 @@
-"""The ``jaxopt-adv`` command: compare, list, bench, and its errors."""
+"""The ``jaxopt-adv`` command: compare, list, bench, and its errors.
+
+The commands run in subprocesses where XLA compiles quickly (``tests/helpers/quick.py``):
+the checks are on what they write, the torch step deviation within float32 rounding
+included (below 1e-6 with either settings)."""
 
 import csv
 import importlib.util
@@ -16,6 +20,7 @@ import pytest
 
 from jaxopt_adv.app.cli import main
 from jaxopt_adv.registry import list_optimizers
+from tests.helpers.quick import quick_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = {
@@ -37,6 +42,7 @@ def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "jaxopt_adv", *args],
         cwd=ROOT,
+        env=quick_environment(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -272,7 +278,8 @@ def start_compare(out: Path, prefix: list[str], epochs: int = 1000) -> subproces
     return subprocess.Popen(
         [sys.executable, *prefix, "compare", "--data", "digits", "--epochs", str(epochs),
          "--seeds", "1", "--optimizers", "torch.adamw", "--no-progress", "--out", str(out)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=quick_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
     )  # fmt: skip
 
 

@@ -5,6 +5,8 @@ pytest-xdist's work stealing never leaves one worker with a long test at the end
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import jax
@@ -20,6 +22,7 @@ from tests.helpers.quick import (
     QUICK_CODEGEN,
     default_compilation,
     quick_compilation,
+    quick_environment,
     quick_xla_flags,
 )
 
@@ -117,6 +120,34 @@ def test_quick_xla_flags_spell_the_quick_code_generator():
         "--xla_force_host_platform_device_count=8 --xla_cpu_use_fusion_emitters=false"
         " --xla_cpu_parallel_codegen_split_count=1"
     )
+    assert quick_xla_flags("", optimizations=False) == (
+        "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1"
+        " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    )
+
+
+def test_a_quick_subprocess_has_the_quick_settings_and_no_kernels(monkeypatch):
+    """``quick_environment``: the quick settings after the process's ``XLA_FLAGS`` (XLA
+    accepts them and keeps the others), the fast kernels off unless asked for."""
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    monkeypatch.delenv("JAXOPT_ADV_FAST_DISABLE", raising=False)
+    env = quick_environment(PYTHONPATH="elsewhere")
+    assert env["XLA_FLAGS"] == quick_xla_flags(
+        "--xla_force_host_platform_device_count=1", optimizations=False
+    )
+    assert env["PYTHONPATH"] == "elsewhere" and env["JAXOPT_ADV_FAST_DISABLE"] == "1"
+    assert "JAXOPT_ADV_FAST_DISABLE" not in quick_environment(kernels=True)
+    script = (
+        "import jax, jax.numpy as jnp; from jaxopt_adv import fast;"
+        "print(jax.device_count(), float(jax.jit(jnp.tanh)(0.5)), fast.unavailable_reason())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    count, value, reason = result.stdout.split(maxsplit=2)
+    assert (count, abs(float(value) - float(np.tanh(0.5))) < 1e-6) == ("1", True)
+    assert "JAXOPT_ADV_FAST_DISABLE" in reason
 
 
 def test_a_program_compiled_before_in_this_process_is_not_compiled_again(monkeypatch):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.quick import quick_environment
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "multiprocess.py"
 
@@ -21,10 +23,10 @@ EXAMPLE = ROOT / "examples" / "multiprocess.py"
 def launch(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess, list[int], list[int]]:
     """Run the launcher (in a process group of its own, killed if it overruns ``timeout``);
     ``(result, worker pids, ports)`` from its ``worker <pid> ... port <port>`` lines."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
+    # XLA compiles quickly in every process: each run is compared with runs of the same
+    # settings; the processes have several devices, where the kernels are never used
+    pythonpath = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = quick_environment(kernels=True, PYTHONPATH=pythonpath)
     launcher = subprocess.Popen(
         [sys.executable, str(EXAMPLE), *args],
         cwd=ROOT,

@@ -8,17 +8,22 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from tests.helpers.quick import quick_environment
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_example(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python examples/<script> *args``; raises ``CalledProcessError`` when it fails.
 
-    The output is captured as text; ``timeout`` bounds the run in seconds.
+    The output is captured as text; ``timeout`` bounds the run in seconds. XLA compiles
+    quickly there (:func:`tests.helpers.quick.quick_environment`): the tests check what
+    the scripts print and write, far above the last bits those settings change.
     """
     return subprocess.run(
         [sys.executable, f"examples/{script}", *args],
         cwd=ROOT,
+        env=quick_environment(),
         capture_output=True,
         text=True,
         timeout=timeout,

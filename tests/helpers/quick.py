@@ -25,12 +25,14 @@ its own, and :func:`quick_compilation` sets the compile options of the thread th
 only (JAX's global ``jax_disable_most_optimizations`` would reach the check's thread: its
 kernels would then differ from XLA's code, and the fast path would be off for the rest of
 the process); a subprocess run with :func:`quick_xla_flags` has several devices, where the
-kernels are never used.
+kernels are never used, and :func:`quick_environment` (the examples and the command line
+in subprocesses) turns the kernels off.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 
@@ -44,11 +46,29 @@ OPTIMIZATIONS_OFF = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expe
 DEFAULT_COMPILE_OPTIONS = compiler.get_compile_options  # JAX's own, before any block
 
 
-def quick_xla_flags(*flags: str) -> str:
-    """``XLA_FLAGS`` for a subprocess that compiles quickly: ``flags`` and ``QUICK_CODEGEN``
-    (the subprocess sets ``jax_disable_most_optimizations`` itself)."""
-    codegen = [f"--{k}={str(v).lower()}" for k, v in QUICK_CODEGEN.items()]
-    return " ".join([*flags, *codegen])
+def quick_xla_flags(*flags: str, optimizations: bool = True) -> str:
+    """``XLA_FLAGS`` for a subprocess that compiles quickly: ``flags`` and ``QUICK_CODEGEN``,
+    and ``OPTIMIZATIONS_OFF`` unless ``optimizations`` (the sharding checks set
+    ``jax_disable_most_optimizations`` themselves)."""
+    options = QUICK_CODEGEN if optimizations else {**QUICK_CODEGEN, **OPTIMIZATIONS_OFF}
+    quick = (f"--{k}={str(v).lower()}" for k, v in options.items())
+    return " ".join([*(flag for flag in flags if flag), *quick])
+
+
+def quick_environment(kernels: bool = False, **variables: str) -> dict[str, str]:
+    """This process's environment with ``variables`` (``PYTHONPATH=...``), for a
+    subprocess (an example, the command line) that compiles quickly: ``XLA_FLAGS`` with
+    the quick code generator and the optimisations off, for runs whose checks hold far
+    above the last bits these settings change. Unless ``kernels``, the fast kernels are
+    off there (``JAXOPT_ADV_FAST_DISABLE``): their self-check compares them with XLA's
+    default code, which this process does not generate, so it would run, fail and send
+    every step to the XLA path anyway. ``kernels=True`` for a run whose devices never take
+    the kernels (several of them), where the setting would only change what it reports."""
+    env = {**os.environ, **variables}
+    env["XLA_FLAGS"] = quick_xla_flags(env.get("XLA_FLAGS", ""), optimizations=False)
+    if not kernels:
+        env["JAXOPT_ADV_FAST_DISABLE"] = "1"
+    return env
 
 
 @contextlib.contextmanager

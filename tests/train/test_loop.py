@@ -12,6 +12,7 @@ import pytest
 
 import jaxopt_adv
 from jaxopt_adv.train import batch_indices, fit
+from tests.helpers.quick import quick_environment
 from tests.train.models import loss_fn, make_data, make_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,11 +101,10 @@ def test_bad_arguments():
 
 @pytest.mark.slow
 def test_resume_in_a_new_process_is_bit_exact(tmp_path):
-    """10 steps straight == 5 steps, checkpoint, restore in a new process, 5 more steps."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
+    """10 steps straight == 5 steps, checkpoint, restore in a new process, 5 more steps
+    (every process compiles quickly, ``tests/helpers/quick.py``: the same settings)."""
+    pythonpath = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = quick_environment(PYTHONPATH=pythonpath)
 
     def run(directory, max_steps, out):
         cmd = [
