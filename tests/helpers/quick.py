@@ -46,13 +46,14 @@ OPTIMIZATIONS_OFF = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expe
 DEFAULT_COMPILE_OPTIONS = compiler.get_compile_options  # JAX's own, before any block
 
 
-def quick_xla_flags(*flags: str, optimizations: bool = True) -> str:
-    """``XLA_FLAGS`` for a subprocess that compiles quickly: ``flags`` and ``QUICK_CODEGEN``,
-    and ``OPTIMIZATIONS_OFF`` unless ``optimizations`` (the sharding checks set
-    ``jax_disable_most_optimizations`` themselves)."""
-    options = QUICK_CODEGEN if optimizations else {**QUICK_CODEGEN, **OPTIMIZATIONS_OFF}
-    quick = (f"--{k}={str(v).lower()}" for k, v in options.items())
-    return " ".join([*(flag for flag in flags if flag), *quick])
+def quick_xla_flags(*flags: str) -> str:
+    """``XLA_FLAGS`` for a subprocess that compiles quickly: ``flags`` (empty ones left out),
+    then ``QUICK_CODEGEN`` and ``OPTIMIZATIONS_OFF``, the settings of
+    :func:`quick_compilation` for the whole process."""
+    quick = {**QUICK_CODEGEN, **OPTIMIZATIONS_OFF}.items()
+    return " ".join(
+        [*(flag for flag in flags if flag), *(f"--{k}={str(v).lower()}" for k, v in quick)]
+    )
 
 
 def quick_environment(kernels: bool = False, **variables: str) -> dict[str, str]:
@@ -65,7 +66,7 @@ def quick_environment(kernels: bool = False, **variables: str) -> dict[str, str]
     every step to the XLA path anyway. ``kernels=True`` for a run whose devices never take
     the kernels (several of them), where the setting would only change what it reports."""
     env = {**os.environ, **variables}
-    env["XLA_FLAGS"] = quick_xla_flags(env.get("XLA_FLAGS", ""), optimizations=False)
+    env["XLA_FLAGS"] = quick_xla_flags(env.get("XLA_FLAGS", ""))
     if not kernels:
         env["JAXOPT_ADV_FAST_DISABLE"] = "1"
     return env

@@ -9,10 +9,10 @@ abstract state of ``jax.eval_shape(tx.init, <sharded ShapeDtypeStructs>)`` (whos
 carry shardings on the mesh's ``AbstractMesh``; ``jax.make_mesh`` makes Explicit axes).
 Prints one JSON line per failure and exits non-zero if there is any.
 
-XLA compiles quickly (``jax_disable_most_optimizations`` and ``tests/helpers/quick.py``'s
-code generator, in ``XLA_FLAGS``): the check compares placements and the sharded run with
-the single-device run of the same compilation settings, and its run time is mostly
-compilation (its three groups and zero_check: 104 -> 51 CPU s with the code generator).
+XLA compiles quickly (``tests/helpers/quick.py``'s settings, in ``XLA_FLAGS``): the check
+compares placements and the sharded run with the single-device run of the same compilation
+settings, and its run time is mostly compilation (its three groups and zero_check: 104 ->
+51 CPU s with the code generator).
 The steps run as one jitted ``lax.scan`` (a scan's carry must keep its type, sharding
 included), so one compilation per layout gives the numbers, the state after steps and the
 scan from the eager init, and the scan from the jitted init reuses it (the 28 registered
@@ -283,7 +283,6 @@ def check_case(case, failures) -> int:
 
 def main(names: list[str]) -> int:
     assert jax.device_count() == 8, jax.devices()
-    jax.config.update("jax_disable_most_optimizations", True)
     failures: list[dict] = []
     checked = 0
     for case in CASES:

@@ -7,8 +7,8 @@ the parameters replicated, and leave each device at most 0.6 of the state's byte
 param-shaped leaf and CAME's and Adafactor's row statistics sliced, the rest replicated).
 Prints one JSON line per failure and exits non-zero if there is any.
 
-XLA compiles quickly, as in ``sharding_check`` (``jax_disable_most_optimizations`` and
-``tests/helpers/quick.py``'s code generator): both runs compared are compiled with the same
+XLA compiles quickly, as in ``sharding_check`` (``tests/helpers/quick.py``'s settings, in
+``XLA_FLAGS``): both runs compared are compiled with the same
 settings, and the run time is mostly compilation.
 """
 
@@ -105,7 +105,6 @@ def check(name: str, failures: list[dict]) -> None:
 
 def main(names: list[str]) -> int:
     assert jax.device_count() == 4, jax.devices()
-    jax.config.update("jax_disable_most_optimizations", True)
     failures: list[dict] = []
     for name in names or NAMES:
         check(name, failures)
